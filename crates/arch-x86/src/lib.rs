@@ -1,4 +1,25 @@
 //! The unsafe tier of Quercus: everything that touches privileged CPU state.
+//!
+//! Boot stub and descriptor tables, per-CPU areas, port and MSR access, the
+//! physical LAPIC, SMP start, and (later) the VMX and SVM backends. Everything
+//! above this crate is safe code.
 #![no_std]
 
 pub mod acpi_handler;
+#[cfg(feature = "bare-metal")]
+pub mod boot;
+pub mod console;
+pub mod cpu;
+pub mod io;
+pub mod lapic;
+#[cfg(feature = "bare-metal")]
+pub mod mem;
+#[cfg(feature = "bare-metal")]
+pub mod percpu;
+pub mod serial;
+#[cfg(feature = "bare-metal")]
+pub mod smp;
+pub mod time;
+#[cfg(feature = "bare-metal")]
+pub mod trap;
+pub mod virt_caps;

@@ -1,0 +1,83 @@
+//! Plain CPU access: MSRs, control registers, TSC, halting, interrupt flag.
+
+/// Reads a model-specific register.
+///
+/// # Safety
+/// `msr` must exist on this CPU (reading an absent MSR raises #GP).
+#[inline]
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists; RDMSR touches no memory.
+    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// `msr` must exist and `value` must be valid for it; the write must not break
+/// invariants Rust code relies on (e.g. EFER, GS base of the per-CPU area).
+#[inline]
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the MSR and value are valid.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags));
+    }
+}
+
+/// MSR numbers used by the arch tier.
+pub mod msr {
+    pub const IA32_APIC_BASE: u32 = 0x1B;
+    pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+    pub const IA32_VMX_BASIC: u32 = 0x480;
+    pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
+    pub const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
+    pub const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
+    pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
+    pub const IA32_EFER: u32 = 0xC000_0080;
+    pub const IA32_GS_BASE: u32 = 0xC000_0101;
+    pub const AMD_VM_CR: u32 = 0xC001_0114;
+}
+
+/// Reads the time-stamp counter.
+#[inline]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC has no side effects and is always available on x86_64.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Reads CR0, CR2, CR3, CR4.
+pub fn read_crs() -> [u64; 4] {
+    let (cr0, cr2, cr3, cr4): (u64, u64, u64, u64);
+    // SAFETY: reading control registers at CPL0 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr0", "mov {}, cr2", "mov {}, cr3", "mov {}, cr4",
+            out(reg) cr0, out(reg) cr2, out(reg) cr3, out(reg) cr4, options(nomem, nostack, preserves_flags));
+    }
+    [cr0, cr2, cr3, cr4]
+}
+
+/// Halts this CPU for good with interrupts off (NMIs still wake it: loop).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli; hlt only stops this CPU.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Waits for the next interrupt with interrupts enabled, then disables them again.
+pub fn wait_for_interrupt() {
+    // SAFETY: sti; hlt is atomic with respect to interrupt delivery (STI shadow);
+    // handlers run on IST stacks and return here.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+/// Disables maskable interrupts on this CPU.
+#[inline]
+pub fn disable_interrupts() {
+    // SAFETY: clearing IF has no memory effect.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+}
