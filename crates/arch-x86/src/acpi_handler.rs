@@ -28,3 +28,41 @@ impl AcpiHandler for IdentityMapped {
 
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
+
+/// Why the ACPI tables could not be found.
+#[derive(Clone, Copy, Debug)]
+pub enum AcpiFindError {
+    /// The loader gave an RSDP, but it is not a valid one.
+    BadRsdp { addr: u64, err: acpi::AcpiError },
+    /// No RSDP in the EBDA or 0xE0000..0xFFFFF (legacy BIOS search).
+    NotFound(acpi::AcpiError),
+}
+
+impl core::fmt::Display for AcpiFindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AcpiFindError::BadRsdp { addr, err } => {
+                write!(f, "the RSDP the boot loader gave at {addr:#x} is invalid ({err:?})")
+            }
+            AcpiFindError::NotFound(err) => write!(
+                f,
+                "no RSDP from the boot loader and none in the EBDA or 0xE0000-0xFFFFF ({err:?})"
+            ),
+        }
+    }
+}
+
+/// Finds the ACPI tables: at the RSDP the loader passed, else by the BIOS search.
+#[cfg(feature = "bare-metal")]
+pub fn find_tables(rsdp: Option<u64>) -> Result<acpi::AcpiTables<IdentityMapped>, AcpiFindError> {
+    match rsdp {
+        // SAFETY: physical memory is identity-mapped; the acpi crate checks the
+        // RSDP signature and checksums before trusting anything it points to.
+        Some(addr) => unsafe { acpi::AcpiTables::from_rsdp(IdentityMapped, addr as usize) }
+            .map_err(|err| AcpiFindError::BadRsdp { addr, err }),
+        // SAFETY: as above; the search reads only the EBDA and the BIOS area,
+        // both inside the identity map.
+        None => unsafe { acpi::AcpiTables::search_for_rsdp_bios(IdentityMapped) }
+            .map_err(AcpiFindError::NotFound),
+    }
+}

@@ -11,6 +11,19 @@
 /// How much physical memory the boot page tables map 1:1.
 pub const IDENTITY_MAPPED_GIB: u64 = 16;
 
+/// Size of the heap that exists before the memory map is known (parsing the
+/// boot information needs a few allocations).
+pub const BOOTSTRAP_HEAP_SIZE: usize = 1024 * 1024;
+
+/// The bootstrap heap region `[start, end)` in .bss, handed to the allocator once.
+pub fn bootstrap_heap() -> (usize, usize) {
+    extern "C" {
+        static boot_heap_start: u8;
+    }
+    let start = core::ptr::addr_of!(boot_heap_start) as usize;
+    (start, start + BOOTSTRAP_HEAP_SIZE)
+}
+
 /// Size of the BSP's boot stack (also its stack for the life of the BSP).
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
@@ -156,6 +169,10 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4096 * {gib}
+    .balign 4096
+    .global boot_heap_start
+boot_heap_start:
+    .skip {heap}
     .balign 16
     .global boot_stack_bottom
 boot_stack_bottom:
@@ -165,5 +182,6 @@ boot_stack_top:
 "#,
     gib = const IDENTITY_MAPPED_GIB,
     stack = const BOOT_STACK_SIZE,
+    heap = const BOOTSTRAP_HEAP_SIZE,
     options(att_syntax)
 );

@@ -16,6 +16,8 @@ pub mod lapic;
 pub mod mem;
 #[cfg(feature = "bare-metal")]
 pub mod percpu;
+#[cfg(feature = "bare-metal")]
+pub mod phys;
 pub mod serial;
 #[cfg(feature = "bare-metal")]
 pub mod smp;

@@ -110,3 +110,14 @@ pub fn current() -> Option<&'static PerCpu> {
 pub fn alloc_ap_stack() -> u64 {
     leak_stack(AP_STACK_SIZE).as_u64()
 }
+
+/// Recovers the per-CPU area the BSP passed to an AP through the trampoline.
+pub fn from_trampoline_arg(arg: u64) -> Option<&'static PerCpu> {
+    if arg == 0 || arg % core::mem::align_of::<PerCpu>() as u64 != 0 {
+        return None;
+    }
+    // SAFETY: the BSP passes the address of a leaked ('static) PerCpu made by
+    // `PerCpu::new` for exactly this AP; checked non-null and aligned above.
+    let pc = unsafe { &*(arg as *const PerCpu) };
+    (pc.self_ptr as u64 == arg).then_some(pc)
+}
