@@ -18,8 +18,8 @@ impl AcpiHandler for IdentityMapped {
         physical_address: usize,
         size: usize,
     ) -> PhysicalMapping<Self, T> {
-        let ptr = NonNull::new(physical_address as *mut T)
-            .expect("ACPI asked to map physical address 0");
+        let ptr =
+            NonNull::new(physical_address as *mut T).expect("ACPI asked to map physical address 0");
         // SAFETY: the caller (the acpi crate) guarantees `physical_address`
         // holds a `T` of `size` bytes; identity mapping makes that address
         // directly dereferenceable for the life of the hypervisor.
@@ -30,7 +30,7 @@ impl AcpiHandler for IdentityMapped {
 }
 
 /// Why the ACPI tables could not be found.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub enum AcpiFindError {
     /// The loader gave an RSDP, but it is not a valid one.
     BadRsdp { addr: u64, err: acpi::AcpiError },
@@ -42,7 +42,10 @@ impl core::fmt::Display for AcpiFindError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             AcpiFindError::BadRsdp { addr, err } => {
-                write!(f, "the RSDP the boot loader gave at {addr:#x} is invalid ({err:?})")
+                write!(
+                    f,
+                    "the RSDP the boot loader gave at {addr:#x} is invalid ({err:?})"
+                )
             }
             AcpiFindError::NotFound(err) => write!(
                 f,
@@ -65,4 +68,20 @@ pub fn find_tables(rsdp: Option<u64>) -> Result<acpi::AcpiTables<IdentityMapped>
         None => unsafe { acpi::AcpiTables::search_for_rsdp_bios(IdentityMapped) }
             .map_err(AcpiFindError::NotFound),
     }
+}
+
+/// Test hook for the boot-input tests: breaks the signature of the firmware's
+/// MADT in memory, so that the real lookup finds no MADT. Returns false if
+/// there was no MADT to break.
+#[cfg(feature = "bare-metal")]
+pub fn corrupt_madt_signature(tables: &acpi::AcpiTables<IdentityMapped>) -> bool {
+    let Ok(madt) = tables.find_table::<acpi::madt::Madt>() else {
+        return false;
+    };
+    let addr = madt.physical_start();
+    drop(madt);
+    // SAFETY: ACPI tables live in identity-mapped RAM (the MADT was just read
+    // there); overwriting one signature byte only affects later lookups.
+    unsafe { (addr as *mut u8).write_volatile(b'X') };
+    true
 }

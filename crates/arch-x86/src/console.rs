@@ -87,16 +87,15 @@ impl Log for Logger {
             Level::Trace => "TRACE",
         };
         with_console(|u| {
-            if u
-                .write_fmt(format_args!(
-                    "[{:5}.{:06}] cpu{} {} {}\n",
-                    us / 1_000_000,
-                    us % 1_000_000,
-                    cpu,
-                    level,
-                    record.args()
-                ))
-                .is_err()
+            if u.write_fmt(format_args!(
+                "[{:5}.{:06}] cpu{} {} {}\n",
+                us / 1_000_000,
+                us % 1_000_000,
+                cpu,
+                level,
+                record.args()
+            ))
+            .is_err()
             {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }

@@ -9,7 +9,9 @@
 pub fn outb(port: u16, value: u8) {
     // SAFETY: port writes have no memory-safety effect on Rust state; the
     // arch tier only names ports of devices it owns.
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a byte from an I/O port.
@@ -17,7 +19,9 @@ pub fn outb(port: u16, value: u8) {
 pub fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as for `outb`.
-    unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    }
     value
 }
 
@@ -25,7 +29,9 @@ pub fn inb(port: u16) -> u8 {
 #[inline]
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as for `outb`.
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a dword from an I/O port.
@@ -33,6 +39,8 @@ pub fn outl(port: u16, value: u32) {
 pub fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: as for `outb`.
-    unsafe { core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    }
     value
 }

@@ -44,7 +44,9 @@ fn write(offset: usize, value: u32) {
 
 /// The initial APIC ID of the running CPU, from CPUID (valid before any setup).
 pub fn cpuid_apic_id() -> u32 {
-    CpuId::new().get_feature_info().map_or(0, |f| u32::from(f.initial_local_apic_id()))
+    CpuId::new()
+        .get_feature_info()
+        .map_or(0, |f| u32::from(f.initial_local_apic_id()))
 }
 
 /// Records which CPU index owns an APIC ID.
@@ -57,7 +59,10 @@ pub fn register_cpu(apic_id: u32, index: u32) {
 /// The running CPU's index if registered, else its APIC ID marked with `a`.
 pub fn current_cpu_label() -> CpuLabel {
     let apic = cpuid_apic_id();
-    match INDEX_OF_APIC.get(apic as usize).map(|s| s.load(Ordering::Relaxed)) {
+    match INDEX_OF_APIC
+        .get(apic as usize)
+        .map(|s| s.load(Ordering::Relaxed))
+    {
         Some(i) if i > 0 => CpuLabel::Index(i - 1),
         _ => CpuLabel::Apic(apic),
     }

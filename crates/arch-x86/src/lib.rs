@@ -10,6 +10,8 @@ pub mod acpi_handler;
 pub mod boot;
 pub mod console;
 pub mod cpu;
+#[cfg(feature = "bare-metal")]
+pub mod heap;
 pub mod io;
 pub mod lapic;
 #[cfg(feature = "bare-metal")]
@@ -18,6 +20,7 @@ pub mod mem;
 pub mod percpu;
 #[cfg(feature = "bare-metal")]
 pub mod phys;
+pub mod pic;
 pub mod serial;
 #[cfg(feature = "bare-metal")]
 pub mod smp;

@@ -73,3 +73,10 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// The prebuilt `core`'s unwind tables name this; with `panic=abort` it is never called.
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
+
+/// The prebuilt `alloc` has landing pads that name this; with `panic=abort`
+/// nothing unwinds, so reaching it is a bug: stop the CPU.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    crate::cpu::halt_forever()
+}

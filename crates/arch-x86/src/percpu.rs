@@ -65,7 +65,12 @@ impl PerCpu {
         gdt.append(Descriptor::kernel_data_segment());
         gdt.append(Descriptor::tss_segment(tss));
         let gdt: &'static GlobalDescriptorTable = Box::leak(Box::new(gdt));
-        let pc = Box::leak(Box::new(PerCpu { self_ptr: core::ptr::null(), index, apic_id, gdt }));
+        let pc = Box::leak(Box::new(PerCpu {
+            self_ptr: core::ptr::null(),
+            index,
+            apic_id,
+            gdt,
+        }));
         pc.self_ptr = pc as *const PerCpu;
         pc
     }
@@ -101,7 +106,9 @@ pub fn current() -> Option<&'static PerCpu> {
     }
     // SAFETY: a non-zero GS base was set by `install` to a 'static PerCpu
     // whose first field holds its own address.
-    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, preserves_flags, readonly)) };
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, preserves_flags, readonly))
+    };
     // SAFETY: `ptr` is the 'static PerCpu installed on this CPU.
     Some(unsafe { &*(ptr as *const PerCpu) })
 }

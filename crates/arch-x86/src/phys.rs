@@ -16,7 +16,9 @@ fn checked(addr: u64, len: usize) -> Option<usize> {
 /// Physical memory that is not RAM reads as whatever the platform returns; the
 /// callers (multiboot and ACPI parsers) only read what firmware pointed them at.
 pub fn read(addr: u64, buf: &mut [u8]) -> bool {
-    let Some(src) = checked(addr, buf.len()) else { return false };
+    let Some(src) = checked(addr, buf.len()) else {
+        return false;
+    };
     // SAFETY: the range lies inside the identity map built by the boot stub,
     // and byte reads of RAM or MMIO have no Rust-visible aliasing effects.
     unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
@@ -29,7 +31,10 @@ pub fn image_range() -> (u64, u64) {
         static __image_start: u8;
         static __bss_end: u8;
     }
-    (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__bss_end) as u64)
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__bss_end) as u64,
+    )
 }
 
 /// Turns a physical range the frame allocator handed out into a byte slice.
@@ -43,19 +48,21 @@ pub unsafe fn owned_slice(addr: u64, len: usize) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) }
 }
 
-/// Test hook for the boot-input tests: makes the first entry of a Multiboot1
-/// memory map wrap past the end of the address space, so that the real parser
-/// meets a malformed map in real loader memory.
+/// Test hook for the boot-input tests: moves the first entry of a Multiboot1
+/// memory map so that it wraps past the end of the address space, so that the
+/// real parser meets a malformed map in real loader memory.
 pub fn corrupt_mb1_memory_map(info: u64) -> bool {
     let mut hdr = [0u8; 52];
     if !read(info, &mut hdr) || hdr[0] & (1 << 6) == 0 {
         return false;
     }
     let mmap = u64::from(u32::from_le_bytes([hdr[48], hdr[49], hdr[50], hdr[51]]));
-    // Entry: size u32, base u64, len u64, type u32. Overwrite len.
-    let Some(at) = checked(mmap + 12, 8) else { return false };
+    // Entry: size u32, base u64, len u64, type u32. Overwrite base.
+    let Some(at) = checked(mmap + 4, 8) else {
+        return false;
+    };
     // SAFETY: the loader's memory map lies in identity-mapped low memory that
     // nothing else uses yet (this runs before any allocation).
-    unsafe { (at as *mut u64).write_unaligned(u64::MAX) };
+    unsafe { (at as *mut u64).write_unaligned(0xFFFF_FFFF_FFFF_F000) };
     true
 }

@@ -162,7 +162,9 @@ pub fn start_ap(boot: &ApBoot, online: &AtomicBool, timeout_ms: u64) -> Result<(
     let deadline = time::deadline_after_us(timeout_ms * 1000);
     while !online.load(Ordering::Acquire) {
         if time::passed(deadline) {
-            return Err(ApStartError::Timeout { waited_ms: timeout_ms });
+            return Err(ApStartError::Timeout {
+                waited_ms: timeout_ms,
+            });
         }
         core::hint::spin_loop();
     }

@@ -196,7 +196,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 /// The name of exception `vector` (or "interrupt").
 pub fn vector_name(vector: u64) -> &'static str {
-    EXCEPTION_NAMES.get(vector as usize).copied().unwrap_or("interrupt")
+    EXCEPTION_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("interrupt")
 }
 
 /// Prints a full register dump for `frame`, naming the CPU and the vector.
@@ -212,13 +215,34 @@ pub fn dump(frame: &TrapFrame) {
          R9  {:#018x} R10 {:#018x} R11 {:#018x} R12 {:#018x}\n\
          R13 {:#018x} R14 {:#018x} R15 {:#018x}\n\
          CR0 {:#018x} CR2 {:#018x} CR3 {:#018x} CR4 {:#018x}",
-        f.vector, vector_name(f.vector), cpu, f.error_code,
-        f.rip, f.cs, f.rflags, f.rsp, f.ss,
-        f.rax, f.rbx, f.rcx, f.rdx,
-        f.rsi, f.rdi, f.rbp, f.r8,
-        f.r9, f.r10, f.r11, f.r12,
-        f.r13, f.r14, f.r15,
-        cr0, cr2, cr3, cr4
+        f.vector,
+        vector_name(f.vector),
+        cpu,
+        f.error_code,
+        f.rip,
+        f.cs,
+        f.rflags,
+        f.rsp,
+        f.ss,
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx,
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15,
+        cr0,
+        cr2,
+        cr3,
+        cr4
     );
 }
 
@@ -233,7 +257,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if vector == u64::from(crate::lapic::SPURIOUS_VECTOR) {
         return;
     }
-    let h = HANDLERS.get(vector as usize).map_or(0, |h| h.load(Ordering::Acquire));
+    let pic = u64::from(crate::pic::PIC_VECTOR_BASE);
+    if (pic..pic + 16).contains(&vector) {
+        // Every 8259 line is masked: only spurious IRQ 7/15 arrive here, and
+        // those must not be acknowledged anywhere.
+        return;
+    }
+    let h = HANDLERS
+        .get(vector as usize)
+        .map_or(0, |h| h.load(Ordering::Acquire));
     if h != 0 {
         // SAFETY: only `set_handler` stores into HANDLERS, always a `Handler`.
         let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(h) };

@@ -59,7 +59,10 @@ pub fn probe() -> VirtCaps {
     if cpuid.get_feature_info().is_some_and(|f| f.has_vmx()) {
         return VirtCaps::Vmx(probe_vmx());
     }
-    if cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_svm()) {
+    if cpuid
+        .get_extended_processor_and_feature_identifiers()
+        .is_some_and(|f| f.has_svm())
+    {
         let mut caps = SvmCaps::default();
         if let Some(svm) = cpuid.get_svm_info() {
             caps.revision = svm.revision();
@@ -83,7 +86,11 @@ fn probe_vmx() -> VmxCaps {
     let (fc, basic) = unsafe { (rdmsr(msr::IA32_FEATURE_CONTROL), rdmsr(msr::IA32_VMX_BASIC)) };
     caps.disabled_by_firmware = fc & 1 != 0 && fc & (1 << 2) == 0;
     caps.true_ctls = basic & (1 << 55) != 0;
-    let proc_msr = if caps.true_ctls { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS };
+    let proc_msr = if caps.true_ctls {
+        msr::IA32_VMX_TRUE_PROCBASED_CTLS
+    } else {
+        msr::IA32_VMX_PROCBASED_CTLS
+    };
     // SAFETY: the primary controls MSR exists with VMX; TRUE only when BASIC bit 55 says so.
     let procbased = unsafe { rdmsr(proc_msr) };
     caps.secondary_ctls = (procbased >> 32) & (1 << 31) != 0;
@@ -104,7 +111,11 @@ fn probe_vmx() -> VmxCaps {
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 impl fmt::Display for VirtCaps {
