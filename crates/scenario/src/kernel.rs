@@ -1,0 +1,30 @@
+//! The guest kernel: which boot module it is, its format, and its command line.
+
+/// How the kernel boot module is loaded and entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// An ELF64 executable, loaded by its program headers and entered at `e_entry`.
+    Elf64,
+    /// A Multiboot (version 1) kernel, entered in 32-bit protected mode with EAX = 0x2BADB002.
+    Multiboot1,
+    /// A flat binary copied to `load_gpa` and entered at `entry_gpa` (both inside guest RAM).
+    Raw {
+        /// Guest-physical address the image is copied to.
+        load_gpa: u64,
+        /// Guest-physical address of the first instruction.
+        entry_gpa: u64,
+    },
+    /// A Linux bzImage, booted through the 64-bit boot protocol.
+    BzImage,
+}
+
+/// The guest kernel of one VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Name of the boot module holding the kernel image (as given to the bootloader).
+    pub module: &'static str,
+    /// Image format.
+    pub kind: KernelKind,
+    /// Kernel command line (no NUL bytes; may be empty).
+    pub cmdline: &'static str,
+}

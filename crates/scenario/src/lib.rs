@@ -1,0 +1,21 @@
+//! The scenario data model: which VMs a board runs and what each owns, as `&'static` data.
+//!
+//! A scenario is written as TOML under `configs/`, checked on the host by `tools/configurator`
+//! (`quercus-config`), and turned into a Rust file defining `pub static SCENARIO: Scenario`.
+//! The hypervisor includes that file; it never parses configuration at run time, so every value
+//! here has already been validated (see the configurator for the rules).
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod console;
+mod kernel;
+mod memory;
+mod scenario;
+mod vm;
+
+pub use console::VuartConfig;
+pub use kernel::{KernelConfig, KernelKind};
+pub use memory::MemoryConfig;
+pub use scenario::Scenario;
+pub use vm::{LoadOrder, VmConfig, VmType};

@@ -1,0 +1,281 @@
+//! Board files (`configs/boards/<name>.toml`): what the hardware has, as far as scenarios care.
+//!
+//! Format (also described at the top of each shipped board file):
+//! ```toml
+//! description = "QEMU q35, TCG, AMD-V"   # optional, free text
+//! vendor = "amd"                          # intel | amd | intel-or-amd (CPU virtualization offered)
+//! pcpus = 4                               # logical CPUs, numbered 0 (BSP) .. pcpus-1
+//! memory_mib = 2048                       # RAM, MiB
+//! hv_memory_mib = 64                      # RAM kept by the hypervisor, MiB (multiple of 2)
+//! [uarts]                                 # optional: physical legacy UARTs, name = I/O port
+//! com1 = 0x3F8
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, ErrorKind};
+use crate::toml_doc;
+
+/// Which CPU virtualization extension a board offers; the hypervisor picks its backend by CPUID
+/// at boot, so this is for tools (which emulator CPU model to start) and for checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// Intel VT-x only.
+    Intel,
+    /// AMD-V only.
+    Amd,
+    /// Either, depending on how the board is started (e.g. Bochs with a VT-x or an AMD-V CPU model).
+    IntelOrAmd,
+}
+
+impl Vendor {
+    /// The values accepted in a board file.
+    pub const EXPECTED: &'static str = "intel, amd, intel-or-amd";
+
+    /// Parses a board file value.
+    pub fn from_name(value: &str) -> Option<Self> {
+        match value {
+            "intel" => Some(Self::Intel),
+            "amd" => Some(Self::Amd),
+            "intel-or-amd" => Some(Self::IntelOrAmd),
+            _ => None,
+        }
+    }
+
+    /// The board file spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Intel => "intel",
+            Self::Amd => "amd",
+            Self::IntelOrAmd => "intel-or-amd",
+        }
+    }
+
+    /// Whether the board can run the VT-x backend.
+    pub fn has_vmx(self) -> bool {
+        matches!(self, Self::Intel | Self::IntelOrAmd)
+    }
+
+    /// Whether the board can run the AMD-V backend.
+    pub fn has_svm(self) -> bool {
+        matches!(self, Self::Amd | Self::IntelOrAmd)
+    }
+}
+
+/// Physical legacy UARTs present on the board, by I/O port base.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uarts {
+    /// COM1 (usually 0x3F8), the hypervisor's own console when present.
+    pub com1: Option<u16>,
+    /// COM2 (usually 0x2F8).
+    pub com2: Option<u16>,
+    /// COM3 (usually 0x3E8).
+    pub com3: Option<u16>,
+    /// COM4 (usually 0x2E8).
+    pub com4: Option<u16>,
+}
+
+/// A validated board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Board {
+    /// Board name (the file stem).
+    pub name: String,
+    /// The board file.
+    pub file: PathBuf,
+    /// Free-text description (may be empty).
+    pub description: String,
+    /// CPU virtualization offered.
+    pub vendor: Vendor,
+    /// Number of logical CPUs; pCPU 0 is the BSP and belongs to the hypervisor.
+    pub pcpus: u16,
+    /// RAM size in MiB.
+    pub memory_mib: u64,
+    /// RAM reserved for the hypervisor in MiB.
+    pub hv_memory_mib: u64,
+    /// Physical UARTs.
+    pub uarts: Uarts,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoard {
+    #[serde(default)]
+    description: String,
+    vendor: String,
+    pcpus: u16,
+    memory_mib: u64,
+    hv_memory_mib: u64,
+    #[serde(default)]
+    uarts: Uarts,
+}
+
+impl Board {
+    /// Reads board `name` from `<boards_dir>/<name>.toml`. A missing file is reported against
+    /// `scenario_file`'s `board` field (that is where the mistake is); anything wrong inside the
+    /// board file is reported against the board file.
+    pub fn load(
+        boards_dir: &Path,
+        name: &str,
+        scenario_file: &Path,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let in_scenario = |kind| ConfigError {
+            file: scenario_file.to_owned(),
+            vm: None,
+            field: "board".to_owned(),
+            kind,
+        };
+        crate::name::check_name(name).map_err(|kind| vec![in_scenario(kind)])?;
+        let path = boards_dir.join(format!("{name}.toml"));
+        if !path.is_file() {
+            return Err(vec![in_scenario(ErrorKind::UnknownBoard {
+                board: name.to_owned(),
+                path,
+                available: available_boards(boards_dir),
+            })]);
+        }
+        let text = fs::read_to_string(&path).map_err(|e| {
+            vec![ConfigError {
+                file: path.clone(),
+                vm: None,
+                field: String::new(),
+                kind: ErrorKind::Read(e.to_string()),
+            }]
+        })?;
+        Self::parse(&path, name, &text)
+    }
+
+    /// Parses and checks the text of board file `file` for board `name`.
+    pub fn parse(file: &Path, name: &str, text: &str) -> Result<Self, Vec<ConfigError>> {
+        let error = |field: &str, kind| ConfigError {
+            file: file.to_owned(),
+            vm: None,
+            field: field.to_owned(),
+            kind,
+        };
+        let table = toml_doc::parse(text)
+            .map_err(|kinds| kinds.into_iter().map(|k| error("", k)).collect::<Vec<_>>())?;
+        let raw: RawBoard = toml_doc::deserialize(text, &table)
+            .map_err(|(field, kind)| vec![error(&field, kind)])?;
+
+        let mut errors = Vec::new();
+        let vendor = Vendor::from_name(&raw.vendor);
+        if vendor.is_none() {
+            errors.push(error(
+                "vendor",
+                ErrorKind::UnknownValue {
+                    value: raw.vendor.clone(),
+                    expected: Vendor::EXPECTED,
+                },
+            ));
+        }
+        if raw.pcpus == 0 {
+            errors.push(error(
+                "pcpus",
+                ErrorKind::BadBoard("0 pCPUs: a board has at least the BSP".into()),
+            ));
+        }
+        if raw.memory_mib == 0 {
+            errors.push(error(
+                "memory_mib",
+                ErrorKind::BadBoard("0 MiB of RAM".into()),
+            ));
+        }
+        if raw.hv_memory_mib == 0 || raw.hv_memory_mib % 2 != 0 {
+            errors.push(error(
+                "hv_memory_mib",
+                ErrorKind::BadBoard(format!(
+                    "{} MiB: the hypervisor reserve must be a non-zero multiple of 2 MiB",
+                    raw.hv_memory_mib
+                )),
+            ));
+        } else if raw.hv_memory_mib >= raw.memory_mib {
+            errors.push(error(
+                "hv_memory_mib",
+                ErrorKind::BadBoard(format!(
+                    "{} MiB leaves nothing of the board's {} MiB for VMs",
+                    raw.hv_memory_mib, raw.memory_mib
+                )),
+            ));
+        }
+        match vendor {
+            Some(vendor) if errors.is_empty() => Ok(Self {
+                name: name.to_owned(),
+                file: file.to_owned(),
+                description: raw.description,
+                vendor,
+                pcpus: raw.pcpus,
+                memory_mib: raw.memory_mib,
+                hv_memory_mib: raw.hv_memory_mib,
+                uarts: raw.uarts,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The board names found in `boards_dir`, sorted and comma-separated, or `none`.
+fn available_boards(boards_dir: &Path) -> String {
+    let mut names: Vec<String> = fs::read_dir(boards_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "vendor = \"amd\"\npcpus = 4\nmemory_mib = 2048\nhv_memory_mib = 64\n[uarts]\ncom1 = 0x3F8\n";
+
+    fn parse(text: &str) -> Result<Board, Vec<ConfigError>> {
+        Board::parse(Path::new("boards/b.toml"), "b", text)
+    }
+
+    #[test]
+    fn parses_good_board() {
+        let board = parse(GOOD).unwrap();
+        assert_eq!(board.vendor, Vendor::Amd);
+        assert_eq!(board.pcpus, 4);
+        assert_eq!(board.uarts.com1, Some(0x3F8));
+        assert_eq!(board.uarts.com2, None);
+    }
+
+    #[test]
+    fn collects_board_errors() {
+        let errors = parse("vendor = \"via\"\npcpus = 0\nmemory_mib = 64\nhv_memory_mib = 64\n")
+            .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["vendor", "pcpus", "hv_memory_mib"], "{errors:?}");
+        assert!(errors.iter().all(|e| e.file == Path::new("boards/b.toml")));
+    }
+
+    #[test]
+    fn rejects_unknown_board_field() {
+        let errors = parse(&format!("{GOOD}com5 = 1\n")).unwrap_err();
+        assert_eq!(errors[0].field, "uarts.com5");
+        assert!(matches!(errors[0].kind, ErrorKind::UnknownField { .. }));
+    }
+
+    #[test]
+    fn vendor_capabilities() {
+        assert!(Vendor::IntelOrAmd.has_vmx() && Vendor::IntelOrAmd.has_svm());
+        assert!(!Vendor::Amd.has_vmx() && !Vendor::Intel.has_svm());
+        for v in [Vendor::Intel, Vendor::Amd, Vendor::IntelOrAmd] {
+            assert_eq!(Vendor::from_name(v.name()), Some(v));
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The configurator's error: where (file, VM, field) and what ([`ErrorKind`]), one line when displayed.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem found in a scenario or board file.
+///
+/// `Display` renders the whole line, e.g.
+/// `configs/bad.toml: vm "rt0" (vm[1]): pcpus: pCPU 2 is already owned by vm "lin" (vm[0])`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problem is in (the scenario, or the board file it names).
+    pub file: PathBuf,
+    /// The `[[vm]]` table concerned, if the problem is inside one.
+    pub vm: Option<VmRef>,
+    /// Dotted path of the field inside the VM (or the file, when `vm` is `None`), e.g. `pcpus`,
+    /// `kernel.type`, `console.vuart`; empty when the problem is not about one field.
+    pub field: String,
+    /// What is wrong.
+    pub kind: ErrorKind,
+}
+
+impl ConfigError {
+    /// The message without the location prefix (what [`ErrorKind`] displays).
+    pub fn message(&self) -> String {
+        self.kind.to_string()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if let Some(vm) = &self.vm {
+            write!(f, "{vm}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.kind)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which `[[vm]]` table: its index in file order and, when it has a usable one, its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRef {
+    /// Position in the scenario file, from 0 (also the VM id once valid).
+    pub index: usize,
+    /// The `name` field, when it is a string.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for VmRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "vm {name:?} (vm[{}])", self.index),
+            None => write!(f, "vm[{}]", self.index),
+        }
+    }
+}
+
+/// What is wrong. Messages name the offending value; the location is in [`ConfigError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    /// The file could not be read.
+    #[error("cannot read file: {0}")]
+    Read(String),
+    /// The file is not valid TOML.
+    #[error("TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key the format does not have (often a typo).
+    #[error("unknown field at line {line}, column {column} (expected {expected})")]
+    UnknownField {
+        /// 1-based line of the key.
+        line: usize,
+        /// 1-based column of the key.
+        column: usize,
+        /// The keys allowed here.
+        expected: String,
+    },
+    /// A required key is absent.
+    #[error("missing required field")]
+    MissingField,
+    /// A value of the wrong TOML type or out of the range of its Rust type.
+    #[error("{message} at line {line}, column {column}")]
+    BadValue {
+        /// 1-based line of the value.
+        line: usize,
+        /// 1-based column of the value.
+        column: usize,
+        /// The deserializer's message, e.g. `invalid type: string "32", expected u64`.
+        message: String,
+    },
+    /// A string field whose value is not one of the allowed words.
+    #[error("unknown value {value:?} (expected one of: {expected})")]
+    UnknownValue {
+        /// The value given.
+        value: String,
+        /// The allowed values, comma-separated.
+        expected: &'static str,
+    },
+    /// The scenario has no `[[vm]]` table.
+    #[error("the scenario defines no VMs (add at least one [[vm]] table)")]
+    NoVms,
+    /// A scenario, VM or board name breaks the naming rule.
+    #[error("invalid name {name:?}: {reason} (allowed: 1 to 32 characters from [a-z0-9_-])")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Which part of the rule it breaks.
+        reason: String,
+    },
+    /// Two VMs have the same name.
+    #[error("name {name:?} is already used by {first}")]
+    DuplicateName {
+        /// The repeated name.
+        name: String,
+        /// The earlier VM with that name.
+        first: VmRef,
+    },
+    /// The board named by the scenario has no board file.
+    #[error("unknown board {board:?}: no file {path} (available boards: {available})")]
+    UnknownBoard {
+        /// The board name given.
+        board: String,
+        /// Where its file was looked for.
+        path: PathBuf,
+        /// The boards that do exist, comma-separated (or `none`).
+        available: String,
+    },
+    /// A VM lists no pCPU.
+    #[error("no pCPU given: a VM needs at least one")]
+    EmptyPcpus,
+    /// A pCPU index past the board's CPUs.
+    #[error("pCPU {pcpu} does not exist on board {board:?}, which has {count} pCPUs (0..={last})", last = .count.saturating_sub(1))]
+    PcpuOutOfRange {
+        /// The index given.
+        pcpu: u16,
+        /// The board.
+        board: String,
+        /// How many pCPUs the board has.
+        count: u16,
+    },
+    /// pCPU 0 given to a VM.
+    #[error("pCPU 0 cannot be given to a VM: it is the hypervisor's management CPU (the BSP, which runs the boot, the shell and no vCPU)")]
+    PcpuZero,
+    /// A pCPU listed twice in one VM.
+    #[error("pCPU {0} is listed more than once")]
+    PcpuDuplicate(u16),
+    /// A pCPU owned by two VMs.
+    #[error("pCPU {pcpu} is already owned by {owner} (pCPUs are never shared)")]
+    PcpuTaken {
+        /// The contested pCPU.
+        pcpu: u16,
+        /// The VM that listed it first.
+        owner: VmRef,
+    },
+    /// `memory_mib = 0`.
+    #[error("0 MiB: a VM needs RAM")]
+    MemoryZero,
+    /// Memory size that is not a whole number of 2 MiB pages.
+    #[error("{0} MiB is not a multiple of 2 MiB")]
+    MemoryNotAligned(u64),
+    /// The VMs plus the hypervisor's reserve need more RAM than the board has.
+    #[error("VMs up to this one need {vms_mib} MiB + {hv_mib} MiB hypervisor reserve = {total_mib} MiB, more than the {board_mib} MiB of board {board:?}")]
+    MemoryExceeded {
+        /// RAM of the VMs so far (this one included).
+        vms_mib: u64,
+        /// The board's hypervisor reserve.
+        hv_mib: u64,
+        /// Their sum.
+        total_mib: u64,
+        /// The board's RAM.
+        board_mib: u64,
+        /// The board.
+        board: String,
+    },
+    /// `host_base` not 2 MiB aligned.
+    #[error("{0:#x} is not 2 MiB aligned")]
+    HostBaseNotAligned(u64),
+    /// The fixed range ends past the board's RAM.
+    #[error("range {base:#x}..{end:#x} ends past the {board_mib} MiB ({board_end:#x}) of RAM on board {board:?}", board_end = .board_mib << 20)]
+    HostBasePastMemory {
+        /// Start of the range.
+        base: u64,
+        /// End of the range (exclusive).
+        end: u64,
+        /// The board's RAM.
+        board_mib: u64,
+        /// The board.
+        board: String,
+    },
+    /// Two VMs' fixed ranges overlap.
+    #[error("range {base:#x}..{end:#x} overlaps {other}'s range {other_base:#x}..{other_end:#x}")]
+    HostBaseOverlap {
+        /// Start of this VM's range.
+        base: u64,
+        /// End of this VM's range (exclusive).
+        end: u64,
+        /// The other VM.
+        other: VmRef,
+        /// Start of its range.
+        other_base: u64,
+        /// End of its range (exclusive).
+        other_end: u64,
+    },
+    /// A raw kernel without `load_addr` or `entry`.
+    #[error("required when the kernel type is \"raw\"")]
+    RawNeedsAddress,
+    /// `load_addr` or `entry` for a kernel that is not raw.
+    #[error("only allowed when the kernel type is \"raw\" (this kernel is {kind:?}, which says where it loads)")]
+    AddressNotRaw {
+        /// The kernel type given.
+        kind: String,
+    },
+    /// A raw kernel address outside guest RAM.
+    #[error("{addr:#x} is outside the VM's {mib} MiB of RAM (0..{end:#x})", end = .mib << 20)]
+    AddressOutsideRam {
+        /// The address.
+        addr: u64,
+        /// The VM's RAM.
+        mib: u64,
+    },
+    /// A kernel or initrd module that the build does not provide.
+    #[error("module {module:?} is not built (known modules: {known})")]
+    UnknownModule {
+        /// The module name.
+        module: String,
+        /// The modules that exist, comma-separated (or `none`).
+        known: String,
+    },
+    /// A module name that is empty.
+    #[error("module name is empty")]
+    EmptyModule,
+    /// A command line with a NUL byte (the guest sees it as a C string).
+    #[error("contains a NUL byte at offset {0}")]
+    CmdlineNul(usize),
+    /// A real-time VM that is not pre-launched.
+    #[error("an rt VM must be pre-launched (rt with load_order {load_order:?} is not supported)")]
+    RtNotPreLaunched {
+        /// The load order given.
+        load_order: &'static str,
+    },
+    /// More than one service VM.
+    #[error("a scenario has at most one service VM, and {first} is already one")]
+    SecondServiceVm {
+        /// The first service VM.
+        first: VmRef,
+    },
+    /// Post-launched VMs without a service VM to launch them.
+    #[error("post-launched VMs are created by the service VM, and this scenario has none")]
+    PostLaunchedWithoutService,
+    /// A `[[vm]]` entry that is not a table.
+    #[error("expected a table ([[vm]]), found {0}")]
+    VmNotTable(&'static str),
+    /// A board file whose values contradict each other or the design.
+    #[error("{0}")]
+    BadBoard(String),
+}

@@ -1,0 +1,57 @@
+//! The scenario file as written: serde mirrors of its tables, before any semantic check.
+//!
+//! Word-valued fields (`load_order`, `vm_type`, `kernel.type`, `console.vuart`) are read as strings
+//! and checked by `validate`, so a wrong word is reported with the VM and field like every other
+//! semantic error instead of stopping the parse of its VM.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+/// Top level of a scenario file. `[[vm]]` tables are deserialized one by one (see `validate`), so
+/// that each VM's structural errors are reported separately.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Option<String>,
+    pub board: Option<String>,
+    /// Checked for shape only here; see `validate`.
+    #[serde(default, rename = "vm")]
+    _vm: Vec<IgnoredAny>,
+}
+
+/// One `[[vm]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVm {
+    pub name: String,
+    pub load_order: String,
+    pub vm_type: Option<String>,
+    pub pcpus: Vec<u16>,
+    pub memory_mib: u64,
+    pub host_base: Option<u64>,
+    pub kernel: RawKernel,
+    pub initrd: Option<String>,
+    pub console: Option<RawConsole>,
+    #[serde(default)]
+    pub restart_on_reset: bool,
+}
+
+/// `[vm.kernel]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKernel {
+    pub module: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub cmdline: String,
+    pub load_addr: Option<u64>,
+    pub entry: Option<u64>,
+}
+
+/// `[vm.console]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub vuart: String,
+}

@@ -1,0 +1,28 @@
+//! Quercus scenario configurator: validates scenario and board TOML files on the host and
+//! generates the static scenario (`scenario::Scenario`) the hypervisor is built with.
+//!
+//! The usual call is [`load_and_validate`] then [`generate`]. Every problem found is returned (not
+//! just the first), each naming the file, the VM and the field.
+
+#![forbid(unsafe_code)]
+
+mod board;
+mod cross_checks;
+mod error;
+mod generate;
+mod input;
+mod load;
+mod model;
+mod name;
+mod toml_doc;
+mod validate;
+mod vm_checks;
+mod words;
+
+pub use board::{Board, Uarts, Vendor};
+pub use error::{ConfigError, ErrorKind, VmRef};
+pub use generate::generate;
+pub use load::{boards_dir_for, load, load_and_validate};
+pub use model::{Kernel, Validated, Vm};
+pub use name::MAX_NAME_LEN;
+pub use validate::{validate_str, Modules};

@@ -1,0 +1,152 @@
+//! Validation of a whole scenario document: syntax, top-level fields, board, each VM, then across VMs.
+
+use std::path::Path;
+
+use toml::de::DeValue;
+use toml::Spanned;
+
+use crate::board::Board;
+use crate::cross_checks::check_across;
+use crate::error::{ConfigError, ErrorKind, VmRef};
+use crate::input::{RawScenario, RawVm};
+use crate::model::Validated;
+use crate::toml_doc;
+use crate::vm_checks::{check_vm, Report};
+
+/// Which boot modules exist, for checking `kernel.module` and `initrd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modules<'a> {
+    /// Only these module names exist (e.g. the guests xtask builds).
+    Known(&'a [&'a str]),
+    /// Do not check module names (only that they are not empty).
+    Unchecked,
+}
+
+/// Validates scenario `text` (read from `file`, which is only used in messages and for the default
+/// scenario name) against the board it names, looked up as `<boards_dir>/<board>.toml`.
+///
+/// Every problem found is returned, sorted by VM (file-level problems first).
+pub fn validate_str(
+    file: &Path,
+    text: &str,
+    boards_dir: &Path,
+    modules: Modules<'_>,
+) -> Result<Validated, Vec<ConfigError>> {
+    let file_error = |field: &str, kind| ConfigError {
+        file: file.to_owned(),
+        vm: None,
+        field: field.to_owned(),
+        kind,
+    };
+    let doc = toml_doc::parse(text).map_err(|kinds| {
+        kinds
+            .into_iter()
+            .map(|k| file_error("", k))
+            .collect::<Vec<_>>()
+    })?;
+    let mut errors = Vec::new();
+
+    let top: Option<RawScenario> = toml_doc::deserialize(text, &doc)
+        .map_err(|(field, kind)| errors.push(file_error(&field, kind)))
+        .ok();
+
+    let mut name = None;
+    if let Some(top) = &top {
+        let scenario_name = match &top.name {
+            Some(name) => name.clone(),
+            None => file
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        match crate::name::check_name(&scenario_name) {
+            Ok(()) => name = Some(scenario_name),
+            Err(kind) => errors.push(file_error("name", kind)),
+        }
+    }
+    // When the top level did not deserialize (say, an unknown key), a well-formed `board` is
+    // still used so that the VMs get their board checks in the same run.
+    let board_name = match &top {
+        Some(top) => top.board.clone(),
+        None => match doc.get_ref().get("board").map(Spanned::get_ref) {
+            Some(DeValue::String(board)) => Some(board.to_string()),
+            _ => None,
+        },
+    };
+    let board = match board_name {
+        None if top.is_some() => {
+            errors.push(file_error("board", ErrorKind::MissingField));
+            None
+        }
+        None => None,
+        Some(board_name) => Board::load(boards_dir, &board_name, file)
+            .map_err(|board_errors| errors.extend(board_errors))
+            .ok(),
+    };
+
+    let entries: &[Spanned<DeValue<'_>>] = match doc.get_ref().get("vm").map(Spanned::get_ref) {
+        Some(DeValue::Array(entries)) => entries,
+        // A `vm` that is not an array was reported by the top-level deserialization.
+        _ => &[],
+    };
+    if entries.is_empty() && top.is_some() {
+        errors.push(file_error("vm", ErrorKind::NoVms));
+    }
+
+    let mut parsed: Vec<(VmRef, RawVm)> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let table = match entry.get_ref() {
+            DeValue::Table(table) => table,
+            other => {
+                errors.push(ConfigError {
+                    file: file.to_owned(),
+                    vm: Some(VmRef { index, name: None }),
+                    field: String::new(),
+                    kind: ErrorKind::VmNotTable(toml_doc::type_name(other)),
+                });
+                continue;
+            }
+        };
+        let vm = VmRef {
+            index,
+            name: match table.get("name").map(Spanned::get_ref) {
+                Some(DeValue::String(name)) => Some(name.to_string()),
+                _ => None,
+            },
+        };
+        match toml_doc::deserialize::<RawVm>(text, &Spanned::new(entry.span(), table.clone())) {
+            Ok(raw) => parsed.push((vm, raw)),
+            Err((field, kind)) => errors.push(ConfigError {
+                file: file.to_owned(),
+                vm: Some(vm),
+                field,
+                kind,
+            }),
+        }
+    }
+
+    let mut vms = Vec::new();
+    for (vm, raw) in &parsed {
+        let mut report = Report {
+            file,
+            vm: vm.clone(),
+            errors: &mut errors,
+        };
+        vms.extend(check_vm(&mut report, raw, board.as_ref(), modules));
+    }
+    let refs: Vec<(VmRef, &RawVm)> = parsed.iter().map(|(vm, raw)| (vm.clone(), raw)).collect();
+    check_across(file, &refs, board.as_ref(), &mut errors);
+
+    match (name, board) {
+        (Some(name), Some(board)) if errors.is_empty() => Ok(Validated {
+            file: file.to_owned(),
+            name,
+            board,
+            vms,
+        }),
+        _ => {
+            errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));
+            Err(errors)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The shipped boards and scenarios under `configs/` validate, and generate the golden files
+//! that `generated_compiles.rs` builds against the `scenario` crate.
+//!
+//! After an intended change to the generator, refresh the golden files with
+//! `QUERCUS_BLESS=1 cargo test -p configurator --test shipped`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use configurator::{generate, load_and_validate, Board, Vendor};
+
+/// The module names xtask builds for the shipped scenarios.
+const GUESTS: &[&str] = &["test-guest", "test-guest-crash"];
+
+fn configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+#[test]
+fn every_shipped_scenario_validates() {
+    let mut count = 0;
+    for entry in fs::read_dir(configs()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(errors) = load_and_validate(&path, GUESTS) {
+                panic!(
+                    "{}",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 2, "expected default.toml and partitioned.toml");
+}
+
+#[test]
+fn shipped_boards() {
+    let boards = configs().join("boards");
+    let here = Path::new("scenario.toml");
+    let qemu = Board::load(&boards, "qemu", here).unwrap();
+    assert_eq!(
+        (qemu.vendor, qemu.pcpus, qemu.memory_mib, qemu.hv_memory_mib),
+        (Vendor::Amd, 4, 2048, 64)
+    );
+    assert_eq!(qemu.uarts.com1, Some(0x3F8));
+    let bochs = Board::load(&boards, "bochs", here).unwrap();
+    assert_eq!(
+        (bochs.vendor, bochs.pcpus, bochs.memory_mib),
+        (Vendor::IntelOrAmd, 2, 512)
+    );
+}
+
+#[test]
+fn default_scenario() {
+    let v = load_and_validate(&configs().join("default.toml"), GUESTS).unwrap();
+    assert_eq!(
+        (v.name.as_str(), v.board.name.as_str()),
+        ("default", "qemu")
+    );
+    let vm = &v.vms[0];
+    assert_eq!(
+        (vm.name.as_str(), vm.pcpus.as_slice(), vm.memory_bytes),
+        ("vm0", &[1u16][..], 32 << 20)
+    );
+    assert_eq!(v.modules(), ["test-guest"]);
+}
+
+#[test]
+fn partitioned_scenario() {
+    let v = load_and_validate(&configs().join("partitioned.toml"), GUESTS).unwrap();
+    let summary: Vec<_> = v
+        .vms
+        .iter()
+        .map(|vm| {
+            (
+                vm.id,
+                vm.pcpus.clone(),
+                vm.kernel.module.as_str(),
+                vm.kernel.cmdline.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, vec![1], "test-guest", ""),
+            (1, vec![2], "test-guest-crash", "crash")
+        ]
+    );
+}
+
+#[test]
+fn generated_files_match_golden() {
+    for name in ["default", "partitioned"] {
+        let v = load_and_validate(&configs().join(format!("{name}.toml")), GUESTS).unwrap();
+        let generated = generate(&v);
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.rs"));
+        if std::env::var_os("QUERCUS_BLESS").is_some() {
+            fs::write(&golden, &generated).unwrap();
+        }
+        let expected = fs::read_to_string(&golden).unwrap_or_default();
+        assert!(
+            generated == expected,
+            "{} is stale: rerun with QUERCUS_BLESS=1\n--- generated ---\n{generated}",
+            golden.display()
+        );
+    }
+}

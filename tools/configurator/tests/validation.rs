@@ -1,0 +1,612 @@
+//! One test per kind of scenario error: each asserts the file, VM and field the error names.
+
+use std::path::{Path, PathBuf};
+
+use configurator::{validate_str, ConfigError, ErrorKind, Modules, Validated, VmRef};
+
+const FILE: &str = "configs/bad.toml";
+const MODULES: &[&str] = &["test-guest", "test-guest-crash", "linux", "rootfs"];
+
+fn boards() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/boards")
+}
+
+fn validate(text: &str) -> Result<Validated, Vec<ConfigError>> {
+    validate_str(Path::new(FILE), text, &boards(), Modules::Known(MODULES))
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match validate(text) {
+        Ok(v) => panic!("expected errors, got {v:#?}\n--- input ---\n{text}"),
+        Err(errors) => errors,
+    }
+}
+
+/// The only error of `text`, which must be at `vm` (index) and `field`.
+fn single(text: &str, vm: Option<usize>, field: &str) -> ErrorKind {
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{errors:#?}\n--- input ---\n{text}");
+    let error = errors.into_iter().next().unwrap();
+    assert_eq!(error.file, Path::new(FILE));
+    assert_eq!(error.vm.as_ref().map(|v| v.index), vm, "{error}");
+    assert_eq!(error.field, field, "{error}");
+    error.kind
+}
+
+/// A `[[vm]]` table with sensible defaults; `overrides` replace (or, with value `-`, remove)
+/// keys, and `kernel.X` / `console.X` keys go to the sub-tables.
+fn vm(overrides: &[(&str, &str)]) -> String {
+    let mut fields: Vec<(String, String)> = [
+        ("name", "\"a\""),
+        ("load_order", "\"pre-launched\""),
+        ("pcpus", "[1]"),
+        ("memory_mib", "32"),
+        ("kernel.module", "\"test-guest\""),
+        ("kernel.type", "\"multiboot\""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (key, value) in overrides {
+        match fields.iter_mut().find(|(k, _)| k == key) {
+            Some(field) => field.1 = value.to_string(),
+            None => fields.push((key.to_string(), value.to_string())),
+        }
+    }
+    fields.retain(|(_, v)| v != "-");
+    let mut out = String::from("[[vm]]\n");
+    for table in ["", "kernel.", "console."] {
+        let in_table: Vec<_> = fields
+            .iter()
+            .filter(|(k, _)| match table {
+                "" => !k.contains('.'),
+                prefix => k.starts_with(prefix),
+            })
+            .collect();
+        if !table.is_empty() && !in_table.is_empty() {
+            out += &format!("[vm.{}]\n", table.trim_end_matches('.'));
+        }
+        for (key, value) in in_table {
+            out += &format!("{} = {value}\n", key.trim_start_matches(table));
+        }
+    }
+    out
+}
+
+fn scenario(vms: &[String]) -> String {
+    format!("board = \"qemu\"\n\n{}", vms.join("\n"))
+}
+
+#[test]
+fn valid_scenario_passes() {
+    let text = scenario(&[
+        vm(&[("console.vuart", "\"com2\""), ("restart_on_reset", "true")]),
+        vm(&[
+            ("name", "\"b\""),
+            ("pcpus", "[2, 3]"),
+            ("vm_type", "\"rt\""),
+            ("host_base", "0x10000000"),
+            ("initrd", "\"rootfs\""),
+        ]),
+    ]);
+    let v = validate(&text).unwrap();
+    assert_eq!(v.name, "bad", "defaults to the file stem");
+    assert_eq!(v.board.name, "qemu");
+    assert_eq!(v.vms.len(), 2);
+    assert_eq!(v.vms[1].id, 1);
+    assert_eq!(v.vms[1].pcpus, [2, 3]);
+    assert_eq!(v.vms[1].host_base, Some(0x1000_0000));
+    assert_eq!(v.vms[0].memory_bytes, 32 << 20);
+    assert_eq!(v.vms[0].console.map(|c| (c.port, c.irq)), Some((0x2F8, 3)));
+    assert!(v.vms[0].restart_on_reset);
+    assert_eq!(v.modules(), ["test-guest", "rootfs"]);
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let text = "board = \"qemu\"\n[[vm]]\nname = \"a\nload_order = 1\n";
+    let errors = errors(text);
+    assert!(errors.iter().all(|e| e.vm.is_none()));
+    match &errors[0].kind {
+        ErrorKind::Syntax { line, column, .. } => assert_eq!((*line, *column), (3, 10)),
+        other => panic!("{other:?}"),
+    }
+    assert!(errors[0]
+        .to_string()
+        .starts_with("configs/bad.toml: TOML syntax error at line 3, column 10: "));
+}
+
+#[test]
+fn unknown_top_level_field() {
+    let text = format!("bord = \"qemu\"\n{}", vm(&[]));
+    let errors = errors(&text);
+    assert_eq!(errors[0].field, "bord");
+    assert!(
+        matches!(&errors[0].kind, ErrorKind::UnknownField { line: 1, column: 1, expected } if expected.contains("`board`")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn unknown_vm_field() {
+    let text = scenario(&[vm(&[]), vm(&[("name", "\"b\""), ("memory", "\"32M\"")])]);
+    let kind = single(&text, Some(1), "memory");
+    assert!(matches!(kind, ErrorKind::UnknownField { .. }), "{kind:?}");
+}
+
+#[test]
+fn unknown_kernel_field() {
+    let text = scenario(&[vm(&[("kernel.entry_point", "0x1000")])]);
+    let kind = single(&text, Some(0), "kernel.entry_point");
+    assert!(matches!(kind, ErrorKind::UnknownField { .. }), "{kind:?}");
+}
+
+#[test]
+fn missing_required_fields() {
+    let kind = single(&scenario(&[vm(&[("pcpus", "-")])]), Some(0), "pcpus");
+    assert_eq!(kind, ErrorKind::MissingField);
+    let kind = single(
+        &scenario(&[vm(&[("kernel.module", "-")])]),
+        Some(0),
+        "kernel.module",
+    );
+    assert_eq!(kind, ErrorKind::MissingField);
+    let kind = single(&vm(&[]), None, "board");
+    assert_eq!(kind, ErrorKind::MissingField);
+}
+
+#[test]
+fn wrong_value_type_names_field_and_position() {
+    let text = scenario(&[vm(&[("memory_mib", "\"32\"")])]);
+    let kind = single(&text, Some(0), "memory_mib");
+    assert!(
+        matches!(&kind, ErrorKind::BadValue { line: 7, message, .. } if message.contains("invalid type")),
+        "{kind:?}"
+    );
+    let kind = single(&scenario(&[vm(&[("pcpus", "[1, -2]")])]), Some(0), "pcpus");
+    assert!(matches!(kind, ErrorKind::BadValue { .. }), "{kind:?}");
+}
+
+#[test]
+fn vm_entry_not_a_table() {
+    let kind = single("board = \"qemu\"\nvm = [1]\n", Some(0), "");
+    assert_eq!(kind, ErrorKind::VmNotTable("an integer"));
+}
+
+#[test]
+fn zero_vms() {
+    assert_eq!(single("board = \"qemu\"\n", None, "vm"), ErrorKind::NoVms);
+    assert_eq!(
+        single("board = \"qemu\"\nvm = []\n", None, "vm"),
+        ErrorKind::NoVms
+    );
+}
+
+#[test]
+fn duplicate_vm_names() {
+    let text = scenario(&[vm(&[]), vm(&[("pcpus", "[2]")])]);
+    let kind = single(&text, Some(1), "name");
+    assert_eq!(
+        kind,
+        ErrorKind::DuplicateName {
+            name: "a".into(),
+            first: VmRef {
+                index: 0,
+                name: Some("a".into())
+            }
+        }
+    );
+}
+
+#[test]
+fn invalid_vm_names() {
+    let long = format!("\"{}\"", "x".repeat(33));
+    for name in ["\"\"", "\"Rt0\"", "\"a b\"", &long] {
+        let kind = single(&scenario(&[vm(&[("name", name)])]), Some(0), "name");
+        assert!(
+            matches!(kind, ErrorKind::InvalidName { .. }),
+            "{name}: {kind:?}"
+        );
+    }
+}
+
+#[test]
+fn invalid_scenario_name() {
+    let text = format!("name = \"My Scenario\"\n{}", scenario(&[vm(&[])]));
+    let kind = single(&text, None, "name");
+    assert!(matches!(kind, ErrorKind::InvalidName { .. }), "{kind:?}");
+}
+
+#[test]
+fn empty_pcpus() {
+    let kind = single(&scenario(&[vm(&[("pcpus", "[]")])]), Some(0), "pcpus");
+    assert_eq!(kind, ErrorKind::EmptyPcpus);
+}
+
+#[test]
+fn pcpu_out_of_range() {
+    let kind = single(&scenario(&[vm(&[("pcpus", "[1, 4]")])]), Some(0), "pcpus");
+    assert_eq!(
+        kind,
+        ErrorKind::PcpuOutOfRange {
+            pcpu: 4,
+            board: "qemu".into(),
+            count: 4
+        }
+    );
+}
+
+#[test]
+fn pcpu_zero_is_the_hypervisors() {
+    let kind = single(&scenario(&[vm(&[("pcpus", "[0, 1]")])]), Some(0), "pcpus");
+    assert_eq!(kind, ErrorKind::PcpuZero);
+    assert!(kind.to_string().contains("management CPU"));
+}
+
+#[test]
+fn overlapping_pcpus_between_vms() {
+    let text = scenario(&[
+        vm(&[("name", "\"lin\""), ("pcpus", "[1, 2]")]),
+        vm(&[
+            ("name", "\"rt0\""),
+            ("pcpus", "[2, 3]"),
+            ("vm_type", "\"rt\""),
+        ]),
+    ]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "configs/bad.toml: vm \"rt0\" (vm[1]): pcpus: pCPU 2 is already owned by vm \"lin\" (vm[0]) (pCPUs are never shared)"
+    );
+}
+
+#[test]
+fn duplicate_pcpu_within_vm() {
+    let kind = single(
+        &scenario(&[vm(&[("pcpus", "[1, 2, 1]")])]),
+        Some(0),
+        "pcpus",
+    );
+    assert_eq!(kind, ErrorKind::PcpuDuplicate(1));
+}
+
+#[test]
+fn memory_zero_and_unaligned() {
+    let kind = single(
+        &scenario(&[vm(&[("memory_mib", "0")])]),
+        Some(0),
+        "memory_mib",
+    );
+    assert_eq!(kind, ErrorKind::MemoryZero);
+    let kind = single(
+        &scenario(&[vm(&[("memory_mib", "33")])]),
+        Some(0),
+        "memory_mib",
+    );
+    assert_eq!(kind, ErrorKind::MemoryNotAligned(33));
+}
+
+#[test]
+fn total_memory_exceeds_board() {
+    // qemu: 2048 MiB, 64 reserved: 1024 + 960 fits exactly, 2 MiB more does not.
+    let fits = scenario(&[
+        vm(&[("memory_mib", "1024")]),
+        vm(&[("name", "\"b\""), ("pcpus", "[2]"), ("memory_mib", "960")]),
+    ]);
+    assert!(validate(&fits).is_ok());
+    let text = scenario(&[
+        vm(&[("memory_mib", "1024")]),
+        vm(&[("name", "\"b\""), ("pcpus", "[2]"), ("memory_mib", "962")]),
+    ]);
+    let kind = single(&text, Some(1), "memory_mib");
+    assert_eq!(
+        kind,
+        ErrorKind::MemoryExceeded {
+            vms_mib: 1986,
+            hv_mib: 64,
+            total_mib: 2050,
+            board_mib: 2048,
+            board: "qemu".into()
+        }
+    );
+}
+
+#[test]
+fn host_base_misaligned() {
+    let kind = single(
+        &scenario(&[vm(&[("host_base", "0x10100000")])]),
+        Some(0),
+        "host_base",
+    );
+    assert_eq!(kind, ErrorKind::HostBaseNotAligned(0x1010_0000));
+}
+
+#[test]
+fn host_base_past_board_memory() {
+    // 2048 MiB = 0x8000_0000; 0x7F00_0000 + 32 MiB ends at 0x8100_0000.
+    let kind = single(
+        &scenario(&[vm(&[("host_base", "0x7F000000")])]),
+        Some(0),
+        "host_base",
+    );
+    assert!(
+        matches!(
+            kind,
+            ErrorKind::HostBasePastMemory {
+                base: 0x7F00_0000,
+                end: 0x8100_0000,
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn host_base_overlapping_other_vm() {
+    let text = scenario(&[
+        vm(&[("host_base", "0x10000000")]),
+        vm(&[
+            ("name", "\"b\""),
+            ("pcpus", "[2]"),
+            ("host_base", "0x11000000"),
+        ]),
+    ]);
+    let kind = single(&text, Some(1), "host_base");
+    assert!(
+        matches!(&kind, ErrorKind::HostBaseOverlap { other, other_base: 0x1000_0000, other_end: 0x1200_0000, .. } if other.index == 0),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn unknown_kernel_type() {
+    let kind = single(
+        &scenario(&[vm(&[("kernel.type", "\"pe32\"")])]),
+        Some(0),
+        "kernel.type",
+    );
+    assert!(
+        matches!(&kind, ErrorKind::UnknownValue { value, .. } if value == "pe32"),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn raw_kernel_needs_addresses() {
+    let text = scenario(&[vm(&[
+        ("kernel.type", "\"raw\""),
+        ("kernel.load_addr", "0x100000"),
+    ])]);
+    assert_eq!(
+        single(&text, Some(0), "kernel.entry"),
+        ErrorKind::RawNeedsAddress
+    );
+    let errors = errors(&scenario(&[vm(&[("kernel.type", "\"raw\"")])]));
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["kernel.load_addr", "kernel.entry"]);
+}
+
+#[test]
+fn raw_kernel_addresses_inside_ram() {
+    let text = scenario(&[vm(&[
+        ("kernel.type", "\"raw\""),
+        ("kernel.load_addr", "0x100000"),
+        ("kernel.entry", "0x2000000"),
+    ])]);
+    let kind = single(&text, Some(0), "kernel.entry");
+    assert_eq!(
+        kind,
+        ErrorKind::AddressOutsideRam {
+            addr: 0x200_0000,
+            mib: 32
+        }
+    );
+}
+
+#[test]
+fn addresses_only_for_raw_kernels() {
+    let text = scenario(&[vm(&[("kernel.entry", "0x100000")])]);
+    let kind = single(&text, Some(0), "kernel.entry");
+    assert_eq!(
+        kind,
+        ErrorKind::AddressNotRaw {
+            kind: "multiboot".into()
+        }
+    );
+}
+
+#[test]
+fn kernel_and_initrd_modules_must_exist() {
+    let text = scenario(&[vm(&[("kernel.module", "\"nope\""), ("initrd", "\"\"")])]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].field, "kernel.module");
+    assert!(
+        matches!(&errors[0].kind, ErrorKind::UnknownModule { module, known } if module == "nope" && known.contains("test-guest")),
+        "{errors:?}"
+    );
+    assert_eq!(errors[1].field, "initrd");
+    assert_eq!(errors[1].kind, ErrorKind::EmptyModule);
+}
+
+#[test]
+fn unchecked_modules_accept_any_name() {
+    let text = scenario(&[vm(&[("kernel.module", "\"anything\"")])]);
+    assert!(validate_str(Path::new(FILE), &text, &boards(), Modules::Unchecked).is_ok());
+}
+
+#[test]
+fn cmdline_with_nul() {
+    let text = scenario(&[vm(&[("kernel.cmdline", "\"a\\u0000b\"")])]);
+    assert_eq!(
+        single(&text, Some(0), "kernel.cmdline"),
+        ErrorKind::CmdlineNul(1)
+    );
+}
+
+#[test]
+fn unknown_vuart() {
+    let kind = single(
+        &scenario(&[vm(&[("console.vuart", "\"com3\"")])]),
+        Some(0),
+        "console.vuart",
+    );
+    assert!(matches!(kind, ErrorKind::UnknownValue { .. }), "{kind:?}");
+}
+
+#[test]
+fn unknown_vm_type_and_load_order() {
+    let kind = single(
+        &scenario(&[vm(&[("vm_type", "\"realtime\"")])]),
+        Some(0),
+        "vm_type",
+    );
+    assert!(
+        matches!(&kind, ErrorKind::UnknownValue { value, expected } if value == "realtime" && expected.contains("rt")),
+        "{kind:?}"
+    );
+    let kind = single(
+        &scenario(&[vm(&[("load_order", "\"prelaunched\"")])]),
+        Some(0),
+        "load_order",
+    );
+    assert!(matches!(kind, ErrorKind::UnknownValue { .. }), "{kind:?}");
+}
+
+#[test]
+fn rt_vm_must_be_pre_launched() {
+    let text = scenario(&[
+        vm(&[("name", "\"sos\""), ("load_order", "\"service\"")]),
+        vm(&[
+            ("name", "\"rt1\""),
+            ("pcpus", "[2]"),
+            ("load_order", "\"post-launched\""),
+            ("vm_type", "\"rt\""),
+        ]),
+    ]);
+    let kind = single(&text, Some(1), "vm_type");
+    assert_eq!(
+        kind,
+        ErrorKind::RtNotPreLaunched {
+            load_order: "post-launched"
+        }
+    );
+}
+
+#[test]
+fn at_most_one_service_vm() {
+    let text = scenario(&[
+        vm(&[("name", "\"sos\""), ("load_order", "\"service\"")]),
+        vm(&[
+            ("name", "\"sos2\""),
+            ("pcpus", "[2]"),
+            ("load_order", "\"service\""),
+        ]),
+    ]);
+    let kind = single(&text, Some(1), "load_order");
+    assert!(matches!(kind, ErrorKind::SecondServiceVm { first } if first.index == 0));
+}
+
+#[test]
+fn post_launched_needs_a_service_vm() {
+    let text = scenario(&[vm(&[("load_order", "\"post-launched\"")])]);
+    assert_eq!(
+        single(&text, Some(0), "load_order"),
+        ErrorKind::PostLaunchedWithoutService
+    );
+}
+
+#[test]
+fn unknown_board() {
+    let text = format!("board = \"rpi\"\n{}", vm(&[]));
+    let kind = single(&text, None, "board");
+    assert!(
+        matches!(&kind, ErrorKind::UnknownBoard { board, available, .. } if board == "rpi" && available == "bochs, qemu"),
+        "{kind:?}"
+    );
+    // A board name cannot walk out of the boards directory.
+    let text = format!("board = \"../qemu\"\n{}", vm(&[]));
+    assert!(matches!(
+        single(&text, None, "board"),
+        ErrorKind::InvalidName { .. }
+    ));
+}
+
+#[test]
+fn board_dependent_checks_use_the_named_board() {
+    // Bochs has 2 pCPUs and 512 MiB, 64 of them reserved.
+    let text = format!(
+        "board = \"bochs\"\n{}",
+        vm(&[("pcpus", "[1, 2]"), ("memory_mib", "450")])
+    );
+    let errors = errors(&text);
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["pcpus", "memory_mib"], "{errors:?}");
+}
+
+#[test]
+fn broken_board_file_is_reported_against_the_board_file() {
+    let dir = std::env::temp_dir().join(format!("quercus-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("tiny.toml"),
+        "vendor = \"arm\"\npcpus = 2\nmemory_mib = 64\nhv_memory_mib = 64\n",
+    )
+    .unwrap();
+    let text = format!("board = \"tiny\"\n{}", vm(&[]));
+    let errors = validate_str(Path::new(FILE), &text, &dir, Modules::Known(MODULES)).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let places: Vec<_> = errors
+        .iter()
+        .map(|e| {
+            (
+                e.file.file_name().unwrap().to_str().unwrap(),
+                e.field.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [("tiny.toml", "vendor"), ("tiny.toml", "hv_memory_mib")],
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn all_errors_are_collected() {
+    let text = format!(
+        "board = \"qemu\"\nextra = 1\n{}\n{}\n{}",
+        vm(&[("name", "\"A\""), ("pcpus", "[0]")]),
+        vm(&[
+            ("name", "\"b\""),
+            ("pcpus", "[1, 9]"),
+            ("memory_mib", "3"),
+            ("kernel.type", "\"exe\"")
+        ]),
+        vm(&[("name", "\"c\""), ("pcpus", "[2]"), ("typo", "1")]),
+    );
+    let errors = errors(&text);
+    let places: Vec<_> = errors
+        .iter()
+        .map(|e| (e.vm.as_ref().map(|v| v.index), e.field.as_str()))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            (None, "extra"),
+            (Some(0), "name"),
+            (Some(0), "pcpus"),
+            (Some(1), "pcpus"),
+            (Some(1), "memory_mib"),
+            (Some(1), "kernel.type"),
+            (Some(2), "typo"),
+        ],
+        "{errors:#?}"
+    );
+    assert_eq!(
+        errors[1].to_string(),
+        "configs/bad.toml: vm \"A\" (vm[0]): name: invalid name \"A\": character 'A' is not allowed (allowed: 1 to 32 characters from [a-z0-9_-])"
+    );
+}
