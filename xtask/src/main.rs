@@ -1,1 +1,265 @@
-fn main() {}
+//! `cargo xtask`: builds the Quercus image, boots it in QEMU or Bochs, runs the test suite and benchmarks.
+
+mod bench;
+mod bochs;
+mod build;
+mod console;
+mod packages;
+mod process;
+mod qemu;
+mod runner;
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use regex::Regex;
+
+use crate::build::{BuildOptions, Profile};
+use crate::runner::{Emulator, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Quercus build, run, test and bench driver"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the bare-metal hypervisor image.
+    Build {
+        /// Optimised build (the default).
+        #[arg(long, conflicts_with = "debug")]
+        release: bool,
+        /// Unoptimised build.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build the image and boot it in an emulator.
+    Run(RunArgs),
+    /// Run the host unit tests, then boot the image through the emulator test table.
+    Test {
+        /// Only the host unit tests.
+        #[arg(long, conflicts_with = "emulator_only")]
+        unit_only: bool,
+        /// Only the emulator test cases.
+        #[arg(long)]
+        emulator_only: bool,
+        /// Only emulator cases whose name contains this string.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Measure things.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Wall time from emulator start to the ready line, per emulator.
+    Boot {
+        /// Boots per emulator.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario name: configs/NAME.toml.
+    #[arg(long, default_value = "default")]
+    scenario: String,
+    #[arg(long, value_enum, default_value_t = Emulator::Qemu)]
+    emulator: Emulator,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    mem: u32,
+    /// Hypervisor command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Console line regex to wait for (repeatable: all, in order). Makes the run non-interactive.
+    #[arg(long)]
+    expect: Vec<String>,
+    /// Seconds to wait for the expected lines.
+    #[arg(long, requires = "expect", default_value_t = 120)]
+    timeout: u64,
+    /// Console line regex that ends the run with failure.
+    #[arg(long, requires = "expect")]
+    fail: Option<String>,
+    /// Boot the unoptimised build.
+    #[arg(long)]
+    debug: bool,
+    /// Boot this multiboot ELF instead of building the hypervisor (the scenario is then unused).
+    #[arg(long, conflicts_with = "debug")]
+    kernel: Option<PathBuf>,
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// `configs/NAME.toml`, or an error listing the scenarios that exist.
+fn scenario_path(root: &Path, name: &str) -> Result<PathBuf> {
+    let dir = root.join("configs");
+    let path = dir.join(format!("{name}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension().is_some_and(|x| x == "toml"))
+                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                        .flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let list = if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    };
+    bail!(
+        "scenario `{name}` not found: {} does not exist; available scenarios in {}: {list}",
+        path.display(),
+        dir.display()
+    )
+}
+
+/// The default scenario for test and bench builds, when it exists.
+pub fn default_scenario(root: &Path) -> Option<PathBuf> {
+    scenario_path(root, "default").ok()
+}
+
+fn cmd_run(args: RunArgs) -> Result<ExitCode> {
+    let root = workspace_root();
+    let kernel = match args.kernel {
+        Some(path) => {
+            std::path::absolute(&path).with_context(|| format!("kernel path {}", path.display()))?
+        }
+        None => {
+            let scenario = scenario_path(&root, &args.scenario)?;
+            let opts = BuildOptions {
+                profile: if args.debug {
+                    Profile::Debug
+                } else {
+                    Profile::Release
+                },
+                scenario: Some(scenario),
+            };
+            build::build_hypervisor(&opts)?
+        }
+    };
+    if !kernel.is_file() {
+        bail!("{} does not exist", kernel.display());
+    }
+    packages::ensure(&packages::requirements(args.emulator))?;
+    let expect = args
+        .expect
+        .iter()
+        .map(|s| Regex::new(s).with_context(|| format!("bad --expect regex `{s}`")))
+        .collect::<Result<Vec<_>>>()?;
+    let fail = args
+        .fail
+        .as_deref()
+        .map(|s| Regex::new(s).with_context(|| format!("bad --fail regex `{s}`")))
+        .transpose()?;
+    let config = RunConfig {
+        name: args.scenario.clone(),
+        kernel,
+        emulator: args.emulator,
+        cpus: args.cpus,
+        mem_mib: args.mem,
+        cmdline: args.cmdline,
+        modules: Vec::new(),
+        extra_qemu_args: Vec::new(),
+        expect,
+        fail,
+        timeout: Duration::from_secs(args.timeout),
+        echo: true,
+    };
+    let outcome = runner::run(&config)?;
+    if config.expect.is_empty() {
+        eprintln!("{}", outcome.reason);
+        return Ok(if process::interrupted() {
+            ExitCode::from(130)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if outcome.matched {
+        let secs = outcome.elapsed_to_match.unwrap_or_default().as_secs_f64();
+        eprintln!("matched after {secs:.2} s");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{}", outcome.reason);
+        for line in &outcome.diagnostics {
+            eprintln!("  {line}");
+        }
+        eprintln!("last console lines:");
+        for line in console::tail(&outcome.lines, 40) {
+            eprintln!("  | {line}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn main() -> ExitCode {
+    process::install_signal_handlers();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build { release: _, debug } => {
+            let root = workspace_root();
+            let opts = BuildOptions {
+                profile: if debug {
+                    Profile::Debug
+                } else {
+                    Profile::Release
+                },
+                scenario: default_scenario(&root),
+            };
+            build::build_hypervisor(&opts).map(|path| {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Run(args) => cmd_run(args),
+        Command::Test {
+            unit_only,
+            emulator_only,
+            filter,
+        } => tests::run_tests(!emulator_only, !unit_only, filter.as_deref()),
+        Command::Bench {
+            what: BenchWhat::Boot { runs },
+        } => bench::bench_boot(runs),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

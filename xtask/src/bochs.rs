@@ -1,0 +1,265 @@
+//! Bochs runs: a GRUB rescue ISO (multiboot2 + module2), a bochsrc per run, com1 written to a file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::runner::{BootModule, Emulator, RunConfig};
+
+pub const BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+pub const VGA_BIOS: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
+/// The name the image gets inside the ISO.
+const KERNEL_NAME: &str = "quercus.elf";
+
+/// `boot/grub/grub.cfg`: boot at once, the image by multiboot2, one `module2` line per module.
+pub fn grub_cfg(cmdline: &str, modules: &[(String, String)]) -> String {
+    let mut cfg = String::from("set timeout=0\nset default=0\n\nmenuentry \"quercus\" {\n");
+    cfg.push_str(&line(&format!(
+        "    multiboot2 /boot/{KERNEL_NAME} {cmdline}"
+    )));
+    for (name, args) in modules {
+        cfg.push_str(&line(&format!("    module2 /boot/{name} {args}")));
+    }
+    cfg.push_str("    boot\n}\n");
+    cfg
+}
+
+fn line(s: &str) -> String {
+    format!("{}\n", s.trim_end())
+}
+
+/// The Bochs CPU model for an emulator flavour.
+pub fn cpu_model(emulator: Emulator) -> &'static str {
+    match emulator {
+        Emulator::BochsAmd => "ryzen",
+        _ => "tigerlake",
+    }
+}
+
+/// Everything a bochsrc names.
+pub struct BochsrcParams<'a> {
+    pub model: &'a str,
+    pub cpus: u32,
+    pub mem_mib: u32,
+    pub iso: &'a Path,
+    pub serial: &'a Path,
+    pub log: &'a Path,
+}
+
+/// The bochsrc of one run. `fastboot` skips the BIOS's "Press F12" wait: 3 emulated seconds that
+/// cost ~20 s of wall time with two CPUs (Bochs cannot skip idle time while another CPU is halted).
+pub fn bochsrc(p: &BochsrcParams) -> String {
+    format!(
+        "\
+memory: guest={mem}, host={mem}
+cpu: model={model}, count={cpus}, ips=200000000
+romimage: file={BIOS}, options=fastboot
+vgaromimage: file={VGA_BIOS}
+ata0-master: type=cdrom, path={iso}, status=inserted
+boot: cdrom
+com1: enabled=1, mode=file, dev={serial}
+clock: sync=none, time0=local
+display_library: rfb, options=\"timeout=0\"
+speaker: enabled=0
+sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy
+log: {log}
+panic: action=fatal
+error: action=report
+info: action=ignore
+",
+        mem = p.mem_mib,
+        model = p.model,
+        cpus = p.cpus,
+        iso = p.iso.display(),
+        serial = p.serial.display(),
+        log = p.log.display(),
+    )
+}
+
+/// Names of the modules inside the ISO's `boot/` directory (their file names, which must differ).
+fn module_names(modules: &[BootModule]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for m in modules {
+        let name = m
+            .path
+            .file_name()
+            .with_context(|| format!("module path {} has no file name", m.path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        if name == KERNEL_NAME || name == "grub" || out.iter().any(|(n, _)| *n == name) {
+            bail!("boot module file name `{name}` is used twice");
+        }
+        out.push((name, m.cmdline.clone()));
+    }
+    Ok(out)
+}
+
+/// Stage `boot/` in `dir` and run grub-mkrescue; returns the ISO path.
+pub fn make_iso(cfg: &RunConfig, dir: &Path) -> Result<PathBuf> {
+    let staging = dir.join("iso-root");
+    let boot = staging.join("boot");
+    std::fs::create_dir_all(boot.join("grub"))?;
+    std::fs::copy(&cfg.kernel, boot.join(KERNEL_NAME))
+        .with_context(|| format!("copying {}", cfg.kernel.display()))?;
+    let names = module_names(&cfg.modules)?;
+    for (m, (name, _)) in cfg.modules.iter().zip(&names) {
+        std::fs::copy(&m.path, boot.join(name))
+            .with_context(|| format!("copying module {}", m.path.display()))?;
+    }
+    std::fs::write(boot.join("grub/grub.cfg"), grub_cfg(&cfg.cmdline, &names))?;
+    let iso = dir.join("quercus.iso");
+    let spinner = cfg.echo.then(|| {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+        );
+        pb.set_message("grub-mkrescue");
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    });
+    let output = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&staging)
+        .output()
+        .context("running grub-mkrescue");
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let output = output?;
+    if !output.status.success() || !iso.is_file() {
+        let text = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        bail!(
+            "grub-mkrescue failed ({}):\n{}",
+            output.status,
+            crate::console::tail(&lines, 20).join("\n")
+        );
+    }
+    Ok(iso)
+}
+
+/// The files of one Bochs run.
+pub struct BochsFiles {
+    pub bochsrc: PathBuf,
+    pub rc: PathBuf,
+    pub serial: PathBuf,
+    pub log: PathBuf,
+    /// Bochs's own stdout and stderr.
+    pub stdout: PathBuf,
+}
+
+/// Write the bochsrc and the debugger rc file (`c`: continue at once) into `dir`.
+pub fn write_config(cfg: &RunConfig, dir: &Path, iso: &Path) -> Result<BochsFiles> {
+    let files = BochsFiles {
+        bochsrc: dir.join("bochsrc"),
+        rc: dir.join("rc"),
+        serial: dir.join("serial.out"),
+        log: dir.join("bochs.log"),
+        stdout: dir.join("bochs.out"),
+    };
+    let text = bochsrc(&BochsrcParams {
+        model: cpu_model(cfg.emulator),
+        cpus: cfg.cpus,
+        mem_mib: cfg.mem_mib,
+        iso,
+        serial: &files.serial,
+        log: &files.log,
+    });
+    std::fs::write(&files.bochsrc, text)?;
+    std::fs::write(&files.rc, "c\n")?;
+    Ok(files)
+}
+
+/// `bochs -q -f bochsrc -rc rc` (the caller sets stdio and the process group).
+pub fn command(files: &BochsFiles) -> Command {
+    let mut cmd = Command::new("bochs");
+    cmd.arg("-q")
+        .arg("-f")
+        .arg(&files.bochsrc)
+        .arg("-rc")
+        .arg(&files.rc);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_cfg_without_modules() {
+        let cfg = grub_cfg("", &[]);
+        assert_eq!(
+            cfg,
+            "set timeout=0\nset default=0\n\nmenuentry \"quercus\" {\n    multiboot2 /boot/quercus.elf\n    boot\n}\n"
+        );
+    }
+
+    #[test]
+    fn grub_cfg_with_cmdline_and_modules() {
+        let cfg = grub_cfg(
+            "quercus.test.corrupt_mmap",
+            &[
+                ("bzImage".into(), "console=ttyS0".into()),
+                ("initrd.gz".into(), String::new()),
+            ],
+        );
+        let lines: Vec<&str> = cfg.lines().map(str::trim).collect();
+        let mb = lines
+            .iter()
+            .position(|l| l.starts_with("multiboot2"))
+            .unwrap();
+        assert_eq!(
+            lines[mb],
+            "multiboot2 /boot/quercus.elf quercus.test.corrupt_mmap"
+        );
+        assert_eq!(lines[mb + 1], "module2 /boot/bzImage console=ttyS0");
+        assert_eq!(lines[mb + 2], "module2 /boot/initrd.gz");
+        assert_eq!(lines[mb + 3], "boot");
+    }
+
+    #[test]
+    fn module_names_must_differ() {
+        let m = |p: &str| BootModule {
+            path: p.into(),
+            cmdline: String::new(),
+        };
+        assert!(module_names(&[m("/a/x"), m("/b/y")]).is_ok());
+        assert!(module_names(&[m("/a/x"), m("/b/x")]).is_err());
+    }
+
+    #[test]
+    fn bochsrc_contents() {
+        let text = bochsrc(&BochsrcParams {
+            model: cpu_model(Emulator::BochsAmd),
+            cpus: 2,
+            mem_mib: 512,
+            iso: Path::new("/r/q.iso"),
+            serial: Path::new("/r/serial.out"),
+            log: Path::new("/r/bochs.log"),
+        });
+        for expected in [
+            "memory: guest=512, host=512",
+            "cpu: model=ryzen, count=2, ips=200000000",
+            "romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot",
+            "vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest",
+            "ata0-master: type=cdrom, path=/r/q.iso, status=inserted",
+            "boot: cdrom",
+            "com1: enabled=1, mode=file, dev=/r/serial.out",
+            "clock: sync=none, time0=local",
+            "display_library: rfb, options=\"timeout=0\"",
+            "speaker: enabled=0",
+            "sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy",
+            "log: /r/bochs.log",
+            "panic: action=fatal",
+            "error: action=report",
+            "info: action=ignore",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "missing `{expected}`");
+        }
+        assert_eq!(cpu_model(Emulator::Bochs), "tigerlake");
+    }
+}

@@ -1,0 +1,145 @@
+//! Building bare-metal images (the hypervisor, later test guests) with the flags the prebuilt `core` needs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::workspace_root;
+
+/// The only target installed here; `core` for it works bare-metal with the flags below.
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Codegen flags for bare-metal code (linker arguments come from each package's build.rs).
+pub const BAREMETAL_RUSTFLAGS: &[&str] = &[
+    "-C",
+    "panic=abort",
+    "-C",
+    "relocation-model=static",
+    "-C",
+    "code-model=small",
+    "-C",
+    "no-redzone=yes",
+    "-C",
+    "force-unwind-tables=no",
+    "-C",
+    "target-feature=+crt-static",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub profile: Profile,
+    /// Absolute path of the scenario file, passed to the build as `QUERCUS_SCENARIO`.
+    pub scenario: Option<PathBuf>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Release,
+            scenario: None,
+        }
+    }
+}
+
+/// `<root>/target/baremetal`: kept apart from host builds, whose flags differ.
+pub fn target_dir(root: &Path) -> PathBuf {
+    root.join("target").join("baremetal")
+}
+
+/// Where `build_baremetal` puts `bin_name`.
+pub fn artifact_path(root: &Path, profile: Profile, bin_name: &str) -> PathBuf {
+    target_dir(root)
+        .join(TARGET)
+        .join(profile.dir())
+        .join(bin_name)
+}
+
+/// `CARGO_ENCODED_RUSTFLAGS` for bare-metal builds.
+pub fn encoded_rustflags() -> String {
+    BAREMETAL_RUSTFLAGS.join("\x1f")
+}
+
+/// Build binary `bin_name` of workspace package `package` as a bare-metal image; returns the ELF path.
+pub fn build_baremetal(package: &str, bin_name: &str, opts: &BuildOptions) -> Result<PathBuf> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .arg("build")
+        .args(["-p", package, "--bin", bin_name, "--target", TARGET])
+        .arg("--target-dir")
+        .arg(target_dir(&root));
+    if opts.profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags());
+    match &opts.scenario {
+        Some(path) => cmd.env("QUERCUS_SCENARIO", path),
+        None => cmd.env_remove("QUERCUS_SCENARIO"),
+    };
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo build for {package}"))?;
+    if !status.success() {
+        bail!("bare-metal build of {package} failed ({status})");
+    }
+    let path = artifact_path(&root, opts.profile, bin_name);
+    if !path.is_file() {
+        bail!("build succeeded but {} is missing", path.display());
+    }
+    Ok(path)
+}
+
+/// Build the hypervisor image (`hypervisor` package, `quercus` binary).
+pub fn build_hypervisor(opts: &BuildOptions) -> Result<PathBuf> {
+    build_baremetal("hypervisor", "quercus", opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustflags_are_unit_separated() {
+        let flags = encoded_rustflags();
+        let parts: Vec<&str> = flags.split('\x1f').collect();
+        assert_eq!(parts.len(), 12);
+        assert_eq!(parts[0], "-C");
+        assert_eq!(parts[1], "panic=abort");
+        assert!(!flags.contains(' '));
+    }
+
+    #[test]
+    fn artifact_path_layout() {
+        let p = artifact_path(Path::new("/w"), Profile::Release, "quercus");
+        assert_eq!(
+            p,
+            Path::new("/w/target/baremetal/x86_64-unknown-linux-gnu/release/quercus")
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! `cargo xtask test`: host unit tests, then the table of emulator boot cases.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use regex::Regex;
+
+use crate::build::{self, BuildOptions, Profile};
+use crate::runner::{self, BootModule, Emulator, RunConfig};
+use crate::{console, packages, process, workspace_root};
+
+/// Failure pattern of every case that does not set its own.
+pub const DEFAULT_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ FAIL";
+
+/// Failure pattern of cases that expect a `quercus: fatal:` line: a panic (the panic handler
+/// prints `quercus: fatal: panic on cpuN: ...`) or a CPU exception still fails them.
+pub const BAD_INPUT_FAIL: &str = r"(?i)panic|exception";
+
+/// The banner line of each emulator flavour (names the virtualization support found).
+const BANNER_SVM: &str = r"SVM.*NPT";
+const BANNER_VMX: &str = r"VMX.*EPT";
+
+#[derive(Clone, Debug)]
+pub enum Fail {
+    /// [`DEFAULT_FAIL`].
+    Default,
+    /// No failure pattern: only the expected lines, the timeout or the emulator's exit decide.
+    #[allow(dead_code)] // for cases whose expected output looks like a failure
+    Disabled,
+    Custom(&'static str),
+}
+
+#[derive(Clone, Debug)]
+pub struct TestCase {
+    pub name: &'static str,
+    pub emulator: Emulator,
+    pub cpus: u32,
+    pub mem_mib: u32,
+    pub cmdline: &'static str,
+    pub extra_qemu_args: &'static [&'static str],
+    pub modules: Vec<BootModule>,
+    /// Console regexes, all required, in order.
+    pub expect: Vec<String>,
+    pub fail: Fail,
+    pub timeout_secs: u64,
+}
+
+pub fn ready(cpus: u32) -> String {
+    format!("^quercus: ready, {cpus} pCPUs online$")
+}
+
+/// A plain boot to the ready line.
+fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    TestCase {
+        name,
+        emulator,
+        cpus,
+        mem_mib: 512,
+        cmdline: "",
+        extra_qemu_args: &[],
+        modules: Vec::new(),
+        expect: vec![ready(cpus)],
+        fail: Fail::Default,
+        timeout_secs: if qemu { 60 } else { 180 },
+    }
+}
+
+/// The emulator test table, run in this order.
+pub fn cases() -> Vec<TestCase> {
+    vec![
+        TestCase {
+            expect: vec![BANNER_SVM.into(), ready(2)],
+            ..boot("boot-qemu-2cpu", Emulator::Qemu, 2)
+        },
+        boot("boot-qemu-4cpu", Emulator::Qemu, 4),
+        boot("boot-qemu-1cpu", Emulator::Qemu, 1),
+        TestCase {
+            expect: vec![BANNER_VMX.into(), ready(2)],
+            ..boot("boot-bochs-vmx-2cpu", Emulator::Bochs, 2)
+        },
+        TestCase {
+            expect: vec![BANNER_SVM.into(), ready(2)],
+            ..boot("boot-bochs-svm-2cpu", Emulator::BochsAmd, 2)
+        },
+        // `-machine acpi=off` cannot remove the tables: with no tables from QEMU, SeaBIOS builds
+        // its own (MADT included). The hypervisor's test hook breaks the MADT signature instead.
+        TestCase {
+            cmdline: "quercus.test.corrupt_madt",
+            expect: vec!["fatal: .*ACPI".into()],
+            fail: Fail::Custom(BAD_INPUT_FAIL),
+            ..boot("bad-acpi-madt", Emulator::Qemu, 2)
+        },
+        TestCase {
+            cmdline: "quercus.test.corrupt_mmap",
+            expect: vec!["fatal: .*memory map".into()],
+            fail: Fail::Custom(BAD_INPUT_FAIL),
+            ..boot("bad-memory-map", Emulator::Qemu, 2)
+        },
+    ]
+}
+
+impl TestCase {
+    pub fn run_config(&self, kernel: &Path) -> Result<RunConfig> {
+        let expect = self
+            .expect
+            .iter()
+            .map(|s| Regex::new(s).with_context(|| format!("{}: bad regex `{s}`", self.name)))
+            .collect::<Result<Vec<_>>>()?;
+        let fail = match self.fail {
+            Fail::Default => Some(DEFAULT_FAIL),
+            Fail::Disabled => None,
+            Fail::Custom(s) => Some(s),
+        }
+        .map(Regex::new)
+        .transpose()?;
+        Ok(RunConfig {
+            name: self.name.to_string(),
+            kernel: kernel.to_path_buf(),
+            emulator: self.emulator,
+            cpus: self.cpus,
+            mem_mib: self.mem_mib,
+            cmdline: self.cmdline.to_string(),
+            modules: self.modules.clone(),
+            extra_qemu_args: self.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
+            expect,
+            fail,
+            timeout: Duration::from_secs(self.timeout_secs),
+            echo: false,
+        })
+    }
+}
+
+/// Workspace packages whose manifest lies under `guests/` (bare-metal test guests).
+fn guest_packages(root: &Path) -> Result<Vec<String>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(root)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?;
+    Ok(guests_in_metadata(&meta, &root.join("guests")))
+}
+
+fn guests_in_metadata(meta: &serde_json::Value, guests_dir: &Path) -> Vec<String> {
+    meta["packages"]
+        .as_array()
+        .map(|pkgs| {
+            pkgs.iter()
+                .filter(|p| {
+                    p["manifest_path"]
+                        .as_str()
+                        .is_some_and(|m| Path::new(m).starts_with(guests_dir))
+                })
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn unit_tests(root: &Path) -> Result<()> {
+    let mut excluded = vec!["hypervisor".to_string()];
+    excluded.extend(guest_packages(root)?);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args(["test", "--workspace"]);
+    for pkg in &excluded {
+        cmd.args(["--exclude", pkg]);
+    }
+    let status = cmd.status().context("running cargo test")?;
+    if !status.success() {
+        bail!("unit tests failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo xtask test`.
+pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<ExitCode> {
+    let root = workspace_root();
+    if unit {
+        unit_tests(&root)?;
+    }
+    if !emulator {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected: Vec<TestCase> = cases()
+        .into_iter()
+        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+        .collect();
+    if selected.is_empty() {
+        bail!("no emulator test case matches the filter");
+    }
+    packages::ensure(&packages::all_requirements())?;
+    let kernel = build::build_hypervisor(&BuildOptions {
+        profile: Profile::Release,
+        scenario: crate::default_scenario(&root),
+    })?;
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for case in &selected {
+        if process::interrupted() {
+            eprintln!("interrupted");
+            break;
+        }
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+        );
+        pb.set_message(case.name);
+        pb.enable_steady_tick(Duration::from_millis(100));
+        let result = case.run_config(&kernel).and_then(|cfg| runner::run(&cfg));
+        pb.finish_and_clear();
+        match result {
+            Ok(outcome) if outcome.matched => {
+                passed += 1;
+                let secs = outcome.elapsed_to_match.unwrap_or_default().as_secs_f64();
+                println!("PASS {} ({secs:.1} s)", case.name);
+            }
+            Ok(outcome) => {
+                failed += 1;
+                println!("FAIL {}: {}", case.name, outcome.reason);
+                for line in &outcome.diagnostics {
+                    println!("  {line}");
+                }
+                for line in console::tail(&outcome.lines, 40) {
+                    println!("  | {line}");
+                }
+            }
+            Err(err) => {
+                failed += 1;
+                println!("FAIL {}: {err:#}", case.name);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 && !process::interrupted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn table_is_well_formed() {
+        let cases = cases();
+        for (i, c) in cases.iter().enumerate() {
+            assert!(
+                cases[..i].iter().all(|o| o.name != c.name),
+                "duplicate {}",
+                c.name
+            );
+            assert!(!c.expect.is_empty(), "{} expects nothing", c.name);
+            c.run_config(Path::new("/k")).expect("regexes compile");
+        }
+    }
+
+    #[test]
+    fn default_fail_pattern() {
+        let re = Regex::new(DEFAULT_FAIL).unwrap();
+        assert!(re.is_match("panicked at src/main.rs:1"));
+        assert!(re.is_match("Fatal: no ACPI"));
+        assert!(re.is_match("page fault EXCEPTION"));
+        assert!(re.is_match("TEST vmexit-cpuid FAIL"));
+        assert!(!re.is_match("quercus: ready, 2 pCPUs online"));
+        assert!(!re.is_match("TEST vmexit-cpuid PASS"));
+    }
+
+    #[test]
+    fn bad_input_fail_pattern() {
+        let re = Regex::new(BAD_INPUT_FAIL).unwrap();
+        assert!(re.is_match("quercus: fatal: panic on cpu0: oops"));
+        assert!(!re.is_match("quercus: fatal: ACPI MADT unusable: bad signature"));
+        assert!(!re.is_match("quercus: fatal: memory map from the boot loader is unusable"));
+    }
+
+    #[test]
+    fn ready_line() {
+        let re = Regex::new(&ready(2)).unwrap();
+        assert!(re.is_match("quercus: ready, 2 pCPUs online"));
+        assert!(!re.is_match("quercus: ready, 20 pCPUs online"));
+    }
+
+    #[test]
+    fn guests_from_metadata() {
+        let meta = serde_json::json!({"packages": [
+            {"name": "hypervisor", "manifest_path": "/w/hypervisor/Cargo.toml"},
+            {"name": "guest-hello", "manifest_path": "/w/guests/hello/Cargo.toml"},
+            {"name": "guestsish", "manifest_path": "/w/guestsish/Cargo.toml"},
+        ]});
+        assert_eq!(
+            guests_in_metadata(&meta, Path::new("/w/guests")),
+            vec!["guest-hello"]
+        );
+    }
+}
