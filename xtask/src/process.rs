@@ -41,9 +41,26 @@ impl Guarded {
     /// Spawn `cmd`; with `own_group` the child leads a new process group (it then does not see the
     /// terminal's Ctrl-C, and [`Guarded::kill`] reaches all its descendants).
     pub fn spawn(cmd: &mut Command, own_group: bool) -> io::Result<Self> {
+        use std::os::unix::process::CommandExt;
         if own_group {
-            use std::os::unix::process::CommandExt;
             cmd.process_group(0);
+        }
+        // The workspace builds with `panic = "abort"`, so Drop is not a complete guarantee: also
+        // have the kernel kill the emulator when xtask dies, however it dies.
+        // SAFETY: getpid is async-signal-safe and has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and only calls the
+        // async-signal-safe prctl, getppid and raise; it allocates nothing and takes no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::raise(libc::SIGKILL);
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn()?;
         Ok(Self {
