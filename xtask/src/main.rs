@@ -89,6 +89,9 @@ struct RunArgs {
     /// Hypervisor command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Boot module: "PATH [ARGS...]" (repeatable; the rest after the first space is its command line).
+    #[arg(long = "module", value_name = "PATH ARGS")]
+    modules: Vec<String>,
     /// Console line regex to wait for (repeatable: all, in order). Makes the run non-interactive.
     #[arg(long)]
     expect: Vec<String>,
@@ -153,6 +156,19 @@ pub fn default_scenario(root: &Path) -> Option<PathBuf> {
     scenario_path(root, "default").ok()
 }
 
+/// `"PATH ARGS..."` to a boot module (the path made absolute, which must exist).
+fn parse_module(spec: &str) -> Result<runner::BootModule> {
+    let (path, args) = spec.split_once(' ').unwrap_or((spec, ""));
+    let path = std::path::absolute(path).with_context(|| format!("module path `{path}`"))?;
+    if !path.is_file() {
+        bail!("boot module {} does not exist", path.display());
+    }
+    Ok(runner::BootModule {
+        path,
+        cmdline: args.trim().to_string(),
+    })
+}
+
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let root = workspace_root();
     let kernel = match args.kernel {
@@ -193,7 +209,11 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         cpus: args.cpus,
         mem_mib: args.mem,
         cmdline: args.cmdline,
-        modules: Vec::new(),
+        modules: args
+            .modules
+            .iter()
+            .map(|m| parse_module(m))
+            .collect::<Result<_>>()?,
         extra_qemu_args: Vec::new(),
         expect,
         fail,
