@@ -113,7 +113,7 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
     let stats = frames.stats();
     info!(
         "memory: {} MiB usable for the frame allocator, {} MiB heap",
-        stats.total_frames * 4096 >> 20,
+        (stats.total_frames * 4096) >> 20,
         HEAP_BYTES >> 20
     );
 
@@ -151,7 +151,7 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
         .count();
     info!(
         "{online} of {cpus} CPUs online, {} MiB usable memory",
-        stats.total_frames * 4096 >> 20
+        (stats.total_frames * 4096) >> 20
     );
     arch_x86::println!("quercus: ready, {online} pCPUs online");
     idle()
@@ -253,21 +253,19 @@ fn read_topology(boot: &BootInfo) -> Topology {
 }
 
 fn start_aps(topology: &Topology, bsp_apic: u32) {
-    let mut next_index = 1u32;
-    for cpu in topology
+    let aps = topology
         .cpus
         .iter()
-        .filter(|c| c.enabled && c.apic_id != bsp_apic)
-    {
-        if next_index as usize >= MAX_CPUS {
+        .filter(|c| c.enabled && c.apic_id != bsp_apic);
+    for (i, cpu) in aps.enumerate() {
+        let index = i as u32 + 1;
+        if index as usize >= MAX_CPUS {
             warn!(
                 "more than {MAX_CPUS} CPUs: APIC {} and later stay offline",
                 cpu.apic_id
             );
             break;
         }
-        let index = next_index;
-        next_index += 1;
         let percpu = PerCpu::new(index, cpu.apic_id);
         let boot = smp::ApBoot {
             apic_id: cpu.apic_id,

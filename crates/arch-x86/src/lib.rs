@@ -24,6 +24,8 @@ pub mod pic;
 pub mod serial;
 #[cfg(feature = "bare-metal")]
 pub mod smp;
+#[cfg(feature = "bare-metal")]
+pub mod svm;
 pub mod time;
 #[cfg(feature = "bare-metal")]
 pub mod trap;

@@ -120,7 +120,7 @@ pub fn alloc_ap_stack() -> u64 {
 
 /// Recovers the per-CPU area the BSP passed to an AP through the trampoline.
 pub fn from_trampoline_arg(arg: u64) -> Option<&'static PerCpu> {
-    if arg == 0 || arg % core::mem::align_of::<PerCpu>() as u64 != 0 {
+    if arg == 0 || !arg.is_multiple_of(core::mem::align_of::<PerCpu>() as u64) {
         return None;
     }
     // SAFETY: the BSP passes the address of a leaked ('static) PerCpu made by

@@ -1,0 +1,380 @@
+//! The AMD-V (SVM) backend: one VMCB per vCPU, nested paging, I/O and MSR
+//! permission maps that intercept everything, and a VMRUN loop.
+//!
+//! Without next-RIP save (QEMU TCG), exits report no instruction length except
+//! for I/O (EXITINFO2 holds the next RIP); callers decode the instruction.
+
+mod run;
+pub mod vmcb;
+
+extern crate alloc;
+
+use alloc::alloc::{alloc_zeroed, Layout};
+use alloc::boxed::Box;
+
+use vcpu::{
+    Event, Gprs, IoAccess, MsrAccess, NptFault, SegmentState, SystemState, VcpuBackend, VmExit,
+};
+
+use crate::cpu::{msr, rdmsr, wrmsr};
+use vmcb::{ctl, exit, misc1, misc2, save, Page};
+
+const VM_HSAVE_PA: u32 = 0xC001_0117;
+const EFER_SVME: u64 = 1 << 12;
+const EFER_NXE: u64 = 1 << 11;
+
+/// Size of the I/O permission map (one bit per port, plus the spill-over bits).
+const IOPM_SIZE: usize = 12 * 1024;
+/// Size of the MSR permission map.
+const MSRPM_SIZE: usize = 8 * 1024;
+
+/// Allocates `size` zeroed bytes aligned to 4 KiB that live for good.
+fn leak_zeroed(size: usize) -> *mut u8 {
+    let layout = Layout::from_size_align(size, 4096).expect("constant layout");
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc_zeroed(layout) };
+    assert!(!p.is_null(), "out of heap for SVM structures");
+    p
+}
+
+fn leak_page() -> &'static mut Page {
+    Box::leak(Box::new(Page([0; 4096])))
+}
+
+/// Enables SVM on the running pCPU (EFER.SVME, host save area). Idempotent.
+pub fn enable_on_this_cpu() {
+    // SAFETY: EFER and VM_HSAVE_PA exist on every CPU with SVM; setting SVME
+    // and NXE does not change how the running host code behaves.
+    unsafe {
+        let efer = rdmsr(msr::IA32_EFER);
+        if efer & EFER_SVME == 0 {
+            wrmsr(msr::IA32_EFER, efer | EFER_SVME | EFER_NXE);
+            let hsave = leak_page() as *mut Page as u64;
+            wrmsr(VM_HSAVE_PA, hsave);
+        }
+    }
+}
+
+/// Whether the CPU reports next-RIP save (CPUID 8000_000A EDX bit 3).
+fn has_nrip() -> bool {
+    raw_cpuid::CpuId::new()
+        .get_svm_info()
+        .is_some_and(|s| s.has_nrip())
+}
+
+/// One guest vCPU on SVM.
+pub struct SvmVcpu {
+    vmcb: &'static mut Page,
+    host_save: &'static mut Page,
+    gprs: Gprs,
+    guest_fx: Box<run::FxArea>,
+    host_fx: Box<run::FxArea>,
+    nrip: bool,
+    /// Instruction length reported by the last exit, if any.
+    exit_len: Option<u8>,
+}
+
+/// Where and how a vCPU starts.
+#[derive(Clone, Copy, Debug)]
+pub struct InitialState {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub gprs: Gprs,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: SegmentState,
+    /// DS, ES, SS, FS, GS.
+    pub data: SegmentState,
+    pub tr: SegmentState,
+    pub gdtr: SegmentState,
+    pub idtr: SegmentState,
+}
+
+impl SvmVcpu {
+    /// Makes a vCPU of address space `asid` whose guest-physical memory is
+    /// translated by the NPT rooted at `ncr3`. Call on the pCPU that runs it,
+    /// after [`enable_on_this_cpu`].
+    pub fn new(asid: u32, ncr3: u64, init: &InitialState) -> Self {
+        let iopm = leak_zeroed(IOPM_SIZE);
+        let msrpm = leak_zeroed(MSRPM_SIZE);
+        // SAFETY: both regions were just allocated with these sizes and are
+        // owned by this vCPU for good; all-ones intercepts every port and MSR.
+        unsafe {
+            core::ptr::write_bytes(iopm, 0xFF, IOPM_SIZE);
+            core::ptr::write_bytes(msrpm, 0xFF, MSRPM_SIZE);
+        }
+        let vmcb = leak_page();
+        vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, 1 << 18); // #MC
+        vmcb.write_u32(
+            ctl::INTERCEPT_MISC1,
+            misc1::INTR
+                | misc1::NMI
+                | misc1::SMI
+                | misc1::INIT
+                | misc1::CPUID
+                | misc1::INVD
+                | misc1::HLT
+                | misc1::INVLPGA
+                | misc1::IOIO_PROT
+                | misc1::MSR_PROT
+                | misc1::SHUTDOWN,
+        );
+        vmcb.write_u32(
+            ctl::INTERCEPT_MISC2,
+            misc2::VMRUN
+                | misc2::VMMCALL
+                | misc2::VMLOAD
+                | misc2::VMSAVE
+                | misc2::STGI
+                | misc2::CLGI
+                | misc2::SKINIT
+                | misc2::MONITOR
+                | misc2::MWAIT
+                | misc2::MWAIT_COND
+                | misc2::XSETBV,
+        );
+        vmcb.write_u64(ctl::IOPM_BASE_PA, iopm as u64);
+        vmcb.write_u64(ctl::MSRPM_BASE_PA, msrpm as u64);
+        vmcb.write_u32(ctl::GUEST_ASID, asid);
+        vmcb.write_u8(ctl::TLB_CONTROL, 1); // flush this ASID on the first run
+        vmcb.write_u32(ctl::V_INTR, 1 << 24); // V_INTR_MASKING
+        vmcb.write_u64(ctl::NP_ENABLE, 1);
+        vmcb.write_u64(ctl::N_CR3, ncr3);
+
+        vmcb.write_segment(save::CS, &init.cs);
+        for off in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            vmcb.write_segment(off, &init.data);
+        }
+        vmcb.write_segment(save::TR, &init.tr);
+        vmcb.write_segment(
+            save::LDTR,
+            &SegmentState {
+                selector: 0,
+                base: 0,
+                limit: 0xFFFF,
+                attrib: 0x082,
+            },
+        );
+        vmcb.write_segment(save::GDTR, &init.gdtr);
+        vmcb.write_segment(save::IDTR, &init.idtr);
+        vmcb.write_u64(save::CR0, init.cr0);
+        vmcb.write_u64(save::CR3, init.cr3);
+        vmcb.write_u64(save::CR4, init.cr4);
+        vmcb.write_u64(save::EFER, init.efer | EFER_SVME);
+        vmcb.write_u64(save::RFLAGS, init.rflags | 0x2);
+        vmcb.write_u64(save::RIP, init.rip);
+        vmcb.write_u64(save::RSP, init.rsp);
+        vmcb.write_u64(save::DR6, 0xFFFF_0FF0);
+        vmcb.write_u64(save::DR7, 0x400);
+        vmcb.write_u64(save::G_PAT, 0x0007_0406_0007_0406);
+        vmcb.write_u8(save::CPL, 0);
+
+        let mut guest_fx = Box::new(run::FxArea::new());
+        guest_fx.set_default();
+        SvmVcpu {
+            vmcb,
+            host_save: leak_page(),
+            gprs: init.gprs,
+            guest_fx,
+            host_fx: Box::new(run::FxArea::new()),
+            nrip: has_nrip(),
+            exit_len: None,
+        }
+    }
+
+    /// The raw exit code of the last exit (for statistics and dumps).
+    pub fn raw_exit_code(&self) -> u64 {
+        self.vmcb.read_u64(ctl::EXITCODE)
+    }
+
+    fn decode_exit(&mut self) -> VmExit {
+        let code = self.vmcb.read_u64(ctl::EXITCODE);
+        let info1 = self.vmcb.read_u64(ctl::EXITINFO1);
+        let info2 = self.vmcb.read_u64(ctl::EXITINFO2);
+        let rip = self.vmcb.read_u64(save::RIP);
+        self.exit_len = if self.nrip {
+            let next = self.vmcb.read_u64(ctl::NRIP);
+            u8::try_from(next.wrapping_sub(rip))
+                .ok()
+                .filter(|&l| (1..=15).contains(&l))
+        } else {
+            None
+        };
+        match code {
+            exit::IOIO => {
+                // EXITINFO2 holds the next RIP for I/O even without next-RIP save.
+                self.exit_len = u8::try_from(info2.wrapping_sub(rip))
+                    .ok()
+                    .filter(|&l| (1..=15).contains(&l));
+                let size = if info1 & (1 << 4) != 0 {
+                    1
+                } else if info1 & (1 << 5) != 0 {
+                    2
+                } else {
+                    4
+                };
+                VmExit::Io(IoAccess {
+                    port: (info1 >> 16) as u16,
+                    size,
+                    write: info1 & 1 == 0,
+                    string: info1 & (1 << 2) != 0,
+                    rep: info1 & (1 << 3) != 0,
+                })
+            }
+            exit::CPUID => VmExit::Cpuid,
+            exit::MSR => VmExit::Msr(MsrAccess {
+                write: info1 & 1 != 0,
+            }),
+            exit::HLT => VmExit::Hlt,
+            exit::VMMCALL => VmExit::Hypercall,
+            exit::XSETBV => VmExit::Xsetbv,
+            exit::SHUTDOWN => VmExit::Shutdown,
+            exit::INTR | exit::NMI | exit::SMI | exit::INIT => VmExit::ExternalInterrupt,
+            exit::NPF => VmExit::Mmio(NptFault {
+                gpa: info2,
+                present: info1 & 1 != 0,
+                write: info1 & (1 << 1) != 0,
+                fetch: info1 & (1 << 4) != 0,
+            }),
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::INVLPGA
+            | exit::INVD
+            | exit::MONITOR
+            | exit::MWAIT
+            | exit::MWAIT_COND
+            | exit::RDTSCP => VmExit::Forbidden { raw: code },
+            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => VmExit::Exception {
+                vector: (c - exit::EXCP_BASE) as u8,
+                error_code: Some(info1 as u32),
+            },
+            exit::INVALID => VmExit::EntryFailed { raw: code },
+            other => VmExit::Unknown { raw: other },
+        }
+    }
+
+    /// Reads an MSR whose guest value lives in the VMCB; `None` if it does not.
+    pub fn vmcb_msr(&self, msr_index: u32) -> Option<u64> {
+        let off = vmcb_msr_offset(msr_index)?;
+        let v = self.vmcb.read_u64(off);
+        Some(if msr_index == msr::IA32_EFER {
+            v & !EFER_SVME
+        } else {
+            v
+        })
+    }
+
+    /// Writes an MSR held in the VMCB; false if it is not one of them.
+    pub fn set_vmcb_msr(&mut self, msr_index: u32, value: u64) -> bool {
+        let Some(off) = vmcb_msr_offset(msr_index) else {
+            return false;
+        };
+        let value = if msr_index == msr::IA32_EFER {
+            value | EFER_SVME
+        } else {
+            value
+        };
+        self.vmcb.write_u64(off, value);
+        true
+    }
+}
+
+const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_GS_BASE: u32 = 0xC000_0101;
+
+fn vmcb_msr_offset(msr_index: u32) -> Option<usize> {
+    Some(match msr_index {
+        msr::IA32_EFER => save::EFER,
+        0x277 => save::G_PAT,
+        0x174 => save::SYSENTER_CS,
+        0x175 => save::SYSENTER_ESP,
+        0x176 => save::SYSENTER_EIP,
+        0xC000_0081 => save::STAR,
+        0xC000_0082 => save::LSTAR,
+        0xC000_0083 => save::CSTAR,
+        0xC000_0084 => save::SFMASK,
+        0xC000_0102 => save::KERNEL_GS_BASE,
+        MSR_FS_BASE => save::FS + 8,
+        MSR_GS_BASE => save::GS + 8,
+        _ => return None,
+    })
+}
+
+impl VcpuBackend for SvmVcpu {
+    fn run(&mut self) -> VmExit {
+        self.vmcb.write_u64(save::RAX, self.gprs.rax);
+        run::vmrun(
+            self.vmcb,
+            self.host_save,
+            &mut self.gprs,
+            &mut self.guest_fx,
+            &mut self.host_fx,
+        );
+        self.gprs.rax = self.vmcb.read_u64(save::RAX);
+        self.vmcb.write_u8(ctl::TLB_CONTROL, 0);
+        self.vmcb.write_u64(ctl::EVENTINJ, 0);
+        self.decode_exit()
+    }
+
+    fn gprs(&self) -> &Gprs {
+        &self.gprs
+    }
+
+    fn gprs_mut(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+
+    fn rip(&self) -> u64 {
+        self.vmcb.read_u64(save::RIP)
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.vmcb.write_u64(save::RIP, rip);
+        // Moving past an instruction ends an interrupt shadow (STI; HLT).
+        let shadow = self.vmcb.read_u64(ctl::INTERRUPT_SHADOW);
+        self.vmcb.write_u64(ctl::INTERRUPT_SHADOW, shadow & !1);
+    }
+
+    fn rsp(&self) -> u64 {
+        self.vmcb.read_u64(save::RSP)
+    }
+
+    fn rflags(&self) -> u64 {
+        self.vmcb.read_u64(save::RFLAGS)
+    }
+
+    fn system_state(&self) -> SystemState {
+        SystemState {
+            cr0: self.vmcb.read_u64(save::CR0),
+            cr3: self.vmcb.read_u64(save::CR3),
+            cr4: self.vmcb.read_u64(save::CR4),
+            efer: self.vmcb.read_u64(save::EFER) & !EFER_SVME,
+            cpl: self.vmcb.read_u8(save::CPL),
+            cs: self.vmcb.read_segment(save::CS),
+        }
+    }
+
+    fn inject(&mut self, event: Event) {
+        let (vector, kind, err) = match event {
+            Event::Exception { vector, error_code } => (vector, 3u64, error_code),
+            Event::Interrupt { vector } => (vector, 0, None),
+            Event::Nmi => (2, 2, None),
+        };
+        let mut v = u64::from(vector) | (kind << 8) | (1 << 31);
+        if let Some(e) = err {
+            v |= (1 << 11) | (u64::from(e) << 32);
+        }
+        self.vmcb.write_u64(ctl::EVENTINJ, v);
+    }
+
+    fn exit_instruction_len(&self) -> Option<u8> {
+        self.exit_len
+    }
+}

@@ -1,0 +1,63 @@
+//! The one backend interface of Quercus: everything above the arch tier sees
+//! a vCPU through [`VcpuBackend`] and its exits as [`VmExit`]; nothing above
+//! it names VMX or SVM.
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod exit;
+mod regs;
+
+pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
+pub use regs::{Gprs, Reg, SegmentState, SystemState};
+
+/// An event to deliver to the guest on the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A hardware exception, with its error code where the vector has one.
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+    },
+    /// An external (maskable) interrupt.
+    Interrupt {
+        vector: u8,
+    },
+    Nmi,
+}
+
+/// #GP, the answer to most bad guest requests.
+pub const GP: Event = Event::Exception {
+    vector: 13,
+    error_code: Some(0),
+};
+/// #UD.
+pub const UD: Event = Event::Exception {
+    vector: 6,
+    error_code: None,
+};
+
+/// What every backend (VMX, SVM) offers for one vCPU.
+pub trait VcpuBackend {
+    /// Enters the guest and returns at the next exit.
+    fn run(&mut self) -> VmExit;
+    /// The guest's general-purpose registers (RSP excluded).
+    fn gprs(&self) -> &Gprs;
+    /// The guest's general-purpose registers, writable.
+    fn gprs_mut(&mut self) -> &mut Gprs;
+    /// Guest RIP.
+    fn rip(&self) -> u64;
+    /// Sets guest RIP.
+    fn set_rip(&mut self, rip: u64);
+    /// Guest RSP.
+    fn rsp(&self) -> u64;
+    /// Guest RFLAGS.
+    fn rflags(&self) -> u64;
+    /// Control registers, EFER and the current privilege level.
+    fn system_state(&self) -> SystemState;
+    /// Queues an event for the next entry (replaces an earlier one).
+    fn inject(&mut self, event: Event);
+    /// The length of the instruction that caused the current exit when the
+    /// hardware reports it (VMX always, SVM with next-RIP save); `None` means
+    /// the caller must decode the instruction.
+    fn exit_instruction_len(&self) -> Option<u8>;
+}
