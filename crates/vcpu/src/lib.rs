@@ -4,10 +4,17 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "test-utils"))]
+extern crate alloc;
+
 mod exit;
+mod memory;
 mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
+pub use memory::{check_range, GuestMemError, GuestMemory};
+#[cfg(any(test, feature = "test-utils"))]
+pub use memory::VecMemory;
 pub use regs::{Gprs, Reg, SegmentState, SystemState};
 
 /// An event to deliver to the guest on the next entry.
