@@ -11,6 +11,8 @@ pub mod boot;
 pub mod console;
 pub mod cpu;
 #[cfg(feature = "bare-metal")]
+pub mod guest_ram;
+#[cfg(feature = "bare-metal")]
 pub mod heap;
 pub mod io;
 pub mod lapic;

@@ -12,9 +12,9 @@ mod memory;
 mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
-pub use memory::{check_range, GuestMemError, GuestMemory};
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::VecMemory;
+pub use memory::{check_range, GuestMemError, GuestMemory};
 pub use regs::{Gprs, Reg, SegmentState, SystemState};
 
 /// An event to deliver to the guest on the next entry.
@@ -67,4 +67,11 @@ pub trait VcpuBackend {
     /// hardware reports it (VMX always, SVM with next-RIP save); `None` means
     /// the caller must decode the instruction.
     fn exit_instruction_len(&self) -> Option<u8>;
+    /// Reads an MSR whose guest value the hardware switches on entry and exit
+    /// (EFER, PAT, FS/GS base, SYSCALL/SYSENTER MSRs); `None` for any other.
+    fn read_state_msr(&self, msr: u32) -> Option<u64>;
+    /// Writes such an MSR (the caller validated the value); false for any other.
+    fn write_state_msr(&mut self, msr: u32, value: u64) -> bool;
+    /// The guest's TSC: the host TSC plus the vCPU's offset.
+    fn guest_tsc(&self, host_tsc: u64) -> u64;
 }

@@ -12,7 +12,11 @@ pub struct GuestMemError {
 
 impl fmt::Display for GuestMemError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "guest-physical range {:#x}+{:#x} is not guest RAM", self.gpa, self.len)
+        write!(
+            f,
+            "guest-physical range {:#x}+{:#x} is not guest RAM",
+            self.gpa, self.len
+        )
     }
 }
 
@@ -101,7 +105,10 @@ mod tests {
     fn out_of_range_and_wrapping_accesses_fail_whole() {
         let mut m = VecMemory::new(4096);
         assert!(m.write(4090, &[1; 6]).is_ok());
-        assert_eq!(m.write(4091, &[1; 6]), Err(GuestMemError { gpa: 4091, len: 6 }));
+        assert_eq!(
+            m.write(4091, &[1; 6]),
+            Err(GuestMemError { gpa: 4091, len: 6 })
+        );
         assert!(m.read(u64::MAX - 2, &mut [0; 8]).is_err());
         assert_eq!(m.read_u32(4092).unwrap(), 0x0101_0101);
         assert!(m.read_u64(4092).is_err());

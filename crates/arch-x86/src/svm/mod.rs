@@ -377,4 +377,16 @@ impl VcpuBackend for SvmVcpu {
     fn exit_instruction_len(&self) -> Option<u8> {
         self.exit_len
     }
+
+    fn read_state_msr(&self, msr: u32) -> Option<u64> {
+        self.vmcb_msr(msr)
+    }
+
+    fn write_state_msr(&mut self, msr: u32, value: u64) -> bool {
+        self.set_vmcb_msr(msr, value)
+    }
+
+    fn guest_tsc(&self, host_tsc: u64) -> u64 {
+        host_tsc.wrapping_add(self.vmcb.read_u64(ctl::TSC_OFFSET))
+    }
 }
