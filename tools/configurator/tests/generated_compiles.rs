@@ -47,6 +47,6 @@ fn partitioned_scenario_static() {
     let crash = s.vm_by_name("vm1").unwrap();
     assert_eq!(
         (crash.kernel.module, crash.kernel.cmdline),
-        ("test-guest-crash", "crash")
+        ("test-guest", "crash")
     );
 }

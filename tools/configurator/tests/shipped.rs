@@ -89,7 +89,7 @@ fn partitioned_scenario() {
         summary,
         [
             (0, vec![1], "test-guest", ""),
-            (1, vec![2], "test-guest-crash", "crash")
+            (1, vec![2], "test-guest", "crash")
         ]
     );
 }

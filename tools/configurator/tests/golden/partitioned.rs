@@ -39,7 +39,7 @@ pub static SCENARIO: Scenario = Scenario {
                 host_base: None,
             },
             kernel: KernelConfig {
-                module: "test-guest-crash",
+                module: "test-guest",
                 kind: KernelKind::Multiboot1,
                 cmdline: "crash",
             },
