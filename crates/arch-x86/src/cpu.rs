@@ -85,3 +85,16 @@ pub fn disable_interrupts() {
     // SAFETY: clearing IF has no memory effect.
     unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
 }
+
+/// Lets an interrupt that is already pending be taken, then masks again.
+pub fn wait_for_interrupt_pending() {
+    // SAFETY: sti; nop; cli opens a one-instruction window for a pending
+    // interrupt; handlers run on IST stacks and return here.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
+/// Executes CPUID with `leaf` and `subleaf`: [EAX, EBX, ECX, EDX].
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = raw_cpuid::cpuid!(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}

@@ -12,6 +12,7 @@ pub mod console;
 pub mod cpu;
 #[cfg(feature = "bare-metal")]
 pub mod guest_ram;
+pub mod guest_state;
 #[cfg(feature = "bare-metal")]
 pub mod heap;
 pub mod io;

@@ -66,3 +66,14 @@ pub fn corrupt_mb1_memory_map(info: u64) -> bool {
     unsafe { (at as *mut u64).write_unaligned(0xFFFF_FFFF_FFFF_F000) };
     true
 }
+
+/// Borrows `[addr, addr + len)` (a boot module) as bytes for good.
+///
+/// # Safety
+/// The range must be identity-mapped memory that nothing writes while the
+/// slice lives: boot modules are kept out of the frame allocator for this.
+pub unsafe fn borrow(addr: u64, len: usize) -> Option<&'static [u8]> {
+    let start = checked(addr, len)?;
+    // SAFETY: in the identity map (checked) and not written (caller's contract).
+    Some(unsafe { core::slice::from_raw_parts(start as *const u8, len) })
+}

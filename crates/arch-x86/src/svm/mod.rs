@@ -17,6 +17,7 @@ use vcpu::{
 };
 
 use crate::cpu::{msr, rdmsr, wrmsr};
+pub use crate::guest_state::InitialState;
 use vmcb::{ctl, exit, misc1, misc2, save, Page};
 
 const VM_HSAVE_PA: u32 = 0xC001_0117;
@@ -72,25 +73,6 @@ pub struct SvmVcpu {
     nrip: bool,
     /// Instruction length reported by the last exit, if any.
     exit_len: Option<u8>,
-}
-
-/// Where and how a vCPU starts.
-#[derive(Clone, Copy, Debug)]
-pub struct InitialState {
-    pub rip: u64,
-    pub rsp: u64,
-    pub rflags: u64,
-    pub gprs: Gprs,
-    pub cr0: u64,
-    pub cr3: u64,
-    pub cr4: u64,
-    pub efer: u64,
-    pub cs: SegmentState,
-    /// DS, ES, SS, FS, GS.
-    pub data: SegmentState,
-    pub tr: SegmentState,
-    pub gdtr: SegmentState,
-    pub idtr: SegmentState,
 }
 
 impl SvmVcpu {
