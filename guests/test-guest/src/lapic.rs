@@ -1,0 +1,61 @@
+//! The local APIC in xAPIC mode at its default base, used for the timer test.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::paging;
+
+pub const BASE: u64 = 0xFEE0_0000;
+pub const REG_TPR: u32 = 0x80;
+pub const REG_EOI: u32 = 0xB0;
+pub const REG_SVR: u32 = 0xF0;
+pub const REG_LVT_TIMER: u32 = 0x320;
+pub const REG_TIMER_INITIAL: u32 = 0x380;
+pub const REG_TIMER_CURRENT: u32 = 0x390;
+pub const REG_TIMER_DIVIDE: u32 = 0x3E0;
+/// LVT mask bit.
+pub const LVT_MASKED: u32 = 1 << 16;
+/// SVR: APIC software enable.
+pub const SVR_ENABLE: u32 = 1 << 8;
+
+static MAPPED: AtomicBool = AtomicBool::new(false);
+
+/// Maps the LAPIC page (uncached); false if it cannot be mapped.
+pub fn map() -> bool {
+    let ok = paging::map_extra_2m(BASE);
+    MAPPED.store(ok, Ordering::SeqCst);
+    ok
+}
+
+/// Reads a LAPIC register (0 if the LAPIC is not mapped).
+pub fn read(reg: u32) -> u32 {
+    if !MAPPED.load(Ordering::SeqCst) {
+        return 0;
+    }
+    // SAFETY: the LAPIC page is mapped uncached; reg is a register offset
+    // below 4 KiB, 16-byte aligned, read as the 32-bit access it requires.
+    unsafe { ((BASE + u64::from(reg)) as *const u32).read_volatile() }
+}
+
+/// Writes a LAPIC register (ignored if the LAPIC is not mapped).
+pub fn write(reg: u32, v: u32) {
+    if !MAPPED.load(Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: as in `read`.
+    unsafe { ((BASE + u64::from(reg)) as *mut u32).write_volatile(v) };
+}
+
+/// Ends the current interrupt.
+pub fn eoi() {
+    write(REG_EOI, 0);
+}
+
+/// Stops the timer and unmaps the LAPIC.
+pub fn shutdown() {
+    if MAPPED.load(Ordering::SeqCst) {
+        write(REG_TIMER_INITIAL, 0);
+        write(REG_LVT_TIMER, LVT_MASKED | crate::trap::TIMER_VECTOR as u32);
+        MAPPED.store(false, Ordering::SeqCst);
+        paging::unmap_extra_2m(BASE);
+    }
+}

@@ -1,0 +1,221 @@
+//! Quercus's bare-metal test guest.
+//!
+//! A Multiboot1 kernel (linked at 1 MiB) that runs a fixed list of tests
+//! and prints machine-checked lines on COM1:
+//! `TEST <name> PASS`, `TEST <name> FAIL <why>`, `TEST <name> SKIP native`,
+//! then `TESTS DONE <passed> passed <failed> failed`, then powers off
+//! (Quercus hypercall 3, else QEMU's isa-debug-exit at 0xF4, else halts).
+//! Command-line words: `bench` (CPUID round-trip benchmark), `crash`
+//! (triple-fault on purpose after the tests, announced by
+//! `TEST triple-fault ARMED`). See `tests.rs` for what each test checks.
+
+#![no_std]
+#![no_main]
+#![allow(
+    clippy::result_large_err,
+    reason = "failure reasons are fixed stack buffers: there is no heap to box them in"
+)]
+
+mod boot;
+mod cpu;
+mod hypercall;
+mod lapic;
+mod mem;
+mod msg;
+mod multiboot;
+mod paging;
+mod serial;
+mod tests;
+mod trap;
+
+use core::cell::UnsafeCell;
+
+use msg::Ascii;
+use multiboot::BootInfo;
+
+/// A static the guest mutates through raw pointers.
+pub struct Global<T>(UnsafeCell<T>);
+
+// SAFETY: the guest runs on one CPU and every user of a `Global` states why
+// its accesses never overlap (interrupt handlers touch only atomics).
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    pub const fn new(v: T) -> Self {
+        Self(UnsafeCell::new(v))
+    }
+
+    pub fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+/// The hypervisor signature in CPUID 0x40000000 EBX, ECX, EDX.
+pub const QUERCUS_SIGNATURE: [u8; 12] = *b"QuercusHV\0\0\0";
+/// The highest hypervisor leaf Quercus must report at least.
+pub const QUERCUS_MIN_LEAF: u32 = 0x4000_0010;
+
+/// What the guest learned about where it runs.
+pub struct Env {
+    pub boot: BootInfo,
+    /// CPUID 0 vendor (EBX, EDX, ECX).
+    pub vendor: [u8; 12],
+    /// CPUID.1:ECX[31].
+    pub hv_bit: bool,
+    /// CPUID 0x40000000 EAX and EBX, ECX, EDX.
+    pub hv_max_leaf: u32,
+    pub hv_signature: [u8; 12],
+    /// The hypervisor signature is Quercus's.
+    pub quercus: bool,
+    /// Not under Quercus: no hypervisor bit, or the signature of a known
+    /// other hypervisor or emulator (QEMU's TCG sets the bit and says
+    /// "TCGTCGTCGTCG"). Hypervisor-only tests print `SKIP native`. A set
+    /// bit with an unknown signature is neither: those tests then fail.
+    pub native: bool,
+    /// TSC frequency from CPUID 0x40000010 (0: unknown).
+    pub tsc_khz: u32,
+    pub bench: bool,
+    pub crash: bool,
+    /// Also run the guest's own `selftest-*` checks of its fault handling.
+    pub selftest: bool,
+}
+
+/// Signatures of hypervisors that are not Quercus (the "native" baselines).
+const OTHER_HYPERVISORS: &[&[u8; 12]] = &[
+    b"TCGTCGTCGTCG",
+    b"KVMKVMKVM\0\0\0",
+    b"Microsoft Hv",
+    b"VMwareVMware",
+    b"XenVMMXenVMM",
+    b"VBoxVBoxVBox",
+    b"bhyve bhyve ",
+    b"ACRNACRNACRN",
+];
+
+impl Env {
+    fn detect(boot: BootInfo) -> Self {
+        let leaf0 = cpu::cpuid(0, 0);
+        let mut vendor = [0u8; 12];
+        vendor[0..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
+        vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
+        vendor[8..12].copy_from_slice(&leaf0.ecx.to_le_bytes());
+        let hv_bit = cpu::cpuid(1, 0).ecx & (1 << 31) != 0;
+        let hv = cpu::cpuid(0x4000_0000, 0);
+        let hv_signature = cpu::signature_bcd(hv);
+        let quercus = hv_signature == QUERCUS_SIGNATURE;
+        let tsc_khz = if quercus && hv.eax >= QUERCUS_MIN_LEAF {
+            cpu::cpuid(0x4000_0010, 0).eax
+        } else {
+            0
+        };
+        Env {
+            vendor,
+            hv_bit,
+            hv_max_leaf: hv.eax,
+            hv_signature,
+            quercus,
+            native: !quercus && (!hv_bit || OTHER_HYPERVISORS.contains(&&hv_signature)),
+            tsc_khz,
+            bench: boot.has_word(b"bench"),
+            crash: boot.has_word(b"crash"),
+            selftest: boot.has_word(b"selftest"),
+            boot,
+        }
+    }
+
+    pub fn is_intel(&self) -> bool {
+        self.vendor == *b"GenuineIntel"
+    }
+
+    pub fn is_amd(&self) -> bool {
+        self.vendor == *b"AuthenticAMD"
+    }
+}
+
+#[no_mangle]
+extern "C" fn guest_main(magic: u32, info: u32) -> ! {
+    serial::init();
+    trap::init();
+    cpu::quiesce_pic();
+    let boot = BootInfo::parse(magic, info);
+    let env = Env::detect(boot);
+    if env.quercus {
+        if env.is_intel() {
+            hypercall::enable(hypercall::Insn::Vmcall);
+        } else if env.is_amd() {
+            hypercall::enable(hypercall::Insn::Vmmcall);
+        }
+    }
+
+    out!(
+        "test-guest: vendor={} hypervisor-bit={} hv-signature=\"{}\" hv-max-leaf={:#x} quercus={} native={} tsc-khz={} ram-mapped={}MiB cmdline=\"{}\"",
+        Ascii(&env.vendor),
+        u8::from(env.hv_bit),
+        Ascii(&env.hv_signature),
+        env.hv_max_leaf,
+        if env.quercus { "yes" } else { "no" },
+        if env.native { "yes" } else { "no" },
+        env.tsc_khz,
+        paging::mapped_ram_end() >> 20,
+        Ascii(env.boot.cmdline())
+    );
+    if !env.boot.valid {
+        out!(
+            "test-guest: no multiboot information (eax={:#x}): RAM size unknown, only 2 MiB mapped",
+            env.boot.magic
+        );
+    }
+
+    let tally = tests::run_all(&env);
+    out!("TESTS DONE {} passed {} failed", tally.passed, tally.failed);
+    if env.crash {
+        triple_fault();
+    }
+    power_off(tally.failed == 0)
+}
+
+/// Waits (bounded) until COM1 has sent everything.
+fn drain_serial() {
+    serial::wait_lsr(serial::LSR_THRE | serial::LSR_TEMT, 1_000_000);
+}
+
+/// Powers the VM off: Quercus hypercall 3 if there is one; else QEMU's
+/// isa-debug-exit (exit status 1 if `ok`, 3 if not); else Bochs's shutdown
+/// port (the string "Shutdown" to 0x8900); else halts for good.
+pub fn power_off(ok: bool) -> ! {
+    drain_serial();
+    if hypercall::insn().is_some() {
+        let _ = hypercall::call(hypercall::POWER_OFF, 0, 0, 0);
+    }
+    // SAFETY: 0xF4 is QEMU's isa-debug-exit when present; elsewhere an
+    // unclaimed port whose writes are ignored.
+    unsafe { cpu::outl(0xF4, if ok { 0 } else { 1 }) };
+    for b in *b"Shutdown" {
+        // SAFETY: Bochs's power-off port; unclaimed (ignored) elsewhere.
+        unsafe { cpu::outb(0x8900, b) };
+    }
+    cpu::halt_forever()
+}
+
+/// Loads an empty IDT and raises #BP: #BP -> #GP -> #DF -> triple fault.
+fn triple_fault() -> ! {
+    out!("TEST triple-fault ARMED");
+    drain_serial();
+    cpu::cli();
+    trap::load_idt(0, 0);
+    // SAFETY: deliberately fatal: with a zero-limit IDT no vector can be
+    // delivered, so the CPU (or the hypervisor) shuts this VM down.
+    unsafe { core::arch::asm!("int3", options(nostack, nomem)) };
+    cpu::halt_forever()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let m = match info.location() {
+        Some(l) => msg!("panic at {}:{}: {}", l.file(), l.line(), info.message()),
+        None => msg!("panic: {}", info.message()),
+    };
+    trap::abort_to_guard(m);
+    out!("test-guest: FATAL {}", m.as_str());
+    power_off(false)
+}
