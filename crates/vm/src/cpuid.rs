@@ -1,0 +1,283 @@
+//! CPUID virtualization: which native CPUID bits a guest sees, which are hidden
+//! and which Quercus answers itself.
+//!
+//! The policy starts from what the physical CPU reports for the same
+//! leaf/subleaf and edits it, so every feature the hypervisor does not
+//! virtualize or forbid passes through unchanged. Each rule below is one
+//! `match` arm in [`CpuidPolicy::virtualize`]:
+//!
+//! | Leaf | Rule | Why |
+//! |---|---|---|
+//! | 1 | ECX.VMX (5) cleared | no nested VT-x |
+//! | 1 | ECX.MONITOR (3) cleared | MWAIT would idle the pCPU under the guest; guests HLT instead |
+//! | 1 | ECX.x2APIC (21) cleared | the virtual LAPIC is xAPIC (MMIO) only, for now |
+//! | 1 | ECX.TSC-deadline (24) cleared | the virtual LAPIC timer has no TSC-deadline mode yet |
+//! | 1 | ECX.hypervisor (31) set | tells the guest to look at leaf 0x4000_0000 |
+//! | 1 | EBX\[31:24\] = vCPU id, EBX\[23:16\] = vCPU count | the guest's own topology, not the host's |
+//! | 5 | all zero | MONITOR/MWAIT is hidden (see leaf 1) |
+//! | 6 | all zero | thermal and power management belong to the host |
+//! | 7.0 | EBX.TSC_ADJUST (1), ECX.LA57 (16), EDX.ARCH_CAPABILITIES (29) cleared | keeps CPUID consistent with the MSR policy: those MSRs #GP, and canonical checks assume 4-level paging |
+//! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
+//! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
+//! | 0x4000_0001..=0x4000_000F | all zero | reserved for future Quercus interfaces |
+//! | 0x4000_0010 | EAX = TSC kHz, EBX = 0 | timing leaf (VMware/KVM convention); no LAPIC bus frequency yet |
+//! | other 0x4000_0000..=0x4FFF_FFFF | all zero | the software-reserved range; hides an outer hypervisor's leaves when Quercus itself runs nested |
+//! | 0x8000_0001 | ECX.SVM (2) cleared | no nested AMD-V |
+//! | 0x8000_000A | all zero | SVM features: none without SVM |
+
+/// Highest leaf of the Quercus hypervisor range (EAX of leaf 0x4000_0000).
+pub const HV_MAX_LEAF: u32 = 0x4000_0010;
+
+/// The vendor signature of leaf 0x4000_0000, in EBX, ECX, EDX order.
+pub const HV_SIGNATURE: [u8; 12] = *b"QuercusHV\0\0\0";
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_MONITOR: u32 = 0x5;
+const LEAF_THERMAL_POWER: u32 = 0x6;
+const LEAF_EXT_FEATURES: u32 = 0x7;
+const LEAF_TOPOLOGY: u32 = 0xB;
+const LEAF_TOPOLOGY_V2: u32 = 0x1F;
+const LEAF_HV_BASE: u32 = 0x4000_0000;
+const LEAF_HV_TIMING: u32 = 0x4000_0010;
+const LEAF_HV_RANGE_END: u32 = 0x4FFF_FFFF;
+const LEAF_AMD_FEATURES: u32 = 0x8000_0001;
+const LEAF_SVM: u32 = 0x8000_000A;
+
+const EAX: usize = 0;
+const EBX: usize = 1;
+const ECX: usize = 2;
+const EDX: usize = 3;
+
+// Leaf 1 ECX.
+const MONITOR: u32 = 1 << 3;
+const VMX: u32 = 1 << 5;
+const X2APIC: u32 = 1 << 21;
+const TSC_DEADLINE: u32 = 1 << 24;
+const HYPERVISOR: u32 = 1 << 31;
+
+// Leaf 7 subleaf 0.
+const EBX_TSC_ADJUST: u32 = 1 << 1;
+const ECX_LA57: u32 = 1 << 16;
+const EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+
+// Leaf 0x8000_0001 ECX.
+const SVM: u32 = 1 << 2;
+
+/// What one vCPU of one VM is told about itself through CPUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidPolicy {
+    /// This vCPU's index in its VM; also its (initial) APIC id.
+    pub vcpu_id: u32,
+    /// How many vCPUs the VM has.
+    pub vcpu_count: u32,
+    /// The guest TSC frequency in kHz, reported in leaf 0x4000_0010.
+    pub tsc_khz: u32,
+}
+
+impl CpuidPolicy {
+    /// The guest's CPUID answer for `leaf`/`subleaf`, given the physical
+    /// CPU's answer `native` for the same input; `[EAX, EBX, ECX, EDX]`.
+    ///
+    /// Total for every input: leaves without a rule return `native`
+    /// unchanged (the hardware's own answer for out-of-range leaves included).
+    pub fn virtualize(&self, leaf: u32, subleaf: u32, native: [u32; 4]) -> [u32; 4] {
+        let mut r = native;
+        match leaf {
+            LEAF_FEATURES => {
+                r[ECX] &= !(VMX | MONITOR | X2APIC | TSC_DEADLINE);
+                r[ECX] |= HYPERVISOR;
+                // The initial APIC id and the logical-processor count are 8-bit
+                // fields: an id above 255 cannot be expressed (x2APIC, hidden
+                // for now, would be needed), so keep its low byte; a count
+                // above 255 saturates.
+                let apic_id = self.vcpu_id & 0xFF;
+                let count = self.vcpu_count.min(0xFF);
+                r[EBX] = (r[EBX] & 0x0000_FFFF) | (apic_id << 24) | (count << 16);
+            }
+            LEAF_MONITOR | LEAF_THERMAL_POWER | LEAF_SVM => r = [0; 4],
+            LEAF_EXT_FEATURES if subleaf == 0 => {
+                r[EBX] &= !EBX_TSC_ADJUST;
+                r[ECX] &= !ECX_LA57;
+                r[EDX] &= !EDX_ARCH_CAPABILITIES;
+            }
+            LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => r[EDX] = self.vcpu_id,
+            LEAF_HV_BASE => {
+                r = [HV_MAX_LEAF, sig_word(0), sig_word(1), sig_word(2)];
+            }
+            LEAF_HV_TIMING => {
+                r = [0; 4];
+                r[EAX] = self.tsc_khz;
+            }
+            // Everything else in the software-reserved range, including
+            // 0x4000_0001..=0x4000_000F.
+            l if (LEAF_HV_BASE..=LEAF_HV_RANGE_END).contains(&l) => r = [0; 4],
+            LEAF_AMD_FEATURES => r[ECX] &= !SVM,
+            _ => {}
+        }
+        r
+    }
+}
+
+/// Word `i` (0..3) of [`HV_SIGNATURE`], little-endian as CPUID returns it.
+fn sig_word(i: usize) -> u32 {
+    let b = &HV_SIGNATURE;
+    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [u32; 4] = [u32::MAX; 4];
+    const POLICY: CpuidPolicy = CpuidPolicy {
+        vcpu_id: 3,
+        vcpu_count: 4,
+        tsc_khz: 2_400_000,
+    };
+
+    fn regs_to_bytes(r: [u32; 3]) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        for (i, w) in r.iter().enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn leaf1_hides_vmx_monitor_x2apic_tsc_deadline_and_sets_hypervisor() {
+        let r = POLICY.virtualize(1, 0, [0x000A_0655, 0xFFFF_1234, 0x7FFF_FFFF, 0xDEAD_BEEF]);
+        assert_eq!(r[EAX], 0x000A_0655);
+        assert_eq!(r[ECX] & (VMX | MONITOR | X2APIC | TSC_DEADLINE), 0);
+        assert_ne!(r[ECX] & HYPERVISOR, 0);
+        assert_eq!(r[ECX] | VMX | MONITOR | X2APIC | TSC_DEADLINE, u32::MAX);
+        assert_eq!(r[EDX], 0xDEAD_BEEF);
+        assert_eq!(r[EBX], 0x0304_1234);
+    }
+
+    #[test]
+    fn leaf1_clamps_huge_ids_and_counts() {
+        let p = CpuidPolicy {
+            vcpu_id: u32::MAX,
+            vcpu_count: u32::MAX,
+            tsc_khz: 0,
+        };
+        let r = p.virtualize(1, u32::MAX, [0; 4]);
+        assert_eq!(r[EBX], 0xFFFF_0000);
+        let p = CpuidPolicy {
+            vcpu_id: 0x100,
+            vcpu_count: 0,
+            tsc_khz: 0,
+        };
+        assert_eq!(p.virtualize(1, 0, ALL)[EBX], 0x0000_FFFF);
+    }
+
+    #[test]
+    fn leaf1_ignores_subleaf() {
+        assert_eq!(
+            POLICY.virtualize(1, 0, ALL),
+            POLICY.virtualize(1, 0xFFFF_FFFF, ALL)
+        );
+    }
+
+    #[test]
+    fn monitor_thermal_and_svm_leaves_are_zero() {
+        for leaf in [5, 6, 0x8000_000A] {
+            for sub in [0, 1, u32::MAX] {
+                assert_eq!(POLICY.virtualize(leaf, sub, ALL), [0; 4], "leaf {leaf:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn leaf7_subleaf0_hides_msrs_the_policy_refuses() {
+        let r = POLICY.virtualize(7, 0, ALL);
+        assert_eq!(r[EAX], u32::MAX);
+        assert_eq!(r[EBX], !EBX_TSC_ADJUST);
+        assert_eq!(r[ECX], !ECX_LA57);
+        assert_eq!(r[EDX], !EDX_ARCH_CAPABILITIES);
+        // Other subleaves are not feature flags of the same layout.
+        assert_eq!(POLICY.virtualize(7, 1, ALL), ALL);
+    }
+
+    #[test]
+    fn topology_leaves_keep_native_but_report_own_x2apic_id() {
+        for leaf in [0xB, 0x1F] {
+            for sub in [0, 1, 2, u32::MAX] {
+                let r = POLICY.virtualize(leaf, sub, [1, 2, 3, 99]);
+                assert_eq!(r, [1, 2, 3, 3]);
+            }
+        }
+        let p = CpuidPolicy {
+            vcpu_id: u32::MAX,
+            ..POLICY
+        };
+        assert_eq!(p.virtualize(0xB, 0, [0; 4])[EDX], u32::MAX);
+    }
+
+    #[test]
+    fn hypervisor_base_leaf_has_signature_and_max_leaf() {
+        let r = POLICY.virtualize(0x4000_0000, 7, ALL);
+        assert_eq!(r[EAX], 0x4000_0010);
+        assert_eq!(&regs_to_bytes([r[EBX], r[ECX], r[EDX]]), b"QuercusHV\0\0\0");
+        assert_eq!(r[EBX], u32::from_le_bytes(*b"Quer"));
+        assert_eq!(r[ECX], u32::from_le_bytes(*b"cusH"));
+        assert_eq!(r[EDX], u32::from_le_bytes(*b"V\0\0\0"));
+    }
+
+    #[test]
+    fn hypervisor_reserved_leaves_are_zero() {
+        for leaf in 0x4000_0001..=0x4000_000F {
+            assert_eq!(POLICY.virtualize(leaf, 0, ALL), [0; 4], "leaf {leaf:#x}");
+        }
+        for leaf in [
+            0x4000_0011,
+            0x4000_0100,
+            0x4000_FFFF,
+            0x4001_0000,
+            0x4FFF_FFFF,
+        ] {
+            assert_eq!(
+                POLICY.virtualize(leaf, u32::MAX, ALL),
+                [0; 4],
+                "leaf {leaf:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn timing_leaf_reports_tsc_khz_only() {
+        assert_eq!(POLICY.virtualize(0x4000_0010, 0, ALL), [2_400_000, 0, 0, 0]);
+        let p = CpuidPolicy {
+            tsc_khz: u32::MAX,
+            ..POLICY
+        };
+        assert_eq!(p.virtualize(0x4000_0010, 5, ALL), [u32::MAX, 0, 0, 0]);
+    }
+
+    #[test]
+    fn amd_feature_leaf_hides_svm_only() {
+        let r = POLICY.virtualize(0x8000_0001, 0, ALL);
+        assert_eq!(r, [u32::MAX, u32::MAX, !SVM, u32::MAX]);
+    }
+
+    #[test]
+    fn other_leaves_pass_through() {
+        for leaf in [
+            0,
+            2,
+            4,
+            0xD,
+            0x3FFF_FFFF,
+            0x5000_0000,
+            0x8000_0000,
+            0x8000_0008,
+            u32::MAX,
+        ] {
+            assert_eq!(
+                POLICY.virtualize(leaf, 0, [1, 2, 3, 4]),
+                [1, 2, 3, 4],
+                "leaf {leaf:#x}"
+            );
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Per-VM logic that sits above the vendor-neutral backend ([`vcpu`]): what
+//! the guest sees through CPUID and MSRs, the Quercus hypercall ABI, the
+//! virtual 16550A UART, the port-I/O bus and per-vCPU exit statistics.
+//!
+//! Everything here is driven by guest input and therefore never panics: a bad
+//! request becomes what the hardware would do (#GP, an ignored write, an
+//! all-ones read), reported to the caller to inject and count.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod cpuid;
+pub mod hypercall;
+mod msr;
+mod pio_bus;
+mod stats;
+mod uart16550;
+
+pub use cpuid::{CpuidPolicy, HV_MAX_LEAF, HV_SIGNATURE};
+pub use hypercall::{HypercallError, HypercallOutcome};
+pub use msr::{numbers as msr_numbers, MsrPolicy, MsrRead, MsrWrite, EFER_GUEST_BITS};
+pub use pio_bus::{unmapped_read, PioBus, PioBusError, PORT_SPACE};
+pub use stats::ExitStats;
+pub use uart16550::{Uart16550, UartCounters, OUTPUT_CAPACITY, RX_FIFO_SIZE};
