@@ -20,7 +20,7 @@
 //! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
 //! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
 //! | 0x4000_0001..=0x4000_000F | all zero | reserved for future Quercus interfaces |
-//! | 0x4000_0010 | EAX = TSC kHz, EBX = 0 | timing leaf (VMware/KVM convention); no LAPIC bus frequency yet |
+//! | 0x4000_0010 | EAX = TSC kHz, EBX = LAPIC bus kHz | timing leaf (VMware/KVM convention) |
 //! | other 0x4000_0000..=0x4FFF_FFFF | all zero | the software-reserved range; hides an outer hypervisor's leaves when Quercus itself runs nested |
 //! | 0x8000_0001 | ECX.SVM (2) cleared | no nested AMD-V |
 //! | 0x8000_000A | all zero | SVM features: none without SVM |
@@ -107,6 +107,7 @@ impl CpuidPolicy {
             LEAF_HV_TIMING => {
                 r = [0; 4];
                 r[EAX] = self.tsc_khz;
+                r[EBX] = (crate::vlapic::BUS_HZ / 1000) as u32;
             }
             // Everything else in the software-reserved range, including
             // 0x4000_0001..=0x4000_000F.
@@ -246,12 +247,12 @@ mod tests {
 
     #[test]
     fn timing_leaf_reports_tsc_khz_only() {
-        assert_eq!(POLICY.virtualize(0x4000_0010, 0, ALL), [2_400_000, 0, 0, 0]);
+        assert_eq!(POLICY.virtualize(0x4000_0010, 0, ALL), [2_400_000, 100_000, 0, 0]);
         let p = CpuidPolicy {
             tsc_khz: u32::MAX,
             ..POLICY
         };
-        assert_eq!(p.virtualize(0x4000_0010, 5, ALL), [u32::MAX, 0, 0, 0]);
+        assert_eq!(p.virtualize(0x4000_0010, 5, ALL), [u32::MAX, 100_000, 0, 0]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod msr;
 mod pio_bus;
 mod stats;
 mod uart16550;
+mod vlapic;
 
 pub use cpuid::{CpuidPolicy, HV_MAX_LEAF, HV_SIGNATURE};
 pub use hypercall::{HypercallError, HypercallOutcome};
@@ -23,3 +24,4 @@ pub use msr::{numbers as msr_numbers, MsrPolicy, MsrRead, MsrWrite, EFER_GUEST_B
 pub use pio_bus::{unmapped_read, PioBus, PioBusError, PORT_SPACE};
 pub use stats::ExitStats;
 pub use uart16550::{Uart16550, UartCounters, OUTPUT_CAPACITY, RX_FIFO_SIZE};
+pub use vlapic::{divisor as lapic_divisor, LapicAction, VLapic, BUS_HZ, XAPIC_BASE};
