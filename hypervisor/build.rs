@@ -1,5 +1,10 @@
-//! Link the bare-metal image with its own linker script and no C runtime.
+//! Link the bare-metal image with its own linker script and no C runtime, and
+//! turn the scenario (validated on the host) into the static config it runs.
+
+use std::path::PathBuf;
+
 fn main() {
+    generate_scenario();
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-env-changed=QUERCUS_SCENARIO");
@@ -15,4 +20,37 @@ fn main() {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{dir}/linker.ld");
+}
+
+/// Validates `QUERCUS_SCENARIO` (default `configs/default.toml`) and writes
+/// `$OUT_DIR/scenario.rs`; a bad scenario fails the build naming file, VM and field.
+fn generate_scenario() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest
+        .parent()
+        .expect("hypervisor/ lives in the workspace root");
+    let path = std::env::var_os("QUERCUS_SCENARIO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("configs/default.toml"));
+    println!("cargo:rerun-if-changed={}", path.display());
+    let validated = match configurator::load(
+        &path,
+        &configurator::boards_dir_for(&path),
+        configurator::Modules::Unchecked,
+    ) {
+        Ok(v) => v,
+        Err(errors) => {
+            for e in &errors {
+                println!("cargo:warning={e}");
+            }
+            panic!(
+                "scenario {} is invalid ({} error(s))",
+                path.display(),
+                errors.len()
+            );
+        }
+    };
+    println!("cargo:rerun-if-changed={}", validated.board.file.display());
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("scenario.rs");
+    std::fs::write(&out, configurator::generate(&validated)).expect("write scenario.rs");
 }

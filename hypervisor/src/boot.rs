@@ -35,6 +35,18 @@ fn has_flag(boot: &BootInfo, flag: &str) -> bool {
 
 static ONLINE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static ONLINE_COUNT: AtomicU32 = AtomicU32::new(0);
+/// APIC ID of each online pCPU, by index.
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+/// The physical frame allocator, shared by everything that needs frames after boot.
+pub static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new());
+
+/// The APIC ID of online pCPU `index`.
+pub fn apic_of(index: usize) -> Option<u32> {
+    APIC_IDS
+        .get(index)
+        .map(|a| a.load(Ordering::Acquire))
+        .filter(|&a| a != u32::MAX)
+}
 
 /// Physical memory as the boot page tables map it.
 struct IdentityMemory;
@@ -111,6 +123,7 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
 
     let frames = init_memory(&boot);
     let stats = frames.stats();
+    *FRAMES.lock() = frames;
     info!(
         "memory: {} MiB usable for the frame allocator, {} MiB heap",
         (stats.total_frames * 4096) >> 20,
@@ -121,6 +134,7 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
     PerCpu::new(0, bsp_apic).install();
     lapic::init_this_cpu();
     ONLINE[0].store(true, Ordering::Release);
+    APIC_IDS[0].store(bsp_apic, Ordering::Release);
     ONLINE_COUNT.store(1, Ordering::Release);
 
     let topology = read_topology(&boot);
@@ -154,7 +168,9 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
         (stats.total_frames * 4096) >> 20
     );
     arch_x86::println!("quercus: ready, {online} pCPUs online");
-    idle()
+    let online: Vec<bool> = ONLINE.iter().map(|o| o.load(Ordering::Acquire)).collect();
+    crate::vmm::start(&boot, caps, &online);
+    idle(0)
 }
 
 fn println_banner() {
@@ -276,6 +292,7 @@ fn start_aps(topology: &Topology, bsp_apic: u32) {
         match smp::start_ap(&boot, &ONLINE[index as usize], AP_TIMEOUT_MS) {
             Ok(()) => {
                 ONLINE_COUNT.fetch_add(1, Ordering::AcqRel);
+                APIC_IDS[index as usize].store(cpu.apic_id, Ordering::Release);
             }
             Err(e) => error!("cpu{index} (APIC {}) failed to start: {e}", cpu.apic_id),
         }
@@ -294,11 +311,13 @@ fn ap_main(percpu: u64) -> ! {
     lapic::init_this_cpu();
     info!("online (APIC {})", pc.apic_id);
     ONLINE[pc.index as usize].store(true, Ordering::Release);
-    idle()
+    idle(pc.index as usize)
 }
 
-fn idle() -> ! {
+/// The idle loop of every pCPU: sleep until woken, run any vCPU posted here.
+fn idle(index: usize) -> ! {
     loop {
+        crate::vmm::run_posted(index);
         cpu::wait_for_interrupt();
     }
 }

@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod boot;
+mod vmm;
 
 use arch_x86::println;
 

@@ -58,6 +58,7 @@ pub fn bench_boot(runs: usize) -> Result<ExitCode> {
                 modules: Vec::new(),
                 extra_qemu_args: Vec::new(),
                 expect: vec![expect.clone()],
+                parallel: Vec::new(),
                 fail: Some(fail.clone()),
                 timeout: Duration::from_secs(180),
                 echo: false,

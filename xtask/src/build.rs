@@ -80,9 +80,16 @@ pub fn build_baremetal(package: &str, bin_name: &str, opts: &BuildOptions) -> Re
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .arg("build")
-        .args(["-p", package, "--bin", bin_name, "--target", TARGET])
+    cmd.current_dir(&root).arg("build");
+    // Guests are workspaces of their own (they must not share the host
+    // crates' lock file and feature resolution); the rest are members.
+    let guest_manifest = root.join("guests").join(package).join("Cargo.toml");
+    if guest_manifest.is_file() {
+        cmd.arg("--manifest-path").arg(&guest_manifest);
+    } else {
+        cmd.args(["-p", package]);
+    }
+    cmd.args(["--bin", bin_name, "--target", TARGET])
         .arg("--target-dir")
         .arg(target_dir(&root));
     if opts.profile == Profile::Release {
@@ -118,6 +125,44 @@ pub fn build_baremetal(package: &str, bin_name: &str, opts: &BuildOptions) -> Re
 /// Build the hypervisor image (`hypervisor` package, `quercus` binary).
 pub fn build_hypervisor(opts: &BuildOptions) -> Result<PathBuf> {
     build_baremetal("hypervisor", "quercus", opts)
+}
+
+/// The boot modules a scenario names, built from `guests/<name>` packages, each
+/// passed with its module name as the command line (the hypervisor finds
+/// modules by that name).
+pub fn scenario_modules(
+    root: &Path,
+    scenario: &Path,
+    opts: &BuildOptions,
+) -> Result<Vec<crate::runner::BootModule>> {
+    let guests = guest_packages(root);
+    let names: Vec<&str> = guests.iter().map(String::as_str).collect();
+    let validated = configurator::load_and_validate(scenario, &names).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
+    })?;
+    let mut modules = Vec::new();
+    for name in validated.modules() {
+        let path = build_baremetal(name, name, opts)?;
+        modules.push(crate::runner::BootModule {
+            path,
+            cmdline: name.to_string(),
+        });
+    }
+    Ok(modules)
+}
+
+/// Package names of the bare-metal guests (directories under `guests/`).
+pub fn guest_packages(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("guests"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

@@ -50,43 +50,68 @@ pub enum Verdict {
     Failed(String),
 }
 
-/// Waits for a list of regexes in order; a failure regex ends the run at once.
+/// Waits for lists of regexes, each list in order, the lists independent of
+/// each other (one list per VM, say, whose lines interleave); a failure regex
+/// ends the run at once.
 ///
-/// A line that matches the next expected regex counts as expected even if it also matches the
-/// failure regex (so a case can expect a `fatal: ...` line). One line satisfies at most one
-/// expectation.
+/// A line that matches an awaited regex counts as expected even if it also
+/// matches the failure regex (so a case can expect a `fatal: ...` line). One
+/// line satisfies at most one expectation.
 pub struct Matcher {
-    expect: Vec<Regex>,
-    next: usize,
+    groups: Vec<Vec<Regex>>,
+    next: Vec<usize>,
     fail: Option<Regex>,
 }
 
 impl Matcher {
+    /// Only `expect`, in order.
+    #[cfg(test)]
     pub fn new(expect: Vec<Regex>, fail: Option<Regex>) -> Self {
-        Self {
-            expect,
-            next: 0,
-            fail,
-        }
+        Self::with_parallel(expect, Vec::new(), fail)
     }
 
-    /// The regex still awaited, if any.
+    /// `expect` and every list in `parallel` are awaited side by side.
+    pub fn with_parallel(
+        expect: Vec<Regex>,
+        parallel: Vec<Vec<Regex>>,
+        fail: Option<Regex>,
+    ) -> Self {
+        let groups: Vec<Vec<Regex>> = std::iter::once(expect)
+            .chain(parallel)
+            .filter(|g| !g.is_empty())
+            .collect();
+        let next = vec![0; groups.len()];
+        Self { groups, next, fail }
+    }
+
+    /// The first regex still awaited, if any.
     pub fn waiting_for(&self) -> Option<&Regex> {
-        self.expect.get(self.next)
+        self.groups
+            .iter()
+            .zip(&self.next)
+            .find_map(|(g, &n)| g.get(n))
+    }
+
+    fn done(&self) -> bool {
+        self.groups
+            .iter()
+            .zip(&self.next)
+            .all(|(g, &n)| n >= g.len())
     }
 
     pub fn feed(&mut self, line: &str) -> Verdict {
-        if let Some(re) = self.expect.get(self.next) {
-            if re.is_match(line) {
-                self.next += 1;
-                return if self.next == self.expect.len() {
+        if self.done() {
+            return Verdict::Matched;
+        }
+        for (group, next) in self.groups.iter().zip(self.next.iter_mut()) {
+            if group.get(*next).is_some_and(|re| re.is_match(line)) {
+                *next += 1;
+                return if self.done() {
                     Verdict::Matched
                 } else {
                     Verdict::Pending
                 };
             }
-        } else {
-            return Verdict::Matched;
         }
         match &self.fail {
             Some(fail) if fail.is_match(line) => Verdict::Failed(format!(
@@ -109,6 +134,23 @@ mod tests {
 
     fn re(s: &str) -> Regex {
         Regex::new(s).unwrap()
+    }
+
+    #[test]
+    fn parallel_groups_complete_independently_in_their_own_order() {
+        let mut m = Matcher::with_parallel(
+            vec![re("^a1$"), re("^a2$")],
+            vec![vec![re("^b1$"), re("^b2$")]],
+            Some(re("FAIL")),
+        );
+        assert_eq!(m.feed("b2"), Verdict::Pending); // out of order within its group
+        assert_eq!(m.feed("b1"), Verdict::Pending);
+        assert_eq!(m.feed("a1"), Verdict::Pending);
+        assert_eq!(m.feed("b2"), Verdict::Pending);
+        assert_eq!(m.waiting_for().map(Regex::as_str), Some("^a2$"));
+        assert_eq!(m.feed("a2"), Verdict::Matched);
+        let mut m = Matcher::with_parallel(vec![re("x")], vec![vec![re("y")]], Some(re("FAIL")));
+        assert!(matches!(m.feed("FAIL here"), Verdict::Failed(_)));
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn parse_module(spec: &str) -> Result<runner::BootModule> {
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let root = workspace_root();
+    let mut scenario_modules = Vec::new();
     let kernel = match args.kernel {
         Some(path) => {
             std::path::absolute(&path).with_context(|| format!("kernel path {}", path.display()))?
@@ -183,8 +184,9 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                 } else {
                     Profile::Release
                 },
-                scenario: Some(scenario),
+                scenario: Some(scenario.clone()),
             };
+            scenario_modules = build::scenario_modules(&root, &scenario, &opts)?;
             build::build_hypervisor(&opts)?
         }
     };
@@ -209,13 +211,14 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         cpus: args.cpus,
         mem_mib: args.mem,
         cmdline: args.cmdline,
-        modules: args
-            .modules
-            .iter()
-            .map(|m| parse_module(m))
+        modules: scenario_modules
+            .into_iter()
+            .map(Ok)
+            .chain(args.modules.iter().map(|m| parse_module(m)))
             .collect::<Result<_>>()?,
         extra_qemu_args: Vec::new(),
         expect,
+        parallel: Vec::new(),
         fail,
         timeout: Duration::from_secs(args.timeout),
         echo: true,

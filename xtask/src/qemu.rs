@@ -79,6 +79,7 @@ mod tests {
             modules: Vec::new(),
             extra_qemu_args: vec!["-machine".into(), "acpi=off".into()],
             expect: Vec::new(),
+            parallel: Vec::new(),
             fail: None,
             timeout: Duration::from_secs(1),
             echo: false,

@@ -59,6 +59,8 @@ pub struct RunConfig {
     /// Console regexes that must all be seen, in order; the run ends at the last one.
     /// Empty: an interactive run that lasts until the emulator exits or Ctrl-C.
     pub expect: Vec<Regex>,
+    /// Further lists of regexes awaited side by side with `expect` (each in order).
+    pub parallel: Vec<Vec<Regex>>,
     /// A console line matching this ends the run with failure.
     pub fail: Option<Regex>,
     pub timeout: Duration,
@@ -392,7 +394,7 @@ fn watch(
     let mut w = Watch {
         cfg,
         splitter: LineSplitter::default(),
-        matcher: Matcher::new(cfg.expect.clone(), cfg.fail.clone()),
+        matcher: Matcher::with_parallel(cfg.expect.clone(), cfg.parallel.clone(), cfg.fail.clone()),
         lines: Vec::new(),
         start,
     };

@@ -42,8 +42,12 @@ pub struct TestCase {
     pub cmdline: &'static str,
     pub extra_qemu_args: &'static [&'static str],
     pub modules: Vec<BootModule>,
+    /// The scenario (`configs/<name>.toml`) the image is built with; its guest modules are added.
+    pub scenario: &'static str,
     /// Console regexes, all required, in order.
     pub expect: Vec<String>,
+    /// Further expected-line lists awaited side by side with `expect` (one per VM).
+    pub parallel: Vec<Vec<String>>,
     pub fail: Fail,
     pub timeout_secs: u64,
 }
@@ -63,15 +67,74 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         cmdline: "",
         extra_qemu_args: &[],
         modules: Vec::new(),
+        scenario: "default",
         expect: vec![ready(cpus)],
+        parallel: Vec::new(),
         fail: Fail::Default,
         timeout_secs: if qemu { 60 } else { 180 },
+    }
+}
+
+/// The test guest's tests, in the order it runs them (guests/test-guest).
+pub const GUEST_TESTS: [&str; 13] = [
+    "cpuid-basic",
+    "cpuid-hv-leaves",
+    "msr-allowed",
+    "msr-forbidden",
+    "pio-uart",
+    "mmio-unbacked",
+    "memory-isolation",
+    "hlt-timer",
+    "hypercall-version",
+    "hypercall-vm-id",
+    "hypercall-console",
+    "hypercall-unknown",
+    "hypercall-user",
+];
+
+/// Under Quercus no guest test may skip or fail.
+const GUEST_FAIL: &str =
+    r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: (?:unhandled|cannot|unsupported)";
+
+/// Every guest test passing in VM `vm`, then its summary and its power-off.
+fn guest_passes(vm: &str) -> Vec<String> {
+    let mut v: Vec<String> = GUEST_TESTS
+        .iter()
+        .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$"))
+        .collect();
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        GUEST_TESTS.len()
+    ));
+    v.push(format!(r"vm {vm}: stopped: powered off by the guest"));
+    v
+}
+
+/// The default scenario's test guest (vm0 on pCPU 1) under `emulator`.
+fn guest(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        expect: guest_passes("vm0"),
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot(name, emulator, 2)
     }
 }
 
 /// The emulator test table, run in this order.
 pub fn cases() -> Vec<TestCase> {
     vec![
+        guest("guest-qemu-svm", Emulator::Qemu),
+        guest("guest-bochs-svm", Emulator::BochsAmd),
+        TestCase {
+            scenario: "partitioned",
+            cpus: 3,
+            expect: guest_passes("vm0"),
+            parallel: vec![vec![
+                r"^\[vm1\] TEST triple-fault ARMED$".into(),
+                r"vm vm1: stopped: triple fault".into(),
+            ]],
+            fail: Fail::Custom(GUEST_FAIL),
+            ..boot("partitioned-qemu-svm", Emulator::Qemu, 3)
+        },
         TestCase {
             expect: vec![BANNER_SVM.into(), ready(2)],
             ..boot("boot-qemu-2cpu", Emulator::Qemu, 2)
@@ -104,7 +167,7 @@ pub fn cases() -> Vec<TestCase> {
 }
 
 impl TestCase {
-    pub fn run_config(&self, kernel: &Path) -> Result<RunConfig> {
+    pub fn run_config(&self, kernel: &Path, scenario_modules: &[BootModule]) -> Result<RunConfig> {
         let expect = self
             .expect
             .iter()
@@ -117,14 +180,29 @@ impl TestCase {
         }
         .map(Regex::new)
         .transpose()?;
+        let parallel = self
+            .parallel
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|s| Regex::new(s))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: bad regex", self.name))?;
         Ok(RunConfig {
+            parallel,
             name: self.name.to_string(),
             kernel: kernel.to_path_buf(),
             emulator: self.emulator,
             cpus: self.cpus,
             mem_mib: self.mem_mib,
             cmdline: self.cmdline.to_string(),
-            modules: self.modules.clone(),
+            modules: scenario_modules
+                .iter()
+                .chain(&self.modules)
+                .cloned()
+                .collect(),
             extra_qemu_args: self.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
             expect,
             fail,
@@ -202,10 +280,8 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
         bail!("no emulator test case matches the filter");
     }
     packages::ensure(&packages::all_requirements())?;
-    let kernel = build::build_hypervisor(&BuildOptions {
-        profile: Profile::Release,
-        scenario: crate::default_scenario(&root),
-    })?;
+    let mut images: std::collections::HashMap<&str, (std::path::PathBuf, Vec<BootModule>)> =
+        std::collections::HashMap::new();
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in &selected {
         if process::interrupted() {
@@ -218,7 +294,9 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
         );
         pb.set_message(case.name);
         pb.enable_steady_tick(Duration::from_millis(100));
-        let result = case.run_config(&kernel).and_then(|cfg| runner::run(&cfg));
+        let result = image_for(&root, case.scenario, &mut images)
+            .and_then(|(kernel, modules)| case.run_config(&kernel, &modules))
+            .and_then(|cfg| runner::run(&cfg));
         pb.finish_and_clear();
         match result {
             Ok(outcome) if outcome.matched => {
@@ -250,6 +328,30 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
     })
 }
 
+/// The hypervisor image and guest modules for `scenario`, built once per test run.
+/// (Images of different scenarios share one target directory, so each build
+/// is copied aside.)
+fn image_for<'a>(
+    root: &Path,
+    scenario: &'a str,
+    cache: &mut std::collections::HashMap<&'a str, (std::path::PathBuf, Vec<BootModule>)>,
+) -> Result<(std::path::PathBuf, Vec<BootModule>)> {
+    if let Some(hit) = cache.get(scenario) {
+        return Ok(hit.clone());
+    }
+    let path = root.join("configs").join(format!("{scenario}.toml"));
+    let opts = BuildOptions {
+        profile: Profile::Release,
+        scenario: Some(path.clone()),
+    };
+    let modules = build::scenario_modules(root, &path, &opts)?;
+    let built = build::build_hypervisor(&opts)?;
+    let kept = built.with_file_name(format!("quercus-{scenario}"));
+    std::fs::copy(&built, &kept).with_context(|| format!("copying {}", built.display()))?;
+    cache.insert(scenario, (kept.clone(), modules.clone()));
+    Ok((kept, modules))
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -264,7 +366,7 @@ mod unit {
                 c.name
             );
             assert!(!c.expect.is_empty(), "{} expects nothing", c.name);
-            c.run_config(Path::new("/k")).expect("regexes compile");
+            c.run_config(Path::new("/k"), &[]).expect("regexes compile");
         }
     }
 

@@ -33,3 +33,6 @@ pub mod time;
 #[cfg(feature = "bare-metal")]
 pub mod trap;
 pub mod virt_caps;
+#[cfg(feature = "bare-metal")]
+pub mod vmx;
+pub mod vmx_bits;

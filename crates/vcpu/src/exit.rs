@@ -52,6 +52,9 @@ pub enum VmExit {
     ExternalInterrupt,
     /// VMCALL / VMMCALL.
     Hypercall,
+    /// The guest became able to take a maskable interrupt (requested with
+    /// [`crate::VcpuBackend::request_interrupt_window`]).
+    InterruptWindow,
     /// Triple fault / shutdown: the guest broke itself.
     Shutdown,
     /// The guest ran an instruction the hypervisor does not let it run
@@ -83,6 +86,7 @@ pub enum ExitKind {
     Exception,
     ExternalInterrupt,
     Hypercall,
+    InterruptWindow,
     Shutdown,
     Forbidden,
     EntryFailed,
@@ -90,7 +94,7 @@ pub enum ExitKind {
 }
 
 /// Every kind with its display name, in index order.
-pub const EXIT_KINDS: [(ExitKind, &str); 14] = [
+pub const EXIT_KINDS: [(ExitKind, &str); 15] = [
     (ExitKind::Io, "io"),
     (ExitKind::Mmio, "mmio"),
     (ExitKind::Cpuid, "cpuid"),
@@ -101,6 +105,7 @@ pub const EXIT_KINDS: [(ExitKind, &str); 14] = [
     (ExitKind::Exception, "exception"),
     (ExitKind::ExternalInterrupt, "ext-irq"),
     (ExitKind::Hypercall, "hypercall"),
+    (ExitKind::InterruptWindow, "irq-window"),
     (ExitKind::Shutdown, "shutdown"),
     (ExitKind::Forbidden, "forbidden"),
     (ExitKind::EntryFailed, "entry-failed"),
@@ -121,6 +126,7 @@ impl VmExit {
             VmExit::Exception { .. } => ExitKind::Exception,
             VmExit::ExternalInterrupt => ExitKind::ExternalInterrupt,
             VmExit::Hypercall => ExitKind::Hypercall,
+            VmExit::InterruptWindow => ExitKind::InterruptWindow,
             VmExit::Shutdown => ExitKind::Shutdown,
             VmExit::Forbidden { .. } => ExitKind::Forbidden,
             VmExit::EntryFailed { .. } => ExitKind::EntryFailed,

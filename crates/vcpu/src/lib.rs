@@ -59,6 +59,8 @@ pub trait VcpuBackend {
     fn rsp(&self) -> u64;
     /// Guest RFLAGS.
     fn rflags(&self) -> u64;
+    /// Sets guest RFLAGS (bit 1 is forced on).
+    fn set_rflags(&mut self, rflags: u64);
     /// Control registers, EFER and the current privilege level.
     fn system_state(&self) -> SystemState;
     /// Queues an event for the next entry (replaces an earlier one).
@@ -74,4 +76,10 @@ pub trait VcpuBackend {
     fn write_state_msr(&mut self, msr: u32, value: u64) -> bool;
     /// The guest's TSC: the host TSC plus the vCPU's offset.
     fn guest_tsc(&self, host_tsc: u64) -> u64;
+    /// Whether a maskable interrupt can be injected now: RFLAGS.IF set, no
+    /// STI/MOV-SS shadow, no event already queued.
+    fn interruptible(&self) -> bool;
+    /// Asks for a [`VmExit::InterruptWindow`] as soon as the guest can take a
+    /// maskable interrupt (or stops asking).
+    fn request_interrupt_window(&mut self, on: bool);
 }

@@ -247,7 +247,10 @@ mod tests {
 
     #[test]
     fn timing_leaf_reports_tsc_khz_only() {
-        assert_eq!(POLICY.virtualize(0x4000_0010, 0, ALL), [2_400_000, 100_000, 0, 0]);
+        assert_eq!(
+            POLICY.virtualize(0x4000_0010, 0, ALL),
+            [2_400_000, 100_000, 0, 0]
+        );
         let p = CpuidPolicy {
             tsc_khz: u32::MAX,
             ..POLICY

@@ -80,7 +80,9 @@ pub struct VLapic {
 fn lvt_index(offset: u32) -> Option<usize> {
     match offset {
         REG_LVT_CMCI => Some(0),
-        0x320..=0x370 if offset % 0x10 == 0 => Some(1 + ((offset - 0x320) / 0x10) as usize),
+        REG_LVT_TIMER..=REG_LVT_ERROR if offset % 0x10 == 0 => {
+            Some(1 + ((offset - REG_LVT_TIMER) / 0x10) as usize)
+        }
         _ => None,
     }
 }

@@ -212,6 +212,10 @@ impl SvmVcpu {
             }),
             exit::HLT => VmExit::Hlt,
             exit::VMMCALL => VmExit::Hypercall,
+            exit::VINTR => {
+                self.request_interrupt_window(false);
+                VmExit::InterruptWindow
+            }
             exit::XSETBV => VmExit::Xsetbv,
             exit::SHUTDOWN => VmExit::Shutdown,
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => VmExit::ExternalInterrupt,
@@ -301,7 +305,12 @@ impl VcpuBackend for SvmVcpu {
         );
         self.gprs.rax = self.vmcb.read_u64(save::RAX);
         self.vmcb.write_u8(ctl::TLB_CONTROL, 0);
-        self.vmcb.write_u64(ctl::EVENTINJ, 0);
+        // An event whose delivery the exit interrupted is delivered again.
+        let pending = self.vmcb.read_u64(ctl::EXITINTINFO);
+        self.vmcb.write_u64(
+            ctl::EVENTINJ,
+            if pending & (1 << 31) != 0 { pending } else { 0 },
+        );
         self.decode_exit()
     }
 
@@ -330,6 +339,10 @@ impl VcpuBackend for SvmVcpu {
 
     fn rflags(&self) -> u64 {
         self.vmcb.read_u64(save::RFLAGS)
+    }
+
+    fn set_rflags(&mut self, rflags: u64) {
+        self.vmcb.write_u64(save::RFLAGS, rflags | 0x2);
     }
 
     fn system_state(&self) -> SystemState {
@@ -370,5 +383,29 @@ impl VcpuBackend for SvmVcpu {
 
     fn guest_tsc(&self, host_tsc: u64) -> u64 {
         host_tsc.wrapping_add(self.vmcb.read_u64(ctl::TSC_OFFSET))
+    }
+
+    fn interruptible(&self) -> bool {
+        self.vmcb.read_u64(save::RFLAGS) & (1 << 9) != 0
+            && self.vmcb.read_u64(ctl::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.read_u64(ctl::EVENTINJ) & (1 << 31) == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        // A virtual interrupt (V_IRQ) with the VINTR intercept: the CPU exits
+        // when the guest could take it, and Quercus injects the real vector.
+        let v_intr = self.vmcb.read_u32(ctl::V_INTR);
+        let misc = self.vmcb.read_u32(ctl::INTERCEPT_MISC1);
+        if on {
+            self.vmcb
+                .write_u32(ctl::V_INTR, v_intr | (1 << 8) | (0xF << 16));
+            self.vmcb
+                .write_u32(ctl::INTERCEPT_MISC1, misc | misc1::VINTR);
+        } else {
+            self.vmcb
+                .write_u32(ctl::V_INTR, v_intr & !((1 << 8) | (0xF << 16)));
+            self.vmcb
+                .write_u32(ctl::INTERCEPT_MISC1, misc & !misc1::VINTR);
+        }
     }
 }

@@ -1,0 +1,366 @@
+//! The loader's one entry point: pick the format, check everything, copy the
+//! kernel, write the boot information, say how to start.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use vcpu::GuestMemory;
+
+use crate::elf64::{self, Elf64Error};
+use crate::info::{self, InfoError};
+use crate::multiboot1::{self, Multiboot1Error};
+use crate::raw::{self, RawError};
+use crate::segment::{self, Segment, SegmentError};
+
+/// The format of a kernel image, as the scenario names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelKind {
+    /// A Multiboot1 kernel (a.out kludge or ELF32/ELF64).
+    Multiboot1,
+    /// A plain ELF64 executable.
+    Elf64,
+    /// A flat binary copied to `load_gpa`, started at `entry_gpa`.
+    Raw { load_gpa: u64, entry_gpa: u64 },
+}
+
+/// Which loader produced a [`BootSetup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Multiboot1,
+    Elf64,
+    Raw,
+}
+
+/// How to start the loaded kernel. For every kind: 32-bit protected mode,
+/// paging off, flat 4 GiB segments, `EIP` = `entry`,
+/// `EAX` = [`crate::BOOTLOADER_MAGIC`], `EBX` = `info_gpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootSetup {
+    /// Guest-physical entry point, below 4 GiB.
+    pub entry: u64,
+    /// Guest-physical address of the Multiboot1 information structure.
+    pub info_gpa: u64,
+    pub kind: EntryKind,
+    /// The Multiboot1 header asked for a video mode (flag 2), which Quercus
+    /// does not set; worth a line on the console.
+    pub video_mode_ignored: bool,
+}
+
+/// Why a kernel could not be loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    Multiboot1(Multiboot1Error),
+    Elf64(Elf64Error),
+    Raw(RawError),
+    /// A piece of the kernel cannot go where it asks to.
+    Placement(SegmentError),
+    Info(InfoError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Multiboot1(e) => write!(f, "Multiboot1 kernel: {e}"),
+            LoadError::Elf64(e) => write!(f, "ELF64 kernel: {e}"),
+            LoadError::Raw(e) => write!(f, "raw kernel: {e}"),
+            LoadError::Placement(e) => write!(f, "kernel placement: {e}"),
+            LoadError::Info(e) => write!(f, "boot information: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for LoadError {}
+
+/// Loads `image` as `kind` into `mem` (guest-physical `0..mem.size()`), writes
+/// the Multiboot1 boot information with `cmdline`, and says how to start.
+///
+/// Everything is checked before the first byte is written: on error guest
+/// RAM is untouched.
+pub fn load(
+    kind: KernelKind,
+    image: &[u8],
+    cmdline: &str,
+    mem: &mut impl GuestMemory,
+) -> Result<BootSetup, LoadError> {
+    info::check(mem.size(), cmdline).map_err(LoadError::Info)?;
+    let (segments, entry, entry_kind, video_mode_ignored): (Vec<Segment<'_>>, _, _, _) = match kind
+    {
+        KernelKind::Multiboot1 => {
+            let p = multiboot1::plan(image).map_err(LoadError::Multiboot1)?;
+            (
+                p.segments,
+                p.entry,
+                EntryKind::Multiboot1,
+                p.video_mode_ignored,
+            )
+        }
+        KernelKind::Elf64 => {
+            let (s, e) = elf64::plan(image).map_err(LoadError::Elf64)?;
+            (s, e, EntryKind::Elf64, false)
+        }
+        KernelKind::Raw {
+            load_gpa,
+            entry_gpa,
+        } => {
+            let (s, e) = raw::plan(image, load_gpa, entry_gpa).map_err(LoadError::Raw)?;
+            (s, e, EntryKind::Raw, false)
+        }
+    };
+    segment::check(&segments, mem.size()).map_err(LoadError::Placement)?;
+    segment::copy(mem, &segments).map_err(LoadError::Placement)?;
+    let info_gpa = info::write(mem, cmdline).map_err(LoadError::Info)?;
+    Ok(BootSetup {
+        entry,
+        info_gpa,
+        kind: entry_kind,
+        video_mode_ignored,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::tests::build;
+    use crate::elf::Class;
+    use crate::layout::BOOT_INFO_AREA;
+    use crate::multiboot1::tests::image_with_header;
+    use vcpu::VecMemory;
+
+    const RAM: usize = 4 << 20;
+
+    fn ram() -> VecMemory {
+        let mut m = VecMemory::new(RAM);
+        m.0.fill(0xCC); // so zeroing is visible
+        m
+    }
+
+    fn assert_info(mem: &VecMemory, cmdline: &str) {
+        assert_eq!(mem.read_u32(0x9000).unwrap(), 0x45);
+        assert_eq!(mem.read_u32(0x9008).unwrap(), ((RAM as u32) >> 10) - 1024);
+        let c = &mem.0[0x9400..0x9400 + cmdline.len() + 1];
+        assert_eq!(&c[..cmdline.len()], cmdline.as_bytes());
+        assert_eq!(c[cmdline.len()], 0);
+        assert_eq!(
+            mem.read_u64(0x9800 + 3 * 24 + 12).unwrap(),
+            RAM as u64 - 0x10_0000
+        );
+    }
+
+    #[test]
+    fn multiboot1_address_fields_image() {
+        // 0x400-byte file, header at offset 0x10 placed at 0x100010; text+data
+        // 0x100000..0x100300, bss to 0x102000, entry 0x100100.
+        let mut img = image_with_header(
+            0x400,
+            0x10,
+            1 << 16 | 0x3,
+            [0x10_0010, 0x10_0000, 0x10_0300, 0x10_2000, 0x10_0100],
+        );
+        img[0x100] = 0xF4; // hlt at the entry
+        img[0x2FF] = 0xAB; // last loaded byte
+        img[0x300] = 0xEE; // past load_end: must not be copied
+        let mut mem = ram();
+        let setup = load(KernelKind::Multiboot1, &img, "mb1", &mut mem).unwrap();
+        assert_eq!(
+            setup,
+            BootSetup {
+                entry: 0x10_0100,
+                info_gpa: 0x9000,
+                kind: EntryKind::Multiboot1,
+                video_mode_ignored: false
+            }
+        );
+        assert_eq!(&mem.0[0x10_0000..0x10_0300], &img[..0x300]);
+        assert!(
+            mem.0[0x10_0300..0x10_2000].iter().all(|&b| b == 0),
+            "bss zeroed"
+        );
+        assert_eq!(mem.0[0x10_2000], 0xCC, "nothing past bss_end");
+        assert_info(&mem, "mb1");
+    }
+
+    fn two_segment_elf(class: Class) -> Vec<u8> {
+        // text: file 0x100..0x180 -> 0x100000; data: file 0x180..0x1A0 -> 0x200000, bss to 0x201000.
+        let mut img = build(
+            class,
+            0x10_0000,
+            &[
+                (1, 0x100, 0xC010_0000, 0x10_0000, 0x80, 0x80),
+                (1, 0x180, 0xC020_0000, 0x20_0000, 0x20, 0x1000),
+            ],
+            0x1A0,
+        );
+        for (i, b) in img[0x100..0x1A0].iter_mut().enumerate() {
+            *b = i as u8 | 1;
+        }
+        img
+    }
+
+    fn check_two_segments(mem: &VecMemory, img: &[u8]) {
+        assert_eq!(&mem.0[0x10_0000..0x10_0080], &img[0x100..0x180]);
+        assert_eq!(mem.0[0x10_0080], 0xCC);
+        assert_eq!(&mem.0[0x20_0000..0x20_0020], &img[0x180..0x1A0]);
+        assert!(
+            mem.0[0x20_0020..0x20_1000].iter().all(|&b| b == 0),
+            "bss zeroed"
+        );
+        assert_eq!(mem.0[0x20_1000], 0xCC);
+    }
+
+    #[test]
+    fn multiboot1_elf32_and_elf64_images() {
+        for class in [Class::Elf32, Class::Elf64] {
+            let mut img = two_segment_elf(class);
+            // Multiboot header inside the text segment, no address fields.
+            let hdr = image_with_header(0x10, 0, 0x4 | 0x2, [0; 5]);
+            img[0x100..0x10C].copy_from_slice(&hdr[..12]);
+            let mut mem = ram();
+            let setup = load(KernelKind::Multiboot1, &img, "console=com1", &mut mem).unwrap();
+            assert_eq!(setup.entry, 0x10_0000);
+            assert_eq!(setup.kind, EntryKind::Multiboot1);
+            assert!(setup.video_mode_ignored);
+            check_two_segments(&mem, &img);
+            assert_info(&mem, "console=com1");
+        }
+    }
+
+    #[test]
+    fn plain_elf64_image() {
+        let img = two_segment_elf(Class::Elf64);
+        let mut mem = ram();
+        let setup = load(KernelKind::Elf64, &img, "", &mut mem).unwrap();
+        assert_eq!(setup.kind, EntryKind::Elf64);
+        assert_eq!((setup.entry, setup.info_gpa), (0x10_0000, 0x9000));
+        check_two_segments(&mem, &img);
+        assert_info(&mem, "");
+    }
+
+    #[test]
+    fn raw_image() {
+        let img = [0xEB, 0xFE, 0x90, 0x90];
+        let mut mem = ram();
+        let kind = KernelKind::Raw {
+            load_gpa: 0x7C00,
+            entry_gpa: 0x7C00,
+        };
+        let setup = load(kind, &img, "x", &mut mem).unwrap();
+        assert_eq!(setup.kind, EntryKind::Raw);
+        assert_eq!(&mem.0[0x7C00..0x7C04], &img);
+        assert_eq!(mem.0[0x7C04], 0xCC);
+        // Raw images may not sit on the boot information either.
+        let kind = KernelKind::Raw {
+            load_gpa: 0x8FFE,
+            entry_gpa: 0x8FFE,
+        };
+        assert!(matches!(
+            load(kind, &img, "", &mut ram()),
+            Err(LoadError::Placement(SegmentError::KeepOut { .. }))
+        ));
+    }
+
+    #[test]
+    fn hostile_placements_leave_ram_untouched() {
+        let cases: [(u64, u64); 4] = [
+            (RAM as u64 - 0x10, 0x20), // past RAM
+            (u64::MAX - 0xF, 0x20),    // wrapping p_paddr
+            (0x9F00, 0x200),           // over the info area
+            (0xF_FFF0, 0x20),          // over the BIOS area
+        ];
+        for (paddr, memsz) in cases {
+            let img = build(
+                Class::Elf64,
+                0x10_0000,
+                &[
+                    (1, 0x100, 0, 0x10_0000, 0x10, 0x10),
+                    (1, 0x100, 0, paddr, 0x10, memsz),
+                ],
+                0x200,
+            );
+            let mut mem = ram();
+            let err = load(KernelKind::Elf64, &img, "", &mut mem).unwrap_err();
+            assert!(matches!(err, LoadError::Placement(_)), "{paddr:#x}: {err}");
+            assert!(mem.0.iter().all(|&b| b == 0xCC), "{paddr:#x}: RAM written");
+        }
+        // Two segments over each other.
+        let img = build(
+            Class::Elf32,
+            0x10_0000,
+            &[
+                (1, 0x100, 0, 0x10_0000, 0x10, 0x100),
+                (1, 0x100, 0, 0x10_00F0, 0x10, 0x10),
+            ],
+            0x200,
+        );
+        assert!(matches!(
+            load(KernelKind::Multiboot1, &img, "", &mut ram()),
+            Err(LoadError::Multiboot1(Multiboot1Error::NoHeader))
+        ));
+        let mut with_header = img.clone();
+        with_header[0x100..0x10C].copy_from_slice(&image_with_header(12, 0, 0, [0; 5]));
+        assert_eq!(
+            load(KernelKind::Multiboot1, &with_header, "", &mut ram()),
+            Err(LoadError::Placement(SegmentError::Overlap {
+                first: 0x10_0000,
+                second: 0x10_00F0
+            }))
+        );
+    }
+
+    #[test]
+    fn hostile_images_never_panic() {
+        let img = two_segment_elf(Class::Elf64);
+        let mut hdr_img = img.clone();
+        hdr_img[0x100..0x10C].copy_from_slice(&image_with_header(12, 0, 0, [0; 5]));
+        // Every truncation of valid images, under each kind.
+        for base in [&img, &hdr_img] {
+            for len in 0..base.len() {
+                for kind in [KernelKind::Multiboot1, KernelKind::Elf64] {
+                    let mut mem = VecMemory::new(RAM);
+                    let _ = load(kind, &base[..len], "", &mut mem);
+                }
+            }
+        }
+        // Every single-byte corruption of the header and program headers.
+        for pos in 0..0x100 {
+            for val in [0x00, 0x7F, 0x80, 0xFF] {
+                let mut bad = hdr_img.clone();
+                bad[pos] = val;
+                let mut mem = VecMemory::new(RAM);
+                let _ = load(KernelKind::Multiboot1, &bad, "", &mut mem);
+                let _ = load(KernelKind::Elf64, &bad, "", &mut mem);
+            }
+        }
+    }
+
+    #[test]
+    fn info_problems_are_reported_before_loading() {
+        let img = two_segment_elf(Class::Elf64);
+        let mut mem = ram();
+        let long = "y".repeat(2000);
+        assert_eq!(
+            load(KernelKind::Elf64, &img, &long, &mut mem),
+            Err(LoadError::Info(InfoError::CmdlineTooLong {
+                len: 2000,
+                max: 1023
+            }))
+        );
+        assert!(mem.0.iter().all(|&b| b == 0xCC));
+        let mut small = VecMemory::new(0x8_0000);
+        assert!(matches!(
+            load(KernelKind::Elf64, &img, "", &mut small),
+            Err(LoadError::Info(InfoError::RamTooSmall { .. }))
+        ));
+        assert_eq!(BOOT_INFO_AREA.start, setup_info_gpa());
+    }
+
+    fn setup_info_gpa() -> u64 {
+        let img = [0xF4u8];
+        let kind = KernelKind::Raw {
+            load_gpa: 0x10_0000,
+            entry_gpa: 0x10_0000,
+        };
+        load(kind, &img, "", &mut VecMemory::new(RAM))
+            .unwrap()
+            .info_gpa
+    }
+}
