@@ -356,11 +356,11 @@ pub fn complete_read(access: &MmioAccess, value: u64, gprs: &mut Gprs) -> Result
         });
     };
     let v = value & size_mask(access.size);
-    let extended = if sign_extend {
-        let shift = 64 - 8 * u32::from(access.size);
-        (((v << shift) as i64) >> shift) as u64
-    } else {
-        v
+    let extended = match (sign_extend, access.size) {
+        (true, 1) => v as u8 as i8 as u64,
+        (true, 2) => v as u16 as i16 as u64,
+        (true, 4) => v as u32 as i32 as u64,
+        _ => v,
     };
     if dest.write(gprs, extended) {
         Ok(())

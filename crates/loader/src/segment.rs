@@ -138,7 +138,7 @@ pub(crate) fn copy(
     mem: &mut impl GuestMemory,
     segments: &[Segment<'_>],
 ) -> Result<(), SegmentError> {
-    for s in segments {
+    for s in segments.iter().filter(|s| s.mem_size > 0) {
         mem.write(s.gpa, s.data).map_err(SegmentError::Memory)?;
         let tail_start = s.gpa + s.data.len() as u64;
         zero(mem, tail_start, s.mem_size - s.data.len() as u64).map_err(SegmentError::Memory)?;
