@@ -194,6 +194,7 @@ pub fn run_posted(cpu_index: usize) {
         return;
     };
     svm::enable_on_this_cpu();
+    cpu::enable_xsave();
     let init = initial_state(&vm.entry);
     let mut vcpu = SvmVcpu::new(u32::from(vm.id) + 1, vm.ncr3, &init);
     info!(
@@ -371,10 +372,7 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
                 false
             }
             VmExit::InterruptWindow => false,
-            VmExit::Xsetbv => {
-                vcpu.inject(GP);
-                false
-            }
+            VmExit::Xsetbv => handle_xsetbv(vcpu),
             VmExit::Forbidden { .. } => {
                 vcpu.inject(UD);
                 false
@@ -411,6 +409,32 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
             return;
         }
     }
+}
+
+/// XSETBV: the pCPU belongs to this vCPU, so a valid XCR0 is loaded for real
+/// (the host saves only x87/SSE state and never uses AVX); anything the CPU
+/// would refuse becomes #GP, as it would on hardware.
+fn handle_xsetbv<B: VcpuBackend>(vcpu: &mut B) -> bool {
+    let g = vcpu.gprs();
+    let (index, value) = (g.rcx as u32, g.edx_eax());
+    let supported = cpu::xcr0_supported();
+    let valid = index == 0
+        && vcpu.system_state().cpl == 0
+        && value & 1 != 0
+        && value & !supported == 0
+        && (value & 0b100 == 0 || value & 0b10 != 0);
+    if !valid {
+        vcpu.inject(GP);
+        return false;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: OSXSAVE is on (`enable_xsave` runs on every pCPU before it runs
+    // a vCPU, and `supported` is 0 without XSAVE, which fails the check above),
+    // and the value was checked against the CPU's components.
+    unsafe {
+        cpu::xsetbv(value)
+    };
+    true
 }
 
 fn handle_msr<B: VcpuBackend>(policy: &vm::MsrPolicy, vcpu: &mut B, write: bool) -> bool {

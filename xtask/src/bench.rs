@@ -91,12 +91,105 @@ pub fn bench_boot(runs: usize) -> Result<ExitCode> {
     })
 }
 
+/// The number after `median=` on a `BENCH cpuid` line.
+pub fn cpuid_median(line: &str) -> Option<u64> {
+    let rest = &line[line.find("BENCH cpuid median=")? + "BENCH cpuid median=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs the test guest with `bench` natively and as vm0 of `configs/bench.toml`
+/// on each emulator; prints the CPUID round-trip medians, their ratio and the
+/// VM's exit counts.
+pub fn bench_cpuid() -> Result<ExitCode> {
+    let root = workspace_root();
+    packages::ensure(&packages::all_requirements())?;
+    let opts = BuildOptions {
+        profile: Profile::Release,
+        scenario: Some(root.join("configs/bench.toml")),
+    };
+    let guest = build::build_baremetal("test-guest", "test-guest", &opts)?;
+    let modules = build::scenario_modules(&root, &root.join("configs/bench.toml"), &opts)?;
+    let hv = build::build_hypervisor(&opts)?;
+    let fail = Regex::new(r"(?i)panic|fatal|TEST \S+ FAIL")?;
+    let native_expect = vec![Regex::new("BENCH cpuid median=")?];
+    let quercus_expect = vec![
+        Regex::new(r"^\[vm0\] BENCH cpuid median=")?,
+        Regex::new(r"vm vm0: exits ")?,
+    ];
+    let mut ok = true;
+    for emulator in [Emulator::Qemu, Emulator::Bochs, Emulator::BochsAmd] {
+        let mut medians = Vec::new();
+        for (label, kernel, modules, cmdline, expect) in [
+            ("native", &guest, Vec::new(), "bench", native_expect.clone()),
+            ("quercus", &hv, modules.clone(), "", quercus_expect.clone()),
+        ] {
+            let cfg = RunConfig {
+                name: format!("bench-cpuid-{}-{label}", emulator.name()),
+                kernel: kernel.clone(),
+                emulator,
+                cpus: 2,
+                mem_mib: 512,
+                cmdline: cmdline.into(),
+                modules,
+                extra_qemu_args: Vec::new(),
+                expect,
+                parallel: Vec::new(),
+                fail: Some(fail.clone()),
+                timeout: Duration::from_secs(300),
+                echo: false,
+            };
+            let outcome = runner::run(&cfg)?;
+            let bench = outcome.lines.iter().find(|l| l.contains("BENCH cpuid"));
+            match bench.and_then(|l| cpuid_median(l)) {
+                Some(m) if outcome.matched => {
+                    println!(
+                        "{:<10} {label:<8} {}",
+                        emulator.name(),
+                        bench.map_or("", |l| l.trim())
+                    );
+                    medians.push(m);
+                }
+                _ => {
+                    ok = false;
+                    println!("{:<10} {label:<8} FAIL {}", emulator.name(), outcome.reason);
+                }
+            }
+            if let Some(exits) = outcome.lines.iter().find(|l| l.contains("vm vm0: exits ")) {
+                println!("{:<10} {label:<8} {}", emulator.name(), exits.trim());
+            }
+        }
+        if let [native, quercus] = medians[..] {
+            println!(
+                "{:<10} cpuid round trip under Quercus: {quercus} ticks vs {native} native = {:.1}x",
+                emulator.name(),
+                quercus as f64 / native.max(1) as f64
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ms(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|&x| Duration::from_millis(x)).collect()
+    }
+
+    #[test]
+    fn cpuid_median_parses_the_guest_line() {
+        assert_eq!(
+            cpuid_median("[vm0] BENCH cpuid median=123 min=9 max=400"),
+            Some(123)
+        );
+        assert_eq!(cpuid_median("BENCH cpuid median=9"), Some(9));
+        assert_eq!(cpuid_median("BENCH cpuid median=x"), None);
+        assert_eq!(cpuid_median("nothing"), None);
     }
 
     #[test]

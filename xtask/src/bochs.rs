@@ -14,17 +14,33 @@ pub const VGA_BIOS: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
 /// The name the image gets inside the ISO.
 const KERNEL_NAME: &str = "quercus.elf";
 
-/// `boot/grub/grub.cfg`: boot at once, the image by multiboot2, one `module2` line per module.
-pub fn grub_cfg(cmdline: &str, modules: &[(String, String)]) -> String {
+/// `boot/grub/grub.cfg`: boot at once, the image by multiboot2 (or by
+/// Multiboot1 for an image with only that header, e.g. a test guest booted
+/// natively), one module line per module.
+pub fn grub_cfg(cmdline: &str, modules: &[(String, String)], mb2: bool) -> String {
+    let (kernel_cmd, module_cmd) = if mb2 {
+        ("multiboot2", "module2")
+    } else {
+        ("multiboot", "module")
+    };
     let mut cfg = String::from("set timeout=0\nset default=0\n\nmenuentry \"quercus\" {\n");
     cfg.push_str(&line(&format!(
-        "    multiboot2 /boot/{KERNEL_NAME} {cmdline}"
+        "    {kernel_cmd} /boot/{KERNEL_NAME} {cmdline}"
     )));
     for (name, args) in modules {
-        cfg.push_str(&line(&format!("    module2 /boot/{name} {args}")));
+        cfg.push_str(&line(&format!("    {module_cmd} /boot/{name} {args}")));
     }
     cfg.push_str("    boot\n}\n");
     cfg
+}
+
+/// Whether `image` has a Multiboot2 header (magic 0xE85250D6, 8-byte aligned,
+/// in the first 32 KiB).
+pub fn has_multiboot2_header(image: &[u8]) -> bool {
+    image
+        .chunks_exact(8)
+        .take(32 * 1024 / 8)
+        .any(|c| c[..4] == 0xE852_50D6u32.to_le_bytes())
 }
 
 fn line(s: &str) -> String {
@@ -109,7 +125,11 @@ pub fn make_iso(cfg: &RunConfig, dir: &Path) -> Result<PathBuf> {
         std::fs::copy(&m.path, boot.join(name))
             .with_context(|| format!("copying module {}", m.path.display()))?;
     }
-    std::fs::write(boot.join("grub/grub.cfg"), grub_cfg(&cfg.cmdline, &names))?;
+    let mb2 = has_multiboot2_header(&std::fs::read(&cfg.kernel)?);
+    std::fs::write(
+        boot.join("grub/grub.cfg"),
+        grub_cfg(&cfg.cmdline, &names, mb2),
+    )?;
     let iso = dir.join("quercus.iso");
     let spinner = cfg.echo.then(|| {
         let pb = ProgressBar::new_spinner();
@@ -191,7 +211,7 @@ mod tests {
 
     #[test]
     fn grub_cfg_without_modules() {
-        let cfg = grub_cfg("", &[]);
+        let cfg = grub_cfg("", &[], true);
         assert_eq!(
             cfg,
             "set timeout=0\nset default=0\n\nmenuentry \"quercus\" {\n    multiboot2 /boot/quercus.elf\n    boot\n}\n"
@@ -206,6 +226,7 @@ mod tests {
                 ("bzImage".into(), "console=ttyS0".into()),
                 ("initrd.gz".into(), String::new()),
             ],
+            true,
         );
         let lines: Vec<&str> = cfg.lines().map(str::trim).collect();
         let mb = lines
@@ -219,6 +240,27 @@ mod tests {
         assert_eq!(lines[mb + 1], "module2 /boot/bzImage console=ttyS0");
         assert_eq!(lines[mb + 2], "module2 /boot/initrd.gz");
         assert_eq!(lines[mb + 3], "boot");
+    }
+
+    #[test]
+    fn multiboot1_images_get_multiboot_commands() {
+        let cfg = grub_cfg("bench", &[("m".into(), "x".into())], false);
+        assert!(
+            cfg.contains("    multiboot /boot/quercus.elf bench\n"),
+            "{cfg}"
+        );
+        assert!(cfg.contains("    module /boot/m x\n"), "{cfg}");
+    }
+
+    #[test]
+    fn multiboot2_header_detection() {
+        let mut image = vec![0u8; 8192];
+        assert!(!has_multiboot2_header(&image));
+        image[0x1008..0x100C].copy_from_slice(&0xE852_50D6u32.to_le_bytes());
+        assert!(has_multiboot2_header(&image));
+        let mut unaligned = vec![0u8; 8192];
+        unaligned[0x1004..0x1008].copy_from_slice(&0xE852_50D6u32.to_le_bytes());
+        assert!(!has_multiboot2_header(&unaligned));
     }
 
     #[test]

@@ -71,6 +71,9 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// The test guest's CPUID round trip (guest TSC ticks, median of 1000),
+    /// natively and under Quercus on each emulator, plus the VM's exit counts.
+    Cpuid,
 }
 
 #[derive(clap::Args)]
@@ -277,6 +280,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),
+        Command::Bench {
+            what: BenchWhat::Cpuid,
+        } => bench::bench_cpuid(),
     };
     match result {
         Ok(code) => code,

@@ -98,3 +98,40 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     let r = raw_cpuid::cpuid!(leaf, subleaf);
     [r.eax, r.ebx, r.ecx, r.edx]
 }
+
+/// XCR0 components Quercus lets guests enable, as the CPU reports them
+/// (CPUID 0xD.0 EDX:EAX); 0 without XSAVE.
+pub fn xcr0_supported() -> u64 {
+    if cpuid(1, 0)[2] & (1 << 26) == 0 {
+        return 0;
+    }
+    let [eax, _, _, edx] = cpuid(0xD, 0);
+    (u64::from(edx) << 32) | u64::from(eax)
+}
+
+/// Turns on CR4.OSXSAVE (when the CPU has XSAVE) so that guests' XSETBV can be
+/// emulated on this pCPU; the host itself keeps saving only x87/SSE state.
+pub fn enable_xsave() {
+    if xcr0_supported() == 0 {
+        return;
+    }
+    // SAFETY: setting CR4.OSXSAVE on a CPU with XSAVE only enables the
+    // XGETBV/XSETBV instructions; XCR0 stays at its reset value (x87).
+    unsafe {
+        core::arch::asm!("mov {t}, cr4", "or {t}, {bit}", "mov cr4, {t}",
+            t = out(reg) _, bit = const 1u64 << 18, options(nomem, nostack));
+    }
+}
+
+/// Sets XCR0 on this pCPU.
+///
+/// # Safety
+/// CR4.OSXSAVE must be on and `value` valid for this CPU (bit 0 set, only
+/// supported components, AVX only with SSE): otherwise #GP.
+pub unsafe fn xsetbv(value: u64) {
+    // SAFETY: the caller guarantees the value is valid.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nomem, nostack));
+    }
+}
