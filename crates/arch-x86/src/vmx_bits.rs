@@ -655,14 +655,15 @@ pub fn decode_exit(e: &ExitInfo) -> VmExit {
 /// The VM-entry interruption information (and error code, if delivered) for
 /// `event`. Hardware exceptions push an error code only in protected mode
 /// (VM entry checks this exactly): #DF, #TS, #NP, #SS, #GP, #PF, #AC always,
-/// #CP when the caller gives one.
+/// #CP when the caller gives one. VM entry also requires error-code bits
+/// 31:16 to be 0 (no Intel exception sets them).
 pub fn entry_event(event: Event, protected_mode: bool) -> (u32, Option<u32>) {
     match event {
         Event::Exception { vector, error_code } => {
             debug_assert!(vector < 32, "exception vector {vector}");
             let pushes =
                 matches!(vector, 8 | 10..=14 | 17) || (vector == 21 && error_code.is_some());
-            let err = (protected_mode && pushes).then(|| error_code.unwrap_or(0));
+            let err = (protected_mode && pushes).then(|| error_code.unwrap_or(0) & 0xFFFF);
             let mut info = u32::from(vector & 31)
                 | (intr::TYPE_HW_EXCEPTION << intr::TYPE_SHIFT)
                 | intr::VALID;
@@ -1257,6 +1258,16 @@ mod tests {
             (0x8000_0030, None)
         );
         assert_eq!(entry_event(Event::Nmi, false), (0x8000_0202, None));
+        assert_eq!(
+            entry_event(
+                Event::Exception {
+                    vector: 14,
+                    error_code: Some(0x8000_0007)
+                },
+                true
+            ),
+            (0x8000_0B0E, Some(7))
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl FxArea {
 // the return address.
 core::arch::global_asm!(
     r#"
-    .section .text.vmx, "ax"
+    .pushsection .text.vmx, "ax"
     .global quercus_vmx_run
     .global quercus_vmx_exit
     /* rdi = &Gprs, rsi = launched (0 or 1), rdx = guest FxArea,
@@ -125,6 +125,7 @@ quercus_vmx_exit:
     pop rbx
     popfq
     ret
+    .popsection
 "#
 );
 
@@ -140,7 +141,7 @@ extern "C" {
 
 /// The address the CPU continues at after a VM exit (HOST_RIP).
 pub fn exit_landing() -> u64 {
-    quercus_vmx_exit as usize as u64
+    quercus_vmx_exit as *const () as u64
 }
 
 /// How an attempt to enter the guest ended.
