@@ -6,8 +6,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use arch_x86::guest_ram::{FrameTables, GuestRam};
-use arch_x86::svm::{self, InitialState, SvmVcpu};
+use arch_x86::guest_state::InitialState;
+use arch_x86::svm::{self, SvmVcpu};
 use arch_x86::virt_caps::VirtCaps;
+use arch_x86::vmx::{self, VmxVcpu};
 use arch_x86::{cpu, lapic};
 use log::{error, info, warn};
 use paging::{Format, GuestPhysAddr, MemType, PageSizes, Perms, SecondLevelTables};
@@ -27,12 +29,22 @@ pub use config::SCENARIO;
 /// Vector used to wake a parked pCPU when work is posted.
 const WAKE_VECTOR: u8 = 0xF0;
 
+/// Which backend this machine runs guests with (chosen once at boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Svm,
+    Vmx,
+}
+
+static BACKEND: Once<Backend> = Once::new();
+
 /// A running VM.
 pub struct Vm {
     pub id: u16,
     pub cfg: &'static VmConfig,
     pub ram: Mutex<GuestRam>,
-    ncr3: u64,
+    /// nCR3 (SVM) or EPTP (VMX) of the VM's second-level tables.
+    slat_root: u64,
     uart: Mutex<vm::Uart16550>,
     line: Mutex<String>,
     pub stats: Mutex<vm::ExitStats>,
@@ -59,10 +71,17 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
         SCENARIO.board,
         SCENARIO.vms.len()
     );
-    if !matches!(caps, VirtCaps::Svm(c) if c.npt && !c.disabled_by_firmware) {
-        error!("no usable backend for {caps}: VMs are not started (the VMX backend is not written yet)");
-        return;
-    }
+    let backend = match caps {
+        VirtCaps::Svm(c) if c.npt && !c.disabled_by_firmware => Backend::Svm,
+        VirtCaps::Vmx(c) if c.ept && c.unrestricted_guest && c.vpid && !c.disabled_by_firmware => {
+            Backend::Vmx
+        }
+        _ => {
+            error!("no usable backend: {caps}; Quercus needs SVM with NPT, or VMX with EPT, VPID and unrestricted guest; VMs are not started");
+            return;
+        }
+    };
+    BACKEND.call_once(|| backend);
     let mut vms = Vec::new();
     for cfg in SCENARIO.vms {
         if cfg.load_order != LoadOrder::PreLaunched {
@@ -80,7 +99,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             error!("vm {}: pCPU {p} is not online; VM not started", cfg.name);
             continue;
         }
-        match create(cfg, boot) {
+        match create(cfg, boot, backend) {
             Ok(vm) => vms.push(vm),
             Err(e) => error!("vm {}: not started: {e}", cfg.name),
         }
@@ -100,7 +119,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
     }
 }
 
-fn create(cfg: &'static VmConfig, boot: &BootInfo) -> Result<Vm, String> {
+fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<Vm, String> {
     use alloc::format;
     let size = cfg.memory.size;
     let frames = (size / 4096) as usize;
@@ -144,9 +163,13 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo) -> Result<Vm, String> {
     // SAFETY: every frame handed to the tables comes from the allocator and
     // belongs to these tables for the life of the VM.
     let mem = unsafe { FrameTables::new(|| FRAMES.lock().alloc(1).map(|a| a.0)) };
-    let mut npt = SecondLevelTables::new(Format::Npt, PageSizes { huge_1g: false }, mem)
+    let format = match backend {
+        Backend::Svm => Format::Npt,
+        Backend::Vmx => Format::Ept,
+    };
+    let mut slat = SecondLevelTables::new(format, PageSizes { huge_1g: false }, mem)
         .map_err(|e| format!("second-level tables: {e}"))?;
-    npt.map(
+    slat.map(
         GuestPhysAddr(0),
         HostPhysAddr(hpa.0),
         size,
@@ -154,7 +177,11 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo) -> Result<Vm, String> {
         MemType::WriteBack,
     )
     .map_err(|e| format!("second-level tables: {e}"))?;
-    let ncr3 = npt.ncr3().unwrap_or(0);
+    let slat_root = match backend {
+        Backend::Svm => slat.ncr3(),
+        Backend::Vmx => slat.eptp(false),
+    }
+    .ok_or("second-level tables have no root")?;
     info!(
         "vm {} (id {}): {} MiB at host {:#x}, kernel {:?} entry {:#x}, pCPUs {:?}",
         cfg.name,
@@ -169,7 +196,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo) -> Result<Vm, String> {
         id: cfg.id,
         cfg,
         ram: Mutex::new(ram),
-        ncr3,
+        slat_root,
         uart: Mutex::new(vm::Uart16550::new()),
         line: Mutex::new(String::new()),
         stats: Mutex::new(vm::ExitStats::default()),
@@ -193,15 +220,28 @@ pub fn run_posted(cpu_index: usize) {
     let Some(vm) = VMS.get().and_then(|v| v.get(task.vm)) else {
         return;
     };
-    svm::enable_on_this_cpu();
     cpu::enable_xsave();
     let init = initial_state(&vm.entry);
-    let mut vcpu = SvmVcpu::new(u32::from(vm.id) + 1, vm.ncr3, &init);
     info!(
         "vm {}: vCPU {} starts at {:#x}",
         vm.cfg.name, task.vcpu, vm.entry.entry
     );
-    run_loop(vm, task.vcpu, &mut vcpu);
+    match BACKEND.get() {
+        Some(Backend::Svm) => {
+            svm::enable_on_this_cpu();
+            let mut vcpu = SvmVcpu::new(u32::from(vm.id) + 1, vm.slat_root, &init);
+            run_loop(vm, task.vcpu, &mut vcpu);
+        }
+        Some(Backend::Vmx) => {
+            let vcpu = vmx::enable_on_this_cpu()
+                .and_then(|()| VmxVcpu::new(vm.id + 1, vm.slat_root, &init));
+            match vcpu {
+                Ok(mut vcpu) => run_loop(vm, task.vcpu, &mut vcpu),
+                Err(e) => stop(vm, format_args!("VMX setup failed: {e}")),
+            }
+        }
+        None => {}
+    }
 }
 
 /// Multiboot1 entry: 32-bit protected mode, paging off, flat segments.

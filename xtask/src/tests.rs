@@ -124,6 +124,7 @@ pub fn cases() -> Vec<TestCase> {
     vec![
         guest("guest-qemu-svm", Emulator::Qemu),
         guest("guest-bochs-svm", Emulator::BochsAmd),
+        guest("guest-bochs-vmx", Emulator::Bochs),
         TestCase {
             scenario: "partitioned",
             cpus: 3,
@@ -134,6 +135,17 @@ pub fn cases() -> Vec<TestCase> {
             ]],
             fail: Fail::Custom(GUEST_FAIL),
             ..boot("partitioned-qemu-svm", Emulator::Qemu, 3)
+        },
+        TestCase {
+            scenario: "partitioned",
+            cpus: 3,
+            expect: guest_passes("vm0"),
+            parallel: vec![vec![
+                r"^\[vm1\] TEST triple-fault ARMED$".into(),
+                r"vm vm1: stopped: triple fault".into(),
+            ]],
+            fail: Fail::Custom(GUEST_FAIL),
+            ..boot("partitioned-bochs-vmx", Emulator::Bochs, 3)
         },
         TestCase {
             expect: vec![BANNER_SVM.into(), ready(2)],
