@@ -16,7 +16,7 @@ use paging::{Format, GuestPhysAddr, MemType, PageSizes, Perms, SecondLevelTables
 use platform::{BootInfo, HostPhysAddr};
 use scenario::{KernelKind, LoadOrder, VmConfig};
 use spin::{Mutex, Once};
-use vcpu::{Event, Gprs, SegmentState, VcpuBackend, VmExit, GP, UD};
+use vcpu::{Gprs, SegmentState, VcpuBackend};
 
 use crate::boot::{FRAMES, MAX_CPUS};
 
@@ -45,6 +45,7 @@ pub struct Vm {
     pub ram: Mutex<GuestRam>,
     /// nCR3 (SVM) or EPTP (VMX) of the VM's second-level tables.
     slat_root: u64,
+    pio: vm::PioBus<PioDevice>,
     uart: Mutex<vm::Uart16550>,
     line: Mutex<String>,
     pub stats: Mutex<vm::ExitStats>,
@@ -182,6 +183,11 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         Backend::Vmx => slat.eptp(false),
     }
     .ok_or("second-level tables have no root")?;
+    let mut pio = vm::PioBus::new();
+    if let Some(console) = cfg.console {
+        pio.register(console.port, 8, PioDevice::Uart)
+            .map_err(|e| format!("console vUART: {e}"))?;
+    }
     info!(
         "vm {} (id {}): {} MiB at host {:#x}, kernel {:?} entry {:#x}, pCPUs {:?}",
         cfg.name,
@@ -197,6 +203,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         cfg,
         ram: Mutex::new(ram),
         slat_root,
+        pio,
         uart: Mutex::new(vm::Uart16550::new()),
         line: Mutex::new(String::new()),
         stats: Mutex::new(vm::ExitStats::default()),
@@ -295,332 +302,117 @@ fn initial_state(entry: &loader::BootSetup) -> InitialState {
 }
 
 fn stop(vm: &Vm, why: core::fmt::Arguments<'_>) {
+    flush_console(vm);
     vm.stopped.store(true, Ordering::Release);
     error!("vm {}: stopped: {why}; other VMs keep running", vm.cfg.name);
     info!("vm {}: exits {}", vm.cfg.name, vm.stats.lock());
 }
 
-/// Advances RIP past the instruction that exited: the hardware's length, or decoded.
-fn skip_instruction<B: VcpuBackend>(vm: &Vm, vcpu: &mut B) -> bool {
-    let len = match vcpu.exit_instruction_len() {
-        Some(l) => Some(l),
-        None => {
-            let state = vcpu.system_state();
-            let ram = vm.ram.lock();
-            emulate::fetch(&*ram, &state, vcpu.rip())
-                .ok()
-                .and_then(|(bytes, n)| {
-                    emulate::instruction_len(&bytes[..n], emulate::bitness(&state))
-                })
+/// The VM-wide services the exit handlers use, for one VM on this pCPU.
+struct Host<'a> {
+    vm: &'a Vm,
+}
+
+/// Devices on a VM's port-I/O bus.
+#[derive(Clone, Copy, Debug)]
+enum PioDevice {
+    Uart,
+}
+
+impl vm::VmHost for Host<'_> {
+    type Ram = GuestRam;
+
+    fn vm_id(&self) -> u16 {
+        self.vm.id
+    }
+
+    fn with_ram<R>(&self, f: impl FnOnce(&mut GuestRam) -> R) -> R {
+        f(&mut self.vm.ram.lock())
+    }
+
+    fn console(&self, bytes: &[u8]) {
+        console_out(self.vm, bytes);
+    }
+
+    fn pio_read(&self, port: u16, size: u8) -> u32 {
+        match self.vm.pio.dispatch(port) {
+            Some((slot, offset)) if size == 1 => match self.vm.pio.get(slot) {
+                Some(PioDevice::Uart) => u32::from(self.vm.uart.lock().read(offset as u8)),
+                None => vm::unmapped_read(size),
+            },
+            _ => vm::unmapped_read(size),
         }
-    };
-    match len {
-        Some(l) => {
-            vcpu.set_rip(vcpu.rip().wrapping_add(u64::from(l)));
-            true
+    }
+
+    fn pio_write(&self, port: u16, size: u8, value: u32) {
+        let Some((slot, offset)) = self.vm.pio.dispatch(port) else {
+            return;
+        };
+        if size != 1 {
+            return;
         }
-        None => false,
+        match self.vm.pio.get(slot) {
+            Some(PioDevice::Uart) => {
+                let mut out = Vec::new();
+                {
+                    let mut uart = self.vm.uart.lock();
+                    uart.write(offset as u8, value as u8);
+                    uart.take_output(&mut |b| out.push(b));
+                }
+                if !out.is_empty() {
+                    console_out(self.vm, &out);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn now(&self) -> u64 {
+        cpu::rdtsc()
+    }
+
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        cpu::cpuid(leaf, subleaf)
+    }
+
+    fn xcr0_supported(&self) -> u64 {
+        cpu::xcr0_supported()
+    }
+
+    fn load_xcr0(&mut self, value: u64) {
+        #[allow(unsafe_code)]
+        // SAFETY: OSXSAVE is on (`enable_xsave` ran on this pCPU before the
+        // vCPU), and the dispatcher checked `value` against the CPU's components.
+        unsafe {
+            cpu::xsetbv(value)
+        };
+    }
+
+    fn take_host_interrupt(&mut self) {
+        cpu::wait_for_interrupt_pending();
+    }
+
+    fn idle(&mut self) {
+        cpu::wait_for_interrupt();
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.vm.stopped.load(Ordering::Acquire)
     }
 }
 
 fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
-    let cpuid = vm::CpuidPolicy {
-        vcpu_id: u32::from(vcpu_id),
-        vcpu_count: vm.cfg.vcpus.into(),
-        tsc_khz: (arch_x86::time::tsc_hz() / 1000) as u32,
-    };
-    let msrs = vm::MsrPolicy {
-        apic_base: vm::XAPIC_BASE | (1 << 11) | if vcpu_id == 0 { 1 << 8 } else { 0 },
-    };
-    let mut lapic = vm::VLapic::new(u32::from(vcpu_id), arch_x86::time::tsc_hz());
+    let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, arch_x86::time::tsc_hz());
+    let mut host = Host { vm };
     loop {
-        deliver_interrupts(&mut lapic, vcpu);
+        exits.before_entry(vcpu, cpu::rdtsc());
         let exit = vcpu.run();
         vm.stats.lock().record(&exit);
-        let advance = match exit {
-            VmExit::Io(io) => {
-                handle_io(vm, vcpu, io);
-                true
-            }
-            VmExit::Cpuid => {
-                let g = vcpu.gprs();
-                let (leaf, sub) = (g.rax as u32, g.rcx as u32);
-                let [a, b, c, d] = cpuid.virtualize(leaf, sub, cpu::cpuid(leaf, sub));
-                let g = vcpu.gprs_mut();
-                (g.rax, g.rbx, g.rcx, g.rdx) = (a.into(), b.into(), c.into(), d.into());
-                true
-            }
-            VmExit::Msr(m) => handle_msr(&msrs, vcpu, m.write),
-            VmExit::Hypercall => {
-                let cpl = vcpu.system_state().cpl;
-                let gprs = *vcpu.gprs();
-                let outcome = {
-                    let ram = vm.ram.lock();
-                    vm::hypercall::handle(cpl, &gprs, vm.id, &*ram, &mut |bytes| {
-                        console_out(vm, bytes)
-                    })
-                };
-                match outcome {
-                    vm::HypercallOutcome::Return(v) => {
-                        vcpu.gprs_mut().rax = v as u64;
-                        true
-                    }
-                    vm::HypercallOutcome::InjectGp => {
-                        vcpu.inject(GP);
-                        false
-                    }
-                    vm::HypercallOutcome::PowerOff => {
-                        flush_console(vm);
-                        stop(vm, format_args!("powered off by the guest"));
-                        return;
-                    }
-                }
-            }
-            VmExit::Mmio(fault) => {
-                if !emulate_mmio(vm, vcpu, &mut lapic, fault.gpa) {
-                    stop(
-                        vm,
-                        format_args!(
-                            "unsupported access to {:#x} at RIP {:#x}",
-                            fault.gpa,
-                            vcpu.rip()
-                        ),
-                    );
-                    return;
-                }
-                false
-            }
-            VmExit::Hlt => {
-                if !skip_instruction(vm, vcpu) {
-                    stop(
-                        vm,
-                        format_args!("cannot decode the instruction at RIP {:#x}", vcpu.rip()),
-                    );
-                    return;
-                }
-                if !halt_until_interrupt(vm, &mut lapic, vcpu) {
-                    flush_console(vm);
-                    stop(
-                        vm,
-                        format_args!(
-                            "vCPU {vcpu_id} halted with interrupts disabled (HLT at {:#x})",
-                            vcpu.rip()
-                        ),
-                    );
-                    return;
-                }
-                false
-            }
-            VmExit::InterruptWindow => false,
-            VmExit::Xsetbv => handle_xsetbv(vcpu),
-            VmExit::Forbidden { .. } => {
-                vcpu.inject(UD);
-                false
-            }
-            VmExit::ExternalInterrupt => {
-                cpu::wait_for_interrupt_pending();
-                false
-            }
-            VmExit::Shutdown => {
-                flush_console(vm);
-                stop(
-                    vm,
-                    format_args!("triple fault (shutdown) at RIP {:#x}", vcpu.rip()),
-                );
-                return;
-            }
-            VmExit::Exception { vector, error_code } => {
-                vcpu.inject(Event::Exception { vector, error_code });
-                false
-            }
-            other => {
-                stop(
-                    vm,
-                    format_args!("unhandled exit {other:?} at RIP {:#x}", vcpu.rip()),
-                );
-                return;
-            }
-        };
-        if advance && !skip_instruction(vm, vcpu) {
-            stop(
-                vm,
-                format_args!("cannot decode the instruction at RIP {:#x}", vcpu.rip()),
-            );
+        if let vm::Flow::Stop(reason) = exits.handle(vcpu, &mut host, exit) {
+            stop(vm, format_args!("vCPU {vcpu_id}: {reason}"));
             return;
         }
     }
-}
-
-/// XSETBV: the pCPU belongs to this vCPU, so a valid XCR0 is loaded for real
-/// (the host saves only x87/SSE state and never uses AVX); anything the CPU
-/// would refuse becomes #GP, as it would on hardware.
-fn handle_xsetbv<B: VcpuBackend>(vcpu: &mut B) -> bool {
-    let g = vcpu.gprs();
-    let (index, value) = (g.rcx as u32, g.edx_eax());
-    let supported = cpu::xcr0_supported();
-    let valid = index == 0
-        && vcpu.system_state().cpl == 0
-        && value & 1 != 0
-        && value & !supported == 0
-        && (value & 0b100 == 0 || value & 0b10 != 0);
-    if !valid {
-        vcpu.inject(GP);
-        return false;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: OSXSAVE is on (`enable_xsave` runs on every pCPU before it runs
-    // a vCPU, and `supported` is 0 without XSAVE, which fails the check above),
-    // and the value was checked against the CPU's components.
-    unsafe {
-        cpu::xsetbv(value)
-    };
-    true
-}
-
-fn handle_msr<B: VcpuBackend>(policy: &vm::MsrPolicy, vcpu: &mut B, write: bool) -> bool {
-    let msr = vcpu.gprs().rcx as u32;
-    if write {
-        let value = vcpu.gprs().edx_eax();
-        match policy.write(msr, value) {
-            vm::MsrWrite::Backend if vcpu.write_state_msr(msr, value) => true,
-            vm::MsrWrite::Ignore => true,
-            _ => {
-                vcpu.inject(GP);
-                false
-            }
-        }
-    } else {
-        let value = match policy.read(msr) {
-            vm::MsrRead::Value(v) => Some(v),
-            vm::MsrRead::Tsc => Some(vcpu.guest_tsc(cpu::rdtsc())),
-            vm::MsrRead::Backend => vcpu.read_state_msr(msr),
-            vm::MsrRead::Gp => None,
-        };
-        match value {
-            Some(v) => {
-                vcpu.gprs_mut().set_edx_eax(v);
-                true
-            }
-            None => {
-                vcpu.inject(GP);
-                false
-            }
-        }
-    }
-}
-
-const COM1: u16 = 0x3F8;
-
-fn handle_io<B: VcpuBackend>(vm: &Vm, vcpu: &mut B, io: vcpu::IoAccess) {
-    let uart_base = vm.cfg.console.map(|c| c.port);
-    let in_uart = uart_base.is_some_and(|b| (b..b + 8).contains(&io.port));
-    if io.string {
-        // INS/OUTS are not emulated yet: reads see all-ones, writes vanish.
-        return;
-    }
-    if io.write {
-        let value = vcpu.gprs().rax;
-        if in_uart {
-            let off = (io.port - uart_base.unwrap_or(COM1)) as u8;
-            let mut out = Vec::new();
-            {
-                let mut uart = vm.uart.lock();
-                uart.write(off, value as u8);
-                uart.take_output(&mut |b| out.push(b));
-            }
-            if !out.is_empty() {
-                console_out(vm, &out);
-            }
-        }
-    } else {
-        let value = if in_uart && io.size == 1 {
-            let off = (io.port - uart_base.unwrap_or(COM1)) as u8;
-            u32::from(vm.uart.lock().read(off))
-        } else {
-            vm::unmapped_read(io.size)
-        };
-        let g = vcpu.gprs_mut();
-        let mask: u64 = match io.size {
-            1 => 0xFF,
-            2 => 0xFFFF,
-            _ => 0xFFFF_FFFF,
-        };
-        g.rax = if io.size == 4 {
-            u64::from(value)
-        } else {
-            (g.rax & !mask) | (u64::from(value) & mask)
-        };
-    }
-}
-
-/// Injects the highest pending vLAPIC interrupt if the guest can take it now,
-/// or asks for an exit when it can.
-fn deliver_interrupts<B: VcpuBackend>(lapic: &mut vm::VLapic, vcpu: &mut B) {
-    lapic.poll(cpu::rdtsc());
-    let Some(vector) = lapic.pending() else {
-        return;
-    };
-    if vcpu.interruptible() {
-        vcpu.inject(Event::Interrupt { vector });
-        lapic.accept(vector);
-    } else {
-        vcpu.request_interrupt_window(true);
-    }
-}
-
-/// HLT: the vCPU owns its pCPU, so it waits right here for the next vLAPIC
-/// interrupt (timer deadline). Returns false if nothing can ever wake it
-/// (interrupts disabled and nothing pending).
-fn halt_until_interrupt<B: VcpuBackend>(vm: &Vm, lapic: &mut vm::VLapic, vcpu: &mut B) -> bool {
-    let interrupts_on = vcpu.rflags() & (1 << 9) != 0;
-    loop {
-        lapic.poll(cpu::rdtsc());
-        if lapic.pending().is_some() {
-            return true;
-        }
-        if vm.stopped.load(Ordering::Acquire) {
-            return true;
-        }
-        match lapic.next_deadline() {
-            Some(_) => core::hint::spin_loop(),
-            None if !interrupts_on => return false,
-            // Idle with interrupts on and no timer: only an outside event
-            // (none exists yet) could wake it; sleep between host interrupts.
-            None => cpu::wait_for_interrupt(),
-        }
-    }
-}
-
-/// An access to guest-physical memory outside RAM: the vLAPIC page, or
-/// nothing (reads return all-ones, writes are dropped, as on a PC bus).
-fn emulate_mmio<B: VcpuBackend>(vm: &Vm, vcpu: &mut B, lapic: &mut vm::VLapic, gpa: u64) -> bool {
-    let state = vcpu.system_state();
-    let rip = vcpu.rip();
-    let access = {
-        let ram = vm.ram.lock();
-        emulate::emulate_mmio(&*ram, &state, rip, gpa, vcpu.gprs())
-    };
-    let Ok(access) = access else { return false };
-    let in_lapic = (vm::XAPIC_BASE..vm::XAPIC_BASE + 0x1000).contains(&gpa);
-    let offset = (gpa - vm::XAPIC_BASE) as u32;
-    let now = cpu::rdtsc();
-    let read_value = if !access.needs_read() {
-        0
-    } else if in_lapic {
-        u64::from(lapic.read(offset, now))
-    } else {
-        u64::MAX
-    };
-    let rflags = vcpu.rflags();
-    let Ok(done) = emulate::complete(&access, read_value, vcpu.gprs_mut(), rflags) else {
-        return false;
-    };
-    if let (Some(value), true) = (done.write_back, in_lapic) {
-        let _ = lapic.write(offset, value as u32, now);
-    }
-    vcpu.set_rflags(done.rflags);
-    vcpu.set_rip(access.next_rip(rip));
-    true
 }
 
 /// Forwards a VM's console bytes to the physical console, one prefixed line at a time.

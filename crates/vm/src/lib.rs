@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod cpuid;
+mod dispatch;
 pub mod hypercall;
 mod msr;
 mod pio_bus;
@@ -19,6 +20,7 @@ mod uart16550;
 mod vlapic;
 
 pub use cpuid::{CpuidPolicy, HV_MAX_LEAF, HV_SIGNATURE};
+pub use dispatch::{Flow, StopReason, VcpuExits, VmHost};
 pub use hypercall::{HypercallError, HypercallOutcome};
 pub use msr::{numbers as msr_numbers, MsrPolicy, MsrRead, MsrWrite, EFER_GUEST_BITS};
 pub use pio_bus::{unmapped_read, PioBus, PioBusError, PORT_SPACE};

@@ -1,0 +1,742 @@
+//! Exit handling: one small handler per normalized exit, shared by both
+//! backends. The hypervisor supplies the VM-wide parts (RAM, devices, the
+//! console, the host CPU) through [`VmHost`]; the per-vCPU parts (CPUID and
+//! MSR policies, the vLAPIC) live in [`VcpuExits`].
+
+use core::fmt;
+
+use vcpu::{Event, GuestMemory, IoAccess, VcpuBackend, VmExit, GP, UD};
+
+use crate::hypercall::{self, HypercallOutcome};
+use crate::{CpuidPolicy, MsrPolicy, MsrRead, MsrWrite, VLapic, XAPIC_BASE};
+
+/// What the hypervisor provides to the exit handlers of one VM.
+pub trait VmHost {
+    /// The VM's RAM.
+    type Ram: GuestMemory;
+    /// The VM's id (hypercall 1).
+    fn vm_id(&self) -> u16;
+    /// Runs `f` with the VM's RAM.
+    fn with_ram<R>(&self, f: impl FnOnce(&mut Self::Ram) -> R) -> R;
+    /// Bytes the guest wrote to its console (hypercall 2).
+    fn console(&self, bytes: &[u8]);
+    /// A port read by the guest (`size` 1, 2 or 4); unclaimed ports read all-ones.
+    fn pio_read(&self, port: u16, size: u8) -> u32;
+    /// A port write by the guest; unclaimed ports drop it.
+    fn pio_write(&self, port: u16, size: u8, value: u32);
+    /// The host's monotonic clock in TSC ticks.
+    fn now(&self) -> u64;
+    /// CPUID on the host CPU.
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// XCR0 bits this CPU supports (0 without XSAVE).
+    fn xcr0_supported(&self) -> u64;
+    /// Loads a validated XCR0 on this pCPU.
+    fn load_xcr0(&mut self, value: u64);
+    /// Lets the host take an interrupt that arrived while the guest ran.
+    fn take_host_interrupt(&mut self);
+    /// Sleeps until the next host interrupt (an idle, halted vCPU).
+    fn idle(&mut self);
+    /// Whether the VM was asked to stop (by the operator, or another vCPU).
+    fn stop_requested(&self) -> bool;
+}
+
+/// Why a vCPU stops for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    PowerOff,
+    TripleFault { rip: u64 },
+    HaltedWithInterruptsOff { rip: u64 },
+    Undecodable { rip: u64 },
+    UnsupportedMmio { gpa: u64, rip: u64 },
+    EntryFailed { raw: u64 },
+    Unhandled { exit: VmExit, rip: u64 },
+    Requested,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::PowerOff => write!(f, "powered off by the guest"),
+            StopReason::TripleFault { rip } => write!(f, "triple fault (shutdown) at RIP {rip:#x}"),
+            StopReason::HaltedWithInterruptsOff { rip } => {
+                write!(
+                    f,
+                    "halted with interrupts disabled (HLT before RIP {rip:#x})"
+                )
+            }
+            StopReason::Undecodable { rip } => {
+                write!(f, "cannot decode the instruction at RIP {rip:#x}")
+            }
+            StopReason::UnsupportedMmio { gpa, rip } => {
+                write!(f, "unsupported access to {gpa:#x} at RIP {rip:#x}")
+            }
+            StopReason::EntryFailed { raw } => {
+                write!(f, "the CPU refused to enter the guest ({raw:#x})")
+            }
+            StopReason::Unhandled { exit, rip } => {
+                write!(f, "unhandled exit {exit:?} at RIP {rip:#x}")
+            }
+            StopReason::Requested => write!(f, "stopped on request"),
+        }
+    }
+}
+
+/// What the run loop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop(StopReason),
+}
+
+/// The per-vCPU state of exit handling.
+#[derive(Clone, Debug)]
+pub struct VcpuExits {
+    pub cpuid: CpuidPolicy,
+    pub msrs: MsrPolicy,
+    pub lapic: VLapic,
+}
+
+impl VcpuExits {
+    /// Exit handling for vCPU `vcpu_id` of a VM with `vcpu_count` vCPUs.
+    pub fn new(vcpu_id: u16, vcpu_count: u16, tsc_hz: u64) -> Self {
+        let bsp = if vcpu_id == 0 { 1 << 8 } else { 0 };
+        VcpuExits {
+            cpuid: CpuidPolicy {
+                vcpu_id: u32::from(vcpu_id),
+                vcpu_count: u32::from(vcpu_count),
+                tsc_khz: u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX),
+            },
+            msrs: MsrPolicy {
+                apic_base: XAPIC_BASE | (1 << 11) | bsp,
+            },
+            lapic: VLapic::new(u32::from(vcpu_id), tsc_hz),
+        }
+    }
+
+    /// Before each entry: inject the highest pending vLAPIC interrupt if the
+    /// guest can take it now, else ask for an exit when it can.
+    pub fn before_entry<B: VcpuBackend>(&mut self, vcpu: &mut B, now: u64) {
+        if vcpu.interruptible() {
+            self.lapic.poll(now);
+            if let Some(vector) = self.lapic.pending() {
+                vcpu.inject(Event::Interrupt { vector });
+                self.lapic.accept(vector);
+            }
+        } else {
+            self.lapic.poll(now);
+            if self.lapic.pending().is_some() {
+                vcpu.request_interrupt_window(true);
+            }
+        }
+    }
+
+    /// Handles one exit.
+    pub fn handle<B: VcpuBackend, H: VmHost>(
+        &mut self,
+        vcpu: &mut B,
+        host: &mut H,
+        exit: VmExit,
+    ) -> Flow {
+        if host.stop_requested() {
+            return Flow::Stop(StopReason::Requested);
+        }
+        let advance = match exit {
+            VmExit::Io(io) => {
+                io_access(vcpu, host, io);
+                true
+            }
+            VmExit::Cpuid => {
+                let g = vcpu.gprs();
+                let (leaf, sub) = (g.rax as u32, g.rcx as u32);
+                let [a, b, c, d] = self.cpuid.virtualize(leaf, sub, host.host_cpuid(leaf, sub));
+                let g = vcpu.gprs_mut();
+                (g.rax, g.rbx, g.rcx, g.rdx) = (a.into(), b.into(), c.into(), d.into());
+                true
+            }
+            VmExit::Msr(m) => self.msr(vcpu, host, m.write),
+            VmExit::Hypercall => {
+                let cpl = vcpu.system_state().cpl;
+                let gprs = *vcpu.gprs();
+                let id = host.vm_id();
+                let outcome = host.with_ram(|ram| {
+                    hypercall::handle(cpl, &gprs, id, &*ram, &mut |b| host.console(b))
+                });
+                match outcome {
+                    HypercallOutcome::Return(v) => {
+                        vcpu.gprs_mut().rax = v as u64;
+                        true
+                    }
+                    HypercallOutcome::InjectGp => {
+                        vcpu.inject(GP);
+                        false
+                    }
+                    HypercallOutcome::PowerOff => return Flow::Stop(StopReason::PowerOff),
+                }
+            }
+            VmExit::Mmio(fault) => {
+                if !self.mmio(vcpu, host, fault.gpa) {
+                    return Flow::Stop(StopReason::UnsupportedMmio {
+                        gpa: fault.gpa,
+                        rip: vcpu.rip(),
+                    });
+                }
+                false
+            }
+            VmExit::Hlt => {
+                if !skip_instruction(vcpu, host) {
+                    return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
+                }
+                return self.halt(vcpu, host);
+            }
+            VmExit::InterruptWindow => false,
+            VmExit::Xsetbv => xsetbv(vcpu, host),
+            VmExit::Forbidden { .. } => {
+                vcpu.inject(UD);
+                false
+            }
+            VmExit::ExternalInterrupt => {
+                host.take_host_interrupt();
+                false
+            }
+            VmExit::Shutdown => return Flow::Stop(StopReason::TripleFault { rip: vcpu.rip() }),
+            VmExit::Exception { vector, error_code } => {
+                vcpu.inject(Event::Exception { vector, error_code });
+                false
+            }
+            VmExit::EntryFailed { raw } => return Flow::Stop(StopReason::EntryFailed { raw }),
+            other @ (VmExit::CrAccess { .. } | VmExit::Unknown { .. }) => {
+                return Flow::Stop(StopReason::Unhandled {
+                    exit: other,
+                    rip: vcpu.rip(),
+                })
+            }
+        };
+        if advance && !skip_instruction(vcpu, host) {
+            return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
+        }
+        Flow::Continue
+    }
+
+    fn msr<B: VcpuBackend, H: VmHost>(&self, vcpu: &mut B, host: &H, write: bool) -> bool {
+        let msr = vcpu.gprs().rcx as u32;
+        if write {
+            let value = vcpu.gprs().edx_eax();
+            let ok = match self.msrs.write(msr, value) {
+                MsrWrite::Backend => vcpu.write_state_msr(msr, value),
+                MsrWrite::Ignore => true,
+                MsrWrite::Gp => false,
+            };
+            if !ok {
+                vcpu.inject(GP);
+            }
+            ok
+        } else {
+            let value = match self.msrs.read(msr) {
+                MsrRead::Value(v) => Some(v),
+                MsrRead::Tsc => Some(vcpu.guest_tsc(host.now())),
+                MsrRead::Backend => vcpu.read_state_msr(msr),
+                MsrRead::Gp => None,
+            };
+            match value {
+                Some(v) => vcpu.gprs_mut().set_edx_eax(v),
+                None => vcpu.inject(GP),
+            }
+            value.is_some()
+        }
+    }
+
+    /// HLT: the vCPU owns its pCPU, so it waits right here until a vLAPIC
+    /// interrupt is pending. With interrupts off and no NMI source, nothing
+    /// can ever wake it: the VM stops.
+    fn halt<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &mut H) -> Flow {
+        let interrupts_on = vcpu.rflags() & (1 << 9) != 0;
+        loop {
+            self.lapic.poll(host.now());
+            if self.lapic.pending().is_some() || host.stop_requested() {
+                return Flow::Continue;
+            }
+            match self.lapic.next_deadline() {
+                Some(_) => core::hint::spin_loop(),
+                None if !interrupts_on => {
+                    return Flow::Stop(StopReason::HaltedWithInterruptsOff { rip: vcpu.rip() })
+                }
+                None => host.idle(),
+            }
+        }
+    }
+
+    /// An access to guest-physical memory outside RAM: the vLAPIC page, or
+    /// nothing (reads return all-ones, writes are dropped, as on a PC bus).
+    fn mmio<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H, gpa: u64) -> bool {
+        let state = vcpu.system_state();
+        let rip = vcpu.rip();
+        let gprs = *vcpu.gprs();
+        let Ok(access) = host.with_ram(|ram| emulate::emulate_mmio(&*ram, &state, rip, gpa, &gprs))
+        else {
+            return false;
+        };
+        let in_lapic = (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa);
+        let offset = gpa.wrapping_sub(XAPIC_BASE) as u32;
+        let now = host.now();
+        let read_value = match (access.needs_read(), in_lapic) {
+            (false, _) => 0,
+            (true, true) => u64::from(self.lapic.read(offset, now)),
+            (true, false) => u64::MAX,
+        };
+        let rflags = vcpu.rflags();
+        let Ok(done) = emulate::complete(&access, read_value, vcpu.gprs_mut(), rflags) else {
+            return false;
+        };
+        if let (Some(value), true) = (done.write_back, in_lapic) {
+            let _ = self.lapic.write(offset, value as u32, now);
+        }
+        vcpu.set_rflags(done.rflags);
+        vcpu.set_rip(access.next_rip(rip));
+        true
+    }
+}
+
+/// IN/OUT (string forms are not emulated: reads see all-ones, writes vanish).
+fn io_access<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H, io: IoAccess) {
+    if io.string {
+        return;
+    }
+    let mask: u64 = match io.size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    };
+    if io.write {
+        host.pio_write(io.port, io.size, (vcpu.gprs().rax & mask) as u32);
+    } else {
+        let value = u64::from(host.pio_read(io.port, io.size)) & mask;
+        let g = vcpu.gprs_mut();
+        // IN EAX zero-extends into RAX; IN AL/AX merge.
+        g.rax = if io.size == 4 {
+            value
+        } else {
+            (g.rax & !mask) | value
+        };
+    }
+}
+
+/// XSETBV: a valid XCR0 is loaded for real on the vCPU's own pCPU; what the
+/// CPU would refuse becomes #GP.
+fn xsetbv<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &mut H) -> bool {
+    let g = vcpu.gprs();
+    let (index, value) = (g.rcx as u32, g.edx_eax());
+    let valid = index == 0
+        && vcpu.system_state().cpl == 0
+        && value & 1 != 0
+        && value & !host.xcr0_supported() == 0
+        && (value & 0b100 == 0 || value & 0b10 != 0);
+    if valid {
+        host.load_xcr0(value);
+    } else {
+        vcpu.inject(GP);
+    }
+    valid
+}
+
+/// Moves RIP past the instruction that exited: the hardware's length, or decoded.
+fn skip_instruction<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H) -> bool {
+    let len = vcpu.exit_instruction_len().or_else(|| {
+        let state = vcpu.system_state();
+        let rip = vcpu.rip();
+        host.with_ram(|ram| {
+            emulate::fetch(&*ram, &state, rip)
+                .ok()
+                .and_then(|(bytes, n)| {
+                    emulate::instruction_len(&bytes[..n], emulate::bitness(&state))
+                })
+        })
+    });
+    match len {
+        Some(l) => {
+            vcpu.set_rip(vcpu.rip().wrapping_add(u64::from(l)));
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::cell::{Cell, RefCell};
+
+    use vcpu::{Gprs, MsrAccess, NptFault, SegmentState, SystemState, VecMemory};
+
+    use super::*;
+
+    /// A vCPU whose state is plain fields; `run` is never called here.
+    #[derive(Default)]
+    struct MockVcpu {
+        gprs: Gprs,
+        rip: u64,
+        rflags: u64,
+        sys: SystemState,
+        injected: Vec<Event>,
+        exit_len: Option<u8>,
+        window: bool,
+        state_msrs: Vec<(u32, u64)>,
+    }
+
+    impl MockVcpu {
+        /// 64-bit long mode with paging off is impossible; use 32-bit flat
+        /// protected mode without paging so that RIP = guest-physical.
+        fn protected() -> Self {
+            MockVcpu {
+                rflags: 0x2,
+                sys: SystemState {
+                    cr0: 0x11,
+                    cs: SegmentState {
+                        selector: 8,
+                        base: 0,
+                        limit: u32::MAX,
+                        attrib: 0xC9B,
+                    },
+                    ..SystemState::default()
+                },
+                ..MockVcpu::default()
+            }
+        }
+    }
+
+    impl VcpuBackend for MockVcpu {
+        fn run(&mut self) -> VmExit {
+            unreachable!("tests drive handle() directly")
+        }
+        fn gprs(&self) -> &Gprs {
+            &self.gprs
+        }
+        fn gprs_mut(&mut self) -> &mut Gprs {
+            &mut self.gprs
+        }
+        fn rip(&self) -> u64 {
+            self.rip
+        }
+        fn set_rip(&mut self, rip: u64) {
+            self.rip = rip;
+        }
+        fn rsp(&self) -> u64 {
+            0
+        }
+        fn rflags(&self) -> u64 {
+            self.rflags
+        }
+        fn set_rflags(&mut self, rflags: u64) {
+            self.rflags = rflags | 2;
+        }
+        fn system_state(&self) -> SystemState {
+            self.sys
+        }
+        fn inject(&mut self, event: Event) {
+            self.injected.push(event);
+        }
+        fn exit_instruction_len(&self) -> Option<u8> {
+            self.exit_len
+        }
+        fn read_state_msr(&self, msr: u32) -> Option<u64> {
+            self.state_msrs
+                .iter()
+                .find(|(m, _)| *m == msr)
+                .map(|(_, v)| *v)
+        }
+        fn write_state_msr(&mut self, msr: u32, value: u64) -> bool {
+            self.state_msrs.retain(|(m, _)| *m != msr);
+            self.state_msrs.push((msr, value));
+            true
+        }
+        fn guest_tsc(&self, host_tsc: u64) -> u64 {
+            host_tsc + 5
+        }
+        fn interruptible(&self) -> bool {
+            self.rflags & (1 << 9) != 0
+        }
+        fn request_interrupt_window(&mut self, on: bool) {
+            self.window = on;
+        }
+    }
+
+    struct MockHost {
+        ram: RefCell<VecMemory>,
+        console: RefCell<Vec<u8>>,
+        writes: RefCell<Vec<(u16, u8, u32)>>,
+        clock: Cell<u64>,
+        xcr0: u64,
+        stop: bool,
+    }
+
+    impl MockHost {
+        fn new() -> Self {
+            MockHost {
+                ram: RefCell::new(VecMemory::new(1 << 20)),
+                console: RefCell::new(Vec::new()),
+                writes: RefCell::new(Vec::new()),
+                clock: Cell::new(0),
+                xcr0: 0,
+                stop: false,
+            }
+        }
+        fn code(&self, at: u64, bytes: &[u8]) {
+            self.ram.borrow_mut().write(at, bytes).unwrap();
+        }
+    }
+
+    impl VmHost for MockHost {
+        type Ram = VecMemory;
+        fn vm_id(&self) -> u16 {
+            7
+        }
+        fn with_ram<R>(&self, f: impl FnOnce(&mut VecMemory) -> R) -> R {
+            f(&mut self.ram.borrow_mut())
+        }
+        fn console(&self, bytes: &[u8]) {
+            self.console.borrow_mut().extend_from_slice(bytes);
+        }
+        fn pio_read(&self, port: u16, _size: u8) -> u32 {
+            if port == 0x3FF {
+                0x5A
+            } else {
+                u32::MAX
+            }
+        }
+        fn pio_write(&self, port: u16, size: u8, value: u32) {
+            self.writes.borrow_mut().push((port, size, value));
+        }
+        fn now(&self) -> u64 {
+            // Time moves on every time anyone looks, so waits end.
+            self.clock.set(self.clock.get() + 1000);
+            self.clock.get()
+        }
+        fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+            if leaf == 1 {
+                [0, 0, 1 << 5, 0] // VMX
+            } else {
+                [leaf, 0, 0, 0]
+            }
+        }
+        fn xcr0_supported(&self) -> u64 {
+            0b111
+        }
+        fn load_xcr0(&mut self, value: u64) {
+            self.xcr0 = value;
+        }
+        fn take_host_interrupt(&mut self) {}
+        fn idle(&mut self) {}
+        fn stop_requested(&self) -> bool {
+            self.stop
+        }
+    }
+
+    fn exits() -> VcpuExits {
+        VcpuExits::new(0, 1, 1_000_000_000)
+    }
+
+    #[test]
+    fn cpuid_is_virtualized_and_skipped_by_the_decoded_length() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0x0F, 0xA2]); // cpuid
+        v.rip = 0x1000;
+        v.gprs.rax = 1;
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Cpuid), Flow::Continue);
+        assert_eq!(v.gprs.rcx & (1 << 5), 0, "VMX hidden");
+        assert_ne!(v.gprs.rcx & (1 << 31), 0, "hypervisor bit");
+        assert_eq!(v.rip, 0x1002);
+    }
+
+    #[test]
+    fn forbidden_msr_injects_gp_and_does_not_advance() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.rip = 0x2000;
+        v.exit_len = Some(2);
+        v.gprs.rcx = 0x480; // IA32_VMX_BASIC
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: false })),
+            Flow::Continue
+        );
+        assert_eq!(v.injected, vec![GP]);
+        assert_eq!(v.rip, 0x2000);
+        v.gprs.rcx = 0x10; // IA32_TSC
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: false })),
+            Flow::Continue
+        );
+        assert_eq!(v.rip, 0x2002);
+        assert_ne!(v.gprs.edx_eax(), 0);
+    }
+
+    #[test]
+    fn port_reads_merge_into_al_and_writes_reach_the_bus() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.exit_len = Some(1);
+        v.gprs.rax = 0x1234_5678_9ABC_DEF0;
+        let read = |port, size| {
+            VmExit::Io(IoAccess {
+                port,
+                size,
+                write: false,
+                string: false,
+                rep: false,
+            })
+        };
+        e.handle(&mut v, &mut h, read(0x3FF, 1));
+        assert_eq!(v.gprs.rax, 0x1234_5678_9ABC_DE5A);
+        e.handle(&mut v, &mut h, read(0x80, 4));
+        assert_eq!(v.gprs.rax, 0xFFFF_FFFF, "IN EAX zero-extends");
+        v.gprs.rax = 0xAABB_CCDD;
+        let write = VmExit::Io(IoAccess {
+            port: 0x3F8,
+            size: 2,
+            write: true,
+            string: false,
+            rep: false,
+        });
+        e.handle(&mut v, &mut h, write);
+        assert_eq!(*h.writes.borrow(), vec![(0x3F8, 2, 0xCCDD)]);
+    }
+
+    #[test]
+    fn hypercalls_reach_the_console_and_poweroff_stops() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.exit_len = Some(3);
+        h.ram.borrow_mut().write(0x5000, b"hi").unwrap();
+        (v.gprs.rax, v.gprs.rdi, v.gprs.rsi) = (hypercall::HC_CONSOLE_WRITE, 0x5000, 2);
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Hypercall), Flow::Continue);
+        assert_eq!(v.gprs.rax, 2);
+        assert_eq!(&*h.console.borrow(), b"hi");
+        v.gprs.rax = hypercall::HC_VM_ID;
+        e.handle(&mut v, &mut h, VmExit::Hypercall);
+        assert_eq!(v.gprs.rax, 7);
+        v.sys.cpl = 3;
+        v.gprs.rax = hypercall::HC_POWER_OFF;
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Hypercall),
+            Flow::Continue,
+            "CPL 3 gets #GP"
+        );
+        assert_eq!(v.injected, vec![GP]);
+        v.sys.cpl = 0;
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Hypercall),
+            Flow::Stop(StopReason::PowerOff)
+        );
+    }
+
+    #[test]
+    fn unbacked_mmio_reads_all_ones_and_lapic_reads_its_registers() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0x8B, 0x03]); // mov eax, [ebx]
+        v.rip = 0x1000;
+        v.gprs.rbx = 0xD000_0000;
+        let fault = |gpa| {
+            VmExit::Mmio(NptFault {
+                gpa,
+                write: false,
+                fetch: false,
+                present: false,
+            })
+        };
+        assert_eq!(e.handle(&mut v, &mut h, fault(0xD000_0000)), Flow::Continue);
+        assert_eq!(v.gprs.rax, 0xFFFF_FFFF);
+        assert_eq!(v.rip, 0x1002);
+        v.rip = 0x1000;
+        v.gprs.rbx = XAPIC_BASE + 0x30;
+        e.handle(&mut v, &mut h, fault(XAPIC_BASE + 0x30));
+        assert_eq!(v.gprs.rax & 0xFF, 0x14, "LAPIC version register");
+    }
+
+    #[test]
+    fn garbage_at_rip_stops_the_vm_instead_of_guessing() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0x0F, 0xFF, 0xFF, 0xFF]);
+        v.rip = 0x1000;
+        let fault = VmExit::Mmio(NptFault {
+            gpa: 0xD000_0000,
+            write: true,
+            fetch: false,
+            present: false,
+        });
+        assert!(matches!(
+            e.handle(&mut v, &mut h, fault),
+            Flow::Stop(StopReason::UnsupportedMmio { .. })
+        ));
+        v.rip = (1 << 20) - 1; // RIP at the last byte of RAM, then nothing
+        assert!(matches!(
+            e.handle(&mut v, &mut h, VmExit::Cpuid),
+            Flow::Stop(StopReason::Undecodable { .. })
+        ));
+        v.rip = u64::MAX;
+        assert!(matches!(
+            e.handle(&mut v, &mut h, VmExit::Hlt),
+            Flow::Stop(StopReason::Undecodable { .. })
+        ));
+    }
+
+    #[test]
+    fn hlt_waits_for_the_timer_or_stops_when_nothing_can_wake_it() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.exit_len = Some(1);
+        v.rip = 0x1000;
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Hlt),
+            Flow::Stop(StopReason::HaltedWithInterruptsOff { rip: 0x1001 })
+        );
+        // Interrupts on, a one-shot timer armed: HLT returns once it fired.
+        v.rflags |= 1 << 9;
+        let now = h.now();
+        e.lapic.write(0xF0, 0x1FF, now);
+        e.lapic.write(0x320, 0x40, now);
+        e.lapic.write(0x380, 100, now);
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::Continue);
+        e.before_entry(&mut v, h.now());
+        assert_eq!(v.injected, vec![Event::Interrupt { vector: 0x40 }]);
+        // With interrupts masked, a pending vector asks for a window instead.
+        v.rflags &= !(1 << 9);
+        e.lapic.write(0xB0, 0, h.now()); // EOI the first one
+        e.lapic.write(0x380, 1, h.now());
+        e.lapic.poll(h.now() + 1_000_000);
+        e.before_entry(&mut v, h.now() + 1_000_000);
+        assert!(v.window);
+    }
+
+    #[test]
+    fn xsetbv_loads_valid_values_and_rejects_the_rest() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.exit_len = Some(3);
+        for (rcx, value, ok) in [
+            (0, 0b111, true),
+            (0, 0b110, false),
+            (0, 0b101, false),
+            (1, 1, false),
+            (0, 1 << 9, false),
+        ] {
+            v.injected.clear();
+            (v.gprs.rcx, v.gprs.rax, v.gprs.rdx) = (rcx, value & 0xFFFF_FFFF, value >> 32);
+            e.handle(&mut v, &mut h, VmExit::Xsetbv);
+            assert_eq!(v.injected.is_empty(), ok, "xsetbv {rcx} {value:#x}");
+        }
+        assert_eq!(h.xcr0, 0b111);
+    }
+
+    #[test]
+    fn triple_fault_entry_failure_and_stop_requests_end_the_vcpu() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.rip = 0x42;
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Shutdown),
+            Flow::Stop(StopReason::TripleFault { rip: 0x42 })
+        );
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::EntryFailed { raw: 33 }),
+            Flow::Stop(StopReason::EntryFailed { raw: 33 })
+        );
+        h.stop = true;
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Cpuid),
+            Flow::Stop(StopReason::Requested)
+        );
+    }
+}
