@@ -1,0 +1,420 @@
+//! What the shell asks of the hypervisor: the [`ShellBackend`] trait and the plain records it returns.
+//!
+//! The shell never touches hardware or VM state itself; the hypervisor implements this trait and
+//! decides what each request may do (which host memory may be dumped, whether a running vCPU's
+//! registers can be read, how a VM is stopped). Every method answers with data or a
+//! [`BackendError`]; none may panic on any argument, since every argument comes from the operator.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use log::LevelFilter;
+use paging::GuestPhysAddr;
+use platform::HostPhysAddr;
+use scenario::{LoadOrder, VmType};
+use vcpu::{Gprs, SystemState};
+use vm::ExitStats;
+
+/// A VM's id: its index in the scenario (pre-launched and service VMs) or the id the hypervisor
+/// gave it at creation (post-launched VMs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VmId(pub u16);
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a VM is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    /// Not running: never started, or stopped by the operator.
+    Stopped,
+    /// Its vCPUs are scheduled.
+    Running,
+    /// Its vCPUs are held outside the guest until resumed; its state is kept.
+    Paused,
+    /// It broke itself (triple fault, entry failure) and stopped alone.
+    Crashed,
+}
+
+impl VmState {
+    /// The lower-case name the shell prints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Crashed => "crashed",
+        }
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a vCPU is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuState {
+    /// In the guest or about to enter it.
+    Running,
+    /// The guest ran HLT and waits for an interrupt.
+    Halted,
+    /// Held outside the guest (its VM is paused).
+    Paused,
+    /// Not running (its VM is stopped or crashed).
+    Stopped,
+}
+
+impl VcpuState {
+    /// The lower-case name the shell prints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VcpuState::Running => "running",
+            VcpuState::Halted => "halted",
+            VcpuState::Paused => "paused",
+            VcpuState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A lifecycle request for a pre-launched VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Stopped or crashed -> running, booting from its kernel again.
+    Start,
+    /// Running, paused or crashed -> stopped.
+    Stop,
+    /// Running -> paused.
+    Pause,
+    /// Paused -> running.
+    Resume,
+    /// Any state -> running, from a fresh boot.
+    Reset,
+}
+
+impl Lifecycle {
+    /// The verb the shell prints ("cannot stop vm0: ...").
+    pub const fn verb(self) -> &'static str {
+        match self {
+            Lifecycle::Start => "start",
+            Lifecycle::Stop => "stop",
+            Lifecycle::Pause => "pause",
+            Lifecycle::Resume => "resume",
+            Lifecycle::Reset => "reset",
+        }
+    }
+
+    /// Whether the request makes sense for a VM in `state`.
+    pub const fn allowed_from(self, state: VmState) -> bool {
+        matches!(
+            (self, state),
+            (Lifecycle::Start, VmState::Stopped | VmState::Crashed)
+                | (
+                    Lifecycle::Stop,
+                    VmState::Running | VmState::Paused | VmState::Crashed
+                )
+                | (Lifecycle::Pause, VmState::Running)
+                | (Lifecycle::Resume, VmState::Paused)
+                | (Lifecycle::Reset, _)
+        )
+    }
+
+    /// The state the request leads to.
+    pub const fn target(self) -> VmState {
+        match self {
+            Lifecycle::Start | Lifecycle::Resume | Lifecycle::Reset => VmState::Running,
+            Lifecycle::Stop => VmState::Stopped,
+            Lifecycle::Pause => VmState::Paused,
+        }
+    }
+}
+
+/// One line of `vm_list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmInfo {
+    pub id: VmId,
+    pub name: String,
+    pub state: VmState,
+    pub load_order: LoadOrder,
+    pub vm_type: VmType,
+    /// Physical CPUs the VM owns; vCPU `i` runs on `pcpus[i]`.
+    pub pcpus: Vec<u16>,
+    pub vcpus: u16,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// Whether the VM has a virtual UART `vm_console` can attach to.
+    pub console: bool,
+}
+
+/// One line of `vcpu_list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuInfo {
+    pub index: u16,
+    pub pcpu: u16,
+    pub state: VcpuState,
+    /// VM exits of every kind since the VM started.
+    pub exits: u64,
+}
+
+/// A vCPU's registers, as `vcpu_dumpreg` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegDump {
+    pub gprs: Gprs,
+    pub rsp: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub system: SystemState,
+}
+
+/// Counters of one vCPU, as `stats` shows them (the shell sums a VM's vCPUs itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsLine {
+    pub vm: VmId,
+    pub vcpu: u16,
+    pub exits: ExitStats,
+    /// Interrupts and exceptions injected into the guest.
+    pub injected: u64,
+    /// TSC cycles spent in the guest.
+    pub guest_cycles: u64,
+    /// TSC cycles spent in the hypervisor on this vCPU's behalf (exit handling).
+    pub hv_cycles: u64,
+}
+
+/// One redirection-table entry of a physical IOAPIC or a VM's virtual IOAPIC; the shell decodes
+/// the raw entry itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoapicLine {
+    /// The IOAPIC's id (0 for a virtual IOAPIC).
+    pub ioapic: u8,
+    pub pin: u8,
+    /// The 64-bit redirection-table entry as the (v)IOAPIC holds it.
+    pub rte: u64,
+}
+
+/// One line of `int`: a vector the hypervisor has set up and how often it fired on each pCPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IrqLine {
+    /// The global system interrupt behind the vector, if any (LAPIC timer, IPIs: none).
+    pub irq: Option<u32>,
+    pub vector: u8,
+    /// Deliveries per pCPU, indexed by pCPU.
+    pub counts: Vec<u64>,
+    /// Who handles it ("hv timer", "vm1 passthrough", ...).
+    pub owner: String,
+}
+
+/// Why the hypervisor refused or failed a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    NoSuchVm(VmId),
+    NoSuchVcpu {
+        vm: VmId,
+        vcpu: u16,
+    },
+    NoSuchPcpu(u16),
+    /// The vCPU is in the guest; its registers cannot be read until the VM is paused.
+    VcpuRunning {
+        vm: VmId,
+        vcpu: u16,
+    },
+    /// Part of the range is not the VM's RAM.
+    GuestRange {
+        vm: VmId,
+        gpa: GuestPhysAddr,
+        len: usize,
+    },
+    /// Part of the range is not host RAM the hypervisor lets the shell read.
+    HostRange {
+        hpa: HostPhysAddr,
+        len: usize,
+    },
+    /// The VM cannot go through this transition now.
+    BadState {
+        vm: VmId,
+        op: Lifecycle,
+        state: VmState,
+    },
+    /// RDMSR or WRMSR raised #GP on the pCPU.
+    MsrFault {
+        pcpu: u16,
+        msr: u32,
+    },
+    /// The pCPU did not answer a cross-CPU request in time.
+    PcpuTimeout(u16),
+    /// The VM has no virtual IOAPIC.
+    NoVioapic(VmId),
+    /// Anything else, said in a few words ("post-launched VMs are not supported yet").
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::NoSuchVm(vm) => write!(f, "no VM with id {vm}"),
+            BackendError::NoSuchVcpu { vm, vcpu } => write!(f, "VM {vm} has no vCPU {vcpu}"),
+            BackendError::NoSuchPcpu(p) => write!(f, "no pCPU {p}"),
+            BackendError::VcpuRunning { vm, vcpu } => {
+                write!(f, "VM {vm} vCPU {vcpu} is running; pause the VM first")
+            }
+            BackendError::GuestRange { vm, gpa, len } => {
+                write!(f, "guest-physical {gpa}+{len:#x} is not RAM of VM {vm}")
+            }
+            BackendError::HostRange { hpa, len } => {
+                write!(f, "host-physical {hpa}+{len:#x} is not readable host RAM")
+            }
+            BackendError::BadState { vm, op, state } => {
+                write!(f, "cannot {} VM {vm}: it is {state}", op.verb())
+            }
+            BackendError::MsrFault { pcpu, msr } => {
+                write!(f, "MSR {msr:#x} raised #GP on pCPU {pcpu}")
+            }
+            BackendError::PcpuTimeout(p) => write!(f, "pCPU {p} did not answer"),
+            BackendError::NoVioapic(vm) => write!(f, "VM {vm} has no virtual IOAPIC"),
+            BackendError::Unsupported(what) => f.write_str(what),
+        }
+    }
+}
+
+/// The hypervisor as the shell sees it. Object-safe: the shell holds a `&mut dyn ShellBackend`.
+///
+/// Methods taking `&mut self` may run code on another pCPU (CPUID, MSRs) or change a VM; the
+/// implementation must bound every wait (answer [`BackendError::PcpuTimeout`] rather than hang).
+pub trait ShellBackend {
+    /// One line: name, version, build ("Quercus 0.1.0 (svm)").
+    fn version(&self) -> &str;
+    /// Every VM the hypervisor knows, in id order.
+    fn vms(&self) -> Vec<VmInfo>;
+    /// The vCPUs of `vm`, in index order.
+    fn vcpus(&self, vm: VmId) -> Result<Vec<VcpuInfo>, BackendError>;
+    /// The registers of one vCPU (the backend may require the VM to be paused).
+    fn vcpu_regs(&self, vm: VmId, vcpu: u16) -> Result<RegDump, BackendError>;
+    /// Copies guest RAM at `gpa` into `buf`, all or nothing.
+    fn read_guest(&self, vm: VmId, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// Copies host memory at `hpa` into `buf`, all or nothing; the backend decides which host
+    /// ranges may be read (RAM only, never MMIO with read side effects).
+    fn read_host(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// Starts, stops, pauses, resumes or resets a pre-launched VM.
+    fn lifecycle(&mut self, vm: VmId, op: Lifecycle) -> Result<(), BackendError>;
+    /// Per-vCPU counters of `vm`, or of every VM.
+    fn stats(&self, vm: Option<VmId>) -> Result<Vec<StatsLine>, BackendError>;
+    /// How many pCPUs the machine has (numbered 0..count).
+    fn pcpu_count(&self) -> u16;
+    /// Whether `pcpu` belongs to a real-time VM (the shell runs nothing there).
+    fn pcpu_is_rt(&self, pcpu: u16) -> bool;
+    /// CPUID `leaf`.`sub` executed on `pcpu`: EAX, EBX, ECX, EDX.
+    fn cpuid(&mut self, pcpu: u16, leaf: u32, sub: u32) -> Result<[u32; 4], BackendError>;
+    /// RDMSR on `pcpu`.
+    fn rdmsr(&mut self, pcpu: u16, msr: u32) -> Result<u64, BackendError>;
+    /// WRMSR on `pcpu`.
+    fn wrmsr(&mut self, pcpu: u16, msr: u32, value: u64) -> Result<(), BackendError>;
+    /// The hypervisor's log level.
+    fn log_level(&self) -> LevelFilter;
+    /// Sets the hypervisor's log level.
+    fn set_log_level(&mut self, level: LevelFilter);
+    /// Redirection tables of the physical IOAPICs (`None`) or of `vm`'s virtual IOAPIC.
+    fn ioapic(&self, vm: Option<VmId>) -> Result<Vec<IoapicLine>, BackendError>;
+    /// The vectors the hypervisor has set up, with delivery counts.
+    fn interrupts(&self) -> Vec<IrqLine>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn lifecycle_transitions() {
+        use Lifecycle::*;
+        use VmState::*;
+        let ops = [Start, Stop, Pause, Resume, Reset];
+        let states = [Stopped, Running, Paused, Crashed];
+        let allowed: Vec<(Lifecycle, VmState)> = ops
+            .iter()
+            .flat_map(|&o| states.iter().map(move |&s| (o, s)))
+            .filter(|&(o, s)| o.allowed_from(s))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Start, Stopped),
+                (Start, Crashed),
+                (Stop, Running),
+                (Stop, Paused),
+                (Stop, Crashed),
+                (Pause, Running),
+                (Resume, Paused),
+                (Reset, Stopped),
+                (Reset, Running),
+                (Reset, Paused),
+                (Reset, Crashed),
+            ]
+        );
+        assert_eq!(Stop.target(), Stopped);
+        assert_eq!(Pause.target(), Paused);
+        assert_eq!(Reset.target(), Running);
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_value() {
+        let errs = [
+            BackendError::NoSuchVm(VmId(7)),
+            BackendError::NoSuchVcpu {
+                vm: VmId(1),
+                vcpu: 9,
+            },
+            BackendError::NoSuchPcpu(12),
+            BackendError::VcpuRunning {
+                vm: VmId(0),
+                vcpu: 0,
+            },
+            BackendError::GuestRange {
+                vm: VmId(1),
+                gpa: GuestPhysAddr(0x1000),
+                len: 64,
+            },
+            BackendError::HostRange {
+                hpa: HostPhysAddr(0xfee0_0000),
+                len: 16,
+            },
+            BackendError::BadState {
+                vm: VmId(0),
+                op: Lifecycle::Pause,
+                state: VmState::Stopped,
+            },
+            BackendError::MsrFault {
+                pcpu: 2,
+                msr: 0xc000_0080,
+            },
+            BackendError::PcpuTimeout(3),
+            BackendError::NoVioapic(VmId(0)),
+            BackendError::Unsupported("not yet"),
+        ];
+        for e in errs {
+            let s = e.to_string();
+            assert!(!s.is_empty() && !s.contains('\n'), "{s:?}");
+        }
+        assert_eq!(
+            BackendError::GuestRange {
+                vm: VmId(1),
+                gpa: GuestPhysAddr(0x1000),
+                len: 64,
+            }
+            .to_string(),
+            "guest-physical 0x1000+0x40 is not RAM of VM 1"
+        );
+        assert_eq!(
+            BackendError::MsrFault {
+                pcpu: 2,
+                msr: 0xc000_0080
+            }
+            .to_string(),
+            "MSR 0xc0000080 raised #GP on pCPU 2"
+        );
+    }
+}

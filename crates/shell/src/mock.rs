@@ -1,0 +1,364 @@
+//! A two-VM [`ShellBackend`] for host tests (this crate's and the hypervisor's): RAM, registers,
+//! MSRs and lifecycle state in plain vectors, and a log of every call that asks for an action.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use log::LevelFilter;
+use paging::GuestPhysAddr;
+use platform::HostPhysAddr;
+use scenario::{LoadOrder, VmType};
+use vcpu::{ExitKind, Gprs, IoAccess, SegmentState, SystemState, VmExit};
+use vm::ExitStats;
+
+use crate::backend::{
+    BackendError, IoapicLine, IrqLine, Lifecycle, RegDump, ShellBackend, StatsLine, VcpuInfo,
+    VcpuState, VmId, VmInfo, VmState,
+};
+
+/// Where [`MockBackend`]'s readable host memory starts.
+pub const MOCK_HOST_BASE: u64 = 0x10_0000;
+/// How many bytes of host memory it lets the shell read.
+pub const MOCK_HOST_SIZE: usize = 0x1000;
+/// MSR numbers it knows (others fault): IA32_TIME_STAMP_COUNTER, IA32_APIC_BASE, IA32_EFER.
+pub const MOCK_MSRS: [u32; 3] = [0x10, 0x1b, 0xc000_0080];
+
+/// The mock: 4 pCPUs; `rtvm` (id 0, real-time, pCPU 1, 64 KiB) and `linux` (id 1, standard,
+/// pCPUs 2-3, 128 KiB), both pre-launched and running. Fields are public so a test can reshape
+/// the machine.
+#[derive(Clone, Debug)]
+pub struct MockBackend {
+    pub vms: Vec<VmInfo>,
+    /// Guest RAM of `vms[i]`, filled with `(gpa % 251) as u8`.
+    pub ram: Vec<Vec<u8>>,
+    pub host: Vec<u8>,
+    pub pcpus: u16,
+    pub level: LevelFilter,
+    pub msrs: BTreeMap<(u16, u32), u64>,
+    /// Every call that acts on a pCPU or VM, as text ("lifecycle 1 stop", "wrmsr 2 0x10 0x5").
+    pub calls: Vec<String>,
+}
+
+impl Default for MockBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MockBackend {
+    /// The machine described above.
+    pub fn new() -> Self {
+        let vm = |id: u16, name: &str, vm_type, pcpus: Vec<u16>, memory: u64| VmInfo {
+            id: VmId(id),
+            name: name.into(),
+            state: VmState::Running,
+            load_order: LoadOrder::PreLaunched,
+            vm_type,
+            vcpus: pcpus.len() as u16,
+            pcpus,
+            memory,
+            console: true,
+        };
+        let vms = vec![
+            vm(0, "rtvm", VmType::Rt, vec![1], 0x1_0000),
+            vm(1, "linux", VmType::Standard, vec![2, 3], 0x2_0000),
+        ];
+        let ram = vms
+            .iter()
+            .map(|v| (0..v.memory).map(|a| (a % 251) as u8).collect())
+            .collect();
+        let pcpus = 4;
+        let mut msrs = BTreeMap::new();
+        for p in 0..pcpus {
+            msrs.insert((p, MOCK_MSRS[0]), 0x1000 * u64::from(p));
+            msrs.insert((p, MOCK_MSRS[1]), 0xfee0_0900);
+            msrs.insert((p, MOCK_MSRS[2]), 0xd01);
+        }
+        MockBackend {
+            vms,
+            ram,
+            host: b"QUERCUS!"
+                .iter()
+                .copied()
+                .cycle()
+                .take(MOCK_HOST_SIZE)
+                .collect(),
+            pcpus,
+            level: LevelFilter::Info,
+            msrs,
+            calls: Vec::new(),
+        }
+    }
+
+    fn vm(&self, vm: VmId) -> Result<(usize, &VmInfo), BackendError> {
+        self.vms
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.id == vm)
+            .ok_or(BackendError::NoSuchVm(vm))
+    }
+
+    fn check_pcpu(&self, pcpu: u16) -> Result<(), BackendError> {
+        if pcpu < self.pcpus {
+            Ok(())
+        } else {
+            Err(BackendError::NoSuchPcpu(pcpu))
+        }
+    }
+}
+
+impl ShellBackend for MockBackend {
+    fn version(&self) -> &str {
+        "Quercus 0.1.0 (mock)"
+    }
+
+    fn vms(&self) -> Vec<VmInfo> {
+        self.vms.clone()
+    }
+
+    fn vcpus(&self, vm: VmId) -> Result<Vec<VcpuInfo>, BackendError> {
+        let (_, info) = self.vm(vm)?;
+        Ok(info
+            .pcpus
+            .iter()
+            .enumerate()
+            .map(|(i, &pcpu)| VcpuInfo {
+                index: i as u16,
+                pcpu,
+                state: match info.state {
+                    VmState::Running if i > 0 => VcpuState::Halted,
+                    VmState::Running => VcpuState::Running,
+                    VmState::Paused => VcpuState::Paused,
+                    VmState::Stopped | VmState::Crashed => VcpuState::Stopped,
+                },
+                exits: 100 * (i as u64 + 1),
+            })
+            .collect())
+    }
+
+    fn vcpu_regs(&self, vm: VmId, vcpu: u16) -> Result<RegDump, BackendError> {
+        let (_, info) = self.vm(vm)?;
+        if vcpu >= info.vcpus {
+            return Err(BackendError::NoSuchVcpu { vm, vcpu });
+        }
+        if info.state == VmState::Running {
+            return Err(BackendError::VcpuRunning { vm, vcpu });
+        }
+        let v = u64::from(vcpu);
+        Ok(RegDump {
+            gprs: Gprs {
+                rax: 0xaaaa,
+                rbx: 0xbbbb,
+                rcx: 0xcccc,
+                rdx: 0xdddd,
+                r15: 0xf15,
+                ..Gprs::default()
+            },
+            rsp: 0x8000 - 0x100 * v,
+            rip: 0x10_0000 + v,
+            rflags: 0x202,
+            system: SystemState {
+                cr0: 0x8000_0011,
+                cr3: 0x1000,
+                cr4: 0x20,
+                efer: 0x500,
+                cpl: 0,
+                cs: SegmentState {
+                    selector: 0x8,
+                    base: 0,
+                    limit: 0xffff_ffff,
+                    attrib: 0xa9b,
+                },
+            },
+        })
+    }
+
+    fn read_guest(&self, vm: VmId, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
+        let (i, _) = self.vm(vm)?;
+        let err = BackendError::GuestRange {
+            vm,
+            gpa,
+            len: buf.len(),
+        };
+        let ram = &self.ram[i];
+        let start = usize::try_from(gpa.0).map_err(|_| err.clone())?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| ram.get(start..end))
+            .ok_or(err)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read_host(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
+        let err = BackendError::HostRange {
+            hpa,
+            len: buf.len(),
+        };
+        let start = hpa
+            .0
+            .checked_sub(MOCK_HOST_BASE)
+            .and_then(|o| usize::try_from(o).ok())
+            .ok_or(err.clone())?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.host.get(start..end))
+            .ok_or(err)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn lifecycle(&mut self, vm: VmId, op: Lifecycle) -> Result<(), BackendError> {
+        let (i, info) = self.vm(vm)?;
+        if !op.allowed_from(info.state) {
+            return Err(BackendError::BadState {
+                vm,
+                op,
+                state: info.state,
+            });
+        }
+        self.vms[i].state = op.target();
+        self.calls.push(format!("lifecycle {} {}", vm.0, op.verb()));
+        Ok(())
+    }
+
+    fn stats(&self, vm: Option<VmId>) -> Result<Vec<StatsLine>, BackendError> {
+        if let Some(vm) = vm {
+            self.vm(vm)?;
+        }
+        let io = VmExit::Io(IoAccess {
+            port: 0x3f8,
+            size: 1,
+            write: true,
+            string: false,
+            rep: false,
+        });
+        let mut lines = Vec::new();
+        for info in self.vms.iter().filter(|v| vm.is_none_or(|id| id == v.id)) {
+            for v in 0..info.vcpus {
+                let mut exits = ExitStats::new();
+                for _ in 0..=v {
+                    exits.record(&VmExit::Hlt);
+                }
+                for _ in 0..10 * (u64::from(info.id.0) + 1) {
+                    exits.record(&io);
+                }
+                exits.record(&VmExit::Cpuid);
+                debug_assert!(exits.get(ExitKind::Cpuid) == 1);
+                lines.push(StatsLine {
+                    vm: info.id,
+                    vcpu: v,
+                    exits,
+                    injected: 5 + u64::from(v),
+                    guest_cycles: 9_000,
+                    hv_cycles: 1_000 * (u64::from(v) + 1),
+                });
+            }
+        }
+        Ok(lines)
+    }
+
+    fn pcpu_count(&self) -> u16 {
+        self.pcpus
+    }
+
+    fn pcpu_is_rt(&self, pcpu: u16) -> bool {
+        self.vms
+            .iter()
+            .any(|v| v.vm_type == VmType::Rt && v.pcpus.contains(&pcpu))
+    }
+
+    fn cpuid(&mut self, pcpu: u16, leaf: u32, sub: u32) -> Result<[u32; 4], BackendError> {
+        self.check_pcpu(pcpu)?;
+        self.calls.push(format!("cpuid {pcpu} {leaf:#x} {sub:#x}"));
+        Ok(match leaf {
+            // "AuthenticAMD" in EBX, EDX, ECX.
+            0 => [0xd, 0x6874_7541, 0x444d_4163, 0x6974_6e65],
+            _ => [leaf, sub, u32::from(pcpu), 0x1234_5678],
+        })
+    }
+
+    fn rdmsr(&mut self, pcpu: u16, msr: u32) -> Result<u64, BackendError> {
+        self.check_pcpu(pcpu)?;
+        self.calls.push(format!("rdmsr {pcpu} {msr:#x}"));
+        self.msrs
+            .get(&(pcpu, msr))
+            .copied()
+            .ok_or(BackendError::MsrFault { pcpu, msr })
+    }
+
+    fn wrmsr(&mut self, pcpu: u16, msr: u32, value: u64) -> Result<(), BackendError> {
+        self.check_pcpu(pcpu)?;
+        self.calls.push(format!("wrmsr {pcpu} {msr:#x} {value:#x}"));
+        match self.msrs.get_mut(&(pcpu, msr)) {
+            Some(v) => {
+                *v = value;
+                Ok(())
+            }
+            None => Err(BackendError::MsrFault { pcpu, msr }),
+        }
+    }
+
+    fn log_level(&self) -> LevelFilter {
+        self.level
+    }
+
+    fn set_log_level(&mut self, level: LevelFilter) {
+        self.level = level;
+    }
+
+    fn ioapic(&self, vm: Option<VmId>) -> Result<Vec<IoapicLine>, BackendError> {
+        match vm {
+            None => Ok(vec![
+                IoapicLine {
+                    ioapic: 0,
+                    pin: 0,
+                    rte: 1 << 16,
+                },
+                IoapicLine {
+                    ioapic: 0,
+                    pin: 4,
+                    // Vector 0x34, lowest priority, logical, level, active low, remote IRR, dest 0x3.
+                    rte: (3 << 56)
+                        | (1 << 15)
+                        | (1 << 14)
+                        | (1 << 13)
+                        | (1 << 11)
+                        | (1 << 8)
+                        | 0x34,
+                },
+            ]),
+            Some(vm) => {
+                let (_, info) = self.vm(vm)?;
+                if info.vm_type == VmType::Rt {
+                    return Err(BackendError::NoVioapic(vm));
+                }
+                Ok(vec![IoapicLine {
+                    ioapic: 0,
+                    pin: 4,
+                    rte: 0x24,
+                }])
+            }
+        }
+    }
+
+    fn interrupts(&self) -> Vec<IrqLine> {
+        vec![
+            IrqLine {
+                irq: None,
+                vector: 0xef,
+                counts: vec![1000, 10, 0, 3],
+                owner: "hv timer".into(),
+            },
+            IrqLine {
+                irq: Some(4),
+                vector: 0x34,
+                counts: vec![12],
+                owner: "uart".into(),
+            },
+        ]
+    }
+}
