@@ -1,6 +1,8 @@
 //! Guest kernel loaders: put a boot module (Multiboot1 kernel, ELF64 kernel or
 //! raw binary) into a VM's RAM, write the Multiboot1 boot information next to
-//! it, and say where and how the first vCPU starts.
+//! it, and say where and how the first vCPU starts. Linux bzImage kernels go
+//! through [`load_bzimage`] instead: the Linux boot protocol's zero page, e820
+//! map, initrd and a 64-bit entry state ([`LinuxBoot`]).
 //!
 //! Every loader checks the image before it writes anything: headers, program
 //! headers and segment ranges are read by offset with bounds checks, and each
@@ -11,13 +13,15 @@
 //! The vCPU contract ([`BootSetup`]): 32-bit protected mode, paging off, flat
 //! 4 GiB code and data segments, `EAX` = [`BOOTLOADER_MAGIC`],
 //! `EBX` = [`BootSetup::info_gpa`], `EIP` = [`BootSetup::entry`], whatever the
-//! [`KernelKind`].
+//! [`KernelKind`] (except [`KernelKind::BzImage`]: see
+//! [`LinuxBoot::entry_state`]).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 mod bytes;
+mod bzimage;
 mod elf;
 mod elf64;
 mod info;
@@ -27,6 +31,16 @@ mod multiboot1;
 mod raw;
 mod segment;
 
+pub use bzimage::{
+    build_boot_gdt, build_identity_page_tables, e820_map, identity_page_tables_len, load_bzimage,
+    BootTablesError, BzImageError, E820Entry, E820Error, E820Kind, Gdtr, HeaderError, LinuxBoot,
+    LongModeEntry, Placement, ReservedKind, ReservedRange, VmLayout, BOOT_CS, BOOT_DS,
+    BOOT_GDT_LEN, DEFAULT_LOAD_ADDRESS, E820_MAX_ENTRIES, ENTRY_64_OFFSET, HDRS_MAGIC,
+    IDENTITY_MAP_BYTES, INITRD_ALIGN, LINUX_BOOT_AREAS, LINUX_CMDLINE_GPA, LINUX_CMDLINE_SLOT,
+    LINUX_GDT_GPA, LINUX_PAGE_TABLES_GPA, LINUX_STACK_TOP, LINUX_ZERO_PAGE_GPA, LONG_MODE_CR0,
+    LONG_MODE_CR4, LONG_MODE_EFER, LONG_MODE_RFLAGS, MAX_IDENTITY_MAP, MAX_SETUP_SECTS,
+    MIN_PROTOCOL, RSDP_PROTOCOL, XLF_KERNEL_64, ZERO_PAGE_LEN,
+};
 pub use elf::ElfError;
 pub use elf64::Elf64Error;
 pub use info::{InfoError, MMAP_AVAILABLE, MMAP_RESERVED};

@@ -21,6 +21,10 @@ pub enum KernelKind {
     Elf64,
     /// A flat binary copied to `load_gpa`, started at `entry_gpa`.
     Raw { load_gpa: u64, entry_gpa: u64 },
+    /// A Linux bzImage. It starts in 64-bit mode through the Linux boot
+    /// protocol, with an initrd and the VM's memory layout: load it with
+    /// [`crate::load_bzimage`]; [`load`] refuses it.
+    BzImage,
 }
 
 /// Which loader produced a [`BootSetup`].
@@ -55,6 +59,9 @@ pub enum LoadError {
     /// A piece of the kernel cannot go where it asks to.
     Placement(SegmentError),
     Info(InfoError),
+    /// [`load`] was asked for a [`KernelKind::BzImage`], which
+    /// [`crate::load_bzimage`] loads.
+    NeedsLinuxBoot,
 }
 
 impl fmt::Display for LoadError {
@@ -65,6 +72,10 @@ impl fmt::Display for LoadError {
             LoadError::Raw(e) => write!(f, "raw kernel: {e}"),
             LoadError::Placement(e) => write!(f, "kernel placement: {e}"),
             LoadError::Info(e) => write!(f, "boot information: {e}"),
+            LoadError::NeedsLinuxBoot => write!(
+                f,
+                "bzImage kernels start through the Linux 64-bit boot protocol: load them with load_bzimage"
+            ),
         }
     }
 }
@@ -75,13 +86,17 @@ impl core::error::Error for LoadError {}
 /// the Multiboot1 boot information with `cmdline`, and says how to start.
 ///
 /// Everything is checked before the first byte is written: on error guest
-/// RAM is untouched.
+/// RAM is untouched. A [`KernelKind::BzImage`] is refused with
+/// [`LoadError::NeedsLinuxBoot`].
 pub fn load(
     kind: KernelKind,
     image: &[u8],
     cmdline: &str,
     mem: &mut impl GuestMemory,
 ) -> Result<BootSetup, LoadError> {
+    if kind == KernelKind::BzImage {
+        return Err(LoadError::NeedsLinuxBoot);
+    }
     info::check(mem.size(), cmdline).map_err(LoadError::Info)?;
     let (segments, entry, entry_kind, video_mode_ignored): (Vec<Segment<'_>>, _, _, _) = match kind
     {
@@ -105,6 +120,7 @@ pub fn load(
             let (s, e) = raw::plan(image, load_gpa, entry_gpa).map_err(LoadError::Raw)?;
             (s, e, EntryKind::Raw, false)
         }
+        KernelKind::BzImage => return Err(LoadError::NeedsLinuxBoot), // refused above
     };
     segment::check(&segments, mem.size()).map_err(LoadError::Placement)?;
     segment::copy(mem, &segments).map_err(LoadError::Placement)?;
@@ -351,6 +367,18 @@ mod tests {
             Err(LoadError::Info(InfoError::RamTooSmall { .. }))
         ));
         assert_eq!(BOOT_INFO_AREA.start, setup_info_gpa());
+    }
+
+    #[test]
+    fn bzimage_kind_is_refused_untouched() {
+        use alloc::string::ToString;
+        let mut mem = ram();
+        // Refused before the command line is judged by Multiboot1 rules.
+        let long = "z".repeat(4000);
+        let err = load(KernelKind::BzImage, &[0u8; 0x1000], &long, &mut mem).unwrap_err();
+        assert_eq!(err, LoadError::NeedsLinuxBoot);
+        assert!(err.to_string().contains("load_bzimage"));
+        assert!(mem.0.iter().all(|&b| b == 0xCC));
     }
 
     fn setup_info_gpa() -> u64 {
