@@ -40,6 +40,13 @@ static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MA
 /// The physical frame allocator, shared by everything that needs frames after boot.
 pub static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new());
 
+static IOAPICS: spin::Once<Vec<platform::IoApic>> = spin::Once::new();
+
+/// The physical IOAPICs from the MADT.
+pub fn ioapics() -> &'static [platform::IoApic] {
+    IOAPICS.get().map_or(&[], Vec::as_slice)
+}
+
 /// The APIC ID of online pCPU `index`.
 pub fn apic_of(index: usize) -> Option<u32> {
     APIC_IDS
@@ -169,8 +176,9 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
     );
     arch_x86::println!("quercus: ready, {online} pCPUs online");
     let online: Vec<bool> = ONLINE.iter().map(|o| o.load(Ordering::Acquire)).collect();
+    IOAPICS.call_once(|| topology.ioapics.clone());
     crate::vmm::start(&boot, caps, &online);
-    idle(0)
+    crate::shell_host::run(online.iter().filter(|&&o| o).count() as u16)
 }
 
 fn println_banner() {
@@ -199,6 +207,13 @@ fn init_memory(boot: &BootInfo) -> FrameAllocator {
         Ok(u) => u,
         Err(e) => fatal!("memory map from the boot loader is unusable: {e}"),
     };
+    crate::shell_host::set_host_ram(
+        map.regions()
+            .iter()
+            .filter(|r| r.kind == platform::MemoryKind::Usable)
+            .map(|r| r.range)
+            .collect(),
+    );
     let limit = HostPhysAddr(arch_x86::boot::IDENTITY_MAPPED_GIB << 30);
     let mut frames = FrameAllocator::new();
     for r in &usable {
@@ -318,6 +333,7 @@ fn ap_main(percpu: u64) -> ! {
 fn idle(index: usize) -> ! {
     loop {
         crate::vmm::run_posted(index);
+        crate::mailbox::service(index, None);
         cpu::wait_for_interrupt();
     }
 }

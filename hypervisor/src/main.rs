@@ -11,6 +11,8 @@
 extern crate alloc;
 
 mod boot;
+mod mailbox;
+mod shell_host;
 mod vmm;
 
 use arch_x86::println;

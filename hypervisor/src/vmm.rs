@@ -3,7 +3,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use arch_x86::guest_ram::{FrameTables, GuestRam};
 use arch_x86::guest_state::InitialState;
@@ -47,10 +47,83 @@ pub struct Vm {
     slat_root: u64,
     pio: vm::PioBus<PioDevice>,
     uart: Mutex<vm::Uart16550>,
+    /// Console bytes the guest wrote, waiting for pCPU 0 to show them.
+    out: Mutex<alloc::collections::VecDeque<u8>>,
+    /// The line being assembled for the prefixed overview (pCPU 0 only).
     line: Mutex<String>,
     pub stats: Mutex<vm::ExitStats>,
-    pub stopped: AtomicBool,
-    entry: loader::BootSetup,
+    /// TSC ticks spent in the guest and in the hypervisor for it.
+    pub guest_cycles: AtomicU64,
+    pub hv_cycles: AtomicU64,
+    /// Interrupts injected.
+    pub injected: AtomicU64,
+    /// Lifecycle state, as the vCPU last reported it ([`VmState`]).
+    state: AtomicU8,
+    /// What the operator asked for ([`Control`]).
+    control: AtomicU8,
+    /// The kernel image and how to load it (again, on start or reset).
+    image: &'static [u8],
+    kind: loader::KernelKind,
+    entry: Mutex<Option<loader::BootSetup>>,
+    /// vCPUs currently inside their run loop.
+    running_vcpus: AtomicU32,
+}
+
+/// A VM's lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VmState {
+    Stopped = 0,
+    Running = 1,
+    Paused = 2,
+    /// Stopped by its own fault (triple fault, bad state...).
+    Crashed = 3,
+}
+
+impl VmState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => VmState::Running,
+            2 => VmState::Paused,
+            3 => VmState::Crashed,
+            _ => VmState::Stopped,
+        }
+    }
+}
+
+/// What the operator asked a VM to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Control {
+    Run = 0,
+    Pause = 1,
+    Stop = 2,
+}
+
+impl Vm {
+    /// The lifecycle state.
+    pub fn state(&self) -> VmState {
+        VmState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn control(&self) -> Control {
+        match self.control.load(Ordering::Acquire) {
+            1 => Control::Pause,
+            2 => Control::Stop,
+            _ => Control::Run,
+        }
+    }
+
+    /// Zeroes RAM and loads the kernel: the state of a fresh boot.
+    fn load(&self) -> Result<loader::BootSetup, String> {
+        let mut ram = self.ram.lock();
+        ram.zero();
+        let entry = loader::load(self.kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
+            .map_err(|e| alloc::format!("{e}"))?;
+        *self.entry.lock() = Some(entry);
+        *self.uart.lock() = vm::Uart16550::new();
+        Ok(entry)
+    }
 }
 
 /// Work for one pCPU: run vCPU `vcpu` of VM `vm`.
@@ -106,17 +179,134 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
         }
     }
     let vms = VMS.call_once(|| vms);
-    for (i, vm) in vms.iter().enumerate() {
-        for (v, &pcpu) in vm.cfg.pcpus.iter().enumerate() {
-            let task = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Task {
-                vm: i,
-                vcpu: v as u16,
-            }));
-            TASKS[usize::from(pcpu)].store(task, Ordering::Release);
-            if let Some(apic) = crate::boot::apic_of(usize::from(pcpu)) {
-                lapic::send_ipi(apic, WAKE_VECTOR);
-            }
+    for i in 0..vms.len() {
+        launch(i);
+    }
+}
+
+/// Every VM, in id order.
+pub fn vms() -> &'static [Vm] {
+    VMS.get().map_or(&[], Vec::as_slice)
+}
+
+/// Hands each vCPU of VM `index` to its pCPU.
+fn launch(index: usize) {
+    let Some(vm) = vms().get(index) else { return };
+    vm.control.store(Control::Run as u8, Ordering::Release);
+    vm.state.store(VmState::Running as u8, Ordering::Release);
+    for (v, &pcpu) in vm.cfg.pcpus.iter().enumerate() {
+        let task = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(Task {
+            vm: index,
+            vcpu: v as u16,
+        }));
+        let old = TASKS[usize::from(pcpu)].swap(task, Ordering::AcqRel);
+        if !old.is_null() {
+            #[allow(unsafe_code)]
+            // SAFETY: every pointer in TASKS comes from `Box::into_raw` and is taken once.
+            drop(unsafe { alloc::boxed::Box::from_raw(old) });
         }
+        kick(usize::from(pcpu));
+    }
+}
+
+/// Interrupts pCPU `pcpu` so that it looks at its mailbox and its VM's controls.
+pub fn kick(pcpu: usize) {
+    if let Some(apic) = crate::boot::apic_of(pcpu) {
+        lapic::send_ipi(apic, WAKE_VECTOR);
+    }
+}
+
+/// Why a lifecycle request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifecycleError {
+    NoSuchVm,
+    WrongState(VmState),
+    Timeout,
+    LoadFailed,
+}
+
+/// Operator lifecycle operations (from the shell, on pCPU 0).
+pub mod lifecycle {
+    use super::*;
+
+    fn wait_for(vm: &Vm, ok: impl Fn(&Vm) -> bool) -> Result<(), LifecycleError> {
+        let deadline = arch_x86::time::deadline_after_us(2_000_000);
+        while !ok(vm) {
+            if arch_x86::time::passed(deadline) {
+                return Err(LifecycleError::Timeout);
+            }
+            core::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    fn vm(index: usize) -> Result<&'static Vm, LifecycleError> {
+        vms().get(index).ok_or(LifecycleError::NoSuchVm)
+    }
+
+    fn kick_all(vm: &Vm) {
+        for &p in vm.cfg.pcpus {
+            kick(usize::from(p));
+        }
+    }
+
+    /// Starts a stopped or crashed VM from a fresh load of its kernel.
+    pub fn start(index: usize) -> Result<(), LifecycleError> {
+        let vm = vm(index)?;
+        match vm.state() {
+            VmState::Stopped | VmState::Crashed => {}
+            s => return Err(LifecycleError::WrongState(s)),
+        }
+        wait_for(vm, |vm| vm.running_vcpus.load(Ordering::Acquire) == 0)?;
+        vm.load().map_err(|e| {
+            error!("vm {}: reload failed: {e}", vm.cfg.name);
+            LifecycleError::LoadFailed
+        })?;
+        launch(index);
+        Ok(())
+    }
+
+    /// Stops a running or paused VM (its vCPUs leave their run loops).
+    pub fn stop(index: usize) -> Result<(), LifecycleError> {
+        let vm = vm(index)?;
+        match vm.state() {
+            VmState::Running | VmState::Paused => {}
+            s => return Err(LifecycleError::WrongState(s)),
+        }
+        vm.control.store(Control::Stop as u8, Ordering::Release);
+        kick_all(vm);
+        wait_for(vm, |vm| vm.running_vcpus.load(Ordering::Acquire) == 0)
+    }
+
+    /// Pauses a running VM: its vCPUs wait on their pCPUs.
+    pub fn pause(index: usize) -> Result<(), LifecycleError> {
+        let vm = vm(index)?;
+        if vm.state() != VmState::Running {
+            return Err(LifecycleError::WrongState(vm.state()));
+        }
+        vm.control.store(Control::Pause as u8, Ordering::Release);
+        kick_all(vm);
+        wait_for(vm, |vm| vm.state() != VmState::Running)
+    }
+
+    /// Resumes a paused VM.
+    pub fn resume(index: usize) -> Result<(), LifecycleError> {
+        let vm = vm(index)?;
+        if vm.state() != VmState::Paused {
+            return Err(LifecycleError::WrongState(vm.state()));
+        }
+        vm.control.store(Control::Run as u8, Ordering::Release);
+        kick_all(vm);
+        wait_for(vm, |vm| vm.state() != VmState::Paused)
+    }
+
+    /// Stops (if needed) and starts again from the kernel image.
+    pub fn reset(index: usize) -> Result<(), LifecycleError> {
+        let vm = vm(index)?;
+        if matches!(vm.state(), VmState::Running | VmState::Paused) {
+            stop(index)?;
+        }
+        start(index)
     }
 }
 
@@ -132,8 +322,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
     })?;
     #[allow(unsafe_code)]
     // SAFETY: the frames were just taken from the allocator for this VM alone.
-    let mut ram = unsafe { GuestRam::new(hpa.0, size) };
-    ram.zero();
+    let ram = unsafe { GuestRam::new(hpa.0, size) };
 
     let module = boot
         .modules
@@ -157,8 +346,6 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         },
         KernelKind::BzImage => return Err("bzImage kernels are not supported yet".into()),
     };
-    let entry =
-        loader::load(kind, image, cfg.kernel.cmdline, &mut ram).map_err(|e| format!("{e}"))?;
 
     #[allow(unsafe_code)]
     // SAFETY: every frame handed to the tables comes from the allocator and
@@ -189,27 +376,36 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
             .map_err(|e| format!("console vUART: {e}"))?;
     }
     info!(
-        "vm {} (id {}): {} MiB at host {:#x}, kernel {:?} entry {:#x}, pCPUs {:?}",
+        "vm {} (id {}): {} MiB at host {:#x}, kernel {:?}, pCPUs {:?}",
         cfg.name,
         cfg.id,
         size >> 20,
         hpa.0,
         cfg.kernel.module,
-        entry.entry,
         cfg.pcpus
     );
-    Ok(Vm {
+    let vm = Vm {
         id: cfg.id,
         cfg,
         ram: Mutex::new(ram),
         slat_root,
         pio,
         uart: Mutex::new(vm::Uart16550::new()),
+        out: Mutex::new(alloc::collections::VecDeque::new()),
         line: Mutex::new(String::new()),
         stats: Mutex::new(vm::ExitStats::default()),
-        stopped: AtomicBool::new(false),
-        entry,
-    })
+        guest_cycles: AtomicU64::new(0),
+        hv_cycles: AtomicU64::new(0),
+        injected: AtomicU64::new(0),
+        state: AtomicU8::new(VmState::Stopped as u8),
+        control: AtomicU8::new(Control::Stop as u8),
+        image,
+        kind,
+        entry: Mutex::new(None),
+        running_vcpus: AtomicU32::new(0),
+    };
+    vm.load()?;
+    Ok(vm)
 }
 
 /// Called by an idle pCPU: runs the vCPU posted to it, if any.
@@ -227,12 +423,16 @@ pub fn run_posted(cpu_index: usize) {
     let Some(vm) = VMS.get().and_then(|v| v.get(task.vm)) else {
         return;
     };
+    let Some(entry) = *vm.entry.lock() else {
+        return;
+    };
     cpu::enable_xsave();
-    let init = initial_state(&vm.entry);
+    let init = initial_state(&entry);
     info!(
         "vm {}: vCPU {} starts at {:#x}",
-        vm.cfg.name, task.vcpu, vm.entry.entry
+        vm.cfg.name, task.vcpu, entry.entry
     );
+    vm.running_vcpus.fetch_add(1, Ordering::AcqRel);
     match BACKEND.get() {
         Some(Backend::Svm) => {
             svm::enable_on_this_cpu();
@@ -244,11 +444,12 @@ pub fn run_posted(cpu_index: usize) {
                 .and_then(|()| VmxVcpu::new(vm.id + 1, vm.slat_root, &init));
             match vcpu {
                 Ok(mut vcpu) => run_loop(vm, task.vcpu, &mut vcpu),
-                Err(e) => stop(vm, format_args!("VMX setup failed: {e}")),
+                Err(e) => stop(vm, VmState::Crashed, format_args!("VMX setup failed: {e}")),
             }
         }
         None => {}
     }
+    vm.running_vcpus.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Multiboot1 entry: 32-bit protected mode, paging off, flat segments.
@@ -301,16 +502,26 @@ fn initial_state(entry: &loader::BootSetup) -> InitialState {
     }
 }
 
-fn stop(vm: &Vm, why: core::fmt::Arguments<'_>) {
-    flush_console(vm);
-    vm.stopped.store(true, Ordering::Release);
-    error!("vm {}: stopped: {why}; other VMs keep running", vm.cfg.name);
+fn stop(vm: &Vm, state: VmState, why: core::fmt::Arguments<'_>) {
+    // Let pCPU 0 show the guest's last words before the verdict (bounded).
+    let deadline = arch_x86::time::deadline_after_us(500_000);
+    while !vm.out.lock().is_empty() && !arch_x86::time::passed(deadline) {
+        core::hint::spin_loop();
+    }
+    vm.control.store(Control::Stop as u8, Ordering::Release);
+    vm.state.store(state as u8, Ordering::Release);
+    if state == VmState::Crashed {
+        error!("vm {}: stopped: {why}; other VMs keep running", vm.cfg.name);
+    } else {
+        info!("vm {}: stopped: {why}", vm.cfg.name);
+    }
     info!("vm {}: exits {}", vm.cfg.name, vm.stats.lock());
 }
 
 /// The VM-wide services the exit handlers use, for one VM on this pCPU.
 struct Host<'a> {
     vm: &'a Vm,
+    pcpu: usize,
 }
 
 /// Devices on a VM's port-I/O bus.
@@ -397,26 +608,114 @@ impl vm::VmHost for Host<'_> {
     }
 
     fn stop_requested(&self) -> bool {
-        self.vm.stopped.load(Ordering::Acquire)
+        self.vm.control() == Control::Stop
+    }
+
+    fn needs_attention(&self) -> bool {
+        self.vm.control() != Control::Run || crate::mailbox::pending(self.pcpu)
     }
 }
 
 fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
     let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, arch_x86::time::tsc_hz());
-    let mut host = Host { vm };
+    let pcpu = usize::from(vm.cfg.pcpus.get(usize::from(vcpu_id)).copied().unwrap_or(0));
+    let mut host = Host { vm, pcpu };
+    let mut left_guest = cpu::rdtsc();
     loop {
         exits.before_entry(vcpu, cpu::rdtsc());
+        let entered = cpu::rdtsc();
+        vm.hv_cycles
+            .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
         let exit = vcpu.run();
+        left_guest = cpu::rdtsc();
+        vm.guest_cycles
+            .fetch_add(left_guest.wrapping_sub(entered), Ordering::Relaxed);
         vm.stats.lock().record(&exit);
-        if let vm::Flow::Stop(reason) = exits.handle(vcpu, &mut host, exit) {
-            stop(vm, format_args!("vCPU {vcpu_id}: {reason}"));
-            return;
+        vm.injected.store(exits.injected, Ordering::Relaxed);
+        let flow = exits.handle(vcpu, &mut host, exit);
+        crate::mailbox::service(pcpu, Some(&*vcpu));
+        match (flow, vm.control()) {
+            (vm::Flow::Stop(vm::StopReason::Requested), _) | (_, Control::Stop) => {
+                stop(
+                    vm,
+                    VmState::Stopped,
+                    format_args!("vCPU {vcpu_id}: stopped by the operator"),
+                );
+                return;
+            }
+            (vm::Flow::Stop(reason @ vm::StopReason::PowerOff), _) => {
+                stop(
+                    vm,
+                    VmState::Stopped,
+                    format_args!("vCPU {vcpu_id}: {reason}"),
+                );
+                return;
+            }
+            (vm::Flow::Stop(reason), _) => {
+                stop(
+                    vm,
+                    VmState::Crashed,
+                    format_args!("vCPU {vcpu_id}: {reason}"),
+                );
+                return;
+            }
+            (vm::Flow::Continue, Control::Pause) => {
+                if !pause_here(vm, pcpu, &*vcpu) {
+                    stop(
+                        vm,
+                        VmState::Stopped,
+                        format_args!("vCPU {vcpu_id}: stopped by the operator"),
+                    );
+                    return;
+                }
+            }
+            (vm::Flow::Continue, Control::Run) => {}
         }
     }
 }
 
-/// Forwards a VM's console bytes to the physical console, one prefixed line at a time.
+/// Waits on this pCPU while the VM is paused (answering mailbox requests);
+/// false if it was stopped instead of resumed.
+fn pause_here(vm: &Vm, pcpu: usize, vcpu: &dyn VcpuBackend) -> bool {
+    vm.state.store(VmState::Paused as u8, Ordering::Release);
+    info!("vm {}: paused", vm.cfg.name);
+    loop {
+        crate::mailbox::service(pcpu, Some(vcpu));
+        match vm.control() {
+            Control::Pause => cpu::wait_for_interrupt(),
+            Control::Run => {
+                vm.state.store(VmState::Running as u8, Ordering::Release);
+                info!("vm {}: resumed", vm.cfg.name);
+                return true;
+            }
+            Control::Stop => return false,
+        }
+    }
+}
+
+/// Most console bytes a VM may have waiting for pCPU 0; beyond that the
+/// oldest are dropped (a VM never waits for its console to be read).
+const OUT_QUEUE_MAX: usize = 64 * 1024;
+
+/// Queues a VM's console bytes for pCPU 0 (called on the VM's pCPU).
 fn console_out(vm: &Vm, bytes: &[u8]) {
+    let mut q = vm.out.lock();
+    for &b in bytes {
+        if q.len() >= OUT_QUEUE_MAX {
+            q.pop_front();
+        }
+        q.push_back(b);
+    }
+}
+
+/// Takes the console bytes VM `vm` has waiting (pCPU 0).
+pub fn take_output(vm: &Vm, into: &mut Vec<u8>) {
+    into.extend(vm.out.lock().drain(..));
+}
+
+/// Prints a VM's console bytes as whole lines prefixed with its name: the
+/// overview shown while no VM console is attached (pCPU 0).
+pub fn print_prefixed(vm: &Vm, bytes: &[u8]) {
     let mut line = vm.line.lock();
     for &b in bytes {
         match b {
@@ -435,10 +734,8 @@ fn console_out(vm: &Vm, bytes: &[u8]) {
     }
 }
 
-fn flush_console(vm: &Vm) {
-    let mut line = vm.line.lock();
-    if !line.is_empty() {
-        arch_x86::println!("[{}] {}", vm.cfg.name, line.as_str());
-        line.clear();
-    }
+/// Feeds a byte typed at the console into VM `vm`'s vUART (dropped when its
+/// receive FIFO is full).
+pub fn input(vm: &Vm, byte: u8) {
+    let _ = vm.uart.lock().push_input(byte);
 }

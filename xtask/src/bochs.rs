@@ -13,6 +13,8 @@ pub const BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
 pub const VGA_BIOS: &str = "/usr/share/bochs/VGABIOS-lgpl-latest";
 /// The name the image gets inside the ISO.
 const KERNEL_NAME: &str = "quercus.elf";
+/// The name a Linux bzImage gets inside the ISO.
+const LINUX_NAME: &str = "bzImage";
 
 /// `boot/grub/grub.cfg`: boot at once, the image by multiboot2 (or by
 /// Multiboot1 for an image with only that header, e.g. a test guest booted
@@ -32,6 +34,24 @@ pub fn grub_cfg(cmdline: &str, modules: &[(String, String)], mb2: bool) -> Strin
     }
     cfg.push_str("    boot\n}\n");
     cfg
+}
+
+/// `boot/grub/grub.cfg` for a Linux bzImage (booted natively, for comparison): the kernel by
+/// GRUB's `linux` command with `cmdline`, the modules as its initrds.
+pub fn grub_cfg_linux(cmdline: &str, initrds: &[(String, String)]) -> String {
+    let mut cfg = String::from("set timeout=0\nset default=0\n\nmenuentry \"linux\" {\n");
+    cfg.push_str(&line(&format!("    linux /boot/{LINUX_NAME} {cmdline}")));
+    if !initrds.is_empty() {
+        let paths: Vec<String> = initrds.iter().map(|(n, _)| format!("/boot/{n}")).collect();
+        cfg.push_str(&line(&format!("    initrd {}", paths.join(" "))));
+    }
+    cfg.push_str("    boot\n}\n");
+    cfg
+}
+
+/// Whether `image` is a Linux bzImage (boot protocol magic `HdrS` at 0x202).
+pub fn is_bzimage(image: &[u8]) -> bool {
+    image.get(0x202..0x206) == Some(b"HdrS")
 }
 
 /// Whether `image` has a Multiboot2 header (magic 0xE85250D6, 8-byte aligned,
@@ -105,7 +125,11 @@ fn module_names(modules: &[BootModule]) -> Result<Vec<(String, String)>> {
             .with_context(|| format!("module path {} has no file name", m.path.display()))?
             .to_string_lossy()
             .into_owned();
-        if name == KERNEL_NAME || name == "grub" || out.iter().any(|(n, _)| *n == name) {
+        if name == KERNEL_NAME
+            || name == LINUX_NAME
+            || name == "grub"
+            || out.iter().any(|(n, _)| *n == name)
+        {
             bail!("boot module file name `{name}` is used twice");
         }
         out.push((name, m.cmdline.clone()));
@@ -118,18 +142,22 @@ pub fn make_iso(cfg: &RunConfig, dir: &Path) -> Result<PathBuf> {
     let staging = dir.join("iso-root");
     let boot = staging.join("boot");
     std::fs::create_dir_all(boot.join("grub"))?;
-    std::fs::copy(&cfg.kernel, boot.join(KERNEL_NAME))
-        .with_context(|| format!("copying {}", cfg.kernel.display()))?;
+    let image =
+        std::fs::read(&cfg.kernel).with_context(|| format!("reading {}", cfg.kernel.display()))?;
+    let linux = is_bzimage(&image);
+    let kernel_name = if linux { LINUX_NAME } else { KERNEL_NAME };
+    std::fs::write(boot.join(kernel_name), &image)?;
     let names = module_names(&cfg.modules)?;
     for (m, (name, _)) in cfg.modules.iter().zip(&names) {
         std::fs::copy(&m.path, boot.join(name))
             .with_context(|| format!("copying module {}", m.path.display()))?;
     }
-    let mb2 = has_multiboot2_header(&std::fs::read(&cfg.kernel)?);
-    std::fs::write(
-        boot.join("grub/grub.cfg"),
-        grub_cfg(&cfg.cmdline, &names, mb2),
-    )?;
+    let grub = if linux {
+        grub_cfg_linux(&cfg.cmdline, &names)
+    } else {
+        grub_cfg(&cfg.cmdline, &names, has_multiboot2_header(&image))
+    };
+    std::fs::write(boot.join("grub/grub.cfg"), grub)?;
     let iso = dir.join("quercus.iso");
     let spinner = cfg.echo.then(|| {
         let pb = ProgressBar::new_spinner();
@@ -250,6 +278,28 @@ mod tests {
             "{cfg}"
         );
         assert!(cfg.contains("    module /boot/m x\n"), "{cfg}");
+    }
+
+    #[test]
+    fn grub_cfg_for_linux() {
+        let cfg = grub_cfg_linux(
+            "console=ttyS0 quiet",
+            &[("initrd.gz".into(), String::new())],
+        );
+        assert_eq!(
+            cfg,
+            "set timeout=0\nset default=0\n\nmenuentry \"linux\" {\n    linux /boot/bzImage console=ttyS0 quiet\n    initrd /boot/initrd.gz\n    boot\n}\n"
+        );
+        assert!(!grub_cfg_linux("", &[]).contains("initrd"));
+    }
+
+    #[test]
+    fn bzimage_detection() {
+        let mut image = vec![0u8; 0x400];
+        assert!(!is_bzimage(&image));
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        assert!(is_bzimage(&image));
+        assert!(!is_bzimage(&image[..0x204]));
     }
 
     #[test]

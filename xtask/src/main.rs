@@ -4,6 +4,7 @@ mod bench;
 mod bochs;
 mod build;
 mod console;
+mod linux_image;
 mod packages;
 mod process;
 mod qemu;
@@ -55,6 +56,12 @@ enum Command {
         /// Only emulator cases whose name contains this string.
         #[arg(long)]
         filter: Option<String>,
+    },
+    /// Build (or reuse) the Linux guest image from Debian packages; print its paths.
+    LinuxImage {
+        /// Rebuild even when the cached image's inputs are unchanged.
+        #[arg(long)]
+        force: bool,
     },
     /// Measure things.
     Bench {
@@ -110,7 +117,14 @@ struct RunArgs {
     /// Boot this multiboot ELF instead of building the hypervisor (the scenario is then unused).
     #[arg(long, conflicts_with = "debug")]
     kernel: Option<PathBuf>,
+    /// Boot the Linux guest image natively (no hypervisor), for comparison; `--cmdline` is then
+    /// added to its kernel command line (`console=ttyS0 quiet`), e.g. `quercus.test=poweroff`.
+    #[arg(long, conflicts_with_all = ["debug", "kernel", "modules"])]
+    native_linux: bool,
 }
+
+/// The kernel command line of native Linux runs, before `--cmdline`.
+const NATIVE_LINUX_CMDLINE: &str = "console=ttyS0 quiet";
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {
@@ -175,7 +189,19 @@ fn parse_module(spec: &str) -> Result<runner::BootModule> {
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let root = workspace_root();
     let mut scenario_modules = Vec::new();
+    let mut cmdline = args.cmdline;
     let kernel = match args.kernel {
+        None if args.native_linux => {
+            let image = linux_image::linux_guest(&root)?;
+            scenario_modules.push(runner::BootModule {
+                path: image.initrd,
+                cmdline: String::new(),
+            });
+            cmdline = format!("{NATIVE_LINUX_CMDLINE} {cmdline}")
+                .trim()
+                .to_string();
+            image.bzimage
+        }
         Some(path) => {
             std::path::absolute(&path).with_context(|| format!("kernel path {}", path.display()))?
         }
@@ -208,12 +234,16 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         .map(|s| Regex::new(s).with_context(|| format!("bad --fail regex `{s}`")))
         .transpose()?;
     let config = RunConfig {
-        name: args.scenario.clone(),
+        name: if args.native_linux {
+            "native-linux".to_string()
+        } else {
+            args.scenario.clone()
+        },
         kernel,
         emulator: args.emulator,
         cpus: args.cpus,
         mem_mib: args.mem,
-        cmdline: args.cmdline,
+        cmdline,
         modules: scenario_modules
             .into_iter()
             .map(Ok)
@@ -222,6 +252,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         extra_qemu_args: Vec::new(),
         expect,
         parallel: Vec::new(),
+        input: Vec::new(),
         fail,
         timeout: Duration::from_secs(args.timeout),
         echo: true,
@@ -272,6 +303,16 @@ fn main() -> ExitCode {
             })
         }
         Command::Run(args) => cmd_run(args),
+        Command::LinuxImage { force } => {
+            linux_image::build(&workspace_root(), force).map(|image| {
+                for path in [&image.bzimage, &image.initrd] {
+                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    println!("{} ({size} bytes)", path.display());
+                }
+                println!("kernel {}", image.kernel_version);
+                ExitCode::SUCCESS
+            })
+        }
         Command::Test {
             unit_only,
             emulator_only,

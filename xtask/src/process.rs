@@ -70,6 +70,11 @@ impl Guarded {
         })
     }
 
+    /// The child's piped stdin, once.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
     /// The child's piped stdout, once.
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()

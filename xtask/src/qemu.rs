@@ -80,6 +80,7 @@ mod tests {
             extra_qemu_args: vec!["-machine".into(), "acpi=off".into()],
             expect: Vec::new(),
             parallel: Vec::new(),
+            input: Vec::new(),
             fail: None,
             timeout: Duration::from_secs(1),
             echo: false,

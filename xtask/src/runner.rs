@@ -61,6 +61,9 @@ pub struct RunConfig {
     pub expect: Vec<Regex>,
     /// Further lists of regexes awaited side by side with `expect` (each in order).
     pub parallel: Vec<Vec<Regex>>,
+    /// Typed at the serial console, in order: when a console line matches the
+    /// regex, the bytes are sent (QEMU only: its serial port is on stdin).
+    pub input: Vec<(Regex, Vec<u8>)>,
     /// A console line matching this ends the run with failure.
     pub fail: Option<Regex>,
     pub timeout: Duration,
@@ -136,12 +139,17 @@ fn run_qemu(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
     }
     let stderr_path = dir.join("qemu.err");
     let stderr = File::create(&stderr_path)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr);
+    cmd.stdin(if cfg.input.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    })
+    .stdout(Stdio::piped())
+    .stderr(stderr);
     let start = Instant::now();
     let mut emu = Guarded::spawn(&mut cmd, true).context("starting qemu-system-x86_64")?;
     let stdout = emu_stdout(&mut emu)?;
+    let stdin = emu.take_stdin();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut stdout = stdout;
@@ -157,8 +165,10 @@ fn run_qemu(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
             }
         }
     });
-    let mut source = PipeSource { rx };
+    let mut source = PipeSource { rx, stdin };
     let mut outcome = watch(cfg, &mut emu, &mut source, start)?;
+    // The whole console, for reading after a failure.
+    let _ = std::fs::write(dir.join("console.log"), outcome.lines.join("\n"));
     if !outcome.matched {
         outcome.diagnostics = log_tails(&[stderr_path]);
     }
@@ -207,6 +217,8 @@ fn run_bochs(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
         return Ok(interactive_outcome(status, start));
     }
     let mut outcome = watch(cfg, &mut emu, &mut source, start)?;
+    // The whole console, for reading after a failure.
+    let _ = std::fs::write(dir.join("console.log"), outcome.lines.join("\n"));
     if outcome.matched {
         // The ISO is the only large file; keep everything of failed runs for debugging.
         let _ = std::fs::remove_file(&iso);
@@ -263,14 +275,24 @@ trait ConsoleSource {
     fn poll(&mut self, wait: Duration) -> Vec<u8>;
     /// Whatever is left once the emulator has exited.
     fn drain(&mut self) -> Vec<u8>;
+    /// Types `bytes` at the console, where the emulator takes input.
+    fn send(&mut self, _bytes: &[u8]) {}
 }
 
-/// QEMU's stdout, read by a thread.
+/// QEMU's stdout, read by a thread; its stdin is the serial input.
 struct PipeSource {
     rx: Receiver<Vec<u8>>,
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl ConsoleSource for PipeSource {
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(bytes).and_then(|()| stdin.flush());
+        }
+    }
+
     fn poll(&mut self, wait: Duration) -> Vec<u8> {
         match self.rx.recv_timeout(wait) {
             Ok(mut bytes) => {
@@ -328,6 +350,9 @@ struct Watch<'a> {
     matcher: Matcher,
     lines: Vec<String>,
     start: Instant,
+    /// Input steps not yet triggered, and bytes ready to type.
+    input: std::collections::VecDeque<(Regex, Vec<u8>)>,
+    typed: Vec<u8>,
 }
 
 impl Watch<'_> {
@@ -343,6 +368,11 @@ impl Watch<'_> {
                 println!("{line}");
             }
             let verdict = self.matcher.feed(&line);
+            if self.input.front().is_some_and(|(re, _)| re.is_match(&line)) {
+                if let Some((_, bytes)) = self.input.pop_front() {
+                    self.typed.extend_from_slice(&bytes);
+                }
+            }
             self.lines.push(line);
             match verdict {
                 Verdict::Pending => {}
@@ -397,12 +427,17 @@ fn watch(
         matcher: Matcher::with_parallel(cfg.expect.clone(), cfg.parallel.clone(), cfg.fail.clone()),
         lines: Vec::new(),
         start,
+        input: cfg.input.iter().cloned().collect(),
+        typed: Vec::new(),
     };
     let deadline = start + cfg.timeout;
     loop {
         if let Some(outcome) = w.take(&source.poll(POLL)) {
             emu.kill();
             return Ok(outcome);
+        }
+        if !w.typed.is_empty() {
+            source.send(&std::mem::take(&mut w.typed));
         }
         if let Some(status) = emu.try_wait()? {
             emu.kill();

@@ -33,6 +33,9 @@ pub enum Fail {
     Custom(&'static str),
 }
 
+/// A check of a whole console log: `Err` says what is wrong.
+pub type PostCheck = fn(&[String]) -> Result<(), String>;
+
 #[derive(Clone, Debug)]
 pub struct TestCase {
     pub name: &'static str,
@@ -48,6 +51,10 @@ pub struct TestCase {
     pub expect: Vec<String>,
     /// Further expected-line lists awaited side by side with `expect` (one per VM).
     pub parallel: Vec<Vec<String>>,
+    /// Typed at the console (QEMU): when a line matches the regex, send the text.
+    pub input: Vec<(&'static str, &'static str)>,
+    /// A check of the whole console log once the expected lines were seen.
+    pub post_check: Option<PostCheck>,
     pub fail: Fail,
     pub timeout_secs: u64,
 }
@@ -70,6 +77,8 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         scenario: "default",
         expect: vec![ready(cpus)],
         parallel: Vec::new(),
+        input: Vec::new(),
+        post_check: None,
         fail: Fail::Default,
         timeout_secs: if qemu { 60 } else { 180 },
     }
@@ -118,9 +127,103 @@ fn guest(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// The exits total of each `stats vm0` table row, in order.
+fn vm0_exit_totals(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("vm0") && f.next() == Some("0")).then(|| f.next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Index of the first line matching `pred` at or after `from`.
+fn find(lines: &[String], from: usize, pred: impl Fn(&str) -> bool) -> Option<usize> {
+    lines
+        .iter()
+        .skip(from)
+        .position(|l| pred(l))
+        .map(|i| i + from)
+}
+
+/// What the scripted shell session must show beyond its expected lines:
+/// exit counts grow, a paused VM prints nothing, a stopped VM stays silent
+/// while the other goes on.
+fn shell_session_check(lines: &[String]) -> Result<(), String> {
+    let totals = vm0_exit_totals(lines);
+    match totals[..] {
+        [first, .., last] if last > first => {}
+        _ => {
+            return Err(format!(
+                "vm0's exit count did not grow across `stats` calls: {totals:?}"
+            ))
+        }
+    }
+    let paused = find(lines, 0, |l| l == "vm0: paused").ok_or("no `vm0: paused`")?;
+    let resumed =
+        find(lines, paused, |l| l == "vm0: running").ok_or("no `vm0: running` after the pause")?;
+    if let Some(i) =
+        find(lines, paused + 1, |l| l.starts_with("[vm0] tick")).filter(|&i| i < resumed)
+    {
+        return Err(format!("vm0 printed while paused: {}", lines[i]));
+    }
+    let stopped = find(lines, resumed, |l| l == "vm1: stopped").ok_or("no `vm1: stopped`")?;
+    if let Some(i) = find(lines, stopped + 1, |l| l.starts_with("[vm1] tick")) {
+        return Err(format!("vm1 printed after it was stopped: {}", lines[i]));
+    }
+    find(lines, stopped + 1, |l| l.starts_with("[vm0] tick"))
+        .ok_or("vm0 did not go on after vm1 stopped")?;
+    Ok(())
+}
+
+/// The scripted shell session on the `shell` scenario (two VMs that stay up).
+fn shell_session() -> TestCase {
+    const STATS_VM0: &str = r"^vm0\s+0\s+\d+\s";
+    TestCase {
+        scenario: "shell",
+        cpus: 3,
+        input: vec![
+            (r"^\[vm1\] tick 2$", "vm_list\r"),
+            (r"^1\s+vm1\s+running\s", "vm_console vm0\r"),
+            (r"attached to vm0", "hello quercus\r"),
+            (r"^got: hello quercus$", "\x01d"),
+            (r"^\[detached from vm0\]$", "stats vm0\r"),
+            (STATS_VM0, "vm_pause vm0\r"),
+            (r"^vm0: paused$", "vcpu_dumpreg vm0 0\r"),
+            (r"^rip\s+0x", "stats vm0\r"),
+            (STATS_VM0, "vm_resume vm0\r"),
+            (r"^vm0: running$", "vm_stop vm1\r"),
+            (r"^vm1: stopped$", "bogus 0xZZ\r"),
+            (r"unknown command", "dump_guest_mem vm0 0xFFFFFFFFFFFF 16\r"),
+            (r"not RAM of VM", "stats vm0\r"),
+        ],
+        expect: vec![
+            r"^0\s+vm0\s+running\s+pre-launched".into(),
+            r"attached to vm0".into(),
+            r"^got: hello quercus$".into(),
+            r"^\[detached from vm0\]$".into(),
+            STATS_VM0.into(),
+            r"^vm0: paused$".into(),
+            r"^rip\s+0x[0-9a-f]+".into(),
+            STATS_VM0.into(),
+            r"^vm0: running$".into(),
+            r"^vm1: stopped$".into(),
+            r"unknown command".into(),
+            r"not RAM of VM".into(),
+            STATS_VM0.into(),
+            r"^\[vm0\] tick".into(),
+        ],
+        post_check: Some(shell_session_check),
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot("shell-session-qemu", Emulator::Qemu, 3)
+    }
+}
+
 /// The emulator test table, run in this order.
 pub fn cases() -> Vec<TestCase> {
     vec![
+        shell_session(),
         guest("guest-qemu-svm", Emulator::Qemu),
         guest("guest-bochs-svm", Emulator::BochsAmd),
         guest("guest-bochs-vmx", Emulator::Bochs),
@@ -201,8 +304,15 @@ impl TestCase {
             })
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("{}: bad regex", self.name))?;
+        let input = self
+            .input
+            .iter()
+            .map(|(re, text)| Ok((Regex::new(re)?, text.as_bytes().to_vec())))
+            .collect::<Result<Vec<_>, regex::Error>>()
+            .with_context(|| format!("{}: bad input regex", self.name))?;
         Ok(RunConfig {
             parallel,
+            input,
             name: self.name.to_string(),
             kernel: kernel.to_path_buf(),
             emulator: self.emulator,
@@ -310,6 +420,23 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
             .and_then(|cfg| runner::run(&cfg));
         pb.finish_and_clear();
         match result {
+            Ok(outcome)
+                if outcome.matched
+                    && case
+                        .post_check
+                        .is_some_and(|check| check(&outcome.lines).is_err()) =>
+            {
+                failed += 1;
+                let why = case
+                    .post_check
+                    .map(|check| check(&outcome.lines))
+                    .and_then(Result::err)
+                    .unwrap_or_default();
+                println!("FAIL {}: {why}", case.name);
+                for line in console::tail(&outcome.lines, 40) {
+                    println!("  | {line}");
+                }
+            }
             Ok(outcome) if outcome.matched => {
                 passed += 1;
                 let secs = outcome.elapsed_to_match.unwrap_or_default().as_secs_f64();

@@ -106,6 +106,18 @@ pub fn id() -> u32 {
     read(REG_ID) >> 24
 }
 
+const REG_LVT_TIMER: usize = 0x320;
+const REG_TIMER_INITIAL: usize = 0x380;
+const REG_TIMER_DIVIDE: usize = 0x3E0;
+
+/// Starts this CPU's LAPIC timer in periodic mode: `vector` every
+/// `count` bus ticks divided by 16 (used to poll the console).
+pub fn start_periodic_timer(vector: u8, count: u32) {
+    write(REG_TIMER_DIVIDE, 0b0011);
+    write(REG_LVT_TIMER, (1 << 17) | u32::from(vector));
+    write(REG_TIMER_INITIAL, count);
+}
+
 /// Signals end of interrupt.
 pub fn eoi() {
     write(REG_EOI, 0);

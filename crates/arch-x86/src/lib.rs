@@ -16,6 +16,8 @@ pub mod guest_state;
 #[cfg(feature = "bare-metal")]
 pub mod heap;
 pub mod io;
+#[cfg(feature = "bare-metal")]
+pub mod ioapic;
 pub mod lapic;
 #[cfg(feature = "bare-metal")]
 pub mod mem;
@@ -24,6 +26,8 @@ pub mod percpu;
 #[cfg(feature = "bare-metal")]
 pub mod phys;
 pub mod pic;
+#[cfg(feature = "bare-metal")]
+pub mod safe_msr;
 pub mod serial;
 #[cfg(feature = "bare-metal")]
 pub mod smp;

@@ -5,6 +5,8 @@
 //! Every vector runs on an IST stack: the prebuilt `core` uses the red zone,
 //! so the CPU must never push an interrupt frame onto the interrupted stack.
 
+extern crate alloc;
+
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Once;
@@ -43,6 +45,15 @@ pub struct TrapFrame {
 pub type Handler = fn(&mut TrapFrame);
 
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+/// Interrupts taken per vector, all CPUs together.
+static COUNTS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+
+/// (vector, times taken) for every interrupt vector (32..=255).
+pub fn vector_counts() -> alloc::vec::Vec<(u8, u64)> {
+    (32..=255u8)
+        .map(|v| (v, COUNTS[usize::from(v)].load(Ordering::Relaxed) as u64))
+        .collect()
+}
 
 /// Installs `handler` for interrupt `vector` (must be >= 32).
 pub fn set_handler(vector: u8, handler: Handler) {
@@ -249,10 +260,19 @@ pub fn dump(frame: &TrapFrame) {
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
+    if vector == 13 {
+        if let Some(resume) = crate::safe_msr::fixup(frame.rip) {
+            frame.rip = resume;
+            return;
+        }
+    }
     if vector < 32 {
         dump(frame);
         crate::println!("quercus: cpu{} stopped", crate::lapic::current_cpu_label());
         crate::cpu::halt_forever();
+    }
+    if let Some(c) = COUNTS.get(vector as usize) {
+        c.fetch_add(1, Ordering::Relaxed);
     }
     if vector == u64::from(crate::lapic::SPURIOUS_VECTOR) {
         return;

@@ -38,6 +38,11 @@ pub trait VmHost {
     fn idle(&mut self);
     /// Whether the VM was asked to stop (by the operator, or another vCPU).
     fn stop_requested(&self) -> bool;
+    /// Whether the hypervisor needs this vCPU's run loop (a stop or pause
+    /// request, a question from another pCPU): a halted vCPU wakes up for it.
+    fn needs_attention(&self) -> bool {
+        self.stop_requested()
+    }
 }
 
 /// Why a vCPU stops for good.
@@ -94,6 +99,8 @@ pub struct VcpuExits {
     pub cpuid: CpuidPolicy,
     pub msrs: MsrPolicy,
     pub lapic: VLapic,
+    /// Interrupts injected so far.
+    pub injected: u64,
 }
 
 impl VcpuExits {
@@ -110,6 +117,7 @@ impl VcpuExits {
                 apic_base: XAPIC_BASE | (1 << 11) | bsp,
             },
             lapic: VLapic::new(u32::from(vcpu_id), tsc_hz),
+            injected: 0,
         }
     }
 
@@ -121,6 +129,7 @@ impl VcpuExits {
             if let Some(vector) = self.lapic.pending() {
                 vcpu.inject(Event::Interrupt { vector });
                 self.lapic.accept(vector);
+                self.injected += 1;
             }
         } else {
             self.lapic.poll(now);
@@ -252,7 +261,7 @@ impl VcpuExits {
         let interrupts_on = vcpu.rflags() & (1 << 9) != 0;
         loop {
             self.lapic.poll(host.now());
-            if self.lapic.pending().is_some() || host.stop_requested() {
+            if self.lapic.pending().is_some() || host.needs_attention() {
                 return Flow::Continue;
             }
             match self.lapic.next_deadline() {

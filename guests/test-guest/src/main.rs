@@ -5,7 +5,8 @@
 //! `TEST <name> PASS`, `TEST <name> FAIL <why>`, `TEST <name> SKIP native`,
 //! then `TESTS DONE <passed> passed <failed> failed`, then powers off
 //! (Quercus hypercall 3, else QEMU's isa-debug-exit at 0xF4, else halts).
-//! Command-line words: `bench` (CPUID round-trip benchmark), `crash`
+//! Command-line words: `console` (stay up after the tests: heartbeat and echo),
+//! `bench` (CPUID round-trip benchmark), `crash`
 //! (triple-fault on purpose after the tests, announced by
 //! `TEST triple-fault ARMED`). See `tests.rs` for what each test checks.
 
@@ -76,6 +77,9 @@ pub struct Env {
     pub tsc_khz: u32,
     pub bench: bool,
     pub crash: bool,
+    /// After the tests, stay up: print a heartbeat and echo console input
+    /// (the shell tests attach to it, pause it, stop it).
+    pub console: bool,
     /// Also run the guest's own `selftest-*` checks of its fault handling.
     pub selftest: bool,
 }
@@ -118,6 +122,7 @@ impl Env {
             tsc_khz,
             bench: boot.has_word(b"bench"),
             crash: boot.has_word(b"crash"),
+            console: boot.has_word(b"console"),
             selftest: boot.has_word(b"selftest"),
             boot,
         }
@@ -171,7 +176,48 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
     if env.crash {
         triple_fault();
     }
+    if env.console {
+        console_loop(&env);
+    }
     power_off(tally.failed == 0)
+}
+
+/// Prints `tick N` about every 200 ms and echoes each line typed on the
+/// console as `got: <line>`; never returns.
+fn console_loop(env: &Env) -> ! {
+    let khz = if env.tsc_khz == 0 {
+        1_000_000
+    } else {
+        env.tsc_khz
+    };
+    let ticks_per_period = u64::from(khz) * 200;
+    let mut next = cpu::rdtsc() + ticks_per_period;
+    let mut tick = 0u64;
+    let mut line = [0u8; 64];
+    let mut len = 0usize;
+    loop {
+        if serial::read(serial::LSR) & 1 != 0 {
+            let b = serial::read(0);
+            match b {
+                b'\r' | b'\n' if len > 0 => {
+                    out!("got: {}", Ascii(&line[..len]));
+                    len = 0;
+                }
+                b'\r' | b'\n' => {}
+                _ if len < line.len() => {
+                    line[len] = b;
+                    len += 1;
+                }
+                _ => {}
+            }
+        }
+        if cpu::rdtsc() >= next {
+            tick += 1;
+            out!("tick {tick}");
+            next += ticks_per_period;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Waits (bounded) until COM1 has sent everything.

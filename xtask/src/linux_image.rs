@@ -1,0 +1,1041 @@
+//! The Linux test guest: Debian's kernel (a bzImage) and a busybox initramfs, both made from Debian
+//! packages at test time and cached in `target/guest-images/linux/` (nothing prebuilt is committed).
+//!
+//! `linux_guest` resolves `linux-image-amd64` to the versioned kernel package it depends on, downloads
+//! that and `busybox-static` into `target/guest-images/debs/` with `apt-get download`, unpacks them with
+//! `dpkg-deb -x` and writes the initramfs (a gzip'd newc cpio made here). A stamp file holds a hash of
+//! the inputs (the exact .deb files, the /init script, the module list, the layout version): when it
+//! matches, the cached image is used as is.
+//!
+//! The guest's /init prints machine-checkable lines on the console:
+//! `QUERCUS-GUEST: up`, then `QUERCUS-GUEST: cpus=N mem_kb=N kernel=VERSION`, then acts on the kernel
+//! command line (see [`INIT_SCRIPT`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The metapackage that names the current kernel package in its Depends.
+pub const KERNEL_META: &str = "linux-image-amd64";
+/// A static busybox at `/bin/busybox`.
+pub const BUSYBOX: &str = "busybox-static";
+/// Modules copied into the initramfs (with what they depend on) for the virtio devices a VM may get;
+/// `quercus.modules=1` on the command line loads them.
+pub const MODULE_ROOTS: &[&str] = &[
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+];
+/// Bump when the image layout changes in a way the other inputs do not show (cpio writer, file list).
+const LAYOUT_VERSION: u32 = 1;
+/// The file in the initramfs listing the module paths in load (`insmod`) order.
+const MODULE_LIST: &str = "etc/quercus-modules";
+
+/// The initramfs's `/init`.
+///
+/// Kernel command line words it acts on (read from /proc/cmdline):
+/// - `quercus.modules=1`: insmod the virtio modules, then `QUERCUS-GUEST: modules loaded=N of M`.
+/// - `quercus.test=poweroff`: `poweroff -f` (ACPI), after `QUERCUS-GUEST: powering off`.
+/// - `quercus.test=reboot` (or `reboot-once`): `QUERCUS-GUEST: rebooting`, `reboot -f`. Nothing survives
+///   the reboot and the command line is the same, so this reboots forever: a test waits for the second
+///   `QUERCUS-GUEST: up`.
+/// - `quercus.test=panic`: `QUERCUS-GUEST: panicking`, then a sysrq crash (a kernel panic).
+/// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
+pub const INIT_SCRIPT: &str = r#"#!/bin/sh
+# /init of the Quercus Linux test guest (written by cargo xtask: xtask/src/linux_image.rs).
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+echo "QUERCUS-GUEST: up"
+mem_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+echo "QUERCUS-GUEST: cpus=$(nproc) mem_kb=$mem_kb kernel=$(uname -r)"
+test=
+modules=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        quercus.test=*) test="${arg#quercus.test=}" ;;
+        quercus.modules=*) modules="${arg#quercus.modules=}" ;;
+    esac
+done
+if [ "$modules" = 1 ]; then
+    loaded=0
+    total=0
+    for m in $(cat /etc/quercus-modules); do
+        total=$((total + 1))
+        insmod "$m" && loaded=$((loaded + 1))
+    done
+    echo "QUERCUS-GUEST: modules loaded=$loaded of $total"
+fi
+case "$test" in
+    poweroff)
+        echo "QUERCUS-GUEST: powering off"
+        poweroff -f
+        echo "QUERCUS-GUEST: poweroff failed"
+        ;;
+    reboot|reboot-once)
+        echo "QUERCUS-GUEST: rebooting"
+        reboot -f
+        echo "QUERCUS-GUEST: reboot failed"
+        ;;
+    panic)
+        echo "QUERCUS-GUEST: panicking"
+        echo c > /proc/sysrq-trigger
+        ;;
+    "")
+        ;;
+    *)
+        echo "QUERCUS-GUEST: unknown quercus.test=$test"
+        ;;
+esac
+echo "QUERCUS-GUEST: shell"
+while true; do
+    setsid cttyhack sh
+    echo "QUERCUS-GUEST: shell exited, starting another"
+done
+"#;
+
+/// The built image.
+#[derive(Clone, Debug)]
+pub struct LinuxImage {
+    pub bzimage: PathBuf,
+    pub initrd: PathBuf,
+    /// `uname -r` of the kernel, e.g. `6.1.0-56-amd64`.
+    pub kernel_version: String,
+}
+
+/// `<root>/target/guest-images`.
+pub fn images_dir(root: &Path) -> PathBuf {
+    root.join("target").join("guest-images")
+}
+
+/// Build (or reuse) the Linux guest image.
+pub fn linux_guest(root: &Path) -> Result<LinuxImage> {
+    build(root, false)
+}
+
+/// Build the Linux guest image; `force` rebuilds it even when the stamp matches.
+pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
+    let dir = images_dir(root);
+    let out = dir.join("linux");
+    let debs_dir = dir.join("debs");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(&debs_dir)?;
+    let image = LinuxImage {
+        bzimage: out.join("bzImage"),
+        initrd: out.join("initrd.gz"),
+        kernel_version: String::new(),
+    };
+    let stamp_path = out.join("stamp");
+
+    let mut apt = Apt::default();
+    let debs = apt.resolve()?;
+    let manifest = inputs_manifest(&debs);
+    let hash = fnv1a64(manifest.as_bytes());
+    if !force && image.bzimage.is_file() && image.initrd.is_file() {
+        if let Ok(text) = std::fs::read_to_string(&stamp_path) {
+            if let Some(version) = stamp_matches(&text, hash) {
+                return Ok(LinuxImage {
+                    kernel_version: version,
+                    ..image
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&stamp_path);
+
+    let started = Instant::now();
+    let debs = apt.download(debs, &debs_dir)?;
+    // The lists may have changed under an `apt-get update` during the download.
+    let manifest = inputs_manifest(&debs);
+    let hash = fnv1a64(manifest.as_bytes());
+    let t_download = started.elapsed();
+
+    let started = Instant::now();
+    let staging = dir.join(format!("staging-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let kernel_root = staging.join("kernel");
+    let busybox_root = staging.join("busybox");
+    with_spinner(&format!("dpkg-deb -x {}", debs.kernel.filename), || {
+        dpkg_extract(&debs_dir.join(&debs.kernel.filename), &kernel_root)
+    })?;
+    dpkg_extract(&debs_dir.join(&debs.busybox.filename), &busybox_root)?;
+    let t_extract = started.elapsed();
+
+    let started = Instant::now();
+    let result = assemble(&kernel_root, &busybox_root, &image);
+    let _ = std::fs::remove_dir_all(&staging);
+    let (kernel_version, module_count) = result?;
+    let t_initramfs = started.elapsed();
+
+    let stamp = format!("{manifest}kernel_version={kernel_version}\nhash={hash:016x}\n");
+    std::fs::write(&stamp_path, stamp)?;
+    eprintln!(
+        "linux image: kernel {kernel_version}, {module_count} modules; download {:.1} s, extract {:.1} s, initramfs {:.1} s",
+        t_download.as_secs_f64(),
+        t_extract.as_secs_f64(),
+        t_initramfs.as_secs_f64()
+    );
+    Ok(LinuxImage {
+        kernel_version,
+        ..image
+    })
+}
+
+/// Copy the bzImage out of the unpacked kernel package and write the initramfs; returns the kernel
+/// version and the number of modules in the initramfs.
+fn assemble(
+    kernel_root: &Path,
+    busybox_root: &Path,
+    image: &LinuxImage,
+) -> Result<(String, usize)> {
+    let (vmlinuz, version) = find_vmlinuz(&kernel_root.join("boot"))?;
+    let kernel = std::fs::read(&vmlinuz)?;
+    if !crate::bochs::is_bzimage(&kernel) {
+        bail!("{} is not a bzImage (no HdrS header)", vmlinuz.display());
+    }
+    write_atomically(&image.bzimage, &kernel)?;
+
+    let busybox = std::fs::read(busybox_root.join("bin/busybox"))
+        .context("busybox-static has no bin/busybox")?;
+    let modules_dir = kernel_root.join("lib/modules").join(&version);
+    let modules = module_files(&modules_dir)?;
+    let order = load_order(MODULE_ROOTS, |name| {
+        let rel = modules
+            .get(name)
+            .with_context(|| format!("kernel module {name} is not in the kernel package"))?;
+        let bytes = std::fs::read(modules_dir.join(rel))?;
+        modinfo_depends(&bytes).with_context(|| format!("reading the modinfo of {rel}"))
+    })?;
+
+    let mut cpio = Cpio::default();
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "proc", "sys", "tmp", "dev",
+    ] {
+        cpio.dir(d, 0o755);
+    }
+    cpio.char_dev("dev/console", 0o600, 5, 1);
+    cpio.char_dev("dev/ttyS0", 0o660, 4, 64);
+    cpio.file("bin/busybox", 0o755, &busybox);
+    cpio.symlink("bin/sh", "busybox");
+    cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    let mut list = String::new();
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    for name in &order {
+        let rel = &modules[name];
+        let dest = format!("lib/modules/{version}/{rel}");
+        // Parent directories first, each once.
+        let mut prefix = String::new();
+        for part in Path::new(&dest).parent().into_iter().flat_map(|p| p.iter()) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(&part.to_string_lossy());
+            if made.insert(prefix.clone()) {
+                cpio.dir(&prefix, 0o755);
+            }
+        }
+        cpio.file(&dest, 0o644, &std::fs::read(modules_dir.join(rel))?);
+        list.push_str(&format!("/{dest}\n"));
+    }
+    cpio.file(MODULE_LIST, 0o644, list.as_bytes());
+    let archive = cpio.finish();
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&archive)?;
+    write_atomically(&image.initrd, &gz.finish()?)?;
+    Ok((version, order.len()))
+}
+
+/// `boot/vmlinuz-VERSION` (exactly one) and VERSION.
+fn find_vmlinuz(boot: &Path) -> Result<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(boot).with_context(|| format!("reading {}", boot.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(version) = name.strip_prefix("vmlinuz-") {
+            found.push((entry.path(), version.to_string()));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => bail!("expected one vmlinuz-* in {}, found {n}", boot.display()),
+    }
+}
+
+/// Module name (`-` read as `_`, as the kernel does) to its path relative to `modules_dir`, for every
+/// uncompressed `.ko` under `modules_dir/kernel`.
+fn module_files(modules_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![modules_dir.join("kernel")];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ko"))
+            {
+                let rel = path
+                    .strip_prefix(modules_dir)
+                    .expect("walked below modules_dir")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(stem.replace('-', "_"), rel);
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no uncompressed .ko modules under {} (compressed modules are not handled)",
+            modules_dir.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Write `path` through a temporary file and a rename, so that readers never see half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debian packages
+// ---------------------------------------------------------------------------------------------
+
+/// One .deb as `apt-get download --print-uris` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebFile {
+    pub package: String,
+    /// The file name `apt-get download` writes (it carries the version).
+    pub filename: String,
+    pub size: u64,
+    /// `SHA256:...` (or whatever hash apt prints).
+    pub hash: String,
+}
+
+/// The two packages the image is made from.
+#[derive(Clone, Debug)]
+pub struct Debs {
+    pub kernel: DebFile,
+    pub busybox: DebFile,
+}
+
+/// apt-get and apt-cache, with at most one `apt-get update` per build.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    /// The current kernel package and busybox-static, by the package lists (updated once if empty).
+    fn resolve(&mut self) -> Result<Debs> {
+        match resolve_debs() {
+            Ok(debs) => Ok(debs),
+            Err(err) if !self.updated => {
+                eprintln!("linux image: {err:#}; updating the package lists");
+                self.update()?;
+                resolve_debs()
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Download the .debs not yet in `dir` (an `apt-get update` and a fresh resolve when that fails,
+    /// e.g. lists so old that the mirror no longer has the files); returns what is in `dir`.
+    fn download(&mut self, debs: Debs, dir: &Path) -> Result<Debs> {
+        match download_debs(&debs, dir) {
+            Ok(()) => Ok(debs),
+            Err(err) if !self.updated => {
+                eprintln!("linux image: {err:#}; updating the package lists and retrying");
+                self.update()?;
+                let debs = resolve_debs()?;
+                download_debs(&debs, dir)?;
+                Ok(debs)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.updated = true;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "the package lists need updating for the Linux guest image: run `sudo apt-get update`"
+            );
+        }
+        let output = with_spinner("apt-get update", || {
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output()
+                .context("running apt-get update")
+        })?;
+        check_output("apt-get update", &output)
+    }
+}
+
+fn resolve_debs() -> Result<Debs> {
+    let output = Command::new("apt-cache")
+        .args(["depends", KERNEL_META])
+        .output()
+        .context("running apt-cache")?;
+    check_output(&format!("apt-cache depends {KERNEL_META}"), &output)?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let kernel_pkg = kernel_package_from_depends(&text)
+        .with_context(|| format!("no linux-image-* in the Depends of {KERNEL_META}:\n{text}"))?;
+    let output = Command::new("apt-get")
+        .args(["download", "--print-uris", &kernel_pkg, BUSYBOX])
+        .output()
+        .context("running apt-get")?;
+    check_output(
+        &format!("apt-get download --print-uris {kernel_pkg} {BUSYBOX}"),
+        &output,
+    )?;
+    let files = parse_print_uris(&String::from_utf8_lossy(&output.stdout))?;
+    let pick = |pkg: &str| {
+        files
+            .iter()
+            .find(|f| f.package == pkg)
+            .cloned()
+            .with_context(|| format!("apt-get download --print-uris did not name {pkg}"))
+    };
+    Ok(Debs {
+        kernel: pick(&kernel_pkg)?,
+        busybox: pick(BUSYBOX)?,
+    })
+}
+
+/// `apt-get download` each .deb missing from `dir` (or of the wrong size).
+fn download_debs(debs: &Debs, dir: &Path) -> Result<()> {
+    for deb in [&debs.kernel, &debs.busybox] {
+        let path = dir.join(&deb.filename);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == deb.size) {
+            continue;
+        }
+        let _ = std::fs::remove_file(&path);
+        let output = with_spinner(&format!("apt-get download {}", deb.package), || {
+            Command::new("apt-get")
+                .args(["download", &deb.package])
+                .current_dir(dir)
+                .output()
+                .context("running apt-get download")
+        })?;
+        check_output(&format!("apt-get download {}", deb.package), &output)?;
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len != deb.size {
+            bail!(
+                "apt-get download {} left {} with {len} bytes, expected {}",
+                deb.package,
+                path.display(),
+                deb.size
+            );
+        }
+    }
+    Ok(())
+}
+
+fn dpkg_extract(deb: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let output = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(dest)
+        .output()
+        .context("running dpkg-deb")?;
+    check_output(&format!("dpkg-deb -x {}", deb.display()), &output)
+}
+
+fn check_output(what: &str, output: &std::process::Output) -> Result<()> {
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    bail!(
+        "`{what}` failed ({}):\n{}",
+        output.status,
+        crate::console::tail(&lines, 20).join("\n")
+    )
+}
+
+fn with_spinner<T>(message: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+    );
+    pb.set_message(message.to_string());
+    pb.enable_steady_tick(Duration::from_millis(100));
+    let result = f();
+    pb.finish_and_clear();
+    result
+}
+
+/// The versioned kernel package in `apt-cache depends linux-image-amd64` output
+/// (`  Depends: linux-image-6.1.0-56-amd64`) or in an `apt-cache show` / control Depends field
+/// (`Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)`): the first `linux-image-<digit>...` name.
+pub fn kernel_package_from_depends(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim_start().trim_start_matches('|');
+            l.strip_prefix("Depends:")
+        })
+        .flat_map(|deps| deps.split([',', '|']))
+        .map(|dep| {
+            dep.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+        .find(|name| {
+            name.strip_prefix("linux-image-")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+}
+
+/// Lines of `apt-get download --print-uris`: `'URL' FILENAME SIZE HASH`. The package name is the
+/// file name up to its first `_`.
+pub fn parse_print_uris(text: &str) -> Result<Vec<DebFile>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with('\'')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, filename, size, hash] = fields[..] else {
+            bail!("unexpected apt-get --print-uris line `{line}`");
+        };
+        let package = filename
+            .split_once('_')
+            .map(|(p, _)| p)
+            .with_context(|| format!("no `_` in .deb file name `{filename}`"))?;
+        out.push(DebFile {
+            package: package.to_string(),
+            filename: filename.to_string(),
+            size: size
+                .parse()
+                .with_context(|| format!("bad size in `{line}`"))?,
+            hash: hash.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stamp
+// ---------------------------------------------------------------------------------------------
+
+/// Every input of the image, one `key=value` a line (the stamp file starts with these lines).
+pub fn inputs_manifest(debs: &Debs) -> String {
+    format!(
+        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\n",
+        debs.kernel.filename,
+        debs.kernel.hash,
+        debs.busybox.filename,
+        debs.busybox.hash,
+        MODULE_ROOTS.join(","),
+        fnv1a64(INIT_SCRIPT.as_bytes()),
+    )
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The kernel version a stamp records, if its `hash=` line is `hash`.
+pub fn stamp_matches(stamp: &str, hash: u64) -> Option<String> {
+    let field = |key: &str| {
+        stamp
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    };
+    let recorded = u64::from_str_radix(field("hash")?, 16).ok()?;
+    let version = field("kernel_version")?;
+    (recorded == hash && !version.is_empty()).then(|| version.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel modules
+// ---------------------------------------------------------------------------------------------
+
+/// The `depends=` list of a kernel module (an ELF64 relocatable with a `.modinfo` section of
+/// NUL-separated `key=value` strings).
+pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>> {
+    let modinfo = elf_section(elf, ".modinfo")?.context("no .modinfo section")?;
+    Ok(modinfo
+        .split(|&b| b == 0)
+        .filter_map(|s| s.strip_prefix(b"depends="))
+        .flat_map(|deps| {
+            String::from_utf8_lossy(deps)
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// The contents of the named section of a little-endian ELF64 file.
+fn elf_section<'a>(elf: &'a [u8], name: &str) -> Result<Option<&'a [u8]>> {
+    if elf.len() < 64 || elf[..4] != *b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        bail!("not a little-endian ELF64 file");
+    }
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let bad = || anyhow::anyhow!("truncated ELF section headers");
+    let shoff = usize::try_from(u64_at(0x28).ok_or_else(bad)?)?;
+    let shentsize = usize::from(u16_at(0x3A).ok_or_else(bad)?);
+    let shnum = usize::from(u16_at(0x3C).ok_or_else(bad)?);
+    let shstrndx = usize::from(u16_at(0x3E).ok_or_else(bad)?);
+    if shentsize < 64 {
+        bail!("ELF section header size {shentsize} < 64");
+    }
+    let section = |i: usize| -> Result<(u32, &'a [u8])> {
+        let h = shoff + i * shentsize;
+        let name = u32_at(h).ok_or_else(bad)?;
+        let offset = usize::try_from(u64_at(h + 0x18).ok_or_else(bad)?)?;
+        let size = usize::try_from(u64_at(h + 0x20).ok_or_else(bad)?)?;
+        let data = elf
+            .get(offset..offset.checked_add(size).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        Ok((name, data))
+    };
+    let (_, strtab) = section(shstrndx)?;
+    for i in 0..shnum {
+        let (name_off, data) = section(i)?;
+        let Some(rest) = strtab.get(name_off as usize..) else {
+            continue;
+        };
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        if rest[..end] == *name.as_bytes() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+/// `roots` and everything they depend on, dependencies before their users (depth-first post-order,
+/// roots in the given order): the order to `insmod` them in.
+pub fn load_order(
+    roots: &[&str],
+    mut depends: impl FnMut(&str) -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    fn visit(
+        name: &str,
+        depends: &mut dyn FnMut(&str) -> Result<Vec<String>>,
+        done: &mut Vec<String>,
+        path: &mut Vec<String>,
+    ) -> Result<()> {
+        if done.iter().any(|d| d == name) {
+            return Ok(());
+        }
+        if path.iter().any(|p| p == name) {
+            bail!("module dependency cycle: {} -> {name}", path.join(" -> "));
+        }
+        path.push(name.to_string());
+        for dep in depends(name)? {
+            visit(&dep, depends, done, path)?;
+        }
+        path.pop();
+        done.push(name.to_string());
+        Ok(())
+    }
+    let mut done = Vec::new();
+    for root in roots {
+        visit(root, &mut depends, &mut done, &mut Vec::new())?;
+    }
+    Ok(done)
+}
+
+// ---------------------------------------------------------------------------------------------
+// newc cpio
+// ---------------------------------------------------------------------------------------------
+
+const S_IFDIR: u32 = 0o040_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFLNK: u32 = 0o120_000;
+const S_IFCHR: u32 = 0o020_000;
+
+/// A newc ("070701") cpio archive being written: entries owned by root, mtime 0 (reproducible).
+#[derive(Default)]
+pub struct Cpio {
+    buf: Vec<u8>,
+    next_ino: u32,
+}
+
+impl Cpio {
+    pub fn dir(&mut self, name: &str, perm: u32) {
+        self.entry(name, S_IFDIR | perm, 2, (0, 0), &[]);
+    }
+
+    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, S_IFREG | perm, 1, (0, 0), data);
+    }
+
+    pub fn symlink(&mut self, name: &str, target: &str) {
+        self.entry(name, S_IFLNK | 0o777, 1, (0, 0), target.as_bytes());
+    }
+
+    pub fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
+        self.entry(name, S_IFCHR | perm, 1, (major, minor), &[]);
+    }
+
+    /// The archive: the entries, the `TRAILER!!!` entry, zeros up to a multiple of 512 bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.header("TRAILER!!!", 0, 0, 1, (0, 0), 0);
+        let len = self.buf.len().next_multiple_of(512);
+        self.buf.resize(len, 0);
+        self.buf
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) {
+        self.next_ino += 1;
+        let size = u32::try_from(data.len()).expect("cpio entries are under 4 GiB");
+        self.header(
+            name.trim_start_matches('/'),
+            self.next_ino,
+            mode,
+            nlink,
+            rdev,
+            size,
+        );
+        self.buf.extend_from_slice(data);
+        self.pad4();
+    }
+
+    /// The 110-byte header and the NUL-terminated name, padded to 4 bytes.
+    fn header(&mut self, name: &str, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), size: u32) {
+        let namesize = u32::try_from(name.len() + 1).expect("short name");
+        // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor,
+        // namesize (with the NUL), check.
+        let fields = [
+            ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+        ];
+        self.buf.extend_from_slice(b"070701");
+        for f in fields {
+            self.buf.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.push(0);
+        self.pad4();
+    }
+
+    fn pad4(&mut self) {
+        let len = self.buf.len().next_multiple_of(4);
+        self.buf.resize(len, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One parsed entry: (name, mode, nlink, rdevmajor, rdevminor, data).
+    type Entry = (String, u32, u32, u32, u32, Vec<u8>);
+
+    /// A minimal newc reader that checks alignment on the way.
+    fn read_cpio(mut a: &[u8]) -> Vec<Entry> {
+        let total = a.len();
+        let mut out = Vec::new();
+        loop {
+            assert_eq!((total - a.len()) % 4, 0, "header not 4-aligned");
+            assert_eq!(&a[..6], b"070701");
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                    .unwrap()
+            };
+            let (mode, nlink, size) = (field(1), field(4), field(6) as usize);
+            let (rmaj, rmin, namesize) = (field(9), field(10), field(11) as usize);
+            assert_eq!(field(12), 0, "check field");
+            let name = std::str::from_utf8(&a[110..110 + namesize - 1])
+                .unwrap()
+                .to_string();
+            assert_eq!(a[110 + namesize - 1], 0, "name NUL");
+            let data_start = (110 + namesize).next_multiple_of(4);
+            assert!(a[110 + namesize..data_start].iter().all(|&b| b == 0));
+            let data = a[data_start..data_start + size].to_vec();
+            let next = (data_start + size).next_multiple_of(4);
+            assert!(a[data_start + size..next].iter().all(|&b| b == 0));
+            a = &a[next..];
+            let trailer = name == "TRAILER!!!";
+            out.push((name, mode, nlink, rmaj, rmin, data));
+            if trailer {
+                assert!(a.iter().all(|&b| b == 0), "only padding after the trailer");
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn cpio_header_fields() {
+        let mut c = Cpio::default();
+        c.file("/init", 0o755, b"hello");
+        let a = c.finish();
+        let header = std::str::from_utf8(&a[..110]).unwrap();
+        assert_eq!(
+            header,
+            concat!(
+                "070701", "00000001", "000081ED", "00000000", "00000000", "00000001", "00000000",
+                "00000005", "00000000", "00000000", "00000000", "00000000", "00000005", "00000000"
+            )
+        );
+        // "init\0" ends at 115; padded to 116; data; padded to 124.
+        assert_eq!(&a[110..116], b"init\0\0");
+        assert_eq!(&a[116..121], b"hello");
+        assert_eq!(&a[121..124], &[0, 0, 0]);
+        assert_eq!(&a[124..130], b"070701");
+    }
+
+    #[test]
+    fn cpio_entries_padding_and_trailer() {
+        let mut c = Cpio::default();
+        c.dir("dev", 0o755);
+        c.char_dev("dev/console", 0o600, 5, 1);
+        c.char_dev("dev/ttyS0", 0o660, 4, 64);
+        c.file("bin/busybox", 0o755, &[1, 2, 3, 4, 5, 6, 7]);
+        c.symlink("bin/sh", "busybox");
+        c.file("empty", 0o644, b"");
+        let a = c.finish();
+        assert_eq!(a.len() % 512, 0);
+        let e = read_cpio(&a);
+        let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dev",
+                "dev/console",
+                "dev/ttyS0",
+                "bin/busybox",
+                "bin/sh",
+                "empty",
+                "TRAILER!!!"
+            ]
+        );
+        assert_eq!((e[0].1, e[0].2), (0o040755, 2));
+        assert_eq!((e[1].1, e[1].3, e[1].4), (0o020600, 5, 1));
+        assert_eq!((e[2].1, e[2].3, e[2].4), (0o020660, 4, 64));
+        assert_eq!(e[3].1, 0o100755);
+        assert_eq!(e[3].5, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!((e[4].1, e[4].5.as_slice()), (0o120777, &b"busybox"[..]));
+        assert!(e[5].5.is_empty());
+        let t = &e[6];
+        assert_eq!((t.1, t.2, t.5.len()), (0, 1, 0));
+    }
+
+    #[test]
+    fn cpio_inodes_are_distinct() {
+        let mut c = Cpio::default();
+        c.dir("a", 0o755);
+        c.dir("b", 0o755);
+        let a = c.finish();
+        assert_eq!(&a[6..14], b"00000001");
+        let second = (110 + 2usize).next_multiple_of(4);
+        assert_eq!(&a[second + 6..second + 14], b"00000002");
+    }
+
+    #[test]
+    fn depends_of_apt_cache_depends() {
+        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
+        assert_eq!(
+            kernel_package_from_depends(text).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+    }
+
+    #[test]
+    fn depends_of_apt_cache_show() {
+        let text = "Package: linux-image-amd64\nVersion: 6.1.192-2\n\
+                    Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)\nDescription: x\n";
+        assert_eq!(
+            kernel_package_from_depends(text).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        let alt = "Depends: initramfs-tools | linux-initramfs-tool, linux-image-6.12.9-amd64 (= 1)";
+        assert_eq!(
+            kernel_package_from_depends(alt).as_deref(),
+            Some("linux-image-6.12.9-amd64")
+        );
+        assert_eq!(
+            kernel_package_from_depends("Depends: linux-image-amd64\n"),
+            None
+        );
+        assert_eq!(kernel_package_from_depends("E: No packages found\n"), None);
+    }
+
+    #[test]
+    fn print_uris_lines() {
+        let text = "'http://d/pool/l/linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb' \
+                    linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb 70550672 SHA256:a86e\n\
+                    'http://d/pool/b/busybox-static_1.35.0_amd64.deb' \
+                    busybox-static_1%3a1.35.0-4_amd64.deb 928188 SHA256:3d3f\n";
+        let files = parse_print_uris(text).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].package, "linux-image-6.1.0-56-amd64");
+        assert_eq!(files[0].size, 70550672);
+        assert_eq!(files[1].package, "busybox-static");
+        assert_eq!(files[1].filename, "busybox-static_1%3a1.35.0-4_amd64.deb");
+        assert_eq!(files[1].hash, "SHA256:3d3f");
+        assert!(parse_print_uris("'u' only-two 1\n").is_err());
+        assert!(parse_print_uris("W: something\n").unwrap().is_empty());
+    }
+
+    fn debs(kernel: &str) -> Debs {
+        let f = |p: &str, n: &str| DebFile {
+            package: p.into(),
+            filename: n.into(),
+            size: 1,
+            hash: "SHA256:00".into(),
+        };
+        Debs {
+            kernel: f("linux-image-6.1.0-56-amd64", kernel),
+            busybox: f("busybox-static", "busybox-static_1_amd64.deb"),
+        }
+    }
+
+    #[test]
+    fn fnv_known_values() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn stamp_round_trip_and_invalidation() {
+        let manifest = inputs_manifest(&debs("linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
+        assert!(manifest.contains("kernel_deb=linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
+        assert!(manifest.contains("modules=virtio_pci,"));
+        assert!(manifest.contains(&format!("init={:016x}", fnv1a64(INIT_SCRIPT.as_bytes()))));
+        let hash = fnv1a64(manifest.as_bytes());
+        let stamp = format!("{manifest}kernel_version=6.1.0-56-amd64\nhash={hash:016x}\n");
+        assert_eq!(
+            stamp_matches(&stamp, hash).as_deref(),
+            Some("6.1.0-56-amd64")
+        );
+        // A new kernel package changes the hash.
+        let newer = inputs_manifest(&debs("linux-image-6.1.0-57-amd64_6.1.200-1_amd64.deb"));
+        assert_ne!(fnv1a64(newer.as_bytes()), hash);
+        assert_eq!(stamp_matches(&stamp, fnv1a64(newer.as_bytes())), None);
+        assert_eq!(stamp_matches("hash=zz\nkernel_version=x\n", hash), None);
+        assert_eq!(stamp_matches(&format!("hash={hash:016x}\n"), hash), None);
+    }
+
+    #[test]
+    fn init_script_shape() {
+        assert!(INIT_SCRIPT.starts_with("#!/bin/sh\n"));
+        for needle in [
+            "QUERCUS-GUEST: up",
+            "QUERCUS-GUEST: cpus=$(nproc) mem_kb=",
+            "poweroff -f",
+            "reboot -f",
+            "echo c > /proc/sysrq-trigger",
+            "setsid cttyhack sh",
+            MODULE_LIST,
+        ] {
+            assert!(INIT_SCRIPT.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn load_order_puts_dependencies_first() {
+        let deps: BTreeMap<&str, Vec<&str>> = [
+            (
+                "virtio_pci",
+                vec!["virtio_ring", "virtio_pci_modern_dev", "virtio"],
+            ),
+            ("virtio_net", vec!["virtio_ring", "virtio", "net_failover"]),
+            ("net_failover", vec!["failover"]),
+            ("virtio_ring", vec![]),
+            ("virtio", vec![]),
+            ("virtio_pci_modern_dev", vec![]),
+            ("failover", vec![]),
+        ]
+        .into_iter()
+        .collect();
+        let order = load_order(&["virtio_pci", "virtio_net"], |n| {
+            Ok(deps[n].iter().map(|s| s.to_string()).collect())
+        })
+        .unwrap();
+        assert_eq!(
+            order,
+            [
+                "virtio_ring",
+                "virtio_pci_modern_dev",
+                "virtio",
+                "virtio_pci",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
+        );
+        let cyclic = load_order(&["a"], |n| {
+            Ok(vec![if n == "a" { "b" } else { "a" }.to_string()])
+        });
+        assert!(cyclic.is_err());
+        assert!(load_order(&["x"], |_| bail!("missing")).is_err());
+    }
+
+    /// A minimal ELF64 with a null section, `.modinfo` and `.shstrtab`.
+    fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
+        let shstrtab = b"\0.modinfo\0.shstrtab\0";
+        let mut e = vec![0u8; 64];
+        e[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let modinfo_off = e.len();
+        e.extend_from_slice(modinfo);
+        let strtab_off = e.len();
+        e.extend_from_slice(shstrtab);
+        let shoff = e.len().next_multiple_of(8);
+        e.resize(shoff, 0);
+        let sh = |name: u32, off: usize, size: usize| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
+            h
+        };
+        e.extend(sh(0, 0, 0));
+        e.extend(sh(1, modinfo_off, modinfo.len()));
+        e.extend(sh(10, strtab_off, shstrtab.len()));
+        e[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        e[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+        e[0x3C..0x3E].copy_from_slice(&3u16.to_le_bytes());
+        e[0x3E..0x40].copy_from_slice(&2u16.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn modinfo_depends_from_elf() {
+        let elf = tiny_elf(b"license=GPL\0depends=virtio_ring,virtio\0name=virtio_blk\0");
+        assert_eq!(modinfo_depends(&elf).unwrap(), ["virtio_ring", "virtio"]);
+        let none = tiny_elf(b"license=GPL\0depends=\0name=virtio\0");
+        assert!(modinfo_depends(&none).unwrap().is_empty());
+        assert!(modinfo_depends(b"not an elf").is_err());
+    }
+}
