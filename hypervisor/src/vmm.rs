@@ -16,7 +16,7 @@ use paging::{Format, GuestPhysAddr, MemType, PageSizes, Perms, SecondLevelTables
 use platform::{BootInfo, HostPhysAddr};
 use scenario::{KernelKind, LoadOrder, VmConfig};
 use spin::{Mutex, Once};
-use vcpu::{Gprs, SegmentState, VcpuBackend};
+use vcpu::{Gprs, GuestMemory, SegmentState, VcpuBackend};
 
 use crate::boot::{FRAMES, MAX_CPUS};
 
@@ -63,8 +63,11 @@ pub struct Vm {
     control: AtomicU8,
     /// The kernel image and how to load it (again, on start or reset).
     image: &'static [u8],
-    kind: loader::KernelKind,
-    entry: Mutex<Option<loader::BootSetup>>,
+    /// How to load `image`: a Multiboot/ELF/raw kind, or `None` for a Linux bzImage.
+    kind: Option<loader::KernelKind>,
+    /// The initial ramdisk of a Linux kernel.
+    initrd: Option<&'static [u8]>,
+    entry: Mutex<Option<Entry>>,
     /// vCPUs currently inside their run loop.
     running_vcpus: AtomicU32,
 }
@@ -115,11 +118,37 @@ impl Vm {
     }
 
     /// Zeroes RAM and loads the kernel: the state of a fresh boot.
-    fn load(&self) -> Result<loader::BootSetup, String> {
+    fn load(&self) -> Result<Entry, String> {
         let mut ram = self.ram.lock();
         ram.zero();
-        let entry = loader::load(self.kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
-            .map_err(|e| alloc::format!("{e}"))?;
+        let entry = match self.kind {
+            None => {
+                // Linux: ACPI tables in the BIOS area, then the boot protocol.
+                let acpi_cfg = guest_acpi::AcpiConfig::new(self.cfg.vcpus.min(254) as u8);
+                let tables = guest_acpi::build(&acpi_cfg, guest_acpi::ACPI_TABLES_GPA)
+                    .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
+                ram.write(tables.base_gpa, &tables.bytes)
+                    .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
+                let layout = loader::VmLayout {
+                    ram_size: self.cfg.memory.size,
+                    reserved: &[],
+                    acpi_rsdp: Some(tables.rsdp_gpa),
+                };
+                let boot = loader::load_bzimage(
+                    self.image,
+                    self.cfg.kernel.cmdline,
+                    self.initrd,
+                    &layout,
+                    &mut *ram,
+                )
+                .map_err(|e| alloc::format!("{e}"))?;
+                Entry::Linux(boot)
+            }
+            Some(kind) => Entry::Multiboot(
+                loader::load(kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
+                    .map_err(|e| alloc::format!("{e}"))?,
+            ),
+        };
         *self.entry.lock() = Some(entry);
         *self.uart.lock() = vm::Uart16550::new();
         Ok(entry)
@@ -335,16 +364,31 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
     let image = unsafe { arch_x86::phys::borrow(module.range.start.0, len) }
         .ok_or_else(|| format!("module {:?} lies outside mapped memory", cfg.kernel.module))?;
     let kind = match cfg.kernel.kind {
-        KernelKind::Multiboot1 => loader::KernelKind::Multiboot1,
-        KernelKind::Elf64 => loader::KernelKind::Elf64,
+        KernelKind::Multiboot1 => Some(loader::KernelKind::Multiboot1),
+        KernelKind::Elf64 => Some(loader::KernelKind::Elf64),
         KernelKind::Raw {
             load_gpa,
             entry_gpa,
-        } => loader::KernelKind::Raw {
+        } => Some(loader::KernelKind::Raw {
             load_gpa,
             entry_gpa,
-        },
-        KernelKind::BzImage => return Err("bzImage kernels are not supported yet".into()),
+        }),
+        KernelKind::BzImage => None,
+    };
+    let initrd = match cfg.initrd {
+        None => None,
+        Some(name) => {
+            let m = boot
+                .modules
+                .iter()
+                .find(|m| m.cmdline.split_whitespace().any(|w| w == name))
+                .ok_or_else(|| format!("initrd module {name:?} not found"))?;
+            #[allow(unsafe_code)]
+            // SAFETY: boot modules are excluded from the frame allocator and never written.
+            let bytes = unsafe { arch_x86::phys::borrow(m.range.start.0, m.range.len() as usize) }
+                .ok_or_else(|| format!("module {name:?} lies outside mapped memory"))?;
+            Some(bytes)
+        }
     };
 
     #[allow(unsafe_code)]
@@ -401,6 +445,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         control: AtomicU8::new(Control::Stop as u8),
         image,
         kind,
+        initrd,
         entry: Mutex::new(None),
         running_vcpus: AtomicU32::new(0),
     };
@@ -430,7 +475,9 @@ pub fn run_posted(cpu_index: usize) {
     let init = initial_state(&entry);
     info!(
         "vm {}: vCPU {} starts at {:#x}",
-        vm.cfg.name, task.vcpu, entry.entry
+        vm.cfg.name,
+        task.vcpu,
+        entry.rip()
     );
     vm.running_vcpus.fetch_add(1, Ordering::AcqRel);
     match BACKEND.get() {
@@ -452,8 +499,48 @@ pub fn run_posted(cpu_index: usize) {
     vm.running_vcpus.fetch_sub(1, Ordering::AcqRel);
 }
 
+/// How a VM's kernel is entered.
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    Multiboot(loader::BootSetup),
+    Linux(loader::LinuxBoot),
+}
+
+impl Entry {
+    fn rip(&self) -> u64 {
+        match self {
+            Entry::Multiboot(b) => b.entry,
+            Entry::Linux(l) => l.entry_64,
+        }
+    }
+}
+
+fn initial_state(entry: &Entry) -> InitialState {
+    match entry {
+        Entry::Multiboot(b) => multiboot_state(b),
+        Entry::Linux(l) => {
+            let e = l.entry_state();
+            InitialState {
+                rip: e.rip,
+                rsp: e.rsp,
+                rflags: e.rflags,
+                gprs: e.gprs,
+                cr0: e.cr0,
+                cr3: e.cr3,
+                cr4: e.cr4,
+                efer: e.efer,
+                cs: e.cs,
+                data: e.data,
+                tr: e.tr,
+                gdtr: e.gdtr,
+                idtr: e.idtr,
+            }
+        }
+    }
+}
+
 /// Multiboot1 entry: 32-bit protected mode, paging off, flat segments.
-fn initial_state(entry: &loader::BootSetup) -> InitialState {
+fn multiboot_state(entry: &loader::BootSetup) -> InitialState {
     let flat_code = SegmentState {
         selector: 0x10,
         base: 0,

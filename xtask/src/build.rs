@@ -127,6 +127,11 @@ pub fn build_hypervisor(opts: &BuildOptions) -> Result<PathBuf> {
     build_baremetal("hypervisor", "quercus", opts)
 }
 
+/// Module name of Debian's kernel (a bzImage built by `linux_image`).
+pub const LINUX_MODULE: &str = "linux";
+/// Module name of the busybox initramfs that goes with it.
+pub const LINUX_INITRD_MODULE: &str = "initrd";
+
 /// The boot modules a scenario names, built from `guests/<name>` packages, each
 /// passed with its module name as the command line (the hypervisor finds
 /// modules by that name).
@@ -136,14 +141,19 @@ pub fn scenario_modules(
     opts: &BuildOptions,
 ) -> Result<Vec<crate::runner::BootModule>> {
     let guests = guest_packages(root);
-    let names: Vec<&str> = guests.iter().map(String::as_str).collect();
+    let mut names: Vec<&str> = guests.iter().map(String::as_str).collect();
+    names.extend([LINUX_MODULE, LINUX_INITRD_MODULE]);
     let validated = configurator::load_and_validate(scenario, &names).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
     })?;
     let mut modules = Vec::new();
     for name in validated.modules() {
-        let path = build_baremetal(name, name, opts)?;
+        let path = match name {
+            LINUX_MODULE => crate::linux_image::linux_guest(root)?.bzimage,
+            LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
+            guest => build_baremetal(guest, guest, opts)?,
+        };
         modules.push(crate::runner::BootModule {
             path,
             cmdline: name.to_string(),
