@@ -104,6 +104,17 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
     );
 
     let mut boot = parse_boot_info(magic, info);
+    if let Some(level) = boot.cmdline.as_deref().and_then(|c| {
+        c.split_whitespace()
+            .find_map(|w| w.strip_prefix("quercus.loglevel="))
+    }) {
+        match level.parse::<log::LevelFilter>() {
+            Ok(l) => console::set_level(l),
+            Err(_) => warn!(
+                "quercus.loglevel={level}: not a level (off, error, warn, info, debug, trace)"
+            ),
+        }
+    }
     if has_flag(&boot, TEST_CORRUPT_MMAP) {
         warn!("test hook {TEST_CORRUPT_MMAP}: corrupting the loader's memory map before parsing it again");
         if magic != MB1_MAGIC || !phys::corrupt_mb1_memory_map(u64::from(info)) {
@@ -163,6 +174,7 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
         _ => {}
     }
 
+    lapic::calibrate_timer();
     start_aps(&topology, bsp_apic);
     let online = ONLINE_COUNT.load(Ordering::Acquire);
     let cpus = topology

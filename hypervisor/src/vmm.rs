@@ -26,6 +26,9 @@ mod config {
 }
 pub use config::SCENARIO;
 
+/// Vector of the host timer that ends a guest's run at its next virtual timer deadline.
+const GUEST_TIMER_VECTOR: u8 = 0xEE;
+
 /// Vector used to wake a parked pCPU when work is posted.
 const WAKE_VECTOR: u8 = 0xF0;
 
@@ -45,8 +48,8 @@ pub struct Vm {
     pub ram: Mutex<GuestRam>,
     /// nCR3 (SVM) or EPTP (VMX) of the VM's second-level tables.
     slat_root: u64,
-    pio: vm::PioBus<PioDevice>,
-    uart: Mutex<vm::Uart16550>,
+    /// The VM's legacy devices and console vUART.
+    platform: Mutex<vm::PcPlatform>,
     /// Console bytes the guest wrote, waiting for pCPU 0 to show them.
     out: Mutex<alloc::collections::VecDeque<u8>>,
     /// The line being assembled for the prefixed overview (pCPU 0 only).
@@ -124,7 +127,8 @@ impl Vm {
         let entry = match self.kind {
             None => {
                 // Linux: ACPI tables in the BIOS area, then the boot protocol.
-                let acpi_cfg = guest_acpi::AcpiConfig::new(self.cfg.vcpus.min(254) as u8);
+                let mut acpi_cfg = guest_acpi::AcpiConfig::new(self.cfg.vcpus.min(254) as u8);
+                acpi_cfg.pm_tmr = Some(vm::pc::PM_TMR);
                 let tables = guest_acpi::build(&acpi_cfg, guest_acpi::ACPI_TABLES_GPA)
                     .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
                 ram.write(tables.base_gpa, &tables.bytes)
@@ -150,7 +154,7 @@ impl Vm {
             ),
         };
         *self.entry.lock() = Some(entry);
-        *self.uart.lock() = vm::Uart16550::new();
+        *self.platform.lock() = new_platform(self.cfg);
         Ok(entry)
     }
 }
@@ -168,6 +172,7 @@ static TASKS: [AtomicPtr<Task>; MAX_CPUS] =
 /// Creates every pre-launched VM of the scenario and starts its vCPUs.
 pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
     arch_x86::trap::set_handler(WAKE_VECTOR, |_| {});
+    arch_x86::trap::set_handler(GUEST_TIMER_VECTOR, |_| {});
     info!(
         "scenario {:?} on board {:?}: {} VM(s)",
         SCENARIO.name,
@@ -414,11 +419,6 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         Backend::Vmx => slat.eptp(false),
     }
     .ok_or("second-level tables have no root")?;
-    let mut pio = vm::PioBus::new();
-    if let Some(console) = cfg.console {
-        pio.register(console.port, 8, PioDevice::Uart)
-            .map_err(|e| format!("console vUART: {e}"))?;
-    }
     info!(
         "vm {} (id {}): {} MiB at host {:#x}, kernel {:?}, pCPUs {:?}",
         cfg.name,
@@ -433,8 +433,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         cfg,
         ram: Mutex::new(ram),
         slat_root,
-        pio,
-        uart: Mutex::new(vm::Uart16550::new()),
+        platform: Mutex::new(new_platform(cfg)),
         out: Mutex::new(alloc::collections::VecDeque::new()),
         line: Mutex::new(String::new()),
         stats: Mutex::new(vm::ExitStats::default()),
@@ -468,33 +467,44 @@ pub fn run_posted(cpu_index: usize) {
     let Some(vm) = VMS.get().and_then(|v| v.get(task.vm)) else {
         return;
     };
-    let Some(entry) = *vm.entry.lock() else {
-        return;
-    };
     cpu::enable_xsave();
-    let init = initial_state(&entry);
-    info!(
-        "vm {}: vCPU {} starts at {:#x}",
-        vm.cfg.name,
-        task.vcpu,
-        entry.rip()
-    );
     vm.running_vcpus.fetch_add(1, Ordering::AcqRel);
-    match BACKEND.get() {
-        Some(Backend::Svm) => {
-            svm::enable_on_this_cpu();
-            let mut vcpu = SvmVcpu::new(u32::from(vm.id) + 1, vm.slat_root, &init);
-            run_loop(vm, task.vcpu, &mut vcpu);
-        }
-        Some(Backend::Vmx) => {
-            let vcpu = vmx::enable_on_this_cpu()
-                .and_then(|()| VmxVcpu::new(vm.id + 1, vm.slat_root, &init));
-            match vcpu {
-                Ok(mut vcpu) => run_loop(vm, task.vcpu, &mut vcpu),
-                Err(e) => stop(vm, VmState::Crashed, format_args!("VMX setup failed: {e}")),
+    loop {
+        let Some(entry) = *vm.entry.lock() else { break };
+        let init = initial_state(&entry);
+        info!(
+            "vm {}: vCPU {} starts at {:#x}",
+            vm.cfg.name,
+            task.vcpu,
+            entry.rip()
+        );
+        let reboot = match BACKEND.get() {
+            Some(Backend::Svm) => {
+                svm::enable_on_this_cpu();
+                let mut vcpu = SvmVcpu::new(u32::from(vm.id) + 1, vm.slat_root, &init);
+                run_loop(vm, task.vcpu, &mut vcpu)
             }
+            Some(Backend::Vmx) => {
+                let vcpu = vmx::enable_on_this_cpu()
+                    .and_then(|()| VmxVcpu::new(vm.id + 1, vm.slat_root, &init));
+                match vcpu {
+                    Ok(mut vcpu) => run_loop(vm, task.vcpu, &mut vcpu),
+                    Err(e) => {
+                        stop(vm, VmState::Crashed, format_args!("VMX setup failed: {e}"));
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        // A guest reset (one vCPU: this one) boots the VM again from its images.
+        if !reboot || vm.cfg.vcpus > 1 {
+            break;
         }
-        None => {}
+        if let Err(e) = vm.load() {
+            stop(vm, VmState::Crashed, format_args!("reboot failed: {e}"));
+            break;
+        }
     }
     vm.running_vcpus.fetch_sub(1, Ordering::AcqRel);
 }
@@ -611,10 +621,33 @@ struct Host<'a> {
     pcpu: usize,
 }
 
-/// Devices on a VM's port-I/O bus.
-#[derive(Clone, Copy, Debug)]
-enum PioDevice {
-    Uart,
+/// The RTC's idea of "now" when a VM's platform is made (2026-01-01 UTC):
+/// the host's own clock is not read yet.
+const GUEST_EPOCH_UNIX_SECS: u64 = 1_767_225_600;
+
+fn tsc_to_ns(tsc: u64) -> u64 {
+    let hz = arch_x86::time::tsc_hz().max(1);
+    (u128::from(tsc) * 1_000_000_000 / u128::from(hz)) as u64
+}
+
+fn ns_to_tsc(ns: u64) -> u64 {
+    let hz = arch_x86::time::tsc_hz().max(1);
+    u64::try_from(u128::from(ns) * u128::from(hz) / 1_000_000_000).unwrap_or(u64::MAX)
+}
+
+fn new_platform(cfg: &VmConfig) -> vm::PcPlatform {
+    let uart = cfg.console.map(|c| vm::UartPlace {
+        port: c.port,
+        irq: c.irq,
+    });
+    // The IOAPIC's ID follows the vCPUs' APIC IDs, as the VM's MADT says.
+    let ioapic_id = cfg.vcpus.min(254) as u8;
+    vm::PcPlatform::new(
+        tsc_to_ns(cpu::rdtsc()),
+        GUEST_EPOCH_UNIX_SECS,
+        ioapic_id,
+        uart,
+    )
 }
 
 impl vm::VmHost for Host<'_> {
@@ -633,36 +666,70 @@ impl vm::VmHost for Host<'_> {
     }
 
     fn pio_read(&self, port: u16, size: u8) -> u32 {
-        match self.vm.pio.dispatch(port) {
-            Some((slot, offset)) if size == 1 => match self.vm.pio.get(slot) {
-                Some(PioDevice::Uart) => u32::from(self.vm.uart.lock().read(offset as u8)),
-                None => vm::unmapped_read(size),
-            },
-            _ => vm::unmapped_read(size),
+        self.vm
+            .platform
+            .lock()
+            .pio_read(port, size, tsc_to_ns(cpu::rdtsc()))
+    }
+
+    fn pio_write(&self, port: u16, size: u8, value: u32) -> vm::PioEffect {
+        let mut out = Vec::new();
+        let effect = {
+            let mut p = self.vm.platform.lock();
+            let effect = p.pio_write(port, size, value, tsc_to_ns(cpu::rdtsc()));
+            p.uart.take_output(&mut |b| out.push(b));
+            effect
+        };
+        if !out.is_empty() {
+            console_out(self.vm, &out);
+        }
+        effect
+    }
+
+    fn mmio_read(&self, gpa: u64, size: u8) -> Option<u64> {
+        vm::PcPlatform::is_ioapic(gpa)
+            .then(|| u64::from(self.vm.platform.lock().ioapic_read(gpa, size)))
+    }
+
+    fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
+        if !vm::PcPlatform::is_ioapic(gpa) {
+            return false;
+        }
+        self.vm
+            .platform
+            .lock()
+            .ioapic_write(gpa, size, value as u32);
+        true
+    }
+
+    fn pull_interrupts(&self, _vcpu: u16, lapic: &mut vm::VLapic) {
+        let deliveries = {
+            let mut p = self.vm.platform.lock();
+            p.poll(tsc_to_ns(cpu::rdtsc()));
+            p.take_deliveries()
+        };
+        let single = self.vm.cfg.vcpus <= 1;
+        for d in deliveries {
+            log::debug!(
+                "vm {}: IOAPIC delivers vector {:#x} to APIC {}",
+                self.vm.cfg.name,
+                d.vector,
+                d.dest
+            );
+            // One vCPU takes everything; with more, only what names its APIC ID
+            // (or all of them) until cross-vCPU delivery exists.
+            if single || u32::from(d.dest) == lapic.id() || d.dest == 0xFF {
+                lapic.raise(d.vector, d.level);
+            }
         }
     }
 
-    fn pio_write(&self, port: u16, size: u8, value: u32) {
-        let Some((slot, offset)) = self.vm.pio.dispatch(port) else {
-            return;
-        };
-        if size != 1 {
-            return;
-        }
-        match self.vm.pio.get(slot) {
-            Some(PioDevice::Uart) => {
-                let mut out = Vec::new();
-                {
-                    let mut uart = self.vm.uart.lock();
-                    uart.write(offset as u8, value as u8);
-                    uart.take_output(&mut |b| out.push(b));
-                }
-                if !out.is_empty() {
-                    console_out(self.vm, &out);
-                }
-            }
-            None => {}
-        }
+    fn device_deadline(&self) -> Option<u64> {
+        self.vm.platform.lock().next_deadline().map(ns_to_tsc)
+    }
+
+    fn eoi(&self, vector: u8) {
+        self.vm.platform.lock().eoi(vector);
     }
 
     fn now(&self) -> u64 {
@@ -703,14 +770,23 @@ impl vm::VmHost for Host<'_> {
     }
 }
 
-fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
+/// Runs vCPU `vcpu_id` until it stops; true when the guest reset its
+/// platform and wants to boot again.
+fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> bool {
     let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, arch_x86::time::tsc_hz());
     let pcpu = usize::from(vm.cfg.pcpus.get(usize::from(vcpu_id)).copied().unwrap_or(0));
     let mut host = Host { vm, pcpu };
     let mut left_guest = cpu::rdtsc();
     loop {
-        exits.before_entry(vcpu, cpu::rdtsc());
+        exits.before_entry(vcpu, &host);
         let entered = cpu::rdtsc();
+        // A host timer ends the guest's run at the next virtual timer deadline.
+        lapic::arm_oneshot(
+            GUEST_TIMER_VECTOR,
+            exits
+                .next_deadline(&host)
+                .map(|d| d.saturating_sub(entered)),
+        );
         vm.hv_cycles
             .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
         let exit = vcpu.run();
@@ -728,7 +804,14 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
                     VmState::Stopped,
                     format_args!("vCPU {vcpu_id}: stopped by the operator"),
                 );
-                return;
+                return false;
+            }
+            (vm::Flow::Stop(vm::StopReason::Reset), _) => {
+                info!(
+                    "vm {}: vCPU {vcpu_id}: reset by the guest; booting it again",
+                    vm.cfg.name
+                );
+                return true;
             }
             (vm::Flow::Stop(reason @ vm::StopReason::PowerOff), _) => {
                 stop(
@@ -736,7 +819,7 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
                     VmState::Stopped,
                     format_args!("vCPU {vcpu_id}: {reason}"),
                 );
-                return;
+                return false;
             }
             (vm::Flow::Stop(reason), _) => {
                 stop(
@@ -744,7 +827,7 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
                     VmState::Crashed,
                     format_args!("vCPU {vcpu_id}: {reason}"),
                 );
-                return;
+                return false;
             }
             (vm::Flow::Continue, Control::Pause) => {
                 if !pause_here(vm, pcpu, &*vcpu) {
@@ -753,7 +836,7 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) {
                         VmState::Stopped,
                         format_args!("vCPU {vcpu_id}: stopped by the operator"),
                     );
-                    return;
+                    return false;
                 }
             }
             (vm::Flow::Continue, Control::Run) => {}
@@ -824,5 +907,5 @@ pub fn print_prefixed(vm: &Vm, bytes: &[u8]) {
 /// Feeds a byte typed at the console into VM `vm`'s vUART (dropped when its
 /// receive FIFO is full).
 pub fn input(vm: &Vm, byte: u8) {
-    let _ = vm.uart.lock().push_input(byte);
+    let _ = vm.platform.lock().console_input(byte);
 }

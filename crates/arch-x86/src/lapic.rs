@@ -110,6 +110,43 @@ const REG_LVT_TIMER: usize = 0x320;
 const REG_TIMER_INITIAL: usize = 0x380;
 const REG_TIMER_DIVIDE: usize = 0x3E0;
 
+const REG_TIMER_CURRENT: usize = 0x390;
+
+/// LAPIC timer ticks (divide by 16) per 2^20 TSC ticks, measured once.
+static TIMER_PER_TSC_Q20: AtomicU64 = AtomicU64::new(0);
+
+/// Measures the LAPIC timer rate against the TSC (call once, on any CPU:
+/// all LAPIC timers share the bus clock).
+pub fn calibrate_timer() {
+    write(REG_TIMER_DIVIDE, 0b0011);
+    write(REG_LVT_TIMER, 1 << 16); // masked, one-shot
+    write(REG_TIMER_INITIAL, u32::MAX);
+    let start = crate::cpu::rdtsc();
+    crate::time::delay_us(10_000);
+    let ticks = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
+    let tsc = crate::cpu::rdtsc().wrapping_sub(start).max(1);
+    write(REG_TIMER_INITIAL, 0);
+    TIMER_PER_TSC_Q20.store(
+        ((u128::from(ticks) << 20) / u128::from(tsc)) as u64,
+        Ordering::Relaxed,
+    );
+}
+
+/// Arms this CPU's LAPIC timer to raise `vector` once, `tsc_delta` TSC ticks
+/// from now (at least one timer tick); `None` disarms it.
+pub fn arm_oneshot(vector: u8, tsc_delta: Option<u64>) {
+    let Some(delta) = tsc_delta else {
+        write(REG_TIMER_INITIAL, 0);
+        return;
+    };
+    let rate = TIMER_PER_TSC_Q20.load(Ordering::Relaxed).max(1);
+    let count =
+        ((u128::from(delta) * u128::from(rate)) >> 20).clamp(1, u128::from(u32::MAX)) as u32;
+    write(REG_TIMER_DIVIDE, 0b0011);
+    write(REG_LVT_TIMER, u32::from(vector));
+    write(REG_TIMER_INITIAL, count);
+}
+
 /// Starts this CPU's LAPIC timer in periodic mode: `vector` every
 /// `count` bus ticks divided by 16 (used to poll the console).
 pub fn start_periodic_timer(vector: u8, count: u32) {

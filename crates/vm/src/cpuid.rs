@@ -20,6 +20,7 @@
 //! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
 //! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
 //! | 0x4000_0001..=0x4000_000F | all zero | reserved for future Quercus interfaces |
+//! | 1, 0x8000_0001 | EDX: MCE and MCA cleared | no virtual machine-check architecture |
 //! | 0x4000_0010 | EAX = TSC kHz, EBX = LAPIC bus kHz | timing leaf (VMware/KVM convention) |
 //! | other 0x4000_0000..=0x4FFF_FFFF | all zero | the software-reserved range; hides an outer hypervisor's leaves when Quercus itself runs nested |
 //! | 0x8000_0001 | ECX.SVM (2) cleared | no nested AMD-V |
@@ -41,6 +42,9 @@ const LEAF_HV_BASE: u32 = 0x4000_0000;
 const LEAF_HV_TIMING: u32 = 0x4000_0010;
 const LEAF_HV_RANGE_END: u32 = 0x4FFF_FFFF;
 const LEAF_AMD_FEATURES: u32 = 0x8000_0001;
+/// Machine-check exception and architecture (leaf 1 and 0x8000_0001 EDX).
+const EDX_MCE: u32 = 1 << 7;
+const EDX_MCA: u32 = 1 << 14;
 const LEAF_SVM: u32 = 0x8000_000A;
 
 const EAX: usize = 0;
@@ -86,6 +90,8 @@ impl CpuidPolicy {
             LEAF_FEATURES => {
                 r[ECX] &= !(VMX | MONITOR | X2APIC | TSC_DEADLINE);
                 r[ECX] |= HYPERVISOR;
+                // No virtual machine-check architecture: its MSRs #GP.
+                r[EDX] &= !(EDX_MCE | EDX_MCA);
                 // The initial APIC id and the logical-processor count are 8-bit
                 // fields: an id above 255 cannot be expressed (x2APIC, hidden
                 // for now, would be needed), so keep its low byte; a count
@@ -112,7 +118,10 @@ impl CpuidPolicy {
             // Everything else in the software-reserved range, including
             // 0x4000_0001..=0x4000_000F.
             l if (LEAF_HV_BASE..=LEAF_HV_RANGE_END).contains(&l) => r = [0; 4],
-            LEAF_AMD_FEATURES => r[ECX] &= !SVM,
+            LEAF_AMD_FEATURES => {
+                r[ECX] &= !SVM;
+                r[EDX] &= !(EDX_MCE | EDX_MCA);
+            }
             _ => {}
         }
         r
@@ -151,7 +160,7 @@ mod tests {
         assert_eq!(r[ECX] & (VMX | MONITOR | X2APIC | TSC_DEADLINE), 0);
         assert_ne!(r[ECX] & HYPERVISOR, 0);
         assert_eq!(r[ECX] | VMX | MONITOR | X2APIC | TSC_DEADLINE, u32::MAX);
-        assert_eq!(r[EDX], 0xDEAD_BEEF);
+        assert_eq!(r[EDX], 0xDEAD_BEEF & !(EDX_MCE | EDX_MCA), "no virtual MCA");
         assert_eq!(r[EBX], 0x0304_1234);
     }
 
@@ -259,9 +268,9 @@ mod tests {
     }
 
     #[test]
-    fn amd_feature_leaf_hides_svm_only() {
+    fn amd_feature_leaf_hides_svm_and_mca() {
         let r = POLICY.virtualize(0x8000_0001, 0, ALL);
-        assert_eq!(r, [u32::MAX, u32::MAX, !SVM, u32::MAX]);
+        assert_eq!(r, [u32::MAX, u32::MAX, !SVM, !(EDX_MCE | EDX_MCA)]);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use core::fmt;
 use vcpu::{Event, GuestMemory, IoAccess, VcpuBackend, VmExit, GP, UD};
 
 use crate::hypercall::{self, HypercallOutcome};
-use crate::{CpuidPolicy, MsrPolicy, MsrRead, MsrWrite, VLapic, XAPIC_BASE};
+use crate::{
+    CpuidPolicy, LapicAction, MsrPolicy, MsrRead, MsrWrite, PioEffect, VLapic, XAPIC_BASE,
+};
 
 /// What the hypervisor provides to the exit handlers of one VM.
 pub trait VmHost {
@@ -22,8 +24,26 @@ pub trait VmHost {
     fn console(&self, bytes: &[u8]);
     /// A port read by the guest (`size` 1, 2 or 4); unclaimed ports read all-ones.
     fn pio_read(&self, port: u16, size: u8) -> u32;
-    /// A port write by the guest; unclaimed ports drop it.
-    fn pio_write(&self, port: u16, size: u8, value: u32);
+    /// A port write by the guest; unclaimed ports drop it. The platform may
+    /// ask for a power-off or a reset.
+    fn pio_write(&self, port: u16, size: u8, value: u32) -> PioEffect;
+    /// A read of device MMIO outside the vLAPIC page; `None`: nothing there.
+    fn mmio_read(&self, _gpa: u64, _size: u8) -> Option<u64> {
+        None
+    }
+    /// A write of device MMIO; false: nothing there (the write is dropped).
+    fn mmio_write(&self, _gpa: u64, _size: u8, _value: u64) -> bool {
+        false
+    }
+    /// Moves interrupts the VM's devices raised for vCPU `vcpu` into its vLAPIC
+    /// (after advancing device timers to now).
+    fn pull_interrupts(&self, _vcpu: u16, _lapic: &mut VLapic) {}
+    /// When a device timer needs attention next, in [`VmHost::now`] units.
+    fn device_deadline(&self) -> Option<u64> {
+        None
+    }
+    /// A vLAPIC retired `vector` (level-triggered lines may fire again).
+    fn eoi(&self, _vector: u8) {}
     /// The host's monotonic clock in TSC ticks.
     fn now(&self) -> u64;
     /// CPUID on the host CPU.
@@ -49,12 +69,28 @@ pub trait VmHost {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     PowerOff,
-    TripleFault { rip: u64 },
-    HaltedWithInterruptsOff { rip: u64 },
-    Undecodable { rip: u64 },
-    UnsupportedMmio { gpa: u64, rip: u64 },
-    EntryFailed { raw: u64 },
-    Unhandled { exit: VmExit, rip: u64 },
+    /// The guest reset its platform: the hypervisor boots it again.
+    Reset,
+    TripleFault {
+        rip: u64,
+    },
+    HaltedWithInterruptsOff {
+        rip: u64,
+    },
+    Undecodable {
+        rip: u64,
+    },
+    UnsupportedMmio {
+        gpa: u64,
+        rip: u64,
+    },
+    EntryFailed {
+        raw: u64,
+    },
+    Unhandled {
+        exit: VmExit,
+        rip: u64,
+    },
     Requested,
 }
 
@@ -62,6 +98,7 @@ impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StopReason::PowerOff => write!(f, "powered off by the guest"),
+            StopReason::Reset => write!(f, "reset by the guest"),
             StopReason::TripleFault { rip } => write!(f, "triple fault (shutdown) at RIP {rip:#x}"),
             StopReason::HaltedWithInterruptsOff { rip } => {
                 write!(
@@ -121,9 +158,20 @@ impl VcpuExits {
         }
     }
 
+    /// The next time this vCPU needs an exit for a timer (vLAPIC or device), in
+    /// [`VmHost::now`] units: the hypervisor arms a host timer for it.
+    pub fn next_deadline<H: VmHost>(&self, host: &H) -> Option<u64> {
+        match (self.lapic.next_deadline(), host.device_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Before each entry: inject the highest pending vLAPIC interrupt if the
     /// guest can take it now, else ask for an exit when it can.
-    pub fn before_entry<B: VcpuBackend>(&mut self, vcpu: &mut B, now: u64) {
+    pub fn before_entry<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) {
+        let now = host.now();
+        host.pull_interrupts(self.cpuid.vcpu_id as u16, &mut self.lapic);
         if vcpu.interruptible() {
             self.lapic.poll(now);
             if let Some(vector) = self.lapic.pending() {
@@ -150,10 +198,11 @@ impl VcpuExits {
             return Flow::Stop(StopReason::Requested);
         }
         let advance = match exit {
-            VmExit::Io(io) => {
-                io_access(vcpu, host, io);
-                true
-            }
+            VmExit::Io(io) => match io_access(vcpu, host, io) {
+                PioEffect::None => true,
+                PioEffect::PowerOff => return Flow::Stop(StopReason::PowerOff),
+                PioEffect::Reset => return Flow::Stop(StopReason::Reset),
+            },
             VmExit::Cpuid => {
                 let g = vcpu.gprs();
                 let (leaf, sub) = (g.rax as u32, g.rcx as u32);
@@ -260,11 +309,16 @@ impl VcpuExits {
     fn halt<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &mut H) -> Flow {
         let interrupts_on = vcpu.rflags() & (1 << 9) != 0;
         loop {
+            host.pull_interrupts(self.cpuid.vcpu_id as u16, &mut self.lapic);
             self.lapic.poll(host.now());
             if self.lapic.pending().is_some() || host.needs_attention() {
                 return Flow::Continue;
             }
-            match self.lapic.next_deadline() {
+            let deadline = match (self.lapic.next_deadline(), host.device_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match deadline {
                 Some(_) => core::hint::spin_loop(),
                 None if !interrupts_on => {
                     return Flow::Stop(StopReason::HaltedWithInterruptsOff { rip: vcpu.rip() })
@@ -290,14 +344,22 @@ impl VcpuExits {
         let read_value = match (access.needs_read(), in_lapic) {
             (false, _) => 0,
             (true, true) => u64::from(self.lapic.read(offset, now)),
-            (true, false) => u64::MAX,
+            (true, false) => host.mmio_read(gpa, access.size).unwrap_or(u64::MAX),
         };
         let rflags = vcpu.rflags();
         let Ok(done) = emulate::complete(&access, read_value, vcpu.gprs_mut(), rflags) else {
             return false;
         };
-        if let (Some(value), true) = (done.write_back, in_lapic) {
-            let _ = self.lapic.write(offset, value as u32, now);
+        match (done.write_back, in_lapic) {
+            (Some(value), true) => {
+                if let LapicAction::Eoi { vector } = self.lapic.write(offset, value as u32, now) {
+                    host.eoi(vector);
+                }
+            }
+            (Some(value), false) => {
+                let _ = host.mmio_write(gpa, access.size, value);
+            }
+            (None, _) => {}
         }
         vcpu.set_rflags(done.rflags);
         vcpu.set_rip(access.next_rip(rip));
@@ -306,9 +368,9 @@ impl VcpuExits {
 }
 
 /// IN/OUT (string forms are not emulated: reads see all-ones, writes vanish).
-fn io_access<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H, io: IoAccess) {
+fn io_access<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H, io: IoAccess) -> PioEffect {
     if io.string {
-        return;
+        return PioEffect::None;
     }
     let mask: u64 = match io.size {
         1 => 0xFF,
@@ -316,7 +378,7 @@ fn io_access<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H, io: IoAccess) {
         _ => 0xFFFF_FFFF,
     };
     if io.write {
-        host.pio_write(io.port, io.size, (vcpu.gprs().rax & mask) as u32);
+        host.pio_write(io.port, io.size, (vcpu.gprs().rax & mask) as u32)
     } else {
         let value = u64::from(host.pio_read(io.port, io.size)) & mask;
         let g = vcpu.gprs_mut();
@@ -326,6 +388,7 @@ fn io_access<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H, io: IoAccess) {
         } else {
             (g.rax & !mask) | value
         };
+        PioEffect::None
     }
 }
 
@@ -512,8 +575,13 @@ mod tests {
                 u32::MAX
             }
         }
-        fn pio_write(&self, port: u16, size: u8, value: u32) {
+        fn pio_write(&self, port: u16, size: u8, value: u32) -> PioEffect {
             self.writes.borrow_mut().push((port, size, value));
+            if port == 0xCF9 {
+                PioEffect::Reset
+            } else {
+                PioEffect::None
+            }
         }
         fn now(&self) -> u64 {
             // Time moves on every time anyone looks, so waits end.
@@ -605,6 +673,17 @@ mod tests {
         });
         e.handle(&mut v, &mut h, write);
         assert_eq!(*h.writes.borrow(), vec![(0x3F8, 2, 0xCCDD)]);
+        let reset = VmExit::Io(IoAccess {
+            port: 0xCF9,
+            size: 1,
+            write: true,
+            string: false,
+            rep: false,
+        });
+        assert_eq!(
+            e.handle(&mut v, &mut h, reset),
+            Flow::Stop(StopReason::Reset)
+        );
     }
 
     #[test]
@@ -700,14 +779,14 @@ mod tests {
         e.lapic.write(0x320, 0x40, now);
         e.lapic.write(0x380, 100, now);
         assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::Continue);
-        e.before_entry(&mut v, h.now());
+        e.before_entry(&mut v, &h);
         assert_eq!(v.injected, vec![Event::Interrupt { vector: 0x40 }]);
         // With interrupts masked, a pending vector asks for a window instead.
         v.rflags &= !(1 << 9);
         e.lapic.write(0xB0, 0, h.now()); // EOI the first one
         e.lapic.write(0x380, 1, h.now());
-        e.lapic.poll(h.now() + 1_000_000);
-        e.before_entry(&mut v, h.now() + 1_000_000);
+        h.clock.set(h.clock.get() + 1_000_000);
+        e.before_entry(&mut v, &h);
         assert!(v.window);
     }
 

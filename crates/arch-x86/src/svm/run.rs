@@ -1,5 +1,6 @@
 //! The VMRUN world switch, in assembly: host FPU/SSE state saved, guest's
-//! loaded; VMLOAD/VMRUN/VMSAVE with GIF clear; host state back.
+//! loaded; VMLOAD/VMRUN/VMSAVE with GIF clear (and host IF set during VMRUN,
+//! so that physical interrupts exit the guest); host state back.
 
 use vcpu::Gprs;
 
@@ -62,7 +63,12 @@ quercus_svm_run:
     mov 112(%rax), %r15
     mov (%rsp), %rax
     vmload %rax
+    /* IF=1 with GIF=0: no host interrupt is taken here, but with
+       V_INTR_MASKING the host's IF decides whether physical interrupts
+       end the guest's run (INTR exit). */
+    sti
     vmrun %rax
+    cli
     vmsave %rax
     mov 16(%rsp), %rax
     mov %rbx, 8(%rax)
