@@ -346,6 +346,7 @@ pub fn run(pcpus: u16) -> ! {
                 vmm::print_prefixed(vm, &out);
             }
             perform(actions);
+            vmm::printed(vm, out.len());
         }
         mailbox::service(0, None);
         cpu::wait_for_interrupt();

@@ -52,6 +52,8 @@ pub struct Vm {
     platform: Mutex<vm::PcPlatform>,
     /// Console bytes the guest wrote, waiting for pCPU 0 to show them.
     out: Mutex<alloc::collections::VecDeque<u8>>,
+    /// Bytes queued in `out` or taken but not yet printed by pCPU 0.
+    unprinted: AtomicU64,
     /// The line being assembled for the prefixed overview (pCPU 0 only).
     line: Mutex<String>,
     pub stats: Mutex<vm::ExitStats>,
@@ -435,6 +437,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         slat_root,
         platform: Mutex::new(new_platform(cfg)),
         out: Mutex::new(alloc::collections::VecDeque::new()),
+        unprinted: AtomicU64::new(0),
         line: Mutex::new(String::new()),
         stats: Mutex::new(vm::ExitStats::default()),
         guest_cycles: AtomicU64::new(0),
@@ -601,8 +604,8 @@ fn multiboot_state(entry: &loader::BootSetup) -> InitialState {
 
 fn stop(vm: &Vm, state: VmState, why: core::fmt::Arguments<'_>) {
     // Let pCPU 0 show the guest's last words before the verdict (bounded).
-    let deadline = arch_x86::time::deadline_after_us(500_000);
-    while !vm.out.lock().is_empty() && !arch_x86::time::passed(deadline) {
+    let deadline = arch_x86::time::deadline_after_us(2_000_000);
+    while vm.unprinted.load(Ordering::Acquire) != 0 && !arch_x86::time::passed(deadline) {
         core::hint::spin_loop();
     }
     vm.control.store(Control::Stop as u8, Ordering::Release);
@@ -873,9 +876,16 @@ fn console_out(vm: &Vm, bytes: &[u8]) {
     for &b in bytes {
         if q.len() >= OUT_QUEUE_MAX {
             q.pop_front();
+            vm.unprinted.fetch_sub(1, Ordering::AcqRel);
         }
         q.push_back(b);
+        vm.unprinted.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// pCPU 0 printed (or stored) `n` bytes taken with [`take_output`].
+pub fn printed(vm: &Vm, n: usize) {
+    vm.unprinted.fetch_sub(n as u64, Ordering::AcqRel);
 }
 
 /// Takes the console bytes VM `vm` has waiting (pCPU 0).
