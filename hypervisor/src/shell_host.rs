@@ -333,6 +333,7 @@ pub fn run(pcpus: u16) -> ! {
             perform(actions);
         }
         for vm in vmm::vms() {
+            vmm::feed_typed(vm);
             out.clear();
             vmm::take_output(vm, &mut out);
             if out.is_empty() {

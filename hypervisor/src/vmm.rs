@@ -54,6 +54,8 @@ pub struct Vm {
     out: Mutex<alloc::collections::VecDeque<u8>>,
     /// Bytes queued in `out` or taken but not yet printed by pCPU 0.
     unprinted: AtomicU64,
+    /// Bytes typed for the guest, fed to its vUART as its FIFO drains.
+    typed: Mutex<alloc::collections::VecDeque<u8>>,
     /// The line being assembled for the prefixed overview (pCPU 0 only).
     line: Mutex<String>,
     pub stats: Mutex<vm::ExitStats>,
@@ -438,6 +440,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         platform: Mutex::new(new_platform(cfg)),
         out: Mutex::new(alloc::collections::VecDeque::new()),
         unprinted: AtomicU64::new(0),
+        typed: Mutex::new(alloc::collections::VecDeque::new()),
         line: Mutex::new(String::new()),
         stats: Mutex::new(vm::ExitStats::default()),
         guest_cycles: AtomicU64::new(0),
@@ -914,8 +917,37 @@ pub fn print_prefixed(vm: &Vm, bytes: &[u8]) {
     }
 }
 
-/// Feeds a byte typed at the console into VM `vm`'s vUART (dropped when its
-/// receive FIFO is full).
+/// Most typed bytes kept for a VM whose vUART is not reading.
+const TYPED_MAX: usize = 4096;
+
+/// Queues a byte typed at the console for VM `vm` (pCPU 0).
 pub fn input(vm: &Vm, byte: u8) {
-    let _ = vm.platform.lock().console_input(byte);
+    let mut q = vm.typed.lock();
+    if q.len() < TYPED_MAX {
+        q.push_back(byte);
+    }
+}
+
+/// Moves typed bytes into the VM's vUART while its receive FIFO has room (pCPU 0).
+pub fn feed_typed(vm: &Vm) {
+    let mut q = vm.typed.lock();
+    if q.is_empty() {
+        return;
+    }
+    let mut platform = vm.platform.lock();
+    let mut fed = false;
+    while let Some(&b) = q.front() {
+        if !platform.console_input(b) {
+            break;
+        }
+        q.pop_front();
+        fed = true;
+    }
+    drop(platform);
+    if fed {
+        // A halted vCPU sleeps until a host interrupt: wake it for the UART's.
+        for &p in vm.cfg.pcpus {
+            kick(usize::from(p));
+        }
+    }
 }

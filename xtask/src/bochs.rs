@@ -125,11 +125,9 @@ fn module_names(modules: &[BootModule]) -> Result<Vec<(String, String)>> {
             .with_context(|| format!("module path {} has no file name", m.path.display()))?
             .to_string_lossy()
             .into_owned();
-        if name == KERNEL_NAME
-            || name == LINUX_NAME
-            || name == "grub"
-            || out.iter().any(|(n, _)| *n == name)
-        {
+        // The kernel is copied as quercus.elf (or bzImage for a native Linux
+        // run, which has no module of that name).
+        if name == KERNEL_NAME || name == "grub" || out.iter().any(|(n, _)| *n == name) {
             bail!("boot module file name `{name}` is used twice");
         }
         out.push((name, m.cmdline.clone()));

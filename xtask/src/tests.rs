@@ -177,6 +177,81 @@ fn shell_session_check(lines: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Failure lines of Linux runs (a Linux log may say "panic" in passing).
+const LINUX_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)";
+
+/// The memory Linux reports must match the VM's 128 MiB, less what the kernel
+/// keeps for itself (its image, page structures, the initramfs): between 64
+/// and 128 MiB.
+fn linux_memory_check(lines: &[String]) -> Result<(), String> {
+    let kb: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| {
+            l.split("mem_kb=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    match kb.first() {
+        Some(&k) if (64 * 1024..=128 * 1024).contains(&k) => Ok(()),
+        Some(&k) => Err(format!(
+            "Linux sees {k} KiB of memory; the scenario gives it 128 MiB"
+        )),
+        None => Err("no mem_kb= line from the Linux guest".into()),
+    }
+}
+
+/// Linux in one pre-launched VM: userspace, a command typed through the
+/// shell's `vm_console`, `reboot` (the VM boots again), `poweroff` (it stops).
+fn linux_lifecycle() -> TestCase {
+    TestCase {
+        scenario: "linux",
+        cpus: 2,
+        input: vec![
+            (r"^\[linux\] QUERCUS-GUEST: shell$", "vm_console linux\r"),
+            (r"attached to linux", "echo hello-$((6*7))\r"),
+            (r"^hello-42", "reboot -f\r"),
+            (r"^QUERCUS-GUEST: shell$", "poweroff -f\r"),
+        ],
+        expect: vec![
+            r"^\[linux\] QUERCUS-GUEST: up$".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+            r"attached to linux".into(),
+            r"^hello-42".into(),
+            r"vm linux: vCPU 0: reset by the guest".into(),
+            r"^QUERCUS-GUEST: up$".into(),
+            r"vm linux: stopped: .*powered off by the guest".into(),
+        ],
+        post_check: Some(linux_memory_check),
+        fail: Fail::Custom(LINUX_FAIL),
+        timeout_secs: 240,
+        ..boot("linux-qemu-svm", Emulator::Qemu, 2)
+    }
+}
+
+/// A kernel panic in the Linux VM leaves the bare-metal VM running.
+fn linux_panic() -> TestCase {
+    TestCase {
+        scenario: "linux-panic",
+        cpus: 3,
+        expect: vec![
+            r"^\[linux\] QUERCUS-GUEST: panicking$".into(),
+            r"^\[linux\] .*Kernel panic".into(),
+            r"^\[vm1\] tick \d+$".into(),
+        ],
+        parallel: vec![vec![format!(
+            r"^\[vm1\] TESTS DONE {} passed 0 failed$",
+            GUEST_TESTS.len()
+        )]],
+        fail: Fail::Custom(LINUX_FAIL),
+        timeout_secs: 240,
+        ..boot("linux-panic-qemu-svm", Emulator::Qemu, 3)
+    }
+}
+
 /// The scripted shell session on the `shell` scenario (two VMs that stay up).
 fn shell_session() -> TestCase {
     const STATS_VM0: &str = r"^vm0\s+0\s+\d+\s";
@@ -224,30 +299,41 @@ fn shell_session() -> TestCase {
 pub fn cases() -> Vec<TestCase> {
     vec![
         shell_session(),
+        linux_lifecycle(),
+        linux_panic(),
         guest("guest-qemu-svm", Emulator::Qemu),
         guest("guest-bochs-svm", Emulator::BochsAmd),
         guest("guest-bochs-vmx", Emulator::Bochs),
         TestCase {
             scenario: "partitioned",
-            cpus: 3,
+            cpus: 4,
             expect: guest_passes("vm0"),
-            parallel: vec![vec![
-                r"^\[vm1\] TEST triple-fault ARMED$".into(),
-                r"vm vm1: stopped: .*triple fault".into(),
-            ]],
+            parallel: vec![
+                vec![
+                    r"^\[vm1\] TEST triple-fault ARMED$".into(),
+                    r"vm vm1: stopped: .*triple fault".into(),
+                ],
+                vec![
+                    r"^\[linux\] QUERCUS-GUEST: up$".into(),
+                    r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+                ],
+            ],
             fail: Fail::Custom(GUEST_FAIL),
-            ..boot("partitioned-qemu-svm", Emulator::Qemu, 3)
+            timeout_secs: 180,
+            ..boot("partitioned-qemu-svm", Emulator::Qemu, 4)
         },
         TestCase {
+            // The Linux VM boots alongside; under Bochs only the bare-metal VMs are awaited.
             scenario: "partitioned",
-            cpus: 3,
+            cpus: 4,
             expect: guest_passes("vm0"),
             parallel: vec![vec![
                 r"^\[vm1\] TEST triple-fault ARMED$".into(),
                 r"vm vm1: stopped: .*triple fault".into(),
             ]],
             fail: Fail::Custom(GUEST_FAIL),
-            ..boot("partitioned-bochs-vmx", Emulator::Bochs, 3)
+            timeout_secs: 300,
+            ..boot("partitioned-bochs-vmx", Emulator::Bochs, 4)
         },
         TestCase {
             expect: vec![BANNER_SVM.into(), ready(2)],

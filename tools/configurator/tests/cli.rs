@@ -23,10 +23,12 @@ fn validate_ok() {
         "--module",
         "test-guest",
         "--module",
-        "test-guest-crash",
+        "linux",
+        "--module",
+        "initrd",
     ]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok: 2 VMs\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok: 3 VMs\n");
 }
 
 #[test]
@@ -43,7 +45,11 @@ fn validate_reports_every_error_and_fails() {
         stderr.contains("vm \"vm1\" (vm[1]): kernel.module"),
         "{stderr}"
     );
-    assert!(stderr.ends_with("2 error(s)\n"), "{stderr}");
+    assert!(
+        stderr.contains("vm \"linux\" (vm[2]): initrd: module \"initrd\" is not built"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("4 error(s)\n"), "{stderr}");
 }
 
 #[test]

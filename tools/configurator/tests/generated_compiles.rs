@@ -39,7 +39,7 @@ fn default_scenario_static() {
 #[test]
 fn partitioned_scenario_static() {
     let s = &partitioned_scenario::SCENARIO;
-    assert_eq!((s.name, s.vms.len()), ("partitioned", 2));
+    assert_eq!((s.name, s.vms.len()), ("partitioned", 3));
     for (id, vm) in s.vms.iter().enumerate() {
         assert_eq!(usize::from(vm.id), id);
     }
@@ -49,4 +49,10 @@ fn partitioned_scenario_static() {
         (crash.kernel.module, crash.kernel.cmdline),
         ("test-guest", "crash")
     );
+    let linux = s.vm_by_name("linux").unwrap();
+    assert_eq!(
+        (linux.kernel.module, linux.initrd),
+        ("linux", Some("initrd"))
+    );
+    assert_eq!(linux.kernel.kind, KernelKind::BzImage);
 }

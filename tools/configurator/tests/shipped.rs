@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use configurator::{generate, load_and_validate, Board, Vendor};
 
 /// The module names xtask builds for the shipped scenarios.
-const GUESTS: &[&str] = &["test-guest", "test-guest-crash"];
+const GUESTS: &[&str] = &["test-guest", "test-guest-crash", "linux", "initrd"];
 
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
@@ -89,7 +89,8 @@ fn partitioned_scenario() {
         summary,
         [
             (0, vec![1], "test-guest", ""),
-            (1, vec![2], "test-guest", "crash")
+            (1, vec![2], "test-guest", "crash"),
+            (2, vec![3], "linux", "console=ttyS0 quiet")
         ]
     );
 }

@@ -47,5 +47,25 @@ pub static SCENARIO: Scenario = Scenario {
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
         },
+        VmConfig {
+            id: 2,
+            name: "linux",
+            load_order: LoadOrder::PreLaunched,
+            vm_type: VmType::Standard,
+            pcpus: &[3],
+            vcpus: 1,
+            memory: MemoryConfig {
+                size: 0x8000000,
+                host_base: None,
+            },
+            kernel: KernelConfig {
+                module: "linux",
+                kind: KernelKind::BzImage,
+                cmdline: "console=ttyS0 quiet",
+            },
+            initrd: Some("initrd"),
+            console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
+            restart_on_reset: false,
+        },
     ],
 };
