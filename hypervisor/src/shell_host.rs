@@ -249,8 +249,16 @@ impl ShellBackend for Host {
     fn ioapic(&self, vm: Option<VmId>) -> Result<Vec<IoapicLine>, BackendError> {
         match vm {
             Some(id) => {
-                vm_ref(id)?;
-                Err(BackendError::NoVioapic(id))
+                let vm = vm_ref(id)?;
+                Ok(vmm::vioapic_table(vm)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(pin, rte)| IoapicLine {
+                        ioapic: 0,
+                        pin: pin as u8,
+                        rte,
+                    })
+                    .collect())
             }
             None => Ok(crate::boot::ioapics()
                 .iter()

@@ -917,6 +917,14 @@ pub fn print_prefixed(vm: &Vm, bytes: &[u8]) {
     }
 }
 
+/// The redirection table of a VM's virtual IOAPIC.
+pub fn vioapic_table(vm: &Vm) -> Vec<u64> {
+    let p = vm.platform.lock();
+    (0..)
+        .map_while(|pin| p.ioapic.redirection_entry(pin))
+        .collect()
+}
+
 /// Most typed bytes kept for a VM whose vUART is not reading.
 const TYPED_MAX: usize = 4096;
 
