@@ -84,6 +84,25 @@ impl CpuidPolicy {
     ///
     /// Total for every input: leaves without a rule return `native`
     /// unchanged (the hardware's own answer for out-of-range leaves included).
+    /// Sets the bits of CPUID that mirror the calling CPU's CR4 from the
+    /// guest's CR4, not the host's: OSXSAVE (leaf 1 ECX bit 27) and OSPKE
+    /// (leaf 7.0 ECX bit 4). A guest that has not enabled XSAVE must not be told
+    /// it did (glibc would run XGETBV and take #UD).
+    pub fn reflect_guest_cr4(leaf: u32, subleaf: u32, regs: &mut [u32; 4], guest_cr4: u64) {
+        let set = |reg: &mut u32, bit: u32, on: bool| {
+            if on {
+                *reg |= 1 << bit;
+            } else {
+                *reg &= !(1 << bit);
+            }
+        };
+        match (leaf, subleaf) {
+            (LEAF_FEATURES, _) => set(&mut regs[ECX], 27, guest_cr4 & (1 << 18) != 0),
+            (LEAF_EXT_FEATURES, 0) => set(&mut regs[ECX], 4, guest_cr4 & (1 << 22) != 0),
+            _ => {}
+        }
+    }
+
     pub fn virtualize(&self, leaf: u32, subleaf: u32, native: [u32; 4]) -> [u32; 4] {
         let mut r = native;
         match leaf {
@@ -179,6 +198,21 @@ mod tests {
             tsc_khz: 0,
         };
         assert_eq!(p.virtualize(1, 0, ALL)[EBX], 0x0000_FFFF);
+    }
+
+    #[test]
+    fn osxsave_and_ospke_follow_the_guests_cr4() {
+        let mut r = [0, 0, 1 << 27, 0];
+        CpuidPolicy::reflect_guest_cr4(1, 0, &mut r, 0);
+        assert_eq!(r[ECX] & (1 << 27), 0, "host OSXSAVE must not leak");
+        CpuidPolicy::reflect_guest_cr4(1, 0, &mut r, 1 << 18);
+        assert_ne!(r[ECX] & (1 << 27), 0);
+        let mut r7 = [0, 0, 0, 0];
+        CpuidPolicy::reflect_guest_cr4(7, 0, &mut r7, 1 << 22);
+        assert_eq!(r7[ECX], 1 << 4);
+        let mut other = [1, 2, 3, 4];
+        CpuidPolicy::reflect_guest_cr4(7, 1, &mut other, u64::MAX);
+        assert_eq!(other, [1, 2, 3, 4]);
     }
 
     #[test]

@@ -206,7 +206,9 @@ impl VcpuExits {
             VmExit::Cpuid => {
                 let g = vcpu.gprs();
                 let (leaf, sub) = (g.rax as u32, g.rcx as u32);
-                let [a, b, c, d] = self.cpuid.virtualize(leaf, sub, host.host_cpuid(leaf, sub));
+                let mut regs = self.cpuid.virtualize(leaf, sub, host.host_cpuid(leaf, sub));
+                CpuidPolicy::reflect_guest_cr4(leaf, sub, &mut regs, vcpu.system_state().cr4);
+                let [a, b, c, d] = regs;
                 let g = vcpu.gprs_mut();
                 (g.rax, g.rbx, g.rcx, g.rdx) = (a.into(), b.into(), c.into(), d.into());
                 true
