@@ -19,24 +19,7 @@ pub struct GprOperand {
 }
 
 /// Registers in encoding order, the order iced numbers each width in.
-const ENCODING_ORDER: [Reg; 16] = [
-    Reg::Rax,
-    Reg::Rcx,
-    Reg::Rdx,
-    Reg::Rbx,
-    Reg::Rsp,
-    Reg::Rbp,
-    Reg::Rsi,
-    Reg::Rdi,
-    Reg::R8,
-    Reg::R9,
-    Reg::R10,
-    Reg::R11,
-    Reg::R12,
-    Reg::R13,
-    Reg::R14,
-    Reg::R15,
-];
+const ENCODING_ORDER: [Reg; 16] = Reg::ENCODING_ORDER;
 
 impl GprOperand {
     /// The operand for an iced register, `None` if it is not a

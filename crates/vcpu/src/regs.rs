@@ -42,6 +42,34 @@ pub enum Reg {
     R15,
 }
 
+impl Reg {
+    /// Every register in encoding order (the number in ModRM/REX, in VMX exit
+    /// qualifications, and in the decoder's per-width numbering).
+    pub const ENCODING_ORDER: [Reg; 16] = [
+        Reg::Rax,
+        Reg::Rcx,
+        Reg::Rdx,
+        Reg::Rbx,
+        Reg::Rsp,
+        Reg::Rbp,
+        Reg::Rsi,
+        Reg::Rdi,
+        Reg::R8,
+        Reg::R9,
+        Reg::R10,
+        Reg::R11,
+        Reg::R12,
+        Reg::R13,
+        Reg::R14,
+        Reg::R15,
+    ];
+
+    /// The register with encoding number `n & 15`.
+    pub fn from_encoding(n: u8) -> Reg {
+        Reg::ENCODING_ORDER[usize::from(n & 15)]
+    }
+}
+
 impl Gprs {
     /// Reads `reg`; RSP is not held here and reads as `None`.
     pub fn get(&self, reg: Reg) -> Option<u64> {

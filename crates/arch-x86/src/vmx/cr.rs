@@ -7,26 +7,6 @@ use x86::vmx::vmcs::{control, guest, ro};
 use super::{instr, VmxVcpu};
 use crate::vmx_bits::{self, efer, ept_cap, interruptibility, CrAccess, CrUpdate, GuestModes};
 
-/// Registers in the order of the CR-access qualification's GPR field.
-const GPR_ORDER: [Reg; 16] = [
-    Reg::Rax,
-    Reg::Rcx,
-    Reg::Rdx,
-    Reg::Rbx,
-    Reg::Rsp,
-    Reg::Rbp,
-    Reg::Rsi,
-    Reg::Rdi,
-    Reg::R8,
-    Reg::R9,
-    Reg::R10,
-    Reg::R11,
-    Reg::R12,
-    Reg::R13,
-    Reg::R14,
-    Reg::R15,
-];
-
 impl VmxVcpu {
     /// Invalidates linear and combined translations of this vCPU's VPID.
     fn flush_linear(&self) {
@@ -100,14 +80,14 @@ impl VmxVcpu {
 
     /// Guest GPR `index` in CR-access numbering (4 = RSP, from the VMCS).
     fn gpr(&self, index: u8) -> u64 {
-        match GPR_ORDER[usize::from(index & 15)] {
+        match Reg::from_encoding(index) {
             Reg::Rsp => self.vmread(guest::RSP),
             r => self.gprs.get(r).unwrap_or(0),
         }
     }
 
     fn set_gpr(&mut self, index: u8, value: u64) {
-        match GPR_ORDER[usize::from(index & 15)] {
+        match Reg::from_encoding(index) {
             Reg::Rsp => self.vmwrite(guest::RSP, value),
             r => {
                 self.gprs.set(r, value);
