@@ -759,6 +759,14 @@ impl vm::VmHost for Host<'_> {
         };
     }
 
+    fn host_rdmsr(&self, msr: u32) -> Option<u64> {
+        arch_x86::safe_msr::rdmsr(msr)
+    }
+
+    fn host_wrmsr(&self, msr: u32, value: u64) -> bool {
+        arch_x86::safe_msr::wrmsr(msr, value)
+    }
+
     fn take_host_interrupt(&mut self) {
         cpu::wait_for_interrupt_pending();
     }

@@ -52,6 +52,14 @@ pub trait VmHost {
     fn xcr0_supported(&self) -> u64;
     /// Loads a validated XCR0 on this pCPU.
     fn load_xcr0(&mut self, value: u64);
+    /// RDMSR on this pCPU; `None` if it raised #GP.
+    fn host_rdmsr(&self, _msr: u32) -> Option<u64> {
+        None
+    }
+    /// WRMSR on this pCPU; false if it raised #GP.
+    fn host_wrmsr(&self, _msr: u32, _value: u64) -> bool {
+        false
+    }
     /// Lets the host take an interrupt that arrived while the guest ran.
     fn take_host_interrupt(&mut self);
     /// Sleeps until the next host interrupt (an idle, halted vCPU).
@@ -284,6 +292,7 @@ impl VcpuExits {
             let ok = match self.msrs.write(msr, value) {
                 MsrWrite::Backend => vcpu.write_state_msr(msr, value),
                 MsrWrite::Ignore => true,
+                MsrWrite::Host => host.host_wrmsr(msr, value),
                 MsrWrite::Gp => false,
             };
             if !ok {
@@ -295,6 +304,7 @@ impl VcpuExits {
                 MsrRead::Value(v) => Some(v),
                 MsrRead::Tsc => Some(vcpu.guest_tsc(host.now())),
                 MsrRead::Backend => vcpu.read_state_msr(msr),
+                MsrRead::Host => host.host_rdmsr(msr),
                 MsrRead::Gp => None,
             };
             match value {

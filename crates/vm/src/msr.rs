@@ -34,6 +34,12 @@
 /// The architectural numbers of the MSRs this policy names.
 pub mod numbers {
     pub const IA32_TSC: u32 = 0x10;
+    /// Speculation control (IBRS, STIBP, SSBD).
+    pub const IA32_SPEC_CTRL: u32 = 0x48;
+    /// Prediction command (IBPB), write-only.
+    pub const IA32_PRED_CMD: u32 = 0x49;
+    /// L1D flush command, write-only.
+    pub const IA32_FLUSH_CMD: u32 = 0x10B;
     pub const IA32_PLATFORM_ID: u32 = 0x17;
     pub const IA32_APIC_BASE: u32 = 0x1B;
     pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
@@ -79,6 +85,9 @@ pub enum MsrRead {
     Tsc,
     /// Return this value in EDX:EAX.
     Value(u64),
+    /// Read the MSR of the pCPU itself (the vCPU owns it); #GP if the pCPU
+    /// has no such MSR.
+    Host,
     /// Inject #GP(0); the read has no other effect.
     Gp,
 }
@@ -90,6 +99,9 @@ pub enum MsrWrite {
     Backend,
     /// Accept the instruction and drop the value.
     Ignore,
+    /// Write the MSR of the pCPU itself (speculation controls, which act on the
+    /// pCPU the vCPU owns); #GP if the pCPU refuses.
+    Host,
     /// Inject #GP(0); nothing is written.
     Gp,
 }
@@ -105,6 +117,7 @@ impl MsrPolicy {
     /// How to answer RDMSR of `msr`. Total over all `u32`.
     pub fn read(&self, msr: u32) -> MsrRead {
         match msr {
+            IA32_SPEC_CTRL => MsrRead::Host,
             IA32_TSC => MsrRead::Tsc,
             IA32_APIC_BASE => MsrRead::Value(self.apic_base),
             IA32_MISC_ENABLE => MsrRead::Value(MISC_ENABLE_FAST_STRINGS),
@@ -119,6 +132,9 @@ impl MsrPolicy {
     /// How to carry out WRMSR of `value` to `msr`. Total over all inputs.
     pub fn write(&self, msr: u32, value: u64) -> MsrWrite {
         match msr {
+            // Speculation controls the CPU advertises (CPUID 7.0 EDX): the
+            // pCPU belongs to this vCPU, so the guest's mitigations act on it.
+            IA32_SPEC_CTRL | IA32_PRED_CMD | IA32_FLUSH_CMD => MsrWrite::Host,
             IA32_TSC | IA32_BIOS_SIGN_ID | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | AMD_HWCR => {
                 MsrWrite::Ignore
             }
@@ -192,6 +208,22 @@ mod tests {
         0x5555_5555_5555_5555,
         0xAAAA_AAAA_AAAA_AAAA,
     ];
+
+    #[test]
+    fn speculation_controls_go_to_the_pcpu() {
+        let p = MsrPolicy {
+            apic_base: 0xFEE0_0900,
+        };
+        assert_eq!(p.read(numbers::IA32_SPEC_CTRL), MsrRead::Host);
+        for msr in [
+            numbers::IA32_SPEC_CTRL,
+            numbers::IA32_PRED_CMD,
+            numbers::IA32_FLUSH_CMD,
+        ] {
+            assert_eq!(p.write(msr, 1), MsrWrite::Host, "{msr:#x}");
+        }
+        assert_eq!(p.read(numbers::IA32_PRED_CMD), MsrRead::Gp, "write-only");
+    }
 
     #[test]
     fn numbers_match_the_architecture() {
