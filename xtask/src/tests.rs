@@ -178,7 +178,7 @@ fn shell_session_check(lines: &[String]) -> Result<(), String> {
 }
 
 /// Failure lines of Linux runs (a Linux log may say "panic" in passing).
-const LINUX_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)";
+const LINUX_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault";
 
 /// The memory Linux reports must match the VM's 128 MiB, less what the kernel
 /// keeps for itself (its image, page structures, the initramfs): between 64
@@ -229,6 +229,23 @@ fn linux_lifecycle() -> TestCase {
         fail: Fail::Custom(LINUX_FAIL),
         timeout_secs: 240,
         ..boot("linux-qemu-svm", Emulator::Qemu, 2)
+    }
+}
+
+/// Linux to userspace on Intel VT-x (Bochs): the slow one (minutes).
+fn linux_bochs() -> TestCase {
+    TestCase {
+        scenario: "linux",
+        cpus: 2,
+        mem_mib: 1024,
+        expect: vec![
+            r"^\[linux\] QUERCUS-GUEST: up$".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+        ],
+        post_check: Some(linux_memory_check),
+        fail: Fail::Custom(LINUX_FAIL),
+        timeout_secs: 1200,
+        ..boot("linux-bochs-vmx", Emulator::Bochs, 2)
     }
 }
 
@@ -301,6 +318,7 @@ pub fn cases() -> Vec<TestCase> {
         shell_session(),
         linux_lifecycle(),
         linux_panic(),
+        linux_bochs(),
         guest("guest-qemu-svm", Emulator::Qemu),
         guest("guest-bochs-svm", Emulator::BochsAmd),
         guest("guest-bochs-vmx", Emulator::Bochs),
