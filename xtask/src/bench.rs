@@ -92,6 +92,110 @@ pub fn bench_boot(runs: usize) -> Result<ExitCode> {
     })
 }
 
+/// Boots Debian's kernel with the busybox initramfs `runs` times natively and
+/// as the `linux` scenario's VM on `emulator`; prints each time to the
+/// userspace banner, both medians and their ratio, and the VM's exits by
+/// reason (read with the shell's `stats` once the guest's shell is up).
+pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let root = workspace_root();
+    packages::ensure(&packages::all_requirements())?;
+    let image = crate::linux_image::linux_guest(&root)?;
+    let scenario = root.join("configs/linux.toml");
+    let opts = BuildOptions {
+        profile: Profile::Release,
+        scenario: Some(scenario.clone()),
+    };
+    let modules = build::scenario_modules(&root, &scenario, &opts)?;
+    let hv = build::build_hypervisor(&opts)?;
+    let fail = Regex::new(r"quercus: fatal|Kernel panic|Attempted to kill init")?;
+    let native_up = vec![Regex::new("QUERCUS-GUEST: up")?];
+    let vm_up_and_stats = vec![
+        Regex::new(r"^\[linux\] QUERCUS-GUEST: up$")?,
+        Regex::new(r"^linux\s+0\s+\d+")?,
+    ];
+    let vm_shell = Regex::new(r"^\[linux\] QUERCUS-GUEST: shell$")?;
+    let mut medians = Vec::new();
+    for native in [true, false] {
+        let label = if native { "native" } else { "quercus" };
+        let mut times = Vec::new();
+        for i in 1..=runs {
+            if process::interrupted() {
+                return Ok(ExitCode::from(130));
+            }
+            let (kernel, mods, cmdline, expect, input) = if native {
+                (
+                    image.bzimage.clone(),
+                    vec![runner::BootModule {
+                        path: image.initrd.clone(),
+                        cmdline: String::new(),
+                    }],
+                    "console=ttyS0 quiet".to_string(),
+                    native_up.clone(),
+                    Vec::new(),
+                )
+            } else {
+                (
+                    hv.clone(),
+                    modules.clone(),
+                    String::new(),
+                    vm_up_and_stats.clone(),
+                    vec![(vm_shell.clone(), b"stats linux\r".to_vec())],
+                )
+            };
+            let cfg = RunConfig {
+                name: format!("bench-linux-{}-{label}-{i}", emulator.name()),
+                kernel,
+                emulator,
+                cpus: 2,
+                mem_mib: 1024,
+                cmdline,
+                modules: mods,
+                extra_qemu_args: Vec::new(),
+                expect,
+                parallel: Vec::new(),
+                input,
+                fail: Some(fail.clone()),
+                timeout: Duration::from_secs(1200),
+                echo: false,
+            };
+            let outcome = runner::run(&cfg)?;
+            let up = outcome
+                .lines
+                .iter()
+                .position(|l| l.contains("QUERCUS-GUEST: up"))
+                .and_then(|i| outcome.line_times.get(i).copied());
+            let (true, Some(t)) = (outcome.matched, up) else {
+                println!("{label:<8} run {i}: FAIL {}", outcome.reason);
+                continue;
+            };
+            println!("{label:<8} run {i}: {:.2} s", t.as_secs_f64());
+            if let Some(stats) = outcome.lines.iter().find(|l| l.starts_with("linux ")) {
+                println!("{label:<8} run {i}: stats {}", stats.trim());
+            }
+            times.push(t);
+        }
+        if let Some(m) = median(&times) {
+            println!(
+                "{label:<8} median: {:.2} s ({} of {runs} runs)",
+                m.as_secs_f64(),
+                times.len()
+            );
+            medians.push(m);
+        }
+    }
+    if let [native, quercus] = medians[..] {
+        println!(
+            "{} Linux boot to userspace under Quercus / native: {:.2}",
+            emulator.name(),
+            quercus.as_secs_f64() / native.as_secs_f64().max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The number after `median=` on a `BENCH cpuid` line.
 pub fn cpuid_median(line: &str) -> Option<u64> {
     let rest = &line[line.find("BENCH cpuid median=")? + "BENCH cpuid median=".len()..];

@@ -81,6 +81,14 @@ enum BenchWhat {
     /// The test guest's CPUID round trip (guest TSC ticks, median of 1000),
     /// natively and under Quercus on each emulator, plus the VM's exit counts.
     Cpuid,
+    /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
+    Linux {
+        /// Boots of each kind.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = runner::Emulator::Qemu)]
+        emulator: runner::Emulator,
+    },
 }
 
 #[derive(clap::Args)]
@@ -324,6 +332,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Cpuid,
         } => bench::bench_cpuid(),
+        Command::Bench {
+            what: BenchWhat::Linux { runs, emulator },
+        } => bench::bench_linux(runs, emulator),
     };
     match result {
         Ok(code) => code,

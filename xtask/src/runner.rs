@@ -82,6 +82,8 @@ pub struct RunOutcome {
     pub lines: Vec<String>,
     /// Wall time from emulator start to the last expected line.
     pub elapsed_to_match: Option<Duration>,
+    /// When each of `lines` arrived, from emulator start.
+    pub line_times: Vec<Duration>,
 }
 
 /// A fresh `<root>/target/runs/<name>-<pid>/`.
@@ -237,6 +239,7 @@ fn interactive_outcome(status: Option<std::process::ExitStatus>, start: Instant)
         _ => "interrupted: emulator killed".to_string(),
     };
     RunOutcome {
+        line_times: Vec::new(),
         matched: status.is_some() && !interrupted(),
         reason,
         diagnostics: Vec::new(),
@@ -349,6 +352,7 @@ struct Watch<'a> {
     splitter: LineSplitter,
     matcher: Matcher,
     lines: Vec<String>,
+    line_times: Vec<Duration>,
     start: Instant,
     /// Input steps not yet triggered, and bytes ready to type.
     input: std::collections::VecDeque<(Regex, Vec<u8>)>,
@@ -374,6 +378,7 @@ impl Watch<'_> {
                 }
             }
             self.lines.push(line);
+            self.line_times.push(self.start.elapsed());
             match verdict {
                 Verdict::Pending => {}
                 Verdict::Matched => {
@@ -408,6 +413,7 @@ impl Watch<'_> {
             reason,
             diagnostics: Vec::new(),
             lines: std::mem::take(&mut self.lines),
+            line_times: std::mem::take(&mut self.line_times),
             elapsed_to_match: elapsed,
         }
     }
@@ -426,6 +432,7 @@ fn watch(
         splitter: LineSplitter::default(),
         matcher: Matcher::with_parallel(cfg.expect.clone(), cfg.parallel.clone(), cfg.fail.clone()),
         lines: Vec::new(),
+        line_times: Vec::new(),
         start,
         input: cfg.input.iter().cloned().collect(),
         typed: Vec::new(),
