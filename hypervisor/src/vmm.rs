@@ -534,24 +534,7 @@ impl Entry {
 fn initial_state(entry: &Entry) -> InitialState {
     match entry {
         Entry::Multiboot(b) => multiboot_state(b),
-        Entry::Linux(l) => {
-            let e = l.entry_state();
-            InitialState {
-                rip: e.rip,
-                rsp: e.rsp,
-                rflags: e.rflags,
-                gprs: e.gprs,
-                cr0: e.cr0,
-                cr3: e.cr3,
-                cr4: e.cr4,
-                efer: e.efer,
-                cs: e.cs,
-                data: e.data,
-                tr: e.tr,
-                gdtr: e.gdtr,
-                idtr: e.idtr,
-            }
-        }
+        Entry::Linux(l) => l.entry_state(),
     }
 }
 

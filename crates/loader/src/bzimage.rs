@@ -176,43 +176,8 @@ pub const LONG_MODE_EFER: u64 = 0x500;
 /// RFLAGS at entry: only the reserved bit 1 (interrupts off).
 pub const LONG_MODE_RFLAGS: u64 = 0x2;
 
-/// The complete vCPU state at the 64-bit entry, field for field what a
-/// backend loads. Segment attributes are in the packed SVM form
-/// ([`SegmentState::attrib`]: type, S, DPL, P in bits 7:0; AVL, L, D/B, G in
-/// bits 11:8); a VMX backend widens them to access rights (bits 11:8 move to
-/// 15:12).
-///
-/// This is the boot protocol's contract: 64-bit mode, paging on with the
-/// kernel's `init_size` range, the zero page and the command line
-/// identity-mapped; a GDT with `__BOOT_CS` (0x10, execute/read) and
-/// `__BOOT_DS` (0x18, read/write), both flat 4 GiB; CS = `__BOOT_CS`; DS,
-/// ES, SS = `__BOOT_DS` (FS and GS too); interrupts disabled; RSI = the zero
-/// page. Besides: the other GPRs are 0; the IDT is empty (limit 0), so an
-/// exception before the kernel loads its own IDT shuts the VM down; TR is
-/// an unused busy 64-bit TSS, as VMX requires of a long-mode guest.
-/// Application processors are not started here: Linux wakes them with
-/// INIT/SIPI through the local APIC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LongModeEntry {
-    pub rip: u64,
-    pub rsp: u64,
-    pub rflags: u64,
-    pub gprs: Gprs,
-    pub cr0: u64,
-    pub cr3: u64,
-    pub cr4: u64,
-    pub efer: u64,
-    /// CS: [`BOOT_CS`], base 0, limit 4 GiB, 64-bit code (attrib 0xA9B).
-    pub cs: SegmentState,
-    /// DS, ES, SS, FS, GS: [`BOOT_DS`], base 0, limit 4 GiB, data (0xC93).
-    pub data: SegmentState,
-    /// TR: selector 0, base 0, limit 0x67, busy 64-bit TSS (0x08B).
-    pub tr: SegmentState,
-    /// GDTR: base and limit of the boot GDT (selector and attrib unused).
-    pub gdtr: SegmentState,
-    /// IDTR: base 0, limit 0.
-    pub idtr: SegmentState,
-}
+/// The register state of the 64-bit entry (see [`LinuxBoot::entry_state`]).
+pub type LongModeEntry = vcpu::InitialState;
 
 impl LinuxBoot {
     /// The register state to start the first vCPU with.

@@ -8,10 +8,12 @@
 extern crate alloc;
 
 mod exit;
+mod initial;
 mod memory;
 mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
+pub use initial::InitialState;
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::VecMemory;
 pub use memory::{check_range, GuestMemError, GuestMemory};
