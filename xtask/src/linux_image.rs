@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -118,9 +119,19 @@ pub fn images_dir(root: &Path) -> PathBuf {
     root.join("target").join("guest-images")
 }
 
-/// Build (or reuse) the Linux guest image.
+/// Build (or reuse) the Linux guest image. Checked once per xtask process: later calls return the
+/// first answer without asking apt again (~2 s).
 pub fn linux_guest(root: &Path) -> Result<LinuxImage> {
-    build(root, false)
+    static CHECKED: Mutex<Option<(PathBuf, LinuxImage)>> = Mutex::new(None);
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((r, image)) = checked.as_ref() {
+        if r == root {
+            return Ok(image.clone());
+        }
+    }
+    let image = build(root, false)?;
+    *checked = Some((root.to_path_buf(), image.clone()));
+    Ok(image)
 }
 
 /// Build the Linux guest image; `force` rebuilds it even when the stamp matches.
