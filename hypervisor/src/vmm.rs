@@ -77,6 +77,8 @@ pub struct Vm {
     entry: Mutex<Option<Entry>>,
     /// vCPUs currently inside their run loop.
     running_vcpus: AtomicU32,
+    /// Messages for each vCPU (IPIs, device interrupts, INIT/SIPI).
+    inboxes: Vec<vm::VcpuInbox>,
 }
 
 /// A VM's lifecycle state.
@@ -108,6 +110,8 @@ enum Control {
     Run = 0,
     Pause = 1,
     Stop = 2,
+    /// The guest reset the platform: every vCPU leaves, one reloads the VM.
+    Reset = 3,
 }
 
 impl Vm {
@@ -120,6 +124,7 @@ impl Vm {
         match self.control.load(Ordering::Acquire) {
             1 => Control::Pause,
             2 => Control::Stop,
+            3 => Control::Reset,
             _ => Control::Run,
         }
     }
@@ -159,6 +164,9 @@ impl Vm {
         };
         *self.entry.lock() = Some(entry);
         *self.platform.lock() = new_platform(self.cfg);
+        for (id, inbox) in (0u32..).zip(&self.inboxes) {
+            inbox.clear(id);
+        }
         Ok(entry)
     }
 }
@@ -254,6 +262,13 @@ pub fn kick(pcpu: usize) {
     }
 }
 
+/// Interrupts every pCPU of `vm` so that its vCPUs look at the VM's controls.
+fn kick_vcpus(vm: &Vm) {
+    for &p in vm.cfg.pcpus {
+        kick(usize::from(p));
+    }
+}
+
 /// Why a lifecycle request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LifecycleError {
@@ -282,12 +297,6 @@ pub mod lifecycle {
         vms().get(index).ok_or(LifecycleError::NoSuchVm)
     }
 
-    fn kick_all(vm: &Vm) {
-        for &p in vm.cfg.pcpus {
-            kick(usize::from(p));
-        }
-    }
-
     /// Starts a stopped or crashed VM from a fresh load of its kernel.
     pub fn start(index: usize) -> Result<(), LifecycleError> {
         let vm = vm(index)?;
@@ -312,7 +321,7 @@ pub mod lifecycle {
             s => return Err(LifecycleError::WrongState(s)),
         }
         vm.control.store(Control::Stop as u8, Ordering::Release);
-        kick_all(vm);
+        kick_vcpus(vm);
         wait_for(vm, |vm| vm.running_vcpus.load(Ordering::Acquire) == 0)
     }
 
@@ -323,7 +332,7 @@ pub mod lifecycle {
             return Err(LifecycleError::WrongState(vm.state()));
         }
         vm.control.store(Control::Pause as u8, Ordering::Release);
-        kick_all(vm);
+        kick_vcpus(vm);
         wait_for(vm, |vm| vm.state() != VmState::Running)
     }
 
@@ -334,7 +343,7 @@ pub mod lifecycle {
             return Err(LifecycleError::WrongState(vm.state()));
         }
         vm.control.store(Control::Run as u8, Ordering::Release);
-        kick_all(vm);
+        kick_vcpus(vm);
         wait_for(vm, |vm| vm.state() != VmState::Paused)
     }
 
@@ -453,66 +462,137 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         initrd,
         entry: Mutex::new(None),
         running_vcpus: AtomicU32::new(0),
+        inboxes: (0..u32::from(cfg.vcpus)).map(vm::VcpuInbox::new).collect(),
     };
     vm.load()?;
     Ok(vm)
 }
 
-/// Called by an idle pCPU: runs the vCPU posted to it, if any.
+/// Called by an idle pCPU: runs the vCPUs posted to it, if any.
 pub fn run_posted(cpu_index: usize) {
     let Some(slot) = TASKS.get(cpu_index) else {
         return;
     };
-    let task = slot.swap(core::ptr::null_mut(), Ordering::AcqRel);
-    if task.is_null() {
-        return;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: `start` stores pointers from `Box::into_raw` and each is taken once (swap).
-    let task = unsafe { alloc::boxed::Box::from_raw(task) };
-    let Some(vm) = VMS.get().and_then(|v| v.get(task.vm)) else {
-        return;
-    };
-    cpu::enable_xsave();
-    vm.running_vcpus.fetch_add(1, Ordering::AcqRel);
     loop {
-        let Some(entry) = *vm.entry.lock() else { break };
-        let init = initial_state(&entry);
+        let task = slot.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if task.is_null() {
+            return;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `launch` stores pointers from `Box::into_raw` and each is taken once (swap).
+        let task = unsafe { alloc::boxed::Box::from_raw(task) };
+        let Some(vm) = VMS.get().and_then(|v| v.get(task.vm)) else {
+            return;
+        };
+        cpu::enable_xsave();
+        vm.running_vcpus.fetch_add(1, Ordering::AcqRel);
+        if run_vcpu(vm, task.vcpu, cpu_index) == RunEnd::Reboot {
+            reboot(vm, task.vm);
+        }
+        vm.running_vcpus.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How a vCPU's time on its pCPU ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunEnd {
+    /// The VM stopped, crashed, or another vCPU is rebooting it.
+    Left,
+    /// This vCPU saw the guest reset the platform: it boots the VM again.
+    Reboot,
+    /// Another vCPU sent an INIT: wait for a start-up IPI.
+    WaitForSipi,
+}
+
+/// Runs vCPU `vcpu_id` of `vm` on pCPU `pcpu`: the BSP from the kernel's
+/// entry, an AP from each start-up IPI the guest sends it.
+fn run_vcpu(vm: &Vm, vcpu_id: u16, pcpu: usize) -> RunEnd {
+    let mut start = if vcpu_id == 0 {
+        let Some(entry) = *vm.entry.lock() else {
+            return RunEnd::Left;
+        };
+        Some(initial_state(&entry))
+    } else {
+        None
+    };
+    loop {
+        let init = match start.take() {
+            Some(s) => s,
+            None => match wait_for_sipi(vm, vcpu_id, pcpu) {
+                Some(vector) => InitialState::startup_ipi(vector),
+                None => return RunEnd::Left,
+            },
+        };
         info!(
             "vm {}: vCPU {} starts at {:#x}",
             vm.cfg.name,
-            task.vcpu,
-            entry.rip()
+            vcpu_id,
+            init.cs.base + init.rip
         );
-        let reboot = match BACKEND.get() {
+        let end = match BACKEND.get() {
             Some(Backend::Svm) => {
                 svm::enable_on_this_cpu();
                 let mut vcpu = SvmVcpu::new(u32::from(vm.id) + 1, vm.slat_root, &init);
-                run_loop(vm, task.vcpu, &mut vcpu)
+                run_loop(vm, vcpu_id, &mut vcpu)
             }
             Some(Backend::Vmx) => {
                 let vcpu = vmx::enable_on_this_cpu()
                     .and_then(|()| VmxVcpu::new(vm.id + 1, vm.slat_root, &init));
                 match vcpu {
-                    Ok(mut vcpu) => run_loop(vm, task.vcpu, &mut vcpu),
+                    Ok(mut vcpu) => run_loop(vm, vcpu_id, &mut vcpu),
                     Err(e) => {
                         stop(vm, VmState::Crashed, format_args!("VMX setup failed: {e}"));
-                        false
+                        RunEnd::Left
                     }
                 }
             }
-            None => false,
+            None => RunEnd::Left,
         };
-        // A guest reset (one vCPU: this one) boots the VM again from its images.
-        if !reboot || vm.cfg.vcpus > 1 {
-            break;
-        }
-        if let Err(e) = vm.load() {
-            stop(vm, VmState::Crashed, format_args!("reboot failed: {e}"));
-            break;
+        if end != RunEnd::WaitForSipi {
+            return end;
         }
     }
-    vm.running_vcpus.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// An application processor before (or after an INIT): it waits on its pCPU
+/// for a start-up IPI; `None` if the VM stops or reboots first.
+fn wait_for_sipi(vm: &Vm, vcpu_id: u16, pcpu: usize) -> Option<u8> {
+    let inbox = vm.inboxes.get(usize::from(vcpu_id))?;
+    loop {
+        crate::mailbox::service(pcpu, None);
+        if matches!(vm.control(), Control::Stop | Control::Reset) {
+            return None;
+        }
+        // A second INIT just keeps it waiting.
+        inbox.take_init();
+        if let Some(vector) = inbox.take_sipi() {
+            return Some(vector);
+        }
+        // Interrupts are off here: a kick that lands before the HLT wakes it.
+        cpu::wait_for_interrupt();
+    }
+}
+
+/// The guest reset the platform (from this pCPU): the other vCPUs leave, the
+/// VM is loaded again from its images and every vCPU starts over.
+fn reboot(vm: &Vm, index: usize) {
+    let deadline = arch_x86::time::deadline_after_us(2_000_000);
+    while vm.running_vcpus.load(Ordering::Acquire) > 1 {
+        if arch_x86::time::passed(deadline) {
+            stop(
+                vm,
+                VmState::Crashed,
+                format_args!("reset: other vCPUs did not leave"),
+            );
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    if let Err(e) = vm.load() {
+        stop(vm, VmState::Crashed, format_args!("reboot failed: {e}"));
+        return;
+    }
+    launch(index);
 }
 
 /// How a VM's kernel is entered.
@@ -520,15 +600,6 @@ pub fn run_posted(cpu_index: usize) {
 enum Entry {
     Multiboot(loader::BootSetup),
     Linux(loader::LinuxBoot),
-}
-
-impl Entry {
-    fn rip(&self) -> u64 {
-        match self {
-            Entry::Multiboot(b) => b.entry,
-            Entry::Linux(l) => l.entry_64,
-        }
-    }
 }
 
 fn initial_state(entry: &Entry) -> InitialState {
@@ -596,6 +667,7 @@ fn stop(vm: &Vm, state: VmState, why: core::fmt::Arguments<'_>) {
     }
     vm.control.store(Control::Stop as u8, Ordering::Release);
     vm.state.store(state as u8, Ordering::Release);
+    kick_vcpus(vm);
     if state == VmState::Crashed {
         error!("vm {}: stopped: {why}; other VMs keep running", vm.cfg.name);
     } else {
@@ -691,25 +763,31 @@ impl vm::VmHost for Host<'_> {
         true
     }
 
-    fn pull_interrupts(&self, _vcpu: u16, lapic: &mut vm::VLapic) {
+    fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {
         let deliveries = {
             let mut p = self.vm.platform.lock();
             p.poll(tsc_to_ns(cpu::rdtsc()));
             p.take_deliveries()
         };
-        let single = self.vm.cfg.vcpus <= 1;
-        for d in deliveries {
+        for d in &deliveries {
             log::debug!(
-                "vm {}: IOAPIC delivers vector {:#x} to APIC {}",
+                "vm {}: IOAPIC delivers vector {:#x} to {:?} {}",
                 self.vm.cfg.name,
                 d.vector,
+                d.dest_mode,
                 d.dest
             );
-            // One vCPU takes everything; with more, only what names its APIC ID
-            // (or all of them) until cross-vCPU delivery exists.
-            if single || u32::from(d.dest) == lapic.id() || d.dest == 0xFF {
-                lapic.raise(d.vector, d.level);
-            }
+            deliver(d);
+        }
+    }
+
+    fn inboxes(&self) -> &[vm::VcpuInbox] {
+        &self.vm.inboxes
+    }
+
+    fn kick(&self, vcpu: usize) {
+        if let Some(&p) = self.vm.cfg.pcpus.get(vcpu) {
+            kick(usize::from(p));
         }
     }
 
@@ -754,12 +832,15 @@ impl vm::VmHost for Host<'_> {
         cpu::wait_for_interrupt_pending();
     }
 
-    fn idle(&mut self) {
+    fn idle(&mut self, deadline: Option<u64>) {
+        if let Some(d) = deadline {
+            lapic::arm_oneshot(GUEST_TIMER_VECTOR, Some(d.saturating_sub(cpu::rdtsc())));
+        }
         cpu::wait_for_interrupt();
     }
 
     fn stop_requested(&self) -> bool {
-        self.vm.control() == Control::Stop
+        matches!(self.vm.control(), Control::Stop | Control::Reset)
     }
 
     fn needs_attention(&self) -> bool {
@@ -767,48 +848,56 @@ impl vm::VmHost for Host<'_> {
     }
 }
 
-/// Runs vCPU `vcpu_id` until it stops; true when the guest reset its
-/// platform and wants to boot again.
-fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> bool {
+/// Runs vCPU `vcpu_id` until it leaves the guest for good or is sent an INIT.
+fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
     let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, arch_x86::time::tsc_hz());
     let pcpu = usize::from(vm.cfg.pcpus.get(usize::from(vcpu_id)).copied().unwrap_or(0));
     let mut host = Host { vm, pcpu };
     let mut left_guest = cpu::rdtsc();
     loop {
-        exits.before_entry(vcpu, &host);
-        let entered = cpu::rdtsc();
-        // A host timer ends the guest's run at the next virtual timer deadline.
-        lapic::arm_oneshot(
-            GUEST_TIMER_VECTOR,
-            exits
-                .next_deadline(&host)
-                .map(|d| d.saturating_sub(entered)),
-        );
-        vm.hv_cycles
-            .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
-        let exit = vcpu.run();
-        left_guest = cpu::rdtsc();
-        vm.guest_cycles
-            .fetch_add(left_guest.wrapping_sub(entered), Ordering::Relaxed);
-        vm.stats.lock().record(&exit);
-        vm.injected.store(exits.injected, Ordering::Relaxed);
-        let flow = exits.handle(vcpu, &mut host, exit);
+        let mut flow = exits.before_entry(vcpu, &host);
+        if flow == vm::Flow::Continue {
+            let entered = cpu::rdtsc();
+            // A host timer ends the guest's run at the next virtual timer deadline.
+            lapic::arm_oneshot(
+                GUEST_TIMER_VECTOR,
+                exits
+                    .next_deadline(&host)
+                    .map(|d| d.saturating_sub(entered)),
+            );
+            vm.hv_cycles
+                .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
+            let exit = vcpu.run();
+            left_guest = cpu::rdtsc();
+            vm.guest_cycles
+                .fetch_add(left_guest.wrapping_sub(entered), Ordering::Relaxed);
+            vm.stats.lock().record(&exit);
+            vm.injected.store(exits.injected, Ordering::Relaxed);
+            flow = exits.handle(vcpu, &mut host, exit);
+        }
         crate::mailbox::service(pcpu, Some(&*vcpu));
         match (flow, vm.control()) {
+            // Another vCPU (or pCPU 0) already decided the VM's fate.
+            (_, Control::Reset) => return RunEnd::Left,
+            (_, Control::Stop) if !matches!(vm.state(), VmState::Running | VmState::Paused) => {
+                return RunEnd::Left
+            }
             (vm::Flow::Stop(vm::StopReason::Requested), _) | (_, Control::Stop) => {
                 stop(
                     vm,
                     VmState::Stopped,
                     format_args!("vCPU {vcpu_id}: stopped by the operator"),
                 );
-                return false;
+                return RunEnd::Left;
             }
             (vm::Flow::Stop(vm::StopReason::Reset), _) => {
                 info!(
                     "vm {}: vCPU {vcpu_id}: reset by the guest; booting it again",
                     vm.cfg.name
                 );
-                return true;
+                vm.control.store(Control::Reset as u8, Ordering::Release);
+                kick_vcpus(vm);
+                return RunEnd::Reboot;
             }
             (vm::Flow::Stop(reason @ vm::StopReason::PowerOff), _) => {
                 stop(
@@ -816,7 +905,7 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> bool {
                     VmState::Stopped,
                     format_args!("vCPU {vcpu_id}: {reason}"),
                 );
-                return false;
+                return RunEnd::Left;
             }
             (vm::Flow::Stop(reason), _) => {
                 stop(
@@ -824,16 +913,18 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> bool {
                     VmState::Crashed,
                     format_args!("vCPU {vcpu_id}: {reason}"),
                 );
-                return false;
+                return RunEnd::Left;
+            }
+            (vm::Flow::WaitForSipi, _) => {
+                info!(
+                    "vm {}: vCPU {vcpu_id}: INIT; waiting for a start-up IPI",
+                    vm.cfg.name
+                );
+                return RunEnd::WaitForSipi;
             }
             (vm::Flow::Continue, Control::Pause) => {
                 if !pause_here(vm, pcpu, &*vcpu) {
-                    stop(
-                        vm,
-                        VmState::Stopped,
-                        format_args!("vCPU {vcpu_id}: stopped by the operator"),
-                    );
-                    return false;
+                    return RunEnd::Left;
                 }
             }
             (vm::Flow::Continue, Control::Run) => {}
@@ -842,20 +933,50 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> bool {
 }
 
 /// Waits on this pCPU while the VM is paused (answering mailbox requests);
-/// false if it was stopped instead of resumed.
+/// false if it was stopped or reset instead of resumed.
 fn pause_here(vm: &Vm, pcpu: usize, vcpu: &dyn VcpuBackend) -> bool {
-    vm.state.store(VmState::Paused as u8, Ordering::Release);
-    info!("vm {}: paused", vm.cfg.name);
+    let first = vm
+        .state
+        .compare_exchange(
+            VmState::Running as u8,
+            VmState::Paused as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok();
+    if first {
+        info!("vm {}: paused", vm.cfg.name);
+    }
     loop {
         crate::mailbox::service(pcpu, Some(vcpu));
         match vm.control() {
             Control::Pause => cpu::wait_for_interrupt(),
             Control::Run => {
-                vm.state.store(VmState::Running as u8, Ordering::Release);
-                info!("vm {}: resumed", vm.cfg.name);
+                let first = vm
+                    .state
+                    .compare_exchange(
+                        VmState::Paused as u8,
+                        VmState::Running as u8,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok();
+                if first {
+                    info!("vm {}: resumed", vm.cfg.name);
+                }
                 return true;
             }
-            Control::Stop => return false,
+            Control::Stop => {
+                if vm.state() == VmState::Paused {
+                    stop(
+                        vm,
+                        VmState::Stopped,
+                        format_args!("stopped by the operator"),
+                    );
+                }
+                return false;
+            }
+            Control::Reset => return false,
         }
     }
 }
@@ -945,8 +1066,6 @@ pub fn feed_typed(vm: &Vm) {
     drop(platform);
     if fed {
         // A halted vCPU sleeps until a host interrupt: wake it for the UART's.
-        for &p in vm.cfg.pcpus {
-            kick(usize::from(p));
-        }
+        kick_vcpus(vm);
     }
 }

@@ -8,9 +8,11 @@ use core::fmt;
 use vcpu::{Event, GuestMemory, IoAccess, VcpuBackend, VmExit, GP, UD};
 
 use crate::hypercall::{self, HypercallOutcome};
+use crate::smp::{self, IpiError, Signals, VcpuInbox};
 use crate::{
     CpuidPolicy, LapicAction, MsrPolicy, MsrRead, MsrWrite, PioEffect, VLapic, XAPIC_BASE,
 };
+use vdev::Delivery;
 
 /// What the hypervisor provides to the exit handlers of one VM.
 pub trait VmHost {
@@ -35,9 +37,15 @@ pub trait VmHost {
     fn mmio_write(&self, _gpa: u64, _size: u8, _value: u64) -> bool {
         false
     }
-    /// Moves interrupts the VM's devices raised for vCPU `vcpu` into its vLAPIC
-    /// (after advancing device timers to now).
-    fn pull_interrupts(&self, _vcpu: u16, _lapic: &mut VLapic) {}
+    /// Advances device timers to now and hands over every interrupt message
+    /// the VM's devices raised since the last call (they are routed to the
+    /// vCPUs the messages name).
+    fn poll_devices(&self, _deliver: &mut dyn FnMut(&Delivery)) {}
+    /// The inboxes of the VM's vCPUs, indexed by vCPU id.
+    fn inboxes(&self) -> &[VcpuInbox];
+    /// Wakes vCPU `vcpu` (on its own pCPU) to look at its inbox: it leaves the
+    /// guest or its halt.
+    fn kick(&self, _vcpu: usize) {}
     /// When a device timer needs attention next, in [`VmHost::now`] units.
     fn device_deadline(&self) -> Option<u64> {
         None
@@ -62,8 +70,9 @@ pub trait VmHost {
     }
     /// Lets the host take an interrupt that arrived while the guest ran.
     fn take_host_interrupt(&mut self);
-    /// Sleeps until the next host interrupt (an idle, halted vCPU).
-    fn idle(&mut self);
+    /// Sleeps until the next host interrupt (an idle, halted vCPU), or until
+    /// `deadline` ([`VmHost::now`] units) if there is one.
+    fn idle(&mut self, deadline: Option<u64>);
     /// Whether the VM was asked to stop (by the operator, or another vCPU).
     fn stop_requested(&self) -> bool;
     /// Whether the hypervisor needs this vCPU's run loop (a stop or pause
@@ -135,6 +144,8 @@ impl fmt::Display for StopReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// Another vCPU sent this one an INIT: it waits for a start-up IPI.
+    WaitForSipi,
     Stop(StopReason),
 }
 
@@ -146,6 +157,10 @@ pub struct VcpuExits {
     pub lapic: VLapic,
     /// Interrupts injected so far.
     pub injected: u64,
+    /// NMIs and SMIs sent to this vCPU or by it that were not delivered.
+    pub dropped_nmis: u64,
+    /// This vCPU's index in the VM (its inbox).
+    vcpu: usize,
 }
 
 impl VcpuExits {
@@ -163,6 +178,8 @@ impl VcpuExits {
             },
             lapic: VLapic::new(u32::from(vcpu_id), tsc_hz),
             injected: 0,
+            dropped_nmis: 0,
+            vcpu: usize::from(vcpu_id),
         }
     }
 
@@ -175,24 +192,52 @@ impl VcpuExits {
         }
     }
 
+    /// Routes device interrupts to the vCPUs they name, then takes what was
+    /// posted to this vCPU: fixed interrupts into the vLAPIC, INIT and NMI out.
+    fn pull<H: VmHost>(&mut self, host: &H) -> Signals {
+        let inboxes = host.inboxes();
+        let mut wake = 0u64;
+        host.poll_devices(&mut |d| wake |= smp::route(inboxes, d));
+        self.kick_others(host, wake);
+        let Some(mine) = inboxes.get(self.vcpu) else {
+            return Signals::default();
+        };
+        let signals = mine.drain(&mut self.lapic);
+        if signals.nmi {
+            self.dropped_nmis += 1;
+        }
+        signals
+    }
+
+    /// Wakes the vCPUs in `mask` other than this one.
+    fn kick_others<H: VmHost>(&self, host: &H, mask: u64) {
+        let others = mask & !(1u64.checked_shl(self.vcpu as u32).unwrap_or(0));
+        for i in 0..smp::MAX_VCPUS {
+            if others & (1 << i) != 0 {
+                host.kick(i);
+            }
+        }
+    }
+
     /// Before each entry: inject the highest pending vLAPIC interrupt if the
-    /// guest can take it now, else ask for an exit when it can.
-    pub fn before_entry<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) {
+    /// guest can take it now, else ask for an exit when it can. An INIT from
+    /// another vCPU ends this run ([`Flow::WaitForSipi`]).
+    pub fn before_entry<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) -> Flow {
         let now = host.now();
-        host.pull_interrupts(self.cpuid.vcpu_id as u16, &mut self.lapic);
+        if self.pull(host).init {
+            return Flow::WaitForSipi;
+        }
+        self.lapic.poll(now);
         if vcpu.interruptible() {
-            self.lapic.poll(now);
             if let Some(vector) = self.lapic.pending() {
                 vcpu.inject(Event::Interrupt { vector });
                 self.lapic.accept(vector);
                 self.injected += 1;
             }
-        } else {
-            self.lapic.poll(now);
-            if self.lapic.pending().is_some() {
-                vcpu.request_interrupt_window(true);
-            }
+        } else if self.lapic.pending().is_some() {
+            vcpu.request_interrupt_window(true);
         }
+        Flow::Continue
     }
 
     /// Handles one exit.
@@ -316,27 +361,56 @@ impl VcpuExits {
     }
 
     /// HLT: the vCPU owns its pCPU, so it waits right here until a vLAPIC
-    /// interrupt is pending. With interrupts off and no NMI source, nothing
-    /// can ever wake it: the VM stops.
+    /// interrupt is pending. With interrupts off only an INIT (or the
+    /// hypervisor) can wake it; in a one-vCPU VM nothing ever will: the VM stops.
     fn halt<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &mut H) -> Flow {
         let interrupts_on = vcpu.rflags() & (1 << 9) != 0;
+        let alone = host.inboxes().len() <= 1;
         loop {
-            host.pull_interrupts(self.cpuid.vcpu_id as u16, &mut self.lapic);
-            self.lapic.poll(host.now());
-            if self.lapic.pending().is_some() || host.needs_attention() {
+            if self.pull(host).init {
+                return Flow::WaitForSipi;
+            }
+            if host.needs_attention() {
                 return Flow::Continue;
             }
-            let deadline = match (self.lapic.next_deadline(), host.device_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            match deadline {
-                Some(_) => core::hint::spin_loop(),
+            let now = host.now();
+            self.lapic.poll(now);
+            if !interrupts_on && !alone {
+                // Parked (e.g. Linux's stopped CPUs): the pCPU sleeps.
+                host.idle(None);
+                continue;
+            }
+            if self.lapic.pending().is_some() {
+                return Flow::Continue;
+            }
+            match self.next_deadline(host) {
+                Some(deadline) => host.idle(Some(deadline)),
                 None if !interrupts_on => {
                     return Flow::Stop(StopReason::HaltedWithInterruptsOff { rip: vcpu.rip() })
                 }
-                None => host.idle(),
+                None => host.idle(None),
             }
+        }
+    }
+
+    /// A write to this vCPU's vLAPIC: EOIs go to the IOAPIC, ICR writes send
+    /// IPIs, and the addressing registers are published for other senders.
+    fn lapic_write<H: VmHost>(&mut self, host: &H, offset: u32, value: u32, now: u64) {
+        match self.lapic.write(offset, value, now) {
+            LapicAction::None => {}
+            LapicAction::Eoi { vector } => host.eoi(vector),
+            LapicAction::Ipi { icr } => match smp::send_ipi(host.inboxes(), self.vcpu, icr) {
+                Ok(out) => {
+                    if out.dropped {
+                        self.dropped_nmis += 1;
+                    }
+                    self.kick_others(host, out.targets);
+                }
+                Err(IpiError::IllegalVector(_)) => self.lapic.send_illegal_vector(),
+            },
+        }
+        if let Some(mine) = host.inboxes().get(self.vcpu) {
+            mine.publish(&self.lapic);
         }
     }
 
@@ -363,11 +437,7 @@ impl VcpuExits {
             return false;
         };
         match (done.write_back, in_lapic) {
-            (Some(value), true) => {
-                if let LapicAction::Eoi { vector } = self.lapic.write(offset, value as u32, now) {
-                    host.eoi(vector);
-                }
-            }
+            (Some(value), true) => self.lapic_write(host, offset, value as u32, now),
             (Some(value), false) => {
                 let _ = host.mmio_write(gpa, access.size, value);
             }
@@ -551,6 +621,10 @@ mod tests {
         clock: Cell<u64>,
         xcr0: u64,
         stop: bool,
+        inboxes: Vec<VcpuInbox>,
+        kicked: RefCell<Vec<usize>>,
+        /// Sleeps so far; from the tenth on the host wants attention.
+        idles: Cell<u32>,
     }
 
     impl MockHost {
@@ -562,6 +636,15 @@ mod tests {
                 clock: Cell::new(0),
                 xcr0: 0,
                 stop: false,
+                inboxes: vec![VcpuInbox::new(0)],
+                kicked: RefCell::new(Vec::new()),
+                idles: Cell::new(0),
+            }
+        }
+        fn with_vcpus(n: u32) -> Self {
+            MockHost {
+                inboxes: (0..n).map(VcpuInbox::new).collect(),
+                ..Self::new()
             }
         }
         fn code(&self, at: u64, bytes: &[u8]) {
@@ -614,9 +697,20 @@ mod tests {
             self.xcr0 = value;
         }
         fn take_host_interrupt(&mut self) {}
-        fn idle(&mut self) {}
+        fn idle(&mut self, _deadline: Option<u64>) {
+            self.idles.set(self.idles.get() + 1);
+        }
         fn stop_requested(&self) -> bool {
             self.stop
+        }
+        fn needs_attention(&self) -> bool {
+            self.stop || self.idles.get() >= 10
+        }
+        fn inboxes(&self) -> &[VcpuInbox] {
+            &self.inboxes
+        }
+        fn kick(&self, vcpu: usize) {
+            self.kicked.borrow_mut().push(vcpu);
         }
     }
 
@@ -838,5 +932,69 @@ mod tests {
             e.handle(&mut v, &mut h, VmExit::Cpuid),
             Flow::Stop(StopReason::Requested)
         );
+    }
+
+    /// A 32-bit `mov [ebx], eax` at 0x1000 writing `value` to vLAPIC register `reg`.
+    fn lapic_store(v: &mut MockVcpu, h: &mut MockHost, e: &mut VcpuExits, reg: u32, value: u32) {
+        h.code(0x1000, &[0x89, 0x03]);
+        v.rip = 0x1000;
+        v.gprs.rbx = XAPIC_BASE + u64::from(reg);
+        v.gprs.rax = u64::from(value);
+        let exit = VmExit::Mmio(NptFault {
+            gpa: XAPIC_BASE + u64::from(reg),
+            write: true,
+            fetch: false,
+            present: false,
+        });
+        assert_eq!(e.handle(v, h, exit), Flow::Continue);
+    }
+
+    #[test]
+    fn icr_writes_reach_the_other_vcpu_and_wake_it() {
+        let mut h = MockHost::with_vcpus(2);
+        let (mut v0, mut e0) = (MockVcpu::protected(), exits());
+        let mut e1 = VcpuExits::new(1, 2, 1_000_000_000);
+        let (mut v1, now) = (MockVcpu::protected(), h.now());
+        e1.lapic.write(0xF0, 0x1FF, now);
+        v1.rflags |= 1 << 9;
+        lapic_store(&mut v0, &mut h, &mut e0, 0x310, 1 << 24);
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4051);
+        assert_eq!(*h.kicked.borrow(), vec![1]);
+        assert_eq!(e1.before_entry(&mut v1, &h), Flow::Continue);
+        assert_eq!(v1.injected, vec![Event::Interrupt { vector: 0x51 }]);
+        // An illegal vector is the sender's error, and nobody is woken.
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4005);
+        assert_eq!(h.kicked.borrow().len(), 1);
+        assert_ne!(e0.lapic.read(0x280, h.now()) & (1 << 5), 0);
+    }
+
+    #[test]
+    fn init_sends_a_running_vcpu_back_to_wait_for_startup() {
+        let mut h = MockHost::with_vcpus(2);
+        let (mut v0, mut e0) = (MockVcpu::protected(), exits());
+        let (mut v1, mut e1) = (MockVcpu::protected(), VcpuExits::new(1, 2, 1_000_000_000));
+        lapic_store(&mut v0, &mut h, &mut e0, 0x310, 1 << 24);
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4500); // INIT, assert
+        assert_eq!(e1.before_entry(&mut v1, &h), Flow::WaitForSipi);
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4610); // SIPI, vector 0x10
+        assert_eq!(h.inboxes[1].take_sipi(), Some(0x10));
+    }
+
+    #[test]
+    fn a_parked_vcpu_of_an_smp_vm_waits_instead_of_stopping_the_vm() {
+        let mut h = MockHost::with_vcpus(2);
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.exit_len = Some(1);
+        v.rip = 0x1000;
+        // cli; hlt in a 2-vCPU VM: it sleeps until the hypervisor needs it.
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::Continue);
+        assert_eq!(h.idles.get(), 10);
+        // ... or until an INIT arrives.
+        h.idles.set(0);
+        let mut other = VcpuExits::new(1, 2, 1_000_000_000);
+        let mut v1 = MockVcpu::protected();
+        lapic_store(&mut v1, &mut h, &mut other, 0x300, 0x0000_4500 | 3 << 18);
+        v.rip = 0x1000;
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::WaitForSipi);
     }
 }

@@ -323,6 +323,21 @@ impl VLapic {
     pub fn id(&self) -> u32 {
         self.id
     }
+
+    /// The logical destination register.
+    pub fn ldr(&self) -> u32 {
+        self.ldr
+    }
+
+    /// The destination format register.
+    pub fn dfr(&self) -> u32 {
+        self.dfr
+    }
+
+    /// Records an IPI the guest tried to send with an illegal vector (ESR bit 5).
+    pub fn send_illegal_vector(&mut self) {
+        self.esr |= 1 << 5;
+    }
 }
 
 #[cfg(test)]

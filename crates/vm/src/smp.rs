@@ -1,0 +1,496 @@
+//! Messages between the vCPUs of one VM: interrupts sent through a vLAPIC's
+//! ICR, device interrupts routed by their destination, and the INIT / SIPI
+//! pair that starts (or restarts) an application processor.
+//!
+//! Each vCPU owns a [`VcpuInbox`] that any pCPU may post to; only the owner
+//! takes from it (before each guest entry). The inbox also publishes the
+//! owner's APIC addressing state (APIC ID, LDR, DFR) so that senders can match
+//! destinations without touching another vCPU's vLAPIC.
+//!
+//! Everything here takes guest-controlled values (ICR, redirection entries):
+//! a destination that names nobody delivers nothing, an illegal vector sets
+//! the sender's "send illegal vector" error, nothing panics.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use vdev::{Delivery, DeliveryMode, DestinationMode};
+
+use crate::VLapic;
+
+/// Most vCPUs one VM can have (target sets are `u64` masks).
+pub const MAX_VCPUS: usize = 64;
+
+/// ICR delivery modes (bits 10:8).
+const MODE_FIXED: u64 = 0;
+const MODE_LOWEST: u64 = 1;
+const MODE_SMI: u64 = 2;
+const MODE_NMI: u64 = 4;
+const MODE_INIT: u64 = 5;
+const MODE_STARTUP: u64 = 6;
+const ICR_LOGICAL: u64 = 1 << 11;
+const ICR_LEVEL_ASSERT: u64 = 1 << 14;
+const ICR_TRIGGER_LEVEL: u64 = 1 << 15;
+
+/// `sipi` word: a start-up vector is waiting.
+const SIPI_VALID: u32 = 1 << 8;
+
+/// One vCPU's incoming messages and published addressing state.
+#[derive(Debug)]
+pub struct VcpuInbox {
+    /// Fixed interrupts waiting for the vLAPIC's IRR.
+    fixed: [AtomicU32; 8],
+    /// Which of `fixed` are level-triggered (TMR).
+    level: [AtomicU32; 8],
+    /// Something was posted since the owner last looked.
+    any: AtomicBool,
+    nmi: AtomicBool,
+    init: AtomicBool,
+    /// `SIPI_VALID | vector` of the last start-up IPI since the last INIT.
+    sipi: AtomicU32,
+    apic_id: AtomicU32,
+    ldr: AtomicU32,
+    dfr: AtomicU32,
+}
+
+impl Default for VcpuInbox {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+/// What [`VcpuInbox::drain`] found besides fixed interrupts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// An INIT arrived: the vCPU goes back to waiting for a start-up IPI.
+    pub init: bool,
+    /// An NMI arrived.
+    pub nmi: bool,
+}
+
+/// How an interrupt names its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// An APIC ID; 0xFF is every vCPU.
+    Physical(u8),
+    /// A logical destination matched against each vCPU's LDR and DFR.
+    Logical(u8),
+}
+
+/// Why an IPI was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpiError {
+    /// A fixed or lowest-priority IPI with a vector below 16 (ESR bit 5).
+    IllegalVector(u8),
+}
+
+/// What one ICR write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpiOutcome {
+    /// vCPUs that got a message (bit i: vCPU i) and must be woken.
+    pub targets: u64,
+    /// The message kind is not delivered (SMI, NMI); counted by the caller.
+    pub dropped: bool,
+}
+
+impl VcpuInbox {
+    /// An empty inbox for the vCPU whose APIC ID is `apic_id` (LDR 0, flat DFR).
+    pub fn new(apic_id: u32) -> Self {
+        VcpuInbox {
+            fixed: Default::default(),
+            level: Default::default(),
+            any: AtomicBool::new(false),
+            nmi: AtomicBool::new(false),
+            init: AtomicBool::new(false),
+            sipi: AtomicU32::new(0),
+            apic_id: AtomicU32::new(apic_id),
+            ldr: AtomicU32::new(0),
+            dfr: AtomicU32::new(0xFFFF_FFFF),
+        }
+    }
+
+    /// Back to the power-on state (a VM reset): nothing pending.
+    pub fn clear(&self, apic_id: u32) {
+        for w in self.fixed.iter().chain(self.level.iter()) {
+            w.store(0, Ordering::Relaxed);
+        }
+        self.nmi.store(false, Ordering::Relaxed);
+        self.init.store(false, Ordering::Relaxed);
+        self.sipi.store(0, Ordering::Relaxed);
+        self.apic_id.store(apic_id, Ordering::Relaxed);
+        self.ldr.store(0, Ordering::Relaxed);
+        self.dfr.store(0xFFFF_FFFF, Ordering::Relaxed);
+        self.any.store(false, Ordering::Release);
+    }
+
+    /// Publishes the owner's addressing registers (after a vLAPIC write).
+    pub fn publish(&self, lapic: &VLapic) {
+        self.apic_id.store(lapic.id(), Ordering::Relaxed);
+        self.ldr.store(lapic.ldr(), Ordering::Relaxed);
+        self.dfr.store(lapic.dfr(), Ordering::Release);
+    }
+
+    fn post_fixed(&self, vector: u8, level: bool) {
+        let (word, bit) = (usize::from(vector / 32), 1u32 << (vector % 32));
+        if level {
+            self.level[word].fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.level[word].fetch_and(!bit, Ordering::Relaxed);
+        }
+        self.fixed[word].fetch_or(bit, Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn post_init(&self) {
+        // A start-up IPI sent before this INIT is void.
+        self.sipi.store(0, Ordering::Relaxed);
+        self.init.store(true, Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn post_sipi(&self, vector: u8) {
+        self.sipi
+            .store(SIPI_VALID | u32::from(vector), Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn post_nmi(&self) {
+        self.nmi.store(true, Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether anything was posted since the last [`VcpuInbox::drain`].
+    pub fn has_news(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    /// Moves fixed interrupts into `lapic` and reports INIT and NMI (owner only).
+    /// A start-up IPI stays for [`VcpuInbox::take_sipi`]: a running vCPU ignores it.
+    pub fn drain(&self, lapic: &mut VLapic) -> Signals {
+        if !self.any.swap(false, Ordering::AcqRel) {
+            return Signals::default();
+        }
+        for word in 0..8 {
+            let bits = self.fixed[word].swap(0, Ordering::AcqRel);
+            if bits == 0 {
+                continue;
+            }
+            let level = self.level[word].load(Ordering::Relaxed);
+            for bit in 0..32 {
+                if bits & (1 << bit) != 0 {
+                    lapic.raise((word * 32 + bit) as u8, level & (1 << bit) != 0);
+                }
+            }
+        }
+        Signals {
+            init: self.init.swap(false, Ordering::AcqRel),
+            nmi: self.nmi.swap(false, Ordering::AcqRel),
+        }
+    }
+
+    /// Takes a pending INIT (a vCPU waiting to be started).
+    pub fn take_init(&self) -> bool {
+        self.init.swap(false, Ordering::AcqRel)
+    }
+
+    /// Takes the start-up vector of a SIPI received since the last INIT.
+    pub fn take_sipi(&self) -> Option<u8> {
+        let v = self.sipi.swap(0, Ordering::AcqRel);
+        (v & SIPI_VALID != 0).then_some(v as u8)
+    }
+
+    /// Whether this vCPU is named by `dest`.
+    fn matches(&self, dest: Destination) -> bool {
+        match dest {
+            Destination::Physical(0xFF) => true,
+            Destination::Physical(id) => self.apic_id.load(Ordering::Relaxed) == u32::from(id),
+            Destination::Logical(mda) => {
+                let ldr = self.ldr.load(Ordering::Relaxed) >> 24;
+                let flat = self.dfr.load(Ordering::Acquire) >> 28 == 0xF;
+                if flat {
+                    ldr & u32::from(mda) != 0
+                } else {
+                    // Cluster model: high nibble selects the cluster (0xF: all).
+                    let (cluster, members) = (u32::from(mda) >> 4, u32::from(mda) & 0xF);
+                    (cluster == 0xF || cluster == ldr >> 4) && members & ldr & 0xF != 0
+                }
+            }
+        }
+    }
+}
+
+/// The vCPUs `dest` names, as a mask.
+pub fn targets(inboxes: &[VcpuInbox], dest: Destination) -> u64 {
+    inboxes
+        .iter()
+        .take(MAX_VCPUS)
+        .enumerate()
+        .filter(|(_, b)| b.matches(dest))
+        .fold(0, |m, (i, _)| m | (1 << i))
+}
+
+/// Lowest-priority delivery: one of the named vCPUs (the first).
+fn lowest(mask: u64) -> u64 {
+    mask & mask.wrapping_neg()
+}
+
+/// Routes one device interrupt (from the IOAPIC) to the vCPUs it names;
+/// returns the vCPUs to wake. Nobody named: nothing delivered (0).
+pub fn route(inboxes: &[VcpuInbox], d: &Delivery) -> u64 {
+    let dest = match d.dest_mode {
+        DestinationMode::Physical => Destination::Physical(d.dest),
+        DestinationMode::Logical => Destination::Logical(d.dest),
+    };
+    let mut mask = targets(inboxes, dest);
+    match d.mode {
+        DeliveryMode::LowestPriority => mask = lowest(mask),
+        DeliveryMode::Nmi => {
+            for_each(inboxes, mask, VcpuInbox::post_nmi);
+            return mask;
+        }
+        DeliveryMode::Fixed | DeliveryMode::ExtInt => {}
+    }
+    for_each(inboxes, mask, |b| b.post_fixed(d.vector, d.level));
+    mask
+}
+
+fn for_each(inboxes: &[VcpuInbox], mask: u64, f: impl Fn(&VcpuInbox)) {
+    for (i, b) in inboxes.iter().take(MAX_VCPUS).enumerate() {
+        if mask & (1 << i) != 0 {
+            f(b);
+        }
+    }
+}
+
+/// Sends the IPI that vCPU `from` wrote to its ICR (`icr` = high << 32 | low,
+/// xAPIC layout).
+pub fn send_ipi(inboxes: &[VcpuInbox], from: usize, icr: u64) -> Result<IpiOutcome, IpiError> {
+    let vector = icr as u8;
+    let mode = (icr >> 8) & 0b111;
+    let self_bit = if from < MAX_VCPUS && from < inboxes.len() {
+        1u64 << from
+    } else {
+        0
+    };
+    let all = if inboxes.len() >= MAX_VCPUS {
+        u64::MAX
+    } else {
+        (1u64 << inboxes.len()) - 1
+    };
+    let mut mask = match (icr >> 18) & 0b11 {
+        0 => {
+            let dest = (icr >> 56) as u8;
+            targets(
+                inboxes,
+                if icr & ICR_LOGICAL != 0 {
+                    Destination::Logical(dest)
+                } else {
+                    Destination::Physical(dest)
+                },
+            )
+        }
+        1 => self_bit,
+        2 => all,
+        _ => all & !self_bit,
+    };
+    match mode {
+        MODE_FIXED | MODE_LOWEST => {
+            if vector < 16 {
+                return Err(IpiError::IllegalVector(vector));
+            }
+            if mode == MODE_LOWEST {
+                mask = lowest(mask);
+            }
+            for_each(inboxes, mask, |b| b.post_fixed(vector, false));
+        }
+        MODE_INIT => {
+            // INIT level de-assert only synchronizes arbitration IDs.
+            if icr & ICR_LEVEL_ASSERT == 0 && icr & ICR_TRIGGER_LEVEL != 0 {
+                return Ok(IpiOutcome::default());
+            }
+            for_each(inboxes, mask, VcpuInbox::post_init);
+        }
+        MODE_STARTUP => for_each(inboxes, mask, |b| b.post_sipi(vector)),
+        MODE_NMI | MODE_SMI => {
+            return Ok(IpiOutcome {
+                targets: 0,
+                dropped: true,
+            })
+        }
+        // Reserved modes (3, 7): nothing is sent.
+        _ => return Ok(IpiOutcome::default()),
+    }
+    Ok(IpiOutcome {
+        targets: mask,
+        dropped: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn inboxes(n: u32) -> Vec<VcpuInbox> {
+        (0..n).map(VcpuInbox::new).collect()
+    }
+
+    fn lapic(id: u32) -> VLapic {
+        let mut l = VLapic::new(id, 1_000_000_000);
+        l.write(0xF0, 0x1FF, 0); // software-enabled
+        l
+    }
+
+    fn icr(dest: u8, flags: u64) -> u64 {
+        (u64::from(dest) << 56) | flags
+    }
+
+    #[test]
+    fn fixed_physical_ipi_reaches_only_its_target() {
+        let b = inboxes(2);
+        let out = send_ipi(&b, 0, icr(1, 0x41)).unwrap();
+        assert_eq!(out.targets, 0b10);
+        let (mut l0, mut l1) = (lapic(0), lapic(1));
+        assert_eq!(b[0].drain(&mut l0), Signals::default());
+        assert_eq!(l0.pending(), None);
+        b[1].drain(&mut l1);
+        assert_eq!(l1.pending(), Some(0x41));
+        assert!(!b[1].has_news());
+    }
+
+    #[test]
+    fn shorthands_pick_self_all_and_all_but_self() {
+        let b = inboxes(3);
+        assert_eq!(send_ipi(&b, 1, 1 << 18 | 0x30).unwrap().targets, 0b010);
+        assert_eq!(send_ipi(&b, 1, 2 << 18 | 0x30).unwrap().targets, 0b111);
+        assert_eq!(send_ipi(&b, 1, 3 << 18 | 0x30).unwrap().targets, 0b101);
+        assert_eq!(send_ipi(&b, 0, icr(0xFF, 0x30)).unwrap().targets, 0b111);
+    }
+
+    #[test]
+    fn logical_flat_and_cluster_destinations_follow_ldr_and_dfr() {
+        let b = inboxes(3);
+        for (i, inbox) in b.iter().enumerate() {
+            let mut l = lapic(i as u32);
+            l.write(0xD0, 1 << (24 + i), 0); // flat: one bit per CPU
+            inbox.publish(&l);
+        }
+        assert_eq!(targets(&b, Destination::Logical(0b101)), 0b101);
+        assert_eq!(
+            send_ipi(&b, 0, icr(0b110, ICR_LOGICAL | 0x50))
+                .unwrap()
+                .targets,
+            0b110
+        );
+        // Cluster model: the high nibble is the cluster, the low one members.
+        let c = inboxes(3);
+        for (inbox, ldr) in c.iter().zip([0x11u32, 0x12, 0x21]) {
+            let mut l = lapic(0);
+            l.write(0xE0, 0x0FFF_FFFF, 0);
+            l.write(0xD0, ldr << 24, 0);
+            inbox.publish(&l);
+        }
+        assert_eq!(targets(&c, Destination::Logical(0x13)), 0b011);
+        assert_eq!(targets(&c, Destination::Logical(0x22)), 0);
+        assert_eq!(targets(&c, Destination::Logical(0xF1)), 0b101);
+    }
+
+    #[test]
+    fn lowest_priority_delivers_to_exactly_one() {
+        let b = inboxes(4);
+        let out = send_ipi(&b, 0, icr(0xFF, 1 << 8 | 0x60)).unwrap();
+        assert_eq!(out.targets.count_ones(), 1);
+    }
+
+    #[test]
+    fn init_then_startup_starts_and_init_voids_earlier_sipis() {
+        let b = inboxes(2);
+        // A SIPI before the INIT is forgotten by the INIT.
+        send_ipi(&b, 0, icr(1, 6 << 8 | 0x12)).unwrap();
+        send_ipi(&b, 0, icr(1, 5 << 8 | ICR_LEVEL_ASSERT)).unwrap();
+        assert_eq!(b[1].take_sipi(), None);
+        // INIT de-assert is not an INIT.
+        send_ipi(&b, 0, icr(1, 5 << 8 | ICR_TRIGGER_LEVEL)).unwrap();
+        let mut l1 = lapic(1);
+        assert_eq!(
+            b[1].drain(&mut l1),
+            Signals {
+                init: true,
+                nmi: false
+            }
+        );
+        assert!(!b[1].take_init());
+        send_ipi(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
+        send_ipi(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
+        assert_eq!(b[1].take_sipi(), Some(0x9A));
+        assert_eq!(b[1].take_sipi(), None, "the second SIPI is the same start");
+    }
+
+    #[test]
+    fn device_interrupts_route_by_destination_and_keep_their_trigger() {
+        let b = inboxes(2);
+        let d = Delivery {
+            pin: 4,
+            dest: 1,
+            dest_mode: DestinationMode::Physical,
+            mode: DeliveryMode::Fixed,
+            vector: 0x24,
+            level: true,
+        };
+        assert_eq!(route(&b, &d), 0b10);
+        let mut l1 = lapic(1);
+        b[1].drain(&mut l1);
+        assert_eq!(l1.pending(), Some(0x24));
+        l1.accept(0x24);
+        // Level-triggered: the EOI names the vector for the IOAPIC.
+        assert_eq!(
+            l1.write(0xB0, 0, 0),
+            crate::LapicAction::Eoi { vector: 0x24 }
+        );
+        let nobody = Delivery { dest: 9, ..d };
+        assert_eq!(route(&b, &nobody), 0);
+        let nmi = Delivery {
+            mode: DeliveryMode::Nmi,
+            ..d
+        };
+        assert_eq!(route(&b, &nmi), 0b10);
+        assert!(b[1].drain(&mut l1).nmi);
+    }
+
+    #[test]
+    fn hostile_icr_values_never_panic_or_reach_missing_vcpus() {
+        let b = inboxes(2);
+        assert_eq!(
+            send_ipi(&b, 0, icr(1, 0x05)),
+            Err(IpiError::IllegalVector(5))
+        );
+        for from in [0usize, 1, 2, 63, 64, usize::MAX] {
+            for raw in [
+                0u64,
+                u64::MAX,
+                0xFF00_0000_000C_CFFF,
+                icr(7, 0x41),
+                icr(0xFE, ICR_LOGICAL | 0x41),
+                icr(1, 3 << 8 | 0x41),
+                icr(1, 7 << 8 | 0x41),
+                icr(1, MODE_NMI << 8),
+                icr(1, MODE_SMI << 8),
+            ] {
+                if let Ok(out) = send_ipi(&b, from, raw) {
+                    assert_eq!(out.targets & !0b11, 0, "{raw:#x} from {from}");
+                }
+            }
+        }
+        // 64 vCPUs: the masks stay in range.
+        let many = inboxes(64);
+        assert_eq!(
+            send_ipi(&many, 63, 2 << 18 | 0x40).unwrap().targets,
+            u64::MAX
+        );
+        assert_eq!(
+            send_ipi(&many, 63, 3 << 18 | 0x40).unwrap().targets,
+            u64::MAX >> 1
+        );
+        // An empty VM: nobody to reach.
+        assert_eq!(send_ipi(&[], 0, 2 << 18 | 0x40).unwrap().targets, 0);
+    }
+}
