@@ -232,6 +232,69 @@ fn linux_lifecycle() -> TestCase {
     }
 }
 
+/// The counts of one `/proc/interrupts` row (`LOC:`, `RES:`...) as Linux printed it, per CPU.
+fn interrupt_row(lines: &[String], name: &str) -> Option<Vec<u64>> {
+    lines.iter().rev().find_map(|l| {
+        let rest = l.trim_start().strip_prefix(name)?;
+        let counts: Vec<u64> = rest
+            .split_whitespace()
+            .map_while(|w| w.parse().ok())
+            .collect();
+        (!counts.is_empty()).then_some(counts)
+    })
+}
+
+/// Both vCPUs of the SMP guest took timer interrupts, and the guest's
+/// cross-CPU interrupts (rescheduling and function-call IPIs) arrived.
+fn linux_smp_check(lines: &[String]) -> Result<(), String> {
+    linux_memory_check(lines)?;
+    let loc = interrupt_row(lines, "LOC:").ok_or("no LOC: row from /proc/interrupts")?;
+    if loc.len() != 2 || loc.contains(&0) {
+        return Err(format!(
+            "local timer interrupts per CPU {loc:?}: expected two CPUs, both ticking"
+        ));
+    }
+    let res = interrupt_row(lines, "RES:").ok_or("no RES: row")?;
+    let cal = interrupt_row(lines, "CAL:").ok_or("no CAL: row")?;
+    let ipis: u64 = res.iter().chain(&cal).sum();
+    if ipis == 0 {
+        return Err(format!("no IPI reached a CPU (RES {res:?}, CAL {cal:?})"));
+    }
+    Ok(())
+}
+
+/// Linux with two vCPUs: both come up (the AP through INIT/SIPI), both take
+/// interrupts, IPIs flow; `reboot` brings both back, `poweroff` stops the VM.
+fn linux_smp() -> TestCase {
+    TestCase {
+        scenario: "linux-smp",
+        cpus: 3,
+        input: vec![
+            (r"^\[linux\] QUERCUS-GUEST: shell$", "vm_console linux\r"),
+            (
+                r"attached to linux",
+                "grep -E '^ *(LOC|RES|CAL):' /proc/interrupts; echo done-$((6*7))\r",
+            ),
+            (r"^done-42", "reboot -f\r"),
+            (r"^QUERCUS-GUEST: shell$", "poweroff -f\r"),
+        ],
+        expect: vec![
+            r"vm linux: vCPU 1 starts at 0x".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=2 mem_kb=\d+".into(),
+            r"attached to linux".into(),
+            r"^done-42".into(),
+            r"vm linux: vCPU 0: reset by the guest".into(),
+            r"vm linux: vCPU 1 starts at 0x".into(),
+            r"^QUERCUS-GUEST: cpus=2 ".into(),
+            r"vm linux: stopped: .*powered off by the guest".into(),
+        ],
+        post_check: Some(linux_smp_check),
+        fail: Fail::Custom(LINUX_FAIL),
+        timeout_secs: 300,
+        ..boot("linux-smp-qemu-svm", Emulator::Qemu, 3)
+    }
+}
+
 /// Linux to userspace on Intel VT-x (Bochs): the slow one (minutes).
 fn linux_bochs() -> TestCase {
     TestCase {
@@ -317,6 +380,7 @@ pub fn cases() -> Vec<TestCase> {
     vec![
         shell_session(),
         linux_lifecycle(),
+        linux_smp(),
         linux_panic(),
         linux_bochs(),
         guest("guest-qemu-svm", Emulator::Qemu),
