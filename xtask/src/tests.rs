@@ -104,26 +104,33 @@ pub const GUEST_TESTS: [&str; 13] = [
 /// Under Quercus no guest test may skip or fail.
 const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: .*(?:unhandled|cannot|unsupported|refused)";
 
-/// Every guest test passing in VM `vm`, then its summary and its power-off.
-fn guest_passes(vm: &str) -> Vec<String> {
-    let mut v: Vec<String> = GUEST_TESTS
+/// The test guest's tests of a second vCPU (cmdline word `smp`), after [`GUEST_TESTS`].
+pub const GUEST_SMP_TESTS: [&str; 2] = ["smp-ap-start", "smp-ap-restart"];
+
+/// Every guest test passing in VM `vm` (with the `smp-*` ones if `smp`), then
+/// its summary and its power-off.
+fn guest_passes(vm: &str, smp: bool) -> Vec<String> {
+    let smp_tests: &[&str] = if smp { &GUEST_SMP_TESTS } else { &[] };
+    let tests: Vec<&str> = GUEST_TESTS.iter().chain(smp_tests).copied().collect();
+    let mut v: Vec<String> = tests
         .iter()
         .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$"))
         .collect();
     v.push(format!(
         r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
-        GUEST_TESTS.len()
+        tests.len()
     ));
     v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
     v
 }
 
-/// The default scenario's test guest (vm0 on pCPU 1) under `emulator`.
+/// The `smp` scenario's test guest (vm0, two vCPUs on pCPUs 1 and 2) under `emulator`.
 fn guest(name: &'static str, emulator: Emulator) -> TestCase {
     TestCase {
-        expect: guest_passes("vm0"),
+        scenario: "smp",
+        expect: guest_passes("vm0", true),
         fail: Fail::Custom(GUEST_FAIL),
-        ..boot(name, emulator, 2)
+        ..boot(name, emulator, 3)
     }
 }
 
@@ -389,7 +396,7 @@ pub fn cases() -> Vec<TestCase> {
         TestCase {
             scenario: "partitioned",
             cpus: 4,
-            expect: guest_passes("vm0"),
+            expect: guest_passes("vm0", false),
             parallel: vec![
                 vec![
                     r"^\[vm1\] TEST triple-fault ARMED$".into(),
@@ -408,7 +415,7 @@ pub fn cases() -> Vec<TestCase> {
             // The Linux VM boots alongside; under Bochs only the bare-metal VMs are awaited.
             scenario: "partitioned",
             cpus: 4,
-            expect: guest_passes("vm0"),
+            expect: guest_passes("vm0", false),
             parallel: vec![vec![
                 r"^\[vm1\] TEST triple-fault ARMED$".into(),
                 r"vm vm1: stopped: .*triple fault".into(),

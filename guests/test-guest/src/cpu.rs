@@ -157,6 +157,12 @@ pub fn cli() {
     unsafe { asm!("cli", options(nostack, nomem)) };
 }
 
+/// Enables interrupts.
+pub fn sti() {
+    // SAFETY: the IDT covers every vector; handlers run on IST stacks.
+    unsafe { asm!("sti", options(nostack, nomem)) };
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

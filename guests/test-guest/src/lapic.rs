@@ -8,6 +8,9 @@ pub const BASE: u64 = 0xFEE0_0000;
 pub const REG_TPR: u32 = 0x80;
 pub const REG_EOI: u32 = 0xB0;
 pub const REG_SVR: u32 = 0xF0;
+pub const REG_ESR: u32 = 0x280;
+pub const REG_ICR_LO: u32 = 0x300;
+pub const REG_ICR_HI: u32 = 0x310;
 pub const REG_LVT_TIMER: u32 = 0x320;
 pub const REG_TIMER_INITIAL: u32 = 0x380;
 pub const REG_TIMER_CURRENT: u32 = 0x390;
@@ -43,6 +46,12 @@ pub fn write(reg: u32, v: u32) {
     }
     // SAFETY: as in `read`.
     unsafe { ((BASE + u64::from(reg)) as *mut u32).write_volatile(v) };
+}
+
+/// Sends an IPI: `icr_lo` (vector, delivery mode, level...) to APIC ID `dest`.
+pub fn send_ipi(dest: u8, icr_lo: u32) {
+    write(REG_ICR_HI, u32::from(dest) << 24);
+    write(REG_ICR_LO, icr_lo);
 }
 
 /// Ends the current interrupt.

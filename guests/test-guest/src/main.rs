@@ -82,6 +82,8 @@ pub struct Env {
     pub console: bool,
     /// Also run the guest's own `selftest-*` checks of its fault handling.
     pub selftest: bool,
+    /// Also start the second CPU and exchange IPIs with it (`smp-*` tests).
+    pub smp: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -124,6 +126,7 @@ impl Env {
             crash: boot.has_word(b"crash"),
             console: boot.has_word(b"console"),
             selftest: boot.has_word(b"selftest"),
+            smp: boot.has_word(b"smp"),
             boot,
         }
     }

@@ -76,6 +76,12 @@ const SELFTESTS: &[(&str, TestFn)] = &[
     ("selftest-msr-gp", selftest_msr_gp),
 ];
 
+/// Tests of a second vCPU (cmdline word `smp`).
+const SMP_TESTS: &[(&str, TestFn)] = &[
+    ("smp-ap-start", smp_ap_start),
+    ("smp-ap-restart", smp_ap_restart),
+];
+
 /// Runs every test (and the benchmark if asked for), printing one line each.
 pub fn run_all(env: &Env) -> Tally {
     let mut tally = Tally::default();
@@ -84,6 +90,11 @@ pub fn run_all(env: &Env) -> Tally {
     }
     if env.bench {
         run_one(env, "cpuid-bench", cpuid_bench, &mut tally);
+    }
+    if env.smp {
+        for &(name, test) in SMP_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
     }
     if env.selftest {
         for &(name, test) in SELFTESTS {
@@ -848,4 +859,144 @@ fn selftest_msr_gp(env: &Env) -> TestResult {
         Ok(()) if env.hv_signature == *b"TCGTCGTCGTCG" => Ok(Pass),
         Ok(()) => fail!("non-canonical IA32_KERNEL_GS_BASE accepted"),
     }
+}
+
+// --- A second CPU: INIT/SIPI, real mode to protected mode, an IPI back -------------------------
+
+/// Where the AP's start-up code goes: the start-up IPI's vector is its page number.
+const AP_CODE: u64 = 0x7000;
+const AP_VECTOR: u32 = (AP_CODE >> 12) as u32;
+/// Counters the AP increments: once in real mode (16 bit), once in protected mode (32 bit).
+const AP_REAL_COUNT: u64 = 0x7F00;
+const AP_PROT_COUNT: u64 = 0x7F04;
+/// The AP's GDT pseudo-descriptor and GDT (null, flat code, flat data).
+const AP_GDTR: u64 = 0x7F10;
+const AP_GDT: u64 = 0x7F20;
+/// APIC ID of the second CPU.
+const AP_APIC_ID: u8 = 1;
+
+/// The AP's code, hand-assembled. At `AP_CODE` in real mode (CS = 0x0700, IP = 0):
+/// `cli; xor ax,ax; mov ds,ax; lock inc word [0x7F00]; o32 lgdt [0x7F10];
+/// mov eax,cr0; or al,1; mov cr0,eax; jmp dword 0x08:0x7040`; at `AP_CODE + 0x40` in
+/// 32-bit protected mode: `mov eax,0x10; mov ds,eax; lock inc dword [0x7F04];
+/// mov dword [0xFEE00310],0; mov dword [0xFEE00300],0x4041` (a fixed IPI, vector
+/// 0x41, to APIC 0) `; 1: cli; hlt; jmp 1b`.
+const AP_REAL_MODE: [u8; 32] = [
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xF0, 0xFF, 0x06, 0x00, 0x7F, 0x66, 0x0F, 0x01, 0x16, 0x10,
+    0x7F, 0x0F, 0x20, 0xC0, 0x0C, 0x01, 0x0F, 0x22, 0xC0, 0x66, 0xEA, 0x40, 0x70, 0x00, 0x00,
+    0x08, 0x00,
+];
+const AP_PROTECTED_MODE: [u8; 38] = [
+    0xB8, 0x10, 0x00, 0x00, 0x00, 0x8E, 0xD8, 0xF0, 0xFF, 0x05, 0x04, 0x7F, 0x00, 0x00, 0xC7,
+    0x05, 0x10, 0x03, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE,
+    0x41, 0x40, 0x00, 0x00, 0xFA, 0xF4, 0xEB, 0xFC,
+];
+
+/// ICR low words: INIT (assert, level), INIT de-assert, start-up, fixed.
+const ICR_INIT: u32 = 0x0000_4500;
+const ICR_INIT_DEASSERT: u32 = 0x0000_8500;
+const ICR_STARTUP: u32 = 0x0000_4600;
+const ICR_FIXED: u32 = 0x0000_4000;
+
+fn poke(addr: u64, bytes: &[u8]) {
+    for (i, &b) in bytes.iter().enumerate() {
+        // SAFETY: the start-up page and its data area lie in the guest's own,
+        // identity-mapped RAM below 1 MiB, which nothing else uses.
+        unsafe { ((addr + i as u64) as *mut u8).write_volatile(b) };
+    }
+}
+
+fn peek32(addr: u64) -> u32 {
+    // SAFETY: as in `poke`; aligned.
+    unsafe { (addr as *const u32).read_volatile() }
+}
+
+fn peek16(addr: u64) -> u16 {
+    // SAFETY: as in `poke`; aligned.
+    unsafe { (addr as *const u16).read_volatile() }
+}
+
+/// Busy-waits about `ticks` TSC ticks.
+fn spin_ticks(ticks: u64) {
+    let t0 = cpu::rdtsc();
+    while cpu::rdtsc().wrapping_sub(t0) < ticks {
+        core::hint::spin_loop();
+    }
+}
+
+/// Sends INIT, INIT de-assert and two start-up IPIs to the AP, then waits with
+/// interrupts on until it has run `starts` times in both modes and sent as
+/// many IPIs.
+fn start_ap(env: &Env, starts: u32) -> TestResult {
+    let n = (cpuid(1, 0).ebx >> 16) & 0xFF;
+    ensure!(n >= 2, "CPUID.1:EBX reports {n} logical CPUs; the smp tests need 2");
+    ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
+    let bound = if env.tsc_khz != 0 {
+        u64::from(env.tsc_khz) * 3000
+    } else {
+        6_000_000_000
+    };
+    cpu::cli();
+    lapic::write(
+        lapic::REG_SVR,
+        lapic::SVR_ENABLE | trap::SPURIOUS_VECTOR as u32,
+    );
+    lapic::write(lapic::REG_TPR, 0);
+    lapic::send_ipi(AP_APIC_ID, ICR_INIT);
+    lapic::send_ipi(AP_APIC_ID, ICR_INIT_DEASSERT);
+    spin_ticks(bound / 300);
+    lapic::send_ipi(AP_APIC_ID, ICR_STARTUP | AP_VECTOR);
+    spin_ticks(bound / 3000);
+    lapic::send_ipi(AP_APIC_ID, ICR_STARTUP | AP_VECTOR);
+    let t0 = cpu::rdtsc();
+    cpu::sti();
+    while (trap::IPI_HITS.load(Ordering::SeqCst) < starts
+        || peek32(AP_PROT_COUNT) < starts)
+        && cpu::rdtsc().wrapping_sub(t0) < bound
+    {
+        core::hint::spin_loop();
+    }
+    // Late duplicates (a second start from the second SIPI) would show by now.
+    spin_ticks(bound / 30);
+    cpu::cli();
+    let (real, prot) = (u32::from(peek16(AP_REAL_COUNT)), peek32(AP_PROT_COUNT));
+    let hits = trap::IPI_HITS.load(Ordering::SeqCst);
+    ensure!(
+        real == starts && prot == starts && hits == starts,
+        "after {starts} start(s): AP ran {real}x in real mode, {prot}x in protected mode; {hits} IPI(s) arrived"
+    );
+    Ok(Pass)
+}
+
+/// The second CPU starts through INIT, INIT de-assert and two start-up IPIs:
+/// it runs once from the start-up page in real mode, switches to protected
+/// mode and sends this CPU a fixed IPI. A fixed IPI to an APIC ID nobody has
+/// goes nowhere.
+fn smp_ap_start(env: &Env) -> TestResult {
+    poke(AP_CODE, &AP_REAL_MODE);
+    poke(AP_CODE + 0x40, &AP_PROTECTED_MODE);
+    poke(AP_GDTR, &[0x17, 0x00, 0x20, 0x7F, 0x00, 0x00]);
+    let gdt: [u64; 3] = [0, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF];
+    for (i, d) in gdt.iter().enumerate() {
+        poke(AP_GDT + 8 * i as u64, &d.to_le_bytes());
+    }
+    poke(AP_REAL_COUNT, &[0; 8]);
+    trap::IPI_HITS.store(0, Ordering::SeqCst);
+    ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
+    lapic::write(
+        lapic::REG_SVR,
+        lapic::SVR_ENABLE | trap::SPURIOUS_VECTOR as u32,
+    );
+    lapic::send_ipi(9, ICR_FIXED | trap::IPI_VECTOR as u32);
+    start_ap(env, 1)
+}
+
+/// INIT and a start-up IPI restart the AP parked in `cli; hlt`: it runs its
+/// start-up code a second time (and the VM keeps running meanwhile).
+fn smp_ap_restart(env: &Env) -> TestResult {
+    ensure!(
+        peek32(AP_PROT_COUNT) == 1,
+        "the AP did not start before (smp-ap-start failed)"
+    );
+    start_ap(env, 2)
 }

@@ -26,6 +26,8 @@ const TSS_SEL: u16 = 0x28;
 /// The LAPIC timer's vector and the LAPIC spurious vector.
 pub const TIMER_VECTOR: u64 = 0x40;
 pub const SPURIOUS_VECTOR: u64 = 0xFF;
+/// The fixed IPI the second CPU sends the first in the `smp-*` tests.
+pub const IPI_VECTOR: u64 = 0x41;
 /// Where the legacy PICs were moved (`cpu::quiesce_pic`).
 const PIC_VECTORS: core::ops::RangeInclusive<u64> = 0x20..=0x2F;
 
@@ -305,6 +307,8 @@ static MSR_GP_SKIPPED: AtomicU32 = AtomicU32::new(0);
 /// LAPIC timer interrupts taken, and the RIP the last one interrupted.
 pub static TIMER_HITS: AtomicU32 = AtomicU32::new(0);
 pub static TIMER_RIP: AtomicU64 = AtomicU64::new(0);
+/// IPIs taken on [`IPI_VECTOR`].
+pub static IPI_HITS: AtomicU32 = AtomicU32::new(0);
 /// Interrupts on vectors nobody asked for.
 pub static STRAY_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
@@ -319,6 +323,10 @@ extern "C" fn guest_trap(frame: &mut TrapFrame) {
             crate::lapic::eoi();
         }
         SPURIOUS_VECTOR => {}
+        IPI_VECTOR => {
+            IPI_HITS.fetch_add(1, Ordering::SeqCst);
+            crate::lapic::eoi();
+        }
         v if PIC_VECTORS.contains(&v) => {
             STRAY_INTERRUPTS.fetch_add(1, Ordering::SeqCst);
             // SAFETY: non-specific EOI to both 8259s.
