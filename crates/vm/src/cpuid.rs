@@ -107,14 +107,15 @@ impl CpuidPolicy {
         let mut r = native;
         match leaf {
             LEAF_FEATURES => {
-                r[ECX] &= !(VMX | MONITOR | X2APIC | TSC_DEADLINE);
-                r[ECX] |= HYPERVISOR;
+                // The vLAPIC provides x2APIC mode and the TSC-deadline timer
+                // whatever the host has.
+                r[ECX] &= !(VMX | MONITOR);
+                r[ECX] |= HYPERVISOR | X2APIC | TSC_DEADLINE;
                 // No virtual machine-check architecture: its MSRs #GP.
                 r[EDX] &= !(EDX_MCE | EDX_MCA);
                 // The initial APIC id and the logical-processor count are 8-bit
-                // fields: an id above 255 cannot be expressed (x2APIC, hidden
-                // for now, would be needed), so keep its low byte; a count
-                // above 255 saturates.
+                // fields: an id above 255 is only in leaf 0xB (x2APIC), so keep
+                // its low byte here; a count above 255 saturates.
                 let apic_id = self.vcpu_id & 0xFF;
                 let count = self.vcpu_count.min(0xFF);
                 r[EBX] = (r[EBX] & 0x0000_FFFF) | (apic_id << 24) | (count << 16);
@@ -173,12 +174,15 @@ mod tests {
     }
 
     #[test]
-    fn leaf1_hides_vmx_monitor_x2apic_tsc_deadline_and_sets_hypervisor() {
+    fn leaf1_hides_vmx_monitor_and_offers_hypervisor_x2apic_tsc_deadline() {
         let r = POLICY.virtualize(1, 0, [0x000A_0655, 0xFFFF_1234, 0x7FFF_FFFF, 0xDEAD_BEEF]);
         assert_eq!(r[EAX], 0x000A_0655);
-        assert_eq!(r[ECX] & (VMX | MONITOR | X2APIC | TSC_DEADLINE), 0);
-        assert_ne!(r[ECX] & HYPERVISOR, 0);
-        assert_eq!(r[ECX] | VMX | MONITOR | X2APIC | TSC_DEADLINE, u32::MAX);
+        assert_eq!(r[ECX] & (VMX | MONITOR), 0);
+        let offered = HYPERVISOR | X2APIC | TSC_DEADLINE;
+        assert_eq!(r[ECX] & offered, offered);
+        assert_eq!(r[ECX] | VMX | MONITOR, u32::MAX);
+        let bare = POLICY.virtualize(1, 0, [0; 4]);
+        assert_eq!(bare[ECX], offered, "offered even when the host lacks them");
         assert_eq!(r[EDX], 0xDEAD_BEEF & !(EDX_MCE | EDX_MCA), "no virtual MCA");
         assert_eq!(r[EBX], 0x0304_1234);
     }

@@ -166,16 +166,13 @@ pub struct VcpuExits {
 impl VcpuExits {
     /// Exit handling for vCPU `vcpu_id` of a VM with `vcpu_count` vCPUs.
     pub fn new(vcpu_id: u16, vcpu_count: u16, tsc_hz: u64) -> Self {
-        let bsp = if vcpu_id == 0 { 1 << 8 } else { 0 };
         VcpuExits {
             cpuid: CpuidPolicy {
                 vcpu_id: u32::from(vcpu_id),
                 vcpu_count: u32::from(vcpu_count),
                 tsc_khz: u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX),
             },
-            msrs: MsrPolicy {
-                apic_base: XAPIC_BASE | (1 << 11) | bsp,
-            },
+            msrs: MsrPolicy,
             lapic: VLapic::new(u32::from(vcpu_id), tsc_hz),
             injected: 0,
             dropped_nmis: 0,
@@ -330,14 +327,32 @@ impl VcpuExits {
         Flow::Continue
     }
 
-    fn msr<B: VcpuBackend, H: VmHost>(&self, vcpu: &mut B, host: &H, write: bool) -> bool {
+    fn msr<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H, write: bool) -> bool {
         let msr = vcpu.gprs().rcx as u32;
+        let now = host.now();
+        // The guest's TSC runs `offset` ahead of the host's (TSC-deadline values).
+        let offset = vcpu.guest_tsc(now).wrapping_sub(now);
+        let is_deadline = msr == crate::msr_numbers::IA32_TSC_DEADLINE;
         if write {
             let value = vcpu.gprs().edx_eax();
             let ok = match self.msrs.write(msr, value) {
                 MsrWrite::Backend => vcpu.write_state_msr(msr, value),
                 MsrWrite::Ignore => true,
                 MsrWrite::Host => host.host_wrmsr(msr, value),
+                MsrWrite::Lapic => {
+                    let value = if is_deadline && value != 0 {
+                        value.wrapping_sub(offset).max(1)
+                    } else {
+                        value
+                    };
+                    match self.lapic.write_msr(msr, value, now) {
+                        Some(action) => {
+                            self.lapic_action(host, action);
+                            true
+                        }
+                        None => false,
+                    }
+                }
                 MsrWrite::Gp => false,
             };
             if !ok {
@@ -347,9 +362,16 @@ impl VcpuExits {
         } else {
             let value = match self.msrs.read(msr) {
                 MsrRead::Value(v) => Some(v),
-                MsrRead::Tsc => Some(vcpu.guest_tsc(host.now())),
+                MsrRead::Tsc => Some(vcpu.guest_tsc(now)),
                 MsrRead::Backend => vcpu.read_state_msr(msr),
                 MsrRead::Host => host.host_rdmsr(msr),
+                MsrRead::Lapic => self.lapic.read_msr(msr, now).map(|v| {
+                    if is_deadline && v != 0 {
+                        v.wrapping_add(offset)
+                    } else {
+                        v
+                    }
+                }),
                 MsrRead::Gp => None,
             };
             match value {
@@ -393,21 +415,29 @@ impl VcpuExits {
         }
     }
 
-    /// A write to this vCPU's vLAPIC: EOIs go to the IOAPIC, ICR writes send
-    /// IPIs, and the addressing registers are published for other senders.
+    /// A write to this vCPU's vLAPIC page.
     fn lapic_write<H: VmHost>(&mut self, host: &H, offset: u32, value: u32, now: u64) {
-        match self.lapic.write(offset, value, now) {
+        let action = self.lapic.write(offset, value, now);
+        self.lapic_action(host, action);
+    }
+
+    /// After a vLAPIC write: EOIs go to the IOAPIC, ICR writes send IPIs, and
+    /// the addressing registers are published for other senders.
+    fn lapic_action<H: VmHost>(&mut self, host: &H, action: LapicAction) {
+        match action {
             LapicAction::None => {}
             LapicAction::Eoi { vector } => host.eoi(vector),
-            LapicAction::Ipi { icr } => match smp::send_ipi(host.inboxes(), self.vcpu, icr) {
-                Ok(out) => {
-                    if out.dropped {
-                        self.dropped_nmis += 1;
+            LapicAction::Ipi { icr, x2apic } => {
+                match smp::send_ipi(host.inboxes(), self.vcpu, icr, x2apic) {
+                    Ok(out) => {
+                        if out.dropped {
+                            self.dropped_nmis += 1;
+                        }
+                        self.kick_others(host, out.targets);
                     }
-                    self.kick_others(host, out.targets);
+                    Err(IpiError::IllegalVector(_)) => self.lapic.send_illegal_vector(),
                 }
-                Err(IpiError::IllegalVector(_)) => self.lapic.send_illegal_vector(),
-            },
+            }
         }
         if let Some(mine) = host.inboxes().get(self.vcpu) {
             mine.publish(&self.lapic);

@@ -10,12 +10,14 @@
 //! |---|---|---|
 //! | IA32_TSC 0x10 | [`MsrRead::Tsc`] | ignored (the guest's TSC offset is fixed by the hypervisor) |
 //! | IA32_PLATFORM_ID 0x17 | 0 | #GP (read-only on hardware) |
-//! | IA32_APIC_BASE 0x1B | the VM's value | the same value: ignored; any other: #GP (the APIC cannot be moved or disabled) |
+//! | IA32_APIC_BASE 0x1B | [`MsrRead::Lapic`] | [`MsrWrite::Lapic`]: the same value, or the switch to x2APIC mode; any other: #GP (the APIC cannot be moved or disabled) |
 //! | IA32_BIOS_SIGN_ID 0x8B | 0 (no microcode revision) | ignored (the "clear before CPUID" idiom) |
 //! | IA32_MTRRCAP 0xFE | 0 (no MTRRs) | #GP (read-only) |
 //! | IA32_SYSENTER_CS 0x174 | backend | backend |
 //! | IA32_SYSENTER_ESP/EIP 0x175/0x176 | backend | backend; #GP if not canonical |
 //! | IA32_MISC_ENABLE 0x1A0 | 1 (fast strings) | ignored |
+//! | IA32_TSC_DEADLINE 0x6E0 | [`MsrRead::Lapic`] | [`MsrWrite::Lapic`] |
+//! | x2APIC registers 0x800..=0x8FF | [`MsrRead::Lapic`] (#GP outside x2APIC mode) | [`MsrWrite::Lapic`] |
 //! | IA32_PAT 0x277 | backend | backend; #GP if any entry is a reserved memory type |
 //! | IA32_MTRR_DEF_TYPE 0x2FF | 0 (MTRRs off: the guest's PAT decides) | ignored |
 //! | IA32_EFER 0xC000_0080 | backend | backend; #GP on any bit but SCE, LME, LMA, NXE, FFXSR (SVME included) |
@@ -42,6 +44,9 @@ pub mod numbers {
     pub const IA32_FLUSH_CMD: u32 = 0x10B;
     pub const IA32_PLATFORM_ID: u32 = 0x17;
     pub const IA32_APIC_BASE: u32 = 0x1B;
+    pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
+    pub const X2APIC_FIRST: u32 = 0x800;
+    pub const X2APIC_LAST: u32 = 0x8FF;
     pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
     pub const IA32_BIOS_SIGN_ID: u32 = 0x8B;
     pub const IA32_MTRRCAP: u32 = 0xFE;
@@ -88,6 +93,8 @@ pub enum MsrRead {
     /// Read the MSR of the pCPU itself (the vCPU owns it); #GP if the pCPU
     /// has no such MSR.
     Host,
+    /// The vCPU's local APIC answers (it may still refuse: #GP).
+    Lapic,
     /// Inject #GP(0); the read has no other effect.
     Gp,
 }
@@ -102,16 +109,15 @@ pub enum MsrWrite {
     /// Write the MSR of the pCPU itself (speculation controls, which act on the
     /// pCPU the vCPU owns); #GP if the pCPU refuses.
     Host,
+    /// The vCPU's local APIC takes it (it may still refuse: #GP).
+    Lapic,
     /// Inject #GP(0); nothing is written.
     Gp,
 }
 
 /// The MSR policy of one VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsrPolicy {
-    /// IA32_APIC_BASE as the guest reads it (base address, enable and BSP bits).
-    pub apic_base: u64,
-}
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsrPolicy;
 
 impl MsrPolicy {
     /// How to answer RDMSR of `msr`. Total over all `u32`.
@@ -119,7 +125,7 @@ impl MsrPolicy {
         match msr {
             IA32_SPEC_CTRL => MsrRead::Host,
             IA32_TSC => MsrRead::Tsc,
-            IA32_APIC_BASE => MsrRead::Value(self.apic_base),
+            IA32_APIC_BASE | IA32_TSC_DEADLINE | X2APIC_FIRST..=X2APIC_LAST => MsrRead::Lapic,
             IA32_MISC_ENABLE => MsrRead::Value(MISC_ENABLE_FAST_STRINGS),
             IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | AMD_HWCR => {
                 MsrRead::Value(0)
@@ -138,7 +144,7 @@ impl MsrPolicy {
             IA32_TSC | IA32_BIOS_SIGN_ID | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | AMD_HWCR => {
                 MsrWrite::Ignore
             }
-            IA32_APIC_BASE if value == self.apic_base => MsrWrite::Ignore,
+            IA32_APIC_BASE | IA32_TSC_DEADLINE | X2APIC_FIRST..=X2APIC_LAST => MsrWrite::Lapic,
             IA32_EFER => backend_if(value & !EFER_GUEST_BITS == 0),
             IA32_PAT => backend_if(pat_valid(value)),
             IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
@@ -194,9 +200,7 @@ fn is_canonical(addr: u64) -> bool {
 mod tests {
     use super::*;
 
-    const P: MsrPolicy = MsrPolicy {
-        apic_base: 0xFEE0_0900,
-    };
+    const P: MsrPolicy = MsrPolicy;
 
     const HOSTILE: [u64; 8] = [
         0,
@@ -211,9 +215,7 @@ mod tests {
 
     #[test]
     fn speculation_controls_go_to_the_pcpu() {
-        let p = MsrPolicy {
-            apic_base: 0xFEE0_0900,
-        };
+        let p = MsrPolicy;
         assert_eq!(p.read(numbers::IA32_SPEC_CTRL), MsrRead::Host);
         for msr in [
             numbers::IA32_SPEC_CTRL,
@@ -290,7 +292,6 @@ mod tests {
     #[test]
     fn software_msrs_read_fixed_values() {
         assert_eq!(P.read(IA32_TSC), MsrRead::Tsc);
-        assert_eq!(P.read(IA32_APIC_BASE), MsrRead::Value(0xFEE0_0900));
         assert_eq!(P.read(IA32_MISC_ENABLE), MsrRead::Value(1));
         for msr in [
             IA32_PLATFORM_ID,
@@ -313,8 +314,6 @@ mod tests {
             0x3B,        // TSC_ADJUST
             0x200,       // MTRR_PHYSBASE0
             0x250,       // MTRR_FIX64K
-            0x6E0,       // TSC_DEADLINE
-            0x800,       // x2APIC
             0xC000_0103, // TSC_AUX
             0xC001_0000,
             0x4000_0000,
@@ -354,15 +353,15 @@ mod tests {
     }
 
     #[test]
-    fn apic_base_cannot_change() {
-        assert_eq!(P.write(IA32_APIC_BASE, 0xFEE0_0900), MsrWrite::Ignore);
-        // Disable, x2APIC enable, relocation, clearing BSP: all refused.
-        for v in [0xFEE0_0100, 0xFEE0_0D00, 0xFEC0_0900, 0xFEE0_0800, 0] {
-            assert_eq!(P.write(IA32_APIC_BASE, v), MsrWrite::Gp, "{v:#x}");
+    fn apic_msrs_go_to_the_lapic() {
+        for msr in [IA32_APIC_BASE, IA32_TSC_DEADLINE, 0x800, 0x830, 0x8FF] {
+            assert_eq!(P.read(msr), MsrRead::Lapic, "{msr:#x}");
+            for v in HOSTILE {
+                assert_eq!(P.write(msr, v), MsrWrite::Lapic, "{msr:#x}");
+            }
         }
-        for v in HOSTILE {
-            assert_eq!(P.write(IA32_APIC_BASE, v), MsrWrite::Gp, "{v:#x}");
-        }
+        assert_eq!(P.read(0x7FF), MsrRead::Gp);
+        assert_eq!(P.read(0x900), MsrRead::Gp);
     }
 
     #[test]

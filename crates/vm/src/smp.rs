@@ -74,6 +74,10 @@ pub enum Destination {
     Physical(u8),
     /// A logical destination matched against each vCPU's LDR and DFR.
     Logical(u8),
+    /// An x2APIC ID; 0xFFFF_FFFF is every vCPU.
+    X2Physical(u32),
+    /// An x2APIC logical destination: cluster in bits 31:16, members in 15:0.
+    X2Logical(u32),
 }
 
 /// Why an IPI was not sent.
@@ -214,6 +218,12 @@ impl VcpuInbox {
                     (cluster == 0xF || cluster == ldr >> 4) && members & ldr & 0xF != 0
                 }
             }
+            Destination::X2Physical(u32::MAX) => true,
+            Destination::X2Physical(id) => self.apic_id.load(Ordering::Relaxed) == id,
+            Destination::X2Logical(mda) => {
+                let ldr = self.ldr.load(Ordering::Relaxed);
+                mda >> 16 == ldr >> 16 && mda & ldr & 0xFFFF != 0
+            }
         }
     }
 }
@@ -261,9 +271,14 @@ fn for_each(inboxes: &[VcpuInbox], mask: u64, f: impl Fn(&VcpuInbox)) {
     }
 }
 
-/// Sends the IPI that vCPU `from` wrote to its ICR (`icr` = high << 32 | low,
-/// xAPIC layout).
-pub fn send_ipi(inboxes: &[VcpuInbox], from: usize, icr: u64) -> Result<IpiOutcome, IpiError> {
+/// Sends the IPI that vCPU `from` wrote to its ICR (`icr` = high << 32 | low;
+/// the destination in bits 63:32 if `x2apic`, else 63:56).
+pub fn send_ipi(
+    inboxes: &[VcpuInbox],
+    from: usize,
+    icr: u64,
+    x2apic: bool,
+) -> Result<IpiOutcome, IpiError> {
     let vector = icr as u8;
     let mode = (icr >> 8) & 0b111;
     let self_bit = if from < MAX_VCPUS && from < inboxes.len() {
@@ -278,15 +293,14 @@ pub fn send_ipi(inboxes: &[VcpuInbox], from: usize, icr: u64) -> Result<IpiOutco
     };
     let mut mask = match (icr >> 18) & 0b11 {
         0 => {
-            let dest = (icr >> 56) as u8;
-            targets(
-                inboxes,
-                if icr & ICR_LOGICAL != 0 {
-                    Destination::Logical(dest)
-                } else {
-                    Destination::Physical(dest)
-                },
-            )
+            let logical = icr & ICR_LOGICAL != 0;
+            let dest = match (x2apic, logical) {
+                (false, false) => Destination::Physical((icr >> 56) as u8),
+                (false, true) => Destination::Logical((icr >> 56) as u8),
+                (true, false) => Destination::X2Physical((icr >> 32) as u32),
+                (true, true) => Destination::X2Logical((icr >> 32) as u32),
+            };
+            targets(inboxes, dest)
         }
         1 => self_bit,
         2 => all,
@@ -340,6 +354,10 @@ mod tests {
         l
     }
 
+    fn send(b: &[VcpuInbox], from: usize, icr: u64) -> Result<IpiOutcome, IpiError> {
+        send_ipi(b, from, icr, false)
+    }
+
     fn icr(dest: u8, flags: u64) -> u64 {
         (u64::from(dest) << 56) | flags
     }
@@ -347,7 +365,7 @@ mod tests {
     #[test]
     fn fixed_physical_ipi_reaches_only_its_target() {
         let b = inboxes(2);
-        let out = send_ipi(&b, 0, icr(1, 0x41)).unwrap();
+        let out = send(&b, 0, icr(1, 0x41)).unwrap();
         assert_eq!(out.targets, 0b10);
         let (mut l0, mut l1) = (lapic(0), lapic(1));
         assert_eq!(b[0].drain(&mut l0), Signals::default());
@@ -360,10 +378,10 @@ mod tests {
     #[test]
     fn shorthands_pick_self_all_and_all_but_self() {
         let b = inboxes(3);
-        assert_eq!(send_ipi(&b, 1, 1 << 18 | 0x30).unwrap().targets, 0b010);
-        assert_eq!(send_ipi(&b, 1, 2 << 18 | 0x30).unwrap().targets, 0b111);
-        assert_eq!(send_ipi(&b, 1, 3 << 18 | 0x30).unwrap().targets, 0b101);
-        assert_eq!(send_ipi(&b, 0, icr(0xFF, 0x30)).unwrap().targets, 0b111);
+        assert_eq!(send(&b, 1, 1 << 18 | 0x30).unwrap().targets, 0b010);
+        assert_eq!(send(&b, 1, 2 << 18 | 0x30).unwrap().targets, 0b111);
+        assert_eq!(send(&b, 1, 3 << 18 | 0x30).unwrap().targets, 0b101);
+        assert_eq!(send(&b, 0, icr(0xFF, 0x30)).unwrap().targets, 0b111);
     }
 
     #[test]
@@ -376,9 +394,7 @@ mod tests {
         }
         assert_eq!(targets(&b, Destination::Logical(0b101)), 0b101);
         assert_eq!(
-            send_ipi(&b, 0, icr(0b110, ICR_LOGICAL | 0x50))
-                .unwrap()
-                .targets,
+            send(&b, 0, icr(0b110, ICR_LOGICAL | 0x50)).unwrap().targets,
             0b110
         );
         // Cluster model: the high nibble is the cluster, the low one members.
@@ -397,7 +413,7 @@ mod tests {
     #[test]
     fn lowest_priority_delivers_to_exactly_one() {
         let b = inboxes(4);
-        let out = send_ipi(&b, 0, icr(0xFF, 1 << 8 | 0x60)).unwrap();
+        let out = send(&b, 0, icr(0xFF, 1 << 8 | 0x60)).unwrap();
         assert_eq!(out.targets.count_ones(), 1);
     }
 
@@ -405,11 +421,11 @@ mod tests {
     fn init_then_startup_starts_and_init_voids_earlier_sipis() {
         let b = inboxes(2);
         // A SIPI before the INIT is forgotten by the INIT.
-        send_ipi(&b, 0, icr(1, 6 << 8 | 0x12)).unwrap();
-        send_ipi(&b, 0, icr(1, 5 << 8 | ICR_LEVEL_ASSERT)).unwrap();
+        send(&b, 0, icr(1, 6 << 8 | 0x12)).unwrap();
+        send(&b, 0, icr(1, 5 << 8 | ICR_LEVEL_ASSERT)).unwrap();
         assert_eq!(b[1].take_sipi(), None);
         // INIT de-assert is not an INIT.
-        send_ipi(&b, 0, icr(1, 5 << 8 | ICR_TRIGGER_LEVEL)).unwrap();
+        send(&b, 0, icr(1, 5 << 8 | ICR_TRIGGER_LEVEL)).unwrap();
         let mut l1 = lapic(1);
         assert_eq!(
             b[1].drain(&mut l1),
@@ -419,8 +435,8 @@ mod tests {
             }
         );
         assert!(!b[1].take_init());
-        send_ipi(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
-        send_ipi(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
+        send(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
+        send(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
         assert_eq!(b[1].take_sipi(), Some(0x9A));
         assert_eq!(b[1].take_sipi(), None, "the second SIPI is the same start");
     }
@@ -459,10 +475,7 @@ mod tests {
     #[test]
     fn hostile_icr_values_never_panic_or_reach_missing_vcpus() {
         let b = inboxes(2);
-        assert_eq!(
-            send_ipi(&b, 0, icr(1, 0x05)),
-            Err(IpiError::IllegalVector(5))
-        );
+        assert_eq!(send(&b, 0, icr(1, 0x05)), Err(IpiError::IllegalVector(5)));
         for from in [0usize, 1, 2, 63, 64, usize::MAX] {
             for raw in [
                 0u64,
@@ -475,22 +488,51 @@ mod tests {
                 icr(1, MODE_NMI << 8),
                 icr(1, MODE_SMI << 8),
             ] {
-                if let Ok(out) = send_ipi(&b, from, raw) {
+                if let Ok(out) = send(&b, from, raw) {
                     assert_eq!(out.targets & !0b11, 0, "{raw:#x} from {from}");
                 }
             }
         }
         // 64 vCPUs: the masks stay in range.
         let many = inboxes(64);
+        assert_eq!(send(&many, 63, 2 << 18 | 0x40).unwrap().targets, u64::MAX);
         assert_eq!(
-            send_ipi(&many, 63, 2 << 18 | 0x40).unwrap().targets,
-            u64::MAX
-        );
-        assert_eq!(
-            send_ipi(&many, 63, 3 << 18 | 0x40).unwrap().targets,
+            send(&many, 63, 3 << 18 | 0x40).unwrap().targets,
             u64::MAX >> 1
         );
         // An empty VM: nobody to reach.
-        assert_eq!(send_ipi(&[], 0, 2 << 18 | 0x40).unwrap().targets, 0);
+        assert_eq!(send(&[], 0, 2 << 18 | 0x40).unwrap().targets, 0);
+    }
+
+    #[test]
+    fn x2apic_destinations_use_32_bit_ids_and_clusters() {
+        let b = inboxes(3);
+        for (i, inbox) in b.iter().enumerate() {
+            let mut l = lapic(i as u32);
+            let base = l.read_msr(0x1B, 0).unwrap();
+            assert!(l.write_msr(0x1B, base | 1 << 10, 0).is_some());
+            inbox.publish(&l);
+        }
+        let x2 = |dest: u32, flags: u64| (u64::from(dest) << 32) | flags;
+        assert_eq!(send_ipi(&b, 0, x2(2, 0x40), true).unwrap().targets, 0b100);
+        assert_eq!(
+            send_ipi(&b, 0, x2(u32::MAX, 0x40), true).unwrap().targets,
+            0b111
+        );
+        // 0xFF is an ordinary x2APIC ID, not a broadcast.
+        assert_eq!(send_ipi(&b, 0, x2(0xFF, 0x40), true).unwrap().targets, 0);
+        // Cluster 0, members 0 and 2 (LDR = 1 << (id & 0xF)).
+        assert_eq!(
+            send_ipi(&b, 0, x2(0b101, ICR_LOGICAL | 0x40), true)
+                .unwrap()
+                .targets,
+            0b101
+        );
+        assert_eq!(
+            send_ipi(&b, 0, x2(0x1_0001, ICR_LOGICAL | 0x40), true)
+                .unwrap()
+                .targets,
+            0
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! A virtual local APIC (xAPIC register page) as a register state machine:
-//! ID/version, TPR/PPR, EOI, SVR, ISR/IRR/TMR, the LVT, ESR, ICR and the timer
-//! in one-shot and periodic modes.
+//! A virtual local APIC as a register state machine: the xAPIC register page
+//! and the x2APIC MSRs over the same state (ID/version, TPR/PPR, EOI, SVR,
+//! ISR/IRR/TMR, the LVT, ESR, ICR, SELF IPI), IA32_APIC_BASE with the switch to
+//! x2APIC mode, and the timer in one-shot, periodic and TSC-deadline modes.
 //!
 //! Time is whatever monotonic counter the caller passes as `now` (the host
 //! TSC); the timer counts at `bus_hz`, converted with `tsc_hz`. Nothing here
@@ -34,8 +35,25 @@ const REG_TIMER_INITIAL: u32 = 0x380;
 const REG_TIMER_CURRENT: u32 = 0x390;
 const REG_TIMER_DIVIDE: u32 = 0x3E0;
 
+const REG_SELF_IPI: u32 = 0x3F0;
+
 const LVT_MASKED: u32 = 1 << 16;
-const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// LVT timer mode field (bits 18:17): 0 one-shot, 1 periodic, 2 TSC-deadline.
+const LVT_TIMER_MODE_SHIFT: u32 = 17;
+const TIMER_MODE_PERIODIC: u32 = 1;
+const TIMER_MODE_TSC_DEADLINE: u32 = 2;
+
+/// IA32_APIC_BASE bits.
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const APIC_BASE_EN: u64 = 1 << 11;
+
+/// MSR numbers the vLAPIC answers.
+pub const MSR_APIC_BASE: u32 = 0x1B;
+pub const MSR_TSC_DEADLINE: u32 = 0x6E0;
+/// x2APIC registers: 0x800 + (xAPIC offset >> 4).
+pub const MSR_X2APIC_FIRST: u32 = 0x800;
+pub const MSR_X2APIC_LAST: u32 = 0x8FF;
 const SVR_ENABLED: u32 = 1 << 8;
 /// Version 0x14 with 7 LVT entries (max LVT index 6), like a modern xAPIC.
 const VERSION: u32 = 0x0006_0014;
@@ -48,9 +66,11 @@ pub enum LapicAction {
     Eoi {
         vector: u8,
     },
-    /// The guest wrote the ICR: send an IPI (`icr` = high << 32 | low).
+    /// The guest wrote the ICR: send an IPI (`icr` = high << 32 | low). In
+    /// x2APIC format (`x2apic`) the destination is bits 63:32, else 63:56.
     Ipi {
         icr: u64,
+        x2apic: bool,
     },
 }
 
@@ -75,6 +95,8 @@ pub struct VLapic {
     timer_start: u64,
     timer_deadline: Option<u64>,
     tsc_hz: u64,
+    /// IA32_APIC_BASE (base, BSP, x2APIC and enable bits).
+    apic_base: u64,
 }
 
 fn lvt_index(offset: u32) -> Option<usize> {
@@ -98,7 +120,8 @@ pub fn divisor(divide_reg: u32) -> u64 {
 }
 
 impl VLapic {
-    /// A LAPIC in its reset state for APIC ID `id`; `tsc_hz` is the rate of `now`.
+    /// A LAPIC in its reset state for APIC ID `id` (xAPIC mode; the BSP's if
+    /// `id` is 0); `tsc_hz` is the rate of `now`.
     pub fn new(id: u32, tsc_hz: u64) -> Self {
         VLapic {
             id,
@@ -117,7 +140,17 @@ impl VLapic {
             timer_start: 0,
             timer_deadline: None,
             tsc_hz: tsc_hz.max(1),
+            apic_base: XAPIC_BASE | APIC_BASE_EN | if id == 0 { APIC_BASE_BSP } else { 0 },
         }
+    }
+
+    /// Whether the guest switched this LAPIC to x2APIC mode.
+    pub fn x2apic(&self) -> bool {
+        self.apic_base & APIC_BASE_EXTD != 0
+    }
+
+    fn timer_mode(&self) -> u32 {
+        (self.lvt[1] >> LVT_TIMER_MODE_SHIFT) & 0b11
     }
 
     fn enabled(&self) -> bool {
@@ -192,7 +225,7 @@ impl VLapic {
             REG_TPR => self.tpr,
             REG_APR => 0,
             REG_PPR => self.ppr(),
-            REG_LDR => self.ldr,
+            REG_LDR => self.ldr(),
             REG_DFR => self.dfr,
             REG_SVR => self.svr,
             0x100..=0x170 => self.isr[((offset - REG_ISR) / 0x10) as usize],
@@ -202,6 +235,7 @@ impl VLapic {
             REG_ICR_LO => self.icr as u32 & !(1 << 12),
             REG_ICR_HI => (self.icr >> 32) as u32,
             REG_TIMER_INITIAL => self.timer_initial,
+            REG_TIMER_CURRENT if self.timer_mode() == TIMER_MODE_TSC_DEADLINE => 0,
             REG_TIMER_CURRENT => self.current_count(now),
             REG_TIMER_DIVIDE => self.timer_divide,
             o => lvt_index(o).map_or(0, |i| self.lvt[i]),
@@ -236,14 +270,20 @@ impl VLapic {
             REG_ESR => self.esr = 0,
             REG_ICR_LO => {
                 self.icr = (self.icr & !0xFFFF_FFFF) | u64::from(value & 0x000C_CFFF);
-                return LapicAction::Ipi { icr: self.icr };
+                return LapicAction::Ipi {
+                    icr: self.icr,
+                    x2apic: false,
+                };
             }
             REG_ICR_HI => {
                 self.icr = (self.icr & 0xFFFF_FFFF) | (u64::from(value & 0xFF00_0000) << 32)
             }
             REG_TIMER_INITIAL => {
-                self.timer_initial = value;
-                self.arm(now);
+                // In TSC-deadline mode the initial count is ignored.
+                if self.timer_mode() != TIMER_MODE_TSC_DEADLINE {
+                    self.timer_initial = value;
+                    self.arm(now);
+                }
             }
             REG_TIMER_DIVIDE => self.timer_divide = value & 0b1011,
             o => {
@@ -252,7 +292,13 @@ impl VLapic {
                     if !self.enabled() {
                         v |= LVT_MASKED;
                     }
+                    let old_mode = self.timer_mode();
                     self.lvt[i] = v;
+                    if i == 1 && self.timer_mode() != old_mode {
+                        // A mode change disarms the timer.
+                        self.timer_deadline = None;
+                        self.timer_initial = 0;
+                    }
                 }
             }
         }
@@ -268,7 +314,7 @@ impl VLapic {
             return;
         }
         let lvt = self.lvt[1];
-        if lvt & LVT_TIMER_PERIODIC != 0 && self.timer_initial != 0 {
+        if self.timer_mode() == TIMER_MODE_PERIODIC && self.timer_initial != 0 {
             let period = self.period_ticks();
             // Skip whole missed periods rather than queueing them.
             let missed = (now - deadline) / period;
@@ -319,14 +365,107 @@ impl VLapic {
         Self::set_bit(&mut self.isr, vector);
     }
 
+    /// RDMSR of a vLAPIC MSR (IA32_APIC_BASE, IA32_TSC_DEADLINE, x2APIC
+    /// registers); `None`: #GP. `now` and the TSC-deadline value are in host
+    /// TSC units (the caller converts the guest's TSC offset).
+    pub fn read_msr(&mut self, msr: u32, now: u64) -> Option<u64> {
+        match msr {
+            MSR_APIC_BASE => Some(self.apic_base),
+            MSR_TSC_DEADLINE => Some(match (self.timer_mode(), self.timer_deadline) {
+                (TIMER_MODE_TSC_DEADLINE, Some(d)) => d,
+                _ => 0,
+            }),
+            MSR_X2APIC_FIRST..=MSR_X2APIC_LAST if self.x2apic() => {
+                let offset = (msr - MSR_X2APIC_FIRST) << 4;
+                match offset {
+                    REG_ID => Some(u64::from(self.id)),
+                    REG_ICR_LO => Some(self.icr),
+                    REG_VERSION | REG_TPR | REG_PPR | REG_LDR | REG_SVR | REG_ESR
+                    | REG_LVT_CMCI | REG_TIMER_INITIAL | REG_TIMER_CURRENT | REG_TIMER_DIVIDE => {
+                        Some(u64::from(self.read(offset, now)))
+                    }
+                    0x100..=0x270 => Some(u64::from(self.read(offset, now))),
+                    o if lvt_index(o).is_some() => Some(u64::from(self.read(offset, now))),
+                    // EOI and SELF IPI are write-only; APR, DFR, ICR high and
+                    // the rest do not exist in x2APIC mode.
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// WRMSR of a vLAPIC MSR; `None`: #GP (nothing changed).
+    pub fn write_msr(&mut self, msr: u32, value: u64, now: u64) -> Option<LapicAction> {
+        match msr {
+            MSR_APIC_BASE => {
+                self.write_apic_base(value)?;
+                Some(LapicAction::None)
+            }
+            MSR_TSC_DEADLINE => {
+                // Ignored outside TSC-deadline mode; 0 disarms.
+                if self.timer_mode() == TIMER_MODE_TSC_DEADLINE {
+                    self.timer_deadline = (value != 0).then_some(value);
+                }
+                Some(LapicAction::None)
+            }
+            MSR_X2APIC_FIRST..=MSR_X2APIC_LAST if self.x2apic() => {
+                let offset = (msr - MSR_X2APIC_FIRST) << 4;
+                if offset == REG_ICR_LO {
+                    // Vector, mode, destination mode, level, trigger,
+                    // shorthand, and a 32-bit destination.
+                    self.icr = value & 0xFFFF_FFFF_000C_CFFF;
+                    return Some(LapicAction::Ipi {
+                        icr: self.icr,
+                        x2apic: true,
+                    });
+                }
+                let low = u32::try_from(value).ok()?;
+                match offset {
+                    // EOI and ESR take only zero.
+                    REG_EOI | REG_ESR if low != 0 => None,
+                    REG_SELF_IPI => Some(LapicAction::Ipi {
+                        icr: (1 << 18) | u64::from(low & 0xFF),
+                        x2apic: true,
+                    }),
+                    REG_TPR | REG_EOI | REG_SVR | REG_ESR | REG_LVT_CMCI | REG_TIMER_INITIAL
+                    | REG_TIMER_DIVIDE => Some(self.write(offset, low, now)),
+                    o if lvt_index(o).is_some() => Some(self.write(offset, low, now)),
+                    // Read-only or absent registers.
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// IA32_APIC_BASE: the only change allowed is xAPIC -> x2APIC; the base
+    /// cannot move and the APIC cannot be disabled (#GP).
+    fn write_apic_base(&mut self, value: u64) -> Option<()> {
+        if value == self.apic_base {
+            return Some(());
+        }
+        let fixed = XAPIC_BASE | APIC_BASE_EN | (self.apic_base & APIC_BASE_BSP);
+        if value == fixed | APIC_BASE_EXTD && !self.x2apic() {
+            self.apic_base = value;
+            return Some(());
+        }
+        None
+    }
+
     /// The APIC ID.
     pub fn id(&self) -> u32 {
         self.id
     }
 
-    /// The logical destination register.
+    /// The logical destination register (in x2APIC mode derived from the ID:
+    /// cluster in bits 31:16, one member bit in 15:0).
     pub fn ldr(&self) -> u32 {
-        self.ldr
+        if self.x2apic() {
+            ((self.id >> 4) << 16) | (1 << (self.id & 0xF))
+        } else {
+            self.ldr
+        }
     }
 
     /// The destination format register.
@@ -345,6 +484,8 @@ mod tests {
     use super::*;
 
     const TSC: u64 = 1_000_000_000; // 1 GHz: 10 TSC ticks per bus tick
+    const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+    const LVT_TIMER_TSC_DEADLINE: u32 = 2 << 17;
 
     fn enabled() -> VLapic {
         let mut l = VLapic::new(0, TSC);
@@ -463,8 +604,118 @@ mod tests {
         // ICR writes surface an IPI with reserved bits cleared.
         l.write(REG_ICR_HI, 0xFFFF_FFFF, 0);
         match l.write(REG_ICR_LO, 0xFFFF_FFFF, 0) {
-            LapicAction::Ipi { icr } => assert_eq!(icr, 0xFF00_0000_000C_CFFF),
+            LapicAction::Ipi { icr, x2apic } => {
+                assert_eq!(icr, 0xFF00_0000_000C_CFFF);
+                assert!(!x2apic);
+            }
             other => panic!("expected an IPI, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tsc_deadline_mode_fires_at_the_deadline_and_disarms() {
+        let mut l = enabled();
+        // Outside TSC-deadline mode the MSR ignores writes and reads 0.
+        assert_eq!(
+            l.write_msr(MSR_TSC_DEADLINE, 5_000, 0),
+            Some(LapicAction::None)
+        );
+        assert_eq!(l.read_msr(MSR_TSC_DEADLINE, 0), Some(0));
+        assert_eq!(l.next_deadline(), None);
+        l.write(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0x44, 0);
+        l.write_msr(MSR_TSC_DEADLINE, 5_000, 0).unwrap();
+        assert_eq!(l.read_msr(MSR_TSC_DEADLINE, 1), Some(5_000));
+        // The initial count is ignored and the current count reads 0.
+        l.write(REG_TIMER_INITIAL, 10, 1);
+        assert_eq!(l.read(REG_TIMER_CURRENT, 2), 0);
+        assert_eq!(l.next_deadline(), Some(5_000));
+        l.poll(4_999);
+        assert_eq!(l.pending(), None);
+        l.poll(5_000);
+        assert_eq!(l.pending(), Some(0x44));
+        assert_eq!(l.read_msr(MSR_TSC_DEADLINE, 5_001), Some(0), "disarmed");
+        // Zero disarms; leaving the mode disarms too.
+        l.write_msr(MSR_TSC_DEADLINE, 9_000, 5_002).unwrap();
+        l.write_msr(MSR_TSC_DEADLINE, 0, 5_003).unwrap();
+        assert_eq!(l.next_deadline(), None);
+        l.write_msr(MSR_TSC_DEADLINE, 9_000, 5_004).unwrap();
+        l.write(REG_LVT_TIMER, 0x44, 5_005); // back to one-shot
+        assert_eq!(l.next_deadline(), None);
+    }
+
+    #[test]
+    fn x2apic_mode_is_entered_through_apic_base_and_answers_msrs() {
+        let mut l = VLapic::new(3, TSC);
+        let base = l.read_msr(MSR_APIC_BASE, 0).unwrap();
+        assert_eq!(base, 0xFEE0_0800, "an AP: enabled, not BSP");
+        // No x2APIC registers before the switch.
+        assert_eq!(l.read_msr(0x802, 0), None);
+        assert_eq!(l.write_msr(0x808, 0, 0), None);
+        // Moving or disabling the APIC is refused; the switch is allowed once.
+        for v in [0, 0xFEC0_0800, 0xFEE0_0400, 0xFEE0_0900, u64::MAX] {
+            assert_eq!(l.write_msr(MSR_APIC_BASE, v, 0), None, "{v:#x}");
+        }
+        assert!(l.write_msr(MSR_APIC_BASE, base | 1 << 10, 0).is_some());
+        assert!(l.x2apic());
+        assert_eq!(l.write_msr(MSR_APIC_BASE, base, 0), None, "x2APIC -> xAPIC");
+        assert_eq!(l.read_msr(0x802, 0), Some(3), "full 32-bit ID");
+        assert_eq!(l.read_msr(0x80D, 0), Some(1 << 3), "LDR from the ID");
+        l.write_msr(0x80F, 0x1FF, 0).unwrap(); // SVR
+                                               // SELF IPI and ICR come back as x2APIC-format IPIs.
+        assert_eq!(
+            l.write_msr(0x83F, 0x55, 0),
+            Some(LapicAction::Ipi {
+                icr: 1 << 18 | 0x55,
+                x2apic: true
+            })
+        );
+        assert_eq!(
+            l.write_msr(0x830, 0x0000_0007_0000_4041, 0),
+            Some(LapicAction::Ipi {
+                icr: 0x0000_0007_0000_4041,
+                x2apic: true
+            })
+        );
+        assert_eq!(l.read_msr(0x830, 0), Some(0x0000_0007_0000_4041));
+        // EOI through the MSR retires the in-service vector.
+        assert!(l.raise(0x61, false));
+        l.accept(0x61);
+        assert_eq!(
+            l.write_msr(0x80B, 0, 0),
+            Some(LapicAction::Eoi { vector: 0x61 })
+        );
+    }
+
+    #[test]
+    fn hostile_x2apic_accesses_raise_gp_and_change_nothing() {
+        let mut l = VLapic::new(0, TSC);
+        let base = l.read_msr(MSR_APIC_BASE, 0).unwrap();
+        l.write_msr(MSR_APIC_BASE, base | 1 << 10, 0).unwrap();
+        // Write-only, read-only, absent registers and non-zero EOI/ESR.
+        for msr in [0x80B, 0x83F, 0x809, 0x80E, 0x831, 0x840, 0x8FF] {
+            assert_eq!(l.read_msr(msr, 0), None, "read {msr:#x}");
+        }
+        for (msr, v) in [
+            (0x802, 1),
+            (0x803, 0),
+            (0x80A, 0),
+            (0x80D, 0),
+            (0x80E, 0),
+            (0x810, 0),
+            (0x839, 0),
+            (0x80B, 1),
+            (0x828, 1),
+            (0x808, 1 << 32),
+            (0x8FF, 0),
+        ] {
+            assert_eq!(l.write_msr(msr, v, 0), None, "write {msr:#x} <- {v:#x}");
+        }
+        assert_eq!(l.read_msr(0x802, 0), Some(0));
+        assert_eq!(l.read_msr(0x808, 0), Some(0));
+        // Any MSR number at all: an answer or #GP, never a panic.
+        for msr in (0..0x1000).chain([u32::MAX, 0x8000_0000]) {
+            let _ = l.read_msr(msr, 0);
+            let _ = l.write_msr(msr, u64::MAX, 0);
         }
     }
 }
