@@ -85,7 +85,7 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
 }
 
 /// The test guest's tests, in the order it runs them (guests/test-guest).
-pub const GUEST_TESTS: [&str; 13] = [
+pub const GUEST_TESTS: [&str; 14] = [
     "cpuid-basic",
     "cpuid-hv-leaves",
     "msr-allowed",
@@ -94,6 +94,7 @@ pub const GUEST_TESTS: [&str; 13] = [
     "mmio-unbacked",
     "memory-isolation",
     "hlt-timer",
+    "lapic-tsc-deadline",
     "hypercall-version",
     "hypercall-vm-id",
     "hypercall-console",
@@ -107,11 +108,19 @@ const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stoppe
 /// The test guest's tests of a second vCPU (cmdline word `smp`), after [`GUEST_TESTS`].
 pub const GUEST_SMP_TESTS: [&str; 2] = ["smp-ap-start", "smp-ap-restart"];
 
+/// The test guest's tests that run after all others (x2APIC mode lasts until a reset).
+pub const GUEST_LATE_TESTS: [&str; 1] = ["lapic-x2apic"];
+
 /// Every guest test passing in VM `vm` (with the `smp-*` ones if `smp`), then
 /// its summary and its power-off.
 fn guest_passes(vm: &str, smp: bool) -> Vec<String> {
     let smp_tests: &[&str] = if smp { &GUEST_SMP_TESTS } else { &[] };
-    let tests: Vec<&str> = GUEST_TESTS.iter().chain(smp_tests).copied().collect();
+    let tests: Vec<&str> = GUEST_TESTS
+        .iter()
+        .chain(smp_tests)
+        .chain(&GUEST_LATE_TESTS)
+        .copied()
+        .collect();
     let mut v: Vec<String> = tests
         .iter()
         .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$"))
@@ -331,7 +340,7 @@ fn linux_panic() -> TestCase {
         ],
         parallel: vec![vec![format!(
             r"^\[vm1\] TESTS DONE {} passed 0 failed$",
-            GUEST_TESTS.len()
+            GUEST_TESTS.len() + GUEST_LATE_TESTS.len()
         )]],
         fail: Fail::Custom(LINUX_FAIL),
         timeout_secs: 240,

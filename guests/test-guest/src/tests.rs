@@ -4,9 +4,10 @@
 //! Names are the contract with the harness:
 //! `cpuid-basic`, `cpuid-hv-leaves`, `msr-allowed`, `msr-forbidden`,
 //! `pio-uart`, `mmio-unbacked`, `memory-isolation`, `hlt-timer`,
-//! `hypercall-version`, `hypercall-vm-id`, `hypercall-console`,
-//! `hypercall-unknown`, `hypercall-user`, and `cpuid-bench` (only with
-//! `bench` on the command line).
+//! `lapic-tsc-deadline`, `hypercall-version`, `hypercall-vm-id`, `hypercall-console`,
+//! `hypercall-unknown`, `hypercall-user`, `smp-ap-start` and `smp-ap-restart`
+//! (only with `smp` on the command line), `lapic-x2apic` (last), and
+//! `cpuid-bench` (only with `bench` on the command line).
 
 use core::sync::atomic::Ordering;
 
@@ -59,6 +60,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("mmio-unbacked", mmio_unbacked),
     ("memory-isolation", memory_isolation),
     ("hlt-timer", hlt_timer),
+    ("lapic-tsc-deadline", lapic_tsc_deadline),
     ("hypercall-version", hypercall_version),
     ("hypercall-vm-id", hypercall_vm_id),
     ("hypercall-console", hypercall_console),
@@ -82,6 +84,9 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
     ("smp-ap-restart", smp_ap_restart),
 ];
 
+/// Run after every other test: x2APIC mode cannot be left without a reset.
+const LATE_TESTS: &[(&str, TestFn)] = &[("lapic-x2apic", lapic_x2apic)];
+
 /// Runs every test (and the benchmark if asked for), printing one line each.
 pub fn run_all(env: &Env) -> Tally {
     let mut tally = Tally::default();
@@ -100,6 +105,9 @@ pub fn run_all(env: &Env) -> Tally {
         for &(name, test) in SELFTESTS {
             run_one(env, name, test, &mut tally);
         }
+    }
+    for &(name, test) in LATE_TESTS {
+        run_one(env, name, test, &mut tally);
     }
     tally
 }
@@ -567,6 +575,130 @@ fn hlt_timer(env: &Env) -> TestResult {
         rip == resume,
         "timer interrupted rip {rip:#x}, not the instruction after HLT ({resume:#x})"
     );
+    Ok(Pass)
+}
+
+/// A bound of about `ms` milliseconds in TSC ticks (2 GHz assumed if the rate is unknown).
+fn tsc_bound_ms(env: &Env, ms: u64) -> u64 {
+    if env.tsc_khz != 0 {
+        u64::from(env.tsc_khz) * ms
+    } else {
+        2_000_000 * ms
+    }
+}
+
+/// Waits with interrupts on (spinning, so only the hypervisor's own timer can
+/// bring the interrupt in) until `done` or about `bound` TSC ticks passed.
+fn wait_with_interrupts(bound: u64, done: impl Fn() -> bool) {
+    let t0 = cpu::rdtsc();
+    cpu::sti();
+    while !done() && cpu::rdtsc().wrapping_sub(t0) < bound {
+        core::hint::spin_loop();
+    }
+    cpu::cli();
+}
+
+/// The LAPIC timer in TSC-deadline mode: IA32_TSC_DEADLINE reads back what was
+/// written, the interrupt arrives once, not before the deadline, and the MSR
+/// reads 0 afterwards (disarmed).
+fn lapic_tsc_deadline(env: &Env) -> TestResult {
+    const TSC_DEADLINE: u32 = 0x6E0;
+    const MODE_TSC_DEADLINE: u32 = 2 << 17;
+    if cpuid(1, 0).ecx & (1 << 24) == 0 {
+        ensure!(env.native, "CPUID.1:ECX[24] (TSC-deadline timer) clear");
+        return Ok(Skip("native CPU has no TSC-deadline timer"));
+    }
+    ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
+    cpu::cli();
+    lapic::write(
+        lapic::REG_SVR,
+        lapic::SVR_ENABLE | trap::SPURIOUS_VECTOR as u32,
+    );
+    lapic::write(lapic::REG_TPR, 0);
+    lapic::write(
+        lapic::REG_LVT_TIMER,
+        MODE_TSC_DEADLINE | trap::TIMER_VECTOR as u32,
+    );
+    trap::TIMER_HITS.store(0, Ordering::SeqCst);
+    let deadline = cpu::rdtsc_ordered() + tsc_bound_ms(env, 50);
+    // SAFETY: the CPU has the TSC-deadline MSR (CPUID above); arming it only
+    // raises the timer vector, which the guest handles.
+    unsafe { cpu::wrmsr(TSC_DEADLINE, deadline) };
+    // SAFETY: as above; reading has no effect.
+    let armed = unsafe { cpu::rdmsr(TSC_DEADLINE) };
+    ensure!(
+        armed == deadline,
+        "IA32_TSC_DEADLINE reads {armed:#x} after writing {deadline:#x}"
+    );
+    wait_with_interrupts(tsc_bound_ms(env, 2000), || {
+        trap::TIMER_HITS.load(Ordering::SeqCst) > 0
+    });
+    let woke = cpu::rdtsc_ordered();
+    // Give a wrong second interrupt time to show.
+    wait_with_interrupts(tsc_bound_ms(env, 20), || false);
+    let hits = trap::TIMER_HITS.load(Ordering::SeqCst);
+    // SAFETY: as above.
+    let after = unsafe { cpu::rdmsr(TSC_DEADLINE) };
+    lapic::shutdown();
+    ensure!(hits == 1, "{hits} timer interrupts from one deadline");
+    ensure!(
+        woke >= deadline,
+        "interrupt {} TSC ticks before the deadline",
+        deadline - woke
+    );
+    ensure!(after == 0, "IA32_TSC_DEADLINE reads {after:#x} after firing");
+    Ok(Pass)
+}
+
+/// x2APIC mode: switched on through IA32_APIC_BASE, the ID and the derived
+/// LDR read through MSRs, and IPIs to itself by SELF IPI, by the ICR's self
+/// shorthand and by its own 32-bit ID all arrive (EOI through the MSR).
+fn lapic_x2apic(env: &Env) -> TestResult {
+    if cpuid(1, 0).ecx & (1 << 21) == 0 {
+        ensure!(env.native, "CPUID.1:ECX[21] (x2APIC) clear");
+        return Ok(Skip("native CPU has no x2APIC"));
+    }
+    cpu::cli();
+    if !lapic::is_x2apic() {
+        lapic::enter_x2apic();
+    }
+    // SAFETY: reading IA32_APIC_BASE has no effect.
+    let base = unsafe { cpu::rdmsr(lapic::MSR_APIC_BASE) };
+    ensure!(
+        base & lapic::APIC_BASE_EXTD != 0,
+        "IA32_APIC_BASE {base:#x}: x2APIC enable did not stick"
+    );
+    let id = lapic::read(lapic::REG_ID);
+    let cpuid_id = cpuid(1, 0).ebx >> 24;
+    ensure!(id == cpuid_id, "x2APIC ID {id}, CPUID says {cpuid_id}");
+    let ldr = lapic::read(lapic::REG_LDR);
+    let want = ((id >> 4) << 16) | (1 << (id & 0xF));
+    ensure!(ldr == want, "x2APIC LDR {ldr:#x}, expected {want:#x}");
+    lapic::write(
+        lapic::REG_SVR,
+        lapic::SVR_ENABLE | trap::SPURIOUS_VECTOR as u32,
+    );
+    lapic::write(lapic::REG_TPR, 0);
+    trap::IPI_HITS.store(0, Ordering::SeqCst);
+    let vector = trap::IPI_VECTOR;
+    let sends: [(&str, u32, u64); 3] = [
+        ("SELF IPI", lapic::REG_SELF_IPI, vector),
+        ("ICR self shorthand", lapic::REG_ICR_LO, (1 << 18) | vector),
+        (
+            "ICR to its own ID",
+            lapic::REG_ICR_LO,
+            (u64::from(id) << 32) | vector,
+        ),
+    ];
+    for (n, (what, reg, value)) in (1u32..).zip(sends) {
+        // SAFETY: x2APIC mode; an IPI to itself on a vector it handles.
+        unsafe { cpu::wrmsr(lapic::x2apic_msr(reg), value) };
+        wait_with_interrupts(tsc_bound_ms(env, 1000), || {
+            trap::IPI_HITS.load(Ordering::SeqCst) >= n
+        });
+        let hits = trap::IPI_HITS.load(Ordering::SeqCst);
+        ensure!(hits == n, "{what}: {hits} IPIs arrived, expected {n}");
+    }
     Ok(Pass)
 }
 
