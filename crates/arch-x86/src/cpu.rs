@@ -135,3 +135,26 @@ pub unsafe fn xsetbv(value: u64) {
             options(nomem, nostack));
     }
 }
+
+/// A 512-byte FXSAVE area (guest and host x87/SSE state around VM entries).
+#[repr(C, align(16))]
+pub struct FxArea([u8; 512]);
+
+impl Default for FxArea {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FxArea {
+    pub const fn new() -> Self {
+        FxArea([0; 512])
+    }
+
+    /// The power-on x87/SSE state: FCW 0x037F, MXCSR 0x1F80.
+    pub fn set_default(&mut self) {
+        self.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        self.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        self.0[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
+    }
+}

@@ -18,22 +18,7 @@ const _: () = {
     assert!(core::mem::offset_of!(Gprs, r15) == 112);
 };
 
-/// A 512-byte FXSAVE area.
-#[repr(C, align(16))]
-pub struct FxArea([u8; 512]);
-
-impl FxArea {
-    pub const fn new() -> Self {
-        FxArea([0; 512])
-    }
-
-    /// The power-on x87/SSE state: FCW 0x037F, MXCSR 0x1F80.
-    pub fn set_default(&mut self) {
-        self.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-        self.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-        self.0[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
-    }
-}
+pub use crate::cpu::FxArea;
 
 // HOST_RSP is VMCS field 0x6C14. On a VM exit the CPU loads HOST_RSP and
 // jumps to quercus_vmx_exit with RFLAGS = 0x2: the stack then holds, from the
