@@ -24,6 +24,7 @@
 //! | STAR, SFMASK 0xC000_0081/84 | backend | backend |
 //! | LSTAR, CSTAR 0xC000_0082/83 | backend | backend; #GP if not canonical |
 //! | FS_BASE, GS_BASE, KERNEL_GS_BASE 0xC000_0100..=0xC000_0102 | backend | backend; #GP if not canonical |
+//! | IA32_TSC_AUX 0xC000_0103 | the pCPU's | the pCPU's (RDTSCP/RDPID read it there) |
 //! | AMD HWCR 0xC001_0015 | 0 | ignored |
 //!
 //! The canonical check covers the MSRs for which Intel's WRMSR raises #GP on a
@@ -65,6 +66,8 @@ pub mod numbers {
     pub const IA32_FS_BASE: u32 = 0xC000_0100;
     pub const IA32_GS_BASE: u32 = 0xC000_0101;
     pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+    /// What RDTSCP and RDPID return (Linux keeps the CPU number there).
+    pub const IA32_TSC_AUX: u32 = 0xC000_0103;
     pub const AMD_HWCR: u32 = 0xC001_0015;
     pub const AMD_VM_CR: u32 = 0xC001_0114;
     pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
@@ -123,7 +126,7 @@ impl MsrPolicy {
     /// How to answer RDMSR of `msr`. Total over all `u32`.
     pub fn read(&self, msr: u32) -> MsrRead {
         match msr {
-            IA32_SPEC_CTRL => MsrRead::Host,
+            IA32_SPEC_CTRL | IA32_TSC_AUX => MsrRead::Host,
             IA32_TSC => MsrRead::Tsc,
             IA32_APIC_BASE | IA32_TSC_DEADLINE | X2APIC_FIRST..=X2APIC_LAST => MsrRead::Lapic,
             IA32_MISC_ENABLE => MsrRead::Value(MISC_ENABLE_FAST_STRINGS),
@@ -141,6 +144,9 @@ impl MsrPolicy {
             // Speculation controls the CPU advertises (CPUID 7.0 EDX): the
             // pCPU belongs to this vCPU, so the guest's mitigations act on it.
             IA32_SPEC_CTRL | IA32_PRED_CMD | IA32_FLUSH_CMD => MsrWrite::Host,
+            // RDTSCP/RDPID read the pCPU's own TSC_AUX, which belongs to this
+            // vCPU (the hypervisor does not use it); reserved bits #GP there.
+            IA32_TSC_AUX => MsrWrite::Host,
             IA32_TSC | IA32_BIOS_SIGN_ID | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | AMD_HWCR => {
                 MsrWrite::Ignore
             }
@@ -225,6 +231,9 @@ mod tests {
             assert_eq!(p.write(msr, 1), MsrWrite::Host, "{msr:#x}");
         }
         assert_eq!(p.read(numbers::IA32_PRED_CMD), MsrRead::Gp, "write-only");
+        // TSC_AUX (Linux's AP bring-up writes it before it has an IDT).
+        assert_eq!(p.read(numbers::IA32_TSC_AUX), MsrRead::Host);
+        assert_eq!(p.write(numbers::IA32_TSC_AUX, 1), MsrWrite::Host);
     }
 
     #[test]
@@ -314,7 +323,6 @@ mod tests {
             0x3B,        // TSC_ADJUST
             0x200,       // MTRR_PHYSBASE0
             0x250,       // MTRR_FIX64K
-            0xC000_0103, // TSC_AUX
             0xC001_0000,
             0x4000_0000,
             0xFFFF_FFFF,
