@@ -10,14 +10,16 @@
 //! |---|---|---|
 //! | 1 | ECX.VMX (5) cleared | no nested VT-x |
 //! | 1 | ECX.MONITOR (3) cleared | MWAIT would idle the pCPU under the guest; guests HLT instead |
-//! | 1 | ECX.x2APIC (21) cleared | the virtual LAPIC is xAPIC (MMIO) only, for now |
-//! | 1 | ECX.TSC-deadline (24) cleared | the virtual LAPIC timer has no TSC-deadline mode yet |
+//! | 1 | ECX.x2APIC (21) set | the virtual LAPIC has x2APIC mode, whatever the host has |
+//! | 1 | ECX.TSC-deadline (24) set | the virtual LAPIC timer has TSC-deadline mode |
 //! | 1 | ECX.hypervisor (31) set | tells the guest to look at leaf 0x4000_0000 |
 //! | 1 | EBX\[31:24\] = vCPU id, EBX\[23:16\] = vCPU count | the guest's own topology, not the host's |
 //! | 5 | all zero | MONITOR/MWAIT is hidden (see leaf 1) |
 //! | 6 | all zero | thermal and power management belong to the host |
 //! | 7.0 | EBX.TSC_ADJUST (1), ECX.LA57 (16), EDX.ARCH_CAPABILITIES (29) cleared | keeps CPUID consistent with the MSR policy: those MSRs #GP, and canonical checks assume 4-level paging |
 //! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
+//! | 0x15 | EAX = 100,000, EBX = TSC kHz, ECX = 100 MHz | the TSC as the hypervisor calibrated it, over a "crystal" that is the vLAPIC timer's clock: a guest needs no calibration (the host's own leaf may be wrong: Bochs claims 2.4 GHz, its TSC runs at 200 MHz) |
+//! | 0x16 | EAX = EBX = TSC MHz, ECX = 100 (bus MHz) | the same frequencies for guests that read this leaf |
 //! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
 //! | 0x4000_0001..=0x4000_000F | all zero | reserved for future Quercus interfaces |
 //! | 1, 0x8000_0001 | EDX: MCE and MCA cleared | no virtual machine-check architecture |
@@ -38,6 +40,8 @@ const LEAF_THERMAL_POWER: u32 = 0x6;
 const LEAF_EXT_FEATURES: u32 = 0x7;
 const LEAF_TOPOLOGY: u32 = 0xB;
 const LEAF_TOPOLOGY_V2: u32 = 0x1F;
+const LEAF_TSC_CRYSTAL: u32 = 0x15;
+const LEAF_FREQUENCY: u32 = 0x16;
 const LEAF_HV_BASE: u32 = 0x4000_0000;
 const LEAF_HV_TIMING: u32 = 0x4000_0010;
 const LEAF_HV_RANGE_END: u32 = 0x4FFF_FFFF;
@@ -127,6 +131,19 @@ impl CpuidPolicy {
                 r[EDX] &= !EDX_ARCH_CAPABILITIES;
             }
             LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => r[EDX] = self.vcpu_id,
+            // TSC = crystal * EBX / EAX: the crystal is the vLAPIC's bus clock.
+            LEAF_TSC_CRYSTAL if self.tsc_khz != 0 => {
+                r = [
+                    (crate::vlapic::BUS_HZ / 1000) as u32,
+                    self.tsc_khz,
+                    crate::vlapic::BUS_HZ as u32,
+                    0,
+                ];
+            }
+            LEAF_FREQUENCY if self.tsc_khz != 0 => {
+                let mhz = (self.tsc_khz / 1000).min(0xFFFF);
+                r = [mhz, mhz, (crate::vlapic::BUS_HZ / 1_000_000) as u32, 0];
+            }
             LEAF_HV_BASE => {
                 r = [HV_MAX_LEAF, sig_word(0), sig_word(1), sig_word(2)];
             }
@@ -290,6 +307,21 @@ mod tests {
                 "leaf {leaf:#x}"
             );
         }
+    }
+
+    #[test]
+    fn tsc_leaves_report_the_calibrated_frequency_over_the_lapic_clock() {
+        let [den, num, crystal, _] = POLICY.virtualize(0x15, 0, ALL);
+        let tsc_hz = u64::from(crystal) * u64::from(num) / u64::from(den);
+        assert_eq!(tsc_hz, 2_400_000_000);
+        assert_eq!(u64::from(crystal), crate::vlapic::BUS_HZ);
+        assert_eq!(POLICY.virtualize(0x16, 0, ALL), [2400, 2400, 100, 0]);
+        // Unknown TSC rate: the host's leaves pass through.
+        let unknown = CpuidPolicy {
+            tsc_khz: 0,
+            ..POLICY
+        };
+        assert_eq!(unknown.virtualize(0x15, 0, ALL), ALL);
     }
 
     #[test]

@@ -320,9 +320,9 @@ mod tests {
             IA32_ARCH_CAPABILITIES,
             AMD_VM_CR,
             AMD_VM_HSAVE_PA,
-            0x3B,        // TSC_ADJUST
-            0x200,       // MTRR_PHYSBASE0
-            0x250,       // MTRR_FIX64K
+            0x3B,  // TSC_ADJUST
+            0x200, // MTRR_PHYSBASE0
+            0x250, // MTRR_FIX64K
             0xC001_0000,
             0x4000_0000,
             0xFFFF_FFFF,
