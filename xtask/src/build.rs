@@ -131,6 +131,8 @@ pub fn build_hypervisor(opts: &BuildOptions) -> Result<PathBuf> {
 pub const LINUX_MODULE: &str = "linux";
 /// Module name of the busybox initramfs that goes with it.
 pub const LINUX_INITRD_MODULE: &str = "initrd";
+/// The boot-module name of the same kernel as an ELF `vmlinux` (booted through its PVH entry).
+pub const LINUX_VMLINUX_MODULE: &str = "vmlinux";
 
 /// The boot modules a scenario names, built from `guests/<name>` packages, each
 /// passed with its module name as the command line (the hypervisor finds
@@ -142,7 +144,7 @@ pub fn scenario_modules(
 ) -> Result<Vec<crate::runner::BootModule>> {
     let guests = guest_packages(root);
     let mut names: Vec<&str> = guests.iter().map(String::as_str).collect();
-    names.extend([LINUX_MODULE, LINUX_INITRD_MODULE]);
+    names.extend([LINUX_MODULE, LINUX_INITRD_MODULE, LINUX_VMLINUX_MODULE]);
     let validated = configurator::load_and_validate(scenario, &names).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
@@ -152,6 +154,7 @@ pub fn scenario_modules(
         let path = match name {
             LINUX_MODULE => crate::linux_image::linux_guest(root)?.bzimage,
             LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
+            LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
             guest => build_baremetal(guest, guest, opts)?,
         };
         modules.push(crate::runner::BootModule {

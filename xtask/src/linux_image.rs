@@ -109,6 +109,8 @@ done
 #[derive(Clone, Debug)]
 pub struct LinuxImage {
     pub bzimage: PathBuf,
+    /// The ELF kernel inside the bzImage (its PVH entry boots it without the boot protocol).
+    pub vmlinux: PathBuf,
     pub initrd: PathBuf,
     /// `uname -r` of the kernel, e.g. `6.1.0-56-amd64`.
     pub kernel_version: String,
@@ -143,6 +145,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     std::fs::create_dir_all(&debs_dir)?;
     let image = LinuxImage {
         bzimage: out.join("bzImage"),
+        vmlinux: out.join("vmlinux"),
         initrd: out.join("initrd.gz"),
         kernel_version: String::new(),
     };
@@ -152,7 +155,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     let debs = apt.resolve()?;
     let manifest = inputs_manifest(&debs);
     let hash = fnv1a64(manifest.as_bytes());
-    if !force && image.bzimage.is_file() && image.initrd.is_file() {
+    if !force && image.bzimage.is_file() && image.vmlinux.is_file() && image.initrd.is_file() {
         if let Ok(text) = std::fs::read_to_string(&stamp_path) {
             if let Some(version) = stamp_matches(&text, hash) {
                 return Ok(LinuxImage {
@@ -217,6 +220,7 @@ fn assemble(
         bail!("{} is not a bzImage (no HdrS header)", vmlinuz.display());
     }
     write_atomically(&image.bzimage, &kernel)?;
+    write_atomically(&image.vmlinux, &unpack_vmlinux(&kernel)?)?;
 
     let busybox = std::fs::read(busybox_root.join("bin/busybox"))
         .context("busybox-static has no bin/busybox")?;
@@ -267,6 +271,69 @@ fn assemble(
     gz.write_all(&archive)?;
     write_atomically(&image.initrd, &gz.finish()?)?;
     Ok((version, order.len()))
+}
+
+/// Where a bzImage keeps its compressed kernel: the setup code's sectors (`setup_sects` at 0x1F1,
+/// 0 meaning 4) plus the boot sector, then `payload_offset` (0x248) into the protected-mode part;
+/// `payload_length` at 0x24C.
+pub fn bzimage_payload(image: &[u8]) -> Result<&[u8]> {
+    let u32_at = |off: usize| -> Result<u32> {
+        let b = image
+            .get(off..off + 4)
+            .context("bzImage shorter than its setup header")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let setup_sects = match *image.get(0x1F1).context("bzImage too short")? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)? as usize;
+    let len = u32_at(0x24C)? as usize;
+    image
+        .get(start..start.checked_add(len).context("payload length overflows")?)
+        .with_context(|| {
+            format!(
+                "bzImage payload {start:#x}+{len:#x} lies outside the image ({:#x} bytes)",
+                image.len()
+            )
+        })
+}
+
+/// The ELF `vmlinux` in a bzImage whose payload is XZ-compressed (Debian's kernels), unpacked with
+/// `xz` (its x86 BCJ filter included). The payload ends with 4 bytes of decompressed size after
+/// the XZ stream, hence `--single-stream`.
+fn unpack_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>> {
+    use std::process::Stdio;
+    let payload = bzimage_payload(bzimage)?;
+    if !payload.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0]) {
+        bail!("the bzImage payload is not XZ-compressed; only XZ kernels are unpacked to vmlinux");
+    }
+    let mut child = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running xz (package xz-utils)")?;
+    let mut stdin = child.stdin.take().context("xz stdin")?;
+    let input = payload.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().context("waiting for xz")?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("xz input thread panicked"))?
+        .context("feeding xz")?;
+    if !out.status.success() {
+        bail!(
+            "`xz -dc` failed unpacking vmlinux ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if !out.stdout.starts_with(b"\x7fELF") {
+        bail!("the unpacked bzImage payload is not an ELF file");
+    }
+    Ok(out.stdout)
 }
 
 /// `boot/vmlinuz-VERSION` (exactly one) and VERSION.
@@ -804,6 +871,23 @@ mod tests {
                 return out;
             }
         }
+    }
+
+    #[test]
+    fn bzimage_payload_follows_the_setup_sectors() {
+        let mut img = vec![0u8; 4096];
+        img[0x1F1] = 2; // two setup sectors: the protected-mode part starts at 3 * 512
+        img[0x248..0x24C].copy_from_slice(&0x10u32.to_le_bytes());
+        img[0x24C..0x250].copy_from_slice(&4u32.to_le_bytes());
+        img[3 * 512 + 0x10..3 * 512 + 0x14].copy_from_slice(b"XZ!!");
+        assert_eq!(bzimage_payload(&img).unwrap(), b"XZ!!");
+        img[0x1F1] = 0; // 0 means 4
+        img[5 * 512 + 0x10..5 * 512 + 0x14].copy_from_slice(b"four");
+        assert_eq!(bzimage_payload(&img).unwrap(), b"four");
+        img[0x24C..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(bzimage_payload(&img).is_err(), "payload past the end");
+        assert!(bzimage_payload(&img[..0x100]).is_err(), "no setup header");
+        assert!(unpack_vmlinux(&img).is_err(), "not XZ");
     }
 
     #[test]

@@ -313,7 +313,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(args),
         Command::LinuxImage { force } => {
             linux_image::build(&workspace_root(), force).map(|image| {
-                for path in [&image.bzimage, &image.initrd] {
+                for path in [&image.bzimage, &image.vmlinux, &image.initrd] {
                     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                     println!("{} ({size} bytes)", path.display());
                 }

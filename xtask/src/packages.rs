@@ -20,6 +20,7 @@ pub const PACKAGES: &[&str] = &[
     "grub-common",
     "xorriso",
     "mtools",
+    "xz-utils",
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +52,11 @@ const fn path(name: &'static str, package: &'static str) -> Requirement {
     }
 }
 
-const QEMU: &[Requirement] = &[tool("qemu-system-x86_64", "qemu-system-x86")];
+/// QEMU runs, and the Linux image (its `vmlinux` is unpacked from the bzImage's XZ payload).
+const QEMU: &[Requirement] = &[
+    tool("qemu-system-x86_64", "qemu-system-x86"),
+    tool("xz", "xz-utils"),
+];
 
 const BOCHS: &[Requirement] = &[
     tool("bochs", "bochs"),

@@ -311,20 +311,22 @@ fn linux_smp() -> TestCase {
     }
 }
 
-/// Linux to userspace on Intel VT-x (Bochs): the slow one (minutes).
+/// Linux with two vCPUs to userspace on Intel VT-x (Bochs): the slow one (minutes). The AP starts
+/// in real mode through INIT/SIPI under VMX's unrestricted guest.
 fn linux_bochs() -> TestCase {
     TestCase {
-        scenario: "linux",
-        cpus: 2,
+        scenario: "linux-smp",
+        cpus: 3,
         mem_mib: 1024,
         expect: vec![
+            r"vm linux: vCPU 1 starts at 0x".into(),
             r"^\[linux\] QUERCUS-GUEST: up$".into(),
-            r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=2 mem_kb=\d+".into(),
         ],
         post_check: Some(linux_memory_check),
         fail: Fail::Custom(LINUX_FAIL),
         timeout_secs: 1200,
-        ..boot("linux-bochs-vmx", Emulator::Bochs, 2)
+        ..boot("linux-smp-bochs-vmx", Emulator::Bochs, 3)
     }
 }
 
