@@ -70,8 +70,8 @@ pub struct Vm {
     control: AtomicU8,
     /// The kernel image and how to load it (again, on start or reset).
     image: &'static [u8],
-    /// How to load `image`: a Multiboot/ELF/raw kind, or `None` for a Linux bzImage.
-    kind: Option<loader::KernelKind>,
+    /// How to load `image`.
+    kind: ImageKind,
     /// The initial ramdisk of a Linux kernel.
     initrd: Option<&'static [u8]>,
     entry: Mutex<Option<Entry>>,
@@ -134,8 +134,12 @@ impl Vm {
         let mut ram = self.ram.lock();
         ram.zero();
         let entry = match self.kind {
-            None => {
-                // Linux: ACPI tables in the BIOS area, then the boot protocol.
+            ImageKind::Loader(kind) => Entry::Multiboot(
+                loader::load(kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
+                    .map_err(|e| alloc::format!("{e}"))?,
+            ),
+            linux => {
+                // Linux: ACPI tables in the BIOS area, then the boot protocol or PVH.
                 let mut acpi_cfg = guest_acpi::AcpiConfig::new(self.cfg.vcpus.min(254) as u8);
                 acpi_cfg.pm_tmr = Some(vm::pc::PM_TMR);
                 let tables = guest_acpi::build(&acpi_cfg, guest_acpi::ACPI_TABLES_GPA)
@@ -147,20 +151,17 @@ impl Vm {
                     reserved: &[],
                     acpi_rsdp: Some(tables.rsdp_gpa),
                 };
-                let boot = loader::load_bzimage(
-                    self.image,
-                    self.cfg.kernel.cmdline,
-                    self.initrd,
-                    &layout,
-                    &mut *ram,
-                )
-                .map_err(|e| alloc::format!("{e}"))?;
-                Entry::Linux(boot)
+                let (image, cmdline, initrd) = (self.image, self.cfg.kernel.cmdline, self.initrd);
+                if linux == ImageKind::Pvh {
+                    loader::load_pvh(image, cmdline, initrd, &layout, &mut *ram)
+                        .map(Entry::Pvh)
+                        .map_err(|e| alloc::format!("{e}"))?
+                } else {
+                    loader::load_bzimage(image, cmdline, initrd, &layout, &mut *ram)
+                        .map(Entry::Linux)
+                        .map_err(|e| alloc::format!("{e}"))?
+                }
             }
-            Some(kind) => Entry::Multiboot(
-                loader::load(kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
-                    .map_err(|e| alloc::format!("{e}"))?,
-            ),
         };
         *self.entry.lock() = Some(entry);
         *self.platform.lock() = new_platform(self.cfg);
@@ -382,16 +383,17 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
     let image = unsafe { arch_x86::phys::borrow(module.range.start.0, len) }
         .ok_or_else(|| format!("module {:?} lies outside mapped memory", cfg.kernel.module))?;
     let kind = match cfg.kernel.kind {
-        KernelKind::Multiboot1 => Some(loader::KernelKind::Multiboot1),
-        KernelKind::Elf64 => Some(loader::KernelKind::Elf64),
+        KernelKind::Multiboot1 => ImageKind::Loader(loader::KernelKind::Multiboot1),
+        KernelKind::Elf64 => ImageKind::Loader(loader::KernelKind::Elf64),
         KernelKind::Raw {
             load_gpa,
             entry_gpa,
-        } => Some(loader::KernelKind::Raw {
+        } => ImageKind::Loader(loader::KernelKind::Raw {
             load_gpa,
             entry_gpa,
         }),
-        KernelKind::BzImage => None,
+        KernelKind::BzImage => ImageKind::BzImage,
+        KernelKind::Pvh => ImageKind::Pvh,
     };
     let initrd = match cfg.initrd {
         None => None,
@@ -595,17 +597,30 @@ fn reboot(vm: &Vm, index: usize) {
     launch(index);
 }
 
+/// How a VM's kernel image is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ImageKind {
+    /// Multiboot1, ELF64 or raw, through [`loader::load`].
+    Loader(loader::KernelKind),
+    /// A Linux bzImage (64-bit boot protocol).
+    BzImage,
+    /// An ELF kernel entered through its PVH note.
+    Pvh,
+}
+
 /// How a VM's kernel is entered.
 #[derive(Clone, Copy, Debug)]
 enum Entry {
     Multiboot(loader::BootSetup),
     Linux(loader::LinuxBoot),
+    Pvh(loader::PvhBoot),
 }
 
 fn initial_state(entry: &Entry) -> InitialState {
     match entry {
         Entry::Multiboot(b) => multiboot_state(b),
         Entry::Linux(l) => l.entry_state(),
+        Entry::Pvh(p) => p.entry_state(),
     }
 }
 

@@ -311,6 +311,22 @@ fn linux_smp() -> TestCase {
     }
 }
 
+/// The same kernel as an ELF vmlinux through its PVH entry (32-bit protected mode, start info).
+fn linux_pvh() -> TestCase {
+    TestCase {
+        scenario: "linux-pvh",
+        expect: vec![
+            r"vm linux: vCPU 0 starts at 0x".into(),
+            r"^\[linux\] QUERCUS-GUEST: up$".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+        ],
+        post_check: Some(linux_memory_check),
+        fail: Fail::Custom(LINUX_FAIL),
+        timeout_secs: 180,
+        ..boot("linux-pvh-qemu-svm", Emulator::Qemu, 2)
+    }
+}
+
 /// Linux with two vCPUs to userspace on Intel VT-x (Bochs): the slow one (minutes). The AP starts
 /// in real mode through INIT/SIPI under VMX's unrestricted guest.
 fn linux_bochs() -> TestCase {
@@ -399,6 +415,7 @@ pub fn cases() -> Vec<TestCase> {
         shell_session(),
         linux_lifecycle(),
         linux_smp(),
+        linux_pvh(),
         linux_panic(),
         linux_bochs(),
         guest("guest-qemu-svm", Emulator::Qemu),

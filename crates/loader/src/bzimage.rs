@@ -26,7 +26,7 @@
 //! Entry contract: [`LinuxBoot::entry_state`] gives every register.
 
 mod boot_tables;
-mod e820;
+pub(crate) mod e820;
 mod header;
 mod zero_page;
 
@@ -75,7 +75,7 @@ pub const IDENTITY_MAP_BYTES: u64 = 4 << 30;
 /// Alignment of the initrd.
 pub const INITRD_ALIGN: u64 = 0x1000;
 /// Bytes of an ACPI 2.0+ RSDP, all of which must be in RAM.
-const RSDP_LEN: u64 = 36;
+pub(crate) const RSDP_LEN: u64 = 36;
 
 /// The low areas the loader writes besides the kernel and initrd.
 pub const LINUX_BOOT_AREAS: [Area; 5] = [
@@ -511,22 +511,8 @@ fn place_initrd(
     let limit = ram_size
         .min(IDENTITY_MAP_BYTES)
         .min(u64::from(header.initrd_addr_max) + 1);
-    let (kernel_start, kernel_end) = (kernel.gpa, kernel.gpa + kernel.len);
-    for entry in map.iter().rev().filter(|e| e.kind == E820Kind::Ram) {
-        let low = entry.addr.max(HIGH_MEMORY);
-        let mut top = entry.end().min(limit);
-        while top >= low && top - low >= len {
-            let start = (top - len) & !(INITRD_ALIGN - 1);
-            if start < low {
-                break;
-            }
-            if start < kernel_end && kernel_start < start + len {
-                // Try again below the kernel.
-                top = kernel_start;
-                continue;
-            }
-            return Ok(Placement { gpa: start, len });
-        }
-    }
-    Err(BzImageError::InitrdDoesNotFit { len, limit })
+    let kernel = [(kernel.gpa, kernel.gpa + kernel.len)];
+    e820::highest_fit(map, len, HIGH_MEMORY, limit, INITRD_ALIGN, &kernel)
+        .map(|gpa| Placement { gpa, len })
+        .ok_or(BzImageError::InitrdDoesNotFit { len, limit })
 }

@@ -1,6 +1,6 @@
 //! ELF executables (32- and 64-bit, little-endian): the file header, the
-//! program headers, and the `PT_LOAD` segments as pieces placed by physical
-//! address (`p_paddr`).
+//! program headers, the `PT_LOAD` segments as pieces placed by physical
+//! address (`p_paddr`), and the file bytes of the `PT_NOTE` segments.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -15,6 +15,7 @@ const ELFDATA2LSB: u8 = 1;
 const EV_CURRENT: u8 = 1;
 const ET_EXEC: u16 = 2;
 const PT_LOAD: u32 = 1;
+pub(crate) const PT_NOTE: u32 = 4;
 /// `e_machine` of 32-bit x86.
 pub(crate) const EM_386: u16 = 3;
 /// `e_machine` of x86_64.
@@ -156,6 +157,20 @@ struct ProgramHeader {
     paddr: u64,
     filesz: u64,
     memsz: u64,
+    align: u64,
+}
+
+/// The file bytes of one `PT_NOTE` segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NoteSegment<'a> {
+    /// Index of its program header.
+    pub index: u16,
+    /// `p_offset`.
+    pub offset: u64,
+    /// `p_align`.
+    pub align: u64,
+    /// The `p_filesz` bytes at `p_offset`.
+    pub data: &'a [u8],
 }
 
 /// A parsed ELF executable header over its image.
@@ -274,6 +289,7 @@ impl<'a> ElfFile<'a> {
                 paddr: w(12),
                 filesz: w(16),
                 memsz: w(20),
+                align: w(28),
             },
             Class::Elf64 => ProgramHeader {
                 p_type: u32_at(ph, 0).unwrap_or(0),
@@ -282,6 +298,7 @@ impl<'a> ElfFile<'a> {
                 paddr: x(24),
                 filesz: x(32),
                 memsz: x(40),
+                align: x(48),
             },
         }
     }
@@ -320,6 +337,38 @@ impl<'a> ElfFile<'a> {
         }
         if out.is_empty() {
             return Err(ElfError::NoLoadSegments);
+        }
+        Ok(out)
+    }
+
+    /// The non-empty `PT_LOAD` segments as pieces at their physical
+    /// addresses, `e_entry` left unchecked (for loaders that take the entry
+    /// point from elsewhere).
+    pub(crate) fn load_segments(&self) -> Result<Vec<Segment<'a>>, ElfError> {
+        Ok(self.load_headers()?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// The file bytes of every `PT_NOTE` segment, in program header order.
+    pub(crate) fn note_segments(&self) -> Result<Vec<NoteSegment<'a>>, ElfError> {
+        let mut out = Vec::new();
+        for index in 0..self.phnum {
+            let ph = self.program_header(index);
+            if ph.p_type != PT_NOTE {
+                continue;
+            }
+            let data =
+                slice(self.image, ph.offset, ph.filesz).ok_or(ElfError::SegmentOutsideFile {
+                    index,
+                    offset: ph.offset,
+                    filesz: ph.filesz,
+                    file_len: self.image.len(),
+                })?;
+            out.push(NoteSegment {
+                index,
+                offset: ph.offset,
+                align: ph.align,
+                data,
+            });
         }
         Ok(out)
     }

@@ -38,13 +38,18 @@ impl From<ElfError> for Elf64Error {
     }
 }
 
-/// The pieces of an ELF64 kernel and its physical entry point.
-pub(crate) fn plan(image: &[u8]) -> Result<(Vec<Segment<'_>>, u64), Elf64Error> {
+/// The ELF64 x86_64 executable `image` (headers checked, nothing planned).
+pub(crate) fn parse(image: &[u8]) -> Result<ElfFile<'_>, Elf64Error> {
     let elf = ElfFile::parse(image)?;
     if elf.class != Class::Elf64 {
         return Err(Elf64Error::NotElf64);
     }
-    Ok(elf.plan()?)
+    Ok(elf)
+}
+
+/// The pieces of an ELF64 kernel and its physical entry point.
+pub(crate) fn plan(image: &[u8]) -> Result<(Vec<Segment<'_>>, u64), Elf64Error> {
+    Ok(parse(image)?.plan()?)
 }
 
 #[cfg(test)]

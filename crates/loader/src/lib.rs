@@ -2,7 +2,9 @@
 //! raw binary) into a VM's RAM, write the Multiboot1 boot information next to
 //! it, and say where and how the first vCPU starts. Linux bzImage kernels go
 //! through [`load_bzimage`] instead: the Linux boot protocol's zero page, e820
-//! map, initrd and a 64-bit entry state ([`LinuxBoot`]).
+//! map, initrd and a 64-bit entry state ([`LinuxBoot`]). ELF `vmlinux` kernels
+//! with a Xen PVH entry note go through [`load_pvh`]: the PVH start info,
+//! memory map, initrd module and a 32-bit entry state ([`PvhBoot`]).
 //!
 //! Every loader checks the image before it writes anything: headers, program
 //! headers and segment ranges are read by offset with bounds checks, and each
@@ -14,7 +16,7 @@
 //! 4 GiB code and data segments, `EAX` = [`BOOTLOADER_MAGIC`],
 //! `EBX` = [`BootSetup::info_gpa`], `EIP` = [`BootSetup::entry`], whatever the
 //! [`KernelKind`] (except [`KernelKind::BzImage`]: see
-//! [`LinuxBoot::entry_state`]).
+//! [`LinuxBoot::entry_state`]; PVH kernels: see [`PvhBoot::entry_state`]).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,8 @@ mod info;
 mod layout;
 mod load;
 mod multiboot1;
+mod note;
+mod pvh;
 mod raw;
 mod segment;
 
@@ -50,5 +54,12 @@ pub use layout::{
 };
 pub use load::{load, BootSetup, EntryKind, KernelKind, LoadError};
 pub use multiboot1::{Multiboot1Error, BOOTLOADER_MAGIC, HEADER_MAGIC, HEADER_SEARCH_LIMIT};
+pub use note::NoteError;
+pub use pvh::{
+    load_pvh, PvhBoot, PvhError, HVM_START_INFO_VERSION, HVM_START_MAGIC, MEMMAP_ENTRY_LEN,
+    MODLIST_ENTRY_LEN, PVH_BOOT_AREAS, PVH_CMDLINE_GPA, PVH_CMDLINE_SLOT, PVH_CR0, PVH_CS, PVH_DS,
+    PVH_MEMMAP_GPA, PVH_MODLIST_GPA, PVH_RFLAGS, PVH_START_INFO_GPA, START_INFO_LEN,
+    XEN_ELFNOTE_PHYS32_ENTRY,
+};
 pub use raw::RawError;
 pub use segment::SegmentError;

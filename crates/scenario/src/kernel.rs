@@ -16,6 +16,9 @@ pub enum KernelKind {
     },
     /// A Linux bzImage, booted through the 64-bit boot protocol.
     BzImage,
+    /// An ELF kernel with a PVH entry note (e.g. Linux's `vmlinux`), entered in 32-bit protected
+    /// mode with a PVH start-info structure.
+    Pvh,
 }
 
 /// The guest kernel of one VM.

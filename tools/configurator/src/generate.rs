@@ -112,6 +112,7 @@ fn kernel_kind(kind: KernelKind) -> String {
             entry_gpa,
         } => format!("KernelKind::Raw {{ load_gpa: {load_gpa:#x}, entry_gpa: {entry_gpa:#x} }}"),
         KernelKind::BzImage => "KernelKind::BzImage".to_owned(),
+        KernelKind::Pvh => "KernelKind::Pvh".to_owned(),
     }
 }
 

@@ -196,6 +196,7 @@ fn check_kernel(
         KernelType::Elf64 => KernelKind::Elf64,
         KernelType::Multiboot => KernelKind::Multiboot1,
         KernelType::BzImage => KernelKind::BzImage,
+        KernelType::Pvh => KernelKind::Pvh,
         KernelType::Raw => {
             for (field, addr) in addresses {
                 match (addr, memory_bytes) {

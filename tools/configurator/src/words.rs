@@ -7,7 +7,7 @@ pub const LOAD_ORDERS: &str = "pre-launched, service, post-launched";
 /// Accepted `vm_type` values.
 pub const VM_TYPES: &str = "standard, rt";
 /// Accepted `kernel.type` values.
-pub const KERNEL_TYPES: &str = "elf64, multiboot, raw, bzimage";
+pub const KERNEL_TYPES: &str = "elf64, multiboot, raw, bzimage, pvh";
 /// Accepted `console.vuart` values.
 pub const VUARTS: &str = "com1, com2";
 
@@ -22,6 +22,8 @@ pub enum KernelType {
     Raw,
     /// `bzimage`
     BzImage,
+    /// `pvh`
+    Pvh,
 }
 
 /// Parses a `load_order` value.
@@ -59,6 +61,7 @@ pub fn kernel_type(word: &str) -> Option<KernelType> {
         "multiboot" => Some(KernelType::Multiboot),
         "raw" => Some(KernelType::Raw),
         "bzimage" => Some(KernelType::BzImage),
+        "pvh" => Some(KernelType::Pvh),
         _ => None,
     }
 }

@@ -207,6 +207,44 @@ pub(crate) fn first_non_ram_overlap(map: &[E820Entry], start: u64, end: u64) -> 
         .copied()
 }
 
+/// The highest `align`-aligned start (`align` a power of two) of `len > 0`
+/// bytes that lie inside one RAM entry of `map`, at or above `low`, end at
+/// or below `limit`, and share no byte with any of the half-open ranges in
+/// `avoid`; `None` if there is no such place.
+pub(crate) fn highest_fit(
+    map: &[E820Entry],
+    len: u64,
+    low: u64,
+    limit: u64,
+    align: u64,
+    avoid: &[(u64, u64)],
+) -> Option<u64> {
+    debug_assert!(len > 0 && align.is_power_of_two());
+    for entry in map.iter().rev().filter(|e| e.kind == E820Kind::Ram) {
+        let low = entry.addr.max(low);
+        let mut top = entry.end().min(limit);
+        while top >= low && top - low >= len {
+            let start = (top - len) & !(align - 1);
+            if start < low {
+                break;
+            }
+            let end = start + len;
+            // Every range in the way starts below `top`: try again under
+            // the lowest of them.
+            match avoid
+                .iter()
+                .filter(|&&(s, e)| s < end && start < e)
+                .map(|&(s, _)| s)
+                .min()
+            {
+                Some(blocker) => top = blocker,
+                None => return Some(start),
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +342,29 @@ mod tests {
             Some(E820Kind::Nvs)
         );
         assert_eq!(first_non_ram_overlap(&map, 0x10_0000, 0x20_0000), None);
+    }
+
+    #[test]
+    fn highest_fit_steps_under_what_is_in_the_way() {
+        let map = e820_map(64 * MIB, &[r(60 * MIB, MIB, ReservedKind::AcpiReclaimable)]).unwrap();
+        let fit =
+            |len, limit, avoid: &[(u64, u64)]| highest_fit(&map, len, MIB, limit, 0x1000, avoid);
+        // Top of RAM, aligned down.
+        assert_eq!(fit(0x1800, u64::MAX, &[]), Some(64 * MIB - 0x2000));
+        // Under two ranges in the way, then under the ACPI hole.
+        assert_eq!(
+            fit(
+                2 * MIB,
+                u64::MAX,
+                &[(63 * MIB, 64 * MIB), (62 * MIB + 0x1000, 62 * MIB + 0x2000)]
+            ),
+            Some(60 * MIB - 2 * MIB)
+        );
+        assert_eq!(fit(MIB, 40 * MIB + 1, &[]), Some(39 * MIB));
+        // Never below `low` or into low memory.
+        assert_eq!(fit(0x1000, MIB + 0xFFF, &[]), None);
+        assert_eq!(fit(59 * MIB, u64::MAX, &[(2 * MIB, 3 * MIB)]), None);
+        assert_eq!(fit(59 * MIB, u64::MAX, &[]), Some(MIB));
     }
 
     #[test]

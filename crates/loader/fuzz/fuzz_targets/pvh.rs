@@ -1,0 +1,65 @@
+//! Fuzz target: arbitrary `vmlinux` images through the PVH loader, with and
+//! without an initrd and ACPI tables; a failed load must leave RAM untouched.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use loader::{load_pvh, ReservedKind, ReservedRange, VmLayout, PVH_START_INFO_GPA};
+use vcpu::{GuestMemError, GuestMemory, VecMemory};
+
+const RAM: u64 = 8 << 20;
+
+/// Guest RAM that counts writes.
+struct Counting {
+    mem: VecMemory,
+    writes: usize,
+}
+
+impl GuestMemory for Counting {
+    fn size(&self) -> u64 {
+        self.mem.size()
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
+        self.mem.read(gpa, buf)
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
+        self.writes += 1;
+        self.mem.write(gpa, data)
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, image)) = data.split_first() else {
+        return;
+    };
+    let acpi = [ReservedRange {
+        start: 0xE_0000,
+        len: 0x1_0000,
+        kind: ReservedKind::AcpiReclaimable,
+    }];
+    let layout = VmLayout {
+        ram_size: RAM,
+        reserved: if sel & 1 != 0 { &acpi } else { &[] },
+        acpi_rsdp: (sel & 2 != 0).then_some(0xE_0000),
+    };
+    let initrd = [0xA5u8; 0x1000];
+    let initrd = (sel & 4 != 0).then_some(&initrd[..]);
+    let mut mem = Counting {
+        mem: VecMemory::new(RAM as usize),
+        writes: 0,
+    };
+    match load_pvh(image, "console=ttyS0", initrd, &layout, &mut mem) {
+        Ok(boot) => {
+            assert!(boot.entry < 1 << 32 && boot.entry < RAM);
+            assert_eq!(boot.start_info, PVH_START_INFO_GPA);
+            assert_eq!(boot.initrd.is_some(), initrd.is_some());
+            if let Some(at) = boot.initrd {
+                assert!(at.gpa >= 1 << 20 && at.gpa + at.len <= RAM);
+            }
+            let state = boot.entry_state();
+            assert_eq!((state.rip, state.gprs.rbx), (boot.entry, boot.start_info));
+        }
+        Err(_) => assert_eq!(mem.writes, 0, "RAM written by a failed load"),
+    }
+});
