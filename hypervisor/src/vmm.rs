@@ -16,7 +16,7 @@ use paging::{Format, GuestPhysAddr, MemType, PageSizes, Perms, SecondLevelTables
 use platform::{BootInfo, HostPhysAddr};
 use scenario::{KernelKind, LoadOrder, VmConfig};
 use spin::{Mutex, Once};
-use vcpu::{Gprs, GuestMemory, SegmentState, VcpuBackend};
+use vcpu::{Gprs, GuestMemory, VcpuBackend};
 
 use crate::boot::{FRAMES, MAX_CPUS};
 
@@ -624,54 +624,17 @@ fn initial_state(entry: &Entry) -> InitialState {
     }
 }
 
-/// Multiboot1 entry: 32-bit protected mode, paging off, flat segments.
+/// Multiboot1 entry: 32-bit protected mode, paging off, flat segments,
+/// EAX = the boot loader magic, EBX = the information structure.
 fn multiboot_state(entry: &loader::BootSetup) -> InitialState {
-    let flat_code = SegmentState {
-        selector: 0x10,
-        base: 0,
-        limit: 0xFFFF_FFFF,
-        attrib: 0xC9B,
-    };
-    let flat_data = SegmentState {
-        selector: 0x18,
-        base: 0,
-        limit: 0xFFFF_FFFF,
-        attrib: 0xC93,
-    };
-    InitialState {
-        rip: entry.entry,
-        rsp: 0,
-        rflags: 0x2,
-        gprs: Gprs {
-            rax: 0x2BAD_B002,
+    InitialState::protected_flat(
+        entry.entry,
+        Gprs {
+            rax: u64::from(loader::BOOTLOADER_MAGIC),
             rbx: entry.info_gpa,
             ..Gprs::default()
         },
-        cr0: 0x11,
-        cr3: 0,
-        cr4: 0,
-        efer: 0,
-        cs: flat_code,
-        data: flat_data,
-        tr: SegmentState {
-            selector: 0,
-            base: 0,
-            limit: 0xFFFF,
-            attrib: 0x08B,
-        },
-        gdtr: SegmentState {
-            selector: 0,
-            base: 0,
-            limit: 0xFFFF,
-            attrib: 0,
-        },
-        idtr: SegmentState {
-            selector: 0,
-            base: 0,
-            limit: 0xFFFF,
-            attrib: 0,
-        },
-    }
+    )
 }
 
 fn stop(vm: &Vm, state: VmState, why: core::fmt::Arguments<'_>) {

@@ -47,7 +47,7 @@ mod tests;
 use alloc::vec::Vec;
 use core::fmt;
 
-use vcpu::{Gprs, GuestMemError, GuestMemory, InitialState, SegmentState};
+use vcpu::{Gprs, GuestMemError, GuestMemory, InitialState};
 
 use crate::bzimage::e820::{self, E820Error};
 use crate::bzimage::{
@@ -116,9 +116,9 @@ pub const PVH_CR0: u64 = 0x11;
 /// RFLAGS at entry: only the reserved bit 1 (interrupts off).
 pub const PVH_RFLAGS: u64 = 0x2;
 /// CS selector at entry (no GDT is loaded: only the hidden state counts).
-pub const PVH_CS: u16 = 0x10;
+pub const PVH_CS: u16 = vcpu::FLAT_CS;
 /// DS, ES, SS, FS and GS selector at entry.
-pub const PVH_DS: u16 = 0x18;
+pub const PVH_DS: u16 = vcpu::FLAT_DS;
 
 /// Where a PVH kernel was put and how to start it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,43 +138,13 @@ pub struct PvhBoot {
 impl PvhBoot {
     /// The register state to start the first vCPU with.
     pub fn entry_state(&self) -> InitialState {
-        let flat = |selector, attrib| SegmentState {
-            selector,
-            base: 0,
-            limit: 0xFFFF_FFFF,
-            attrib,
-        };
-        let table = SegmentState {
-            selector: 0,
-            base: 0,
-            limit: 0xFFFF,
-            attrib: 0,
-        };
-        InitialState {
-            rip: self.entry,
-            rsp: 0,
-            rflags: PVH_RFLAGS,
-            gprs: Gprs {
+        InitialState::protected_flat(
+            self.entry,
+            Gprs {
                 rbx: self.start_info,
                 ..Gprs::default()
             },
-            cr0: PVH_CR0,
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-            // 32-bit execute/read code; 32-bit read/write data; G set.
-            cs: flat(PVH_CS, 0xC9B),
-            data: flat(PVH_DS, 0xC93),
-            // A busy 32-bit TSS, as both backends require of TR.
-            tr: SegmentState {
-                selector: 0,
-                base: 0,
-                limit: 0x67,
-                attrib: 0x08B,
-            },
-            gdtr: table,
-            idtr: table,
-        }
+        )
     }
 }
 

@@ -13,7 +13,7 @@ mod memory;
 mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
-pub use initial::InitialState;
+pub use initial::{InitialState, FLAT_CS, FLAT_DS};
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::VecMemory;
 pub use memory::{check_range, GuestMemError, GuestMemory};

@@ -6,7 +6,7 @@ use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vcpu::{GuestMemError, GuestMemory, VecMemory};
+use vcpu::{GuestMemError, GuestMemory, SegmentState, VecMemory};
 
 use super::*;
 use crate::bzimage::{E820Entry, E820Kind, ReservedKind, ReservedRange, E820_MAX_ENTRIES};
