@@ -9,7 +9,6 @@ pub mod vmcb;
 
 extern crate alloc;
 
-use alloc::alloc::{alloc_zeroed, Layout};
 use alloc::boxed::Box;
 
 use vcpu::{
@@ -24,22 +23,26 @@ const VM_HSAVE_PA: u32 = 0xC001_0117;
 const EFER_SVME: u64 = 1 << 12;
 const EFER_NXE: u64 = 1 << 11;
 
-/// Size of the I/O permission map (one bit per port, plus the spill-over bits).
-const IOPM_SIZE: usize = 12 * 1024;
-/// Size of the MSR permission map.
-const MSRPM_SIZE: usize = 8 * 1024;
+/// Pages of the I/O permission map (one bit per port, plus the spill-over bits).
+const IOPM_PAGES: usize = 3;
+/// Pages of the MSR permission map.
+const MSRPM_PAGES: usize = 2;
 
-/// Allocates `size` zeroed bytes aligned to 4 KiB that live for good.
-fn leak_zeroed(size: usize) -> *mut u8 {
-    let layout = Layout::from_size_align(size, 4096).expect("constant layout");
-    // SAFETY: the layout has a non-zero size.
-    let p = unsafe { alloc_zeroed(layout) };
-    assert!(!p.is_null(), "out of heap for SVM structures");
-    p
+/// `N` zeroed, 4 KiB-aligned pages in one heap allocation, freed on drop
+/// (the heap is identity-mapped: its address is its physical address).
+fn zeroed_pages<const N: usize>() -> Box<[Page; N]> {
+    // SAFETY: all-zero bytes are a valid `[Page; N]` (plain bytes).
+    unsafe { Box::<[Page; N]>::new_zeroed().assume_init() }
+}
+
+/// One zeroed page, freed on drop.
+fn zeroed_page() -> Box<Page> {
+    // SAFETY: all-zero bytes are a valid `Page` (plain bytes).
+    unsafe { Box::<Page>::new_zeroed().assume_init() }
 }
 
 fn leak_page() -> &'static mut Page {
-    Box::leak(Box::new(Page([0; 4096])))
+    Box::leak(zeroed_page())
 }
 
 /// Enables SVM on the running pCPU (EFER.SVME, host save area). Idempotent.
@@ -65,8 +68,11 @@ fn has_nrip() -> bool {
 
 /// One guest vCPU on SVM.
 pub struct SvmVcpu {
-    vmcb: &'static mut Page,
-    host_save: &'static mut Page,
+    vmcb: Box<Page>,
+    host_save: Box<Page>,
+    /// The I/O and MSR permission maps the VMCB points at (kept alive here).
+    _iopm: Box<[Page; IOPM_PAGES]>,
+    _msrpm: Box<[Page; MSRPM_PAGES]>,
     gprs: Gprs,
     guest_fx: Box<run::FxArea>,
     host_fx: Box<run::FxArea>,
@@ -80,15 +86,13 @@ impl SvmVcpu {
     /// translated by the NPT rooted at `ncr3`. Call on the pCPU that runs it,
     /// after [`enable_on_this_cpu`].
     pub fn new(asid: u32, ncr3: u64, init: &InitialState) -> Self {
-        let iopm = leak_zeroed(IOPM_SIZE);
-        let msrpm = leak_zeroed(MSRPM_SIZE);
-        // SAFETY: both regions were just allocated with these sizes and are
-        // owned by this vCPU for good; all-ones intercepts every port and MSR.
-        unsafe {
-            core::ptr::write_bytes(iopm, 0xFF, IOPM_SIZE);
-            core::ptr::write_bytes(msrpm, 0xFF, MSRPM_SIZE);
+        // All ones: every port and every MSR exits.
+        let mut iopm = zeroed_pages::<IOPM_PAGES>();
+        let mut msrpm = zeroed_pages::<MSRPM_PAGES>();
+        for page in iopm.iter_mut().chain(msrpm.iter_mut()) {
+            page.0.fill(0xFF);
         }
-        let vmcb = leak_page();
+        let mut vmcb = zeroed_page();
         vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, 1 << 18); // #MC
         vmcb.write_u32(
             ctl::INTERCEPT_MISC1,
@@ -118,8 +122,8 @@ impl SvmVcpu {
                 | misc2::MWAIT_COND
                 | misc2::XSETBV,
         );
-        vmcb.write_u64(ctl::IOPM_BASE_PA, iopm as u64);
-        vmcb.write_u64(ctl::MSRPM_BASE_PA, msrpm as u64);
+        vmcb.write_u64(ctl::IOPM_BASE_PA, iopm.as_ptr() as u64);
+        vmcb.write_u64(ctl::MSRPM_BASE_PA, msrpm.as_ptr() as u64);
         vmcb.write_u32(ctl::GUEST_ASID, asid);
         vmcb.write_u8(ctl::TLB_CONTROL, 1); // flush this ASID on the first run
         vmcb.write_u32(ctl::V_INTR, 1 << 24); // V_INTR_MASKING
@@ -158,7 +162,9 @@ impl SvmVcpu {
         guest_fx.set_default();
         SvmVcpu {
             vmcb,
-            host_save: leak_page(),
+            host_save: zeroed_page(),
+            _iopm: iopm,
+            _msrpm: msrpm,
             gprs: init.gprs,
             guest_fx,
             host_fx: Box::new(run::FxArea::new()),
@@ -297,8 +303,8 @@ impl VcpuBackend for SvmVcpu {
     fn run(&mut self) -> VmExit {
         self.vmcb.write_u64(save::RAX, self.gprs.rax);
         run::vmrun(
-            self.vmcb,
-            self.host_save,
+            &mut self.vmcb,
+            &mut self.host_save,
             &mut self.gprs,
             &mut self.guest_fx,
             &mut self.host_fx,

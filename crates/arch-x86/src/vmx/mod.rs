@@ -48,6 +48,7 @@ mod state_msr;
 extern crate alloc;
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::arch::asm;
 use core::cell::Cell;
 use core::fmt;
@@ -163,23 +164,30 @@ impl fmt::Display for VmxError {
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
-/// A zeroed page that lives for good; its address is its physical address.
-fn leak_page() -> &'static mut Page {
-    Box::leak(Box::new(Page([0; 4096])))
+/// A zeroed page, freed on drop; its address is its physical address (the
+/// heap is identity-mapped).
+fn zeroed_page() -> Box<Page> {
+    // SAFETY: all-zero bytes are a valid `Page` (plain bytes).
+    unsafe { Box::<Page>::new_zeroed().assume_init() }
+}
+
+/// The physical address of `page`.
+fn page_pa(page: &Page) -> u64 {
+    page as *const Page as u64
 }
 
 /// A page of all ones (an I/O or MSR bitmap that intercepts everything).
-fn leak_ones_page() -> u64 {
-    let page = leak_page();
+fn ones_page() -> Box<Page> {
+    let mut page = zeroed_page();
     page.0.fill(0xFF);
-    page as *mut Page as u64
+    page
 }
 
 /// A page holding the VMCS revision id, for VMXON or a VMCS.
-fn leak_revision_page(revision: u32) -> u64 {
-    let page = leak_page();
+fn revision_page(revision: u32) -> Box<Page> {
+    let mut page = zeroed_page();
     page.0[0..4].copy_from_slice(&revision.to_le_bytes());
-    page as *mut Page as u64
+    page
 }
 
 fn has_vmx() -> bool {
@@ -276,7 +284,10 @@ pub fn enable_on_this_cpu() -> Result<(), VmxError> {
         }
         asm!("mov cr4, {}", in(reg) new_cr4, options(nostack, preserves_flags));
     }
-    let region = leak_revision_page((caps.basic & basic::REVISION_MASK) as u32);
+    // The VMXON region belongs to this pCPU for as long as it runs.
+    let region = page_pa(Box::leak(revision_page(
+        (caps.basic & basic::REVISION_MASK) as u32,
+    )));
     // SAFETY: CR4.VMXE and the fixed bits are set; the region is a fresh
     // page with the revision id, kept for good (this CPU stays in VMX
     // operation).
@@ -327,6 +338,8 @@ fn unblock_nmis() {
 pub struct VmxVcpu {
     /// Physical address of this vCPU's VMCS.
     vmcs: u64,
+    /// The VMCS and the bitmaps it points at, freed (after a VMCLEAR) with the vCPU.
+    pages: Vec<Box<Page>>,
     gprs: Gprs,
     guest_fx: Box<run::FxArea>,
     host_fx: Box<run::FxArea>,
@@ -381,7 +394,8 @@ impl VmxVcpu {
         if !vmx_bits::eptp_supported(eptp, caps.ept_vpid) {
             return Err(VmxError::BadEptp { eptp });
         }
-        let vmcs = leak_revision_page((caps.basic & basic::REVISION_MASK) as u32);
+        let vmcs_page = revision_page((caps.basic & basic::REVISION_MASK) as u32);
+        let vmcs = page_pa(&vmcs_page);
         // SAFETY: this CPU is in VMX operation (CR4.VMXE is only left set by a
         // successful VMXON); the VMCS is a fresh page owned by this vCPU.
         unsafe {
@@ -394,6 +408,7 @@ impl VmxVcpu {
         guest_fx.set_default();
         let mut vcpu = VmxVcpu {
             vmcs,
+            pages: alloc::vec![vmcs_page],
             gprs: init.gprs,
             guest_fx,
             host_fx: Box::new(run::FxArea::new()),
@@ -717,5 +732,16 @@ impl VcpuBackend for VmxVcpu {
 
     fn request_interrupt_window(&mut self, on: bool) {
         self.set_primary_bits(vmx_bits::INTERRUPT_WINDOW_EXITING, on);
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        // The CPU may hold parts of the VMCS in its own storage until VMCLEAR
+        // writes them back: only then may the page be freed.
+        // SAFETY: a vCPU is dropped on the pCPU that made it, still in VMX
+        // operation; `vmcs` is this vCPU's VMCS, a page it owns until now.
+        let r = unsafe { instr::vmclear(self.vmcs) };
+        debug_assert!(r.is_ok(), "VMCLEAR on drop: {r:?}");
     }
 }

@@ -8,7 +8,7 @@ use x86::vmx::vmcs::{control, guest, host};
 
 use super::state_msr::msrs;
 use super::{
-    instr, leak_ones_page, run, InitialState, VmxError, VmxVcpu, EXCEPTION_BITMAP, GUEST_PAT,
+    instr, ones_page, page_pa, run, InitialState, VmxError, VmxVcpu, EXCEPTION_BITMAP, GUEST_PAT,
 };
 use crate::cpu::{msr, rdmsr, read_crs};
 use crate::vmx_bits::{self, cr0, cr4, efer};
@@ -136,9 +136,11 @@ impl VmxVcpu {
     /// pointer, VPID and the CR0/CR4 guest/host masks and read shadows.
     pub(super) fn setup_controls(&mut self, init: &InitialState) -> Result<(), VmxError> {
         let c = self.controls;
-        let io_a = leak_ones_page();
-        let io_b = leak_ones_page();
-        let msr_bitmap = leak_ones_page();
+        let [io_a, io_b, msr_bitmap] = [ones_page(), ones_page(), ones_page()].map(|page| {
+            let pa = page_pa(&page);
+            self.pages.push(page);
+            pa
+        });
         let ia32e = if init.efer & efer::LMA != 0 {
             vmx_bits::ENTRY_IA32E_GUEST
         } else {
