@@ -20,7 +20,7 @@ use spin::{Mutex, Once};
 use vcpu::GuestMemory;
 
 use crate::mailbox::{self, Reply, Request};
-use crate::vmm::{self, LifecycleError};
+use crate::vmm::{self, LifecycleError, VcpuRun};
 
 /// Vector of pCPU 0's periodic console poll.
 const POLL_VECTOR: u8 = 0xEF;
@@ -81,22 +81,25 @@ impl ShellBackend for Host {
 
     fn vcpus(&self, id: VmId) -> Result<Vec<VcpuInfo>, BackendError> {
         let vm = vm_ref(id)?;
-        let exits = vm.stats.lock().total();
-        let st = match vm.state() {
-            vmm::VmState::Running => VcpuState::Running,
-            vmm::VmState::Paused => VcpuState::Paused,
-            _ => VcpuState::Stopped,
-        };
         Ok(vm
             .cfg
             .pcpus
             .iter()
+            .zip(&vm.vcpus)
             .enumerate()
-            .map(|(i, &p)| VcpuInfo {
+            .map(|(i, (&p, slot))| VcpuInfo {
                 index: i as u16,
                 pcpu: p,
-                state: st,
-                exits,
+                state: match (vm.state(), slot.run()) {
+                    (vmm::VmState::Stopped | vmm::VmState::Crashed, _) | (_, VcpuRun::Off) => {
+                        VcpuState::Stopped
+                    }
+                    (vmm::VmState::Paused, _) => VcpuState::Paused,
+                    (_, VcpuRun::WaitingForSipi) => VcpuState::WaitingForStartup,
+                    (_, VcpuRun::Halted) => VcpuState::Halted,
+                    (_, VcpuRun::Running) => VcpuState::Running,
+                },
+                exits: slot.stats.lock().total(),
             })
             .collect())
     }
@@ -184,13 +187,15 @@ impl ShellBackend for Host {
         };
         Ok(vms
             .into_iter()
-            .map(|vm| StatsLine {
-                vm: VmId(vm.id),
-                vcpu: 0,
-                exits: *vm.stats.lock(),
-                injected: vm.injected.load(Ordering::Relaxed),
-                guest_cycles: vm.guest_cycles.load(Ordering::Relaxed),
-                hv_cycles: vm.hv_cycles.load(Ordering::Relaxed),
+            .flat_map(|vm| {
+                vm.vcpus.iter().enumerate().map(|(i, v)| StatsLine {
+                    vm: VmId(vm.id),
+                    vcpu: i as u16,
+                    exits: *v.stats.lock(),
+                    injected: v.injected.load(Ordering::Relaxed),
+                    guest_cycles: v.guest_cycles.load(Ordering::Relaxed),
+                    hv_cycles: v.hv_cycles.load(Ordering::Relaxed),
+                })
             })
             .collect())
     }

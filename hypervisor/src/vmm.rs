@@ -58,12 +58,8 @@ pub struct Vm {
     typed: Mutex<alloc::collections::VecDeque<u8>>,
     /// The line being assembled for the prefixed overview (pCPU 0 only).
     line: Mutex<String>,
-    pub stats: Mutex<vm::ExitStats>,
-    /// TSC ticks spent in the guest and in the hypervisor for it.
-    pub guest_cycles: AtomicU64,
-    pub hv_cycles: AtomicU64,
-    /// Interrupts injected.
-    pub injected: AtomicU64,
+    /// Counters and run state of each vCPU.
+    pub vcpus: Vec<VcpuSlot>,
     /// Lifecycle state, as the vCPU last reported it ([`VmState`]).
     state: AtomicU8,
     /// What the operator asked for ([`Control`]).
@@ -79,6 +75,56 @@ pub struct Vm {
     running_vcpus: AtomicU32,
     /// Messages for each vCPU (IPIs, device interrupts, INIT/SIPI).
     inboxes: Vec<vm::VcpuInbox>,
+}
+
+/// One vCPU's counters and where it is (written on its pCPU, read by the shell).
+pub struct VcpuSlot {
+    pub stats: Mutex<vm::ExitStats>,
+    /// TSC ticks spent in the guest and in the hypervisor for it.
+    pub guest_cycles: AtomicU64,
+    pub hv_cycles: AtomicU64,
+    /// Interrupts injected.
+    pub injected: AtomicU64,
+    run: AtomicU8,
+}
+
+/// Where a vCPU is in its life ([`VcpuSlot::run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuRun {
+    /// Not on its pCPU.
+    Off = 0,
+    /// An AP waiting for INIT and a start-up IPI.
+    WaitingForSipi = 1,
+    Running = 2,
+    /// In HLT, its pCPU asleep.
+    Halted = 3,
+}
+
+impl VcpuSlot {
+    fn new() -> Self {
+        VcpuSlot {
+            stats: Mutex::new(vm::ExitStats::default()),
+            guest_cycles: AtomicU64::new(0),
+            hv_cycles: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            run: AtomicU8::new(VcpuRun::Off as u8),
+        }
+    }
+
+    /// Where the vCPU is.
+    pub fn run(&self) -> VcpuRun {
+        match self.run.load(Ordering::Relaxed) {
+            1 => VcpuRun::WaitingForSipi,
+            2 => VcpuRun::Running,
+            3 => VcpuRun::Halted,
+            _ => VcpuRun::Off,
+        }
+    }
+
+    fn set_run(&self, run: VcpuRun) {
+        self.run.store(run as u8, Ordering::Relaxed);
+    }
 }
 
 /// A VM's lifecycle state.
@@ -127,6 +173,15 @@ impl Vm {
             3 => Control::Reset,
             _ => Control::Run,
         }
+    }
+
+    /// Exits of all its vCPUs.
+    pub fn exit_totals(&self) -> vm::ExitStats {
+        let mut total = vm::ExitStats::default();
+        for v in &self.vcpus {
+            total.add(&v.stats.lock());
+        }
+        total
     }
 
     /// Zeroes RAM and loads the kernel: the state of a fresh boot.
@@ -453,10 +508,7 @@ fn create(cfg: &'static VmConfig, boot: &BootInfo, backend: Backend) -> Result<V
         unprinted: AtomicU64::new(0),
         typed: Mutex::new(alloc::collections::VecDeque::new()),
         line: Mutex::new(String::new()),
-        stats: Mutex::new(vm::ExitStats::default()),
-        guest_cycles: AtomicU64::new(0),
-        hv_cycles: AtomicU64::new(0),
-        injected: AtomicU64::new(0),
+        vcpus: (0..cfg.vcpus).map(|_| VcpuSlot::new()).collect(),
         state: AtomicU8::new(VmState::Stopped as u8),
         control: AtomicU8::new(Control::Stop as u8),
         image,
@@ -488,7 +540,11 @@ pub fn run_posted(cpu_index: usize) {
         };
         cpu::enable_xsave();
         vm.running_vcpus.fetch_add(1, Ordering::AcqRel);
-        if run_vcpu(vm, task.vcpu, cpu_index) == RunEnd::Reboot {
+        let end = run_vcpu(vm, task.vcpu, cpu_index);
+        if let Some(slot) = vm.vcpus.get(usize::from(task.vcpu)) {
+            slot.set_run(VcpuRun::Off);
+        }
+        if end == RunEnd::Reboot {
             reboot(vm, task.vm);
         }
         vm.running_vcpus.fetch_sub(1, Ordering::AcqRel);
@@ -518,6 +574,7 @@ fn run_vcpu(vm: &Vm, vcpu_id: u16, pcpu: usize) -> RunEnd {
         None
     };
     loop {
+        let slot = vm.vcpus.get(usize::from(vcpu_id));
         let init = match start.take() {
             Some(s) => s,
             None => match wait_for_sipi(vm, vcpu_id, pcpu) {
@@ -531,6 +588,9 @@ fn run_vcpu(vm: &Vm, vcpu_id: u16, pcpu: usize) -> RunEnd {
             vcpu_id,
             init.cs.base + init.rip
         );
+        if let Some(slot) = slot {
+            slot.set_run(VcpuRun::Running);
+        }
         let end = match BACKEND.get() {
             Some(Backend::Svm) => {
                 svm::enable_on_this_cpu();
@@ -560,6 +620,9 @@ fn run_vcpu(vm: &Vm, vcpu_id: u16, pcpu: usize) -> RunEnd {
 /// for a start-up IPI; `None` if the VM stops or reboots first.
 fn wait_for_sipi(vm: &Vm, vcpu_id: u16, pcpu: usize) -> Option<u8> {
     let inbox = vm.inboxes.get(usize::from(vcpu_id))?;
+    if let Some(slot) = vm.vcpus.get(usize::from(vcpu_id)) {
+        slot.set_run(VcpuRun::WaitingForSipi);
+    }
     loop {
         crate::mailbox::service(pcpu, None);
         if matches!(vm.control(), Control::Stop | Control::Reset) {
@@ -651,13 +714,14 @@ fn stop(vm: &Vm, state: VmState, why: core::fmt::Arguments<'_>) {
     } else {
         info!("vm {}: stopped: {why}", vm.cfg.name);
     }
-    info!("vm {}: exits {}", vm.cfg.name, vm.stats.lock());
+    info!("vm {}: exits {}", vm.cfg.name, vm.exit_totals());
 }
 
-/// The VM-wide services the exit handlers use, for one VM on this pCPU.
+/// The VM-wide services the exit handlers use, for one vCPU on this pCPU.
 struct Host<'a> {
     vm: &'a Vm,
     pcpu: usize,
+    slot: &'a VcpuSlot,
 }
 
 /// The RTC's idea of "now" when a VM's platform is made (2026-01-01 UTC):
@@ -814,7 +878,9 @@ impl vm::VmHost for Host<'_> {
         if let Some(d) = deadline {
             lapic::arm_oneshot(GUEST_TIMER_VECTOR, Some(d.saturating_sub(cpu::rdtsc())));
         }
+        self.slot.set_run(VcpuRun::Halted);
         cpu::wait_for_interrupt();
+        self.slot.set_run(VcpuRun::Running);
     }
 
     fn stop_requested(&self) -> bool {
@@ -830,7 +896,10 @@ impl vm::VmHost for Host<'_> {
 fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
     let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, arch_x86::time::tsc_hz());
     let pcpu = usize::from(vm.cfg.pcpus.get(usize::from(vcpu_id)).copied().unwrap_or(0));
-    let mut host = Host { vm, pcpu };
+    let Some(slot) = vm.vcpus.get(usize::from(vcpu_id)) else {
+        return RunEnd::Left;
+    };
+    let mut host = Host { vm, pcpu, slot };
     let mut left_guest = cpu::rdtsc();
     loop {
         let mut flow = exits.before_entry(vcpu, &host);
@@ -843,14 +912,14 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
                     .next_deadline(&host)
                     .map(|d| d.saturating_sub(entered)),
             );
-            vm.hv_cycles
+            slot.hv_cycles
                 .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
             let exit = vcpu.run();
             left_guest = cpu::rdtsc();
-            vm.guest_cycles
+            slot.guest_cycles
                 .fetch_add(left_guest.wrapping_sub(entered), Ordering::Relaxed);
-            vm.stats.lock().record(&exit);
-            vm.injected.store(exits.injected, Ordering::Relaxed);
+            slot.stats.lock().record(&exit);
+            slot.injected.store(exits.injected, Ordering::Relaxed);
             flow = exits.handle(vcpu, &mut host, exit);
         }
         crate::mailbox::service(pcpu, Some(&*vcpu));

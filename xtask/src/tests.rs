@@ -276,8 +276,34 @@ fn linux_smp_check(lines: &[String]) -> Result<(), String> {
     if ipis == 0 {
         return Err(format!("no IPI reached a CPU (RES {res:?}, CAL {cal:?})"));
     }
+    // The shell counts each vCPU's own exits (`vcpu_list`, then `stats`).
+    let per_vcpu: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let vcpu = (f.next() == Some("linux")).then(|| f.next())??;
+            if vcpu != "0" && vcpu != "1" {
+                return None;
+            }
+            // vcpu_list: VM VCPU PCPU STATE EXITS; stats: VM VCPU EXITS ...
+            let rest: Vec<&str> = f.collect();
+            match rest[..] {
+                [_, "running" | "halted", exits, ..] => exits.parse().ok(),
+                [exits, ..] => exits.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect();
+    if per_vcpu.len() < 4 || per_vcpu.contains(&0) {
+        return Err(format!(
+            "vcpu_list and stats should show exits for both vCPUs: {per_vcpu:?}"
+        ));
+    }
     Ok(())
 }
+
+/// The `stats` row of the SMP Linux VM's vCPU 1: exits, injected, guest share.
+const STATS_VCPU1: &str = r"^linux\s+1\s+\d+\s+\d+\s+[\d.]+%";
 
 /// Linux with two vCPUs: both come up (the AP through INIT/SIPI), both take
 /// interrupts, IPIs flow; `reboot` brings both back, `poweroff` stops the VM.
@@ -286,7 +312,9 @@ fn linux_smp() -> TestCase {
         scenario: "linux-smp",
         cpus: 3,
         input: vec![
-            (r"^\[linux\] QUERCUS-GUEST: shell$", "vm_console linux\r"),
+            (r"^\[linux\] QUERCUS-GUEST: shell$", "vcpu_list linux\r"),
+            (r"^linux\s+1\s+2\s+(running|halted)\s", "stats linux\r"),
+            (STATS_VCPU1, "vm_console linux\r"),
             (
                 r"attached to linux",
                 "grep -E '^ *(LOC|RES|CAL):' /proc/interrupts; echo done-$((6*7))\r",
@@ -297,6 +325,9 @@ fn linux_smp() -> TestCase {
         expect: vec![
             r"vm linux: vCPU 1 starts at 0x".into(),
             r"^\[linux\] QUERCUS-GUEST: cpus=2 mem_kb=\d+".into(),
+            r"^linux\s+0\s+1\s+(running|halted)\s+\d+".into(),
+            r"^linux\s+1\s+2\s+(running|halted)\s+\d+".into(),
+            STATS_VCPU1.into(),
             r"attached to linux".into(),
             r"^done-42".into(),
             r"vm linux: vCPU 0: reset by the guest".into(),

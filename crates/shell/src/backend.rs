@@ -65,6 +65,8 @@ pub enum VcpuState {
     Running,
     /// The guest ran HLT and waits for an interrupt.
     Halted,
+    /// An application processor waiting for the guest's INIT and start-up IPI.
+    WaitingForStartup,
     /// Held outside the guest (its VM is paused).
     Paused,
     /// Not running (its VM is stopped or crashed).
@@ -77,6 +79,7 @@ impl VcpuState {
         match self {
             VcpuState::Running => "running",
             VcpuState::Halted => "halted",
+            VcpuState::WaitingForStartup => "wait-sipi",
             VcpuState::Paused => "paused",
             VcpuState::Stopped => "stopped",
         }
