@@ -265,6 +265,10 @@ impl Controls {
         self.secondary & Secondary::ENABLE_VPID.bits() != 0
     }
 
+    pub fn virtual_nmis(&self) -> bool {
+        self.pin & Pin::VIRTUAL_NMIS.bits() != 0
+    }
+
     pub fn xsaves(&self) -> bool {
         self.secondary & Secondary::ENABLE_XSAVES_XRSTORS.bits() != 0
     }
@@ -272,6 +276,10 @@ impl Controls {
 
 /// Pin-based controls Quercus needs.
 pub const PIN_REQUIRED: u32 = Pin::EXTERNAL_INTERRUPT_EXITING.bits() | Pin::NMI_EXITING.bits();
+/// Pin-based controls used when allowed: virtual NMIs, without which NMIs
+/// cannot be given to guests (with NMI exiting, a guest's IRET would never
+/// end the blocking an injected NMI starts).
+pub const PIN_WANTED: u32 = Pin::VIRTUAL_NMIS.bits();
 /// Primary controls Quercus needs.
 pub const PRIMARY_REQUIRED: u32 = Primary::HLT_EXITING.bits()
     | Primary::USE_IO_BITMAPS.bits()
@@ -308,7 +316,7 @@ pub fn compute_controls(caps: &CapMsrs) -> Result<Controls, ControlError> {
     let field = |field, cap, wanted, required| {
         adjust_controls(cap, wanted, required).map_err(|missing| ControlError { field, missing })
     };
-    let pin = field(ControlField::Pin, caps.pin, 0, PIN_REQUIRED)?;
+    let pin = field(ControlField::Pin, caps.pin, PIN_WANTED, PIN_REQUIRED)?;
     // Interrupt-window exiting must be allowed; it starts off (it is not
     // wanted, and no CPU forces it on).
     field(

@@ -84,4 +84,9 @@ pub trait VcpuBackend {
     /// Asks for a [`VmExit::InterruptWindow`] as soon as the guest can take a
     /// maskable interrupt (or stops asking).
     fn request_interrupt_window(&mut self, on: bool);
+    /// Whether an NMI can be injected now: no event already queued, no
+    /// STI/MOV-SS shadow, and the guest not inside an NMI handler (NMIs stay
+    /// blocked from an NMI's delivery until the guest's next IRET). A blocked
+    /// NMI waits for a later entry.
+    fn nmi_injectable(&self) -> bool;
 }

@@ -155,10 +155,12 @@ pub struct VcpuExits {
     pub cpuid: CpuidPolicy,
     pub msrs: MsrPolicy,
     pub lapic: VLapic,
-    /// Interrupts injected so far.
+    /// Interrupts injected so far (NMIs included).
     pub injected: u64,
-    /// NMIs and SMIs sent to this vCPU or by it that were not delivered.
-    pub dropped_nmis: u64,
+    /// SMIs sent by this vCPU (not delivered: there is no SMM).
+    pub dropped_smis: u64,
+    /// An NMI waits for the guest to be able to take it.
+    pub nmi_pending: bool,
     /// This vCPU's index in the VM (its inbox).
     vcpu: usize,
 }
@@ -175,7 +177,8 @@ impl VcpuExits {
             msrs: MsrPolicy,
             lapic: VLapic::new(u32::from(vcpu_id), tsc_hz),
             injected: 0,
-            dropped_nmis: 0,
+            dropped_smis: 0,
+            nmi_pending: false,
             vcpu: usize::from(vcpu_id),
         }
     }
@@ -200,9 +203,7 @@ impl VcpuExits {
             return Signals::default();
         };
         let signals = mine.drain(&mut self.lapic);
-        if signals.nmi {
-            self.dropped_nmis += 1;
-        }
+        self.nmi_pending |= signals.nmi;
         signals
     }
 
@@ -225,6 +226,16 @@ impl VcpuExits {
             return Flow::WaitForSipi;
         }
         self.lapic.poll(now);
+        if self.nmi_pending && vcpu.nmi_injectable() {
+            // An NMI outranks every maskable interrupt.
+            vcpu.inject(Event::Nmi);
+            self.nmi_pending = false;
+            self.injected += 1;
+            if self.lapic.pending().is_some() {
+                vcpu.request_interrupt_window(true);
+            }
+            return Flow::Continue;
+        }
         if vcpu.interruptible() {
             if let Some(vector) = self.lapic.pending() {
                 vcpu.inject(Event::Interrupt { vector });
@@ -392,7 +403,8 @@ impl VcpuExits {
             if self.pull(host).init {
                 return Flow::WaitForSipi;
             }
-            if host.needs_attention() {
+            // An NMI wakes a halted CPU whatever RFLAGS.IF says.
+            if host.needs_attention() || self.nmi_pending {
                 return Flow::Continue;
             }
             let now = host.now();
@@ -431,7 +443,7 @@ impl VcpuExits {
                 match smp::send_ipi(host.inboxes(), self.vcpu, icr, x2apic) {
                     Ok(out) => {
                         if out.dropped {
-                            self.dropped_nmis += 1;
+                            self.dropped_smis += 1;
                         }
                         self.kick_others(host, out.targets);
                     }
@@ -565,6 +577,7 @@ mod tests {
         exit_len: Option<u8>,
         window: bool,
         state_msrs: Vec<(u32, u64)>,
+        nmi_blocked: bool,
     }
 
     impl MockVcpu {
@@ -641,6 +654,9 @@ mod tests {
         }
         fn request_interrupt_window(&mut self, on: bool) {
             self.window = on;
+        }
+        fn nmi_injectable(&self) -> bool {
+            !self.nmi_blocked
         }
     }
 
@@ -1026,5 +1042,40 @@ mod tests {
         lapic_store(&mut v1, &mut h, &mut other, 0x300, 0x0000_4500 | 3 << 18);
         v.rip = 0x1000;
         assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::WaitForSipi);
+    }
+
+    #[test]
+    fn nmi_ipis_are_injected_first_and_wake_a_parked_vcpu() {
+        let mut h = MockHost::with_vcpus(2);
+        let (mut v0, mut e0) = (MockVcpu::protected(), exits());
+        let (mut v1, mut e1) = (MockVcpu::protected(), VcpuExits::new(1, 2, 1_000_000_000));
+        let now = h.now();
+        e1.lapic.write(0xF0, 0x1FF, now);
+        // vCPU 1 halts with interrupts off: a fixed IPI leaves it asleep...
+        v1.exit_len = Some(1);
+        v1.rip = 0x1000;
+        lapic_store(&mut v0, &mut h, &mut e0, 0x310, 1 << 24);
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4051);
+        assert_eq!(e1.handle(&mut v1, &mut h, VmExit::Hlt), Flow::Continue);
+        assert_eq!(h.idles.get(), 10, "woken only by the hypervisor");
+        // ... an NMI wakes it, and goes in before the pending interrupt.
+        h.idles.set(0);
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4400);
+        v1.rip = 0x1000;
+        assert_eq!(e1.handle(&mut v1, &mut h, VmExit::Hlt), Flow::Continue);
+        assert_eq!(h.idles.get(), 0);
+        v1.rflags |= 1 << 9;
+        e1.before_entry(&mut v1, &h);
+        assert_eq!(v1.injected, vec![Event::Nmi]);
+        assert!(v1.window, "the fixed interrupt waits for a window");
+        // While NMIs are blocked (inside the handler) the next one waits.
+        v1.nmi_blocked = true;
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4400);
+        e1.before_entry(&mut v1, &h);
+        assert_eq!(v1.injected.len(), 2, "the fixed IPI went in, not the NMI");
+        assert!(e1.nmi_pending);
+        v1.nmi_blocked = false;
+        e1.before_entry(&mut v1, &h);
+        assert_eq!(v1.injected[2], Event::Nmi);
     }
 }

@@ -92,7 +92,7 @@ pub enum IpiError {
 pub struct IpiOutcome {
     /// vCPUs that got a message (bit i: vCPU i) and must be woken.
     pub targets: u64,
-    /// The message kind is not delivered (SMI, NMI); counted by the caller.
+    /// The message kind is not delivered (SMI: there is no SMM); counted by the caller.
     pub dropped: bool,
 }
 
@@ -324,7 +324,8 @@ pub fn send_ipi(
             for_each(inboxes, mask, VcpuInbox::post_init);
         }
         MODE_STARTUP => for_each(inboxes, mask, |b| b.post_sipi(vector)),
-        MODE_NMI | MODE_SMI => {
+        MODE_NMI => for_each(inboxes, mask, VcpuInbox::post_nmi),
+        MODE_SMI => {
             return Ok(IpiOutcome {
                 targets: 0,
                 dropped: true,
@@ -411,6 +412,19 @@ mod tests {
     }
 
     #[test]
+    fn nmi_ipis_are_delivered_and_smis_dropped() {
+        let b = inboxes(2);
+        let out = send(&b, 0, icr(1, MODE_NMI << 8 | ICR_LEVEL_ASSERT)).unwrap();
+        assert_eq!((out.targets, out.dropped), (0b10, false));
+        let mut l1 = lapic(1);
+        assert!(b[1].drain(&mut l1).nmi);
+        assert_eq!(l1.pending(), None, "an NMI is not a vector in the IRR");
+        let smi = send(&b, 0, icr(1, MODE_SMI << 8)).unwrap();
+        assert_eq!((smi.targets, smi.dropped), (0, true));
+        assert!(!b[1].drain(&mut l1).nmi);
+    }
+
+    #[test]
     fn lowest_priority_delivers_to_exactly_one() {
         let b = inboxes(4);
         let out = send(&b, 0, icr(0xFF, 1 << 8 | 0x60)).unwrap();
@@ -487,6 +501,7 @@ mod tests {
                 icr(1, 7 << 8 | 0x41),
                 icr(1, MODE_NMI << 8),
                 icr(1, MODE_SMI << 8),
+                icr(7, MODE_NMI << 8),
             ] {
                 if let Ok(out) = send(&b, from, raw) {
                     assert_eq!(out.targets & !0b11, 0, "{raw:#x} from {from}");

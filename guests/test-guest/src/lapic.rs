@@ -8,7 +8,6 @@ pub const BASE: u64 = 0xFEE0_0000;
 pub const REG_TPR: u32 = 0x80;
 pub const REG_EOI: u32 = 0xB0;
 pub const REG_SVR: u32 = 0xF0;
-pub const REG_ESR: u32 = 0x280;
 pub const REG_ICR_LO: u32 = 0x300;
 pub const REG_ICR_HI: u32 = 0x310;
 pub const REG_LVT_TIMER: u32 = 0x320;

@@ -1012,16 +1012,18 @@ const AP_APIC_ID: u8 = 1;
 /// mov eax,cr0; or al,1; mov cr0,eax; jmp dword 0x08:0x7040`; at `AP_CODE + 0x40` in
 /// 32-bit protected mode: `mov eax,0x10; mov ds,eax; lock inc dword [0x7F04];
 /// mov dword [0xFEE00310],0; mov dword [0xFEE00300],0x4041` (a fixed IPI, vector
-/// 0x41, to APIC 0) `; 1: cli; hlt; jmp 1b`.
+/// 0x41, to APIC 0) `; mov dword [0xFEE00300],0x4400` (an NMI to APIC 0) `; 1: cli;
+/// hlt; jmp 1b`.
 const AP_REAL_MODE: [u8; 32] = [
     0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xF0, 0xFF, 0x06, 0x00, 0x7F, 0x66, 0x0F, 0x01, 0x16, 0x10,
     0x7F, 0x0F, 0x20, 0xC0, 0x0C, 0x01, 0x0F, 0x22, 0xC0, 0x66, 0xEA, 0x40, 0x70, 0x00, 0x00,
     0x08, 0x00,
 ];
-const AP_PROTECTED_MODE: [u8; 38] = [
+const AP_PROTECTED_MODE: [u8; 48] = [
     0xB8, 0x10, 0x00, 0x00, 0x00, 0x8E, 0xD8, 0xF0, 0xFF, 0x05, 0x04, 0x7F, 0x00, 0x00, 0xC7,
     0x05, 0x10, 0x03, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE,
-    0x41, 0x40, 0x00, 0x00, 0xFA, 0xF4, 0xEB, 0xFC,
+    0x41, 0x40, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x00, 0x44, 0x00, 0x00, 0xFA,
+    0xF4, 0xEB, 0xFC,
 ];
 
 /// ICR low words: INIT (assert, level), INIT de-assert, start-up, fixed.
@@ -1058,7 +1060,7 @@ fn spin_ticks(ticks: u64) {
 
 /// Sends INIT, INIT de-assert and two start-up IPIs to the AP, then waits with
 /// interrupts on until it has run `starts` times in both modes and sent as
-/// many IPIs.
+/// many fixed IPIs and NMIs.
 fn start_ap(env: &Env, starts: u32) -> TestResult {
     let n = (cpuid(1, 0).ebx >> 16) & 0xFF;
     ensure!(n >= 2, "CPUID.1:EBX reports {n} logical CPUs; the smp tests need 2");
@@ -1083,6 +1085,7 @@ fn start_ap(env: &Env, starts: u32) -> TestResult {
     let t0 = cpu::rdtsc();
     cpu::sti();
     while (trap::IPI_HITS.load(Ordering::SeqCst) < starts
+        || trap::NMI_HITS.load(Ordering::SeqCst) < starts
         || peek32(AP_PROT_COUNT) < starts)
         && cpu::rdtsc().wrapping_sub(t0) < bound
     {
@@ -1093,17 +1096,18 @@ fn start_ap(env: &Env, starts: u32) -> TestResult {
     cpu::cli();
     let (real, prot) = (u32::from(peek16(AP_REAL_COUNT)), peek32(AP_PROT_COUNT));
     let hits = trap::IPI_HITS.load(Ordering::SeqCst);
+    let nmis = trap::NMI_HITS.load(Ordering::SeqCst);
     ensure!(
-        real == starts && prot == starts && hits == starts,
-        "after {starts} start(s): AP ran {real}x in real mode, {prot}x in protected mode; {hits} IPI(s) arrived"
+        real == starts && prot == starts && hits == starts && nmis == starts,
+        "after {starts} start(s): AP ran {real}x in real mode, {prot}x in protected mode; {hits} IPI(s) and {nmis} NMI(s) arrived"
     );
     Ok(Pass)
 }
 
 /// The second CPU starts through INIT, INIT de-assert and two start-up IPIs:
 /// it runs once from the start-up page in real mode, switches to protected
-/// mode and sends this CPU a fixed IPI. A fixed IPI to an APIC ID nobody has
-/// goes nowhere.
+/// mode and sends this CPU a fixed IPI and an NMI. A fixed IPI to an APIC ID
+/// nobody has goes nowhere.
 fn smp_ap_start(env: &Env) -> TestResult {
     poke(AP_CODE, &AP_REAL_MODE);
     poke(AP_CODE + 0x40, &AP_PROTECTED_MODE);
@@ -1114,6 +1118,7 @@ fn smp_ap_start(env: &Env) -> TestResult {
     }
     poke(AP_REAL_COUNT, &[0; 8]);
     trap::IPI_HITS.store(0, Ordering::SeqCst);
+    trap::NMI_HITS.store(0, Ordering::SeqCst);
     ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
     lapic::write(
         lapic::REG_SVR,

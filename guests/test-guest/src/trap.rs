@@ -33,6 +33,8 @@ const PIC_VECTORS: core::ops::RangeInclusive<u64> = 0x20..=0x2F;
 
 /// #GP.
 pub const GP: u64 = 13;
+/// The NMI vector.
+pub const NMI: u64 = 2;
 
 /// Registers saved by the entry stubs, lowest address first (FXSAVE area below).
 #[repr(C)]
@@ -309,6 +311,8 @@ pub static TIMER_HITS: AtomicU32 = AtomicU32::new(0);
 pub static TIMER_RIP: AtomicU64 = AtomicU64::new(0);
 /// IPIs taken on [`IPI_VECTOR`].
 pub static IPI_HITS: AtomicU32 = AtomicU32::new(0);
+/// NMIs taken.
+pub static NMI_HITS: AtomicU32 = AtomicU32::new(0);
 /// Interrupts on vectors nobody asked for.
 pub static STRAY_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
@@ -316,6 +320,9 @@ pub static STRAY_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 #[no_mangle]
 extern "C" fn guest_trap(frame: &mut TrapFrame) {
     match frame.vector {
+        NMI => {
+            NMI_HITS.fetch_add(1, Ordering::SeqCst);
+        }
         0..=31 => exception(frame),
         TIMER_VECTOR => {
             TIMER_HITS.fetch_add(1, Ordering::SeqCst);

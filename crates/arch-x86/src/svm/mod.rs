@@ -79,6 +79,10 @@ pub struct SvmVcpu {
     nrip: bool,
     /// Instruction length reported by the last exit, if any.
     exit_len: Option<u8>,
+    /// An injected NMI's handler runs: no other NMI until its IRET.
+    nmi_masked: bool,
+    /// The IRET that ends the NMI handler exited here and has not run yet.
+    iret_rip: Option<u64>,
 }
 
 impl SvmVcpu {
@@ -170,7 +174,19 @@ impl SvmVcpu {
             host_fx: Box::new(run::FxArea::new()),
             nrip: has_nrip(),
             exit_len: None,
+            nmi_masked: false,
+            iret_rip: None,
         }
+    }
+
+    fn set_iret_intercept(&mut self, on: bool) {
+        let misc = self.vmcb.read_u32(ctl::INTERCEPT_MISC1);
+        let misc = if on {
+            misc | misc1::IRET
+        } else {
+            misc & !misc1::IRET
+        };
+        self.vmcb.write_u32(ctl::INTERCEPT_MISC1, misc);
     }
 
     /// The raw exit code of the last exit (for statistics and dumps).
@@ -220,6 +236,13 @@ impl SvmVcpu {
             exit::VMMCALL => VmExit::Hypercall,
             exit::VINTR => {
                 self.request_interrupt_window(false);
+                VmExit::InterruptWindow
+            }
+            // The NMI handler's IRET (intercepted before it runs): NMIs are
+            // unblocked once the guest is past it.
+            exit::IRET => {
+                self.set_iret_intercept(false);
+                self.iret_rip = Some(rip);
                 VmExit::InterruptWindow
             }
             exit::XSETBV => VmExit::Xsetbv,
@@ -317,6 +340,12 @@ impl VcpuBackend for SvmVcpu {
             ctl::EVENTINJ,
             if pending & (1 << 31) != 0 { pending } else { 0 },
         );
+        if let Some(at) = self.iret_rip {
+            if self.vmcb.read_u64(save::RIP) != at {
+                self.iret_rip = None;
+                self.nmi_masked = false;
+            }
+        }
         self.decode_exit()
     }
 
@@ -366,7 +395,11 @@ impl VcpuBackend for SvmVcpu {
         let (vector, kind, err) = match event {
             Event::Exception { vector, error_code } => (vector, 3u64, error_code),
             Event::Interrupt { vector } => (vector, 0, None),
-            Event::Nmi => (2, 2, None),
+            Event::Nmi => {
+                self.nmi_masked = true;
+                self.set_iret_intercept(true);
+                (2, 2, None)
+            }
         };
         let mut v = u64::from(vector) | (kind << 8) | (1 << 31);
         if let Some(e) = err {
@@ -393,6 +426,12 @@ impl VcpuBackend for SvmVcpu {
 
     fn interruptible(&self) -> bool {
         self.vmcb.read_u64(save::RFLAGS) & (1 << 9) != 0
+            && self.vmcb.read_u64(ctl::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.read_u64(ctl::EVENTINJ) & (1 << 31) == 0
+    }
+
+    fn nmi_injectable(&self) -> bool {
+        !self.nmi_masked
             && self.vmcb.read_u64(ctl::INTERRUPT_SHADOW) & 1 == 0
             && self.vmcb.read_u64(ctl::EVENTINJ) & (1 << 31) == 0
     }

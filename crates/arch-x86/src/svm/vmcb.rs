@@ -68,6 +68,7 @@ pub mod misc1 {
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
+    pub const IRET: u32 = 1 << 20;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
@@ -101,6 +102,7 @@ pub mod exit {
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
+    pub const IRET: u64 = 0x74;
     pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7A;

@@ -733,6 +733,16 @@ impl VcpuBackend for VmxVcpu {
     fn request_interrupt_window(&mut self, on: bool) {
         self.set_primary_bits(vmx_bits::INTERRUPT_WINDOW_EXITING, on);
     }
+
+    fn nmi_injectable(&self) -> bool {
+        if !self.controls.virtual_nmis() {
+            return false;
+        }
+        self.make_current();
+        let blocking = interruptibility::STI | interruptibility::MOV_SS | interruptibility::NMI;
+        self.vmread(guest::INTERRUPTIBILITY_STATE) & u64::from(blocking) == 0
+            && self.vmread(control::VMENTRY_INTERRUPTION_INFO_FIELD) & u64::from(intr::VALID) == 0
+    }
 }
 
 impl Drop for VmxVcpu {
