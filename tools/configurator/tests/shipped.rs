@@ -10,7 +10,13 @@ use std::path::{Path, PathBuf};
 use configurator::{generate, load_and_validate, Board, Vendor};
 
 /// The module names xtask builds for the shipped scenarios.
-const GUESTS: &[&str] = &["test-guest", "test-guest-crash", "linux", "initrd", "vmlinux"];
+const GUESTS: &[&str] = &[
+    "test-guest",
+    "test-guest-crash",
+    "linux",
+    "initrd",
+    "vmlinux",
+];
 
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
