@@ -209,11 +209,10 @@ impl VcpuExits {
 
     /// Wakes the vCPUs in `mask` other than this one.
     fn kick_others<H: VmHost>(&self, host: &H, mask: u64) {
-        let others = mask & !(1u64.checked_shl(self.vcpu as u32).unwrap_or(0));
-        for i in 0..smp::MAX_VCPUS {
-            if others & (1 << i) != 0 {
-                host.kick(i);
-            }
+        let mut others = mask & !(1u64.checked_shl(self.vcpu as u32).unwrap_or(0));
+        while others != 0 {
+            host.kick(others.trailing_zeros() as usize);
+            others &= others - 1;
         }
     }
 
