@@ -340,8 +340,12 @@ impl VLapic {
 
     /// Raises `vector` from another source (IPI, IOAPIC); vectors < 16 are illegal.
     pub fn raise(&mut self, vector: u8, level: bool) -> bool {
-        if vector < 16 || !self.enabled() {
-            self.esr |= 1 << 6;
+        if vector < 16 {
+            self.esr |= 1 << 6; // receive illegal vector
+            return false;
+        }
+        // A software-disabled APIC does not accept fixed interrupts (no error).
+        if !self.enabled() {
             return false;
         }
         Self::set_bit(&mut self.irr, vector);
@@ -553,6 +557,7 @@ mod tests {
         l.poll(1_000_000);
         assert_eq!(l.pending(), None);
         assert!(!l.raise(0x50, false));
+        assert_eq!(l.read(REG_ESR, 0), 0, "not an error, just not accepted");
     }
 
     #[test]
