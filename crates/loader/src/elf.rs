@@ -319,13 +319,7 @@ impl<'a> ElfFile<'a> {
                     memsz: ph.memsz,
                 });
             }
-            let data =
-                slice(self.image, ph.offset, ph.filesz).ok_or(ElfError::SegmentOutsideFile {
-                    index,
-                    offset: ph.offset,
-                    filesz: ph.filesz,
-                    file_len: self.image.len(),
-                })?;
+            let data = self.file_bytes(index, &ph)?;
             out.push((
                 Segment {
                     gpa: ph.paddr,
@@ -344,6 +338,16 @@ impl<'a> ElfFile<'a> {
     /// The non-empty `PT_LOAD` segments as pieces at their physical
     /// addresses, `e_entry` left unchecked (for loaders that take the entry
     /// point from elsewhere).
+    /// The file bytes of program header `index`.
+    fn file_bytes(&self, index: u16, ph: &ProgramHeader) -> Result<&'a [u8], ElfError> {
+        slice(self.image, ph.offset, ph.filesz).ok_or(ElfError::SegmentOutsideFile {
+            index,
+            offset: ph.offset,
+            filesz: ph.filesz,
+            file_len: self.image.len(),
+        })
+    }
+
     pub(crate) fn load_segments(&self) -> Result<Vec<Segment<'a>>, ElfError> {
         Ok(self.load_headers()?.into_iter().map(|(s, _)| s).collect())
     }
@@ -356,13 +360,7 @@ impl<'a> ElfFile<'a> {
             if ph.p_type != PT_NOTE {
                 continue;
             }
-            let data =
-                slice(self.image, ph.offset, ph.filesz).ok_or(ElfError::SegmentOutsideFile {
-                    index,
-                    offset: ph.offset,
-                    filesz: ph.filesz,
-                    file_len: self.image.len(),
-                })?;
+            let data = self.file_bytes(index, &ph)?;
             out.push(NoteSegment {
                 index,
                 offset: ph.offset,

@@ -14,9 +14,9 @@ mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
 pub use initial::{InitialState, FLAT_CS, FLAT_DS};
-#[cfg(any(test, feature = "test-utils"))]
-pub use memory::VecMemory;
 pub use memory::{check_range, GuestMemError, GuestMemory};
+#[cfg(any(test, feature = "test-utils"))]
+pub use memory::{CountingMemory, VecMemory};
 pub use regs::{Gprs, Reg, SegmentState, SystemState};
 
 /// An event to deliver to the guest on the next entry.

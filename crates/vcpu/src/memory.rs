@@ -97,6 +97,44 @@ impl GuestMemory for VecMemory {
     }
 }
 
+/// A [`VecMemory`] that counts writes, so a test can prove that nothing was written.
+#[cfg(any(test, feature = "test-utils"))]
+pub struct CountingMemory {
+    pub mem: VecMemory,
+    pub writes: usize,
+}
+
+#[cfg(any(test, feature = "test-utils"))]
+impl CountingMemory {
+    /// `size` bytes, every one `fill`.
+    pub fn new(size: usize, fill: u8) -> Self {
+        let mut mem = VecMemory::new(size);
+        mem.0.fill(fill);
+        CountingMemory { mem, writes: 0 }
+    }
+
+    /// The bytes at `gpa..gpa + len` (panics outside the memory: tests only).
+    pub fn bytes(&self, gpa: u64, len: u64) -> &[u8] {
+        &self.mem.0[gpa as usize..(gpa + len) as usize]
+    }
+}
+
+#[cfg(any(test, feature = "test-utils"))]
+impl GuestMemory for CountingMemory {
+    fn size(&self) -> u64 {
+        self.mem.size()
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
+        self.mem.read(gpa, buf)
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
+        self.writes += 1;
+        self.mem.write(gpa, data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

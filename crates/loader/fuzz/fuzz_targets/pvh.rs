@@ -4,30 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use loader::{load_pvh, ReservedKind, ReservedRange, VmLayout, PVH_START_INFO_GPA};
-use vcpu::{GuestMemError, GuestMemory, VecMemory};
+use vcpu::CountingMemory;
 
 const RAM: u64 = 8 << 20;
-
-/// Guest RAM that counts writes.
-struct Counting {
-    mem: VecMemory,
-    writes: usize,
-}
-
-impl GuestMemory for Counting {
-    fn size(&self) -> u64 {
-        self.mem.size()
-    }
-
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
-        self.mem.read(gpa, buf)
-    }
-
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
-        self.writes += 1;
-        self.mem.write(gpa, data)
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, image)) = data.split_first() else {
@@ -45,10 +24,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let initrd = [0xA5u8; 0x1000];
     let initrd = (sel & 4 != 0).then_some(&initrd[..]);
-    let mut mem = Counting {
-        mem: VecMemory::new(RAM as usize),
-        writes: 0,
-    };
+    let mut mem = CountingMemory::new(RAM as usize, 0);
     match load_pvh(image, "console=ttyS0", initrd, &layout, &mut mem) {
         Ok(boot) => {
             assert!(boot.entry < 1 << 32 && boot.entry < RAM);

@@ -6,7 +6,7 @@ use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use vcpu::{GuestMemError, GuestMemory, SegmentState, VecMemory};
+use vcpu::{CountingMemory, GuestMemory, SegmentState};
 
 use super::*;
 use crate::bzimage::{E820Entry, E820Kind, ReservedKind, ReservedRange, E820_MAX_ENTRIES};
@@ -31,36 +31,11 @@ const BSS_LEN: u64 = 0x2000;
 const IMAGE_LEN: usize = 0x1180;
 
 /// Guest RAM that counts writes, so tests can prove none happened.
-struct Counting {
-    mem: VecMemory,
-    writes: usize,
-}
+type Counting = CountingMemory;
 
-impl Counting {
-    fn new(size: u64) -> Self {
-        let mut mem = VecMemory::new(size as usize);
-        mem.0.fill(0xCC); // so zeroing is visible
-        Counting { mem, writes: 0 }
-    }
-
-    fn bytes(&self, gpa: u64, len: u64) -> &[u8] {
-        &self.mem.0[gpa as usize..(gpa + len) as usize]
-    }
-}
-
-impl GuestMemory for Counting {
-    fn size(&self) -> u64 {
-        self.mem.size()
-    }
-
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
-        self.mem.read(gpa, buf)
-    }
-
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
-        self.writes += 1;
-        self.mem.write(gpa, data)
-    }
+/// `size` bytes of RAM filled with 0xCC, so zeroing is visible.
+fn counting(size: u64) -> Counting {
+    CountingMemory::new(size as usize, 0xCC)
 }
 
 fn layout(ram_size: u64) -> VmLayout<'static> {
@@ -120,7 +95,7 @@ fn initrd_bytes(len: usize) -> Vec<u8> {
 
 /// Loads and expects an error with RAM left untouched.
 fn load_err(image: &[u8], cmdline: &str, initrd: Option<&[u8]>, l: &VmLayout<'_>) -> PvhError {
-    let mut mem = Counting::new(RAM);
+    let mut mem = counting(RAM);
     let err = load_pvh(image, cmdline, initrd, l, &mut mem).unwrap_err();
     assert_eq!(
         mem.writes, 0,
@@ -160,7 +135,7 @@ fn linux_like_vmlinux_with_initrd_and_acpi() {
     };
     let initrd = initrd_bytes(0x2345);
     let cmdline = "console=ttyS0 root=/dev/ram0";
-    let mut mem = Counting::new(RAM);
+    let mut mem = counting(RAM);
     let boot = load_pvh(&img, cmdline, Some(&initrd), &l, &mut mem).unwrap();
     let map = e820_map(RAM, &reserved).unwrap();
     let initrd_at = Placement {
@@ -250,7 +225,7 @@ fn four_byte_entry_note_no_initrd_no_acpi() {
     notes.extend(note_bytes(b"Xen\0", 6, b"linux\0", 4));
     let img = image(&notes);
     for initrd in [None, Some(&[][..])] {
-        let mut mem = Counting::new(RAM);
+        let mut mem = counting(RAM);
         let boot = load_pvh(&img, "", initrd, &layout(RAM), &mut mem).unwrap();
         assert_eq!(boot.entry, ENTRY + 4);
         assert_eq!(boot.initrd, None, "an empty initrd is none");
@@ -268,13 +243,7 @@ fn four_byte_entry_note_no_initrd_no_acpi() {
 fn first_entry_note_wins_and_eight_byte_aligned_notes_are_read() {
     let mut notes = entry_note(&(ENTRY as u32).to_le_bytes());
     notes.extend(entry_note(&(ENTRY as u32 + 8).to_le_bytes()));
-    let boot = load_pvh(
-        &image(&notes),
-        "",
-        None,
-        &layout(RAM),
-        &mut Counting::new(RAM),
-    );
+    let boot = load_pvh(&image(&notes), "", None, &layout(RAM), &mut counting(RAM));
     assert_eq!(boot.unwrap().entry, ENTRY);
 
     // A PT_NOTE segment with p_align 8: name and descriptor padded to 8.
@@ -288,13 +257,13 @@ fn first_entry_note_wins_and_eight_byte_aligned_notes_are_read() {
     let mut img = image(&notes);
     let p_align = 0x40 + 2 * 56 + 48;
     img[p_align..p_align + 8].copy_from_slice(&8u64.to_le_bytes());
-    let boot = load_pvh(&img, "", None, &layout(RAM), &mut Counting::new(RAM)).unwrap();
+    let boot = load_pvh(&img, "", None, &layout(RAM), &mut counting(RAM)).unwrap();
     assert_eq!(boot.entry, ENTRY + 0x10);
 }
 
 #[test]
 fn entry_state_is_the_pvh_contract() {
-    let mut mem = Counting::new(RAM);
+    let mut mem = counting(RAM);
     let boot = load_pvh(&image(&linux_notes()), "", None, &layout(RAM), &mut mem).unwrap();
     let s = boot.entry_state();
     assert_eq!((s.rip, s.rsp, s.rflags), (ENTRY, 0, 0x2));
@@ -546,7 +515,7 @@ fn initrd_placement_and_limits() {
     // kernel, under the text.
     let ram = DATA + BSS_LEN;
     let initrd = initrd_bytes(3 * MIB as usize);
-    let mut mem = Counting::new(RAM);
+    let mut mem = counting(RAM);
     let boot = load_pvh(&img, "", Some(&initrd), &layout(ram), &mut mem).unwrap();
     assert_eq!(
         boot.initrd,
@@ -557,13 +526,7 @@ fn initrd_placement_and_limits() {
     );
     // Between text and data, where it fits.
     let small = initrd_bytes(0x1000);
-    let boot = load_pvh(
-        &img,
-        "",
-        Some(&small),
-        &layout(ram),
-        &mut Counting::new(RAM),
-    );
+    let boot = load_pvh(&img, "", Some(&small), &layout(ram), &mut counting(RAM));
     assert_eq!(boot.unwrap().initrd.unwrap().gpa, DATA - 0x1000);
     // Too big for RAM, or for what the kernel leaves of it.
     let huge = vec![1u8; RAM as usize];
@@ -588,7 +551,7 @@ fn initrd_placement_and_limits() {
 fn bad_layouts_and_command_lines() {
     let img = image(&linux_notes());
     let l = layout(RAM);
-    let mut small = Counting::new(RAM / 2);
+    let mut small = counting(RAM / 2);
     assert_eq!(
         load_pvh(&img, "", None, &l, &mut small),
         Err(PvhError::RamLargerThanMemory {
@@ -638,7 +601,7 @@ fn bad_layouts_and_command_lines() {
             max: 0xFFFF
         }
     );
-    let mut mem = Counting::new(RAM);
+    let mut mem = counting(RAM);
     load_pvh(&img, &long[1..], None, &l, &mut mem).unwrap();
     assert_eq!(mem.bytes(PVH_CMDLINE_GPA + 0xFFFF, 1), &[0]);
     assert_eq!(
@@ -658,7 +621,7 @@ fn boot_areas_hold_what_is_written_there() {
     assert_eq!(PVH_START_INFO_GPA, crate::LINUX_ZERO_PAGE_GPA);
     assert_eq!(PVH_CMDLINE_GPA, crate::LINUX_CMDLINE_GPA);
     // Nothing is written outside the areas but the kernel and initrd.
-    let mut mem = Counting::new(RAM);
+    let mut mem = counting(RAM);
     let initrd = initrd_bytes(0x100);
     let boot = load_pvh(
         &image(&linux_notes()),
@@ -699,7 +662,7 @@ fn corrupted_images_never_panic() {
         reserved: &[],
         acpi_rsdp: Some(0xE_0000),
     };
-    let mut mem = Counting::new(20 * MIB);
+    let mut mem = counting(20 * MIB);
     let mut try_load = |img: &[u8], what: &dyn core::fmt::Display| {
         let before = mem.writes;
         match load_pvh(img, "console=ttyS0", Some(&initrd), &l, &mut mem) {
