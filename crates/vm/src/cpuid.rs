@@ -27,6 +27,7 @@
 //! | other 0x4000_0000..=0x4FFF_FFFF | all zero | the software-reserved range; hides an outer hypervisor's leaves when Quercus itself runs nested |
 //! | 0x8000_0001 | ECX.SVM (2) cleared | no nested AMD-V |
 //! | 0x8000_000A | all zero | SVM features: none without SVM |
+//! | 0x8000_001F | all zero | AMD memory encryption (SME/SEV): the guest has none, and a guest that sees it reads MSRs (SYSCFG, SEV_STATUS) that #GP before it has an IDT |
 
 /// Highest leaf of the Quercus hypervisor range (EAX of leaf 0x4000_0000).
 pub const HV_MAX_LEAF: u32 = 0x4000_0010;
@@ -50,6 +51,7 @@ const LEAF_AMD_FEATURES: u32 = 0x8000_0001;
 const EDX_MCE: u32 = 1 << 7;
 const EDX_MCA: u32 = 1 << 14;
 const LEAF_SVM: u32 = 0x8000_000A;
+const LEAF_AMD_MEM_ENCRYPT: u32 = 0x8000_001F;
 
 const EAX: usize = 0;
 const EBX: usize = 1;
@@ -124,7 +126,7 @@ impl CpuidPolicy {
                 let count = self.vcpu_count.min(0xFF);
                 r[EBX] = (r[EBX] & 0x0000_FFFF) | (apic_id << 24) | (count << 16);
             }
-            LEAF_MONITOR | LEAF_THERMAL_POWER | LEAF_SVM => r = [0; 4],
+            LEAF_MONITOR | LEAF_THERMAL_POWER | LEAF_SVM | LEAF_AMD_MEM_ENCRYPT => r = [0; 4],
             LEAF_EXT_FEATURES if subleaf == 0 => {
                 r[EBX] &= !EBX_TSC_ADJUST;
                 r[ECX] &= !ECX_LA57;
@@ -246,7 +248,7 @@ mod tests {
 
     #[test]
     fn monitor_thermal_and_svm_leaves_are_zero() {
-        for leaf in [5, 6, 0x8000_000A] {
+        for leaf in [5, 6, 0x8000_000A, 0x8000_001F] {
             for sub in [0, 1, u32::MAX] {
                 assert_eq!(POLICY.virtualize(leaf, sub, ALL), [0; 4], "leaf {leaf:#x}");
             }
