@@ -18,6 +18,7 @@
 //! | 6 | all zero | thermal and power management belong to the host |
 //! | 7.0 | EBX.TSC_ADJUST (1), ECX.LA57 (16), EDX.ARCH_CAPABILITIES (29) cleared | keeps CPUID consistent with the MSR policy: those MSRs #GP, and canonical checks assume 4-level paging |
 //! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
+//! | 0xD.1 | EAX.XSAVES (3) cleared | IA32_XSS is not virtualized (it #GPs); guests use XSAVEC/XSAVEOPT |
 //! | 0x15 | EAX = 100,000, EBX = TSC kHz, ECX = 100 MHz | the TSC as the hypervisor calibrated it, over a "crystal" that is the vLAPIC timer's clock: a guest needs no calibration (the host's own leaf may be wrong: Bochs claims 2.4 GHz, its TSC runs at 200 MHz) |
 //! | 0x16 | EAX = EBX = TSC MHz, ECX = 100 (bus MHz) | the same frequencies for guests that read this leaf |
 //! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
@@ -26,6 +27,7 @@
 //! | 0x4000_0010 | EAX = TSC kHz, EBX = LAPIC bus kHz | timing leaf (VMware/KVM convention) |
 //! | other 0x4000_0000..=0x4FFF_FFFF | all zero | the software-reserved range; hides an outer hypervisor's leaves when Quercus itself runs nested |
 //! | 0x8000_0001 | ECX.SVM (2) cleared | no nested AMD-V |
+//! | 0x8000_0001 | ECX.MONITORX (29) cleared | MONITORX/MWAITX exit with MONITOR/MWAIT (#UD); Linux would use them for delays |
 //! | 0x8000_000A | all zero | SVM features: none without SVM |
 //! | 0x8000_001F | all zero | AMD memory encryption (SME/SEV): the guest has none, and a guest that sees it reads MSRs (SYSCFG, SEV_STATUS) that #GP before it has an IDT |
 
@@ -41,6 +43,9 @@ const LEAF_THERMAL_POWER: u32 = 0x6;
 const LEAF_EXT_FEATURES: u32 = 0x7;
 const LEAF_TOPOLOGY: u32 = 0xB;
 const LEAF_TOPOLOGY_V2: u32 = 0x1F;
+const LEAF_XSAVE: u32 = 0xD;
+/// Leaf 0xD.1 EAX: XSAVES/XRSTORS and IA32_XSS (not virtualized: the MSR #GPs).
+const XSAVES: u32 = 1 << 3;
 const LEAF_TSC_CRYSTAL: u32 = 0x15;
 const LEAF_FREQUENCY: u32 = 0x16;
 const LEAF_HV_BASE: u32 = 0x4000_0000;
@@ -72,6 +77,8 @@ const EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 
 // Leaf 0x8000_0001 ECX.
 const SVM: u32 = 1 << 2;
+/// MONITORX/MWAITX: intercepted with MONITOR/MWAIT, so hidden like them.
+const MWAITX: u32 = 1 << 29;
 
 /// What one vCPU of one VM is told about itself through CPUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +140,7 @@ impl CpuidPolicy {
                 r[EDX] &= !EDX_ARCH_CAPABILITIES;
             }
             LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => r[EDX] = self.vcpu_id,
+            LEAF_XSAVE if subleaf == 1 => r[EAX] &= !XSAVES,
             // TSC = crystal * EBX / EAX: the crystal is the vLAPIC's bus clock.
             LEAF_TSC_CRYSTAL if self.tsc_khz != 0 => {
                 r = [
@@ -158,7 +166,7 @@ impl CpuidPolicy {
             // 0x4000_0001..=0x4000_000F.
             l if (LEAF_HV_BASE..=LEAF_HV_RANGE_END).contains(&l) => r = [0; 4],
             LEAF_AMD_FEATURES => {
-                r[ECX] &= !SVM;
+                r[ECX] &= !(SVM | MWAITX);
                 r[EDX] &= !(EDX_MCE | EDX_MCA);
             }
             _ => {}
@@ -312,6 +320,15 @@ mod tests {
     }
 
     #[test]
+    fn xsave_leaf_hides_xsaves_only() {
+        assert_eq!(
+            POLICY.virtualize(0xD, 1, ALL),
+            [!XSAVES, u32::MAX, u32::MAX, u32::MAX]
+        );
+        assert_eq!(POLICY.virtualize(0xD, 0, ALL), ALL);
+    }
+
+    #[test]
     fn tsc_leaves_report_the_calibrated_frequency_over_the_lapic_clock() {
         let [den, num, crystal, _] = POLICY.virtualize(0x15, 0, ALL);
         let tsc_hz = u64::from(crystal) * u64::from(num) / u64::from(den);
@@ -340,9 +357,12 @@ mod tests {
     }
 
     #[test]
-    fn amd_feature_leaf_hides_svm_and_mca() {
+    fn amd_feature_leaf_hides_svm_mwaitx_and_mca() {
         let r = POLICY.virtualize(0x8000_0001, 0, ALL);
-        assert_eq!(r, [u32::MAX, u32::MAX, !SVM, !(EDX_MCE | EDX_MCA)]);
+        assert_eq!(
+            r,
+            [u32::MAX, u32::MAX, !(SVM | MWAITX), !(EDX_MCE | EDX_MCA)]
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //! | LSTAR, CSTAR 0xC000_0082/83 | backend | backend; #GP if not canonical |
 //! | FS_BASE, GS_BASE, KERNEL_GS_BASE 0xC000_0100..=0xC000_0102 | backend | backend; #GP if not canonical |
 //! | IA32_TSC_AUX 0xC000_0103 | the pCPU's | the pCPU's (RDTSCP/RDPID read it there) |
-//! | AMD HWCR 0xC001_0015 | 0 | ignored |
+//! | AMD HWCR 0xC001_0015 | TscFreqSel (bit 24) | ignored |
+//! | AMD OSVW_ID_LENGTH, OSVW_STATUS 0xC001_0140/0141 | 0 (no OS-visible workarounds) | ignored |
+//! | AMD NB_CFG 0xC001_001F | 0 | ignored |
 //!
 //! The canonical check covers the MSRs for which Intel's WRMSR raises #GP on a
 //! non-canonical address (and CSTAR, which AMD uses the same way); several of
@@ -69,6 +71,11 @@ pub mod numbers {
     /// What RDTSCP and RDPID return (Linux keeps the CPU number there).
     pub const IA32_TSC_AUX: u32 = 0xC000_0103;
     pub const AMD_HWCR: u32 = 0xC001_0015;
+    /// OS-visible workarounds: length of the status bits, and the status bits.
+    pub const AMD_OSVW_ID_LENGTH: u32 = 0xC001_0140;
+    /// Northbridge configuration (Linux reads it on AMD CPUs).
+    pub const AMD_NB_CFG: u32 = 0xC001_001F;
+    pub const AMD_OSVW_STATUS: u32 = 0xC001_0141;
     pub const AMD_VM_CR: u32 = 0xC001_0114;
     pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
 }
@@ -78,6 +85,10 @@ use numbers::*;
 /// EFER bits a guest may set: SCE (0), LME (8), LMA (10), NXE (11), FFXSR (14).
 /// SVME (12) is absent: no nested AMD-V.
 pub const EFER_GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+
+/// AMD HWCR bit 24 (TscFreqSel): the TSC runs at the P0 frequency, as the
+/// guest's TSC does (Linux warns of a firmware bug when it reads 0).
+const HWCR_TSC_FREQ_SEL: u64 = 1 << 24;
 
 /// IA32_MISC_ENABLE as the guest reads it: fast-string operations enabled.
 const MISC_ENABLE_FAST_STRINGS: u64 = 1;
@@ -130,9 +141,10 @@ impl MsrPolicy {
             IA32_TSC => MsrRead::Tsc,
             IA32_APIC_BASE | IA32_TSC_DEADLINE | X2APIC_FIRST..=X2APIC_LAST => MsrRead::Lapic,
             IA32_MISC_ENABLE => MsrRead::Value(MISC_ENABLE_FAST_STRINGS),
-            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | IA32_MTRR_DEF_TYPE | AMD_HWCR => {
-                MsrRead::Value(0)
-            }
+            // HWCR.TscFreqSel: the TSC counts at the P0 frequency.
+            AMD_HWCR => MsrRead::Value(HWCR_TSC_FREQ_SEL),
+            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | IA32_MTRR_DEF_TYPE
+            | AMD_OSVW_ID_LENGTH | AMD_OSVW_STATUS | AMD_NB_CFG => MsrRead::Value(0),
             m if is_backend_msr(m) => MsrRead::Backend,
             _ => MsrRead::Gp,
         }
@@ -147,9 +159,8 @@ impl MsrPolicy {
             // RDTSCP/RDPID read the pCPU's own TSC_AUX, which belongs to this
             // vCPU (the hypervisor does not use it); reserved bits #GP there.
             IA32_TSC_AUX => MsrWrite::Host,
-            IA32_TSC | IA32_BIOS_SIGN_ID | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | AMD_HWCR => {
-                MsrWrite::Ignore
-            }
+            IA32_TSC | IA32_BIOS_SIGN_ID | IA32_MISC_ENABLE | IA32_MTRR_DEF_TYPE | AMD_HWCR
+            | AMD_OSVW_ID_LENGTH | AMD_OSVW_STATUS | AMD_NB_CFG => MsrWrite::Ignore,
             IA32_APIC_BASE | IA32_TSC_DEADLINE | X2APIC_FIRST..=X2APIC_LAST => MsrWrite::Lapic,
             IA32_EFER => backend_if(value & !EFER_GUEST_BITS == 0),
             IA32_PAT => backend_if(pat_valid(value)),
@@ -307,10 +318,14 @@ mod tests {
             IA32_BIOS_SIGN_ID,
             IA32_MTRRCAP,
             IA32_MTRR_DEF_TYPE,
-            AMD_HWCR,
+            AMD_OSVW_ID_LENGTH,
+            AMD_OSVW_STATUS,
+            AMD_NB_CFG,
         ] {
             assert_eq!(P.read(msr), MsrRead::Value(0), "{msr:#x}");
         }
+        assert_eq!(P.read(AMD_HWCR), MsrRead::Value(1 << 24), "TscFreqSel");
+        assert_eq!(P.write(AMD_OSVW_STATUS, u64::MAX), MsrWrite::Ignore);
     }
 
     #[test]
