@@ -358,9 +358,9 @@ fn linux_pvh() -> TestCase {
     }
 }
 
-/// Linux with two vCPUs to userspace on Intel VT-x (Bochs): the slow one (minutes). The AP starts
-/// in real mode through INIT/SIPI under VMX's unrestricted guest.
-fn linux_bochs() -> TestCase {
+/// Linux with two vCPUs to userspace under Bochs (Intel VT-x or AMD-V): the slow ones (minutes).
+/// The AP starts in real mode through INIT/SIPI (under VMX: unrestricted guest).
+fn linux_bochs(name: &'static str, emulator: Emulator) -> TestCase {
     TestCase {
         scenario: "linux-smp",
         cpus: 3,
@@ -373,7 +373,7 @@ fn linux_bochs() -> TestCase {
         post_check: Some(linux_memory_check),
         fail: Fail::Custom(LINUX_FAIL),
         timeout_secs: 1200,
-        ..boot("linux-smp-bochs-vmx", Emulator::Bochs, 3)
+        ..boot(name, emulator, 3)
     }
 }
 
@@ -448,7 +448,8 @@ pub fn cases() -> Vec<TestCase> {
         linux_smp(),
         linux_pvh(),
         linux_panic(),
-        linux_bochs(),
+        linux_bochs("linux-smp-bochs-vmx", Emulator::Bochs),
+        linux_bochs("linux-smp-bochs-svm", Emulator::BochsAmd),
         guest("guest-qemu-svm", Emulator::Qemu),
         guest("guest-bochs-svm", Emulator::BochsAmd),
         guest("guest-bochs-vmx", Emulator::Bochs),
