@@ -306,7 +306,8 @@ fn linux_smp_check(lines: &[String]) -> Result<(), String> {
 const STATS_VCPU1: &str = r"^linux\s+1\s+\d+\s+\d+\s+[\d.]+%";
 
 /// Linux with two vCPUs: both come up (the AP through INIT/SIPI), both take
-/// interrupts, IPIs flow; `reboot` brings both back, `poweroff` stops the VM.
+/// interrupts, IPIs flow; `reboot` brings both back, `poweroff` stops the VM,
+/// and the operator's `vm_start` boots both vCPUs again.
 fn linux_smp() -> TestCase {
     TestCase {
         scenario: "linux-smp",
@@ -321,6 +322,8 @@ fn linux_smp() -> TestCase {
             ),
             (r"^done-42", "reboot -f\r"),
             (r"^QUERCUS-GUEST: shell$", "poweroff -f\r"),
+            (r"vm linux: stopped: .*powered off by the guest", "\x01d"),
+            (r"^\[detached from linux\]$", "vm_start linux\r"),
         ],
         expect: vec![
             r"vm linux: vCPU 1 starts at 0x".into(),
@@ -334,6 +337,9 @@ fn linux_smp() -> TestCase {
             r"vm linux: vCPU 1 starts at 0x".into(),
             r"^QUERCUS-GUEST: cpus=2 ".into(),
             r"vm linux: stopped: .*powered off by the guest".into(),
+            r"^\[detached from linux\]$".into(),
+            r"vm linux: vCPU 1 starts at 0x".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=2 ".into(),
         ],
         post_check: Some(linux_smp_check),
         fail: Fail::Custom(LINUX_FAIL),
