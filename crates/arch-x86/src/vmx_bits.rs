@@ -91,6 +91,7 @@ pub mod reason {
     pub const INIT: u32 = 3;
     pub const SIPI: u32 = 4;
     pub const INTERRUPT_WINDOW: u32 = 7;
+    pub const NMI_WINDOW: u32 = 8;
     pub const CPUID: u32 = 10;
     pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
@@ -258,6 +259,8 @@ pub struct Controls {
     pub exit: u32,
     /// "IA-32e mode guest" is 0 here: the vCPU sets it from EFER.LMA.
     pub entry: u32,
+    /// NMI-window exiting may be turned on (it needs virtual NMIs).
+    pub nmi_window: bool,
 }
 
 impl Controls {
@@ -289,6 +292,8 @@ pub const PRIMARY_REQUIRED: u32 = Primary::HLT_EXITING.bits()
 pub const PRIMARY_WANTED: u32 = Primary::MWAIT_EXITING.bits() | Primary::MONITOR_EXITING.bits();
 /// Toggled at run time; must be allowed, starts off.
 pub const INTERRUPT_WINDOW_EXITING: u32 = Primary::INTERRUPT_WINDOW_EXITING.bits();
+/// Toggled at run time when allowed (with virtual NMIs); starts off.
+pub const NMI_WINDOW_EXITING: u32 = Primary::NMI_WINDOW_EXITING.bits();
 /// Secondary controls Quercus needs.
 pub const SECONDARY_REQUIRED: u32 =
     Secondary::ENABLE_EPT.bits() | Secondary::UNRESTRICTED_GUEST.bits();
@@ -345,12 +350,16 @@ pub fn compute_controls(caps: &CapMsrs) -> Result<Controls, ControlError> {
         ENTRY_WANTED,
         ENTRY_REQUIRED,
     )?;
+    let nmi_window = pin & Pin::VIRTUAL_NMIS.bits() != 0
+        && (caps.primary >> 32) as u32 & NMI_WINDOW_EXITING != 0
+        && caps.primary as u32 & NMI_WINDOW_EXITING == 0;
     Ok(Controls {
         pin,
         primary,
         secondary,
         exit,
         entry,
+        nmi_window,
     })
 }
 
@@ -626,7 +635,7 @@ pub fn decode_exit(e: &ExitInfo) -> VmExit {
         }
         reason::EXTERNAL_INTERRUPT | reason::INIT | reason::SIPI => VmExit::ExternalInterrupt,
         reason::TRIPLE_FAULT => VmExit::Shutdown,
-        reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        reason::INTERRUPT_WINDOW | reason::NMI_WINDOW => VmExit::InterruptWindow,
         reason::CPUID => VmExit::Cpuid,
         reason::HLT => VmExit::Hlt,
         reason::VMCALL => VmExit::Hypercall,
@@ -970,6 +979,21 @@ mod tests {
         let c = compute_controls(&k).unwrap();
         assert!(!c.vpid() && !c.xsaves());
         assert_eq!(c.secondary, SECONDARY_REQUIRED);
+    }
+
+    #[test]
+    fn nmi_window_needs_virtual_nmis() {
+        let c = compute_controls(&caps()).unwrap();
+        assert!(c.virtual_nmis() && c.nmi_window);
+        assert_eq!(c.primary & NMI_WINDOW_EXITING, 0, "starts off");
+        let mut k = caps();
+        k.pin &= !(u64::from(Pin::VIRTUAL_NMIS.bits()) << 32);
+        let c = compute_controls(&k).unwrap();
+        assert!(!c.virtual_nmis() && !c.nmi_window);
+        let mut k = caps();
+        k.primary &= !(u64::from(NMI_WINDOW_EXITING) << 32);
+        let c = compute_controls(&k).unwrap();
+        assert!(c.virtual_nmis() && !c.nmi_window);
     }
 
     #[test]

@@ -89,4 +89,8 @@ pub trait VcpuBackend {
     /// blocked from an NMI's delivery until the guest's next IRET). A blocked
     /// NMI waits for a later entry.
     fn nmi_injectable(&self) -> bool;
+    /// Asks for a [`VmExit::InterruptWindow`] as soon as the guest can take an
+    /// NMI, where the hardware offers that (VMX's NMI-window exiting); without
+    /// it the NMI waits for the next exit.
+    fn request_nmi_window(&mut self, _on: bool) {}
 }

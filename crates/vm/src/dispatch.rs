@@ -225,15 +225,18 @@ impl VcpuExits {
             return Flow::WaitForSipi;
         }
         self.lapic.poll(now);
-        if self.nmi_pending && vcpu.nmi_injectable() {
-            // An NMI outranks every maskable interrupt.
-            vcpu.inject(Event::Nmi);
-            self.nmi_pending = false;
-            self.injected += 1;
-            if self.lapic.pending().is_some() {
-                vcpu.request_interrupt_window(true);
+        if self.nmi_pending {
+            if vcpu.nmi_injectable() {
+                // An NMI outranks every maskable interrupt.
+                vcpu.inject(Event::Nmi);
+                self.nmi_pending = false;
+                self.injected += 1;
+                if self.lapic.pending().is_some() {
+                    vcpu.request_interrupt_window(true);
+                }
+                return Flow::Continue;
             }
-            return Flow::Continue;
+            vcpu.request_nmi_window(true);
         }
         if vcpu.interruptible() {
             if let Some(vector) = self.lapic.pending() {
@@ -577,6 +580,7 @@ mod tests {
         window: bool,
         state_msrs: Vec<(u32, u64)>,
         nmi_blocked: bool,
+        nmi_window: bool,
     }
 
     impl MockVcpu {
@@ -656,6 +660,9 @@ mod tests {
         }
         fn nmi_injectable(&self) -> bool {
             !self.nmi_blocked
+        }
+        fn request_nmi_window(&mut self, on: bool) {
+            self.nmi_window = on;
         }
     }
 
@@ -1073,6 +1080,7 @@ mod tests {
         e1.before_entry(&mut v1, &h);
         assert_eq!(v1.injected.len(), 2, "the fixed IPI went in, not the NMI");
         assert!(e1.nmi_pending);
+        assert!(v1.nmi_window, "an exit is asked for when NMIs unblock");
         v1.nmi_blocked = false;
         e1.before_entry(&mut v1, &h);
         assert_eq!(v1.injected[2], Event::Nmi);

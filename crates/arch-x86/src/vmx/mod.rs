@@ -635,6 +635,7 @@ impl VmxVcpu {
             reason::INTERRUPT_WINDOW => {
                 self.set_primary_bits(vmx_bits::INTERRUPT_WINDOW_EXITING, false)
             }
+            reason::NMI_WINDOW => self.set_primary_bits(vmx_bits::NMI_WINDOW_EXITING, false),
             _ => {}
         }
         Some(vmx_bits::decode_exit(&info))
@@ -732,6 +733,12 @@ impl VcpuBackend for VmxVcpu {
 
     fn request_interrupt_window(&mut self, on: bool) {
         self.set_primary_bits(vmx_bits::INTERRUPT_WINDOW_EXITING, on);
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        if self.controls.nmi_window {
+            self.set_primary_bits(vmx_bits::NMI_WINDOW_EXITING, on);
+        }
     }
 
     fn nmi_injectable(&self) -> bool {
