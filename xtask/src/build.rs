@@ -142,13 +142,7 @@ pub fn scenario_modules(
     scenario: &Path,
     opts: &BuildOptions,
 ) -> Result<Vec<crate::runner::BootModule>> {
-    let guests = guest_packages(root);
-    let mut names: Vec<&str> = guests.iter().map(String::as_str).collect();
-    names.extend([LINUX_MODULE, LINUX_INITRD_MODULE, LINUX_VMLINUX_MODULE]);
-    let validated = configurator::load_and_validate(scenario, &names).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
-    })?;
+    let validated = validate(root, scenario)?;
     let mut modules = Vec::new();
     for name in validated.modules() {
         let path = match name {
@@ -163,6 +157,30 @@ pub fn scenario_modules(
         });
     }
     Ok(modules)
+}
+
+/// A scenario checked against the board and the modules the build provides.
+fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
+    let guests = guest_packages(root);
+    let mut names: Vec<&str> = guests.iter().map(String::as_str).collect();
+    names.extend([LINUX_MODULE, LINUX_INITRD_MODULE, LINUX_VMLINUX_MODULE]);
+    configurator::load_and_validate(scenario, &names).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
+    })
+}
+
+/// How many CPUs the emulated machine needs for every VM of a scenario to
+/// start: its highest pCPU index plus one (pCPU 0 is the hypervisor's).
+pub fn scenario_cpus(root: &Path, scenario: &Path) -> Result<u32> {
+    let validated = validate(root, scenario)?;
+    let highest = validated
+        .vms
+        .iter()
+        .flat_map(|vm| vm.pcpus.iter().copied())
+        .max()
+        .unwrap_or(0);
+    Ok(u32::from(highest) + 1)
 }
 
 /// Package names of the bare-metal guests (directories under `guests/`).

@@ -98,9 +98,9 @@ struct RunArgs {
     scenario: String,
     #[arg(long, value_enum, default_value_t = Emulator::Qemu)]
     emulator: Emulator,
-    /// Number of CPUs.
-    #[arg(long, default_value_t = 2)]
-    cpus: u32,
+    /// Number of CPUs (default: what the scenario's VMs need, at least 2).
+    #[arg(long)]
+    cpus: Option<u32>,
     /// Memory in MiB.
     #[arg(long, default_value_t = 512)]
     mem: u32,
@@ -198,6 +198,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let root = workspace_root();
     let mut scenario_modules = Vec::new();
     let mut cmdline = args.cmdline;
+    let mut cpus = args.cpus.unwrap_or(2);
     let kernel = match args.kernel {
         None if args.native_linux => {
             let image = linux_image::linux_guest(&root)?;
@@ -224,6 +225,9 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                 scenario: Some(scenario.clone()),
             };
             scenario_modules = build::scenario_modules(&root, &scenario, &opts)?;
+            if args.cpus.is_none() {
+                cpus = cpus.max(build::scenario_cpus(&root, &scenario)?);
+            }
             build::build_hypervisor(&opts)?
         }
     };
@@ -249,7 +253,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         },
         kernel,
         emulator: args.emulator,
-        cpus: args.cpus,
+        cpus,
         mem_mib: args.mem,
         cmdline,
         modules: scenario_modules
