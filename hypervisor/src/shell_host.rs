@@ -13,8 +13,8 @@ use paging::GuestPhysAddr;
 use platform::{HostPhysAddr, PhysRange};
 use scenario::VmType;
 use shell::{
-    Action, BackendError, Console, IoapicLine, IrqLine, Lifecycle, Mode, RegDump, ShellBackend,
-    StatsLine, VcpuInfo, VcpuState, VmId, VmInfo, VmState,
+    Action, BackendError, Console, IoapicLine, IrqLine, Lifecycle, MemUsage, Mode, RegDump,
+    ShellBackend, StatsLine, VcpuInfo, VcpuState, VmId, VmInfo, VmState,
 };
 use spin::{Mutex, Once};
 use vcpu::GuestMemory;
@@ -279,6 +279,17 @@ impl ShellBackend for Host {
                         })
                 })
                 .collect()),
+        }
+    }
+
+    fn mem_usage(&self) -> MemUsage {
+        let frames = crate::boot::FRAMES.lock().stats();
+        let (heap_used, heap_total) = arch_x86::heap::usage();
+        MemUsage {
+            frames_total: frames.total_frames,
+            frames_free: frames.free_frames,
+            heap_used: heap_used as u64,
+            heap_total: heap_total as u64,
         }
     }
 

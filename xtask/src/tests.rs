@@ -299,7 +299,32 @@ fn linux_smp_check(lines: &[String]) -> Result<(), String> {
             "vcpu_list and stats should show exits for both vCPUs: {per_vcpu:?}"
         ));
     }
-    Ok(())
+    no_leak_across_restarts(lines)
+}
+
+/// The KiB in use of `pool` ("frames", "heap") in each `mem` table, in order.
+fn mem_used_kib(lines: &[String], pool: &str) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(pool)).then(|| f.next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// `mem` before the reboot / poweroff / `vm_start` cycles and after them: the
+/// same frames in use, and the heap within less than one SVM vCPU's pages (28 KiB)
+/// of where it was.
+fn no_leak_across_restarts(lines: &[String]) -> Result<(), String> {
+    let frames = mem_used_kib(lines, "frames");
+    let heap = mem_used_kib(lines, "heap");
+    match (&frames[..], &heap[..]) {
+        ([f0, .., f1], [h0, .., h1]) if f0 == f1 && *h1 < h0 + 28 => Ok(()),
+        _ => Err(format!(
+            "memory in use grew across VM restarts: frames {frames:?} KiB, heap {heap:?} KiB"
+        )),
+    }
 }
 
 /// The `stats` row of the SMP Linux VM's vCPU 1: exits, injected, guest share.
@@ -313,7 +338,8 @@ fn linux_smp() -> TestCase {
         scenario: "linux-smp",
         cpus: 3,
         input: vec![
-            (r"^\[linux\] QUERCUS-GUEST: shell$", "vcpu_list linux\r"),
+            (r"^\[linux\] QUERCUS-GUEST: shell$", "mem\r"),
+            (r"^heap\s+\d+ KiB", "vcpu_list linux\r"),
             (r"^linux\s+1\s+2\s+(running|halted)\s", "stats linux\r"),
             (STATS_VCPU1, "vm_console linux\r"),
             (
@@ -324,6 +350,7 @@ fn linux_smp() -> TestCase {
             (r"^QUERCUS-GUEST: shell$", "poweroff -f\r"),
             (r"vm linux: stopped: .*powered off by the guest", "\x01d"),
             (r"^\[detached from linux\]$", "vm_start linux\r"),
+            (r"^\[linux\] QUERCUS-GUEST: shell$", "mem\r"),
         ],
         expect: vec![
             r"vm linux: vCPU 1 starts at 0x".into(),
@@ -340,6 +367,7 @@ fn linux_smp() -> TestCase {
             r"^\[detached from linux\]$".into(),
             r"vm linux: vCPU 1 starts at 0x".into(),
             r"^\[linux\] QUERCUS-GUEST: cpus=2 ".into(),
+            r"^heap\s+\d+ KiB".into(),
         ],
         post_check: Some(linux_smp_check),
         fail: Fail::Custom(LINUX_FAIL),

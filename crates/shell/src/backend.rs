@@ -212,6 +212,17 @@ pub struct IrqLine {
     pub owner: String,
 }
 
+/// What `mem` shows: the hypervisor's own memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemUsage {
+    /// 4 KiB frames the frame allocator manages, and how many are free.
+    pub frames_total: u64,
+    pub frames_free: u64,
+    /// Heap bytes in use (rounded as the allocator hands them out) and managed.
+    pub heap_used: u64,
+    pub heap_total: u64,
+}
+
 /// Why the hypervisor refused or failed a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendError {
@@ -324,6 +335,8 @@ pub trait ShellBackend {
     fn ioapic(&self, vm: Option<VmId>) -> Result<Vec<IoapicLine>, BackendError>;
     /// The vectors the hypervisor has set up, with delivery counts.
     fn interrupts(&self) -> Vec<IrqLine>;
+    /// The frame allocator's and the heap's usage.
+    fn mem_usage(&self) -> MemUsage;
 }
 
 #[cfg(test)]

@@ -325,6 +325,14 @@ pub static COMMANDS: &[Command] = &[
         handler: info::stats,
     },
     Command {
+        name: "mem",
+        aliases: &[],
+        args: "",
+        summary: "show the hypervisor's memory: frames (used by VM RAM and tables) and heap",
+        details: "",
+        handler: info::mem,
+    },
+    Command {
         name: "int",
         aliases: &[],
         args: "",

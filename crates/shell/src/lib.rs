@@ -24,8 +24,8 @@ pub mod parse;
 mod ring;
 
 pub use backend::{
-    BackendError, IoapicLine, IrqLine, Lifecycle, RegDump, ShellBackend, StatsLine, VcpuInfo,
-    VcpuState, VmId, VmInfo, VmState,
+    BackendError, IoapicLine, IrqLine, Lifecycle, MemUsage, RegDump, ShellBackend, StatsLine,
+    VcpuInfo, VcpuState, VmId, VmInfo, VmState,
 };
 pub use commands::{execute, CmdError, Command, Outcome, ShellError, COMMANDS};
 pub use console::{Action, Console, Mode, DETACH_KEY, ESCAPE_BYTE, PROMPT};

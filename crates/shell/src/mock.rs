@@ -15,8 +15,8 @@ use vcpu::{ExitKind, Gprs, IoAccess, SegmentState, SystemState, VmExit};
 use vm::ExitStats;
 
 use crate::backend::{
-    BackendError, IoapicLine, IrqLine, Lifecycle, RegDump, ShellBackend, StatsLine, VcpuInfo,
-    VcpuState, VmId, VmInfo, VmState,
+    BackendError, IoapicLine, IrqLine, Lifecycle, MemUsage, RegDump, ShellBackend, StatsLine,
+    VcpuInfo, VcpuState, VmId, VmInfo, VmState,
 };
 
 /// Where [`MockBackend`]'s readable host memory starts.
@@ -342,6 +342,15 @@ impl ShellBackend for MockBackend {
                     rte: 0x24,
                 }])
             }
+        }
+    }
+
+    fn mem_usage(&self) -> MemUsage {
+        MemUsage {
+            frames_total: 131_072,
+            frames_free: 100_000,
+            heap_used: 3 << 20,
+            heap_total: 16 << 20,
         }
     }
 

@@ -89,6 +89,28 @@ pub(super) fn stats(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, C
     Ok(Outcome::Done)
 }
 
+pub(super) fn mem(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let m = ctx.backend.mem_usage();
+    let mut t = Table::new(&["POOL", "USED", "FREE", "TOTAL"]);
+    let kib = |bytes: u64| format!("{} KiB", bytes / 1024);
+    let frames_used = m.frames_total.saturating_sub(m.frames_free);
+    t.row(vec![
+        "frames".into(),
+        kib(frames_used * 4096),
+        kib(m.frames_free * 4096),
+        kib(m.frames_total * 4096),
+    ]);
+    t.row(vec![
+        "heap".into(),
+        kib(m.heap_used),
+        kib(m.heap_total.saturating_sub(m.heap_used)),
+        kib(m.heap_total),
+    ]);
+    t.write_to(ctx.out);
+    Ok(Outcome::Done)
+}
+
 pub(super) fn int(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
     args.finish()?;
     let irqs = ctx.backend.interrupts();

@@ -72,6 +72,7 @@ fn valid_lines() -> Vec<Script> {
         ("vm_reset linux", nothing),
         ("stats linux", nothing),
         ("int", nothing),
+        ("mem", nothing),
         ("vioapic linux", nothing),
         ("dump_ioapic", nothing),
         ("loglevel warn", nothing),
@@ -675,4 +676,23 @@ fn no_command_panics_on_hostile_words() {
             }
         }
     }
+}
+
+#[test]
+fn mem_shows_frames_and_heap_in_kib() {
+    let mut b = MockBackend::new();
+    let out = run(&mut b, "mem").unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("POOL"), "{out}");
+    let frames: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        frames,
+        ["frames", "124288", "KiB", "400000", "KiB", "524288", "KiB"]
+    );
+    let heap: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        heap,
+        ["heap", "3072", "KiB", "13312", "KiB", "16384", "KiB"]
+    );
+    assert!(fails(&mut b, "mem extra").contains("extra"));
 }
