@@ -163,7 +163,13 @@ pub struct VcpuExits {
     pub nmi_pending: bool,
     /// This vCPU's index in the VM (its inbox).
     vcpu: usize,
+    /// How long a blocked NMI waits before the hypervisor looks again, in
+    /// TSC ticks (a backend without an NMI-window exit relies on it).
+    nmi_retry: u64,
 }
+
+/// A blocked NMI is looked at again after this many microseconds at most.
+const NMI_RETRY_US: u64 = 50;
 
 impl VcpuExits {
     /// Exit handling for vCPU `vcpu_id` of a VM with `vcpu_count` vCPUs.
@@ -180,16 +186,23 @@ impl VcpuExits {
             dropped_smis: 0,
             nmi_pending: false,
             vcpu: usize::from(vcpu_id),
+            nmi_retry: (tsc_hz / 1_000_000).max(1) * NMI_RETRY_US,
         }
     }
 
     /// The next time this vCPU needs an exit for a timer (vLAPIC or device), in
     /// [`VmHost::now`] units: the hypervisor arms a host timer for it.
+    /// An NMI the guest could not take yet adds a deadline shortly after now:
+    /// on SVM the end of what blocked it (an interrupt shadow, an event being
+    /// delivered, the handler's IRET) causes no exit of its own.
     pub fn next_deadline<H: VmHost>(&self, host: &H) -> Option<u64> {
-        match (self.lapic.next_deadline(), host.device_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let retry = self
+            .nmi_pending
+            .then(|| host.now().saturating_add(self.nmi_retry));
+        [self.lapic.next_deadline(), host.device_deadline(), retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Routes device interrupts to the vCPUs they name, then takes what was
@@ -1081,8 +1094,15 @@ mod tests {
         assert_eq!(v1.injected.len(), 2, "the fixed IPI went in, not the NMI");
         assert!(e1.nmi_pending);
         assert!(v1.nmi_window, "an exit is asked for when NMIs unblock");
+        // Without an NMI-window exit (SVM) a host timer ends the run soon.
+        let soon = h.now() + 1_000_000_000 / 1_000_000 * NMI_RETRY_US;
+        let retry = e1
+            .next_deadline(&h)
+            .expect("a deadline for the blocked NMI");
+        assert!(retry <= soon + 1000, "retry at {retry}, now about {soon}");
         v1.nmi_blocked = false;
         e1.before_entry(&mut v1, &h);
         assert_eq!(v1.injected[2], Event::Nmi);
+        assert_eq!(e1.next_deadline(&h), None, "nothing left to wait for");
     }
 }
