@@ -109,6 +109,15 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
         scenario: Some(scenario.clone()),
     };
     let modules = build::scenario_modules(&root, &scenario, &opts)?;
+    // Native Linux gets the VM's CPUs and RAM (plus room for the firmware's
+    // and GRUB's own use); Quercus also needs pCPU 0 for itself.
+    let (vm_cpus, vm_mib) = build::first_vm_shape(&root, &scenario)?;
+    let quercus_cpus = build::scenario_cpus(&root, &scenario)?;
+    println!(
+        "native: {vm_cpus} CPU(s), {} MiB, `{}`; quercus: {quercus_cpus} CPUs, VM with {vm_cpus} vCPU(s) and {vm_mib} MiB",
+        vm_mib + 16,
+        crate::NATIVE_LINUX_CMDLINE
+    );
     let hv = build::build_hypervisor(&opts)?;
     let fail = Regex::new(r"quercus: fatal|Kernel panic|Attempted to kill init")?;
     let native_up = vec![Regex::new("QUERCUS-GUEST: up")?];
@@ -132,7 +141,7 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
                         path: image.initrd.clone(),
                         cmdline: String::new(),
                     }],
-                    "console=ttyS0 quiet".to_string(),
+                    crate::NATIVE_LINUX_CMDLINE.to_string(),
                     native_up.clone(),
                     Vec::new(),
                 )
@@ -149,8 +158,8 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
                 name: format!("bench-linux-{}-{label}-{i}", emulator.name()),
                 kernel,
                 emulator,
-                cpus: 2,
-                mem_mib: 1024,
+                cpus: if native { vm_cpus } else { quercus_cpus },
+                mem_mib: if native { vm_mib + 16 } else { 1024 },
                 cmdline,
                 modules: mods,
                 extra_qemu_args: Vec::new(),

@@ -183,6 +183,18 @@ pub fn scenario_cpus(root: &Path, scenario: &Path) -> Result<u32> {
     Ok(u32::from(highest) + 1)
 }
 
+/// The vCPU count and RAM (MiB) of a scenario's first VM: what a native run
+/// of the same guest gets, for a like-for-like comparison.
+pub fn first_vm_shape(root: &Path, scenario: &Path) -> Result<(u32, u32)> {
+    let validated = validate(root, scenario)?;
+    let vm = validated
+        .vms
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{} has no VM", scenario.display()))?;
+    let mib = u32::try_from(vm.memory_bytes >> 20).unwrap_or(u32::MAX);
+    Ok((vm.pcpus.len() as u32, mib))
+}
+
 /// Package names of the bare-metal guests (directories under `guests/`).
 pub fn guest_packages(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root.join("guests"))

@@ -131,8 +131,9 @@ struct RunArgs {
     native_linux: bool,
 }
 
-/// The kernel command line of native Linux runs, before `--cmdline`.
-const NATIVE_LINUX_CMDLINE: &str = "console=ttyS0 quiet";
+/// The kernel command line of native Linux runs, before `--cmdline` (the
+/// `linux` scenario's VM gets the same).
+pub const NATIVE_LINUX_CMDLINE: &str = "console=ttyS0 quiet";
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {
