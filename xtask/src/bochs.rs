@@ -71,6 +71,7 @@ fn line(s: &str) -> String {
 pub fn cpu_model(emulator: Emulator) -> &'static str {
     match emulator {
         Emulator::BochsAmd => "ryzen",
+        Emulator::BochsHaswell => "corei7_haswell_4770",
         _ => "tigerlake",
     }
 }

@@ -72,7 +72,7 @@ const BOCHS: &[Requirement] = &[
 pub fn requirements(emulator: Emulator) -> Vec<Requirement> {
     match emulator {
         Emulator::Qemu => QEMU.to_vec(),
-        Emulator::Bochs | Emulator::BochsAmd => BOCHS.to_vec(),
+        Emulator::Bochs | Emulator::BochsAmd | Emulator::BochsHaswell => BOCHS.to_vec(),
     }
 }
 

@@ -487,6 +487,7 @@ pub fn cases() -> Vec<TestCase> {
         guest("guest-qemu-svm", Emulator::Qemu),
         guest("guest-bochs-svm", Emulator::BochsAmd),
         guest("guest-bochs-vmx", Emulator::Bochs),
+        guest("guest-bochs-haswell-vmx", Emulator::BochsHaswell),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
