@@ -126,6 +126,12 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
         Regex::new(r"^linux\s+0\s+\d+")?,
     ];
     let vm_shell = Regex::new(r"^\[linux\] QUERCUS-GUEST: shell$")?;
+    // Bochs's serial port takes no input: there, the time only.
+    let (quercus_expect, quercus_input) = if emulator == Emulator::Qemu {
+        (vm_up_and_stats, vec![(vm_shell, b"stats linux\r".to_vec())])
+    } else {
+        (vm_up_and_stats[..1].to_vec(), Vec::new())
+    };
     let mut medians = Vec::new();
     for native in [true, false] {
         let label = if native { "native" } else { "quercus" };
@@ -146,24 +152,13 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
                     Vec::new(),
                 )
             } else {
-                if emulator == Emulator::Qemu {
-                    (
-                        hv.clone(),
-                        modules.clone(),
-                        String::new(),
-                        vm_up_and_stats.clone(),
-                        vec![(vm_shell.clone(), b"stats linux\r".to_vec())],
-                    )
-                } else {
-                    // Bochs's serial port takes no input: the time only.
-                    (
-                        hv.clone(),
-                        modules.clone(),
-                        String::new(),
-                        vm_up_and_stats[..1].to_vec(),
-                        Vec::new(),
-                    )
-                }
+                (
+                    hv.clone(),
+                    modules.clone(),
+                    String::new(),
+                    quercus_expect.clone(),
+                    quercus_input.clone(),
+                )
             };
             let cfg = RunConfig {
                 name: format!("bench-linux-{}-{label}-{i}", emulator.name()),
