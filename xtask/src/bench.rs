@@ -112,10 +112,10 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
     // Native Linux gets the VM's CPUs and RAM (plus room for the firmware's
     // and GRUB's own use); Quercus also needs pCPU 0 for itself.
     let (vm_cpus, vm_mib) = build::first_vm_shape(&root, &scenario)?;
+    let native_mib = vm_mib + 16;
     let quercus_cpus = build::scenario_cpus(&root, &scenario)?;
     println!(
-        "native: {vm_cpus} CPU(s), {} MiB, `{}`; quercus: {quercus_cpus} CPUs, VM with {vm_cpus} vCPU(s) and {vm_mib} MiB",
-        vm_mib + 16,
+        "native: {vm_cpus} CPU(s), {native_mib} MiB, `{}`; quercus: {quercus_cpus} CPUs, VM with {vm_cpus} vCPU(s) and {vm_mib} MiB",
         crate::NATIVE_LINUX_CMDLINE
     );
     let hv = build::build_hypervisor(&opts)?;
@@ -165,7 +165,7 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
                 kernel,
                 emulator,
                 cpus: if native { vm_cpus } else { quercus_cpus },
-                mem_mib: if native { vm_mib + 16 } else { 1024 },
+                mem_mib: if native { native_mib } else { 1024 },
                 cmdline,
                 modules: mods,
                 extra_qemu_args: Vec::new(),
@@ -300,6 +300,18 @@ mod tests {
 
     fn ms(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|&x| Duration::from_millis(x)).collect()
+    }
+
+    #[test]
+    fn native_linux_boots_with_the_linux_vms_command_line() {
+        // The benchmark compares like with like only while these agree.
+        let scenario =
+            std::fs::read_to_string(workspace_root().join("configs/linux.toml")).unwrap();
+        let line = format!("cmdline = \"{}\"", crate::NATIVE_LINUX_CMDLINE);
+        assert!(
+            scenario.lines().any(|l| l.trim() == line),
+            "configs/linux.toml has no `{line}`"
+        );
     }
 
     #[test]
