@@ -1,8 +1,9 @@
 //! Virtual PC platform devices as register state machines: the I/O APIC,
 //! the 8259A PIC pair with its ELCR, the 8254 PIT with port 0x61, the
-//! MC146818 RTC with CMOS RAM, and PCI configuration mechanism #1 with a
-//! host bridge, which together are what an unmodified Linux kernel expects
-//! of a PC.
+//! MC146818 RTC with CMOS RAM, and a PCI segment (configuration mechanism
+//! #1 and ECAM, a host bridge, BARs decoded in windows, MSI, MSI-X and
+//! INTx, and a test device), which together are what an unmodified Linux
+//! kernel expects of a PC.
 //!
 //! Every device takes guest accesses as `read(where, size)` /
 //! `write(where, size, value)`: MMIO offsets from the device's base for the
@@ -31,8 +32,11 @@ extern crate alloc;
 
 mod access;
 mod ioapic;
+mod msi;
 mod pci;
 mod pci_config;
+mod pci_segment;
+mod pci_testdev;
 mod pic8259;
 mod pit8254;
 mod rtc_cmos;
@@ -42,14 +46,23 @@ pub use ioapic::{
     Deliveries, Delivery, DeliveryMode, DestinationMode, Ioapic, IoapicCounters, IOAPIC_BASE,
     IOAPIC_MMIO_SIZE, IOAPIC_PINS,
 };
+pub use msi::{
+    Msi, MsiError, MsiMessage, MsiX, MsixRegion, CAP_ID_MSI, CAP_ID_MSIX, MSIX_ENTRY_SIZE,
+    MSIX_MAX_ENTRIES, MSI_PIN,
+};
 pub use pci::{
     host_bridge, Bdf, PciBus, PciCounters, PciError, PciFunction, CONFIG_ADDRESS_PORT,
     CONFIG_DATA_PORT, HOST_BRIDGE_IDS, PCI_CONFIG_LIMIT,
 };
 pub use pci_config::{
-    Bar, ConfigError, ConfigSpace, PciIds, BAR_COUNT, COMMAND_WRITABLE, CONFIG_SPACE_SIZE,
-    HEADER_MULTI_FUNCTION,
+    Bar, ConfigError, ConfigSpace, PciIds, BAR_COUNT, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE,
+    COMMAND_IO, COMMAND_MEMORY, COMMAND_WRITABLE, CONFIG_SPACE_SIZE, HEADER_MULTI_FUNCTION,
+    STATUS_CAPABILITIES, STATUS_INTERRUPT,
 };
+pub use pci_segment::{
+    BarMapping, PciDevice, PciInterrupt, PciSegment, SegmentCounters, SegmentLayout, ECAM_BUS_SIZE,
+};
+pub use pci_testdev::{TestDevice, TEST_DEVICE_IDS, TEST_DEVICE_MAGIC, TEST_DEVICE_MSIX_ENTRIES};
 pub use pic8259::{
     Pic8259, PicCounters, ELCR_MASTER, ELCR_SLAVE, PIC_MASTER_COMMAND, PIC_MASTER_DATA,
     PIC_SLAVE_COMMAND, PIC_SLAVE_DATA,

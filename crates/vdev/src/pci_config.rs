@@ -36,8 +36,23 @@ const HEADER_TYPE: usize = 0x0E;
 const BAR0: usize = 0x10;
 const SUBSYSTEM_VENDOR_ID: usize = 0x2C;
 const SUBSYSTEM_ID: usize = 0x2E;
+const CAPABILITIES_POINTER: usize = 0x34;
 const INTERRUPT_LINE: usize = 0x3C;
 const INTERRUPT_PIN: usize = 0x3D;
+/// Where the first capability goes: right after the type 0 header.
+const FIRST_CAPABILITY: usize = 0x40;
+/// Status bit 4: the function has a capability list.
+pub const STATUS_CAPABILITIES: u16 = 1 << 4;
+/// Status bit 3: the function asserts its INTx pin (PCI 2.3).
+pub const STATUS_INTERRUPT: u16 = 1 << 3;
+/// Command bit 0: I/O space decode.
+pub const COMMAND_IO: u16 = 1 << 0;
+/// Command bit 1: memory space decode.
+pub const COMMAND_MEMORY: u16 = 1 << 1;
+/// Command bit 2: bus master (DMA and MSI writes).
+pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
+/// Command bit 10: INTx disable (PCI 2.3).
+pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 
 /// Command bits a guest may set: I/O space, memory space, bus master,
 /// parity error response, SERR# enable, interrupt disable.
@@ -85,6 +100,11 @@ pub enum ConfigError {
     BarInUse { index: usize },
     /// Interrupt pin other than 1..=4 (INTA#..INTD#).
     InterruptPin { pin: u8 },
+    /// No room left below 256 bytes for a capability of `len` bytes.
+    CapabilitySpace { id: u8, len: usize },
+    /// A capability's parameters are out of range (e.g. an MSI vector count
+    /// that is not a power of two up to 32).
+    CapabilityParameter { id: u8, value: u32 },
 }
 
 impl fmt::Display for ConfigError {
@@ -97,6 +117,15 @@ impl fmt::Display for ConfigError {
             ConfigError::BarInUse { index } => write!(f, "BAR {index} is already in use"),
             ConfigError::InterruptPin { pin } => {
                 write!(f, "interrupt pin {pin} is not 1..=4 (INTA#..INTD#)")
+            }
+            ConfigError::CapabilitySpace { id, len } => {
+                write!(f, "no room for capability {id:#04x} of {len} bytes")
+            }
+            ConfigError::CapabilityParameter { id, value } => {
+                write!(
+                    f,
+                    "capability {id:#04x}: parameter {value:#x} is out of range"
+                )
             }
         }
     }
@@ -118,6 +147,9 @@ pub struct ConfigSpace {
     writable: [u8; CONFIG_SPACE_SIZE],
     write_1_clear: [u8; CONFIG_SPACE_SIZE],
     bars: [BarSlot; BAR_COUNT],
+    /// Where the next capability goes; the last one's next pointer.
+    next_capability: usize,
+    last_capability: Option<usize>,
 }
 
 impl ConfigSpace {
@@ -129,6 +161,8 @@ impl ConfigSpace {
             writable: [0; CONFIG_SPACE_SIZE],
             write_1_clear: [0; CONFIG_SPACE_SIZE],
             bars: [BarSlot::Unused; BAR_COUNT],
+            next_capability: FIRST_CAPABILITY,
+            last_capability: None,
         };
         c.put(VENDOR_ID, &ids.vendor_id.to_le_bytes());
         c.put(DEVICE_ID, &ids.device_id.to_le_bytes());
@@ -214,6 +248,111 @@ impl ConfigSpace {
         self.data[INTERRUPT_PIN] = pin;
         self.writable[INTERRUPT_LINE] = 0xFF;
         Ok(())
+    }
+
+    /// Appends a capability with ID `id` of `len` bytes (header included) to
+    /// the list and returns its offset. Its body starts read-only zero: the
+    /// caller fills it with [`put`](Self::put) and opens guest-writable bits
+    /// with [`set_writable`](Self::set_writable).
+    pub fn add_capability(&mut self, id: u8, len: usize) -> Result<usize, ConfigError> {
+        let at = self.next_capability;
+        let end = at + len.max(2);
+        if end > CONFIG_SPACE_SIZE {
+            return Err(ConfigError::CapabilitySpace { id, len });
+        }
+        self.data[at] = id;
+        self.data[at + 1] = 0;
+        match self.last_capability {
+            Some(prev) => self.data[prev + 1] = at as u8,
+            None => self.data[CAPABILITIES_POINTER] = at as u8,
+        }
+        self.set_status_bits(STATUS_CAPABILITIES);
+        self.last_capability = Some(at);
+        // 16-byte steps keep each capability at a round offset.
+        self.next_capability = end.next_multiple_of(16);
+        Ok(at)
+    }
+
+    /// Host-side: which bits of the bytes at `offset` the guest may write.
+    pub fn set_writable(&mut self, offset: usize, mask: &[u8]) {
+        for (i, m) in mask.iter().enumerate() {
+            if let Some(w) = self.writable.get_mut(offset + i) {
+                *w = *m;
+            }
+        }
+    }
+
+    /// Host-side read of `N` bytes at `offset` (zeros past the end).
+    pub fn bytes<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut b = [0u8; N];
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = self.data.get(offset + i).copied().unwrap_or(0);
+        }
+        b
+    }
+
+    /// Host-side 16-bit read at `offset`.
+    pub fn read_u16(&self, offset: usize) -> u16 {
+        u16::from_le_bytes(self.bytes(offset))
+    }
+
+    /// Host-side 32-bit read at `offset`.
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        u32::from_le_bytes(self.bytes(offset))
+    }
+
+    /// Clears status bits from the device side (e.g. the interrupt status
+    /// when the device deasserts INTx).
+    pub fn clear_status_bits(&mut self, bits: u16) {
+        for (i, b) in bits.to_le_bytes().into_iter().enumerate() {
+            self.data[STATUS + i] &= !b;
+        }
+    }
+
+    /// The BAR definition at `index` (None: unused or the upper half of a
+    /// 64-bit BAR).
+    pub fn bar(&self, index: usize) -> Option<Bar> {
+        match self.bars.get(index)? {
+            BarSlot::Bar(b) => Some(*b),
+            BarSlot::Unused | BarSlot::Upper => None,
+        }
+    }
+
+    /// Host-side placement of BAR `index` at `address` (what firmware does
+    /// before the guest runs); the type bits are kept.
+    pub fn set_bar_address(&mut self, index: usize, address: u64) {
+        let at = BAR0 + 4 * index;
+        let (low_mask, is64) = match self.bar(index) {
+            Some(Bar::Io { .. }) => (!0b11u32, false),
+            Some(Bar::Memory32 { .. }) => (!0xFu32, false),
+            Some(Bar::Memory64 { .. }) => (!0xFu32, true),
+            None => return,
+        };
+        let low = (self.dword(at) & !low_mask) | (address as u32 & low_mask);
+        self.put(at, &low.to_le_bytes());
+        if is64 {
+            self.put(at + 4, &((address >> 32) as u32).to_le_bytes());
+        }
+    }
+
+    /// Host-side write of the command register (firmware enabling decode).
+    pub fn set_command(&mut self, command: u16) {
+        self.put(COMMAND, &(command & COMMAND_WRITABLE).to_le_bytes());
+    }
+
+    /// The status register.
+    pub fn status(&self) -> u16 {
+        self.read_u16(STATUS)
+    }
+
+    /// Host-side write of the interrupt line register (firmware routing).
+    pub fn set_interrupt_line(&mut self, line: u8) {
+        self.data[INTERRUPT_LINE] = line;
+    }
+
+    /// The interrupt pin (0: none, 1..=4: INTA#..INTD#).
+    pub fn interrupt_pin(&self) -> u8 {
+        self.data[INTERRUPT_PIN]
     }
 
     /// The address the guest programmed into BAR `index` (None: no BAR).
