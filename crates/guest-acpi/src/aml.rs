@@ -1,6 +1,6 @@
 //! The few AML encodings the DSDT needs (ACPI 6.5, chapter 20): package
-//! lengths, name segments, integers, `Name`, `Package`, `Scope`, `Device`
-//! and `EISAID()`. Encoded by hand, byte for byte from the grammar.
+//! lengths, name segments, integers, `Name`, `Buffer`, `Package`, `Scope`,
+//! `Device` and `EISAID()`. Encoded by hand, byte for byte from the grammar.
 
 use alloc::vec::Vec;
 
@@ -12,6 +12,7 @@ const WORD_PREFIX: u8 = 0x0B;
 const DWORD_PREFIX: u8 = 0x0C;
 const QWORD_PREFIX: u8 = 0x0E;
 const SCOPE_OP: u8 = 0x10;
+const BUFFER_OP: u8 = 0x11;
 const PACKAGE_OP: u8 = 0x12;
 const EXT_OP_PREFIX: u8 = 0x5B;
 const DEVICE_OP: u8 = 0x82;
@@ -120,6 +121,17 @@ pub(crate) fn package(elements: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// `Buffer(n) { bytes }` with `n` = the number of bytes: BufferOp,
+/// PkgLength, the BufferSize integer, the bytes.
+pub(crate) fn buffer(bytes: &[u8]) -> Vec<u8> {
+    let mut body = integer(bytes.len() as u64);
+    body.extend_from_slice(bytes);
+    let mut out = alloc::vec![BUFFER_OP];
+    out.extend_from_slice(&pkg_length(body.len()));
+    out.extend_from_slice(&body);
+    out
+}
+
 /// `Scope(path) { terms }`; `path` is an encoded name string.
 pub(crate) fn scope(path: &[u8], terms: &[u8]) -> Vec<u8> {
     let mut out = alloc::vec![SCOPE_OP];
@@ -216,15 +228,46 @@ pub(crate) mod tests {
         Some((v, 1 + extra))
     }
 
+    /// A data object as the test reader sees it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(crate) enum Data {
+        Integer(u64),
+        Buffer(Vec<u8>),
+        Package(Vec<Data>),
+    }
+
+    impl Data {
+        pub(crate) fn integer(&self) -> Option<u64> {
+            match *self {
+                Data::Integer(v) => Some(v),
+                _ => None,
+            }
+        }
+    }
+
     /// A strict reader for the subset of AML this crate writes: a term list
     /// of `Name`, `Scope` and `Device`, data objects being integers,
-    /// EISA IDs (dwords) and packages of integers. It returns every name
-    /// declared, with its full path, and fails unless every length is
-    /// exact.
+    /// EISA IDs (dwords), buffers and packages of data objects. It returns
+    /// every name declared, with its full path, and fails unless every
+    /// length is exact.
     pub(crate) fn names_in(terms: &[u8]) -> Result<Vec<String>, String> {
+        Ok(objects_in(terms)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Like [`names_in`], with each `Name`'s value (`None` for a device).
+    pub(crate) fn objects_in(terms: &[u8]) -> Result<Vec<(String, Option<Data>)>, String> {
         let mut out = Vec::new();
         walk_terms(terms, "\\", &mut out)?;
         Ok(out)
+    }
+
+    /// The value of the `Name` at `path` in `terms`.
+    pub(crate) fn value_of(terms: &[u8], path: &str) -> Result<Data, String> {
+        objects_in(terms)?
+            .into_iter()
+            .find(|(n, _)| n == path)
+            .and_then(|(_, v)| v)
+            .ok_or_else(|| alloc::format!("no Name {path}"))
     }
 
     fn seg(b: &[u8]) -> Result<String, String> {
@@ -247,21 +290,46 @@ pub(crate) mod tests {
         }
     }
 
-    /// Length of the data object at the start of `b`.
-    fn data_len(b: &[u8]) -> Result<usize, String> {
+    fn le(b: &[u8]) -> u64 {
+        b.iter().rev().fold(0, |v, &x| (v << 8) | u64::from(x))
+    }
+
+    /// The data object at the start of `b` and its length.
+    fn data(b: &[u8]) -> Result<(Data, usize), String> {
+        let int = |n: usize| -> Result<(Data, usize), String> {
+            let v = b.get(1..1 + n).ok_or("integer past the end")?;
+            Ok((Data::Integer(le(v)), 1 + n))
+        };
         match *b.first().ok_or("data object past the end")? {
-            ZERO_OP | ONE_OP => Ok(1),
-            BYTE_PREFIX => Ok(2),
-            WORD_PREFIX => Ok(3),
-            DWORD_PREFIX => Ok(5),
-            QWORD_PREFIX => Ok(9),
+            ZERO_OP => Ok((Data::Integer(0), 1)),
+            ONE_OP => Ok((Data::Integer(1), 1)),
+            BYTE_PREFIX => int(1),
+            WORD_PREFIX => int(2),
+            DWORD_PREFIX => int(4),
+            QWORD_PREFIX => int(8),
+            BUFFER_OP => {
+                let (len, n) = decode_pkg_length(&b[1..]).ok_or("bad buffer length")?;
+                let body = b.get(1 + n..1 + len).ok_or("buffer past the end")?;
+                let (size, used) = data(body)?;
+                let bytes = &body[used..];
+                if size != Data::Integer(bytes.len() as u64) {
+                    return Err(alloc::format!(
+                        "buffer size {size:?} for {} bytes",
+                        bytes.len()
+                    ));
+                }
+                Ok((Data::Buffer(bytes.to_vec()), 1 + len))
+            }
             PACKAGE_OP => {
                 let (len, n) = decode_pkg_length(&b[1..]).ok_or("bad package length")?;
                 let body = b.get(1 + n..1 + len).ok_or("package past the end")?;
                 let count = usize::from(*body.first().ok_or("no element count")?);
                 let mut at = 1;
+                let mut elements = Vec::new();
                 for _ in 0..count {
-                    at += data_len(body.get(at..).ok_or("element past the end")?)?;
+                    let (e, used) = data(body.get(at..).ok_or("element past the end")?)?;
+                    elements.push(e);
+                    at += used;
                 }
                 if at != body.len() {
                     return Err(alloc::format!(
@@ -269,19 +337,24 @@ pub(crate) mod tests {
                         body.len()
                     ));
                 }
-                Ok(1 + len)
+                Ok((Data::Package(elements), 1 + len))
             }
             op => Err(alloc::format!("unexpected data opcode {op:#04x}")),
         }
     }
 
-    fn walk_terms(mut b: &[u8], scope: &str, out: &mut Vec<String>) -> Result<(), String> {
+    fn walk_terms(
+        mut b: &[u8],
+        scope: &str,
+        out: &mut Vec<(String, Option<Data>)>,
+    ) -> Result<(), String> {
         while let Some(&op) = b.first() {
             let used = match op {
                 NAME_OP => {
                     let name = seg(&b[1..])?;
-                    out.push(join(scope, &name));
-                    5 + data_len(b.get(5..).ok_or("Name without value")?)?
+                    let (value, len) = data(b.get(5..).ok_or("Name without value")?)?;
+                    out.push((join(scope, &name), Some(value)));
+                    5 + len
                 }
                 SCOPE_OP => {
                     let (len, n) = decode_pkg_length(&b[1..]).ok_or("bad scope length")?;
@@ -298,7 +371,7 @@ pub(crate) mod tests {
                     let (len, n) = decode_pkg_length(&b[2..]).ok_or("bad device length")?;
                     let body = b.get(2 + n..2 + len).ok_or("device past the end")?;
                     let path = join(scope, &seg(body)?);
-                    out.push(path.clone());
+                    out.push((path.clone(), None));
                     walk_terms(&body[4..], &path, out)?;
                     2 + len
                 }
@@ -307,6 +380,44 @@ pub(crate) mod tests {
             b = b.get(used..).ok_or("object past the end")?;
         }
         Ok(())
+    }
+
+    #[test]
+    fn buffers_and_nested_packages() {
+        assert_eq!(buffer(&[]), [0x11, 0x02, 0x00]);
+        assert_eq!(buffer(&[0x79, 0x00]), [0x11, 0x05, 0x0A, 0x02, 0x79, 0x00]);
+        // 300 bytes: a word BufferSize and a 2-byte PkgLength (303 + 2 = 0x131).
+        let big = buffer(&[0xAA; 300]);
+        assert_eq!(&big[..5], &[0x11, 0x41, 0x13, 0x0B, 0x2C]);
+        assert_eq!(big[5], 0x01);
+        assert_eq!(big.len(), 1 + 2 + 3 + 300);
+        assert_eq!(data(&big), Ok((Data::Buffer(vec![0xAA; 300]), big.len())));
+        let inner = package(&[integer(0x1_FFFF), integer(2), integer(0), integer(17)]);
+        assert_eq!(
+            inner,
+            [0x12, 0x0C, 0x04, 0x0C, 0xFF, 0xFF, 0x01, 0x00, 0x0A, 0x02, 0x00, 0x0A, 0x11]
+        );
+        let outer = package(&vec![inner; 20]);
+        // 1 count byte + 20 x 13 = 261 body bytes: a 2-byte PkgLength.
+        assert_eq!(&outer[..4], &[0x12, 0x47, 0x10, 20]);
+        let (value, used) = data(&outer).unwrap();
+        assert_eq!(used, outer.len());
+        let Data::Package(entries) = value else {
+            panic!("not a package")
+        };
+        assert_eq!(entries.len(), 20);
+        assert_eq!(
+            entries[19],
+            Data::Package(vec![
+                Data::Integer(0x1_FFFF),
+                Data::Integer(2),
+                Data::Integer(0),
+                Data::Integer(17)
+            ])
+        );
+        let mut bad = buffer(&[1, 2, 3]);
+        bad[3] = 4; // BufferSize says 4 bytes, 3 follow
+        assert!(data(&bad).is_err());
     }
 
     #[test]

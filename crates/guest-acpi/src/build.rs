@@ -10,6 +10,7 @@ use crate::dsdt::dsdt;
 use crate::facs::{facs, FACS_ALIGN, FACS_LEN};
 use crate::fadt::{fadt, FADT_LEN};
 use crate::madt::madt;
+use crate::mcfg::mcfg;
 use crate::root::{root_len, rsdt, xsdt};
 use crate::rsdp::{rsdp, RSDP_LEN};
 
@@ -21,8 +22,8 @@ pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
 pub const ACPI_TABLES_MAX_LEN: u64 = 0x2_0000;
 /// Alignment of the RSDP (the BIOS search steps by 16) and of each table.
 const ALIGN: u64 = 16;
-/// Tables the root tables list: FADT, MADT.
-const LISTED: usize = 2;
+/// Tables the root tables list at most: FADT, MADT, MCFG.
+const MAX_LISTED: usize = 3;
 
 /// A VM's ACPI tables, ready to copy to `base_gpa`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct AcpiTables {
     pub facs_gpa: u64,
     pub dsdt_gpa: u64,
     pub madt_gpa: u64,
+    /// The MCFG, with a PCI segment.
+    pub mcfg_gpa: Option<u64>,
 }
 
 impl AcpiTables {
@@ -93,8 +96,9 @@ fn align_up(at: u64, align: u64) -> u64 {
 
 /// Builds the tables for `cfg` to be placed at `base_gpa` (16-byte aligned,
 /// everything below 4 GiB). In order: RSDP (at `base_gpa`), XSDT, RSDT,
-/// FADT, FACS (64-byte aligned), DSDT, MADT; each table 16-byte aligned,
-/// the gaps zero.
+/// FADT, FACS (64-byte aligned), DSDT, MADT, and with `cfg.pci` the MCFG;
+/// each table 16-byte aligned, the gaps zero. The root tables list the
+/// FADT, the MADT and the MCFG, in that order.
 pub fn build(cfg: &AcpiConfig, base_gpa: u64) -> Result<AcpiTables, AcpiBuildError> {
     cfg.check()?;
     if base_gpa % ALIGN != 0 {
@@ -109,22 +113,36 @@ pub fn build(cfg: &AcpiConfig, base_gpa: u64) -> Result<AcpiTables, AcpiBuildErr
     }
     let dsdt_bytes = dsdt(cfg);
     let madt_bytes = madt(cfg);
+    let mcfg_bytes = cfg.pci.as_ref().map(mcfg);
+    let listed = 2 + usize::from(mcfg_bytes.is_some());
+    debug_assert!(listed <= MAX_LISTED);
 
     let rsdp_gpa = base_gpa;
     let xsdt_gpa = align_up(rsdp_gpa + RSDP_LEN as u64, ALIGN);
-    let rsdt_gpa = align_up(xsdt_gpa + root_len(LISTED, 8) as u64, ALIGN);
-    let fadt_gpa = align_up(rsdt_gpa + root_len(LISTED, 4) as u64, ALIGN);
+    let rsdt_gpa = align_up(xsdt_gpa + root_len(listed, 8) as u64, ALIGN);
+    let fadt_gpa = align_up(rsdt_gpa + root_len(listed, 4) as u64, ALIGN);
     let facs_gpa = align_up(fadt_gpa + FADT_LEN as u64, FACS_ALIGN);
     let dsdt_gpa = align_up(facs_gpa + FACS_LEN as u64, ALIGN);
     let madt_gpa = align_up(dsdt_gpa + dsdt_bytes.len() as u64, ALIGN);
-    let end = madt_gpa + madt_bytes.len() as u64;
+    let mut end = madt_gpa + madt_bytes.len() as u64;
+    let mcfg_gpa = mcfg_bytes.as_ref().map(|t| {
+        let gpa = align_up(end, ALIGN);
+        end = gpa + t.len() as u64;
+        gpa
+    });
     if end > LIMIT {
         return Err(AcpiBuildError::Above4GiB { base_gpa, end });
     }
     // Below 4 GiB: the 32-bit casts cannot truncate.
     let fadt_bytes = fadt(cfg, facs_gpa as u32, dsdt_gpa as u32);
-    let xsdt_bytes = xsdt(&[fadt_gpa, madt_gpa]);
-    let rsdt_bytes = rsdt(&[fadt_gpa as u32, madt_gpa as u32]);
+    let listed_gpas = [fadt_gpa, madt_gpa, mcfg_gpa.unwrap_or(0)];
+    let listed_gpas = &listed_gpas[..listed];
+    let mut listed32 = [0u32; MAX_LISTED];
+    for (to, &from) in listed32.iter_mut().zip(listed_gpas) {
+        *to = from as u32;
+    }
+    let xsdt_bytes = xsdt(listed_gpas);
+    let rsdt_bytes = rsdt(&listed32[..listed]);
     let rsdp_bytes = rsdp(rsdt_gpa as u32, xsdt_gpa);
 
     let mut bytes = vec![0u8; (end - base_gpa) as usize];
@@ -140,6 +158,10 @@ pub fn build(cfg: &AcpiConfig, base_gpa: u64) -> Result<AcpiTables, AcpiBuildErr
         let at = (gpa - base_gpa) as usize;
         bytes[at..at + table.len()].copy_from_slice(table);
     }
+    if let (Some(gpa), Some(table)) = (mcfg_gpa, &mcfg_bytes) {
+        let at = (gpa - base_gpa) as usize;
+        bytes[at..at + table.len()].copy_from_slice(table);
+    }
     Ok(AcpiTables {
         bytes,
         base_gpa,
@@ -150,6 +172,7 @@ pub fn build(cfg: &AcpiConfig, base_gpa: u64) -> Result<AcpiTables, AcpiBuildErr
         facs_gpa,
         dsdt_gpa,
         madt_gpa,
+        mcfg_gpa,
     })
 }
 
@@ -270,7 +293,7 @@ mod tests {
     #[test]
     fn the_same_config_gives_the_same_bytes() {
         let mut cfg = AcpiConfig::new(4);
-        cfg.pci_host_bridge = true;
+        cfg.pci = Some(crate::config::DEFAULT_PCI_HOST);
         cfg.pm_tmr = Some(0x608);
         let a = build(&cfg, 0x1000).unwrap();
         let b = build(&cfg, 0x1000).unwrap();
@@ -281,5 +304,46 @@ mod tests {
         assert_eq!(c.madt_gpa - c.base_gpa, a.madt_gpa - a.base_gpa);
         let (am, cm) = (table(&a, a.madt_gpa), table(&c, c.madt_gpa));
         assert_eq!(am, cm, "the MADT holds no address");
+        let (am, cm) = (
+            table(&a, a.mcfg_gpa.unwrap()),
+            table(&c, c.mcfg_gpa.unwrap()),
+        );
+        assert_eq!(am, cm, "the MCFG holds no table address");
+    }
+
+    #[test]
+    fn mcfg_is_listed_last() {
+        let mut cfg = AcpiConfig::new(2);
+        cfg.pci = Some(crate::config::DEFAULT_PCI_HOST);
+        let t = build(&cfg, ACPI_TABLES_GPA).unwrap();
+        let mcfg_gpa = t.mcfg_gpa.expect("an MCFG");
+        assert_eq!(mcfg_gpa % 16, 0);
+        assert!(mcfg_gpa >= t.madt_gpa + table(&t, t.madt_gpa).len() as u64);
+        let mcfg = table(&t, mcfg_gpa);
+        assert_eq!((&mcfg[..4], mcfg.len(), sum(mcfg)), (&b"MCFG"[..], 60, 0));
+        assert_eq!(u64_at(mcfg, 44), 0xE000_0000);
+        assert_eq!(t.bytes.len() as u64, mcfg_gpa + 60 - t.base_gpa);
+
+        let xsdt = table(&t, t.xsdt_gpa);
+        assert_eq!((xsdt.len(), sum(xsdt)), (60, 0));
+        assert_eq!(
+            [u64_at(xsdt, 36), u64_at(xsdt, 44), u64_at(xsdt, 52)],
+            [t.fadt_gpa, t.madt_gpa, mcfg_gpa]
+        );
+        let rsdt = table(&t, t.rsdt_gpa);
+        assert_eq!((rsdt.len(), sum(rsdt)), (48, 0));
+        assert_eq!(
+            [u32_at(rsdt, 36), u32_at(rsdt, 40), u32_at(rsdt, 44)],
+            [t.fadt_gpa as u32, t.madt_gpa as u32, mcfg_gpa as u32]
+        );
+        let dsdt = table(&t, t.dsdt_gpa);
+        assert_eq!(sum(dsdt), 0);
+        assert!(t.bytes.len() as u64 <= ACPI_TABLES_MAX_LEN);
+        assert_eq!(t.reserved_len(), 0x1000);
+
+        // Without PCI: no MCFG, two entries.
+        let t = build(&AcpiConfig::new(2), ACPI_TABLES_GPA).unwrap();
+        assert_eq!(t.mcfg_gpa, None);
+        assert_eq!(table(&t, t.xsdt_gpa).len(), 52);
     }
 }

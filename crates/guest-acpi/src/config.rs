@@ -32,7 +32,164 @@ pub const RESET_PORT: u16 = 0xCF9;
 pub const RESET_VALUE: u8 = 0x06;
 /// The PCI configuration mechanism #1 ports, which hold [`RESET_PORT`]: no
 /// PM block may overlap them.
-const PCI_CONFIG_PORTS: (u16, u16) = (0xCF8, 0xD00);
+pub(crate) const PCI_CONFIG_PORTS: (u16, u16) = (0xCF8, 0xD00);
+/// ECAM bytes per PCI bus: 32 devices x 8 functions x 4 KiB.
+pub const ECAM_BUS_SIZE: u64 = 1 << 20;
+/// Pins of the VM's I/O APIC: GSIs 0..24.
+pub const IOAPIC_PINS: u32 = 24;
+/// GSIs 0..16 belong to the ISA IRQs (the PIT, the SCI, the RTC...).
+pub const ISA_GSIS: u32 = 16;
+/// INTx pins per PCI function: INTA..INTD.
+pub const INTX_PINS: u32 = 4;
+/// The layout the hypervisor gives its PCI segment: ECAM for bus 0 at
+/// 0xE000_0000, 512 MiB of 32-bit BAR space from 0xC000_0000, I/O BARs in
+/// 0xC000..0x10000, INTx on GSIs 16..=19.
+pub const DEFAULT_PCI_HOST: PciHost = PciHost {
+    ecam_base: 0xE000_0000,
+    bus_end: 0,
+    mmio_window: (0xC000_0000, 0x2000_0000),
+    io_window: (0xC000, 0x4000),
+    intx_gsi_base: 16,
+};
+/// The 4 GiB limit of 32-bit addresses.
+const FOUR_GIB: u64 = 1 << 32;
+/// The legacy PC area below 1 MiB (RAM, VGA hole, BIOS area with the ACPI
+/// tables): no PCI window may reach into it.
+const LOW_MEMORY: (u64, u64) = (0, 0x10_0000);
+/// Bytes of the I/O APIC's and the local APIC's register pages.
+const APIC_PAGE: u64 = 0x1000;
+
+/// One PCI segment (segment group 0) behind a host bridge at bus 0, the way
+/// the DSDT's `\_SB_.PCI0` and the MCFG describe it.
+///
+/// The hypervisor's PCI segment must implement exactly this:
+/// - ECAM (PCI Express enhanced configuration access) at `ecam_base`:
+///   bus `b`, device `d`, function `f`, register `r` at
+///   `ecam_base + (b << 20 | d << 15 | f << 12 | r)`, for buses
+///   `0..=bus_end`; the window is [`PciHost::ecam_len`] bytes. The legacy
+///   ports 0xCF8/0xCFC reach the same configuration space.
+/// - 32-bit non-prefetchable memory BARs inside `mmio_window`, I/O BARs
+///   inside `io_window` (both `(base, length)`); the host bridge's `_CRS`
+///   forwards the whole MMIO window and every I/O port but the
+///   configuration ports 0xCF8..=0xCFF.
+/// - INTx routing (the `_PRT`): device `s` (0..32) on bus 0, pin `p`
+///   (0 = INTA .. 3 = INTD) raises GSI `intx_gsi_base + (s + p) % 4`
+///   ([`PciHost::intx_gsi`]), on the I/O APIC, level triggered and active
+///   low (what the `_PRT`'s GSI form means). Device 0 is the host bridge,
+///   which has no interrupt pin and no `_PRT` entry.
+///
+/// ```
+/// use guest_acpi::{PciHost, DEFAULT_PCI_HOST};
+/// let pci: PciHost = DEFAULT_PCI_HOST;
+/// assert_eq!(pci.ecam_len(), 1 << 20);
+/// assert_eq!(pci.intx_gsi(1, 0), 17); // device 1, INTA
+/// assert_eq!(pci.intx_gsi(3, 2), 17); // device 3, INTC
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciHost {
+    /// ECAM base: 1 MiB aligned; the window ends at or below 4 GiB.
+    pub ecam_base: u64,
+    /// Last bus number: buses `0..=bus_end` (segment 0, starting at bus 0).
+    pub bus_end: u8,
+    /// (base, length) of the 32-bit non-prefetchable BAR window.
+    pub mmio_window: (u32, u32),
+    /// (base, length) of the I/O BAR window.
+    pub io_window: (u16, u16),
+    /// GSI of INTA on device 0; the four INTx GSIs
+    /// `intx_gsi_base..intx_gsi_base + 4` lie within 16..24.
+    pub intx_gsi_base: u32,
+}
+
+impl PciHost {
+    /// Bytes of the ECAM window: 1 MiB per bus.
+    pub const fn ecam_len(&self) -> u64 {
+        (self.bus_end as u64 + 1) * ECAM_BUS_SIZE
+    }
+
+    /// The GSI that pin `pin` (0 = INTA .. 3 = INTD) of device `slot`
+    /// (0..32) raises: `intx_gsi_base + (slot + pin) % 4`.
+    pub const fn intx_gsi(&self, slot: u8, pin: u8) -> u32 {
+        self.intx_gsi_base + (slot as u32 + pin as u32) % INTX_PINS
+    }
+
+    /// Checks the segment on its own and against the APIC pages, the low
+    /// MiB and `ports` (the VM's other port blocks: name, base, length).
+    fn check(&self, ioapic: bool, ports: &[(&'static str, u16, u32)]) -> Result<(), ConfigError> {
+        if self.ecam_base % ECAM_BUS_SIZE != 0 {
+            return Err(ConfigError::EcamMisaligned {
+                base: self.ecam_base,
+            });
+        }
+        let ecam = (
+            "ECAM",
+            self.ecam_base,
+            self.ecam_base.saturating_add(self.ecam_len()),
+        );
+        let (mmio_base, mmio_len) = self.mmio_window;
+        let mmio_base = u64::from(mmio_base);
+        let mmio = ("PCI MMIO", mmio_base, mmio_base + u64::from(mmio_len));
+        if mmio_len == 0 {
+            return Err(ConfigError::EmptyWindow { window: mmio.0 });
+        }
+        if self.io_window.1 == 0 {
+            return Err(ConfigError::EmptyWindow {
+                window: PCI_IO_WINDOW,
+            });
+        }
+        for (window, base, end) in [ecam, mmio] {
+            if end > FOUR_GIB {
+                return Err(ConfigError::WindowAbove4GiB { window, base, end });
+            }
+        }
+        let ioapic_page = u64::from(IOAPIC_ADDR);
+        let lapic_page = u64::from(LOCAL_APIC_ADDR);
+        let fixed = [
+            ("I/O APIC", ioapic_page, ioapic_page + APIC_PAGE),
+            ("local APIC", lapic_page, lapic_page + APIC_PAGE),
+            ("first MiB", LOW_MEMORY.0, LOW_MEMORY.1),
+            mmio,
+        ];
+        for (window, base, end) in [ecam, mmio] {
+            for &(other, o_base, o_end) in &fixed {
+                if other != window && base < o_end && o_base < end {
+                    return Err(ConfigError::MemoryOverlap {
+                        window,
+                        base,
+                        end,
+                        other,
+                    });
+                }
+            }
+        }
+        let (io_base, io_len) = self.io_window;
+        let io_end = u32::from(io_base) + u32::from(io_len);
+        if io_end > 0x1_0000 {
+            return Err(ConfigError::PortsWrap {
+                block: PCI_IO_WINDOW,
+                port: io_base,
+            });
+        }
+        for &(block, port, len) in ports {
+            if u32::from(port) < io_end && u32::from(io_base) < u32::from(port) + len {
+                return Err(ConfigError::PortsOverlap {
+                    first: block,
+                    second: PCI_IO_WINDOW,
+                });
+            }
+        }
+        if !ioapic {
+            return Err(ConfigError::PciWithoutIoapic);
+        }
+        let base = self.intx_gsi_base;
+        if !(ISA_GSIS..=IOAPIC_PINS - INTX_PINS).contains(&base) {
+            return Err(ConfigError::IntxGsis { base });
+        }
+        Ok(())
+    }
+}
+
+/// Name of the PCI I/O window in errors.
+const PCI_IO_WINDOW: &str = "PCI I/O";
 
 /// The VM the tables describe.
 ///
@@ -54,8 +211,8 @@ const PCI_CONFIG_PORTS: (u16, u16) = (0xCF8, 0xD00);
 ///   without, Linux uses other clock sources.
 /// - No i8042 keyboard controller (Linux then does not probe ports 0x60/0x64),
 ///   no VGA; a CMOS RTC at 0x70/0x71 if `cmos_rtc`.
-/// - With `pci_host_bridge`, PCI configuration space through ports
-///   0xCF8/0xCFC, bus 0.
+/// - With `pci`, a PCI segment as [`PciHost`] describes: configuration
+///   space through ECAM and ports 0xCF8/0xCFC, INTx on I/O APIC GSIs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcpiConfig {
     /// vCPUs, 1..=[`MAX_VCPUS`].
@@ -74,15 +231,18 @@ pub struct AcpiConfig {
     pub s5_slp_typ: u8,
     /// The VM has a CMOS RTC at ports 0x70/0x71.
     pub cmos_rtc: bool,
-    /// Declare a PCI host bridge (`\_SB_.PCI0`, PNP0A03) in the DSDT. Without
-    /// it Linux still scans PCI bus 0 through 0xCF8 if the ports answer.
-    pub pci_host_bridge: bool,
+    /// A PCI segment: the MCFG, and in the DSDT a PCI Express host bridge
+    /// (`\_SB_.PCI0`, PNP0A08) with its resources and INTx routing, and a
+    /// motherboard resource (`\_SB_.MRES`, PNP0C02) reserving the ECAM
+    /// window. Needs `ioapic`. Without it Linux still scans PCI bus 0
+    /// through 0xCF8 if the ports answer, with no interrupt routing.
+    pub pci: Option<PciHost>,
 }
 
 impl AcpiConfig {
     /// `vcpus` vCPUs with the defaults: I/O APIC, PM1a blocks at 0x600 and
     /// 0x604, no PM timer, SCI on IRQ 9, S5 SLP_TYP 5, a CMOS RTC, no PCI
-    /// host bridge.
+    /// segment.
     pub const fn new(vcpus: u8) -> Self {
         AcpiConfig {
             vcpus,
@@ -93,7 +253,7 @@ impl AcpiConfig {
             sci_irq: DEFAULT_SCI_IRQ,
             s5_slp_typ: DEFAULT_S5_SLP_TYP,
             cmos_rtc: true,
-            pci_host_bridge: false,
+            pci: None,
         }
     }
 
@@ -140,9 +300,18 @@ impl AcpiConfig {
             if u32::from(port) < u32::from(pci_end) && u32::from(pci_start) < end {
                 return Err(ConfigError::PortsOverlap {
                     first: block,
-                    second: "PCI configuration / reset",
+                    second: PCI_CONFIG,
                 });
             }
+        }
+        if let Some(pci) = &self.pci {
+            let mut ports = [("", 0, 0); 4];
+            for (slot, &(block, port, len, _)) in ports.iter_mut().zip(blocks) {
+                *slot = (block, port, u32::from(len));
+            }
+            let (cfg_start, cfg_end) = PCI_CONFIG_PORTS;
+            ports[count] = (PCI_CONFIG, cfg_start, u32::from(cfg_end - cfg_start));
+            pci.check(self.ioapic, &ports[..=count])?;
         }
         for (i, a) in blocks.iter().enumerate() {
             for b in &blocks[i + 1..] {
@@ -161,6 +330,9 @@ impl AcpiConfig {
         Ok(())
     }
 }
+
+/// Name of the PCI configuration ports in errors.
+const PCI_CONFIG: &str = "PCI configuration / reset";
 
 /// Why an [`AcpiConfig`] describes no usable VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +357,28 @@ pub enum ConfigError {
         first: &'static str,
         second: &'static str,
     },
+    /// The ECAM base is not 1 MiB aligned.
+    EcamMisaligned { base: u64 },
+    /// The PCI MMIO or I/O window has length 0.
+    EmptyWindow { window: &'static str },
+    /// A PCI memory window (ECAM or MMIO) ends above 4 GiB.
+    WindowAbove4GiB {
+        window: &'static str,
+        base: u64,
+        end: u64,
+    },
+    /// A PCI memory window `base..end` overlaps another range.
+    MemoryOverlap {
+        window: &'static str,
+        base: u64,
+        end: u64,
+        other: &'static str,
+    },
+    /// INTx GSIs `base..base + 4` are not all I/O APIC pins above the ISA
+    /// IRQs (16..24).
+    IntxGsis { base: u32 },
+    /// A PCI segment routes INTx to I/O APIC GSIs: it needs the I/O APIC.
+    PciWithoutIoapic,
 }
 
 impl fmt::Display for ConfigError {
@@ -209,6 +403,32 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::PortsOverlap { first, second } => {
                 write!(f, "the {first} and {second} port blocks overlap")
+            }
+            ConfigError::EcamMisaligned { base } => {
+                write!(f, "ECAM at {base:#x}: it must be 1 MiB aligned")
+            }
+            ConfigError::EmptyWindow { window } => write!(f, "the {window} window is empty"),
+            ConfigError::WindowAbove4GiB { window, base, end } => write!(
+                f,
+                "the {window} window {base:#x}..{end:#x} must end at or below 4 GiB"
+            ),
+            ConfigError::MemoryOverlap {
+                window,
+                base,
+                end,
+                other,
+            } => write!(
+                f,
+                "the {window} window {base:#x}..{end:#x} overlaps the {other}"
+            ),
+            ConfigError::IntxGsis { base } => write!(
+                f,
+                "PCI INTx on GSIs {base}..={}: they must lie in {ISA_GSIS}..{IOAPIC_PINS}, \
+                 I/O APIC pins above the ISA IRQs",
+                base.saturating_add(INTX_PINS - 1)
+            ),
+            ConfigError::PciWithoutIoapic => {
+                write!(f, "a PCI segment needs the I/O APIC for its INTx GSIs")
             }
         }
     }
@@ -310,5 +530,198 @@ mod tests {
             err.to_string(),
             "the PM1a control and PCI configuration / reset port blocks overlap"
         );
+    }
+
+    #[test]
+    fn pci_host_layout() {
+        let mut c = AcpiConfig::new(2);
+        c.pci = Some(DEFAULT_PCI_HOST);
+        c.check().unwrap();
+        c.pm_tmr = Some(DEFAULT_PM_TMR);
+        c.check().unwrap();
+        let pci = DEFAULT_PCI_HOST;
+        assert_eq!(pci.ecam_len(), 0x10_0000);
+        // The rule, for every device and pin.
+        for slot in 0..32u8 {
+            for pin in 0..4u8 {
+                let gsi = pci.intx_gsi(slot, pin);
+                assert_eq!(gsi, 16 + (u32::from(slot) + u32::from(pin)) % 4);
+            }
+        }
+        assert_eq!(
+            [pci.intx_gsi(0, 0), pci.intx_gsi(1, 3), pci.intx_gsi(31, 1)],
+            [16, 16, 16]
+        );
+        let all = PciHost {
+            ecam_base: 0xF000_0000,
+            bus_end: 0xEB, // ends right below the I/O APIC
+            mmio_window: (0x8000_0000, 0x7000_0000),
+            io_window: (0x1000, 0xF000),
+            intx_gsi_base: 20,
+        };
+        assert_eq!(all.ecam_len(), 0xEC0_0000);
+        c.pci = Some(all);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn bad_pci_configs_are_named() {
+        let mut ok = AcpiConfig::new(2);
+        ok.pci = Some(DEFAULT_PCI_HOST);
+        ok.pm_tmr = Some(DEFAULT_PM_TMR);
+        let with = |f: fn(&mut PciHost)| {
+            let mut c = ok;
+            f(c.pci.as_mut().unwrap());
+            c.check()
+        };
+        assert_eq!(
+            with(|p| p.ecam_base = 0xE008_0000),
+            Err(ConfigError::EcamMisaligned { base: 0xE008_0000 })
+        );
+        assert_eq!(
+            with(|p| p.ecam_base = 0x1_0000_0000),
+            Err(ConfigError::WindowAbove4GiB {
+                window: "ECAM",
+                base: 0x1_0000_0000,
+                end: 0x1_0010_0000
+            })
+        );
+        assert_eq!(
+            with(|p| {
+                p.ecam_base = 0xF800_0000;
+                p.bus_end = 0xFF;
+            }),
+            Err(ConfigError::WindowAbove4GiB {
+                window: "ECAM",
+                base: 0xF800_0000,
+                end: 0x1_0800_0000
+            })
+        );
+        assert_eq!(
+            with(|p| {
+                p.ecam_base = 0xF000_0000;
+                p.bus_end = 0xFF; // ends at 4 GiB, over both APICs
+            }),
+            Err(ConfigError::MemoryOverlap {
+                window: "ECAM",
+                base: 0xF000_0000,
+                end: 0x1_0000_0000,
+                other: "I/O APIC"
+            })
+        );
+        assert_eq!(
+            with(|p| p.ecam_base = 0xFEE0_0000),
+            Err(ConfigError::MemoryOverlap {
+                window: "ECAM",
+                base: 0xFEE0_0000,
+                end: 0xFEF0_0000,
+                other: "local APIC"
+            })
+        );
+        assert_eq!(
+            with(|p| p.ecam_base = 0),
+            Err(ConfigError::MemoryOverlap {
+                window: "ECAM",
+                base: 0,
+                end: 0x10_0000,
+                other: "first MiB"
+            })
+        );
+        assert_eq!(
+            with(|p| p.ecam_base = 0xC010_0000),
+            Err(ConfigError::MemoryOverlap {
+                window: "ECAM",
+                base: 0xC010_0000,
+                end: 0xC020_0000,
+                other: "PCI MMIO"
+            })
+        );
+        assert_eq!(
+            with(|p| p.mmio_window = (0xF000_0000, 0x1000_0000)),
+            Err(ConfigError::MemoryOverlap {
+                window: "PCI MMIO",
+                base: 0xF000_0000,
+                end: 0x1_0000_0000,
+                other: "I/O APIC"
+            })
+        );
+        assert_eq!(
+            with(|p| p.mmio_window = (0xF000_0000, 0x2000_0000)),
+            Err(ConfigError::WindowAbove4GiB {
+                window: "PCI MMIO",
+                base: 0xF000_0000,
+                end: 0x1_1000_0000
+            })
+        );
+        assert_eq!(
+            with(|p| p.mmio_window = (0xC000_0000, 0)),
+            Err(ConfigError::EmptyWindow { window: "PCI MMIO" })
+        );
+        assert_eq!(
+            with(|p| p.io_window = (0xC000, 0)),
+            Err(ConfigError::EmptyWindow { window: "PCI I/O" })
+        );
+        assert_eq!(
+            with(|p| p.io_window = (0xC000, 0x4001)),
+            Err(ConfigError::PortsWrap {
+                block: "PCI I/O",
+                port: 0xC000
+            })
+        );
+        assert_eq!(
+            with(|p| p.io_window = (0xC00, 0x100)),
+            Err(ConfigError::PortsOverlap {
+                first: "PCI configuration / reset",
+                second: "PCI I/O"
+            })
+        );
+        assert_eq!(
+            with(|p| p.io_window = (0x400, 0x201)),
+            Err(ConfigError::PortsOverlap {
+                first: "PM1a event",
+                second: "PCI I/O"
+            })
+        );
+        assert_eq!(
+            with(|p| p.io_window = (0x605, 0x1)),
+            Err(ConfigError::PortsOverlap {
+                first: "PM1a control",
+                second: "PCI I/O"
+            })
+        );
+        assert_eq!(
+            with(|p| p.io_window = (0x60B, 0x10)),
+            Err(ConfigError::PortsOverlap {
+                first: "PM timer",
+                second: "PCI I/O"
+            })
+        );
+        for base in [0, 9, 15, 21, 24, u32::MAX] {
+            let mut c = ok;
+            c.pci.as_mut().unwrap().intx_gsi_base = base;
+            assert_eq!(c.check(), Err(ConfigError::IntxGsis { base }));
+        }
+        let mut c = ok;
+        c.ioapic = false;
+        assert_eq!(c.check(), Err(ConfigError::PciWithoutIoapic));
+
+        let msg = |f: fn(&mut PciHost)| with(f).unwrap_err().to_string();
+        assert_eq!(
+            msg(|p| p.intx_gsi_base = 21),
+            "PCI INTx on GSIs 21..=24: they must lie in 16..24, I/O APIC pins above the ISA IRQs"
+        );
+        assert_eq!(
+            msg(|p| p.ecam_base = 0xFEC0_0000),
+            "the ECAM window 0xfec00000..0xfed00000 overlaps the I/O APIC"
+        );
+        assert_eq!(
+            msg(|p| p.ecam_base = 0xE000_1000),
+            "ECAM at 0xe0001000: it must be 1 MiB aligned"
+        );
+        assert_eq!(
+            msg(|p| p.mmio_window = (0xFFFF_0000, 0x2_0000)),
+            "the PCI MMIO window 0xffff0000..0x100010000 must end at or below 4 GiB"
+        );
+        assert_eq!(msg(|p| p.io_window.1 = 0), "the PCI I/O window is empty");
     }
 }

@@ -11,9 +11,12 @@
 use acpi::address::AddressSpace;
 use acpi::fadt::Fadt;
 use acpi::madt::Madt;
+use acpi::mcfg::Mcfg;
 use acpi::sdt::Signature;
 use arch_x86::acpi_handler::IdentityMapped;
-use guest_acpi::{build, AcpiConfig, AcpiTables, ACPI_TABLES_GPA, ACPI_TABLES_MAX_LEN};
+use guest_acpi::{
+    build, AcpiConfig, AcpiTables, ACPI_TABLES_GPA, ACPI_TABLES_MAX_LEN, DEFAULT_PCI_HOST,
+};
 use platform::{
     Cpu, HostPhysAddr, InterruptOverride, IoApic, LocalNmi, NmiProcessor, Polarity, Topology,
     TriggerMode,
@@ -166,16 +169,49 @@ fn acpi_crate_reads_the_tables_at_0xe0000() {
     for vcpus in [1u8, 2, 8] {
         let mut cfg = AcpiConfig::new(vcpus);
         cfg.pm_tmr = Some(0x608);
-        cfg.pci_host_bridge = vcpus == 2;
+        let mut pci = DEFAULT_PCI_HOST;
+        pci.bus_end = vcpus; // 1, 2 or 8 buses
+        cfg.pci = (vcpus != 1).then_some(pci);
         let t = build(&cfg, ACPI_TABLES_GPA).unwrap();
         assert!(t.bytes.len() as u64 <= ACPI_TABLES_MAX_LEN);
         let _mapping = place(&t);
         let tables = parsed(&t);
         assert_eq!(tables.revision(), 2);
 
-        // The root table lists the FADT and the MADT, both valid.
+        // The root table lists the FADT, the MADT and, with PCI, the MCFG,
+        // all valid.
         let sigs: Vec<Signature> = tables.headers().map(|h| h.signature).collect();
-        assert_eq!(sigs, [Signature::FADT, Signature::MADT]);
+        if cfg.pci.is_some() {
+            assert_eq!(sigs, [Signature::FADT, Signature::MADT, Signature::MCFG]);
+        } else {
+            assert_eq!(sigs, [Signature::FADT, Signature::MADT]);
+            assert!(tables.find_table::<Mcfg>().is_err());
+        }
+        if let Some(pci) = cfg.pci {
+            let mcfg = tables.find_table::<Mcfg>().expect("valid MCFG");
+            assert_eq!(Some(mcfg.physical_start() as u64), t.mcfg_gpa);
+            let entries = mcfg.entries();
+            assert_eq!(entries.len(), 1);
+            let e = entries[0];
+            let (base, segment, start, end) = (
+                e.base_address,
+                e.pci_segment_group,
+                e.bus_number_start,
+                e.bus_number_end,
+            );
+            assert_eq!(
+                (base, segment, start, end),
+                (0xE000_0000, 0, 0, pci.bus_end)
+            );
+            // ECAM of bus 0, device 0, function 0, as a guest computes it
+            // from the entry.
+            let bus0 = base + (u64::from(0 - start) << 20);
+            assert_eq!(bus0, pci.ecam_base);
+            assert_eq!(
+                base + ((u64::from(end) + 1) << 20),
+                pci.ecam_base + pci.ecam_len()
+            );
+        }
 
         let fadt = tables.find_table::<Fadt>().expect("valid FADT");
         assert_eq!(fadt.physical_start() as u64, t.fadt_gpa);
