@@ -189,21 +189,27 @@ impl Vm {
         let mut ram = self.ram.lock();
         ram.zero();
         let entry = match self.kind {
-            ImageKind::Loader(kind) => Entry::Multiboot(
-                loader::load(kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
-                    .map_err(|e| alloc::format!("{e}"))?,
-            ),
+            ImageKind::Loader(kind) => {
+                // Every VM has ACPI tables in the BIOS area (bare-metal guests
+                // find the MCFG there by the RSDP scan).
+                write_acpi_tables(self.cfg, &mut ram)?;
+                Entry::Multiboot(
+                    loader::load(kind, self.image, self.cfg.kernel.cmdline, &mut *ram)
+                        .map_err(|e| alloc::format!("{e}"))?,
+                )
+            }
             linux => {
-                // Linux: ACPI tables in the BIOS area, then the boot protocol or PVH.
-                let mut acpi_cfg = guest_acpi::AcpiConfig::new(self.cfg.vcpus.min(254) as u8);
-                acpi_cfg.pm_tmr = Some(vm::pc::PM_TMR);
-                let tables = guest_acpi::build(&acpi_cfg, guest_acpi::ACPI_TABLES_GPA)
-                    .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
-                ram.write(tables.base_gpa, &tables.bytes)
-                    .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
+                // Linux: the boot protocol or PVH, with the ECAM window reserved
+                // in its memory map (Linux trusts the MCFG only then).
+                let tables = write_acpi_tables(self.cfg, &mut ram)?;
+                let ecam = [loader::ReservedRange {
+                    start: vm::pc::layout::ECAM_BASE,
+                    len: (u64::from(vm::pc::layout::BUS_END) + 1) << 20,
+                    kind: loader::ReservedKind::Reserved,
+                }];
                 let layout = loader::VmLayout {
                     ram_size: self.cfg.memory.size,
-                    reserved: &[],
+                    reserved: &ecam,
                     acpi_rsdp: Some(tables.rsdp_gpa),
                 };
                 let (image, cmdline, initrd) = (self.image, self.cfg.kernel.cmdline, self.initrd);
@@ -225,6 +231,26 @@ impl Vm {
         }
         Ok(entry)
     }
+}
+
+/// Builds the VM's ACPI tables (MADT, FADT, DSDT with the PCI host bridge and
+/// its `_PRT`, MCFG) and writes them at 0xE0000.
+fn write_acpi_tables(cfg: &VmConfig, ram: &mut GuestRam) -> Result<guest_acpi::AcpiTables, String> {
+    use vm::pc::layout;
+    let mut acpi_cfg = guest_acpi::AcpiConfig::new(cfg.vcpus.min(254) as u8);
+    acpi_cfg.pm_tmr = Some(vm::pc::PM_TMR);
+    acpi_cfg.pci = Some(guest_acpi::PciHost {
+        ecam_base: layout::ECAM_BASE,
+        bus_end: layout::BUS_END,
+        mmio_window: (layout::MMIO_WINDOW.0 as u32, layout::MMIO_WINDOW.1 as u32),
+        io_window: (layout::IO_WINDOW.0 as u16, layout::IO_WINDOW.1 as u16),
+        intx_gsi_base: layout::INTX_GSI_BASE,
+    });
+    let tables = guest_acpi::build(&acpi_cfg, guest_acpi::ACPI_TABLES_GPA)
+        .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
+    ram.write(tables.base_gpa, &tables.bytes)
+        .map_err(|e| alloc::format!("ACPI tables: {e}"))?;
+    Ok(tables)
 }
 
 /// Work for one pCPU: run vCPU `vcpu` of VM `vm`.
@@ -745,12 +771,13 @@ fn new_platform(cfg: &VmConfig) -> vm::PcPlatform {
     });
     // The IOAPIC's ID follows the vCPUs' APIC IDs, as the VM's MADT says.
     let ioapic_id = cfg.vcpus.min(254) as u8;
-    vm::PcPlatform::new(
-        tsc_to_ns(cpu::rdtsc()),
-        GUEST_EPOCH_UNIX_SECS,
+    vm::PcPlatform::new(&vm::PlatformConfig {
+        now_ns: tsc_to_ns(cpu::rdtsc()),
+        unix_secs: GUEST_EPOCH_UNIX_SECS,
         ioapic_id,
         uart,
-    )
+        pci_test_device: cfg.pci_test_device,
+    })
 }
 
 impl vm::VmHost for Host<'_> {
@@ -780,7 +807,7 @@ impl vm::VmHost for Host<'_> {
         let effect = {
             let mut p = self.vm.platform.lock();
             let effect = p.pio_write(port, size, value, tsc_to_ns(cpu::rdtsc()));
-            p.uart.take_output(&mut |b| out.push(b));
+            p.take_console_output(&mut out);
             effect
         };
         if !out.is_empty() {
@@ -790,19 +817,17 @@ impl vm::VmHost for Host<'_> {
     }
 
     fn mmio_read(&self, gpa: u64, size: u8) -> Option<u64> {
-        vm::PcPlatform::is_ioapic(gpa)
-            .then(|| u64::from(self.vm.platform.lock().ioapic_read(gpa, size)))
-    }
-
-    fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
-        if !vm::PcPlatform::is_ioapic(gpa) {
-            return false;
-        }
         self.vm
             .platform
             .lock()
-            .ioapic_write(gpa, size, value as u32);
-        true
+            .mmio_read(gpa, size, tsc_to_ns(cpu::rdtsc()))
+    }
+
+    fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
+        self.vm
+            .platform
+            .lock()
+            .mmio_write(gpa, size, value, tsc_to_ns(cpu::rdtsc()))
     }
 
     fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {
@@ -1080,7 +1105,7 @@ pub fn print_prefixed(vm: &Vm, bytes: &[u8]) {
 pub fn vioapic_table(vm: &Vm) -> Vec<u64> {
     let p = vm.platform.lock();
     (0..)
-        .map_while(|pin| p.ioapic.redirection_entry(pin))
+        .map_while(|pin| p.ioapic().redirection_entry(pin))
         .collect()
 }
 

@@ -55,6 +55,7 @@ mod tests {
             initrd: None,
             console: None,
             restart_on_reset: false,
+            pci_test_device: false,
         }
     }
 

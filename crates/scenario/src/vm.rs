@@ -53,6 +53,8 @@ pub struct VmConfig {
     pub console: Option<VuartConfig>,
     /// Whether the VM is restarted (rather than stopped) when it resets or triple-faults.
     pub restart_on_reset: bool,
+    /// Whether the VM's PCI segment has the Quercus PCI test device (00:03.0).
+    pub pci_test_device: bool,
 }
 
 impl VmConfig {

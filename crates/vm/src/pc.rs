@@ -1,16 +1,26 @@
 //! The virtual PC platform of a VM: the legacy devices a stock Linux kernel
-//! probes (PIC pair, PIT, RTC/CMOS, PCI configuration space with a host
-//! bridge, IOAPIC, ACPI PM1 and PM timer, the 0xCF9 reset port) and the
-//! console vUART, wired to interrupt lines. ISA IRQ n is GSI n except IRQ 0,
-//! which is GSI 2 (the override the VM's MADT declares).
+//! probes (PIC pair, PIT, RTC/CMOS, IOAPIC, ACPI PM1 and PM timer, the 0xCF9
+//! reset port), the console vUART and a PCI segment (host bridge, optional
+//! test device), every one registered in [`PcPlatform::new`] on the VM's
+//! port and MMIO buses. The exit path reaches them only through
+//! [`PcPlatform::pio_read`] and its siblings, which dispatch by address.
 //!
-//! The platform is shared by the VM's vCPUs; interrupts come out as IOAPIC
+//! ISA IRQ n is GSI n except IRQ 0, which is GSI 2 (the override the VM's
+//! MADT declares); PCI INTx lines arrive on GSIs 16..=19 (see [`layout`]).
+//! The platform is shared by the VM's vCPUs; interrupts come out as
 //! deliveries that the caller hands to the vLAPICs.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use vdev::{Bdf, ConfigSpace, Delivery, Ioapic, PciBus, Pic8259, Pit8254, RtcCmos};
+use vdev::{
+    Bdf, Delivery, Ioapic, PciInterrupt, PciSegment, Pit8254, RtcCmos, SegmentCounters,
+    SegmentLayout, TestDevice,
+};
 
+use crate::bus::Bus;
+pub use crate::device::PioEffect;
+use crate::device::{Device, DeviceCx, IrqChip, IrqCounters, Space};
 use crate::Uart16550;
 
 /// I/O port of the ACPI PM1a event block (status, enable), as the FADT says.
@@ -26,14 +36,24 @@ pub const S5_SLP_TYP: u16 = 5;
 /// The reset control register.
 pub const RESET_PORT: u16 = 0xCF9;
 
-/// What a port write asks of the hypervisor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PioEffect {
-    None,
-    /// ACPI S5 or another power-off request.
-    PowerOff,
-    /// The guest reset the platform (0xCF9).
-    Reset,
+/// Where the PCI segment sits in every VM (the ACPI tables say the same).
+pub mod layout {
+    /// ECAM (MMCONFIG) window: bus 0 only, 1 MiB.
+    pub const ECAM_BASE: u64 = 0xE000_0000;
+    /// Last bus number of the segment.
+    pub const BUS_END: u8 = 0;
+    /// Guest-physical window memory BARs decode in: 0xC000_0000..0xE000_0000.
+    /// Guest RAM below 4 GiB ends at or below its start.
+    pub const MMIO_WINDOW: (u64, u64) = (0xC000_0000, 0x2000_0000);
+    /// Port window I/O BARs decode in: 0xC000..=0xFFFF.
+    pub const IO_WINDOW: (u32, u32) = (0xC000, 0x4000);
+    /// GSI of slot 0's INTA#: slot s, pin p (0 = INTA#) -> 16 + (s + p) % 4.
+    pub const INTX_GSI_BASE: u32 = 16;
+    /// Where the test device goes (00:03.0) and its firmware BAR placement.
+    pub const TEST_DEVICE_SLOT: u8 = 3;
+    pub const TEST_DEVICE_BAR0: u32 = 0xC000_0000;
+    pub const TEST_DEVICE_BAR1: u32 = 0xC000_1000;
+    pub const TEST_DEVICE_IO: u16 = 0xC000;
 }
 
 /// The console vUART's place.
@@ -43,191 +63,503 @@ pub struct UartPlace {
     pub irq: u8,
 }
 
-/// A VM's legacy platform.
+/// What a VM's platform has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlatformConfig {
+    /// The VM clock's reading now, and what the RTC says it is (Unix time).
+    pub now_ns: u64,
+    pub unix_secs: u64,
+    /// The IOAPIC's ID (the MADT's).
+    pub ioapic_id: u8,
+    pub uart: Option<UartPlace>,
+    /// Plug the Quercus PCI test device in at 00:03.0.
+    pub pci_test_device: bool,
+}
+
+/// Who answers a bus range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// The 8259A pair (part of the interrupt controllers).
+    Pic,
+    /// The IOAPIC (part of the interrupt controllers).
+    Ioapic,
+    /// A registered device, by index.
+    Device(usize),
+}
+
+/// A VM's platform: its devices, buses and interrupt controllers.
 pub struct PcPlatform {
-    pub pic: Pic8259,
-    pub pit: Pit8254,
-    pub rtc: RtcCmos,
-    pub pci: PciBus<ConfigSpace>,
-    pub ioapic: Ioapic,
-    pub uart: Uart16550,
-    uart_place: Option<UartPlace>,
-    uart_level: bool,
-    pm1_sts: u16,
-    pm1_en: u16,
-    pm1_cnt: u16,
-    /// Deliveries waiting for the vLAPICs.
-    deliveries: Vec<Delivery>,
+    irq: IrqChip,
+    devices: Vec<Box<dyn Device>>,
+    pio: Bus<Target>,
+    mmio: Bus<Target>,
+    /// Index of the console vUART in `devices`.
+    uart: Option<usize>,
+    /// Index of the PCI segment in `devices`.
+    pci: Option<usize>,
+    /// Console bytes waiting for the caller.
+    console: Vec<u8>,
 }
 
-fn gsi_of_isa(irq: u8) -> u32 {
-    if irq == 0 {
-        2
-    } else {
-        u32::from(irq)
+/// The 8254 PIT and port 0x61 (IRQ 0).
+struct PitDevice(Pit8254);
+
+impl Device for PitDevice {
+    fn name(&self) -> &'static str {
+        "pit"
+    }
+    fn read(&mut self, _: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
+        u64::from(self.0.read(addr as u16, size, cx.now_ns))
+    }
+    fn write(&mut self, _: Space, addr: u64, size: u8, value: u64, cx: &mut DeviceCx<'_>) {
+        self.0.write(addr as u16, size, value as u32, cx.now_ns);
+    }
+    fn poll(&mut self, cx: &mut DeviceCx<'_>) {
+        if self.0.poll(cx.now_ns) > 0 {
+            cx.irq.pulse_isa_irq(0);
+        }
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        self.0.next_deadline()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn core::any::Any {
+        self
     }
 }
 
-impl PcPlatform {
-    /// A platform whose clock reads `now_ns` and whose RTC says `unix_secs`;
-    /// the IOAPIC gets `ioapic_id` (the MADT's).
-    pub fn new(now_ns: u64, unix_secs: u64, ioapic_id: u8, uart: Option<UartPlace>) -> Self {
-        let mut pci = PciBus::new();
-        // The bus is empty: adding the host bridge cannot collide.
-        let _ = pci.add(Bdf::HOST_BRIDGE, vdev::host_bridge());
-        PcPlatform {
-            pic: Pic8259::new(),
-            pit: Pit8254::new(),
-            rtc: RtcCmos::new(unix_secs, now_ns),
-            pci,
-            ioapic: Ioapic::new(ioapic_id),
-            uart: Uart16550::new(),
-            uart_place: uart,
-            uart_level: false,
-            pm1_sts: 0,
-            pm1_en: 0,
-            pm1_cnt: 1, // SCI_EN: always in ACPI mode
-            deliveries: Vec::new(),
-        }
-    }
+/// The MC146818 RTC and CMOS (IRQ 8).
+struct RtcDevice(RtcCmos);
 
-    /// Raises or lowers ISA `irq` on both the PIC and the IOAPIC.
-    pub fn set_isa_irq(&mut self, irq: u8, level: bool) {
-        self.pic.set_irq(u32::from(irq), level);
-        if let Some(d) = self.ioapic.set_irq(gsi_of_isa(irq), level) {
-            self.deliveries.push(d);
-        }
+impl Device for RtcDevice {
+    fn name(&self) -> &'static str {
+        "rtc"
     }
-
-    fn pulse_isa_irq(&mut self, irq: u8) {
-        self.set_isa_irq(irq, true);
-        self.set_isa_irq(irq, false);
+    fn read(&mut self, _: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
+        u64::from(self.0.read(addr as u16, size, cx.now_ns))
     }
-
-    fn uart_offset(&self, port: u16) -> Option<u8> {
-        let p = self.uart_place?;
-        (p.port..p.port + 8)
-            .contains(&port)
-            .then(|| (port - p.port) as u8)
+    fn write(&mut self, _: Space, addr: u64, size: u8, value: u64, cx: &mut DeviceCx<'_>) {
+        self.0.write(addr as u16, size, value as u32, cx.now_ns);
     }
+    fn poll(&mut self, cx: &mut DeviceCx<'_>) {
+        let level = self.0.poll(cx.now_ns);
+        cx.irq.set_isa_irq(8, level);
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        self.0.next_deadline()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn core::any::Any {
+        self
+    }
+}
 
-    /// Updates the vUART's interrupt line after any access or input.
-    fn sync_uart_irq(&mut self) {
-        let Some(p) = self.uart_place else { return };
+/// The console 16550 at its place, with its interrupt line.
+struct UartDevice {
+    uart: Uart16550,
+    place: UartPlace,
+    level: bool,
+}
+
+impl UartDevice {
+    /// Updates the interrupt line and moves output after any access or input.
+    fn sync(&mut self, irq: &mut IrqChip, console: &mut Vec<u8>) {
         let level = self.uart.irq_pending();
-        if level != self.uart_level {
-            self.uart_level = level;
-            self.set_isa_irq(p.irq, level);
+        if level != self.level {
+            self.level = level;
+            irq.set_isa_irq(self.place.irq, level);
         }
+        self.uart.take_output(&mut |b| console.push(b));
     }
+}
 
-    /// A guest port read.
-    pub fn pio_read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        if let Some(off) = self.uart_offset(port) {
-            let v = if size == 1 {
-                u32::from(self.uart.read(off))
-            } else {
-                vdev::all_ones(size)
-            };
-            self.sync_uart_irq();
-            return v;
+impl Device for UartDevice {
+    fn name(&self) -> &'static str {
+        "uart"
+    }
+    fn read(&mut self, _: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
+        let v = if size == 1 {
+            u64::from(
+                self.uart
+                    .read(addr.wrapping_sub(u64::from(self.place.port)) as u8),
+            )
+        } else {
+            u64::from(vdev::all_ones(size))
+        };
+        self.sync(cx.irq, cx.console);
+        v
+    }
+    fn write(&mut self, _: Space, addr: u64, size: u8, value: u64, cx: &mut DeviceCx<'_>) {
+        if size == 1 {
+            let off = addr.wrapping_sub(u64::from(self.place.port)) as u8;
+            self.uart.write(off, value as u8);
         }
-        match port {
-            0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1 => self.pic.read(port, size),
-            0x40..=0x43 | 0x61 => self.pit.read(port, size, now_ns),
-            0x70 | 0x71 => self.rtc.read(port, size, now_ns),
-            0xCF8..=0xCFF => self.pci.read(port, size),
-            PM1A_EVT => u32::from(self.pm1_sts),
-            0x602 => u32::from(self.pm1_en),
-            PM1A_CNT => u32::from(self.pm1_cnt),
+        self.sync(cx.irq, cx.console);
+    }
+    fn as_any_mut(&mut self) -> &mut dyn core::any::Any {
+        self
+    }
+}
+
+/// The ACPI PM1a event and control blocks and the PM timer.
+struct PmDevice {
+    sts: u16,
+    en: u16,
+    cnt: u16,
+}
+
+impl Device for PmDevice {
+    fn name(&self) -> &'static str {
+        "acpi-pm"
+    }
+    fn read(&mut self, _: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
+        u64::from(match addr as u16 {
+            PM1A_EVT => u32::from(self.sts),
+            0x602 => u32::from(self.en),
+            PM1A_CNT => u32::from(self.cnt),
             PM_TMR => {
-                let ticks = u128::from(now_ns) * u128::from(PM_TIMER_HZ) / 1_000_000_000;
+                let ticks = u128::from(cx.now_ns) * u128::from(PM_TIMER_HZ) / 1_000_000_000;
                 (ticks as u32) & 0x00FF_FFFF
             }
             _ => vdev::all_ones(size),
-        }
+        })
     }
-
-    /// A guest port write.
-    pub fn pio_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) -> PioEffect {
-        if let Some(off) = self.uart_offset(port) {
-            if size == 1 {
-                self.uart.write(off, value as u8);
-            }
-            self.sync_uart_irq();
-            return PioEffect::None;
-        }
-        match port {
-            0x20 | 0x21 | 0xA0 | 0xA1 | 0x4D0 | 0x4D1 => self.pic.write(port, size, value),
-            0x40..=0x43 | 0x61 => self.pit.write(port, size, value, now_ns),
-            0x70 | 0x71 => self.rtc.write(port, size, value, now_ns),
-            RESET_PORT if size == 1 && value & 0x04 != 0 => return PioEffect::Reset,
-            0xCF8..=0xCFF => self.pci.write(port, size, value),
-            PM1A_EVT => self.pm1_sts &= !(value as u16), // write 1 to clear
-            0x602 => self.pm1_en = value as u16,
+    fn write(&mut self, _: Space, addr: u64, _size: u8, value: u64, cx: &mut DeviceCx<'_>) {
+        match addr as u16 {
+            PM1A_EVT => self.sts &= !(value as u16), // write 1 to clear
+            0x602 => self.en = value as u16,
             PM1A_CNT => {
                 let v = value as u16;
-                self.pm1_cnt = (v & !(1 << 13)) | 1;
+                self.cnt = (v & !(1 << 13)) | 1;
                 if v & (1 << 13) != 0 && (v >> 10) & 7 == S5_SLP_TYP {
-                    return PioEffect::PowerOff;
+                    cx.effect = PioEffect::PowerOff;
                 }
             }
             _ => {}
         }
-        PioEffect::None
+    }
+    fn as_any_mut(&mut self) -> &mut dyn core::any::Any {
+        self
+    }
+}
+
+/// The PCI segment, and the reset control register that shares its ports
+/// (a byte access to 0xCF9 is not a configuration cycle).
+struct PciHost(PciSegment);
+
+impl PciHost {
+    fn deliver(&mut self, irq: &mut IrqChip) {
+        for i in self.0.take_interrupts() {
+            match i {
+                PciInterrupt::Msi(m) => irq.msi(m),
+                PciInterrupt::Intx { gsi, level } => irq.set_gsi(gsi, level),
+            }
+        }
+    }
+}
+
+impl Device for PciHost {
+    fn name(&self) -> &'static str {
+        "pci"
+    }
+    fn read(&mut self, space: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
+        let v = match space {
+            Space::Pio if addr == u64::from(RESET_PORT) && size == 1 => 0,
+            Space::Pio => u64::from(self.0.pio_read(addr as u16, size)),
+            Space::Mmio => self.0.mmio_read(addr, size),
+        };
+        self.deliver(cx.irq);
+        v
+    }
+    fn write(&mut self, space: Space, addr: u64, size: u8, value: u64, cx: &mut DeviceCx<'_>) {
+        match space {
+            Space::Pio if addr == u64::from(RESET_PORT) && size == 1 => {
+                if value & 0x04 != 0 {
+                    cx.effect = PioEffect::Reset;
+                }
+            }
+            Space::Pio => self.0.pio_write(addr as u16, size, value as u32),
+            Space::Mmio => self.0.mmio_write(addr, size, value),
+        }
+        self.deliver(cx.irq);
+    }
+    fn as_any_mut(&mut self) -> &mut dyn core::any::Any {
+        self
+    }
+}
+
+impl PcPlatform {
+    /// The platform `cfg` describes, every device registered on its buses.
+    pub fn new(cfg: &PlatformConfig) -> Self {
+        let mut p = PcPlatform {
+            irq: IrqChip::new(cfg.ioapic_id),
+            devices: Vec::new(),
+            pio: Bus::ports(),
+            mmio: Bus::mmio(),
+            uart: None,
+            pci: None,
+            console: Vec::new(),
+        };
+        let pic = [(0x20, 2), (0xA0, 2), (0x4D0, 2)];
+        for (base, len) in pic {
+            p.map_pio(base, len, Target::Pic);
+        }
+        p.map_mmio(vdev::IOAPIC_BASE, vdev::IOAPIC_MMIO_SIZE, Target::Ioapic);
+        p.add(
+            Box::new(PitDevice(Pit8254::new())),
+            &[(0x40, 4), (0x61, 1)],
+            &[],
+        );
+        p.add(
+            Box::new(RtcDevice(RtcCmos::new(cfg.unix_secs, cfg.now_ns))),
+            &[(0x70, 2)],
+            &[],
+        );
+        p.add(
+            Box::new(PmDevice {
+                sts: 0,
+                en: 0,
+                cnt: 1, // SCI_EN: always in ACPI mode
+            }),
+            &[(PM1A_EVT, 4), (PM1A_CNT, 2), (PM_TMR, 4)],
+            &[],
+        );
+        if let Some(place) = cfg.uart {
+            p.uart = Some(p.add(
+                Box::new(UartDevice {
+                    uart: Uart16550::new(),
+                    place,
+                    level: false,
+                }),
+                &[(place.port, 8)],
+                &[],
+            ));
+        }
+        let seg = Self::pci_segment(cfg);
+        let l = seg.layout().clone();
+        let ecam = l.ecam();
+        let io = (
+            l.io_window.start as u16,
+            (l.io_window.end - l.io_window.start) as u16,
+        );
+        p.pci = Some(p.add(
+            Box::new(PciHost(seg)),
+            &[(0xCF8, 8), io],
+            &[
+                (ecam.start, ecam.end - ecam.start),
+                (l.mmio_window.start, l.mmio_window.end - l.mmio_window.start),
+            ],
+        ));
+        p
     }
 
-    /// Whether `gpa` is the IOAPIC's register window.
-    pub fn is_ioapic(gpa: u64) -> bool {
-        (vdev::IOAPIC_BASE..vdev::IOAPIC_BASE + vdev::IOAPIC_MMIO_SIZE).contains(&gpa)
+    /// The VM's PCI segment: the host bridge and, if asked, the test device.
+    fn pci_segment(cfg: &PlatformConfig) -> PciSegment {
+        use layout::*;
+        let mut seg = PciSegment::new(SegmentLayout {
+            ecam_base: ECAM_BASE,
+            bus_end: BUS_END,
+            mmio_window: MMIO_WINDOW.0..MMIO_WINDOW.0 + MMIO_WINDOW.1,
+            io_window: IO_WINDOW.0..IO_WINDOW.0 + IO_WINDOW.1,
+            intx_gsi_base: INTX_GSI_BASE,
+        });
+        // Distinct slots on an empty segment: neither add can collide.
+        let _ = seg.add(Bdf::HOST_BRIDGE, Box::new(vdev::host_bridge()));
+        if cfg.pci_test_device {
+            if let Some(bdf) = Bdf::new(0, TEST_DEVICE_SLOT, 0) {
+                let dev = TestDevice::new(TEST_DEVICE_BAR0, TEST_DEVICE_BAR1, TEST_DEVICE_IO);
+                let _ = seg.add(bdf, Box::new(dev));
+            }
+        }
+        seg
     }
 
-    /// An IOAPIC register read.
-    pub fn ioapic_read(&mut self, gpa: u64, size: u8) -> u32 {
-        self.ioapic.read(gpa.wrapping_sub(vdev::IOAPIC_BASE), size)
+    /// Registers `device` at its port and MMIO ranges; returns its index.
+    /// The ranges are the platform's own constants: an overlap is a bug.
+    fn add(&mut self, device: Box<dyn Device>, ports: &[(u16, u16)], mmio: &[(u64, u64)]) -> usize {
+        let index = self.devices.len();
+        self.devices.push(device);
+        for &(base, len) in ports {
+            self.map_pio(base, len, Target::Device(index));
+        }
+        for &(base, len) in mmio {
+            self.map_mmio(base, len, Target::Device(index));
+        }
+        index
     }
 
-    /// An IOAPIC register write (may deliver pending level interrupts).
-    pub fn ioapic_write(&mut self, gpa: u64, size: u8, value: u32) {
-        let d = self
-            .ioapic
-            .write(gpa.wrapping_sub(vdev::IOAPIC_BASE), size, value);
-        self.deliveries.extend(d);
+    fn map_pio(&mut self, base: u16, len: u16, target: Target) {
+        let r = self.pio.register(u64::from(base), u64::from(len), target);
+        debug_assert!(r.is_ok(), "port range {base:#x}+{len:#x}: {r:?}");
     }
 
-    /// Advances the timers to `now_ns` (PIT IRQ 0, RTC IRQ 8).
+    fn map_mmio(&mut self, base: u64, len: u64, target: Target) {
+        let r = self.mmio.register(base, len, target);
+        debug_assert!(r.is_ok(), "MMIO range {base:#x}+{len:#x}: {r:?}");
+    }
+
+    fn access(
+        &mut self,
+        space: Space,
+        addr: u64,
+        now_ns: u64,
+        f: impl FnOnce(&mut dyn Device, &mut DeviceCx<'_>) -> u64,
+    ) -> Option<(u64, PioEffect)> {
+        let bus = match space {
+            Space::Pio => &self.pio,
+            Space::Mmio => &self.mmio,
+        };
+        let (slot, _) = bus.dispatch(addr)?;
+        let Some(&Target::Device(i)) = bus.get(slot) else {
+            return None;
+        };
+        let dev = self.devices.get_mut(i)?;
+        let mut cx = DeviceCx {
+            now_ns,
+            irq: &mut self.irq,
+            console: &mut self.console,
+            effect: PioEffect::None,
+        };
+        let v = f(&mut **dev, &mut cx);
+        Some((v, cx.effect))
+    }
+
+    /// Which controller a bus address belongs to, if any.
+    fn chip_target(&self, space: Space, addr: u64) -> Option<Target> {
+        let bus = match space {
+            Space::Pio => &self.pio,
+            Space::Mmio => &self.mmio,
+        };
+        let (slot, _) = bus.dispatch(addr)?;
+        bus.get(slot)
+            .copied()
+            .filter(|t| *t != Target::Device(usize::MAX))
+    }
+
+    /// A guest port read; unclaimed ports read all ones.
+    pub fn pio_read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
+        match self.chip_target(Space::Pio, u64::from(port)) {
+            Some(Target::Pic) => return self.irq.pic.read(port, size),
+            None => return vdev::all_ones(size),
+            _ => {}
+        }
+        self.access(Space::Pio, u64::from(port), now_ns, |d, cx| {
+            d.read(Space::Pio, u64::from(port), size, cx)
+        })
+        .map_or(vdev::all_ones(size), |(v, _)| v as u32)
+    }
+
+    /// A guest port write; unclaimed ports ignore it.
+    pub fn pio_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) -> PioEffect {
+        match self.chip_target(Space::Pio, u64::from(port)) {
+            Some(Target::Pic) => {
+                self.irq.pic.write(port, size, value);
+                return PioEffect::None;
+            }
+            None => return PioEffect::None,
+            _ => {}
+        }
+        self.access(Space::Pio, u64::from(port), now_ns, |d, cx| {
+            d.write(Space::Pio, u64::from(port), size, u64::from(value), cx);
+            0
+        })
+        .map_or(PioEffect::None, |(_, e)| e)
+    }
+
+    /// A guest MMIO read; None if no device claims `gpa`.
+    pub fn mmio_read(&mut self, gpa: u64, size: u8, now_ns: u64) -> Option<u64> {
+        if self.chip_target(Space::Mmio, gpa)? == Target::Ioapic {
+            return Some(u64::from(
+                self.irq
+                    .ioapic
+                    .read(gpa.wrapping_sub(vdev::IOAPIC_BASE), size),
+            ));
+        }
+        self.access(Space::Mmio, gpa, now_ns, |d, cx| {
+            d.read(Space::Mmio, gpa, size, cx)
+        })
+        .map(|(v, _)| v)
+    }
+
+    /// A guest MMIO write; false if no device claims `gpa`.
+    pub fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, now_ns: u64) -> bool {
+        match self.chip_target(Space::Mmio, gpa) {
+            None => return false,
+            Some(Target::Ioapic) => {
+                self.irq
+                    .ioapic_write(gpa.wrapping_sub(vdev::IOAPIC_BASE), size, value as u32);
+                return true;
+            }
+            _ => {}
+        }
+        self.access(Space::Mmio, gpa, now_ns, |d, cx| {
+            d.write(Space::Mmio, gpa, size, value, cx);
+            0
+        })
+        .is_some()
+    }
+
+    /// Advances every device's timers to `now_ns`.
     pub fn poll(&mut self, now_ns: u64) {
-        if self.pit.poll(now_ns) > 0 {
-            self.pulse_isa_irq(0);
+        let mut cx = DeviceCx {
+            now_ns,
+            irq: &mut self.irq,
+            console: &mut self.console,
+            effect: PioEffect::None,
+        };
+        for d in &mut self.devices {
+            d.poll(&mut cx);
         }
-        let rtc = self.rtc.poll(now_ns);
-        self.set_isa_irq(8, rtc);
     }
 
-    /// The next time a timer needs [`PcPlatform::poll`].
+    /// The next time a device needs [`PcPlatform::poll`].
     pub fn next_deadline(&self) -> Option<u64> {
-        match (self.pit.next_deadline(), self.rtc.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.devices.iter().filter_map(|d| d.next_deadline()).min()
     }
 
-    /// A byte typed at the VM's console; false if its receive FIFO is full.
+    /// A byte typed at the VM's console; false if its receive FIFO is full
+    /// (or the VM has no console).
     pub fn console_input(&mut self, byte: u8) -> bool {
-        let ok = self.uart.push_input(byte);
-        self.sync_uart_irq();
+        let Some(dev) = self.uart.and_then(|i| self.devices.get_mut(i)) else {
+            return false;
+        };
+        let Some(u) = dev.as_any_mut().downcast_mut::<UartDevice>() else {
+            return false;
+        };
+        let ok = u.uart.push_input(byte);
+        u.sync(&mut self.irq, &mut self.console);
         ok
+    }
+
+    /// Moves the console bytes the guest wrote into `out`.
+    pub fn take_console_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.console);
     }
 
     /// The end of interrupt `vector` at a vLAPIC (level-triggered lines re-deliver).
     pub fn eoi(&mut self, vector: u8) {
-        let d = self.ioapic.eoi(vector);
-        self.deliveries.extend(d);
+        self.irq.eoi(vector);
     }
 
     /// Takes the interrupts waiting for the vLAPICs.
     pub fn take_deliveries(&mut self) -> Vec<Delivery> {
-        core::mem::take(&mut self.deliveries)
+        self.irq.take_deliveries()
+    }
+
+    /// The virtual IOAPIC (for the shell).
+    pub fn ioapic(&self) -> &Ioapic {
+        &self.irq.ioapic
+    }
+
+    /// Interrupt requests that reached no CPU.
+    pub fn irq_counters(&self) -> IrqCounters {
+        self.irq.counters()
+    }
+
+    /// The PCI segment's counters.
+    pub fn pci_counters(&mut self) -> Option<SegmentCounters> {
+        let d = self.pci.and_then(|i| self.devices.get_mut(i))?;
+        d.as_any_mut()
+            .downcast_mut::<PciHost>()
+            .map(|h| h.0.counters())
     }
 }
 
@@ -235,24 +567,35 @@ impl PcPlatform {
 mod tests {
     use super::*;
 
-    fn platform() -> PcPlatform {
-        PcPlatform::new(
-            0,
-            1_700_000_000,
-            1,
-            Some(UartPlace {
+    fn config(pci_test_device: bool) -> PlatformConfig {
+        PlatformConfig {
+            now_ns: 0,
+            unix_secs: 1_700_000_000,
+            ioapic_id: 1,
+            uart: Some(UartPlace {
                 port: 0x3F8,
                 irq: 4,
             }),
-        )
+            pci_test_device,
+        }
     }
 
-    /// Programs IOAPIC pin `pin` to `vector`, edge, unmasked, destination APIC 0.
+    fn platform() -> PcPlatform {
+        PcPlatform::new(&config(false))
+    }
+
+    /// Programs IOAPIC pin `pin` to `vector`, edge (or level), unmasked,
+    /// destination APIC 0.
+    fn route_with(p: &mut PcPlatform, pin: u32, vector: u8, level: bool) {
+        let low = u64::from(vector) | if level { 1 << 15 } else { 0 };
+        p.mmio_write(vdev::IOAPIC_BASE, 4, u64::from(0x10 + 2 * pin), 0);
+        p.mmio_write(vdev::IOAPIC_BASE + 0x10, 4, low, 0);
+        p.mmio_write(vdev::IOAPIC_BASE, 4, u64::from(0x11 + 2 * pin), 0);
+        p.mmio_write(vdev::IOAPIC_BASE + 0x10, 4, 0, 0);
+    }
+
     fn route(p: &mut PcPlatform, pin: u32, vector: u8) {
-        p.ioapic_write(vdev::IOAPIC_BASE, 4, 0x10 + 2 * pin);
-        p.ioapic_write(vdev::IOAPIC_BASE + 0x10, 4, u32::from(vector));
-        p.ioapic_write(vdev::IOAPIC_BASE, 4, 0x11 + 2 * pin);
-        p.ioapic_write(vdev::IOAPIC_BASE + 0x10, 4, 0);
+        route_with(p, pin, vector, false);
     }
 
     #[test]
@@ -277,6 +620,68 @@ mod tests {
         assert!(p.console_input(b'x'));
         assert!(p.take_deliveries().iter().any(|d| d.vector == 0x24));
         assert_eq!(p.pio_read(0x3F8, 1, 0), u32::from(b'x'));
+        p.pio_write(0x3F8, 1, u32::from(b'y'), 0);
+        let mut out = Vec::new();
+        p.take_console_output(&mut out);
+        assert_eq!(out, b"y");
+    }
+
+    #[test]
+    fn every_device_is_reached_through_the_buses() {
+        let mut p = PcPlatform::new(&config(true));
+        // PCI through 0xCF8 and through ECAM: host bridge and test device.
+        p.pio_write(0xCF8, 4, 0x8000_0000, 0);
+        assert_eq!(p.pio_read(0xCFC, 4, 0), 0x29C0_8086);
+        let ecam = layout::ECAM_BASE + (3 << 15);
+        assert_eq!(p.mmio_read(ecam, 4, 0), Some(0x0001_5143));
+        assert_eq!(
+            p.mmio_read(u64::from(layout::TEST_DEVICE_BAR0), 4, 0),
+            Some(u64::from(vdev::TEST_DEVICE_MAGIC))
+        );
+        assert_eq!(
+            p.pio_read(layout::TEST_DEVICE_IO + 4, 4, 0),
+            vdev::TEST_DEVICE_MAGIC
+        );
+        // Unclaimed window addresses read all ones but are claimed.
+        assert_eq!(p.mmio_read(0xD000_0000, 4, 0), Some(0xFFFF_FFFF));
+        // The PIC and the RTC answer at their ports.
+        p.pio_write(0x21, 1, 0xAB, 0);
+        assert_eq!(p.pio_read(0x21, 1, 0), 0xAB);
+        p.pio_write(0x70, 1, 0x0F, 0);
+        assert_ne!(p.pio_read(0x71, 1, 0), 0xFFFF_FFFF);
+        // Nobody at 0x80.
+        assert_eq!(p.pio_read(0x80, 1, 0), 0xFF);
+        assert_eq!(p.pio_write(0x80, 1, 0, 0), PioEffect::None);
+    }
+
+    #[test]
+    fn pci_interrupts_reach_the_ioapic_and_the_lapics() {
+        let mut p = PcPlatform::new(&config(true));
+        // INTx: slot 3 INTA# is GSI 19, level-triggered.
+        route_with(&mut p, 19, 0x50, true);
+        let bar0 = u64::from(layout::TEST_DEVICE_BAR0);
+        p.mmio_write(bar0 + 8, 4, 0, 0);
+        let d = p.take_deliveries();
+        assert!(d.iter().any(|d| d.vector == 0x50 && d.level), "{d:?}");
+        // Still asserted: the EOI re-delivers; deasserted: it does not.
+        p.eoi(0x50);
+        assert!(p.take_deliveries().iter().any(|d| d.vector == 0x50));
+        p.mmio_write(bar0 + 0xC, 4, 1, 0);
+        p.eoi(0x50);
+        assert!(p.take_deliveries().is_empty());
+        // MSI to APIC 0 vector 0x51, and one to a bad address.
+        let ecam = layout::ECAM_BASE + (3 << 15);
+        p.mmio_write(ecam + 0x44, 4, 0xFEE0_0000, 0);
+        p.mmio_write(ecam + 0x4C, 2, 0x51, 0);
+        p.mmio_write(ecam + 0x42, 2, 1, 0);
+        p.mmio_write(bar0 + 8, 4, 0, 0);
+        let d = p.take_deliveries();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].vector, d[0].dest, d[0].level), (0x51, 0, false));
+        p.mmio_write(ecam + 0x44, 4, 0x1000, 0);
+        p.mmio_write(bar0 + 8, 4, 0, 0);
+        assert!(p.take_deliveries().is_empty());
+        assert_eq!(p.irq_counters().bad_messages, 1);
     }
 
     #[test]
@@ -317,9 +722,13 @@ mod tests {
                 let _ = p.pio_write(port, size, u32::MAX, u64::MAX);
             }
         }
-        for off in [0u64, 0x10, 0x20, 0x40, 0xFFF, 0x1000] {
-            let _ = p.ioapic_read(vdev::IOAPIC_BASE + off, 4);
-            p.ioapic_write(vdev::IOAPIC_BASE + off, 4, u32::MAX);
+        for off in [0u64, 0x10, 0x20, 0x40, 0xFFF] {
+            assert!(p.mmio_read(vdev::IOAPIC_BASE + off, 4, 0).is_some());
+            assert!(p.mmio_write(vdev::IOAPIC_BASE + off, 4, u64::MAX, 0));
+        }
+        for gpa in [0u64, 0xBFFF_FFFF, 0xFEC0_1000, 0xFEE0_0000, u64::MAX] {
+            assert_eq!(p.mmio_read(gpa, 4, 0), None, "{gpa:#x} is nobody's");
+            assert!(!p.mmio_write(gpa, 4, 0, 0));
         }
         p.eoi(0);
         p.eoi(255);

@@ -72,6 +72,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
             initrd: {initrd},
             console: {console},
             restart_on_reset: {restart},
+            pci_test_device: {pci_test},
         }},",
         id = vm.id,
         name = vm.name,
@@ -85,6 +86,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
         cmdline = vm.kernel.cmdline,
         console = console(vm.console),
         restart = vm.restart_on_reset,
+        pci_test = vm.pci_test_device,
     );
 }
 
@@ -169,6 +171,7 @@ mod tests {
             initrd: Some("rootfs".into()),
             console: None,
             restart_on_reset: true,
+            pci_test_device: false,
         }
     }
 

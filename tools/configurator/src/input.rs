@@ -34,6 +34,8 @@ pub struct RawVm {
     pub console: Option<RawConsole>,
     #[serde(default)]
     pub restart_on_reset: bool,
+    #[serde(default)]
+    pub pci_test_device: bool,
 }
 
 /// `[vm.kernel]`.

@@ -68,6 +68,8 @@ pub struct Vm {
     pub console: Option<VuartConfig>,
     /// Restart instead of stop on reset.
     pub restart_on_reset: bool,
+    /// The Quercus PCI test device at 00:03.0.
+    pub pci_test_device: bool,
 }
 
 /// A validated kernel (the owned counterpart of [`scenario::KernelConfig`]).

@@ -26,6 +26,7 @@ pub static SCENARIO: Scenario = Scenario {
             initrd: None,
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
+            pci_test_device: false,
         },
     ],
 };

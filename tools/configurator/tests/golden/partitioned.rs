@@ -26,6 +26,7 @@ pub static SCENARIO: Scenario = Scenario {
             initrd: None,
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
+            pci_test_device: false,
         },
         VmConfig {
             id: 1,
@@ -46,6 +47,7 @@ pub static SCENARIO: Scenario = Scenario {
             initrd: None,
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
+            pci_test_device: false,
         },
         VmConfig {
             id: 2,
@@ -66,6 +68,7 @@ pub static SCENARIO: Scenario = Scenario {
             initrd: Some("initrd"),
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
+            pci_test_device: false,
         },
     ],
 };

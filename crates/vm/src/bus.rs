@@ -1,55 +1,58 @@
-//! The port-I/O bus of one VM: which device slot answers which port.
+//! An address bus of one VM (its port-I/O space or its guest-physical MMIO
+//! space): which device slot answers which address.
 //!
-//! Devices are registered with a port range when the VM is built (overlaps
-//! are a configuration error, rejected there); at an I/O exit
-//! [`PioBus::dispatch`] turns the port into a slot index and the offset in
+//! Devices are registered with a range when the VM is built (overlaps
+//! are a configuration error, rejected there); at an exit
+//! [`Bus::dispatch`] turns the address into a slot index and the offset in
 //! the device's range. The bus stores one `D` per slot (a device, or a handle
 //! to one) and never calls into it, so it needs no trait objects.
 //!
-//! A port no device claims behaves like a floating ISA bus: reads return all
+//! An address no device claims behaves like a floating bus: reads return all
 //! ones for the access size ([`unmapped_read`]) and writes vanish.
 //!
-//! An access is routed by its first port only; a 2- or 4-byte access that
-//! runs past the end of a range goes to that device whole, with its offset,
-//! and the device answers for the widths it supports.
+//! An access is routed by its first address only; an access that runs past
+//! the end of a range goes to that device whole, with its offset, and the
+//! device answers for the widths it supports.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 /// Number of I/O ports (0..=0xFFFF).
-pub const PORT_SPACE: u32 = 0x1_0000;
+pub const PORT_SPACE: u64 = 0x1_0000;
+/// Size of the guest-physical space an MMIO bus covers (52-bit addresses).
+pub const MMIO_SPACE: u64 = 1 << 52;
 
 /// Why a port range could not be registered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PioBusError {
+pub enum BusError {
     /// The range is empty.
-    Empty { base: u16 },
+    Empty { base: u64 },
     /// `base + len` runs past port 0xFFFF.
-    PastEnd { base: u16, len: u16 },
+    PastEnd { base: u64, len: u64 },
     /// The range shares ports with one registered earlier.
     Overlap {
-        base: u16,
-        len: u16,
-        other_base: u16,
-        other_len: u16,
+        base: u64,
+        len: u64,
+        other_base: u64,
+        other_len: u64,
     },
 }
 
-impl fmt::Display for PioBusError {
+impl fmt::Display for BusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            PioBusError::Empty { base } => write!(f, "port range at {base:#x} has length 0"),
-            PioBusError::PastEnd { base, len } => {
-                write!(f, "port range {base:#x}+{len:#x} runs past port 0xffff")
+            BusError::Empty { base } => write!(f, "port range at {base:#x} has length 0"),
+            BusError::PastEnd { base, len } => {
+                write!(f, "range {base:#x}+{len:#x} runs past the end of the bus")
             }
-            PioBusError::Overlap {
+            BusError::Overlap {
                 base,
                 len,
                 other_base,
                 other_len,
             } => write!(
                 f,
-                "port range {base:#x}+{len:#x} overlaps {other_base:#x}+{other_len:#x}"
+                "range {base:#x}+{len:#x} overlaps {other_base:#x}+{other_len:#x}"
             ),
         }
     }
@@ -58,55 +61,61 @@ impl fmt::Display for PioBusError {
 /// One registered range, kept sorted by `base` for lookup.
 #[derive(Clone, Copy, Debug)]
 struct Mapping {
-    base: u16,
-    len: u16,
+    base: u64,
+    len: u64,
     slot: usize,
 }
 
 impl Mapping {
-    /// One past the last port, in `u32` so that it cannot wrap.
-    fn end(&self) -> u32 {
-        u32::from(self.base) + u32::from(self.len)
+    /// One past the last address, in `u128` so that it cannot wrap.
+    fn end(&self) -> u128 {
+        u128::from(self.base) + u128::from(self.len)
     }
 }
 
-/// Port ranges mapped to device slots.
+/// Address ranges mapped to device slots.
 #[derive(Clone, Debug)]
-pub struct PioBus<D> {
+pub struct Bus<D> {
     /// Sorted by base, non-overlapping.
     map: Vec<Mapping>,
     /// Indexed by slot, in registration order.
     devices: Vec<D>,
+    /// One past the highest address.
+    limit: u64,
 }
 
-impl<D> Default for PioBus<D> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<D> PioBus<D> {
-    /// A bus with no devices: every port is unmapped.
-    pub const fn new() -> Self {
-        PioBus {
+impl<D> Bus<D> {
+    /// A port-I/O bus with no devices: every port is unmapped.
+    pub const fn ports() -> Self {
+        Bus {
             map: Vec::new(),
             devices: Vec::new(),
+            limit: PORT_SPACE,
         }
     }
 
-    /// Maps ports `base..base + len` to `device`; returns its slot index
+    /// An MMIO bus with no devices.
+    pub const fn mmio() -> Self {
+        Bus {
+            map: Vec::new(),
+            devices: Vec::new(),
+            limit: MMIO_SPACE,
+        }
+    }
+
+    /// Maps `base..base + len` to `device`; returns its slot index
     /// (slots count up from 0 in registration order and never change).
-    pub fn register(&mut self, base: u16, len: u16, device: D) -> Result<usize, PioBusError> {
+    pub fn register(&mut self, base: u64, len: u64, device: D) -> Result<usize, BusError> {
         if len == 0 {
-            return Err(PioBusError::Empty { base });
+            return Err(BusError::Empty { base });
         }
         let new = Mapping {
             base,
             len,
             slot: self.devices.len(),
         };
-        if new.end() > PORT_SPACE {
-            return Err(PioBusError::PastEnd { base, len });
+        if new.end() > u128::from(self.limit) {
+            return Err(BusError::PastEnd { base, len });
         }
         let at = self.map.partition_point(|m| m.base < base);
         let neighbours = [at.checked_sub(1), Some(at)];
@@ -115,8 +124,8 @@ impl<D> PioBus<D> {
             .flatten()
             .filter_map(|i| self.map.get(i))
         {
-            if u32::from(m.base) < new.end() && u32::from(base) < m.end() {
-                return Err(PioBusError::Overlap {
+            if u128::from(m.base) < new.end() && u128::from(base) < m.end() {
+                return Err(BusError::Overlap {
                     base,
                     len,
                     other_base: m.base,
@@ -129,9 +138,9 @@ impl<D> PioBus<D> {
         Ok(new.slot)
     }
 
-    /// The slot that owns `port` and the port's offset in its range, or
-    /// `None` when no device claims the port.
-    pub fn dispatch(&self, port: u16) -> Option<(usize, u16)> {
+    /// The slot that owns `port` and its offset in the slot's range, or
+    /// `None` when no device claims the address.
+    pub fn dispatch(&self, port: u64) -> Option<(usize, u64)> {
         let i = self
             .map
             .partition_point(|m| m.base <= port)
@@ -177,8 +186,8 @@ mod tests {
     use super::*;
     use alloc::string::ToString;
 
-    fn bus() -> PioBus<&'static str> {
-        let mut b = PioBus::new();
+    fn bus() -> Bus<&'static str> {
+        let mut b = Bus::ports();
         assert_eq!(b.register(0x3F8, 8, "com1"), Ok(0));
         assert_eq!(b.register(0x20, 2, "pic"), Ok(1));
         assert_eq!(b.register(0xCF8, 8, "pci"), Ok(2));
@@ -203,7 +212,7 @@ mod tests {
         for port in [0, 0x1F, 0x22, 0x3F7, 0x400, 0xCF7, 0xD00, 0xFFFF] {
             assert_eq!(b.dispatch(port), None, "{port:#x}");
         }
-        let empty: PioBus<()> = PioBus::default();
+        let empty: Bus<()> = Bus::ports();
         assert!(empty.is_empty());
         assert_eq!(empty.dispatch(0), None);
         assert_eq!(empty.dispatch(0xFFFF), None);
@@ -233,13 +242,13 @@ mod tests {
         for (base, len) in cases {
             let r = b.register(base, len, "x");
             assert!(
-                matches!(r, Err(PioBusError::Overlap { .. })),
+                matches!(r, Err(BusError::Overlap { .. })),
                 "{base:#x}+{len:#x}: {r:?}"
             );
         }
         assert_eq!(
             b.register(0x3F0, 9, "x"),
-            Err(PioBusError::Overlap {
+            Err(BusError::Overlap {
                 base: 0x3F0,
                 len: 9,
                 other_base: 0x3F8,
@@ -255,21 +264,18 @@ mod tests {
 
     #[test]
     fn empty_and_wrapping_ranges_are_rejected() {
-        let mut b: PioBus<u8> = PioBus::new();
-        assert_eq!(
-            b.register(0x80, 0, 0),
-            Err(PioBusError::Empty { base: 0x80 })
-        );
+        let mut b: Bus<u8> = Bus::ports();
+        assert_eq!(b.register(0x80, 0, 0), Err(BusError::Empty { base: 0x80 }));
         assert_eq!(
             b.register(0xFFFF, 2, 0),
-            Err(PioBusError::PastEnd {
+            Err(BusError::PastEnd {
                 base: 0xFFFF,
                 len: 2
             })
         );
         assert_eq!(
             b.register(0x8000, 0xFFFF, 0),
-            Err(PioBusError::PastEnd {
+            Err(BusError::PastEnd {
                 base: 0x8000,
                 len: 0xFFFF
             })
@@ -284,12 +290,12 @@ mod tests {
 
     #[test]
     fn many_ranges_stay_sorted() {
-        let mut b = PioBus::new();
+        let mut b = Bus::ports();
         // Registered out of order.
-        for i in (0..64u16).rev() {
+        for i in (0..64u64).rev() {
             assert!(b.register(i * 16 + 4, 4, i).is_ok());
         }
-        for i in 0..64u16 {
+        for i in 0..64u64 {
             assert_eq!(
                 b.dispatch(i * 16 + 5).map(|(s, o)| (*b.get(s).unwrap(), o)),
                 Some((i, 1))
@@ -297,6 +303,27 @@ mod tests {
             assert_eq!(b.dispatch(i * 16), None);
             assert_eq!(b.dispatch(i * 16 + 8), None);
         }
+    }
+
+    #[test]
+    fn mmio_buses_take_64_bit_ranges() {
+        let mut b = Bus::mmio();
+        assert_eq!(b.register(0xFEC0_0000, 0x1000, "ioapic"), Ok(0));
+        assert_eq!(b.register(0xE000_0000, 0x10_0000, "ecam"), Ok(1));
+        assert_eq!(b.register(0x1_0000_0000, 0x1000, "high"), Ok(2));
+        assert_eq!(b.dispatch(0xFEC0_0010), Some((0, 0x10)));
+        assert_eq!(b.dispatch(0xE00F_FFFF), Some((1, 0xF_FFFF)));
+        assert_eq!(b.dispatch(0x1_0000_0FFF), Some((2, 0xFFF)));
+        assert_eq!(b.dispatch(0xFEC0_1000), None);
+        assert_eq!(b.dispatch(u64::MAX), None);
+        assert!(matches!(
+            b.register(MMIO_SPACE - 1, 2, "x"),
+            Err(BusError::PastEnd { .. })
+        ));
+        assert!(matches!(
+            b.register(u64::MAX, u64::MAX, "x"),
+            Err(BusError::PastEnd { .. })
+        ));
     }
 
     #[test]
@@ -312,20 +339,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_ranges() {
-        let e = PioBusError::Overlap {
+        let e = BusError::Overlap {
             base: 0x3F0,
             len: 9,
             other_base: 0x3F8,
             other_len: 8,
         };
-        assert_eq!(e.to_string(), "port range 0x3f0+0x9 overlaps 0x3f8+0x8");
+        assert_eq!(e.to_string(), "range 0x3f0+0x9 overlaps 0x3f8+0x8");
         assert_eq!(
-            PioBusError::PastEnd {
+            BusError::PastEnd {
                 base: 0xFFFF,
                 len: 2
             }
             .to_string(),
-            "port range 0xffff+0x2 runs past port 0xffff"
+            "range 0xffff+0x2 runs past the end of the bus"
         );
     }
 }
