@@ -118,6 +118,43 @@ pub unsafe fn outb(port: u16, v: u8) {
     };
 }
 
+/// Reads a word from an I/O port.
+///
+/// # Safety
+/// Reading the port must have no effect the caller does not intend.
+pub unsafe fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") v, options(nostack, nomem, preserves_flags))
+    };
+    v
+}
+
+/// Reads a dword from an I/O port.
+///
+/// # Safety
+/// Reading the port must have no effect the caller does not intend.
+pub unsafe fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") v, options(nostack, nomem, preserves_flags))
+    };
+    v
+}
+
+/// Writes a word to an I/O port.
+///
+/// # Safety
+/// Writing the port must have no effect the caller does not intend.
+pub unsafe fn outw(port: u16, v: u16) {
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") v, options(nostack, nomem, preserves_flags))
+    };
+}
+
 /// Writes a dword to an I/O port.
 ///
 /// # Safety

@@ -6,7 +6,8 @@
 //! then `TESTS DONE <passed> passed <failed> failed`, then powers off
 //! (Quercus hypercall 3, else QEMU's isa-debug-exit at 0xF4, else halts).
 //! Command-line words: `console` (stay up after the tests: heartbeat and echo),
-//! `bench` (CPUID round-trip benchmark), `crash`
+//! `bench` (CPUID round-trip benchmark), `smp` (start the second vCPU),
+//! `pci` (the virtual PCI segment and Quercus's PCI test device), `crash`
 //! (triple-fault on purpose after the tests, announced by
 //! `TEST triple-fault ARMED`). See `tests.rs` for what each test checks.
 
@@ -17,14 +18,17 @@
     reason = "failure reasons are fixed stack buffers: there is no heap to box them in"
 )]
 
+mod acpi;
 mod boot;
 mod cpu;
 mod hypercall;
+mod ioapic;
 mod lapic;
 mod mem;
 mod msg;
 mod multiboot;
 mod paging;
+mod pci;
 mod serial;
 mod tests;
 mod trap;
@@ -84,6 +88,8 @@ pub struct Env {
     pub selftest: bool,
     /// Also start the second CPU and exchange IPIs with it (`smp-*` tests).
     pub smp: bool,
+    /// Also enumerate PCI and exercise the PCI test device (`pci-*` tests).
+    pub pci: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -127,6 +133,7 @@ impl Env {
             console: boot.has_word(b"console"),
             selftest: boot.has_word(b"selftest"),
             smp: boot.has_word(b"smp"),
+            pci: boot.has_word(b"pci"),
             boot,
         }
     }

@@ -64,6 +64,24 @@ pub fn map_extra_2m(phys: u64) -> bool {
     true
 }
 
+/// Makes `addr..addr + len` readable through the identity map: pages of
+/// the RAM mapping are already there, every other 2 MiB page of the range is
+/// mapped (uncached) with [`map_extra_2m`]. False if some page cannot be
+/// (at or above 4 GiB); the extra pages live until [`unmap_all_extra`].
+pub fn map_phys_range(addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    let mut page = addr - addr % PAGE_2M;
+    while page < end {
+        if page >= mapped_ram_end() && !map_extra_2m(page) {
+            return false;
+        }
+        page += PAGE_2M;
+    }
+    true
+}
+
 /// Removes a mapping made by [`map_extra_2m`] (RAM pages are left alone).
 pub fn unmap_extra_2m(phys: u64) {
     let index = phys / PAGE_2M;

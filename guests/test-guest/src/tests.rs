@@ -6,7 +6,8 @@
 //! `pio-uart`, `mmio-unbacked`, `memory-isolation`, `hlt-timer`,
 //! `lapic-tsc-deadline`, `hypercall-version`, `hypercall-vm-id`, `hypercall-console`,
 //! `hypercall-unknown`, `hypercall-user`, `smp-ap-start` and `smp-ap-restart`
-//! (only with `smp` on the command line), `lapic-x2apic` (last), and
+//! (only with `smp` on the command line), the [`PCI_TESTS`] (only with `pci`),
+//! `lapic-x2apic` (last), and
 //! `cpuid-bench` (only with `bench` on the command line).
 
 use core::sync::atomic::Ordering;
@@ -15,7 +16,9 @@ use crate::cpu::{self, cpuid};
 use crate::hypercall::{self, Insn};
 use crate::msg::{Ascii, Msg};
 use crate::trap::{self, Abort, Fault};
-use crate::{lapic, msg, out, paging, serial, Env, Global, QUERCUS_MIN_LEAF, QUERCUS_SIGNATURE};
+use crate::{
+    ioapic, lapic, msg, out, paging, serial, Env, Global, QUERCUS_MIN_LEAF, QUERCUS_SIGNATURE,
+};
 
 /// How a test ended (a failure is `Err(why)`).
 pub enum Outcome {
@@ -84,6 +87,23 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
     ("smp-ap-restart", smp_ap_restart),
 ];
 
+mod pci;
+
+/// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
+/// run (the harness's table lists them so): `pci-cf8-enum`, `pci-ecam-enum`,
+/// `pci-bar-size`, `pci-bar-move`, `pci-msi`, `pci-msix`, `pci-intx`.
+/// They run before `lapic-x2apic`: MSI addresses and the IOAPIC's
+/// destinations assume the xAPIC.
+pub const PCI_TESTS: &[(&str, TestFn)] = &[
+    ("pci-cf8-enum", pci::cf8_enum),
+    ("pci-ecam-enum", pci::ecam_enum),
+    ("pci-bar-size", pci::bar_size),
+    ("pci-bar-move", pci::bar_move),
+    ("pci-msi", pci::msi),
+    ("pci-msix", pci::msix),
+    ("pci-intx", pci::intx),
+];
+
 /// Run after every other test: x2APIC mode cannot be left without a reset.
 const LATE_TESTS: &[(&str, TestFn)] = &[("lapic-x2apic", lapic_x2apic)];
 
@@ -106,6 +126,11 @@ pub fn run_all(env: &Env) -> Tally {
             run_one(env, name, test, &mut tally);
         }
     }
+    if env.pci {
+        for &(name, test) in PCI_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+    }
     for &(name, test) in LATE_TESTS {
         run_one(env, name, test, &mut tally);
     }
@@ -118,6 +143,7 @@ fn run_one(env: &Env, name: &str, test: TestFn, tally: &mut Tally) {
     // Undo whatever an aborted test may have left behind.
     cpu::cli();
     lapic::shutdown();
+    ioapic::unmap();
     paging::unmap_user();
     paging::unmap_all_extra();
     if let Err(abort) = guard {
@@ -646,7 +672,10 @@ fn lapic_tsc_deadline(env: &Env) -> TestResult {
         "interrupt {} TSC ticks before the deadline",
         deadline - woke
     );
-    ensure!(after == 0, "IA32_TSC_DEADLINE reads {after:#x} after firing");
+    ensure!(
+        after == 0,
+        "IA32_TSC_DEADLINE reads {after:#x} after firing"
+    );
     Ok(Pass)
 }
 
@@ -1015,15 +1044,13 @@ const AP_APIC_ID: u8 = 1;
 /// 0x41, to APIC 0) `; mov dword [0xFEE00300],0x4400` (an NMI to APIC 0) `; 1: cli;
 /// hlt; jmp 1b`.
 const AP_REAL_MODE: [u8; 32] = [
-    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xF0, 0xFF, 0x06, 0x00, 0x7F, 0x66, 0x0F, 0x01, 0x16, 0x10,
-    0x7F, 0x0F, 0x20, 0xC0, 0x0C, 0x01, 0x0F, 0x22, 0xC0, 0x66, 0xEA, 0x40, 0x70, 0x00, 0x00,
-    0x08, 0x00,
+    0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xF0, 0xFF, 0x06, 0x00, 0x7F, 0x66, 0x0F, 0x01, 0x16, 0x10, 0x7F,
+    0x0F, 0x20, 0xC0, 0x0C, 0x01, 0x0F, 0x22, 0xC0, 0x66, 0xEA, 0x40, 0x70, 0x00, 0x00, 0x08, 0x00,
 ];
 const AP_PROTECTED_MODE: [u8; 48] = [
-    0xB8, 0x10, 0x00, 0x00, 0x00, 0x8E, 0xD8, 0xF0, 0xFF, 0x05, 0x04, 0x7F, 0x00, 0x00, 0xC7,
-    0x05, 0x10, 0x03, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE,
-    0x41, 0x40, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x00, 0x44, 0x00, 0x00, 0xFA,
-    0xF4, 0xEB, 0xFC,
+    0xB8, 0x10, 0x00, 0x00, 0x00, 0x8E, 0xD8, 0xF0, 0xFF, 0x05, 0x04, 0x7F, 0x00, 0x00, 0xC7, 0x05,
+    0x10, 0x03, 0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x41, 0x40,
+    0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x00, 0x44, 0x00, 0x00, 0xFA, 0xF4, 0xEB, 0xFC,
 ];
 
 /// ICR low words: INIT (assert, level), INIT de-assert, start-up, fixed.
@@ -1063,7 +1090,10 @@ fn spin_ticks(ticks: u64) {
 /// many fixed IPIs and NMIs.
 fn start_ap(env: &Env, starts: u32) -> TestResult {
     let n = (cpuid(1, 0).ebx >> 16) & 0xFF;
-    ensure!(n >= 2, "CPUID.1:EBX reports {n} logical CPUs; the smp tests need 2");
+    ensure!(
+        n >= 2,
+        "CPUID.1:EBX reports {n} logical CPUs; the smp tests need 2"
+    );
     ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
     let bound = if env.tsc_khz != 0 {
         u64::from(env.tsc_khz) * 3000

@@ -28,6 +28,14 @@ pub const TIMER_VECTOR: u64 = 0x40;
 pub const SPURIOUS_VECTOR: u64 = 0xFF;
 /// The fixed IPI the second CPU sends the first in the `smp-*` tests.
 pub const IPI_VECTOR: u64 = 0x41;
+/// The vectors the `pci-*` tests program into MSI, MSI-X and the IOAPIC:
+/// `PCI_VECTOR_BASE + i` is counted in `PCI_HITS[i]`.
+pub const PCI_VECTOR_BASE: u64 = 0x50;
+pub const PCI_VECTOR_COUNT: usize = 8;
+/// The level-triggered one (INTx through the IOAPIC): its handler only
+/// counts and does not EOI, because the line is still asserted; the test
+/// deasserts it at the device first, then EOIs.
+pub const PCI_LEVEL_VECTOR: u64 = PCI_VECTOR_BASE + 7;
 /// Where the legacy PICs were moved (`cpu::quiesce_pic`).
 const PIC_VECTORS: core::ops::RangeInclusive<u64> = 0x20..=0x2F;
 
@@ -313,6 +321,9 @@ pub static TIMER_RIP: AtomicU64 = AtomicU64::new(0);
 pub static IPI_HITS: AtomicU32 = AtomicU32::new(0);
 /// NMIs taken.
 pub static NMI_HITS: AtomicU32 = AtomicU32::new(0);
+/// Interrupts taken on each of the `pci-*` tests' vectors.
+pub static PCI_HITS: [AtomicU32; PCI_VECTOR_COUNT] =
+    [const { AtomicU32::new(0) }; PCI_VECTOR_COUNT];
 /// Interrupts on vectors nobody asked for.
 pub static STRAY_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
@@ -333,6 +344,12 @@ extern "C" fn guest_trap(frame: &mut TrapFrame) {
         IPI_VECTOR => {
             IPI_HITS.fetch_add(1, Ordering::SeqCst);
             crate::lapic::eoi();
+        }
+        v if (PCI_VECTOR_BASE..PCI_VECTOR_BASE + PCI_VECTOR_COUNT as u64).contains(&v) => {
+            PCI_HITS[(v - PCI_VECTOR_BASE) as usize].fetch_add(1, Ordering::SeqCst);
+            if v != PCI_LEVEL_VECTOR {
+                crate::lapic::eoi();
+            }
         }
         v if PIC_VECTORS.contains(&v) => {
             STRAY_INTERRUPTS.fetch_add(1, Ordering::SeqCst);
