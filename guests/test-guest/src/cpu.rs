@@ -166,6 +166,85 @@ pub unsafe fn outl(port: u16, v: u32) {
     };
 }
 
+// Device registers are accessed with exactly one plain MOV each: the
+// compiler may fold a `read_volatile` into another instruction (seen:
+// `and ecx, [rax + 0x10]`), and a hypervisor's MMIO emulator, like a
+// driver's readl/writel, only has to handle MOV.
+
+/// Reads a byte of device memory with one MOV.
+///
+/// # Safety
+/// `addr` must be mapped and hold no Rust object; the read must have no
+/// effect the caller does not intend.
+pub unsafe fn mmio_read8(addr: u64) -> u8 {
+    let v: u8;
+    // SAFETY: the caller vouches for the address.
+    unsafe {
+        asm!("mov {v}, byte ptr [{a}]", a = in(reg) addr, v = out(reg_byte) v, options(nostack, preserves_flags))
+    };
+    v
+}
+
+/// Reads a word of device memory with one MOV.
+///
+/// # Safety
+/// As [`mmio_read8`]; `addr` 2-byte aligned.
+pub unsafe fn mmio_read16(addr: u64) -> u16 {
+    let v: u16;
+    // SAFETY: the caller vouches for the address.
+    unsafe {
+        asm!("mov {v:x}, word ptr [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, preserves_flags))
+    };
+    v
+}
+
+/// Reads a dword of device memory with one MOV.
+///
+/// # Safety
+/// As [`mmio_read8`]; `addr` 4-byte aligned.
+pub unsafe fn mmio_read32(addr: u64) -> u32 {
+    let v: u32;
+    // SAFETY: the caller vouches for the address.
+    unsafe {
+        asm!("mov {v:e}, dword ptr [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, preserves_flags))
+    };
+    v
+}
+
+/// Writes a byte of device memory with one MOV.
+///
+/// # Safety
+/// `addr` must be mapped and hold no Rust object; the write must have no
+/// effect the caller does not intend.
+pub unsafe fn mmio_write8(addr: u64, v: u8) {
+    // SAFETY: the caller vouches for the address and the value.
+    unsafe {
+        asm!("mov byte ptr [{a}], {v}", a = in(reg) addr, v = in(reg_byte) v, options(nostack, preserves_flags))
+    };
+}
+
+/// Writes a word of device memory with one MOV.
+///
+/// # Safety
+/// As [`mmio_write8`]; `addr` 2-byte aligned.
+pub unsafe fn mmio_write16(addr: u64, v: u16) {
+    // SAFETY: the caller vouches for the address and the value.
+    unsafe {
+        asm!("mov word ptr [{a}], {v:x}", a = in(reg) addr, v = in(reg) v, options(nostack, preserves_flags))
+    };
+}
+
+/// Writes a dword of device memory with one MOV.
+///
+/// # Safety
+/// As [`mmio_write8`]; `addr` 4-byte aligned.
+pub unsafe fn mmio_write32(addr: u64, v: u32) {
+    // SAFETY: the caller vouches for the address and the value.
+    unsafe {
+        asm!("mov dword ptr [{a}], {v:e}", a = in(reg) addr, v = in(reg) v, options(nostack, preserves_flags))
+    };
+}
+
 /// Invalidates the TLB entry for `addr`.
 pub fn invlpg(addr: u64) {
     // SAFETY: INVLPG only drops a cached translation.

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::paging;
+use crate::{cpu, paging};
 
 pub const BASE: u64 = 0xFEC0_0000;
 /// IOREGSEL (index) and IOWIN (data).
@@ -43,8 +43,8 @@ pub fn read(reg: u32) -> u32 {
     // IOWIN are 32-bit registers accessed as such, and no interrupt
     // handler uses the IOAPIC, so the index cannot change in between.
     unsafe {
-        ((BASE + IOREGSEL) as *mut u32).write_volatile(reg);
-        ((BASE + IOWIN) as *const u32).read_volatile()
+        cpu::mmio_write32(BASE + IOREGSEL, reg);
+        cpu::mmio_read32(BASE + IOWIN)
     }
 }
 
@@ -55,8 +55,8 @@ pub fn write(reg: u32, v: u32) {
     }
     // SAFETY: as in `read`.
     unsafe {
-        ((BASE + IOREGSEL) as *mut u32).write_volatile(reg);
-        ((BASE + IOWIN) as *mut u32).write_volatile(v);
+        cpu::mmio_write32(BASE + IOREGSEL, reg);
+        cpu::mmio_write32(BASE + IOWIN, v);
     }
 }
 

@@ -188,7 +188,7 @@ impl ConfigSpace for Ecam {
         match self.address(f, off, 1) {
             // SAFETY: inside the bus's 1 MiB that `map` mapped uncached,
             // outside RAM (no Rust object there); aligned.
-            Some(a) => unsafe { (a as *const u8).read_volatile() },
+            Some(a) => unsafe { cpu::mmio_read8(a) },
             None => 0xFF,
         }
     }
@@ -196,7 +196,7 @@ impl ConfigSpace for Ecam {
     fn read16(&self, f: Bdf, off: u16) -> u16 {
         match self.address(f, off, 2) {
             // SAFETY: as in read8.
-            Some(a) => unsafe { (a as *const u16).read_volatile() },
+            Some(a) => unsafe { cpu::mmio_read16(a) },
             None => 0xFFFF,
         }
     }
@@ -204,7 +204,7 @@ impl ConfigSpace for Ecam {
     fn read32(&self, f: Bdf, off: u16) -> u32 {
         match self.address(f, off, 4) {
             // SAFETY: as in read8.
-            Some(a) => unsafe { (a as *const u32).read_volatile() },
+            Some(a) => unsafe { cpu::mmio_read32(a) },
             None => 0xFFFF_FFFF,
         }
     }
@@ -212,21 +212,21 @@ impl ConfigSpace for Ecam {
     fn write8(&self, f: Bdf, off: u16, v: u8) {
         if let Some(a) = self.address(f, off, 1) {
             // SAFETY: as in read8; a config write the calling test means.
-            unsafe { (a as *mut u8).write_volatile(v) };
+            unsafe { cpu::mmio_write8(a, v) };
         }
     }
 
     fn write16(&self, f: Bdf, off: u16, v: u16) {
         if let Some(a) = self.address(f, off, 2) {
             // SAFETY: as in write8.
-            unsafe { (a as *mut u16).write_volatile(v) };
+            unsafe { cpu::mmio_write16(a, v) };
         }
     }
 
     fn write32(&self, f: Bdf, off: u16, v: u32) {
         if let Some(a) = self.address(f, off, 4) {
             // SAFETY: as in write8.
-            unsafe { (a as *mut u32).write_volatile(v) };
+            unsafe { cpu::mmio_write32(a, v) };
         }
     }
 }

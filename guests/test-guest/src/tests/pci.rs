@@ -507,19 +507,19 @@ impl Mmio {
         // SAFETY: inside the uncached window `map` made onto a non-RAM page
         // (no Rust object there); aligned. Device registers read here have
         // no read side effects.
-        unsafe { (addr as *const u32).read_volatile() }
+        unsafe { cpu::mmio_read32(addr) }
     }
 
     fn read16(&self, addr: u64) -> u16 {
         self.check(addr, 2);
         // SAFETY: as in read32.
-        unsafe { (addr as *const u16).read_volatile() }
+        unsafe { cpu::mmio_read16(addr) }
     }
 
     fn write32(&self, addr: u64, v: u32) {
         self.check(addr, 4);
         // SAFETY: as in read32; the write is one the test means.
-        unsafe { (addr as *mut u32).write_volatile(v) };
+        unsafe { cpu::mmio_write32(addr, v) };
     }
 }
 
