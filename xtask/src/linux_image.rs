@@ -8,7 +8,9 @@
 //! matches, the cached image is used as is.
 //!
 //! The guest's /init prints machine-checkable lines on the console:
-//! `QUERCUS-GUEST: up`, then `QUERCUS-GUEST: cpus=N mem_kb=N kernel=VERSION`, then acts on the kernel
+//! `QUERCUS-GUEST: up`, then `QUERCUS-GUEST: cpus=N mem_kb=N kernel=VERSION`, then
+//! `QUERCUS-GUEST: pci devices=<the entries of /sys/bus/pci/devices>` and each kernel log line that
+//! names MMCONFIG as `QUERCUS-GUEST: dmesg: <line>`, then acts on the kernel
 //! command line (see [`INIT_SCRIPT`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +62,8 @@ mount -t tmpfs tmpfs /tmp
 echo "QUERCUS-GUEST: up"
 mem_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
 echo "QUERCUS-GUEST: cpus=$(nproc) mem_kb=$mem_kb kernel=$(uname -r)"
+echo "QUERCUS-GUEST: pci devices=$(ls /sys/bus/pci/devices | tr '\n' ' ')"
+dmesg | grep MMCONFIG | while read -r line; do echo "QUERCUS-GUEST: dmesg: $line"; done
 test=
 modules=
 for arg in $(cat /proc/cmdline); do
@@ -1048,6 +1052,8 @@ mod tests {
         for needle in [
             "QUERCUS-GUEST: up",
             "QUERCUS-GUEST: cpus=$(nproc) mem_kb=",
+            "QUERCUS-GUEST: pci devices=",
+            "dmesg | grep MMCONFIG",
             "poweroff -f",
             "reboot -f",
             "echo c > /proc/sysrq-trigger",

@@ -108,16 +108,27 @@ const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stoppe
 /// The test guest's tests of a second vCPU (cmdline word `smp`), after [`GUEST_TESTS`].
 pub const GUEST_SMP_TESTS: [&str; 2] = ["smp-ap-start", "smp-ap-restart"];
 
+/// The test guest's PCI tests (cmdline word `pci`, a VM with the PCI test device), after the
+/// others but before [`GUEST_LATE_TESTS`].
+pub const GUEST_PCI_TESTS: [&str; 7] = [
+    "pci-cf8-enum",
+    "pci-ecam-enum",
+    "pci-bar-size",
+    "pci-bar-move",
+    "pci-msi",
+    "pci-msix",
+    "pci-intx",
+];
+
 /// The test guest's tests that run after all others (x2APIC mode lasts until a reset).
 pub const GUEST_LATE_TESTS: [&str; 1] = ["lapic-x2apic"];
 
-/// Every guest test passing in VM `vm` (with the `smp-*` ones if `smp`), then
-/// its summary and its power-off.
-fn guest_passes(vm: &str, smp: bool) -> Vec<String> {
-    let smp_tests: &[&str] = if smp { &GUEST_SMP_TESTS } else { &[] };
+/// Every guest test passing in VM `vm` (with the optional groups `extra`, e.g. the `smp-*` ones),
+/// then its summary and its power-off.
+fn guest_passes(vm: &str, extra: &[&str]) -> Vec<String> {
     let tests: Vec<&str> = GUEST_TESTS
         .iter()
-        .chain(smp_tests)
+        .chain(extra)
         .chain(&GUEST_LATE_TESTS)
         .copied()
         .collect();
@@ -137,9 +148,20 @@ fn guest_passes(vm: &str, smp: bool) -> Vec<String> {
 fn guest(name: &'static str, emulator: Emulator) -> TestCase {
     TestCase {
         scenario: "smp",
-        expect: guest_passes("vm0", true),
+        expect: guest_passes("vm0", &GUEST_SMP_TESTS),
         fail: Fail::Custom(GUEST_FAIL),
         ..boot(name, emulator, 3)
+    }
+}
+
+/// The `pci` scenario's test guest (one vCPU, the PCI test device) under `emulator`: enumeration
+/// through 0xCF8 and ECAM (the MCFG), BAR sizing and moving, MSI, MSI-X and INTx.
+fn pci(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: "pci",
+        expect: guest_passes("vm0", &GUEST_PCI_TESTS),
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot(name, emulator, 2)
     }
 }
 
@@ -220,6 +242,17 @@ fn linux_memory_check(lines: &[String]) -> Result<(), String> {
     }
 }
 
+/// [`linux_memory_check`], and Linux did not refuse the MCFG's ECAM window.
+fn linux_memory_and_mmconfig_check(lines: &[String]) -> Result<(), String> {
+    linux_memory_check(lines)?;
+    match lines.iter().find(|l| {
+        l.contains("not using MMCONFIG") || l.contains("not reserved in ACPI motherboard")
+    }) {
+        Some(l) => Err(format!("Linux refused the VM's ECAM window: {l}")),
+        None => Ok(()),
+    }
+}
+
 /// Linux in one pre-launched VM: userspace, a command typed through the
 /// shell's `vm_console`, `reboot` (the VM boots again), `poweroff` (it stops).
 fn linux_lifecycle() -> TestCase {
@@ -235,13 +268,16 @@ fn linux_lifecycle() -> TestCase {
         expect: vec![
             r"^\[linux\] QUERCUS-GUEST: up$".into(),
             r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+            // The VM's PCI segment: the host bridge alone, config space through MMCONFIG.
+            r"^\[linux\] QUERCUS-GUEST: pci devices=0000:00:00\.0 $".into(),
+            r"^\[linux\] QUERCUS-GUEST: dmesg: .*MMCONFIG at \[mem 0xe0000000-0xe00fffff\] reserved (in E820|as ACPI motherboard resource)".into(),
             r"attached to linux".into(),
             r"^hello-42".into(),
             r"vm linux: vCPU 0: reset by the guest".into(),
             r"^QUERCUS-GUEST: up$".into(),
             r"vm linux: stopped: .*powered off by the guest".into(),
         ],
-        post_check: Some(linux_memory_check),
+        post_check: Some(linux_memory_and_mmconfig_check),
         fail: Fail::Custom(LINUX_FAIL),
         timeout_secs: 240,
         ..boot("linux-qemu-svm", Emulator::Qemu, 2)
@@ -488,10 +524,13 @@ pub fn cases() -> Vec<TestCase> {
         guest("guest-bochs-svm", Emulator::BochsAmd),
         guest("guest-bochs-vmx", Emulator::Bochs),
         guest("guest-bochs-haswell-vmx", Emulator::BochsHaswell),
+        pci("pci-qemu-svm", Emulator::Qemu),
+        pci("pci-bochs-vmx", Emulator::Bochs),
+        pci("pci-bochs-svm", Emulator::BochsAmd),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
-            expect: guest_passes("vm0", false),
+            expect: guest_passes("vm0", &[]),
             parallel: vec![
                 vec![
                     r"^\[vm1\] TEST triple-fault ARMED$".into(),
@@ -510,7 +549,7 @@ pub fn cases() -> Vec<TestCase> {
             // The Linux VM boots alongside; under Bochs only the bare-metal VMs are awaited.
             scenario: "partitioned",
             cpus: 4,
-            expect: guest_passes("vm0", false),
+            expect: guest_passes("vm0", &[]),
             parallel: vec![vec![
                 r"^\[vm1\] TEST triple-fault ARMED$".into(),
                 r"vm vm1: stopped: .*triple fault".into(),
