@@ -927,7 +927,7 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
     let mut host = Host { vm, pcpu, slot };
     let mut left_guest = cpu::rdtsc();
     loop {
-        let mut flow = exits.before_entry(vcpu, &host);
+        let mut flow = exits.before_entry(vcpu, &mut host);
         if flow == vm::Flow::Continue {
             let entered = cpu::rdtsc();
             // A host timer ends the guest's run at the next virtual timer deadline.
@@ -994,12 +994,13 @@ fn run_loop<B: VcpuBackend>(vm: &Vm, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
                 );
                 return RunEnd::WaitForSipi;
             }
-            (vm::Flow::Continue, Control::Pause) => {
+            (vm::Flow::Continue | vm::Flow::Parked, Control::Pause) => {
                 if !pause_here(vm, pcpu, &*vcpu) {
                     return RunEnd::Left;
                 }
             }
-            (vm::Flow::Continue, Control::Run) => {}
+            // Parked: waiting for a deferred access; before_entry looks again.
+            (vm::Flow::Continue | vm::Flow::Parked, Control::Run) => {}
         }
     }
 }

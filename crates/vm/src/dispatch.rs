@@ -2,6 +2,12 @@
 //! backends. The hypervisor supplies the VM-wide parts (RAM, devices, the
 //! console, the host CPU) through [`VmHost`]; the per-vCPU parts (CPUID and
 //! MSR policies, the vLAPIC) live in [`VcpuExits`].
+//!
+//! A device may answer a read later ([`IoReply::Later`]): the vCPU then parks
+//! with the decoded access kept in [`VcpuExits`] (RIP not advanced), its pCPU
+//! idle, until whoever serves the access posts the value to the vCPU's inbox
+//! ([`VcpuInbox::complete_io`]) and kicks it; [`VcpuExits::before_entry`]
+//! then completes the instruction. A stop request ends the wait.
 
 use core::fmt;
 
@@ -29,6 +35,16 @@ pub trait VmHost {
     /// A port write by the guest; unclaimed ports drop it. The platform may
     /// ask for a power-off or a reset.
     fn pio_write(&self, port: u16, size: u8, value: u32) -> PioEffect;
+    /// A port read by vCPU `vcpu` that the device may answer later; by
+    /// default at once through [`VmHost::pio_read`].
+    fn pio_read_deferrable(&self, _vcpu: usize, port: u16, size: u8) -> IoReply {
+        IoReply::Ready(u64::from(self.pio_read(port, size)))
+    }
+    /// An MMIO read by vCPU `vcpu` that the device may answer later; by
+    /// default at once through [`VmHost::mmio_read`] (all ones if unclaimed).
+    fn mmio_read_deferrable(&self, _vcpu: usize, gpa: u64, size: u8) -> IoReply {
+        IoReply::Ready(self.mmio_read(gpa, size).unwrap_or(u64::MAX))
+    }
     /// A read of device MMIO outside the vLAPIC page; `None`: nothing there.
     fn mmio_read(&self, _gpa: u64, _size: u8) -> Option<u64> {
         None
@@ -144,9 +160,51 @@ impl fmt::Display for StopReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// The vCPU waits for a deferred access: the run loop attends to its
+    /// controls and calls [`VcpuExits::before_entry`] again without entering.
+    Parked,
     /// Another vCPU sent this one an INIT: it waits for a start-up IPI.
     WaitForSipi,
     Stop(StopReason),
+}
+
+/// How a device answers a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoReply {
+    /// The value, now.
+    Ready(u64),
+    /// Later: the value will be posted to the vCPU's inbox under this
+    /// ticket (non-zero, unique among the vCPU's outstanding accesses).
+    Later(u64),
+}
+
+/// A guest instruction waiting for its device read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PendingIo {
+    Mmio {
+        access: emulate::MmioAccess,
+        gpa: u64,
+        ticket: u64,
+    },
+    PortIn {
+        size: u8,
+        ticket: u64,
+    },
+}
+
+impl PendingIo {
+    fn ticket(&self) -> u64 {
+        match *self {
+            PendingIo::Mmio { ticket, .. } | PendingIo::PortIn { ticket, .. } => ticket,
+        }
+    }
+}
+
+/// How an emulated MMIO access ended.
+enum MmioOutcome {
+    Done,
+    Parked,
+    Unsupported,
 }
 
 /// The per-vCPU state of exit handling.
@@ -166,6 +224,8 @@ pub struct VcpuExits {
     /// How long a blocked NMI waits before the hypervisor looks again, in
     /// TSC ticks (a backend without an NMI-window exit relies on it).
     nmi_retry: u64,
+    /// The instruction waiting for a deferred read, if any.
+    pending_io: Option<PendingIo>,
 }
 
 /// A blocked NMI is looked at again after this many microseconds at most.
@@ -187,6 +247,7 @@ impl VcpuExits {
             nmi_pending: false,
             vcpu: usize::from(vcpu_id),
             nmi_retry: (tsc_hz / 1_000_000).max(1) * NMI_RETRY_US,
+            pending_io: None,
         }
     }
 
@@ -232,7 +293,12 @@ impl VcpuExits {
     /// Before each entry: inject the highest pending vLAPIC interrupt if the
     /// guest can take it now, else ask for an exit when it can. An INIT from
     /// another vCPU ends this run ([`Flow::WaitForSipi`]).
-    pub fn before_entry<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) -> Flow {
+    pub fn before_entry<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &mut H) -> Flow {
+        if self.pending_io.is_some() {
+            if let Some(flow) = self.wait_for_io(vcpu, host) {
+                return flow;
+            }
+        }
         let now = host.now();
         if self.pull(host).init {
             return Flow::WaitForSipi;
@@ -263,6 +329,57 @@ impl VcpuExits {
         Flow::Continue
     }
 
+    /// Whether this vCPU waits for a deferred access.
+    pub fn waiting_for_io(&self) -> bool {
+        self.pending_io.is_some()
+    }
+
+    /// A parked vCPU: completes its instruction if the value arrived (None:
+    /// go on to enter), else sleeps once and reports [`Flow::Parked`]. A
+    /// stop request abandons the access.
+    fn wait_for_io<B: VcpuBackend, H: VmHost>(
+        &mut self,
+        vcpu: &mut B,
+        host: &mut H,
+    ) -> Option<Flow> {
+        let pending = self.pending_io?;
+        if host.stop_requested() {
+            self.pending_io = None;
+            return Some(Flow::Stop(StopReason::Requested));
+        }
+        let done = host
+            .inboxes()
+            .get(self.vcpu)
+            .and_then(|inbox| inbox.take_io(pending.ticket()));
+        let Some(value) = done else {
+            // Interrupts keep arriving in the vLAPIC while it waits.
+            if self.pull(host).init {
+                self.pending_io = None;
+                return Some(Flow::WaitForSipi);
+            }
+            if !host.needs_attention() {
+                let deadline = self.next_deadline(host);
+                host.idle(deadline);
+            }
+            return Some(Flow::Parked);
+        };
+        self.pending_io = None;
+        let ok = match pending {
+            PendingIo::Mmio { access, gpa, .. } => {
+                self.finish_mmio(vcpu, host, &access, gpa, value)
+            }
+            PendingIo::PortIn { size, .. } => {
+                set_in_result(vcpu, size, value);
+                skip_instruction(vcpu, host)
+            }
+        };
+        if ok {
+            None
+        } else {
+            Some(Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() }))
+        }
+    }
+
     /// Handles one exit.
     pub fn handle<B: VcpuBackend, H: VmHost>(
         &mut self,
@@ -274,11 +391,27 @@ impl VcpuExits {
             return Flow::Stop(StopReason::Requested);
         }
         let advance = match exit {
-            VmExit::Io(io) => match io_access(vcpu, host, io) {
-                PioEffect::None => true,
-                PioEffect::PowerOff => return Flow::Stop(StopReason::PowerOff),
-                PioEffect::Reset => return Flow::Stop(StopReason::Reset),
-            },
+            VmExit::Io(io) => {
+                if !io.write && !io.string {
+                    match host.pio_read_deferrable(self.vcpu, io.port, io.size) {
+                        IoReply::Ready(v) => set_in_result(vcpu, io.size, v),
+                        IoReply::Later(ticket) => {
+                            self.pending_io = Some(PendingIo::PortIn {
+                                size: io.size,
+                                ticket,
+                            });
+                            return Flow::Parked;
+                        }
+                    }
+                    true
+                } else {
+                    match io_access(vcpu, host, io) {
+                        PioEffect::None => true,
+                        PioEffect::PowerOff => return Flow::Stop(StopReason::PowerOff),
+                        PioEffect::Reset => return Flow::Stop(StopReason::Reset),
+                    }
+                }
+            }
             VmExit::Cpuid => {
                 let g = vcpu.gprs();
                 let (leaf, sub) = (g.rax as u32, g.rcx as u32);
@@ -309,15 +442,16 @@ impl VcpuExits {
                     HypercallOutcome::PowerOff => return Flow::Stop(StopReason::PowerOff),
                 }
             }
-            VmExit::Mmio(fault) => {
-                if !self.mmio(vcpu, host, fault.gpa) {
+            VmExit::Mmio(fault) => match self.mmio(vcpu, host, fault.gpa) {
+                MmioOutcome::Done => false,
+                MmioOutcome::Parked => return Flow::Parked,
+                MmioOutcome::Unsupported => {
                     return Flow::Stop(StopReason::UnsupportedMmio {
                         gpa: fault.gpa,
                         rip: vcpu.rip(),
-                    });
+                    })
                 }
-                false
-            }
+            },
             VmExit::Hlt => {
                 if !skip_instruction(vcpu, host) {
                     return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
@@ -473,28 +607,57 @@ impl VcpuExits {
 
     /// An access to guest-physical memory outside RAM: the vLAPIC page, or
     /// nothing (reads return all-ones, writes are dropped, as on a PC bus).
-    fn mmio<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H, gpa: u64) -> bool {
+    fn mmio<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H, gpa: u64) -> MmioOutcome {
         let state = vcpu.system_state();
         let rip = vcpu.rip();
         let gprs = *vcpu.gprs();
         let Ok(access) = host.with_ram(|ram| emulate::emulate_mmio(&*ram, &state, rip, gpa, &gprs))
         else {
-            return false;
+            return MmioOutcome::Unsupported;
         };
         let in_lapic = (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa);
         let offset = gpa.wrapping_sub(XAPIC_BASE) as u32;
-        let now = host.now();
         let read_value = match (access.needs_read(), in_lapic) {
             (false, _) => 0,
-            (true, true) => u64::from(self.lapic.read(offset, now)),
-            (true, false) => host.mmio_read(gpa, access.size).unwrap_or(u64::MAX),
+            (true, true) => u64::from(self.lapic.read(offset, host.now())),
+            (true, false) => match host.mmio_read_deferrable(self.vcpu, gpa, access.size) {
+                IoReply::Ready(v) => v,
+                IoReply::Later(ticket) => {
+                    self.pending_io = Some(PendingIo::Mmio {
+                        access,
+                        gpa,
+                        ticket,
+                    });
+                    return MmioOutcome::Parked;
+                }
+            },
         };
+        if self.finish_mmio(vcpu, host, &access, gpa, read_value) {
+            MmioOutcome::Done
+        } else {
+            MmioOutcome::Unsupported
+        }
+    }
+
+    /// Completes a decoded MMIO instruction with the value its read got:
+    /// registers, the write-back of a read-modify-write, flags, RIP.
+    fn finish_mmio<B: VcpuBackend, H: VmHost>(
+        &mut self,
+        vcpu: &mut B,
+        host: &H,
+        access: &emulate::MmioAccess,
+        gpa: u64,
+        read_value: u64,
+    ) -> bool {
+        let in_lapic = (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa);
+        let offset = gpa.wrapping_sub(XAPIC_BASE) as u32;
+        let rip = vcpu.rip();
         let rflags = vcpu.rflags();
-        let Ok(done) = emulate::complete(&access, read_value, vcpu.gprs_mut(), rflags) else {
+        let Ok(done) = emulate::complete(access, read_value, vcpu.gprs_mut(), rflags) else {
             return false;
         };
         match (done.write_back, in_lapic) {
-            (Some(value), true) => self.lapic_write(host, offset, value as u32, now),
+            (Some(value), true) => self.lapic_write(host, offset, value as u32, host.now()),
             (Some(value), false) => {
                 let _ = host.mmio_write(gpa, access.size, value);
             }
@@ -506,27 +669,39 @@ impl VcpuExits {
     }
 }
 
-/// IN/OUT (string forms are not emulated: reads see all-ones, writes vanish).
+/// The register mask of a port access of `size` bytes.
+fn port_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    }
+}
+
+/// IN's result into RAX: IN EAX zero-extends, IN AL/AX merge.
+fn set_in_result<B: VcpuBackend>(vcpu: &mut B, size: u8, value: u64) {
+    let mask = port_mask(size);
+    let g = vcpu.gprs_mut();
+    g.rax = if size == 4 {
+        value & mask
+    } else {
+        (g.rax & !mask) | (value & mask)
+    };
+}
+
+/// OUT, and the string forms (not emulated: reads see all-ones, writes vanish).
 fn io_access<B: VcpuBackend, H: VmHost>(vcpu: &mut B, host: &H, io: IoAccess) -> PioEffect {
     if io.string {
         return PioEffect::None;
     }
-    let mask: u64 = match io.size {
-        1 => 0xFF,
-        2 => 0xFFFF,
-        _ => 0xFFFF_FFFF,
-    };
     if io.write {
-        host.pio_write(io.port, io.size, (vcpu.gprs().rax & mask) as u32)
+        host.pio_write(
+            io.port,
+            io.size,
+            (vcpu.gprs().rax & port_mask(io.size)) as u32,
+        )
     } else {
-        let value = u64::from(host.pio_read(io.port, io.size)) & mask;
-        let g = vcpu.gprs_mut();
-        // IN EAX zero-extends into RAX; IN AL/AX merge.
-        g.rax = if io.size == 4 {
-            value
-        } else {
-            (g.rax & !mask) | value
-        };
+        set_in_result(vcpu, io.size, u64::from(host.pio_read(io.port, io.size)));
         PioEffect::None
     }
 }
@@ -743,6 +918,26 @@ mod tests {
                 PioEffect::None
             }
         }
+        fn pio_read_deferrable(&self, vcpu: usize, port: u16, size: u8) -> IoReply {
+            if port == DEFERRED_PORT {
+                IoReply::Later(0x900 + vcpu as u64)
+            } else {
+                IoReply::Ready(u64::from(self.pio_read(port, size)))
+            }
+        }
+        fn mmio_read_deferrable(&self, vcpu: usize, gpa: u64, _size: u8) -> IoReply {
+            if gpa == DEFERRED_GPA {
+                IoReply::Later(0x700 + vcpu as u64)
+            } else {
+                IoReply::Ready(u64::MAX)
+            }
+        }
+        fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
+            self.writes
+                .borrow_mut()
+                .push((gpa as u16, size, value as u32));
+            true
+        }
         fn now(&self) -> u64 {
             // Time moves on every time anyone looks, so waits end.
             self.clock.set(self.clock.get() + 1000);
@@ -781,6 +976,115 @@ mod tests {
 
     fn exits() -> VcpuExits {
         VcpuExits::new(0, 1, 1_000_000_000)
+    }
+
+    /// Where the mock's devices answer later.
+    const DEFERRED_GPA: u64 = 0xD100_0000;
+    const DEFERRED_PORT: u16 = 0x510;
+
+    fn mmio_fault(gpa: u64) -> VmExit {
+        VmExit::Mmio(NptFault {
+            gpa,
+            write: false,
+            fetch: false,
+            present: false,
+        })
+    }
+
+    #[test]
+    fn a_deferred_mmio_read_parks_until_its_value_arrives() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0x8B, 0x03]); // mov eax, [ebx]
+        v.rip = 0x1000;
+        v.gprs.rbx = DEFERRED_GPA;
+        assert_eq!(
+            e.handle(&mut v, &mut h, mmio_fault(DEFERRED_GPA)),
+            Flow::Parked
+        );
+        assert!(e.waiting_for_io());
+        assert_eq!(v.rip, 0x1000, "the instruction is not done");
+        // Nothing yet: the vCPU sleeps and stays parked.
+        let idles = h.idles.get();
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Parked);
+        assert_eq!(
+            h.idles.get(),
+            idles + 1,
+            "its pCPU idles instead of spinning"
+        );
+        // A completion for another ticket is not this access's.
+        h.inboxes[0].complete_io(0x123, 5);
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Parked);
+        h.inboxes[0].complete_io(0x700, 0xCAFE_F00D);
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Continue);
+        assert_eq!(v.gprs.rax, 0xCAFE_F00D);
+        assert_eq!(v.rip, 0x1002);
+        assert!(!e.waiting_for_io());
+        // The value is consumed once.
+        assert_eq!(h.inboxes[0].take_io(0x700), None);
+    }
+
+    #[test]
+    fn a_deferred_read_modify_write_writes_back_after_completion() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0x01, 0x03]); // add [ebx], eax
+        v.rip = 0x1000;
+        v.gprs.rbx = DEFERRED_GPA;
+        v.gprs.rax = 2;
+        assert_eq!(
+            e.handle(&mut v, &mut h, mmio_fault(DEFERRED_GPA)),
+            Flow::Parked
+        );
+        assert!(
+            h.writes.borrow().is_empty(),
+            "no write before the read came back"
+        );
+        h.inboxes[0].complete_io(0x700, 40);
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Continue);
+        assert_eq!(*h.writes.borrow(), [(DEFERRED_GPA as u16, 4, 42)]);
+        assert_eq!(v.rip, 0x1002);
+    }
+
+    #[test]
+    fn a_deferred_port_read_completes_into_al() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0xEC]); // in al, dx
+        v.rip = 0x1000;
+        v.gprs.rax = 0x1234_5678;
+        let exit = VmExit::Io(IoAccess {
+            port: DEFERRED_PORT,
+            size: 1,
+            write: false,
+            string: false,
+            rep: false,
+        });
+        assert_eq!(e.handle(&mut v, &mut h, exit), Flow::Parked);
+        h.inboxes[0].complete_io(0x900, 0xAB);
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Continue);
+        assert_eq!(v.gprs.rax, 0x1234_56AB, "IN AL merges");
+        assert_eq!(v.rip, 0x1001);
+    }
+
+    #[test]
+    fn a_stop_ends_a_wait_for_io() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        h.code(0x1000, &[0x8B, 0x03]);
+        v.rip = 0x1000;
+        v.gprs.rbx = DEFERRED_GPA;
+        assert_eq!(
+            e.handle(&mut v, &mut h, mmio_fault(DEFERRED_GPA)),
+            Flow::Parked
+        );
+        h.stop = true;
+        assert_eq!(
+            e.before_entry(&mut v, &mut h),
+            Flow::Stop(StopReason::Requested)
+        );
+        assert!(!e.waiting_for_io(), "the access is abandoned");
+        // A late completion finds nobody waiting and changes nothing.
+        h.inboxes[0].complete_io(0x700, 1);
+        h.stop = false;
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Continue);
+        assert_eq!(v.rip, 0x1000);
     }
 
     #[test]
@@ -950,14 +1254,14 @@ mod tests {
         e.lapic.write(0x320, 0x40, now);
         e.lapic.write(0x380, 100, now);
         assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::Continue);
-        e.before_entry(&mut v, &h);
+        e.before_entry(&mut v, &mut h);
         assert_eq!(v.injected, vec![Event::Interrupt { vector: 0x40 }]);
         // With interrupts masked, a pending vector asks for a window instead.
         v.rflags &= !(1 << 9);
         e.lapic.write(0xB0, 0, h.now()); // EOI the first one
         e.lapic.write(0x380, 1, h.now());
         h.clock.set(h.clock.get() + 1_000_000);
-        e.before_entry(&mut v, &h);
+        e.before_entry(&mut v, &mut h);
         assert!(v.window);
     }
 
@@ -1025,7 +1329,7 @@ mod tests {
         lapic_store(&mut v0, &mut h, &mut e0, 0x310, 1 << 24);
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4051);
         assert_eq!(*h.kicked.borrow(), vec![1]);
-        assert_eq!(e1.before_entry(&mut v1, &h), Flow::Continue);
+        assert_eq!(e1.before_entry(&mut v1, &mut h), Flow::Continue);
         assert_eq!(v1.injected, vec![Event::Interrupt { vector: 0x51 }]);
         // An illegal vector is the sender's error, and nobody is woken.
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4005);
@@ -1040,7 +1344,7 @@ mod tests {
         let (mut v1, mut e1) = (MockVcpu::protected(), VcpuExits::new(1, 2, 1_000_000_000));
         lapic_store(&mut v0, &mut h, &mut e0, 0x310, 1 << 24);
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4500); // INIT, assert
-        assert_eq!(e1.before_entry(&mut v1, &h), Flow::WaitForSipi);
+        assert_eq!(e1.before_entry(&mut v1, &mut h), Flow::WaitForSipi);
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4610); // SIPI, vector 0x10
         assert_eq!(h.inboxes[1].take_sipi(), Some(0x10));
     }
@@ -1084,13 +1388,13 @@ mod tests {
         assert_eq!(e1.handle(&mut v1, &mut h, VmExit::Hlt), Flow::Continue);
         assert_eq!(h.idles.get(), 0);
         v1.rflags |= 1 << 9;
-        e1.before_entry(&mut v1, &h);
+        e1.before_entry(&mut v1, &mut h);
         assert_eq!(v1.injected, vec![Event::Nmi]);
         assert!(v1.window, "the fixed interrupt waits for a window");
         // While NMIs are blocked (inside the handler) the next one waits.
         v1.nmi_blocked = true;
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4400);
-        e1.before_entry(&mut v1, &h);
+        e1.before_entry(&mut v1, &mut h);
         assert_eq!(v1.injected.len(), 2, "the fixed IPI went in, not the NMI");
         assert!(e1.nmi_pending);
         assert!(v1.nmi_window, "an exit is asked for when NMIs unblock");
@@ -1101,7 +1405,7 @@ mod tests {
             .expect("a deadline for the blocked NMI");
         assert!(retry <= soon + 1000, "retry at {retry}, now about {soon}");
         v1.nmi_blocked = false;
-        e1.before_entry(&mut v1, &h);
+        e1.before_entry(&mut v1, &mut h);
         assert_eq!(v1.injected[2], Event::Nmi);
         assert_eq!(e1.next_deadline(&h), None, "nothing left to wait for");
     }

@@ -27,7 +27,7 @@ mod vlapic;
 pub use bus::{unmapped_read, Bus, BusError, MMIO_SPACE, PORT_SPACE};
 pub use cpuid::{CpuidPolicy, HV_MAX_LEAF, HV_SIGNATURE};
 pub use device::{gsi_of_isa, Device, DeviceCx, IrqChip, IrqCounters, PioEffect, Space};
-pub use dispatch::{Flow, StopReason, VcpuExits, VmHost};
+pub use dispatch::{Flow, IoReply, StopReason, VcpuExits, VmHost};
 pub use hypercall::{HypercallError, HypercallOutcome};
 pub use msr::{numbers as msr_numbers, MsrPolicy, MsrRead, MsrWrite, EFER_GUEST_BITS};
 pub use pc::{PcPlatform, PlatformConfig, UartPlace};

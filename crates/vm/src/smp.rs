@@ -11,7 +11,7 @@
 //! a destination that names nobody delivers nothing, an illegal vector sets
 //! the sender's "send illegal vector" error, nothing panics.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use vdev::{Delivery, DeliveryMode, DestinationMode};
 
@@ -50,6 +50,9 @@ pub struct VcpuInbox {
     apic_id: AtomicU32,
     ldr: AtomicU32,
     dfr: AtomicU32,
+    /// The ticket of a completed deferred access (0: none) and its value.
+    io_ticket: AtomicU64,
+    io_value: AtomicU64,
 }
 
 impl Default for VcpuInbox {
@@ -109,7 +112,29 @@ impl VcpuInbox {
             apic_id: AtomicU32::new(apic_id),
             ldr: AtomicU32::new(0),
             dfr: AtomicU32::new(0xFFFF_FFFF),
+            io_ticket: AtomicU64::new(0),
+            io_value: AtomicU64::new(0),
         }
+    }
+
+    /// Completes the deferred access `ticket` of this vCPU with `value` (a
+    /// read's data; ignored for writes). Called from any pCPU; the caller
+    /// then kicks the vCPU. A ticket the vCPU no longer waits for is
+    /// ignored when it looks.
+    pub fn complete_io(&self, ticket: u64, value: u64) {
+        self.io_value.store(value, Ordering::Relaxed);
+        self.io_ticket.store(ticket, Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// The value of deferred access `ticket` if it completed (owner only).
+    pub fn take_io(&self, ticket: u64) -> Option<u64> {
+        if ticket == 0 || self.io_ticket.load(Ordering::Acquire) != ticket {
+            return None;
+        }
+        let value = self.io_value.load(Ordering::Relaxed);
+        self.io_ticket.store(0, Ordering::Relaxed);
+        Some(value)
     }
 
     /// Back to the power-on state (a VM reset): nothing pending.
@@ -123,6 +148,7 @@ impl VcpuInbox {
         self.apic_id.store(apic_id, Ordering::Relaxed);
         self.ldr.store(0, Ordering::Relaxed);
         self.dfr.store(0xFFFF_FFFF, Ordering::Relaxed);
+        self.io_ticket.store(0, Ordering::Relaxed);
         self.any.store(false, Ordering::Release);
     }
 
