@@ -99,6 +99,9 @@ pub struct PcPlatform {
     pci: Option<usize>,
     /// Console bytes waiting for the caller.
     console: Vec<u8>,
+    /// The earliest device deadline, kept current after every device
+    /// access and poll: the per-entry poll is one comparison until then.
+    deadline: Option<u64>,
 }
 
 /// The 8254 PIT and port 0x61 (IRQ 0).
@@ -135,10 +138,14 @@ impl Device for RtcDevice {
         "rtc"
     }
     fn read(&mut self, _: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
-        u64::from(self.0.read(addr as u16, size, cx.now_ns))
+        let v = u64::from(self.0.read(addr as u16, size, cx.now_ns));
+        // Reading register C lowers IRQ 8 now, not at the next deadline.
+        self.poll(cx);
+        v
     }
     fn write(&mut self, _: Space, addr: u64, size: u8, value: u64, cx: &mut DeviceCx<'_>) {
         self.0.write(addr as u16, size, value as u32, cx.now_ns);
+        self.poll(cx);
     }
     fn poll(&mut self, cx: &mut DeviceCx<'_>) {
         let level = self.0.poll(cx.now_ns);
@@ -297,6 +304,7 @@ impl PcPlatform {
             uart: None,
             pci: None,
             console: Vec::new(),
+            deadline: None,
         };
         let pic = [(0x20, 2), (0xA0, 2), (0x4D0, 2)];
         for (base, len) in pic {
@@ -348,7 +356,12 @@ impl PcPlatform {
                 (l.mmio_window.start, l.mmio_window.end - l.mmio_window.start),
             ],
         ));
+        p.refresh_deadline();
         p
+    }
+
+    fn refresh_deadline(&mut self) {
+        self.deadline = self.devices.iter().filter_map(|d| d.next_deadline()).min();
     }
 
     /// The VM's PCI segment: the host bridge and, if asked, the test device.
@@ -419,7 +432,9 @@ impl PcPlatform {
             effect: PioEffect::None,
         };
         let v = f(&mut **dev, &mut cx);
-        Some((v, cx.effect))
+        let effect = cx.effect;
+        self.refresh_deadline();
+        Some((v, effect))
     }
 
     /// Which controller a bus address belongs to, if any.
@@ -497,8 +512,12 @@ impl PcPlatform {
         .is_some()
     }
 
-    /// Advances every device's timers to `now_ns`.
+    /// Advances every device's timers to `now_ns` (nothing to do before the
+    /// earliest deadline: called before every guest entry).
     pub fn poll(&mut self, now_ns: u64) {
+        if self.deadline.is_none_or(|d| now_ns < d) {
+            return;
+        }
         let mut cx = DeviceCx {
             now_ns,
             irq: &mut self.irq,
@@ -508,11 +527,12 @@ impl PcPlatform {
         for d in &mut self.devices {
             d.poll(&mut cx);
         }
+        self.refresh_deadline();
     }
 
     /// The next time a device needs [`PcPlatform::poll`].
     pub fn next_deadline(&self) -> Option<u64> {
-        self.devices.iter().filter_map(|d| d.next_deadline()).min()
+        self.deadline
     }
 
     /// A byte typed at the VM's console; false if its receive FIFO is full
