@@ -16,16 +16,8 @@ use scenario::{LoadOrder, VmType};
 use vcpu::{Gprs, SystemState};
 use vm::ExitStats;
 
-/// A VM's id: its index in the scenario (pre-launched and service VMs) or the id the hypervisor
-/// gave it at creation (post-launched VMs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VmId(pub u16);
-
-impl fmt::Display for VmId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+/// A VM's id: the scenario's id (see [`scenario::VmId`]), the same type end to end.
+pub use scenario::VmId;
 
 /// Where a VM is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
