@@ -59,6 +59,8 @@ pub enum VcpuState {
     Halted,
     /// An application processor waiting for the guest's INIT and start-up IPI.
     WaitingForStartup,
+    /// Parked outside the guest until an access it made completes (forwarded I/O).
+    WaitingForIo,
     /// Held outside the guest (its VM is paused).
     Paused,
     /// Not running (its VM is stopped or crashed).
@@ -72,6 +74,7 @@ impl VcpuState {
             VcpuState::Running => "running",
             VcpuState::Halted => "halted",
             VcpuState::WaitingForStartup => "wait-sipi",
+            VcpuState::WaitingForIo => "wait-io",
             VcpuState::Paused => "paused",
             VcpuState::Stopped => "stopped",
         }
