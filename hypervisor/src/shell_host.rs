@@ -1,26 +1,21 @@
 //! The management shell on pCPU 0: the physical console's input goes to the
 //! shell or to the attached VM's vUART; VM output is shown (prefixed with the
 //! VM name while no VM is attached, raw while its console is attached) and
-//! kept in per-VM rings. [`Host`] answers the shell's questions.
+//! kept in per-VM rings. The VM table answers the shell's questions about VMs,
+//! by id ([`VmmShell`]); [`Machine`] those about the machine.
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 
+use ::vmm::shell::VmmShell;
 use arch_x86::{console, cpu, lapic};
 use log::LevelFilter;
-use paging::GuestPhysAddr;
 use platform::{HostPhysAddr, PhysRange};
 use scenario::VmType;
-use shell::{
-    Action, BackendError, Console, IoapicLine, IrqLine, Lifecycle, MemUsage, Mode, RegDump,
-    ShellBackend, StatsLine, VcpuInfo, VcpuState, VmId, VmInfo, VmState,
-};
+use shell::{Action, BackendError, Console, IoapicLine, IrqLine, MemUsage, Mode, RegDump};
 use spin::{Mutex, Once};
-use vcpu::GuestMemory;
 
 use crate::mailbox::{self, Reply, Request};
-use crate::vmm::{self, LifecycleError, VcpuRun};
 
 /// Vector of pCPU 0's periodic console poll.
 const POLL_VECTOR: u8 = 0xEF;
@@ -37,83 +32,22 @@ pub fn set_host_ram(ranges: Vec<PhysRange>) {
     HOST_RAM.call_once(|| ranges);
 }
 
-struct Host {
+/// The machine as the shell sees it besides its VMs (those are answered from the VM table by
+/// id, in [`::vmm::shell::VmmShell`]).
+struct Machine {
     version: String,
     pcpus: u16,
 }
 
-fn vm_ref(id: VmId) -> Result<&'static vmm::Vm, BackendError> {
-    vmm::vms()
-        .get(usize::from(id.0))
-        .ok_or(BackendError::NoSuchVm(id))
-}
+/// The shell's backend: the VMs by id, and this machine.
+type Backend = VmmShell<'static, crate::vmm::X86, Machine>;
 
-fn state(vm: &vmm::Vm) -> VmState {
-    match vm.state() {
-        vmm::VmState::Stopped => VmState::Stopped,
-        vmm::VmState::Running => VmState::Running,
-        vmm::VmState::Paused => VmState::Paused,
-        vmm::VmState::Crashed => VmState::Crashed,
-    }
-}
-
-impl ShellBackend for Host {
+impl ::vmm::shell::Machine for Machine {
     fn version(&self) -> &str {
         &self.version
     }
 
-    fn vms(&self) -> Vec<VmInfo> {
-        vmm::vms()
-            .iter()
-            .map(|vm| VmInfo {
-                id: VmId(vm.id),
-                name: vm.cfg.name.into(),
-                state: state(vm),
-                load_order: vm.cfg.load_order,
-                vm_type: vm.cfg.vm_type,
-                pcpus: vm.cfg.pcpus.to_vec(),
-                vcpus: vm.cfg.vcpus,
-                memory: vm.cfg.memory.size,
-                console: vm.cfg.console.is_some(),
-            })
-            .collect()
-    }
-
-    fn vcpus(&self, id: VmId) -> Result<Vec<VcpuInfo>, BackendError> {
-        let vm = vm_ref(id)?;
-        Ok(vm
-            .cfg
-            .pcpus
-            .iter()
-            .zip(&vm.vcpus)
-            .enumerate()
-            .map(|(i, (&p, slot))| VcpuInfo {
-                index: i as u16,
-                pcpu: p,
-                state: match (vm.state(), slot.run()) {
-                    (vmm::VmState::Stopped | vmm::VmState::Crashed, _) | (_, VcpuRun::Off) => {
-                        VcpuState::Stopped
-                    }
-                    (vmm::VmState::Paused, _) => VcpuState::Paused,
-                    (_, VcpuRun::WaitingForSipi) => VcpuState::WaitingForStartup,
-                    (_, VcpuRun::Halted) => VcpuState::Halted,
-                    (_, VcpuRun::Running) => VcpuState::Running,
-                },
-                exits: slot.stats.lock().total(),
-            })
-            .collect())
-    }
-
-    fn vcpu_regs(&self, id: VmId, vcpu: u16) -> Result<RegDump, BackendError> {
-        let vm = vm_ref(id)?;
-        let &pcpu = vm
-            .cfg
-            .pcpus
-            .get(usize::from(vcpu))
-            .ok_or(BackendError::NoSuchVcpu { vm: id, vcpu })?;
-        if vm.state() != vmm::VmState::Paused {
-            return Err(BackendError::VcpuRunning { vm: id, vcpu });
-        }
+    fn vcpu_regs(&self, pcpu: u16) -> Result<RegDump, BackendError> {
         match mailbox::call(usize::from(pcpu), Request::Regs, PCPU_TIMEOUT_US, 0) {
             Some(Reply::Regs(Some(r))) => Ok(RegDump {
                 gprs: r.gprs,
@@ -125,18 +59,6 @@ impl ShellBackend for Host {
             Some(_) => Err(BackendError::Unsupported("the vCPU is not on its pCPU")),
             None => Err(BackendError::PcpuTimeout(pcpu)),
         }
-    }
-
-    fn read_guest(&self, id: VmId, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
-        let vm = vm_ref(id)?;
-        vm.ram
-            .lock()
-            .read(gpa.0, buf)
-            .map_err(|_| BackendError::GuestRange {
-                vm: id,
-                gpa,
-                len: buf.len(),
-            })
     }
 
     fn read_host(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
@@ -154,58 +76,12 @@ impl ShellBackend for Host {
         Ok(())
     }
 
-    fn lifecycle(&mut self, id: VmId, op: Lifecycle) -> Result<(), BackendError> {
-        let vm = vm_ref(id)?;
-        let index = usize::from(id.0);
-        let result = match op {
-            Lifecycle::Start => vmm::lifecycle::start(index),
-            Lifecycle::Stop => vmm::lifecycle::stop(index),
-            Lifecycle::Pause => vmm::lifecycle::pause(index),
-            Lifecycle::Resume => vmm::lifecycle::resume(index),
-            Lifecycle::Reset => vmm::lifecycle::reset(index),
-        };
-        result.map_err(|e| match e {
-            LifecycleError::NoSuchVm => BackendError::NoSuchVm(id),
-            LifecycleError::WrongState(_) => BackendError::BadState {
-                vm: id,
-                op,
-                state: state(vm),
-            },
-            LifecycleError::Timeout => {
-                BackendError::PcpuTimeout(vm.cfg.pcpus.first().copied().unwrap_or(0))
-            }
-            LifecycleError::LoadFailed => {
-                BackendError::Unsupported("reloading the kernel failed (see the log)")
-            }
-        })
-    }
-
-    fn stats(&self, vm: Option<VmId>) -> Result<Vec<StatsLine>, BackendError> {
-        let vms: Vec<&vmm::Vm> = match vm {
-            Some(id) => alloc::vec![vm_ref(id)?],
-            None => vmm::vms().iter().collect(),
-        };
-        Ok(vms
-            .into_iter()
-            .flat_map(|vm| {
-                vm.vcpus.iter().enumerate().map(|(i, v)| StatsLine {
-                    vm: VmId(vm.id),
-                    vcpu: i as u16,
-                    exits: *v.stats.lock(),
-                    injected: v.injected.load(Ordering::Relaxed),
-                    guest_cycles: v.guest_cycles.load(Ordering::Relaxed),
-                    hv_cycles: v.hv_cycles.load(Ordering::Relaxed),
-                })
-            })
-            .collect())
-    }
-
     fn pcpu_count(&self) -> u16 {
         self.pcpus
     }
 
     fn pcpu_is_rt(&self, pcpu: u16) -> bool {
-        vmm::SCENARIO
+        crate::vmm::SCENARIO
             .vm_for_pcpu(pcpu)
             .is_some_and(|vm| vm.vm_type == VmType::Rt)
     }
@@ -251,35 +127,21 @@ impl ShellBackend for Host {
         console::set_level(level);
     }
 
-    fn ioapic(&self, vm: Option<VmId>) -> Result<Vec<IoapicLine>, BackendError> {
-        match vm {
-            Some(id) => {
-                let vm = vm_ref(id)?;
-                Ok(vmm::vioapic_table(vm)
+    fn host_ioapics(&self) -> Vec<IoapicLine> {
+        crate::boot::ioapics()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, io)| {
+                arch_x86::ioapic::redirection_table(io.addr.0)
                     .into_iter()
                     .enumerate()
-                    .map(|(pin, rte)| IoapicLine {
-                        ioapic: 0,
+                    .map(move |(pin, rte)| IoapicLine {
+                        ioapic: i as u8,
                         pin: pin as u8,
                         rte,
                     })
-                    .collect())
-            }
-            None => Ok(crate::boot::ioapics()
-                .iter()
-                .enumerate()
-                .flat_map(|(i, io)| {
-                    arch_x86::ioapic::redirection_table(io.addr.0)
-                        .into_iter()
-                        .enumerate()
-                        .map(move |(pin, rte)| IoapicLine {
-                            ioapic: i as u8,
-                            pin: pin as u8,
-                            rte,
-                        })
-                })
-                .collect()),
-        }
+            })
+            .collect()
     }
 
     fn mem_usage(&self) -> MemUsage {
@@ -314,20 +176,17 @@ impl ShellBackend for Host {
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console::new());
 
-fn perform(actions: Vec<Action>) {
+fn perform(backend: &Backend, actions: Vec<Action>) {
     for a in actions {
-        match a {
-            Action::Print(bytes) => console::with_console(|u| {
+        match backend.route(a) {
+            Some(Action::Print(bytes)) => console::with_console(|u| {
                 for b in bytes {
                     u.write_byte(b);
                 }
             }),
-            Action::ToGuest(id, byte) => {
-                if let Some(vm) = vmm::vms().get(usize::from(id.0)) {
-                    vmm::input(vm, byte);
-                }
-            }
-            Action::Reboot => reboot(),
+            Some(Action::Reboot) => reboot(),
+            // Typed bytes went to the VM the action names (by id).
+            Some(Action::ToGuest(..)) | None => {}
         }
     }
 }
@@ -345,34 +204,31 @@ fn reboot() -> ! {
 pub fn run(pcpus: u16) -> ! {
     arch_x86::trap::set_handler(POLL_VECTOR, |_| {});
     lapic::start_periodic_timer(POLL_VECTOR, POLL_COUNT);
-    let mut host = Host {
+    let vmm = crate::vmm::vmm();
+    let machine = Machine {
         version: alloc::format!("Quercus {}", env!("CARGO_PKG_VERSION")),
         pcpus,
     };
-    perform(CONSOLE.lock().start(&host));
+    let mut host = VmmShell::new(vmm, machine);
+    perform(&host, CONSOLE.lock().start(&host));
     let mut out = Vec::new();
     loop {
         while let Some(byte) = console::try_read_byte() {
             let actions = CONSOLE.lock().feed_input(&mut host, byte);
-            perform(actions);
+            perform(&host, actions);
         }
-        for vm in vmm::vms() {
-            vmm::feed_typed(vm);
-            out.clear();
-            vmm::take_output(vm, &mut out);
-            if out.is_empty() {
-                continue;
-            }
+        vmm.pump_consoles(&mut out, |vm, bytes| {
             let mut con = CONSOLE.lock();
             let overview = con.mode() == Mode::Shell;
-            let actions = con.vm_output(VmId(vm.id), &out);
+            let actions = con.vm_output(vm.id, bytes);
             drop(con);
             if overview {
-                vmm::print_prefixed(vm, &out);
+                vm.console.lines(bytes, |line| {
+                    arch_x86::println!("[{}] {}", vm.cfg.name, line)
+                });
             }
-            perform(actions);
-            vmm::printed(vm, out.len());
-        }
+            perform(&host, actions);
+        });
         mailbox::service(0, None);
         cpu::wait_for_interrupt();
     }

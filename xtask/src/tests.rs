@@ -510,10 +510,52 @@ fn shell_session() -> TestCase {
     }
 }
 
+/// After `vm1: stopped` vm1 prints nothing more and vm2 goes on: the stop reached the VM with
+/// id 1, not the second VM running.
+fn shell_gap_check(lines: &[String]) -> Result<(), String> {
+    let stopped = find(lines, 0, |l| l == "vm1: stopped").ok_or("no `vm1: stopped`")?;
+    if let Some(i) = find(lines, stopped + 1, |l| l.starts_with("[vm1] tick")) {
+        return Err(format!("vm1 printed after it was stopped: {}", lines[i]));
+    }
+    find(lines, stopped + 1, |l| l.starts_with("[vm2] tick"))
+        .ok_or("vm2 did not go on after vm1 stopped")?;
+    Ok(())
+}
+
+/// The shell by VM id on the `shell-gap` scenario, whose VM 0 (a Service VM) is not started:
+/// typing into vm2 (id 2) reaches vm2, and `vm_stop 1` stops vm1 (id 1) while vm2 runs on.
+fn shell_gap() -> TestCase {
+    TestCase {
+        scenario: "shell-gap",
+        cpus: 4,
+        input: vec![
+            (r"^\[vm2\] tick 2$", "vm_list\r"),
+            (r"^2\s+vm2\s+running\s", "vm_console 2\r"),
+            (r"attached to vm2", "hello gap\r"),
+            (r"^got: hello gap$", "\x01d"),
+            (r"^\[detached from vm2\]$", "vm_stop 1\r"),
+        ],
+        expect: vec![
+            r"^1\s+vm1\s+running\s+pre-launched".into(),
+            r"^2\s+vm2\s+running\s+pre-launched".into(),
+            r"attached to vm2".into(),
+            r"^got: hello gap$".into(),
+            r"^\[detached from vm2\]$".into(),
+            r"vm vm1: stopped: vCPU 0: stopped by the operator".into(),
+            r"^vm1: stopped$".into(),
+            r"^\[vm2\] tick".into(),
+        ],
+        post_check: Some(shell_gap_check),
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot("shell-gap-qemu", Emulator::Qemu, 4)
+    }
+}
+
 /// The emulator test table, run in this order.
 pub fn cases() -> Vec<TestCase> {
     vec![
         shell_session(),
+        shell_gap(),
         linux_lifecycle(),
         linux_smp(),
         linux_pvh(),

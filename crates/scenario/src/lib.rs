@@ -9,12 +9,14 @@
 #![forbid(unsafe_code)]
 
 mod console;
+mod id;
 mod kernel;
 mod memory;
 mod scenario;
 mod vm;
 
 pub use console::VuartConfig;
+pub use id::VmId;
 pub use kernel::{KernelConfig, KernelKind};
 pub use memory::MemoryConfig;
 pub use scenario::Scenario;

@@ -68,6 +68,10 @@ mod tests {
     #[test]
     fn lookups() {
         assert_eq!(TWO.vm_by_name("b").map(|v| v.id), Some(1));
+        assert_eq!(
+            TWO.vm_by_name("b").map(VmConfig::vm_id),
+            Some(crate::VmId(1))
+        );
         assert!(TWO.vm_by_name("c").is_none());
         assert_eq!(TWO.vm_by_id(0).map(|v| v.name), Some("a"));
         assert!(TWO.vm_by_id(2).is_none());

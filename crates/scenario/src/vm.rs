@@ -1,6 +1,7 @@
 //! One VM's static configuration: identity, load order, type, pinned CPUs, memory, kernel, console.
 
 use crate::console::VuartConfig;
+use crate::id::VmId;
 use crate::kernel::KernelConfig;
 use crate::memory::MemoryConfig;
 
@@ -58,6 +59,11 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// The VM's id as every other part of the hypervisor names it.
+    pub const fn vm_id(&self) -> VmId {
+        VmId(self.id)
+    }
+
     /// The vCPU index pinned to physical CPU `pcpu`, if this VM owns it.
     pub fn vcpu_for_pcpu(&self, pcpu: u16) -> Option<u16> {
         self.pcpus

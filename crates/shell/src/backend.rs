@@ -16,16 +16,8 @@ use scenario::{LoadOrder, VmType};
 use vcpu::{Gprs, SystemState};
 use vm::ExitStats;
 
-/// A VM's id: its index in the scenario (pre-launched and service VMs) or the id the hypervisor
-/// gave it at creation (post-launched VMs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VmId(pub u16);
-
-impl fmt::Display for VmId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+/// A VM's id: the scenario's id (see [`scenario::VmId`]), the same type end to end.
+pub use scenario::VmId;
 
 /// Where a VM is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +59,8 @@ pub enum VcpuState {
     Halted,
     /// An application processor waiting for the guest's INIT and start-up IPI.
     WaitingForStartup,
+    /// Parked outside the guest until an access it made completes (forwarded I/O).
+    WaitingForIo,
     /// Held outside the guest (its VM is paused).
     Paused,
     /// Not running (its VM is stopped or crashed).
@@ -80,6 +74,7 @@ impl VcpuState {
             VcpuState::Running => "running",
             VcpuState::Halted => "halted",
             VcpuState::WaitingForStartup => "wait-sipi",
+            VcpuState::WaitingForIo => "wait-io",
             VcpuState::Paused => "paused",
             VcpuState::Stopped => "stopped",
         }

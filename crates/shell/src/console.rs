@@ -300,6 +300,25 @@ mod tests {
     }
 
     #[test]
+    fn typed_bytes_go_to_the_attached_vms_id() {
+        // The scenario's VM 0 was not started: the second VM listed has id 3, not 1.
+        let mut c = Console::new();
+        let mut b = MockBackend::new();
+        b.vms[0].id = VmId(1);
+        b.vms[1].id = VmId(3);
+        let acts = feed(&mut c, &mut b, b"vm_console 3\r");
+        assert!(printed(&acts).contains("attached to linux"));
+        assert_eq!(c.mode(), Mode::Attached(VmId(3)));
+        let acts = feed(&mut c, &mut b, b"hi");
+        assert_eq!(to_guest(&acts, VmId(3)), b"hi");
+        assert!(to_guest(&acts, VmId(1)).is_empty());
+        feed(&mut c, &mut b, &[ESCAPE_BYTE, DETACH_KEY]);
+        let acts = feed(&mut c, &mut b, b"vm_console rtvm\r");
+        assert!(printed(&acts).contains("attached to rtvm"));
+        assert_eq!(to_guest(&feed(&mut c, &mut b, b"x"), VmId(1)), b"x");
+    }
+
+    #[test]
     fn greets_and_prompts() {
         let mut c = Console::new();
         let b = MockBackend::new();

@@ -696,3 +696,27 @@ fn mem_shows_frames_and_heap_in_kib() {
     );
     assert!(fails(&mut b, "mem extra").contains("extra"));
 }
+
+#[test]
+fn vm_ids_are_the_backends_not_positions() {
+    // The scenario's VMs 0 and 2 were not started: the backend lists ids 1 and 3.
+    let mut b = MockBackend::new();
+    b.vms[0].id = VmId(1);
+    b.vms[1].id = VmId(3);
+    assert_eq!(ok(&mut b, "vm_stop 3"), "linux: stopped\n");
+    assert_eq!(ok(&mut b, "vm_pause 1"), "rtvm: paused\n");
+    assert_eq!(ok(&mut b, "vm_start linux"), "linux: running\n");
+    assert_eq!(
+        b.calls,
+        ["lifecycle 3 stop", "lifecycle 1 pause", "lifecycle 3 start"]
+    );
+    // The holes are no VM at all.
+    assert_eq!(
+        fails(&mut b, "vm_stop 0"),
+        "vm_stop: no VM with id 0 (see vm_list)"
+    );
+    assert_eq!(
+        fails(&mut b, "vcpu_list 2"),
+        "vcpu_list: no VM with id 2 (see vm_list)"
+    );
+}

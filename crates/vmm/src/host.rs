@@ -1,0 +1,159 @@
+//! The VM-wide services the exit handlers use ([`vm::VmHost`]), for one vCPU on its pCPU: RAM,
+//! the PC platform's devices, the console, the vCPU inboxes, the clock and the host CPU.
+
+use alloc::vec::Vec;
+
+use crate::lifecycle::{Request, VcpuEvent};
+use crate::platform::{ns_to_tsc, tsc_to_ns, Platform};
+use crate::vm::{VcpuSlot, Vm};
+
+/// The VM-wide services the exit handlers use, for one vCPU on this pCPU.
+pub(crate) struct Host<'a, P: Platform> {
+    pub vm: &'a Vm<P>,
+    pub pcpu: u16,
+    pub slot: &'a VcpuSlot,
+    pub p: &'a P,
+}
+
+impl<P: Platform> Host<'_, P> {
+    fn tsc_to_ns(&self, tsc: u64) -> u64 {
+        tsc_to_ns(self.p.tsc_hz(), tsc)
+    }
+
+    fn ns_to_tsc(&self, ns: u64) -> u64 {
+        ns_to_tsc(self.p.tsc_hz(), ns)
+    }
+}
+
+impl<P: Platform> vm::VmHost for Host<'_, P> {
+    type Ram = P::Ram;
+
+    fn vm_id(&self) -> u16 {
+        self.vm.id.0
+    }
+
+    fn with_ram<R>(&self, f: impl FnOnce(&mut P::Ram) -> R) -> R {
+        f(&mut self.vm.ram.lock())
+    }
+
+    fn console(&self, bytes: &[u8]) {
+        self.vm.console.push_out(bytes);
+    }
+
+    fn pio_read(&self, port: u16, size: u8) -> u32 {
+        self.vm
+            .platform
+            .lock()
+            .pio_read(port, size, self.tsc_to_ns(self.p.now()))
+    }
+
+    fn pio_write(&self, port: u16, size: u8, value: u32) -> vm::PioEffect {
+        let mut out = Vec::new();
+        let effect = {
+            let mut p = self.vm.platform.lock();
+            let effect = p.pio_write(port, size, value, self.tsc_to_ns(self.p.now()));
+            p.take_console_output(&mut out);
+            effect
+        };
+        if !out.is_empty() {
+            self.vm.console.push_out(&out);
+        }
+        effect
+    }
+
+    fn mmio_read(&self, gpa: u64, size: u8) -> Option<u64> {
+        let now = self.tsc_to_ns(self.p.now());
+        self.vm.platform.lock().mmio_read(gpa, size, now)
+    }
+
+    fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
+        let now = self.tsc_to_ns(self.p.now());
+        self.vm.platform.lock().mmio_write(gpa, size, value, now)
+    }
+
+    fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {
+        let deliveries = {
+            let mut p = self.vm.platform.lock();
+            p.poll(self.tsc_to_ns(self.p.now()));
+            p.take_deliveries()
+        };
+        for d in &deliveries {
+            log::debug!(
+                "vm {}: IOAPIC delivers vector {:#x} to {:?} {}",
+                self.vm.cfg.name,
+                d.vector,
+                d.dest_mode,
+                d.dest
+            );
+            deliver(d);
+        }
+    }
+
+    fn inboxes(&self) -> &[vm::VcpuInbox] {
+        &self.vm.inboxes
+    }
+
+    fn kick(&self, vcpu: usize) {
+        if let Some(&p) = self.vm.cfg.pcpus.get(vcpu) {
+            self.p.kick(p);
+        }
+    }
+
+    fn device_deadline(&self) -> Option<u64> {
+        self.vm
+            .platform
+            .lock()
+            .next_deadline()
+            .map(|ns| self.ns_to_tsc(ns))
+    }
+
+    fn eoi(&self, vector: u8) {
+        self.vm.platform.lock().eoi(vector);
+    }
+
+    fn now(&self) -> u64 {
+        self.p.now()
+    }
+
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.p.host_cpuid(leaf, subleaf)
+    }
+
+    fn xcr0_supported(&self) -> u64 {
+        self.p.xcr0_supported()
+    }
+
+    fn load_xcr0(&mut self, value: u64) {
+        // The dispatcher checked `value` against the CPU's components.
+        self.p.load_xcr0(value);
+    }
+
+    fn host_rdmsr(&self, msr: u32) -> Option<u64> {
+        self.p.host_rdmsr(msr)
+    }
+
+    fn host_wrmsr(&self, msr: u32, value: u64) -> bool {
+        self.p.host_wrmsr(msr, value)
+    }
+
+    fn take_host_interrupt(&mut self) {
+        self.p.take_host_interrupt();
+    }
+
+    fn idle(&mut self, deadline: Option<u64>) {
+        if let Some(d) = deadline {
+            self.p.arm_timer(Some(d.saturating_sub(self.p.now())));
+        }
+        self.slot.event(VcpuEvent::Halt);
+        self.p.wait_for_interrupt();
+        self.slot.event(VcpuEvent::Wake);
+    }
+
+    fn stop_requested(&self) -> bool {
+        matches!(self.vm.request(), Request::Stop | Request::Reset)
+    }
+
+    fn needs_attention(&self) -> bool {
+        self.vm.request() != Request::Run || self.p.mailbox_pending(self.pcpu)
+    }
+}

@@ -1,0 +1,503 @@
+//! The shell's view of the hypervisor ([`shell::ShellBackend`]): every question about a VM is
+//! answered from the VM table by the VM's id; questions about the machine itself (pCPUs, host
+//! memory, the log level, physical IOAPICs) go to the hypervisor through [`Machine`].
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use log::LevelFilter;
+use paging::GuestPhysAddr;
+use platform::HostPhysAddr;
+use shell::{
+    Action, BackendError, IoapicLine, IrqLine, Lifecycle as ShellOp, MemUsage, RegDump,
+    ShellBackend, StatsLine, VcpuInfo, VcpuState, VmInfo, VmState as ShellState,
+};
+use vcpu::GuestMemory;
+
+use crate::lifecycle::{LifecycleError, VcpuRun, VmState};
+use crate::manager::{ControlError, Vmm};
+use crate::platform::Platform;
+use crate::vm::Vm;
+use crate::VmId;
+
+/// What the shell asks of the machine rather than of a VM (the hypervisor answers).
+pub trait Machine {
+    /// One line: name and version.
+    fn version(&self) -> &str;
+    /// The registers of the vCPU held on `pcpu` (its VM is paused), asked of that pCPU.
+    fn vcpu_regs(&self, pcpu: u16) -> Result<RegDump, BackendError>;
+    /// Copies host RAM the shell may read, all or nothing.
+    fn read_host(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> Result<(), BackendError>;
+    /// How many pCPUs the machine has.
+    fn pcpu_count(&self) -> u16;
+    /// Whether `pcpu` belongs to a real-time VM of the scenario.
+    fn pcpu_is_rt(&self, pcpu: u16) -> bool;
+    /// CPUID on `pcpu`.
+    fn cpuid(&mut self, pcpu: u16, leaf: u32, sub: u32) -> Result<[u32; 4], BackendError>;
+    /// RDMSR on `pcpu`.
+    fn rdmsr(&mut self, pcpu: u16, msr: u32) -> Result<u64, BackendError>;
+    /// WRMSR on `pcpu`.
+    fn wrmsr(&mut self, pcpu: u16, msr: u32, value: u64) -> Result<(), BackendError>;
+    /// The log level.
+    fn log_level(&self) -> LevelFilter;
+    /// Sets the log level.
+    fn set_log_level(&mut self, level: LevelFilter);
+    /// The physical IOAPICs' redirection tables.
+    fn host_ioapics(&self) -> Vec<IoapicLine>;
+    /// The host's interrupt vectors and their counts.
+    fn interrupts(&self) -> Vec<IrqLine>;
+    /// The frame allocator's and the heap's usage.
+    fn mem_usage(&self) -> MemUsage;
+}
+
+/// The shell's backend: the VMs of a [`Vmm`] plus the [`Machine`].
+pub struct VmmShell<'a, P: Platform, M> {
+    vmm: &'a Vmm<P>,
+    machine: M,
+}
+
+/// The state the shell shows (it does not tell a created VM from a stopped one).
+pub fn shell_state(state: VmState) -> ShellState {
+    match state {
+        VmState::Created | VmState::Stopped | VmState::Destroyed => ShellState::Stopped,
+        VmState::Running => ShellState::Running,
+        VmState::Paused => ShellState::Paused,
+        VmState::Crashed => ShellState::Crashed,
+    }
+}
+
+/// One `vm_list` line.
+pub fn vm_info<P: Platform>(vm: &Vm<P>) -> VmInfo {
+    VmInfo {
+        id: vm.id,
+        name: vm.cfg.name.into(),
+        state: shell_state(vm.state()),
+        load_order: vm.cfg.load_order,
+        vm_type: vm.cfg.vm_type,
+        pcpus: vm.cfg.pcpus.to_vec(),
+        vcpus: vm.cfg.vcpus,
+        memory: vm.cfg.memory.size,
+        console: vm.cfg.console.is_some(),
+    }
+}
+
+impl<'a, P: Platform, M: Machine> VmmShell<'a, P, M> {
+    /// The shell's backend over `vmm`'s VMs and `machine`.
+    pub fn new(vmm: &'a Vmm<P>, machine: M) -> Self {
+        VmmShell { vmm, machine }
+    }
+
+    /// The VM with this id.
+    fn vm(&self, id: VmId) -> Result<alloc::sync::Arc<Vm<P>>, BackendError> {
+        self.vmm.get(id).map_err(|_| BackendError::NoSuchVm(id))
+    }
+
+    /// Carries out what the shell asked for that concerns a VM: typed bytes go to the VM with
+    /// the id the action names. Every other action is handed back to the caller.
+    pub fn route(&self, action: Action) -> Option<Action> {
+        match action {
+            Action::ToGuest(id, byte) => {
+                // A VM that went away meanwhile just loses the byte.
+                let _ = self.vmm.input(id, byte);
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
+    fn version(&self) -> &str {
+        self.machine.version()
+    }
+
+    fn vms(&self) -> Vec<VmInfo> {
+        self.vmm
+            .table()
+            .snapshot()
+            .iter()
+            .map(|vm| vm_info(vm))
+            .collect()
+    }
+
+    fn vcpus(&self, id: VmId) -> Result<Vec<VcpuInfo>, BackendError> {
+        let vm = self.vm(id)?;
+        let state = vm.state();
+        Ok((0u16..)
+            .zip(vm.cfg.pcpus.iter().zip(&vm.vcpus))
+            .map(|(i, (&p, slot))| VcpuInfo {
+                index: i,
+                pcpu: p,
+                state: match (state, slot.run()) {
+                    (s, _) if !s.is_live() => VcpuState::Stopped,
+                    (_, VcpuRun::Off) => VcpuState::Stopped,
+                    (VmState::Paused, _) => VcpuState::Paused,
+                    (_, VcpuRun::WaitingForSipi) => VcpuState::WaitingForStartup,
+                    (_, VcpuRun::Halted) => VcpuState::Halted,
+                    (_, VcpuRun::WaitingForIo) => VcpuState::WaitingForIo,
+                    (_, VcpuRun::Running) => VcpuState::Running,
+                },
+                exits: slot.stats.lock().total(),
+            })
+            .collect())
+    }
+
+    fn vcpu_regs(&self, id: VmId, vcpu: u16) -> Result<RegDump, BackendError> {
+        let vm = self.vm(id)?;
+        let pcpu = vm
+            .pcpu_of(vcpu)
+            .ok_or(BackendError::NoSuchVcpu { vm: id, vcpu })?;
+        if vm.state() != VmState::Paused {
+            return Err(BackendError::VcpuRunning { vm: id, vcpu });
+        }
+        self.machine.vcpu_regs(pcpu)
+    }
+
+    fn read_guest(&self, id: VmId, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
+        let vm = self.vm(id)?;
+        let read = vm.ram.lock().read(gpa.0, buf);
+        read.map_err(|_| BackendError::GuestRange {
+            vm: id,
+            gpa,
+            len: buf.len(),
+        })
+    }
+
+    fn read_host(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.machine.read_host(hpa, buf)
+    }
+
+    fn lifecycle(&mut self, id: VmId, op: ShellOp) -> Result<(), BackendError> {
+        let vm = self.vm(id)?;
+        let result = match op {
+            ShellOp::Start => self.vmm.start(id),
+            ShellOp::Stop => self.vmm.stop(id),
+            ShellOp::Pause => self.vmm.pause(id),
+            ShellOp::Resume => self.vmm.resume(id),
+            ShellOp::Reset => self.vmm.reset(id),
+        };
+        result.map_err(|e| match e {
+            ControlError::NoSuchVm(_) | ControlError::Table(_) => BackendError::NoSuchVm(id),
+            ControlError::Lifecycle {
+                error:
+                    LifecycleError::WrongState { .. }
+                    | LifecycleError::InTransition { .. }
+                    | LifecycleError::Vcpu { .. },
+                ..
+            }
+            | ControlError::Overtaken { .. } => BackendError::BadState {
+                vm: id,
+                op,
+                state: shell_state(vm.state()),
+            },
+            ControlError::Lifecycle {
+                error: LifecycleError::VcpusOut { .. },
+                ..
+            }
+            | ControlError::Timeout { .. } => {
+                BackendError::PcpuTimeout(vm.cfg.pcpus.first().copied().unwrap_or(0))
+            }
+            ControlError::LoadFailed(_) => {
+                BackendError::Unsupported("reloading the kernel failed (see the log)")
+            }
+        })
+    }
+
+    fn stats(&self, vm: Option<VmId>) -> Result<Vec<StatsLine>, BackendError> {
+        let vms = match vm {
+            Some(id) => vec![self.vm(id)?],
+            None => self.vmm.table().snapshot(),
+        };
+        Ok(vms
+            .iter()
+            .flat_map(|vm| {
+                (0u16..).zip(&vm.vcpus).map(|(i, v)| StatsLine {
+                    vm: vm.id,
+                    vcpu: i,
+                    exits: *v.stats.lock(),
+                    injected: v.injected.load(Ordering::Relaxed),
+                    guest_cycles: v.guest_cycles.load(Ordering::Relaxed),
+                    hv_cycles: v.hv_cycles.load(Ordering::Relaxed),
+                })
+            })
+            .collect())
+    }
+
+    fn pcpu_count(&self) -> u16 {
+        self.machine.pcpu_count()
+    }
+
+    fn pcpu_is_rt(&self, pcpu: u16) -> bool {
+        self.machine.pcpu_is_rt(pcpu)
+    }
+
+    fn cpuid(&mut self, pcpu: u16, leaf: u32, sub: u32) -> Result<[u32; 4], BackendError> {
+        self.machine.cpuid(pcpu, leaf, sub)
+    }
+
+    fn rdmsr(&mut self, pcpu: u16, msr: u32) -> Result<u64, BackendError> {
+        self.machine.rdmsr(pcpu, msr)
+    }
+
+    fn wrmsr(&mut self, pcpu: u16, msr: u32, value: u64) -> Result<(), BackendError> {
+        self.machine.wrmsr(pcpu, msr, value)
+    }
+
+    fn log_level(&self) -> LevelFilter {
+        self.machine.log_level()
+    }
+
+    fn set_log_level(&mut self, level: LevelFilter) {
+        self.machine.set_log_level(level);
+    }
+
+    fn ioapic(&self, vm: Option<VmId>) -> Result<Vec<IoapicLine>, BackendError> {
+        match vm {
+            Some(id) => {
+                let vm = self.vm(id)?;
+                Ok(vm
+                    .vioapic_table()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(pin, rte)| IoapicLine {
+                        ioapic: 0,
+                        pin: pin as u8,
+                        rte,
+                    })
+                    .collect())
+            }
+            None => Ok(self.machine.host_ioapics()),
+        }
+    }
+
+    fn interrupts(&self) -> Vec<IrqLine> {
+        self.machine.interrupts()
+    }
+
+    fn mem_usage(&self) -> MemUsage {
+        self.machine.mem_usage()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use alloc::string::String;
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+
+    use shell::{Action, Console, ShellBackend};
+
+    use super::*;
+    use crate::mock::{config, eventually, vm, MockPlatform, Pcpus};
+
+    /// A machine with nothing to say beyond its VMs.
+    struct NoMachine;
+
+    impl Machine for NoMachine {
+        fn version(&self) -> &str {
+            "Quercus test"
+        }
+        fn vcpu_regs(&self, pcpu: u16) -> Result<RegDump, BackendError> {
+            Err(BackendError::PcpuTimeout(pcpu))
+        }
+        fn read_host(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
+            Err(BackendError::HostRange {
+                hpa,
+                len: buf.len(),
+            })
+        }
+        fn pcpu_count(&self) -> u16 {
+            4
+        }
+        fn pcpu_is_rt(&self, _pcpu: u16) -> bool {
+            false
+        }
+        fn cpuid(&mut self, pcpu: u16, _leaf: u32, _sub: u32) -> Result<[u32; 4], BackendError> {
+            Err(BackendError::NoSuchPcpu(pcpu))
+        }
+        fn rdmsr(&mut self, pcpu: u16, _msr: u32) -> Result<u64, BackendError> {
+            Err(BackendError::NoSuchPcpu(pcpu))
+        }
+        fn wrmsr(&mut self, pcpu: u16, _msr: u32, _value: u64) -> Result<(), BackendError> {
+            Err(BackendError::NoSuchPcpu(pcpu))
+        }
+        fn log_level(&self) -> LevelFilter {
+            LevelFilter::Info
+        }
+        fn set_log_level(&mut self, _level: LevelFilter) {}
+        fn host_ioapics(&self) -> Vec<IoapicLine> {
+            Vec::new()
+        }
+        fn interrupts(&self) -> Vec<IrqLine> {
+            Vec::new()
+        }
+        fn mem_usage(&self) -> MemUsage {
+            MemUsage::default()
+        }
+    }
+
+    /// Types `text` at the shell; returns what it printed. Typed bytes for VMs are routed.
+    fn type_in(
+        con: &mut Console,
+        sh: &mut VmmShell<'_, MockPlatform, NoMachine>,
+        text: &str,
+    ) -> String {
+        let mut printed = Vec::new();
+        for &b in text.as_bytes() {
+            for a in con.feed_input(sh, b) {
+                match sh.route(a) {
+                    Some(Action::Print(bytes)) => printed.extend(bytes),
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => {}
+                }
+            }
+        }
+        String::from_utf8_lossy(&printed).into_owned()
+    }
+
+    /// The scenario's VM 0 (`sos`) and VM 2 (`post`) were not started: the table holds VM 1
+    /// (`b`, pCPU 1) and VM 3 (`d`, pCPU 2), both running.
+    fn gap() -> (Arc<Vmm<MockPlatform>>, Pcpus) {
+        let vmm = Arc::new(Vmm::new(MockPlatform::new(), 4));
+        for (id, name, pcpus) in [(1, "b", &[1u16][..]), (3, "d", &[2][..])] {
+            let pcpus: &'static [u16] = alloc::boxed::Box::leak(pcpus.into());
+            vmm.add(vm(vmm.platform(), config(id, name, pcpus)))
+                .unwrap();
+        }
+        let pcpus = Pcpus::start(&vmm, &[1, 2]);
+        vmm.start(VmId(1)).unwrap();
+        vmm.start(VmId(3)).unwrap();
+        (vmm, pcpus)
+    }
+
+    #[test]
+    fn commands_reach_the_vm_with_the_scenario_id_not_the_position() {
+        let (vmm, _pcpus) = gap();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        let mut con = Console::new();
+        con.start(&sh);
+        let list = type_in(&mut con, &mut sh, "vm_list\r");
+        let rows: Vec<Vec<&str>> = list
+            .lines()
+            .map(|l| l.split_whitespace().take(3).collect())
+            .filter(|r: &Vec<&str>| r.len() == 3 && r[2] == "running")
+            .collect();
+        assert_eq!(
+            rows,
+            [["1", "b", "running"], ["3", "d", "running"]],
+            "{list}"
+        );
+        let ids: Vec<VmId> = sh.vms().iter().map(|v| v.id).collect();
+        assert_eq!(ids, [VmId(1), VmId(3)]);
+        // `vm_stop 1` stops the scenario's VM 1 (`b`, the first in the table), not the second
+        // entry of the table (`d`): a positional lookup would have stopped `d`.
+        let said = type_in(&mut con, &mut sh, "vm_stop 1\r");
+        assert!(said.contains("b: stopped"), "{said}");
+        assert_eq!(vmm.get(VmId(1)).unwrap().state(), VmState::Stopped);
+        assert_eq!(vmm.get(VmId(3)).unwrap().state(), VmState::Running);
+        // By name, and by the id 3 that no position reaches.
+        let said = type_in(&mut con, &mut sh, "vm_pause d\r");
+        assert!(said.contains("d: paused"), "{said}");
+        assert_eq!(vmm.get(VmId(3)).unwrap().state(), VmState::Paused);
+        let said = type_in(&mut con, &mut sh, "vm_resume 3\r");
+        assert!(said.contains("d: running"), "{said}");
+        let said = type_in(&mut con, &mut sh, "vcpu_list 3\r");
+        assert!(said.lines().any(|l| l.starts_with("d ")), "{said}");
+        let said = type_in(&mut con, &mut sh, "dump_guest_mem 3 0x1000 1\r");
+        assert!(said.to_lowercase().contains("f4"), "{said}");
+        // Ids that are holes answer as such.
+        let said = type_in(&mut con, &mut sh, "vm_start 0\r");
+        assert!(said.contains("no VM with id 0"), "{said}");
+        let said = type_in(&mut con, &mut sh, "vm_stop 2\r");
+        assert!(said.contains("no VM with id 2"), "{said}");
+        assert!(matches!(
+            sh.vcpus(VmId(2)),
+            Err(BackendError::NoSuchVm(VmId(2)))
+        ));
+        vmm.stop(VmId(3)).unwrap();
+    }
+
+    #[test]
+    fn typed_bytes_reach_the_attached_vm_by_id() {
+        let (vmm, _pcpus) = gap();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        let mut con = Console::new();
+        con.start(&sh);
+        // Attach to `d` (id 3, the second VM in the table) and type.
+        let said = type_in(&mut con, &mut sh, "vm_console d\r");
+        assert!(said.contains("attached to d"), "{said}");
+        type_in(&mut con, &mut sh, "hi");
+        let (b, d) = (vmm.get(VmId(1)).unwrap(), vmm.get(VmId(3)).unwrap());
+        assert!(d.console.has_typed(), "the bytes wait for d's vUART");
+        assert!(!b.console.has_typed(), "nothing went to b");
+        // pCPU 0's pump moves them into d's vUART receive FIFO.
+        let mut out = Vec::new();
+        vmm.pump_consoles(&mut out, |_, _| {});
+        assert!(!d.console.has_typed());
+        let mut got = Vec::new();
+        {
+            let mut platform = d.platform.lock();
+            // RBR at COM1, LSR bit 0: data ready.
+            while platform.pio_read(0x3FD, 1, 0) & 1 != 0 {
+                got.push(platform.pio_read(0x3F8, 1, 0) as u8);
+            }
+        }
+        assert_eq!(got, b"hi");
+        // Input for an id that is not in the table goes nowhere and harms nothing.
+        assert_eq!(sh.route(Action::ToGuest(VmId(0), b'x')), None);
+        assert!(!b.console.has_typed());
+        vmm.stop(VmId(1)).unwrap();
+        vmm.stop(VmId(3)).unwrap();
+        eventually("both stopped", || {
+            vmm.table()
+                .snapshot()
+                .iter()
+                .all(|v| v.lifecycle().active() == 0)
+        });
+    }
+
+    #[test]
+    fn shell_states_and_lifecycle_errors() {
+        assert_eq!(shell_state(VmState::Created), ShellState::Stopped);
+        assert_eq!(shell_state(VmState::Crashed), ShellState::Crashed);
+        let (vmm, _pcpus) = gap();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        assert_eq!(
+            sh.lifecycle(VmId(1), ShellOp::Resume),
+            Err(BackendError::BadState {
+                vm: VmId(1),
+                op: ShellOp::Resume,
+                state: ShellState::Running
+            })
+        );
+        assert_eq!(
+            sh.lifecycle(VmId(9), ShellOp::Stop),
+            Err(BackendError::NoSuchVm(VmId(9)))
+        );
+        assert_eq!(sh.lifecycle(VmId(1), ShellOp::Reset), Ok(()));
+        assert_eq!(
+            sh.vcpu_regs(VmId(1), 0),
+            Err(BackendError::VcpuRunning {
+                vm: VmId(1),
+                vcpu: 0
+            })
+        );
+        assert_eq!(
+            sh.vcpu_regs(VmId(1), 1),
+            Err(BackendError::NoSuchVcpu {
+                vm: VmId(1),
+                vcpu: 1
+            })
+        );
+        let stats = sh.stats(None).unwrap();
+        assert_eq!(
+            stats.iter().map(|s| s.vm).collect::<Vec<_>>(),
+            [VmId(1), VmId(3)]
+        );
+        vmm.stop(VmId(1)).unwrap();
+        vmm.stop(VmId(3)).unwrap();
+    }
+}

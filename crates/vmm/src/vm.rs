@@ -1,0 +1,339 @@
+//! The VM object: its configuration, RAM, devices, console queues, vCPU slots and lifecycle, and
+//! how it is loaded from its kernel image (at creation, at every start and at every reboot).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64;
+
+use scenario::{KernelKind, VmConfig, VmId};
+use spin::Mutex;
+use vcpu::{Gprs, GuestMemory, InitialState};
+
+use crate::console::ConsoleQueues;
+use crate::lifecycle::{AtomicLifecycle, AtomicVcpuRun, Request, VcpuEvent, VcpuRun, VmState};
+use crate::platform::{tsc_to_ns, Platform};
+use crate::table::TableEntry;
+
+/// How a VM's kernel image is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// Multiboot1, ELF64 or raw, through [`loader::load`].
+    Loader(loader::KernelKind),
+    /// A Linux bzImage (64-bit boot protocol).
+    BzImage,
+    /// An ELF kernel entered through its PVH note.
+    Pvh,
+}
+
+impl ImageKind {
+    /// How the scenario's kernel `kind` is loaded.
+    pub const fn of(kind: KernelKind) -> Self {
+        match kind {
+            KernelKind::Multiboot1 => ImageKind::Loader(loader::KernelKind::Multiboot1),
+            KernelKind::Elf64 => ImageKind::Loader(loader::KernelKind::Elf64),
+            KernelKind::Raw {
+                load_gpa,
+                entry_gpa,
+            } => ImageKind::Loader(loader::KernelKind::Raw {
+                load_gpa,
+                entry_gpa,
+            }),
+            KernelKind::BzImage => ImageKind::BzImage,
+            KernelKind::Pvh => ImageKind::Pvh,
+        }
+    }
+}
+
+/// The images a VM boots from (boot modules, never written).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestImage {
+    /// The kernel.
+    pub kernel: &'static [u8],
+    /// How to load `kernel`.
+    pub kind: ImageKind,
+    /// The initial ramdisk of a Linux kernel.
+    pub initrd: Option<&'static [u8]>,
+}
+
+/// How a VM's kernel is entered.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry {
+    Multiboot(loader::BootSetup),
+    Linux(loader::LinuxBoot),
+    Pvh(loader::PvhBoot),
+}
+
+/// The state vCPU 0 starts in.
+pub fn initial_state(entry: &Entry) -> InitialState {
+    match entry {
+        Entry::Multiboot(b) => multiboot_state(b),
+        Entry::Linux(l) => l.entry_state(),
+        Entry::Pvh(p) => p.entry_state(),
+    }
+}
+
+/// Multiboot1 entry: 32-bit protected mode, paging off, flat segments,
+/// EAX = the boot loader magic, EBX = the information structure.
+fn multiboot_state(entry: &loader::BootSetup) -> InitialState {
+    InitialState::protected_flat(
+        entry.entry,
+        Gprs {
+            rax: u64::from(loader::BOOTLOADER_MAGIC),
+            rbx: entry.info_gpa,
+            ..Gprs::default()
+        },
+    )
+}
+
+/// The RTC's idea of "now" when a VM's platform is made (2026-01-01 UTC):
+/// the host's own clock is not read yet.
+const GUEST_EPOCH_UNIX_SECS: u64 = 1_767_225_600;
+
+/// The VM's PC platform as it is at power-on; its clocks read `now_ns`.
+pub fn new_platform(cfg: &VmConfig, now_ns: u64) -> vm::PcPlatform {
+    let uart = cfg.console.map(|c| vm::UartPlace {
+        port: c.port,
+        irq: c.irq,
+    });
+    // The IOAPIC's ID follows the vCPUs' APIC IDs, as the VM's MADT says.
+    let ioapic_id = cfg.vcpus.min(254) as u8;
+    vm::PcPlatform::new(&vm::PlatformConfig {
+        now_ns,
+        unix_secs: GUEST_EPOCH_UNIX_SECS,
+        ioapic_id,
+        uart,
+        pci_test_device: cfg.pci_test_device,
+    })
+}
+
+/// Builds the VM's ACPI tables (MADT, FADT, DSDT with the PCI host bridge and
+/// its `_PRT`, MCFG) and writes them at 0xE0000.
+fn write_acpi_tables<M: GuestMemory>(
+    cfg: &VmConfig,
+    ram: &mut M,
+) -> Result<guest_acpi::AcpiTables, String> {
+    use vm::pc::layout;
+    let mut acpi_cfg = guest_acpi::AcpiConfig::new(cfg.vcpus.min(254) as u8);
+    acpi_cfg.pm_tmr = Some(vm::pc::PM_TMR);
+    acpi_cfg.pci = Some(guest_acpi::PciHost {
+        ecam_base: layout::ECAM_BASE,
+        bus_end: layout::BUS_END,
+        mmio_window: (layout::MMIO_WINDOW.0 as u32, layout::MMIO_WINDOW.1 as u32),
+        io_window: (layout::IO_WINDOW.0 as u16, layout::IO_WINDOW.1 as u16),
+        intx_gsi_base: layout::INTX_GSI_BASE,
+    });
+    let tables = guest_acpi::build(&acpi_cfg, guest_acpi::ACPI_TABLES_GPA)
+        .map_err(|e| format!("ACPI tables: {e}"))?;
+    ram.write(tables.base_gpa, &tables.bytes)
+        .map_err(|e| format!("ACPI tables: {e}"))?;
+    Ok(tables)
+}
+
+/// One vCPU's counters and where it is (written on its pCPU, read by the shell).
+#[derive(Debug)]
+pub struct VcpuSlot {
+    pub stats: Mutex<vm::ExitStats>,
+    /// TSC ticks spent in the guest and in the hypervisor for it.
+    pub guest_cycles: AtomicU64,
+    pub hv_cycles: AtomicU64,
+    /// Interrupts injected.
+    pub injected: AtomicU64,
+    run: AtomicVcpuRun,
+}
+
+impl Default for VcpuSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VcpuSlot {
+    /// A vCPU that never ran.
+    pub fn new() -> Self {
+        VcpuSlot {
+            stats: Mutex::new(vm::ExitStats::default()),
+            guest_cycles: AtomicU64::new(0),
+            hv_cycles: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            run: AtomicVcpuRun::new(),
+        }
+    }
+
+    /// Where the vCPU is.
+    pub fn run(&self) -> VcpuRun {
+        self.run.load()
+    }
+
+    /// Moves the vCPU on (its own pCPU only).
+    pub(crate) fn event(&self, event: VcpuEvent) -> VcpuRun {
+        self.run.event(event)
+    }
+}
+
+/// A VM.
+pub struct Vm<P: Platform> {
+    pub id: VmId,
+    pub cfg: &'static VmConfig,
+    pub ram: Mutex<P::Ram>,
+    /// nCR3 (SVM) or EPTP (VMX) of the VM's second-level tables.
+    pub(crate) slat_root: u64,
+    /// The VM's legacy devices and console vUART.
+    pub(crate) platform: Mutex<vm::PcPlatform>,
+    /// Console bytes between the guest and pCPU 0.
+    pub console: ConsoleQueues,
+    /// Counters and run state of each vCPU.
+    pub vcpus: Vec<VcpuSlot>,
+    /// State, request and vCPUs out ([`crate::Lifecycle`]).
+    pub(crate) lifecycle: AtomicLifecycle,
+    /// The kernel image and how to load it (again, on start or reset).
+    image: GuestImage,
+    entry: Mutex<Option<Entry>>,
+    /// Messages for each vCPU (IPIs, device interrupts, INIT/SIPI).
+    pub(crate) inboxes: Vec<vm::VcpuInbox>,
+}
+
+impl<P: Platform> TableEntry for Vm<P> {
+    fn id(&self) -> VmId {
+        self.id
+    }
+
+    fn name(&self) -> &str {
+        self.cfg.name
+    }
+}
+
+impl<P: Platform> Vm<P> {
+    /// A VM of scenario VM `cfg` with its RAM, second-level tables (`slat_root`) and images; it
+    /// is [`VmState::Created`] and not loaded yet ([`Vm::load`]).
+    pub fn new(
+        p: &P,
+        cfg: &'static VmConfig,
+        ram: P::Ram,
+        slat_root: u64,
+        image: GuestImage,
+    ) -> Self {
+        Vm {
+            id: cfg.vm_id(),
+            cfg,
+            ram: Mutex::new(ram),
+            slat_root,
+            platform: Mutex::new(new_platform(cfg, tsc_to_ns(p.tsc_hz(), p.now()))),
+            console: ConsoleQueues::new(),
+            vcpus: (0..cfg.vcpus).map(|_| VcpuSlot::new()).collect(),
+            lifecycle: AtomicLifecycle::new(),
+            image,
+            entry: Mutex::new(None),
+            inboxes: (0..u32::from(cfg.vcpus)).map(vm::VcpuInbox::new).collect(),
+        }
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &'static str {
+        self.cfg.name
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> VmState {
+        self.lifecycle.load().state()
+    }
+
+    /// What the vCPUs are asked to do.
+    pub fn request(&self) -> Request {
+        self.lifecycle.load().request()
+    }
+
+    /// The whole lifecycle now.
+    pub fn lifecycle(&self) -> crate::Lifecycle {
+        self.lifecycle.load()
+    }
+
+    /// The pCPU vCPU `vcpu` runs on.
+    pub fn pcpu_of(&self, vcpu: u16) -> Option<u16> {
+        self.cfg.pcpus.get(usize::from(vcpu)).copied()
+    }
+
+    /// How vCPU 0 starts, once loaded.
+    pub(crate) fn entry(&self) -> Option<Entry> {
+        *self.entry.lock()
+    }
+
+    /// Exits of all its vCPUs.
+    pub fn exit_totals(&self) -> vm::ExitStats {
+        let mut total = vm::ExitStats::default();
+        for v in &self.vcpus {
+            total.add(&v.stats.lock());
+        }
+        total
+    }
+
+    /// Zeroes RAM and loads the kernel: the state of a fresh boot.
+    pub fn load(&self, p: &P) -> Result<Entry, String> {
+        let mut ram = self.ram.lock();
+        p.zero_ram(&mut ram);
+        let entry = match self.image.kind {
+            ImageKind::Loader(kind) => {
+                // Every VM has ACPI tables in the BIOS area (bare-metal guests
+                // find the MCFG there by the RSDP scan).
+                write_acpi_tables(self.cfg, &mut *ram)?;
+                Entry::Multiboot(
+                    loader::load(kind, self.image.kernel, self.cfg.kernel.cmdline, &mut *ram)
+                        .map_err(|e| format!("{e}"))?,
+                )
+            }
+            linux => {
+                // Linux: the boot protocol or PVH, with the ECAM window reserved
+                // in its memory map (Linux trusts the MCFG only then).
+                let tables = write_acpi_tables(self.cfg, &mut *ram)?;
+                let ecam = [loader::ReservedRange {
+                    start: vm::pc::layout::ECAM_BASE,
+                    len: (u64::from(vm::pc::layout::BUS_END) + 1) << 20,
+                    kind: loader::ReservedKind::Reserved,
+                }];
+                let layout = loader::VmLayout {
+                    ram_size: self.cfg.memory.size,
+                    reserved: &ecam,
+                    acpi_rsdp: Some(tables.rsdp_gpa),
+                };
+                let (image, cmdline, initrd) = (
+                    self.image.kernel,
+                    self.cfg.kernel.cmdline,
+                    self.image.initrd,
+                );
+                if linux == ImageKind::Pvh {
+                    loader::load_pvh(image, cmdline, initrd, &layout, &mut *ram)
+                        .map(Entry::Pvh)
+                        .map_err(|e| format!("{e}"))?
+                } else {
+                    loader::load_bzimage(image, cmdline, initrd, &layout, &mut *ram)
+                        .map(Entry::Linux)
+                        .map_err(|e| format!("{e}"))?
+                }
+            }
+        };
+        *self.entry.lock() = Some(entry);
+        *self.platform.lock() = new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now()));
+        for (id, inbox) in (0u32..).zip(&self.inboxes) {
+            inbox.clear(id);
+        }
+        Ok(entry)
+    }
+
+    /// Moves typed bytes into the VM's vUART while its receive FIFO has room (pCPU 0); true if
+    /// any moved (a halted vCPU must be woken for the UART's interrupt).
+    pub fn feed_typed(&self) -> bool {
+        if !self.console.has_typed() {
+            return false;
+        }
+        let mut platform = self.platform.lock();
+        self.console.feed_typed(|b| platform.console_input(b))
+    }
+
+    /// The redirection table of the VM's virtual IOAPIC.
+    pub fn vioapic_table(&self) -> Vec<u64> {
+        let p = self.platform.lock();
+        (0..)
+            .map_while(|pin| p.ioapic().redirection_entry(pin))
+            .collect()
+    }
+}
