@@ -18,7 +18,6 @@ use spin::{Mutex, Once};
 use crate::mailbox::{self, Reply, Request};
 
 /// Vector of pCPU 0's periodic console poll.
-const POLL_VECTOR: u8 = 0xEF;
 /// LAPIC timer count (bus ticks / 16) between polls: a few milliseconds.
 const POLL_COUNT: u32 = 200_000;
 /// How long the shell waits for another pCPU to answer.
@@ -163,12 +162,7 @@ impl ::vmm::shell::Machine for Machine {
                 irq: None,
                 vector,
                 counts: alloc::vec![n],
-                owner: String::from(match vector {
-                    POLL_VECTOR => "console poll (pCPU 0 LAPIC timer)",
-                    0xF0 => "pCPU wake-up IPI",
-                    0xFF => "LAPIC spurious",
-                    _ => "other",
-                }),
+                owner: String::from(arch_x86::trap::vector_owner(vector).unwrap_or("unowned")),
             })
             .collect()
     }
@@ -202,8 +196,14 @@ fn reboot() -> ! {
 
 /// pCPU 0's loop after bring-up: the shell, VM output, and nothing else.
 pub fn run(pcpus: u16) -> ! {
-    arch_x86::trap::set_handler(POLL_VECTOR, |_| {});
-    lapic::start_periodic_timer(POLL_VECTOR, POLL_COUNT);
+    match arch_x86::trap::allocate(
+        "console poll (pCPU 0 LAPIC timer)",
+        platform::Priority::System,
+        |_| {},
+    ) {
+        Ok(v) => lapic::start_periodic_timer(v, POLL_COUNT),
+        Err(e) => log::error!("{e}: the shell polls without a timer"),
+    }
     let vmm = crate::vmm::vmm();
     let machine = Machine {
         version: alloc::format!("Quercus {}", env!("CARGO_PKG_VERSION")),

@@ -12,9 +12,10 @@ use arch_x86::svm::{self, SvmVcpu};
 use arch_x86::virt_caps::VirtCaps;
 use arch_x86::vmx::{self, VmxError, VmxVcpu};
 use arch_x86::{cpu, lapic};
+use core::sync::atomic::{AtomicU8, Ordering};
 use log::{error, info, warn};
 use paging::{Format, GuestPhysAddr, MemType, PageSizes, Perms, SecondLevelTables};
-use platform::{BootInfo, HostPhysAddr};
+use platform::{AsidGrant, AsidSpace, BootInfo, HostPhysAddr, Priority};
 use scenario::{LoadOrder, VmConfig};
 use spin::Once;
 use vcpu::VcpuBackend;
@@ -27,17 +28,37 @@ mod config {
 }
 pub use config::SCENARIO;
 
-/// Vector of the host timer that ends a guest's run at its next virtual timer deadline.
-const GUEST_TIMER_VECTOR: u8 = 0xEE;
+/// Vector of the host timer that ends a guest's run at its next virtual timer deadline
+/// (allocated in [`start`]; 0 before).
+static GUEST_TIMER_VECTOR: AtomicU8 = AtomicU8::new(0);
 
-/// Vector used to wake a parked pCPU when work is posted.
-const WAKE_VECTOR: u8 = 0xF0;
+/// Vector used to wake a parked pCPU when work is posted (allocated in [`start`]).
+static WAKE_VECTOR: AtomicU8 = AtomicU8::new(0);
 
 /// Which backend this machine runs guests with (chosen once at boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
-    Svm,
+    /// SVM with this many ASIDs (CPUID 0x8000_000A EBX).
+    Svm {
+        asids: u32,
+    },
     Vmx,
+}
+
+/// Each pCPU's SVM ASIDs: an ASID tags TLB entries of one core, so it only has to be unique
+/// among the vCPUs made on that pCPU; when a pCPU runs out, its grants start over from 1 and the
+/// first run flushes the whole TLB ([`platform::AsidSpace`]).
+static ASIDS: [spin::Mutex<Option<AsidSpace>>; MAX_CPUS] =
+    [const { spin::Mutex::new(None) }; MAX_CPUS];
+
+/// An ASID for a vCPU about to be made on this pCPU.
+fn asid_here(count: u32) -> AsidGrant {
+    let pcpu = arch_x86::percpu::current().map_or(0, |c| c.index as usize);
+    let Some(slot) = ASIDS.get(pcpu) else {
+        return AsidSpace::new(count).assign();
+    };
+    let mut space = slot.lock();
+    space.get_or_insert_with(|| AsidSpace::new(count)).assign()
 }
 
 /// This machine as the VMs see it.
@@ -90,9 +111,12 @@ impl ::vmm::Platform for X86 {
         body: W,
     ) -> Result<W::Output, VcpuSetupError> {
         match self.backend {
-            Some(Backend::Svm) => {
+            Some(Backend::Svm { asids }) => {
                 svm::enable_on_this_cpu();
-                let mut vcpu = SvmVcpu::new(u32::from(spec.vm.0) + 1, spec.slat_root, init);
+                // Every new vCPU flushes the whole TLB on its first run (SvmVcpu::new), which
+                // also covers a grant that wrapped.
+                let grant = asid_here(asids);
+                let mut vcpu = SvmVcpu::new(grant.asid, spec.slat_root, init);
                 Ok(body.run(&mut vcpu))
             }
             Some(Backend::Vmx) => {
@@ -118,7 +142,7 @@ impl ::vmm::Platform for X86 {
     }
 
     fn arm_timer(&self, after: Option<u64>) {
-        lapic::arm_oneshot(GUEST_TIMER_VECTOR, after);
+        lapic::arm_oneshot(GUEST_TIMER_VECTOR.load(Ordering::Relaxed), after);
     }
 
     fn wait_for_interrupt(&self) {
@@ -169,8 +193,18 @@ impl ::vmm::Platform for X86 {
 
 /// Creates every pre-launched VM of the scenario and starts its vCPUs.
 pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
-    arch_x86::trap::set_handler(WAKE_VECTOR, |_| {});
-    arch_x86::trap::set_handler(GUEST_TIMER_VECTOR, |_| {});
+    for (slot, owner) in [
+        (&WAKE_VECTOR, "pCPU wake-up IPI"),
+        (&GUEST_TIMER_VECTOR, "guest timer deadline (LAPIC timer)"),
+    ] {
+        match arch_x86::trap::allocate(owner, Priority::System, |_| {}) {
+            Ok(v) => slot.store(v, Ordering::Relaxed),
+            Err(e) => {
+                error!("{e}; VMs are not started");
+                return;
+            }
+        }
+    }
     info!(
         "scenario {:?} on board {:?}: {} VM(s)",
         SCENARIO.name,
@@ -178,7 +212,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
         SCENARIO.vms.len()
     );
     let backend = match caps {
-        VirtCaps::Svm(c) if c.npt && !c.disabled_by_firmware => Backend::Svm,
+        VirtCaps::Svm(c) if c.npt && !c.disabled_by_firmware => Backend::Svm { asids: c.asids },
         VirtCaps::Vmx(c) if c.ept && c.unrestricted_guest && c.vpid && !c.disabled_by_firmware => {
             Backend::Vmx
         }
@@ -233,8 +267,9 @@ pub fn run_posted(cpu_index: usize) {
 
 /// Interrupts pCPU `pcpu` so that it looks at its mailbox and its VM's controls.
 pub fn kick(pcpu: usize) {
-    if let Some(apic) = crate::boot::apic_of(pcpu) {
-        lapic::send_ipi(apic, WAKE_VECTOR);
+    let vector = WAKE_VECTOR.load(Ordering::Relaxed);
+    if let (Some(apic), true) = (crate::boot::apic_of(pcpu), vector != 0) {
+        lapic::send_ipi(apic, vector);
     }
 }
 
@@ -289,7 +324,7 @@ fn create(
     // belongs to these tables for the life of the VM.
     let mem = unsafe { FrameTables::new(|| FRAMES.lock().alloc(1).map(|a| a.0)) };
     let format = match backend {
-        Backend::Svm => Format::Npt,
+        Backend::Svm { .. } => Format::Npt,
         Backend::Vmx => Format::Ept,
     };
     let mut slat = SecondLevelTables::new(format, PageSizes { huge_1g: false }, mem)
@@ -303,7 +338,7 @@ fn create(
     )
     .map_err(|e| format!("second-level tables: {e}"))?;
     let slat_root = match backend {
-        Backend::Svm => slat.ncr3(),
+        Backend::Svm { .. } => slat.ncr3(),
         Backend::Vmx => slat.eptp(false),
     }
     .ok_or("second-level tables have no root")?;

@@ -9,6 +9,7 @@ extern crate alloc;
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use platform::{Priority, VectorError, VectorTable};
 use spin::Once;
 
 use crate::percpu::ist;
@@ -55,8 +56,44 @@ pub fn vector_counts() -> alloc::vec::Vec<(u8, u64)> {
         .collect()
 }
 
-/// Installs `handler` for interrupt `vector` (must be >= 32).
-pub fn set_handler(vector: u8, handler: Handler) {
+/// Who owns each vector: every user asks [`allocate`] instead of picking a
+/// constant. The 8259A's remapped range and the spurious vector are fixed by
+/// the hardware setup and reserved first.
+static VECTORS: spin::Mutex<Option<VectorTable>> = spin::Mutex::new(None);
+
+fn with_vectors<R>(f: impl FnOnce(&mut VectorTable) -> R) -> R {
+    let mut guard = VECTORS.lock();
+    let table = guard.get_or_insert_with(|| {
+        let mut t = VectorTable::new();
+        let pic = crate::pic::PIC_VECTOR_BASE;
+        for v in pic..pic + 16 {
+            // A fresh table holds only the exceptions: these cannot collide.
+            let _ = t.reserve(v, "8259A (masked; spurious IRQ 7/15)");
+        }
+        let _ = t.reserve(crate::lapic::SPURIOUS_VECTOR, "LAPIC spurious");
+        t
+    });
+    f(table)
+}
+
+/// A free vector for `owner` with `handler` installed on it.
+pub fn allocate(
+    owner: &'static str,
+    priority: Priority,
+    handler: Handler,
+) -> Result<u8, VectorError> {
+    let v = with_vectors(|t| t.allocate(owner, priority))?;
+    set_handler(v, handler);
+    Ok(v)
+}
+
+/// Who owns `vector` (None: free).
+pub fn vector_owner(vector: u8) -> Option<&'static str> {
+    with_vectors(|t| t.owner(vector))
+}
+
+/// Installs `handler` for interrupt `vector` (must be >= 32 and allocated).
+fn set_handler(vector: u8, handler: Handler) {
     debug_assert!(vector >= 32, "exceptions are not routable");
     HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
 }
