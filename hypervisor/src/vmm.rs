@@ -100,7 +100,7 @@ impl ::vmm::Platform for X86 {
     type Ram = GuestRam;
     type VcpuError = VcpuSetupError;
 
-    fn zero_ram(&self, ram: &mut GuestRam) {
+    fn zero_ram(&self, ram: &GuestRam) {
         ram.zero();
     }
 
@@ -291,7 +291,7 @@ fn create(
     })?;
     #[allow(unsafe_code)]
     // SAFETY: the frames were just taken from the allocator for this VM alone.
-    let ram = unsafe { GuestRam::new(hpa.0, size) };
+    let ram = unsafe { GuestRam::new(hpa.0, vcpu::RamLayout::new(size)) };
 
     let module = boot
         .modules
@@ -329,14 +329,18 @@ fn create(
     };
     let mut slat = SecondLevelTables::new(format, PageSizes { huge_1g: false }, mem)
         .map_err(|e| format!("second-level tables: {e}"))?;
-    slat.map(
-        GuestPhysAddr(0),
-        HostPhysAddr(hpa.0),
-        size,
-        Perms::RWX,
-        MemType::WriteBack,
-    )
-    .map_err(|e| format!("second-level tables: {e}"))?;
+    // The tables map exactly the RAM ranges of the VM's layout (the list the
+    // memory maps are made from); everything else exits as MMIO.
+    for r in vcpu::GuestMemory::layout(&ram).ranges() {
+        slat.map(
+            GuestPhysAddr(r.gpa.0),
+            HostPhysAddr(hpa.0 + r.offset),
+            r.len,
+            Perms::RWX,
+            MemType::WriteBack,
+        )
+        .map_err(|e| format!("second-level tables: {e}"))?;
+    }
     let slat_root = match backend {
         Backend::Svm { .. } => slat.ncr3(),
         Backend::Vmx => slat.eptp(false),

@@ -1,66 +1,122 @@
-//! A VM's RAM as the hypervisor reaches it: one host-physical range, identity
-//! mapped, accessed only through bounds-checked copies; and the memory that
-//! holds the VM's second-level page tables.
+//! A VM's RAM as the hypervisor reaches it: one contiguous host-physical
+//! backing, identity mapped, laid out in guest-physical space by a
+//! [`RamLayout`] (below the PCI hole, the rest above 4 GiB), accessed only
+//! through bounds-checked volatile copies; and the memory that holds the
+//! VM's second-level page tables.
+//!
+//! A [`GuestRam`] is a handle (`Copy`): each vCPU holds its own, so guest
+//! memory is reached without a VM-wide lock. The guest writes the same
+//! memory concurrently; every copy is volatile, so the compiler never
+//! assumes the bytes stay put between two reads.
 
-use vcpu::{check_range, GuestMemError, GuestMemory};
+use vcpu::{GuestMemError, GuestMemory, RamLayout};
 
-/// Guest-physical `0..size` backed by host-physical `hpa..hpa+size`.
-#[derive(Debug)]
+/// The VM's RAM: `layout` backed by host-physical `hpa..hpa + layout.total()`.
+#[derive(Clone, Copy, Debug)]
 pub struct GuestRam {
     hpa: u64,
-    size: u64,
+    layout: RamLayout,
+}
+
+/// Copies `data` to guest memory at `dst` with volatile stores (aligned
+/// 8-byte stores where it can).
+///
+/// # Safety
+/// `dst..dst + data.len()` must be identity-mapped memory of this VM.
+unsafe fn store_volatile(dst: *mut u8, data: &[u8]) {
+    let mut i = 0;
+    while i < data.len() && (dst as usize + i) % 8 != 0 {
+        // SAFETY: inside the range (caller's contract).
+        unsafe { dst.add(i).write_volatile(data[i]) };
+        i += 1;
+    }
+    while i + 8 <= data.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&data[i..i + 8]);
+        // SAFETY: inside the range and 8-byte aligned (the loop above).
+        unsafe { (dst.add(i) as *mut u64).write_volatile(u64::from_ne_bytes(word)) };
+        i += 8;
+    }
+    while i < data.len() {
+        // SAFETY: inside the range.
+        unsafe { dst.add(i).write_volatile(data[i]) };
+        i += 1;
+    }
+}
+
+/// Copies guest memory at `src` into `buf` with volatile loads.
+///
+/// # Safety
+/// `src..src + buf.len()` must be identity-mapped memory of this VM.
+unsafe fn load_volatile(src: *const u8, buf: &mut [u8]) {
+    let mut i = 0;
+    while i < buf.len() && (src as usize + i) % 8 != 0 {
+        // SAFETY: inside the range (caller's contract).
+        buf[i] = unsafe { src.add(i).read_volatile() };
+        i += 1;
+    }
+    while i + 8 <= buf.len() {
+        // SAFETY: inside the range and 8-byte aligned.
+        let word = unsafe { (src.add(i) as *const u64).read_volatile() };
+        buf[i..i + 8].copy_from_slice(&word.to_ne_bytes());
+        i += 8;
+    }
+    while i < buf.len() {
+        // SAFETY: inside the range.
+        buf[i] = unsafe { src.add(i).read_volatile() };
+        i += 1;
+    }
 }
 
 impl GuestRam {
     /// # Safety
-    /// `hpa..hpa+size` must be identity-mapped RAM that belongs to this VM
-    /// alone (taken from the frame allocator, never handed to anyone else).
-    pub unsafe fn new(hpa: u64, size: u64) -> Self {
-        Self { hpa, size }
+    /// `hpa..hpa + layout.total()` must be identity-mapped RAM that belongs
+    /// to this VM alone (taken from the frame allocator, never handed to
+    /// anyone else) for as long as any copy of the handle is used.
+    pub unsafe fn new(hpa: u64, layout: RamLayout) -> Self {
+        Self { hpa, layout }
     }
 
-    /// Host-physical base.
+    /// Host-physical base of the backing.
     pub fn hpa(&self) -> u64 {
         self.hpa
     }
 
-    /// Zeroes all of it.
-    pub fn zero(&mut self) {
-        // SAFETY: the range is owned by this VM (constructor contract).
-        unsafe { core::ptr::write_bytes(self.hpa as *mut u8, 0, self.size as usize) };
+    /// Zeroes all of it (the VM is not running).
+    pub fn zero(&self) {
+        // SAFETY: the backing is owned by this VM (constructor contract).
+        unsafe { core::ptr::write_bytes(self.hpa as *mut u8, 0, self.layout.total() as usize) };
+    }
+
+    fn locate(&self, gpa: u64, len: usize) -> Result<usize, GuestMemError> {
+        let err = GuestMemError { gpa, len };
+        let off = self.layout.locate(gpa, len as u64).ok_or(err)?;
+        let at = self.hpa.checked_add(off).ok_or(err)?;
+        usize::try_from(at).map_err(|_| err)
     }
 }
 
 impl GuestMemory for GuestRam {
     fn size(&self) -> u64 {
-        self.size
+        self.layout.low()
+    }
+
+    fn layout(&self) -> RamLayout {
+        self.layout
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
-        let off = check_range(self.size, gpa, buf.len())?;
-        // SAFETY: `off..off+len` lies inside the VM's own RAM (checked above).
-        // The guest may write it concurrently: the bytes are a snapshot, as
-        // for a DMA read by a device.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                (self.hpa as usize + off) as *const u8,
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        let at = self.locate(gpa, buf.len())?;
+        // SAFETY: `at..at + len` lies inside the VM's own backing (the layout
+        // checked it). The bytes are a snapshot, as for a DMA read by a device.
+        unsafe { load_volatile(at as *const u8, buf) };
         Ok(())
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
-        let off = check_range(self.size, gpa, data.len())?;
-        // SAFETY: as for `read`; the range belongs to this VM only.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                (self.hpa as usize + off) as *mut u8,
-                data.len(),
-            )
-        };
+        let at = self.locate(gpa, data.len())?;
+        // SAFETY: as for `read`; the backing belongs to this VM only.
+        unsafe { store_volatile(at as *mut u8, data) };
         Ok(())
     }
 }

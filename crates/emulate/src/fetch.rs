@@ -69,7 +69,7 @@ pub fn fetch(
             Err(_) => break,
         };
         let in_page = PAGE - (la % PAGE);
-        let in_ram = mem.size().saturating_sub(gpa);
+        let in_ram = mem.layout().bytes_from(gpa);
         let want = (MAX_INSTRUCTION_LEN - got) as u64;
         // At most 15, so the cast cannot truncate.
         let n = want.min(in_page).min(in_ram) as usize;

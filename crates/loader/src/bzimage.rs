@@ -368,14 +368,17 @@ pub fn load_bzimage(
     mem: &mut impl GuestMemory,
 ) -> Result<LinuxBoot, BzImageError> {
     let header = SetupHeader::parse(image)?;
-    let ram_size = layout.ram_size;
-    if ram_size > mem.size() {
+    // All RAM must exist in guest memory; the kernel's pieces go below the
+    // PCI hole (`ram_size` from here on is that low, gap-free part).
+    let ram = vcpu::RamLayout::new(layout.ram_size);
+    if ram.total() > mem.layout().total() || ram.low() > mem.size() {
         return Err(BzImageError::RamLargerThanMemory {
-            ram_size,
-            mem_size: mem.size(),
+            ram_size: layout.ram_size,
+            mem_size: mem.layout().total(),
         });
     }
-    let map = e820::e820_map(ram_size, layout.reserved)?;
+    let ram_size = ram.low();
+    let map = e820::e820_map(layout.ram_size, layout.reserved)?;
     for area in LINUX_BOOT_AREAS {
         if let Some(r) = e820::first_non_ram_overlap(&map, area.start, area.end) {
             return Err(BzImageError::BootAreaReserved {

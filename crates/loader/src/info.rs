@@ -25,8 +25,8 @@ pub const MMAP_AVAILABLE: u32 = 1;
 pub const MMAP_RESERVED: u32 = 2;
 /// Bytes of one map entry, counting its leading `size` field.
 const MMAP_ENTRY_BYTES: usize = 24;
-/// Entries the map has at most.
-const MMAP_ENTRIES: usize = 4;
+/// Entries the map has at most: four below 4 GiB, one per further RAM range.
+const MMAP_ENTRIES: usize = 3 + vcpu::MAX_RAM_RANGES;
 /// Bytes the map takes at most.
 pub(crate) const MMAP_BYTES: usize = MMAP_ENTRY_BYTES * MMAP_ENTRIES;
 
@@ -92,7 +92,7 @@ pub(crate) fn check(ram_size: u64, cmdline: &str) -> Result<(), InfoError> {
 }
 
 /// The memory map for `ram_size` bytes of RAM: `(base, length, type)`.
-fn memory_map(ram_size: u64) -> [(u64, u64, u32); MMAP_ENTRIES] {
+fn memory_map(ram_size: u64) -> [(u64, u64, u32); 4] {
     [
         (0, LOW_MEMORY_END, MMAP_AVAILABLE),
         (LOW_MEMORY_END, 0xA_0000 - LOW_MEMORY_END, MMAP_RESERVED),
@@ -113,10 +113,16 @@ pub(crate) fn write(mem: &mut impl GuestMemory, cmdline: &str) -> Result<u64, In
     mem.write(CMDLINE_GPA, cmdline.as_bytes())
         .map_err(InfoError::Memory)?;
 
+    // The low map, then every RAM range of the VM's layout above the first.
+    let layout = mem.layout();
+    let high = layout.ranges()[1..]
+        .iter()
+        .map(|r| (r.gpa.0, r.len, MMAP_AVAILABLE));
+    let entries = 4 + layout.ranges().len() - 1;
     let mut map = [0u8; MMAP_BYTES];
     for (entry, (base, len, kind)) in map
         .chunks_exact_mut(MMAP_ENTRY_BYTES)
-        .zip(memory_map(ram_size))
+        .zip(memory_map(ram_size).into_iter().chain(high))
     {
         // `size` counts the bytes after itself.
         entry[0..4].copy_from_slice(&(MMAP_ENTRY_BYTES as u32 - 4).to_le_bytes());
@@ -135,7 +141,7 @@ pub(crate) fn write(mem: &mut impl GuestMemory, cmdline: &str) -> Result<u64, In
     put(4, mem_lower);
     put(8, mem_upper);
     put(16, CMDLINE_GPA as u32);
-    put(44, MMAP_BYTES as u32);
+    put(44, (entries * MMAP_ENTRY_BYTES) as u32);
     put(48, MMAP_GPA as u32);
     mem.write(INFO_GPA, &info).map_err(InfoError::Memory)?;
     Ok(INFO_GPA)
@@ -144,7 +150,40 @@ pub(crate) fn write(mem: &mut impl GuestMemory, cmdline: &str) -> Result<u64, In
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vcpu::VecMemory;
+    use vcpu::{GuestMemError, RamLayout, VecMemory};
+
+    /// A VM of 5 GiB as its layout says; only the first MiB is backed here.
+    struct FiveGib(VecMemory);
+
+    impl GuestMemory for FiveGib {
+        fn size(&self) -> u64 {
+            RamLayout::new(5 << 30).low()
+        }
+        fn layout(&self) -> RamLayout {
+            RamLayout::new(5 << 30)
+        }
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
+            self.0.read(gpa, buf)
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
+            self.0.write(gpa, data)
+        }
+    }
+
+    #[test]
+    fn ram_above_4_gib_gets_its_own_map_entry() {
+        let mut mem = FiveGib(VecMemory::new(0x10_0000));
+        let info = write(&mut mem, "").unwrap();
+        let len = mem.0.read_u32(info + 44).unwrap() as u64;
+        assert_eq!(len, 5 * MMAP_ENTRY_BYTES as u64);
+        let last = MMAP_GPA + 4 * MMAP_ENTRY_BYTES as u64;
+        assert_eq!(mem.0.read_u64(last + 4).unwrap(), 1 << 32, "base");
+        assert_eq!(mem.0.read_u64(last + 12).unwrap(), 2 << 30, "length");
+        assert_eq!(mem.0.read_u32(last + 20).unwrap(), MMAP_AVAILABLE);
+        // The low RAM entry ends at the PCI hole.
+        let low = MMAP_GPA + 3 * MMAP_ENTRY_BYTES as u64;
+        assert_eq!(mem.0.read_u64(low + 12).unwrap(), (3 << 30) - HIGH_MEMORY);
+    }
 
     fn u32_at(mem: &VecMemory, gpa: u64) -> u32 {
         mem.read_u32(gpa).unwrap()

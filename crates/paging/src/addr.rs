@@ -1,7 +1,5 @@
 //! Guest-physical addresses and the address widths the 4-level tables cover.
 
-use core::fmt;
-
 /// Guest-physical address bits a 4-level EPT or NPT walk translates: every
 /// mapped guest-physical address is below `1 << GUEST_PHYS_BITS` (256 TiB).
 pub const GUEST_PHYS_BITS: u32 = 48;
@@ -11,36 +9,9 @@ pub const GUEST_PHYS_BITS: u32 = 48;
 /// reserved, so the caller maps only memory the CPU has.
 pub const HOST_PHYS_BITS: u32 = 52;
 
-/// An address in a VM's guest-physical address space.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GuestPhysAddr(pub u64);
-
-impl GuestPhysAddr {
-    /// The address as a plain number.
-    pub const fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    /// Whether the address is a multiple of `align` (a power of two).
-    pub const fn is_aligned(self, align: u64) -> bool {
-        debug_assert!(align.is_power_of_two());
-        self.0 & (align - 1) == 0
-    }
-
-    /// `self + offset`, or `None` if it would pass the end of the address space.
-    pub const fn checked_add(self, offset: u64) -> Option<Self> {
-        match self.0.checked_add(offset) {
-            Some(v) => Some(Self(v)),
-            None => None,
-        }
-    }
-}
-
-impl fmt::Display for GuestPhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
+/// An address in a VM's guest-physical address space (defined with the VM's
+/// RAM layout in `vcpu`).
+pub use vcpu::GuestPhysAddr;
 
 #[cfg(test)]
 mod tests {

@@ -9,11 +9,15 @@ extern crate alloc;
 
 mod exit;
 mod initial;
+mod layout;
 mod memory;
 mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
 pub use initial::{InitialState, FLAT_CS, FLAT_DS};
+pub use layout::{
+    GuestPhysAddr, RamLayout, RamRange, HIGH_RAM_BASE, MAX_RAM_RANGES, PCI_HOLE_START,
+};
 pub use memory::{check_range, GuestMemError, GuestMemory};
 #[cfg(any(test, feature = "test-utils"))]
 pub use memory::{CountingMemory, VecMemory};

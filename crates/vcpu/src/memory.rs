@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::layout::RamLayout;
+
 /// A guest-physical address range the guest does not have as RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestMemError {
@@ -22,8 +24,14 @@ impl fmt::Display for GuestMemError {
 
 /// A VM's RAM, addressed by guest-physical address.
 pub trait GuestMemory {
-    /// Bytes of RAM starting at guest-physical 0.
+    /// Bytes of RAM starting at guest-physical 0 without a gap (the RAM below
+    /// the PCI hole; [`GuestMemory::layout`] has all of it).
     fn size(&self) -> u64;
+    /// Where all of the VM's RAM is: the list memory maps are made from. By
+    /// default one range of [`GuestMemory::size`] bytes from 0.
+    fn layout(&self) -> RamLayout {
+        RamLayout::new(self.size())
+    }
     /// Copies guest RAM at `gpa` into `buf`; fails without copying anything
     /// if any byte lies outside RAM.
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError>;

@@ -21,7 +21,7 @@
 
 use core::fmt;
 
-use vcpu::{check_range, Gprs, GuestMemory};
+use vcpu::{Gprs, GuestMemory};
 
 /// Hypercall 0: the ABI version.
 pub const HC_API_VERSION: u64 = 0;
@@ -132,7 +132,8 @@ fn console_write(
     }
     // len <= 4096: the conversions below cannot fail or truncate.
     let total = usize::try_from(len).map_err(|_| HypercallError::Inval)?;
-    check_range(mem.size(), gpa, total).map_err(|_| HypercallError::Fault)?;
+    // The whole buffer must be RAM (of one range: it cannot span the PCI hole).
+    mem.layout().locate(gpa, len).ok_or(HypercallError::Fault)?;
     let mut buf = [0u8; CONSOLE_CHUNK];
     let mut done = 0usize;
     while done < total {

@@ -44,7 +44,7 @@ pub mod layout {
     pub const BUS_END: u8 = 0;
     /// Guest-physical window memory BARs decode in: 0xC000_0000..0xE000_0000.
     /// Guest RAM below 4 GiB ends at or below its start.
-    pub const MMIO_WINDOW: (u64, u64) = (0xC000_0000, 0x2000_0000);
+    pub const MMIO_WINDOW: (u64, u64) = (vcpu::PCI_HOLE_START, ECAM_BASE - vcpu::PCI_HOLE_START);
     /// Port window I/O BARs decode in: 0xC000..=0xFFFF.
     pub const IO_WINDOW: (u32, u32) = (0xC000, 0x4000);
     /// GSI of slot 0's INTA#: slot s, pin p (0 = INTA#) -> 16 + (s + p) % 4.

@@ -33,7 +33,7 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn with_ram<R>(&self, f: impl FnOnce(&mut P::Ram) -> R) -> R {
-        f(&mut self.vm.ram.lock())
+        f(&mut self.vm.ram.clone())
     }
 
     fn console(&self, bytes: &[u8]) {

@@ -16,7 +16,10 @@ use scenario::{
     KernelConfig, KernelKind, LoadOrder, MemoryConfig, VmConfig, VmId, VmType, VuartConfig,
 };
 use spin::Mutex;
-use vcpu::{Event, Gprs, InitialState, IoAccess, SystemState, VcpuBackend, VecMemory, VmExit};
+use vcpu::{
+    Event, Gprs, GuestMemError, GuestMemory, InitialState, IoAccess, SystemState, VcpuBackend,
+    VecMemory, VmExit,
+};
 
 use crate::platform::{Platform, VcpuSpec, WithVcpu};
 use crate::{GuestImage, ImageKind, Vm, Vmm};
@@ -76,12 +79,36 @@ impl core::fmt::Display for MockVcpuError {
     }
 }
 
+/// Test RAM as the hypervisor's is: a handle whose clones reach the same bytes.
+#[derive(Clone)]
+pub struct SharedMemory(std::sync::Arc<spin::Mutex<VecMemory>>);
+
+impl SharedMemory {
+    pub fn new(size: usize) -> Self {
+        SharedMemory(std::sync::Arc::new(spin::Mutex::new(VecMemory::new(size))))
+    }
+}
+
+impl GuestMemory for SharedMemory {
+    fn size(&self) -> u64 {
+        self.0.lock().size()
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
+        self.0.lock().read(gpa, buf)
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), GuestMemError> {
+        self.0.lock().write(gpa, data)
+    }
+}
+
 impl Platform for MockPlatform {
-    type Ram = VecMemory;
+    type Ram = SharedMemory;
     type VcpuError = MockVcpuError;
 
-    fn zero_ram(&self, ram: &mut VecMemory) {
-        ram.0.fill(0);
+    fn zero_ram(&self, ram: &SharedMemory) {
+        ram.0.lock().0.fill(0);
     }
 
     fn with_new_vcpu<W: WithVcpu>(
@@ -272,7 +299,7 @@ pub fn vm(p: &MockPlatform, cfg: &'static VmConfig) -> Vm<MockPlatform> {
         kind: ImageKind::of(cfg.kernel.kind),
         initrd: None,
     };
-    let vm = Vm::new(p, cfg, VecMemory::new(2 << 20), 0, image);
+    let vm = Vm::new(p, cfg, SharedMemory::new(2 << 20), 0, image);
     vm.load(p).expect("the raw kernel loads");
     vm
 }

@@ -29,12 +29,14 @@ pub trait WithVcpu {
 /// takes a `pcpu`.
 pub trait Platform: Send + Sync {
     /// A VM's RAM.
-    type Ram: GuestMemory + Send;
+    /// A handle to a VM's RAM: clones reach the same memory, and access
+    /// needs no lock (every vCPU holds its own clone).
+    type Ram: GuestMemory + Clone + Send + Sync;
     /// Why a vCPU could not be made; shown as the crashed VM's reason.
     type VcpuError: fmt::Display;
 
     /// Zeroes all of `ram` (a fresh boot).
-    fn zero_ram(&self, ram: &mut Self::Ram);
+    fn zero_ram(&self, ram: &Self::Ram);
     /// Makes the vCPU `spec` names on this pCPU, in `init`, and runs `body` with it.
     fn with_new_vcpu<W: WithVcpu>(
         &self,

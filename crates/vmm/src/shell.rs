@@ -156,7 +156,7 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
 
     fn read_guest(&self, id: VmId, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), BackendError> {
         let vm = self.vm(id)?;
-        let read = vm.ram.lock().read(gpa.0, buf);
+        let read = vm.ram.read(gpa.0, buf);
         read.map_err(|_| BackendError::GuestRange {
             vm: id,
             gpa,

@@ -175,7 +175,8 @@ impl VcpuSlot {
 pub struct Vm<P: Platform> {
     pub id: VmId,
     pub cfg: &'static VmConfig,
-    pub ram: Mutex<P::Ram>,
+    /// The VM's RAM (a handle; no lock).
+    pub ram: P::Ram,
     /// nCR3 (SVM) or EPTP (VMX) of the VM's second-level tables.
     pub(crate) slat_root: u64,
     /// The VM's legacy devices and console vUART.
@@ -216,7 +217,7 @@ impl<P: Platform> Vm<P> {
         Vm {
             id: cfg.vm_id(),
             cfg,
-            ram: Mutex::new(ram),
+            ram,
             slat_root,
             platform: Mutex::new(new_platform(cfg, tsc_to_ns(p.tsc_hz(), p.now()))),
             console: ConsoleQueues::new(),
@@ -269,22 +270,23 @@ impl<P: Platform> Vm<P> {
 
     /// Zeroes RAM and loads the kernel: the state of a fresh boot.
     pub fn load(&self, p: &P) -> Result<Entry, String> {
-        let mut ram = self.ram.lock();
-        p.zero_ram(&mut ram);
+        // The VM is not running: nothing else touches its RAM now.
+        let mut ram = self.ram.clone();
+        p.zero_ram(&ram);
         let entry = match self.image.kind {
             ImageKind::Loader(kind) => {
                 // Every VM has ACPI tables in the BIOS area (bare-metal guests
                 // find the MCFG there by the RSDP scan).
-                write_acpi_tables(self.cfg, &mut *ram)?;
+                write_acpi_tables(self.cfg, &mut ram)?;
                 Entry::Multiboot(
-                    loader::load(kind, self.image.kernel, self.cfg.kernel.cmdline, &mut *ram)
+                    loader::load(kind, self.image.kernel, self.cfg.kernel.cmdline, &mut ram)
                         .map_err(|e| format!("{e}"))?,
                 )
             }
             linux => {
                 // Linux: the boot protocol or PVH, with the ECAM window reserved
                 // in its memory map (Linux trusts the MCFG only then).
-                let tables = write_acpi_tables(self.cfg, &mut *ram)?;
+                let tables = write_acpi_tables(self.cfg, &mut ram)?;
                 let ecam = [loader::ReservedRange {
                     start: vm::pc::layout::ECAM_BASE,
                     len: (u64::from(vm::pc::layout::BUS_END) + 1) << 20,
@@ -301,11 +303,11 @@ impl<P: Platform> Vm<P> {
                     self.image.initrd,
                 );
                 if linux == ImageKind::Pvh {
-                    loader::load_pvh(image, cmdline, initrd, &layout, &mut *ram)
+                    loader::load_pvh(image, cmdline, initrd, &layout, &mut ram)
                         .map(Entry::Pvh)
                         .map_err(|e| format!("{e}"))?
                 } else {
-                    loader::load_bzimage(image, cmdline, initrd, &layout, &mut *ram)
+                    loader::load_bzimage(image, cmdline, initrd, &layout, &mut ram)
                         .map(Entry::Linux)
                         .map_err(|e| format!("{e}"))?
                 }

@@ -169,9 +169,6 @@ pub enum ErrorKind {
     /// Memory size that is not a whole number of 2 MiB pages.
     #[error("{0} MiB is not a multiple of 2 MiB")]
     MemoryNotAligned(u64),
-    /// Guest RAM would run into the VM's PCI window at 3 GiB.
-    #[error("{0} MiB of RAM would run into the VM's PCI window at 3072 MiB (RAM above 4 GiB is not supported yet)")]
-    MemoryPastPciHole(u64),
     /// The VMs plus the hypervisor's reserve need more RAM than the board has.
     #[error("VMs up to this one need {vms_mib} MiB + {hv_mib} MiB hypervisor reserve = {total_mib} MiB, more than the {board_mib} MiB of board {board:?}")]
     MemoryExceeded {

@@ -131,9 +131,6 @@ fn check_pcpus(report: &mut Report<'_>, pcpus: &[u16], board: Option<&Board>) {
     }
 }
 
-/// Where a VM's PCI window starts (3 GiB): its RAM must end below it.
-const PCI_HOLE_MIB: u64 = 3 << 10;
-
 /// Checks size and fixed placement; returns the size in bytes when the size is valid.
 fn check_memory(report: &mut Report<'_>, raw: &RawVm, board: Option<&Board>) -> Option<u64> {
     let mib = raw.memory_mib;
@@ -143,9 +140,6 @@ fn check_memory(report: &mut Report<'_>, raw: &RawVm, board: Option<&Board>) -> 
         false
     } else if mib % 2 != 0 {
         report.push("memory_mib", ErrorKind::MemoryNotAligned(mib));
-        false
-    } else if mib > PCI_HOLE_MIB {
-        report.push("memory_mib", ErrorKind::MemoryPastPciHole(mib));
         false
     } else {
         true

@@ -288,29 +288,6 @@ fn memory_zero_and_unaligned() {
 }
 
 #[test]
-fn memory_must_end_below_the_pci_window() {
-    let text = scenario(&[vm(&[("memory_mib", "3074")])]);
-    let errors = errors(&text);
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.vm.as_ref().map(|v| v.index) == Some(0)
-                && e.field == "memory_mib"
-                && e.kind == ErrorKind::MemoryPastPciHole(3074)),
-        "{errors:#?}"
-    );
-    let shown = errors
-        .iter()
-        .find(|e| e.kind == ErrorKind::MemoryPastPciHole(3074))
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    assert!(
-        shown.contains("configs/bad.toml") && shown.contains("PCI window"),
-        "{shown}"
-    );
-}
-
-#[test]
 fn total_memory_exceeds_board() {
     // qemu: 2048 MiB, 64 reserved: 1024 + 960 fits exactly, 2 MiB more does not.
     let fits = scenario(&[

@@ -144,10 +144,16 @@ pub fn e820_map(ram_size: u64, reserved: &[ReservedRange]) -> Result<Vec<E820Ent
         }
     }
 
-    let mut map = Vec::with_capacity(3 + 2 * ranges.len());
+    // The RAM ranges come from the VM's one layout rule: below the PCI hole,
+    // the rest from 4 GiB.
+    let ram = vcpu::RamLayout::new(ram_size);
+    let mut map = Vec::with_capacity(3 + ram.ranges().len() + 2 * ranges.len());
     map.push((0, LOW_MEMORY_END, E820Kind::Ram));
     map.push((LOW_MEMORY_END, HIGH_MEMORY, E820Kind::Reserved));
-    map.push((HIGH_MEMORY, ram_size, E820Kind::Ram));
+    map.push((HIGH_MEMORY, ram.low(), E820Kind::Ram));
+    for r in &ram.ranges()[1..] {
+        map.push((r.gpa.0, r.end(), E820Kind::Ram));
+    }
     for &(start, end, kind) in &ranges {
         carve(&mut map, start, end);
         let at = map.partition_point(|e| e.0 < start);
@@ -256,6 +262,25 @@ mod tests {
             size: end - addr,
             kind,
         }
+    }
+
+    #[test]
+    fn ram_past_the_pci_hole_continues_at_4_gib() {
+        const GIB: u64 = 1 << 30;
+        let ecam = r(0xE000_0000, 1 << 20, ReservedKind::Reserved);
+        let map = e820_map(5 * GIB, &[ecam]).unwrap();
+        assert_eq!(
+            map,
+            vec![
+                e(0, LOW_MEMORY_END, E820Kind::Ram),
+                e(LOW_MEMORY_END, HIGH_MEMORY, E820Kind::Reserved),
+                e(HIGH_MEMORY, 3 * GIB, E820Kind::Ram),
+                e(0xE000_0000, 0xE010_0000, E820Kind::Reserved),
+                e(4 * GIB, 6 * GIB, E820Kind::Ram),
+            ]
+        );
+        // Exactly 3 GiB needs no high range.
+        assert_eq!(e820_map(3 * GIB, &[]).unwrap().len(), 3);
     }
 
     fn r(start: u64, len: u64, kind: ReservedKind) -> ReservedRange {
