@@ -428,6 +428,46 @@ fn linux_pvh() -> TestCase {
     }
 }
 
+/// Linux must see the 4 GiB the `linux-highmem` VM has, less what the kernel keeps (its image,
+/// page structures, the initramfs): more than the 3 GiB below the PCI hole, so the 1 GiB above
+/// 4 GiB is in use.
+fn linux_highmem_check(lines: &[String]) -> Result<(), String> {
+    let kb = lines
+        .iter()
+        .find_map(|l| {
+            l.split("mem_kb=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or("no mem_kb= line from the Linux guest")?;
+    if (3 * 1024 * 1024 + 512 * 1024..=4 * 1024 * 1024).contains(&kb) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Linux sees {kb} KiB of memory; the VM has 4 GiB (3 GiB below its PCI hole, 1 GiB from 4 GiB)"
+        ))
+    }
+}
+
+/// A Linux VM whose RAM runs past the PCI hole: 1 GiB of it lives above 4 GiB.
+fn linux_highmem() -> TestCase {
+    TestCase {
+        scenario: "linux-highmem",
+        mem_mib: 8192,
+        expect: vec![
+            r"^\[linux\] QUERCUS-GUEST: up$".into(),
+            r"^\[linux\] QUERCUS-GUEST: cpus=1 mem_kb=\d+".into(),
+        ],
+        post_check: Some(linux_highmem_check),
+        fail: Fail::Custom(LINUX_FAIL),
+        timeout_secs: 240,
+        ..boot("linux-highmem-qemu-svm", Emulator::Qemu, 2)
+    }
+}
+
 /// Linux with two vCPUs to userspace under Bochs (Intel VT-x or AMD-V): the slow ones (minutes).
 /// The AP starts in real mode through INIT/SIPI (under VMX: unrestricted guest).
 fn linux_bochs(name: &'static str, emulator: Emulator) -> TestCase {
@@ -559,6 +599,7 @@ pub fn cases() -> Vec<TestCase> {
         linux_lifecycle(),
         linux_smp(),
         linux_pvh(),
+        linux_highmem(),
         linux_panic(),
         linux_bochs("linux-smp-bochs-vmx", Emulator::Bochs),
         linux_bochs("linux-smp-bochs-svm", Emulator::BochsAmd),
