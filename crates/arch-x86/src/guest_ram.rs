@@ -25,7 +25,7 @@ pub struct GuestRam {
 /// `dst..dst + data.len()` must be identity-mapped memory of this VM.
 unsafe fn store_volatile(dst: *mut u8, data: &[u8]) {
     let mut i = 0;
-    while i < data.len() && (dst as usize + i) % 8 != 0 {
+    while i < data.len() && !(dst as usize + i).is_multiple_of(8) {
         // SAFETY: inside the range (caller's contract).
         unsafe { dst.add(i).write_volatile(data[i]) };
         i += 1;
@@ -50,7 +50,7 @@ unsafe fn store_volatile(dst: *mut u8, data: &[u8]) {
 /// `src..src + buf.len()` must be identity-mapped memory of this VM.
 unsafe fn load_volatile(src: *const u8, buf: &mut [u8]) {
     let mut i = 0;
-    while i < buf.len() && (src as usize + i) % 8 != 0 {
+    while i < buf.len() && !(src as usize + i).is_multiple_of(8) {
         // SAFETY: inside the range (caller's contract).
         buf[i] = unsafe { src.add(i).read_volatile() };
         i += 1;

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use crate::lifecycle::{Request, VcpuEvent};
+use crate::lifecycle::{Request, VcpuEvent, VcpuRun};
 use crate::platform::{ns_to_tsc, tsc_to_ns, Platform};
 use crate::vm::{VcpuSlot, Vm};
 
@@ -144,9 +144,16 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
         if let Some(d) = deadline {
             self.p.arm_timer(Some(d.saturating_sub(self.p.now())));
         }
-        self.slot.event(VcpuEvent::Halt);
+        // A vCPU parked on a deferred access stays "waiting for an I/O
+        // completion" while its pCPU sleeps; a halted one is "halted".
+        let halting = self.slot.run() == VcpuRun::Running;
+        if halting {
+            self.slot.event(VcpuEvent::Halt);
+        }
         self.p.wait_for_interrupt();
-        self.slot.event(VcpuEvent::Wake);
+        if halting {
+            self.slot.event(VcpuEvent::Wake);
+        }
     }
 
     fn stop_requested(&self) -> bool {

@@ -173,6 +173,16 @@ impl<P: Platform> Vmm<P> {
                     slot.injected.store(exits.injected, Ordering::Relaxed);
                     flow = exits.handle(vcpu, &mut host, exit);
                 }
+                // The shell shows a vCPU parked on a deferred access as such.
+                match (flow, slot.run()) {
+                    (Flow::Parked, VcpuRun::Running) => {
+                        slot.event(VcpuEvent::WaitForIo);
+                    }
+                    (Flow::Continue, VcpuRun::WaitingForIo) => {
+                        slot.event(VcpuEvent::IoDone);
+                    }
+                    _ => {}
+                }
             }
             p.service_mailbox(pcpu, Some(&*vcpu));
             match (flow, vm.request()) {
