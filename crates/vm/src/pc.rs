@@ -437,16 +437,14 @@ impl PcPlatform {
         Some((v, effect))
     }
 
-    /// Which controller a bus address belongs to, if any.
+    /// Who answers a bus address (a controller or a device), if anyone.
     fn chip_target(&self, space: Space, addr: u64) -> Option<Target> {
         let bus = match space {
             Space::Pio => &self.pio,
             Space::Mmio => &self.mmio,
         };
         let (slot, _) = bus.dispatch(addr)?;
-        bus.get(slot)
-            .copied()
-            .filter(|t| *t != Target::Device(usize::MAX))
+        bus.get(slot).copied()
     }
 
     /// A guest port read; unclaimed ports read all ones.
