@@ -110,7 +110,7 @@ pub const GUEST_SMP_TESTS: [&str; 2] = ["smp-ap-start", "smp-ap-restart"];
 
 /// The test guest's PCI tests (cmdline word `pci`, a VM with the PCI test device), after the
 /// others but before [`GUEST_LATE_TESTS`].
-pub const GUEST_PCI_TESTS: [&str; 7] = [
+pub const GUEST_PCI_TESTS: [&str; 8] = [
     "pci-cf8-enum",
     "pci-ecam-enum",
     "pci-bar-size",
@@ -118,6 +118,7 @@ pub const GUEST_PCI_TESTS: [&str; 7] = [
     "pci-msi",
     "pci-msix",
     "pci-intx",
+    "pci-deferred",
 ];
 
 /// The test guest's tests that run after all others (x2APIC mode lasts until a reset).

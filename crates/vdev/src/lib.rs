@@ -62,7 +62,9 @@ pub use pci_config::{
 pub use pci_segment::{
     BarMapping, PciDevice, PciInterrupt, PciSegment, SegmentCounters, SegmentLayout, ECAM_BUS_SIZE,
 };
-pub use pci_testdev::{TestDevice, TEST_DEVICE_IDS, TEST_DEVICE_MAGIC, TEST_DEVICE_MSIX_ENTRIES};
+pub use pci_testdev::{
+    TestDevice, TEST_DEVICE_IDS, TEST_DEVICE_MAGIC, TEST_DEVICE_MSIX_ENTRIES, TEST_DEVICE_SLOW_NS,
+};
 pub use pic8259::{
     Pic8259, PicCounters, ELCR_MASTER, ELCR_SLAVE, PIC_MASTER_COMMAND, PIC_MASTER_DATA,
     PIC_SLAVE_COMMAND, PIC_SLAVE_DATA,

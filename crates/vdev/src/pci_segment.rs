@@ -68,6 +68,12 @@ pub trait PciDevice: Send {
     fn intx_asserted(&self) -> bool {
         false
     }
+    /// How long a read at `offset` of BAR `bar` takes to answer, in
+    /// nanoseconds (None: at once). The value is what [`PciDevice::bar_read`]
+    /// returns; the VM gets it that much later (an asynchronous backend).
+    fn read_delay_ns(&self, _bar: usize, _offset: u64) -> Option<u64> {
+        None
+    }
 }
 
 impl PciDevice for ConfigSpace {
@@ -310,6 +316,16 @@ impl PciSegment {
             Some(m) => self.bar_write(m, gpa, size, value),
             None => self.counters.unclaimed_accesses += 1,
         }
+    }
+
+    /// How long a memory or I/O BAR read at `addr` takes to answer (None:
+    /// at once, or nothing decodes there).
+    pub fn read_delay_ns(&self, io: bool, addr: u64) -> Option<u64> {
+        let m = self.bar_at(io, addr)?;
+        self.bus
+            .function(m.bdf)?
+            .0
+            .read_delay_ns(m.bar, addr - m.start)
     }
 
     /// The function and offset of an ECAM access that reaches a register.

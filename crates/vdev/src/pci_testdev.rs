@@ -9,8 +9,9 @@
 //!   0x04 SCRATCH (read/write), 0x08 RAISE (write `n`: MSI-X entry `n` if
 //!   MSI-X is enabled, else MSI vector `n` if MSI is enabled, else assert
 //!   INTx), 0x0C INTX (read: bit 0 = asserted; write bit 0 = 1: deassert),
-//!   0x10 RAISED (read only: interrupts signalled). Dword accesses only;
-//!   others read all ones and are ignored.
+//!   0x10 RAISED (read only: interrupts signalled), 0x14 SLOW (read only:
+//!   NOT SCRATCH, answered [`TEST_DEVICE_SLOW_NS`] later: the reading vCPU
+//!   waits for it). Dword accesses only; others read all ones and are ignored.
 //! - BAR 1 (4 KiB memory): the MSI-X table (4 entries) at 0, PBA at 0x800.
 //! - BAR 2 (16 ports): +0 SCRATCH, +4 MAGIC (dword accesses).
 //! - MSI at 0x40 (2 vectors, 64-bit, per-vector masking), MSI-X at 0x60.
@@ -43,6 +44,9 @@ const REG_SCRATCH: u64 = 0x04;
 const REG_RAISE: u64 = 0x08;
 const REG_INTX: u64 = 0x0C;
 const REG_RAISED: u64 = 0x10;
+const REG_SLOW: u64 = 0x14;
+/// How late a read of the SLOW register is answered.
+pub const TEST_DEVICE_SLOW_NS: u64 = 200_000;
 
 /// The device's state.
 pub struct TestDevice {
@@ -132,6 +136,7 @@ impl PciDevice for TestDevice {
                 REG_SCRATCH => self.scratch,
                 REG_INTX => u32::from(self.intx),
                 REG_RAISED => self.raised,
+                REG_SLOW => !self.scratch,
                 _ => all_ones(4),
             }),
             2 => u64::from(match offset {
@@ -171,6 +176,10 @@ impl PciDevice for TestDevice {
 
     fn intx_asserted(&self) -> bool {
         self.intx
+    }
+
+    fn read_delay_ns(&self, bar: usize, offset: u64) -> Option<u64> {
+        (bar == 0 && offset == REG_SLOW).then_some(TEST_DEVICE_SLOW_NS)
     }
 }
 

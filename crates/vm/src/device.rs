@@ -143,6 +143,12 @@ pub trait Device: Send + Any {
     fn write(&mut self, space: Space, addr: u64, size: u8, value: u64, cx: &mut DeviceCx<'_>);
     /// Advances the device's timers to `cx.now_ns`.
     fn poll(&mut self, _cx: &mut DeviceCx<'_>) {}
+    /// How long a read at `addr` takes to answer, in nanoseconds (None: at
+    /// once): the reading vCPU waits that long for the value
+    /// [`read`](Device::read) returns.
+    fn read_delay_ns(&self, _space: Space, _addr: u64) -> Option<u64> {
+        None
+    }
     /// When the device next needs [`poll`](Device::poll) (nanoseconds).
     fn next_deadline(&self) -> Option<u64> {
         None

@@ -347,16 +347,17 @@ impl VcpuExits {
             self.pending_io = None;
             return Some(Flow::Stop(StopReason::Requested));
         }
+        // Device timers run (a late answer may come due) and interrupts keep
+        // arriving in the vLAPIC while it waits.
+        if self.pull(host).init {
+            self.pending_io = None;
+            return Some(Flow::WaitForSipi);
+        }
         let done = host
             .inboxes()
             .get(self.vcpu)
             .and_then(|inbox| inbox.take_io(pending.ticket()));
         let Some(value) = done else {
-            // Interrupts keep arriving in the vLAPIC while it waits.
-            if self.pull(host).init {
-                self.pending_io = None;
-                return Some(Flow::WaitForSipi);
-            }
             if !host.needs_attention() {
                 let deadline = self.next_deadline(host);
                 host.idle(deadline);

@@ -21,6 +21,7 @@ use vdev::{
 use crate::bus::Bus;
 pub use crate::device::PioEffect;
 use crate::device::{Device, DeviceCx, IrqChip, IrqCounters, Space};
+use crate::IoReply;
 use crate::Uart16550;
 
 /// I/O port of the ACPI PM1a event block (status, enable), as the FADT says.
@@ -102,6 +103,20 @@ pub struct PcPlatform {
     /// The earliest device deadline, kept current after every device
     /// access and poll: the per-entry poll is one comparison until then.
     deadline: Option<u64>,
+    /// Reads a device answers later, and the last ticket given out.
+    late: Vec<LateRead>,
+    ticket: u64,
+    /// Late reads whose time came: (vCPU, ticket, value).
+    completed: Vec<(usize, u64, u64)>,
+}
+
+/// A read that a device answers later (an asynchronous backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LateRead {
+    vcpu: usize,
+    ticket: u64,
+    value: u64,
+    due_ns: u64,
 }
 
 /// The 8254 PIT and port 0x61 (IRQ 0).
@@ -267,6 +282,9 @@ impl Device for PciHost {
     fn name(&self) -> &'static str {
         "pci"
     }
+    fn read_delay_ns(&self, space: Space, addr: u64) -> Option<u64> {
+        self.0.read_delay_ns(space == Space::Pio, addr)
+    }
     fn read(&mut self, space: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
         let v = match space {
             Space::Pio if addr == u64::from(RESET_PORT) && size == 1 => 0,
@@ -305,6 +323,9 @@ impl PcPlatform {
             pci: None,
             console: Vec::new(),
             deadline: None,
+            late: Vec::new(),
+            ticket: 0,
+            completed: Vec::new(),
         };
         let pic = [(0x20, 2), (0xA0, 2), (0x4D0, 2)];
         for (base, len) in pic {
@@ -361,7 +382,8 @@ impl PcPlatform {
     }
 
     fn refresh_deadline(&mut self) {
-        self.deadline = self.devices.iter().filter_map(|d| d.next_deadline()).min();
+        let devices = self.devices.iter().filter_map(|d| d.next_deadline());
+        self.deadline = devices.chain(self.late.iter().map(|l| l.due_ns)).min();
     }
 
     /// The VM's PCI segment: the host bridge and, if asked, the test device.
@@ -525,7 +547,61 @@ impl PcPlatform {
         for d in &mut self.devices {
             d.poll(&mut cx);
         }
+        let completed = &mut self.completed;
+        self.late.retain(|l| {
+            let due = l.due_ns <= now_ns;
+            if due {
+                completed.push((l.vcpu, l.ticket, l.value));
+            }
+            !due
+        });
         self.refresh_deadline();
+    }
+
+    /// A read by vCPU `vcpu` that its device may answer later: the value
+    /// now, or a ticket whose value [`PcPlatform::take_completed_reads`]
+    /// hands over once the device's delay has passed (a [`PcPlatform::poll`]
+    /// at or after it). None: no device claims the MMIO address.
+    pub fn read_from(
+        &mut self,
+        vcpu: usize,
+        space: Space,
+        addr: u64,
+        size: u8,
+        now_ns: u64,
+    ) -> Option<IoReply> {
+        let delay = self
+            .device_at(space, addr)
+            .and_then(|d| d.read_delay_ns(space, addr));
+        let value = match space {
+            Space::Pio => u64::from(self.pio_read(addr as u16, size, now_ns)),
+            Space::Mmio => self.mmio_read(addr, size, now_ns)?,
+        };
+        let Some(delay) = delay else {
+            return Some(IoReply::Ready(value));
+        };
+        // Tickets are never 0 (the inbox's "none").
+        self.ticket = self.ticket.wrapping_add(1).max(1);
+        self.late.push(LateRead {
+            vcpu,
+            ticket: self.ticket,
+            value,
+            due_ns: now_ns.saturating_add(delay),
+        });
+        self.refresh_deadline();
+        Some(IoReply::Later(self.ticket))
+    }
+
+    /// Takes the late reads whose time came: (vCPU, ticket, value).
+    pub fn take_completed_reads(&mut self) -> Vec<(usize, u64, u64)> {
+        core::mem::take(&mut self.completed)
+    }
+
+    fn device_at(&self, space: Space, addr: u64) -> Option<&dyn Device> {
+        match self.chip_target(space, addr)? {
+            Target::Device(i) => self.devices.get(i).map(|d| &**d),
+            Target::Pic | Target::Ioapic => None,
+        }
     }
 
     /// The next time a device needs [`PcPlatform::poll`].
@@ -670,6 +746,35 @@ mod tests {
         // Nobody at 0x80.
         assert_eq!(p.pio_read(0x80, 1, 0), 0xFF);
         assert_eq!(p.pio_write(0x80, 1, 0, 0), PioEffect::None);
+    }
+
+    #[test]
+    fn a_slow_register_is_answered_after_its_delay() {
+        let mut p = PcPlatform::new(&config(true));
+        let bar0 = u64::from(layout::TEST_DEVICE_BAR0);
+        p.mmio_write(bar0 + 4, 4, 0x1234_5678, 0);
+        // An ordinary register answers at once, through the same path.
+        assert_eq!(
+            p.read_from(0, Space::Mmio, bar0, 4, 0),
+            Some(IoReply::Ready(u64::from(vdev::TEST_DEVICE_MAGIC)))
+        );
+        assert_eq!(p.read_from(0, Space::Mmio, 0xFEFF_0000, 4, 0), None);
+        let Some(IoReply::Later(t1)) = p.read_from(1, Space::Mmio, bar0 + 0x14, 4, 1000) else {
+            panic!("the SLOW register answers later")
+        };
+        let Some(IoReply::Later(t2)) = p.read_from(0, Space::Mmio, bar0 + 0x14, 4, 2000) else {
+            panic!("the SLOW register answers later")
+        };
+        assert!(t1 != 0 && t2 != 0 && t1 != t2, "distinct non-zero tickets");
+        let due = 1000 + vdev::TEST_DEVICE_SLOW_NS;
+        assert_eq!(p.next_deadline(), Some(due), "the platform wakes for it");
+        p.poll(due - 1);
+        assert!(p.take_completed_reads().is_empty(), "not before its time");
+        p.poll(due);
+        assert_eq!(p.take_completed_reads(), [(1, t1, 0xEDCB_A987)]);
+        p.poll(u64::MAX);
+        assert_eq!(p.take_completed_reads(), [(0, t2, 0xEDCB_A987)]);
+        assert_eq!(p.next_deadline(), None);
     }
 
     #[test]

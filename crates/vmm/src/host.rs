@@ -61,6 +61,26 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
         effect
     }
 
+    fn pio_read_deferrable(&self, vcpu: usize, port: u16, size: u8) -> vm::IoReply {
+        let now = self.tsc_to_ns(self.p.now());
+        let reply =
+            self.vm
+                .platform
+                .lock()
+                .read_from(vcpu, vm::Space::Pio, u64::from(port), size, now);
+        reply.unwrap_or(vm::IoReply::Ready(u64::from(vm::unmapped_read(size))))
+    }
+
+    fn mmio_read_deferrable(&self, vcpu: usize, gpa: u64, size: u8) -> vm::IoReply {
+        let now = self.tsc_to_ns(self.p.now());
+        let reply = self
+            .vm
+            .platform
+            .lock()
+            .read_from(vcpu, vm::Space::Mmio, gpa, size, now);
+        reply.unwrap_or(vm::IoReply::Ready(u64::MAX))
+    }
+
     fn mmio_read(&self, gpa: u64, size: u8) -> Option<u64> {
         let now = self.tsc_to_ns(self.p.now());
         self.vm.platform.lock().mmio_read(gpa, size, now)
@@ -72,11 +92,18 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {
-        let deliveries = {
+        let (deliveries, answers) = {
             let mut p = self.vm.platform.lock();
             p.poll(self.tsc_to_ns(self.p.now()));
-            p.take_deliveries()
+            (p.take_deliveries(), p.take_completed_reads())
         };
+        // Late device answers go to the vCPUs that wait for them.
+        for (vcpu, ticket, value) in answers {
+            if let Some(inbox) = self.vm.inboxes.get(vcpu) {
+                inbox.complete_io(ticket, value);
+                self.kick(vcpu);
+            }
+        }
         for d in &deliveries {
             log::debug!(
                 "vm {}: IOAPIC delivers vector {:#x} to {:?} {}",

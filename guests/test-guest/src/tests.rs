@@ -91,7 +91,8 @@ mod pci;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
 /// run (the harness's table lists them so): `pci-cf8-enum`, `pci-ecam-enum`,
-/// `pci-bar-size`, `pci-bar-move`, `pci-msi`, `pci-msix`, `pci-intx`.
+/// `pci-bar-size`, `pci-bar-move`, `pci-msi`, `pci-msix`, `pci-intx`,
+/// `pci-deferred`.
 /// They run before `lapic-x2apic`: MSI addresses and the IOAPIC's
 /// destinations assume the xAPIC.
 pub const PCI_TESTS: &[(&str, TestFn)] = &[
@@ -102,6 +103,7 @@ pub const PCI_TESTS: &[(&str, TestFn)] = &[
     ("pci-msi", pci::msi),
     ("pci-msix", pci::msix),
     ("pci-intx", pci::intx),
+    ("pci-deferred", pci::deferred),
 ];
 
 /// Run after every other test: x2APIC mode cannot be left without a reset.

@@ -44,6 +44,11 @@ const REG_SCRATCH: u64 = 0x04;
 const REG_RAISE: u64 = 0x08;
 const REG_INTX: u64 = 0x0C;
 const REG_RAISED: u64 = 0x10;
+/// Reads NOT SCRATCH, answered 200 us later by the hypervisor (a device that
+/// completes its reads asynchronously): the reading vCPU waits for it.
+const REG_SLOW: u64 = 0x14;
+/// How late the SLOW register answers, in microseconds.
+const SLOW_US: u64 = 200;
 const MAGIC: u32 = 0x5154_4456;
 /// BAR2 ports.
 const IO_SCRATCH: u16 = 0;
@@ -1249,5 +1254,51 @@ fn intx_steps(
         status & STATUS_INTERRUPT == 0,
         "after the second deassert: Status {status:#06x}, bit 3 still set"
     );
+    Ok(())
+}
+
+/// `pci-deferred`: a read the device answers later. The vCPU waits for it
+/// (its instruction completes with the right value, however long it took) and
+/// the wait is about as long as the device's delay; the next instruction runs
+/// normally afterwards.
+pub fn deferred(env: &Env) -> TestResult {
+    if let Some(skip) = require_quercus(env)? {
+        return Ok(skip);
+    }
+    let dev = Device::find()?;
+    let base = dev.mem_bar(0)?;
+    let mmio = Mmio::map(base)?;
+    let command = dev.command();
+    dev.set_command(command | CMD_MEMORY);
+    let r = deferred_steps(env, &mmio, base);
+    dev.set_command(command);
+    r?;
+    Ok(Pass)
+}
+
+fn deferred_steps(env: &Env, mmio: &Mmio, base: u64) -> Result<(), Msg> {
+    for value in [0x0F0F_1234u32, 0xFFFF_FFFF, 0] {
+        mmio.write32(base + REG_SCRATCH, value);
+        let t0 = cpu::rdtsc_ordered();
+        let slow = mmio.read32(base + REG_SLOW);
+        let waited = cpu::rdtsc_ordered().wrapping_sub(t0);
+        ensure!(
+            slow == !value,
+            "SLOW read {slow:#010x} after SCRATCH {value:#010x}, expected {:#010x}",
+            !value
+        );
+        // At least most of the delay passed (the guest's TSC rate is the
+        // hypervisor's calibration; allow a quarter for rounding).
+        let min = tsc_bound_ms(env, 1) * SLOW_US * 3 / 4 / 1000;
+        ensure!(
+            waited >= min,
+            "SLOW answered after {waited} TSC ticks, less than {min} ({SLOW_US} us less a quarter)"
+        );
+        let magic = mmio.read32(base + REG_MAGIC);
+        ensure!(
+            magic == MAGIC,
+            "MAGIC after the late read reads {magic:#010x}"
+        );
+    }
     Ok(())
 }
