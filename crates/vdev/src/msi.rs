@@ -32,7 +32,8 @@ use crate::pci_config::{ConfigError, ConfigSpace};
 pub const CAP_ID_MSI: u8 = 0x05;
 /// Capability ID of MSI-X.
 pub const CAP_ID_MSIX: u8 = 0x11;
-/// Bytes of a 64-bit MSI capability with per-vector masking.
+/// Bytes of a 64-bit MSI capability with per-vector masking (a 32-bit one
+/// has 4 fewer: no upper address dword).
 const MSI_CAP_LEN: usize = 0x18;
 /// Bytes of the MSI-X capability.
 const MSIX_CAP_LEN: usize = 0x0C;
@@ -103,7 +104,8 @@ impl MsiMessage {
     }
 }
 
-// MSI capability register offsets (64-bit layout with masking).
+// MSI capability register offsets (64-bit layout with masking; the 32-bit
+// layout has no upper address dword, so data, mask and pending come 4 earlier).
 const MSI_CONTROL: usize = 2;
 const MSI_ADDRESS_LO: usize = 4;
 const MSI_ADDRESS_HI: usize = 8;
@@ -114,40 +116,61 @@ const MSI_CONTROL_ENABLE: u16 = 1 << 0;
 const MSI_CONTROL_64BIT: u16 = 1 << 7;
 const MSI_CONTROL_MASKABLE: u16 = 1 << 8;
 
-/// An MSI capability (64-bit address, per-vector masking) in a function's
-/// configuration space.
+/// An MSI capability (32- or 64-bit address, per-vector masking) in a
+/// function's configuration space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Msi {
     at: usize,
     /// Vectors the function can use (Multiple Message Capable): 1..=32.
     vectors: u32,
+    /// The capability has the upper address dword (64-bit addresses).
+    addr64: bool,
 }
 
 impl Msi {
-    /// Adds the capability for `vectors` vectors (a power of two, 1..=32).
-    pub fn install(cfg: &mut ConfigSpace, vectors: u32) -> Result<Msi, ConfigError> {
+    /// Adds the capability for `vectors` vectors (a power of two, 1..=32),
+    /// with 64-bit message addresses if `addr64`, else 32-bit ones.
+    pub fn install(cfg: &mut ConfigSpace, vectors: u32, addr64: bool) -> Result<Msi, ConfigError> {
         if !vectors.is_power_of_two() || vectors > 32 {
             return Err(ConfigError::CapabilityParameter {
                 id: CAP_ID_MSI,
                 value: vectors,
             });
         }
-        let at = cfg.add_capability(CAP_ID_MSI, MSI_CAP_LEN)?;
+        let len = if addr64 { MSI_CAP_LEN } else { MSI_CAP_LEN - 4 };
+        let at = cfg.add_capability(CAP_ID_MSI, len)?;
+        let msi = Msi {
+            at,
+            vectors,
+            addr64,
+        };
         let mmc = vectors.trailing_zeros() as u16;
-        let control = MSI_CONTROL_64BIT | MSI_CONTROL_MASKABLE | mmc << 1;
+        let wide = if addr64 { MSI_CONTROL_64BIT } else { 0 };
+        let control = wide | MSI_CONTROL_MASKABLE | mmc << 1;
         cfg.put(at + MSI_CONTROL, &control.to_le_bytes());
         // Enable and Multiple Message Enable are the guest's.
         cfg.set_writable(at + MSI_CONTROL, &[0x71, 0x00]);
         cfg.set_writable(at + MSI_ADDRESS_LO, &[0xFC, 0xFF, 0xFF, 0xFF]);
-        cfg.set_writable(at + MSI_ADDRESS_HI, &[0xFF; 4]);
-        cfg.set_writable(at + MSI_DATA, &[0xFF, 0xFF, 0, 0]);
+        if addr64 {
+            cfg.set_writable(at + MSI_ADDRESS_HI, &[0xFF; 4]);
+        }
+        cfg.set_writable(msi.reg(MSI_DATA), &[0xFF, 0xFF, 0, 0]);
         let mask = if vectors == 32 {
             u32::MAX
         } else {
             (1u32 << vectors) - 1
         };
-        cfg.set_writable(at + MSI_MASK, &mask.to_le_bytes());
-        Ok(Msi { at, vectors })
+        cfg.set_writable(msi.reg(MSI_MASK), &mask.to_le_bytes());
+        Ok(msi)
+    }
+
+    /// The offset of register `reg` (a 64-bit-layout offset) in this layout.
+    fn reg(&self, reg: usize) -> usize {
+        if self.addr64 || reg < MSI_DATA {
+            self.at + reg
+        } else {
+            self.at + reg - 4
+        }
     }
 
     /// The capability's offset in configuration space.
@@ -169,8 +192,12 @@ impl Msi {
 
     fn message(&self, cfg: &ConfigSpace, n: u32) -> MsiMessage {
         let lo = u64::from(cfg.read_u32(self.at + MSI_ADDRESS_LO));
-        let hi = u64::from(cfg.read_u32(self.at + MSI_ADDRESS_HI));
-        let data = u32::from(cfg.read_u16(self.at + MSI_DATA));
+        let hi = if self.addr64 {
+            u64::from(cfg.read_u32(self.at + MSI_ADDRESS_HI))
+        } else {
+            0
+        };
+        let data = u32::from(cfg.read_u16(self.reg(MSI_DATA)));
         let low_bits = self.enabled_vectors(cfg) - 1;
         MsiMessage {
             address: hi << 32 | lo,
@@ -184,9 +211,9 @@ impl Msi {
         if !self.enabled(cfg) || n >= self.enabled_vectors(cfg) {
             return None;
         }
-        if cfg.read_u32(self.at + MSI_MASK) & (1 << n) != 0 {
-            let pending = cfg.read_u32(self.at + MSI_PENDING) | 1 << n;
-            cfg.put(self.at + MSI_PENDING, &pending.to_le_bytes());
+        if cfg.read_u32(self.reg(MSI_MASK)) & (1 << n) != 0 {
+            let pending = cfg.read_u32(self.reg(MSI_PENDING)) | 1 << n;
+            cfg.put(self.reg(MSI_PENDING), &pending.to_le_bytes());
             return None;
         }
         Some(self.message(cfg, n))
@@ -195,15 +222,15 @@ impl Msi {
     /// Sends (into `out`) and clears every pending vector that is no longer
     /// masked; call after each guest configuration write.
     pub fn release_pending(&self, cfg: &mut ConfigSpace, out: &mut Vec<MsiMessage>) {
-        let pending = cfg.read_u32(self.at + MSI_PENDING);
+        let pending = cfg.read_u32(self.reg(MSI_PENDING));
         if pending == 0 || !self.enabled(cfg) {
             return;
         }
-        let ready = pending & !cfg.read_u32(self.at + MSI_MASK);
+        let ready = pending & !cfg.read_u32(self.reg(MSI_MASK));
         for n in (0..32).filter(|n| ready & (1 << n) != 0) {
             out.push(self.message(cfg, n));
         }
-        cfg.put(self.at + MSI_PENDING, &(pending & !ready).to_le_bytes());
+        cfg.put(self.reg(MSI_PENDING), &(pending & !ready).to_le_bytes());
     }
 }
 
@@ -449,7 +476,7 @@ mod tests {
 
     fn msi_function(vectors: u32) -> (ConfigSpace, Msi) {
         let mut cfg = ConfigSpace::new(&IDS);
-        let msi = Msi::install(&mut cfg, vectors).unwrap();
+        let msi = Msi::install(&mut cfg, vectors, true).unwrap();
         (cfg, msi)
     }
 
@@ -482,7 +509,7 @@ mod tests {
     fn msi_bad_vector_counts_are_refused() {
         let mut cfg = ConfigSpace::new(&IDS);
         for v in [0, 3, 64] {
-            assert!(Msi::install(&mut cfg, v).is_err(), "{v}");
+            assert!(Msi::install(&mut cfg, v, true).is_err(), "{v}");
         }
     }
 
@@ -519,6 +546,40 @@ mod tests {
             }]
         );
         assert_eq!(cfg.config_read(0x54), 0);
+    }
+
+    #[test]
+    fn msi_with_32_bit_addresses_has_the_short_layout() {
+        let mut cfg = ConfigSpace::new(&IDS);
+        let msi = Msi::install(&mut cfg, 1, false).unwrap();
+        assert_eq!(
+            cfg.config_read(0x40) >> 16,
+            0x0100,
+            "maskable, not 64-bit, 1 vector"
+        );
+        w(&mut cfg, 0x44, 0xFEE0_2000);
+        w(&mut cfg, 0x48, 0x0000_0033); // data at +8
+        w(&mut cfg, 0x40, 1 << 16);
+        assert_eq!(
+            msi.signal(&mut cfg, 0),
+            Some(MsiMessage {
+                address: 0xFEE0_2000,
+                data: 0x33
+            })
+        );
+        w(&mut cfg, 0x4C, 1); // mask at +0xC
+        assert_eq!(msi.signal(&mut cfg, 0), None);
+        assert_eq!(cfg.config_read(0x50), 1, "pending at +0x10");
+        w(&mut cfg, 0x4C, 0);
+        let mut out = Vec::new();
+        msi.release_pending(&mut cfg, &mut out);
+        assert_eq!(out.len(), 1);
+        // The next capability starts after the 20-byte structure.
+        assert_eq!(
+            cfg.add_capability(0x09, 4).unwrap(),
+            0x60,
+            "16-byte steps from 0x40 + 0x14"
+        );
     }
 
     fn msix_function() -> (ConfigSpace, MsiX) {

@@ -78,7 +78,7 @@ impl TestDevice {
         cfg.set_bar_address(1, u64::from(bar1));
         cfg.set_bar_address(2, u64::from(io));
         cfg.set_command(COMMAND_IO | COMMAND_MEMORY);
-        let msi = Msi::install(&mut cfg, 2);
+        let msi = Msi::install(&mut cfg, 2, true);
         let msix = MsiX::install(&mut cfg, TEST_DEVICE_MSIX_ENTRIES, (1, 0), (1, 0x800));
         let (Ok(msi), Ok(msix)) = (msi, msix) else {
             unreachable!("the test device's capabilities fit its configuration space")
