@@ -431,36 +431,9 @@ impl PcPlatform {
         debug_assert!(r.is_ok(), "MMIO range {base:#x}+{len:#x}: {r:?}");
     }
 
-    fn access(
-        &mut self,
-        space: Space,
-        addr: u64,
-        now_ns: u64,
-        f: impl FnOnce(&mut dyn Device, &mut DeviceCx<'_>) -> u64,
-    ) -> Option<(u64, PioEffect)> {
-        let bus = match space {
-            Space::Pio => &self.pio,
-            Space::Mmio => &self.mmio,
-        };
-        let (slot, _) = bus.dispatch(addr)?;
-        let Some(&Target::Device(i)) = bus.get(slot) else {
-            return None;
-        };
-        let dev = self.devices.get_mut(i)?;
-        let mut cx = DeviceCx {
-            now_ns,
-            irq: &mut self.irq,
-            console: &mut self.console,
-            effect: PioEffect::None,
-        };
-        let v = f(&mut **dev, &mut cx);
-        let effect = cx.effect;
-        self.refresh_deadline();
-        Some((v, effect))
-    }
-
-    /// Who answers a bus address (a controller or a device), if anyone.
-    fn chip_target(&self, space: Space, addr: u64) -> Option<Target> {
+    /// Who answers a bus address (a controller or a device), if anyone: the
+    /// one bus lookup of an access.
+    fn route(&self, space: Space, addr: u64) -> Option<Target> {
         let bus = match space {
             Space::Pio => &self.pio,
             Space::Mmio => &self.mmio,
@@ -469,67 +442,104 @@ impl PcPlatform {
         bus.get(slot).copied()
     }
 
+    /// Runs `f` on device `i` with the platform's context; returns what it
+    /// returned and the platform-wide request it made.
+    fn with_device<R>(
+        &mut self,
+        i: usize,
+        now_ns: u64,
+        f: impl FnOnce(&mut dyn Device, &mut DeviceCx<'_>) -> R,
+    ) -> Option<(R, PioEffect)> {
+        let dev = self.devices.get_mut(i)?;
+        let mut cx = DeviceCx {
+            now_ns,
+            irq: &mut self.irq,
+            console: &mut self.console,
+            effect: PioEffect::None,
+        };
+        let r = f(&mut **dev, &mut cx);
+        let effect = cx.effect;
+        self.refresh_deadline();
+        Some((r, effect))
+    }
+
+    /// A read at an address [`PcPlatform::route`] resolved to `target`.
+    fn read_at(&mut self, target: Target, space: Space, addr: u64, size: u8, now_ns: u64) -> u64 {
+        match target {
+            Target::Pic => u64::from(self.irq.pic.read(addr as u16, size)),
+            Target::Ioapic => u64::from(
+                self.irq
+                    .ioapic
+                    .read(addr.wrapping_sub(vdev::IOAPIC_BASE), size),
+            ),
+            Target::Device(i) => self
+                .with_device(i, now_ns, |d, cx| d.read(space, addr, size, cx))
+                .map_or(u64::MAX, |(v, _)| v),
+        }
+    }
+
+    /// A write at an address [`PcPlatform::route`] resolved to `target`.
+    fn write_at(
+        &mut self,
+        target: Target,
+        space: Space,
+        addr: u64,
+        size: u8,
+        value: u64,
+        now_ns: u64,
+    ) -> PioEffect {
+        match target {
+            Target::Pic => {
+                self.irq.pic.write(addr as u16, size, value as u32);
+                PioEffect::None
+            }
+            Target::Ioapic => {
+                self.irq
+                    .ioapic_write(addr.wrapping_sub(vdev::IOAPIC_BASE), size, value as u32);
+                PioEffect::None
+            }
+            Target::Device(i) => self
+                .with_device(i, now_ns, |d, cx| d.write(space, addr, size, value, cx))
+                .map_or(PioEffect::None, |((), e)| e),
+        }
+    }
+
     /// A guest port read; unclaimed ports read all ones.
     pub fn pio_read(&mut self, port: u16, size: u8, now_ns: u64) -> u32 {
-        match self.chip_target(Space::Pio, u64::from(port)) {
-            Some(Target::Pic) => return self.irq.pic.read(port, size),
-            None => return vdev::all_ones(size),
-            _ => {}
+        match self.route(Space::Pio, u64::from(port)) {
+            Some(t) => self.read_at(t, Space::Pio, u64::from(port), size, now_ns) as u32,
+            None => vdev::all_ones(size),
         }
-        self.access(Space::Pio, u64::from(port), now_ns, |d, cx| {
-            d.read(Space::Pio, u64::from(port), size, cx)
-        })
-        .map_or(vdev::all_ones(size), |(v, _)| v as u32)
     }
 
     /// A guest port write; unclaimed ports ignore it.
     pub fn pio_write(&mut self, port: u16, size: u8, value: u32, now_ns: u64) -> PioEffect {
-        match self.chip_target(Space::Pio, u64::from(port)) {
-            Some(Target::Pic) => {
-                self.irq.pic.write(port, size, value);
-                return PioEffect::None;
-            }
-            None => return PioEffect::None,
-            _ => {}
+        match self.route(Space::Pio, u64::from(port)) {
+            Some(t) => self.write_at(
+                t,
+                Space::Pio,
+                u64::from(port),
+                size,
+                u64::from(value),
+                now_ns,
+            ),
+            None => PioEffect::None,
         }
-        self.access(Space::Pio, u64::from(port), now_ns, |d, cx| {
-            d.write(Space::Pio, u64::from(port), size, u64::from(value), cx);
-            0
-        })
-        .map_or(PioEffect::None, |(_, e)| e)
     }
 
     /// A guest MMIO read; None if no device claims `gpa`.
     pub fn mmio_read(&mut self, gpa: u64, size: u8, now_ns: u64) -> Option<u64> {
-        if self.chip_target(Space::Mmio, gpa)? == Target::Ioapic {
-            return Some(u64::from(
-                self.irq
-                    .ioapic
-                    .read(gpa.wrapping_sub(vdev::IOAPIC_BASE), size),
-            ));
-        }
-        self.access(Space::Mmio, gpa, now_ns, |d, cx| {
-            d.read(Space::Mmio, gpa, size, cx)
-        })
-        .map(|(v, _)| v)
+        let t = self.route(Space::Mmio, gpa)?;
+        Some(self.read_at(t, Space::Mmio, gpa, size, now_ns))
     }
 
     /// A guest MMIO write; false if no device claims `gpa`.
     pub fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, now_ns: u64) -> bool {
-        match self.chip_target(Space::Mmio, gpa) {
-            None => return false,
-            Some(Target::Ioapic) => {
-                self.irq
-                    .ioapic_write(gpa.wrapping_sub(vdev::IOAPIC_BASE), size, value as u32);
-                return true;
-            }
-            _ => {}
-        }
-        self.access(Space::Mmio, gpa, now_ns, |d, cx| {
-            d.write(Space::Mmio, gpa, size, value, cx);
-            0
-        })
-        .is_some()
+        let Some(t) = self.route(Space::Mmio, gpa) else {
+            return false;
+        };
+        self.write_at(t, Space::Mmio, gpa, size, value, now_ns);
+        true
     }
 
     /// Advances every device's timers to `now_ns` (nothing to do before the
@@ -570,12 +580,18 @@ impl PcPlatform {
         size: u8,
         now_ns: u64,
     ) -> Option<IoReply> {
-        let delay = self
-            .device_at(space, addr)
-            .and_then(|d| d.read_delay_ns(space, addr));
-        let value = match space {
-            Space::Pio => u64::from(self.pio_read(addr as u16, size, now_ns)),
-            Space::Mmio => self.mmio_read(addr, size, now_ns)?,
+        let target = self.route(space, addr);
+        let delay = match target {
+            Some(Target::Device(i)) => self
+                .devices
+                .get(i)
+                .and_then(|d| d.read_delay_ns(space, addr)),
+            _ => None,
+        };
+        let value = match (target, space) {
+            (Some(t), _) => self.read_at(t, space, addr, size, now_ns),
+            (None, Space::Pio) => u64::from(vdev::all_ones(size)),
+            (None, Space::Mmio) => return None,
         };
         let Some(delay) = delay else {
             return Some(IoReply::Ready(value));
@@ -595,13 +611,6 @@ impl PcPlatform {
     /// Takes the late reads whose time came: (vCPU, ticket, value).
     pub fn take_completed_reads(&mut self) -> Vec<(usize, u64, u64)> {
         core::mem::take(&mut self.completed)
-    }
-
-    fn device_at(&self, space: Space, addr: u64) -> Option<&dyn Device> {
-        match self.chip_target(space, addr)? {
-            Target::Device(i) => self.devices.get(i).map(|d| &**d),
-            Target::Pic | Target::Ioapic => None,
-        }
     }
 
     /// The next time a device needs [`PcPlatform::poll`].
