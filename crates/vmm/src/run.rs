@@ -149,6 +149,8 @@ impl<P: Platform> Vmm<P> {
         };
         let mut host = Host { vm, pcpu, slot, p };
         let mut left_guest = p.now();
+        // This vCPU waits for a deferred access (shown as such by the shell).
+        let mut parked = false;
         loop {
             let mut flow = Flow::Continue;
             // The guest is entered only while the VM is asked to run: a vCPU that was asked to
@@ -173,12 +175,16 @@ impl<P: Platform> Vmm<P> {
                     slot.injected.store(exits.injected, Ordering::Relaxed);
                     flow = exits.handle(vcpu, &mut host, exit);
                 }
-                // The shell shows a vCPU parked on a deferred access as such.
-                match (flow, slot.run()) {
-                    (Flow::Parked, VcpuRun::Running) => {
+                // The shell shows a vCPU parked on a deferred access as such
+                // (tracked locally: the common exit pays no atomic load).
+                match (flow, parked) {
+                    (Flow::Parked, false) => {
+                        parked = true;
                         slot.event(VcpuEvent::WaitForIo);
                     }
-                    (Flow::Continue, VcpuRun::WaitingForIo) => {
+                    // Completed, or abandoned for an INIT or a stop.
+                    (f, true) if f != Flow::Parked => {
+                        parked = false;
                         slot.event(VcpuEvent::IoDone);
                     }
                     _ => {}
