@@ -322,9 +322,13 @@ impl<P: Platform> Vmm<P> {
             return;
         }
         // Let pCPU 0 show the guest's last words before the verdict (bounded).
-        spin_until(&self.platform, REPORT_WAIT_US, || {
-            vm.console.unprinted() == 0
-        });
+        // Not for an operator stop: pCPU 0 asked for it and waits for it, so it
+        // prints nothing meanwhile (the bytes stay queued and follow).
+        if kind != StopKind::Operator {
+            spin_until(&self.platform, REPORT_WAIT_US, || {
+                vm.console.unprinted() == 0
+            });
+        }
         if !vm.lifecycle.report(|l| l.report_stop(kind)) {
             return;
         }
