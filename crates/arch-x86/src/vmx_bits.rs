@@ -110,6 +110,7 @@ pub mod reason {
     pub const INVEPT: u32 = 50;
     pub const INVVPID: u32 = 53;
     pub const XSETBV: u32 = 55;
+    pub const RDPMC: u32 = 15;
     pub const INVPCID: u32 = 58;
     /// Exit-reason bit 31: the VM entry itself failed (reasons 33, 34, 41).
     pub const ENTRY_FAILURE: u32 = 1 << 31;
@@ -194,6 +195,9 @@ impl ControlField {
             (ControlField::Pin, 3) => "NMI exiting",
             (ControlField::Primary, 2) => "interrupt-window exiting",
             (ControlField::Primary, 7) => "HLT exiting",
+            (ControlField::Primary, 11) => "RDPMC exiting",
+            (ControlField::Primary, 19) => "CR8-load exiting",
+            (ControlField::Primary, 20) => "CR8-store exiting",
             (ControlField::Primary, 25) => "use I/O bitmaps",
             (ControlField::Primary, 28) => "use MSR bitmaps",
             (ControlField::Primary, 31) => "activate secondary controls",
@@ -285,6 +289,9 @@ pub const PIN_REQUIRED: u32 = Pin::EXTERNAL_INTERRUPT_EXITING.bits() | Pin::NMI_
 pub const PIN_WANTED: u32 = Pin::VIRTUAL_NMIS.bits();
 /// Primary controls Quercus needs.
 pub const PRIMARY_REQUIRED: u32 = Primary::HLT_EXITING.bits()
+    | Primary::CR8_LOAD_EXITING.bits()
+    | Primary::CR8_STORE_EXITING.bits()
+    | Primary::RDPMC_EXITING.bits()
     | Primary::USE_IO_BITMAPS.bits()
     | Primary::USE_MSR_BITMAPS.bits()
     | Primary::SECONDARY_CONTROLS.bits();
@@ -603,6 +610,7 @@ pub fn reports_instruction_len(basic_reason: u32) -> bool {
             | reason::RDMSR
             | reason::WRMSR
             | reason::XSETBV
+            | reason::RDPMC
             | reason::CR_ACCESS
     )
 }
@@ -649,6 +657,7 @@ pub fn decode_exit(e: &ExitInfo) -> VmExit {
         reason::WRMSR => VmExit::Msr(MsrAccess { write: true }),
         reason::EPT_VIOLATION => VmExit::Mmio(ept_violation(e.qualification, e.guest_physical)),
         reason::XSETBV => VmExit::Xsetbv,
+        reason::RDPMC => VmExit::Rdpmc,
         reason::GETSEC
         | reason::INVD
         | reason::VMCLEAR..=reason::VMXON

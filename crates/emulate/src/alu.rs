@@ -1,6 +1,7 @@
-//! The arithmetic and logic the MMIO family needs (ADD, SUB, AND, OR, XOR;
-//! CMP is SUB and TEST is AND with the result dropped) and the RFLAGS bits
-//! they leave behind.
+//! The arithmetic and logic the MMIO family needs (ADD, ADC, SUB, SBB, AND,
+//! OR, XOR; CMP is SUB and TEST is AND with the result dropped) and the
+//! RFLAGS bits they leave behind. ADC and SBB take their carry-in from
+//! RFLAGS.CF.
 
 /// Carry flag.
 pub const CF: u64 = 1 << 0;
@@ -23,7 +24,11 @@ pub const ARITH_FLAGS: u64 = CF | PF | AF | ZF | SF | OF;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AluOp {
     Add,
+    /// Add with carry-in (CF).
+    Adc,
     Sub,
+    /// Subtract with borrow-in (CF).
+    Sbb,
     And,
     Or,
     Xor,
@@ -39,12 +44,16 @@ pub const fn size_mask(size: u8) -> u64 {
     }
 }
 
-/// `left op right` at `size` bytes, truncated to that width.
-pub fn alu(op: AluOp, size: u8, left: u64, right: u64) -> u64 {
+/// `left op right` at `size` bytes, truncated to that width; `rflags`
+/// supplies ADC's and SBB's carry-in.
+pub fn alu(op: AluOp, size: u8, left: u64, right: u64, rflags: u64) -> u64 {
     let (l, r) = (left & size_mask(size), right & size_mask(size));
+    let c = rflags & CF;
     let result = match op {
         AluOp::Add => l.wrapping_add(r),
+        AluOp::Adc => l.wrapping_add(r).wrapping_add(c),
         AluOp::Sub => l.wrapping_sub(r),
+        AluOp::Sbb => l.wrapping_sub(r).wrapping_sub(c),
         AluOp::And => l & r,
         AluOp::Or => l | r,
         AluOp::Xor => l ^ r,
@@ -59,11 +68,13 @@ pub fn flags_after(op: AluOp, size: u8, left: u64, right: u64, rflags: u64) -> u
     let mask = size_mask(size);
     let sign = 1u64 << (u32::from(size_bits(size)) - 1);
     let (l, r) = (left & mask, right & mask);
-    let res = alu(op, size, l, r);
+    let res = alu(op, size, l, r, rflags);
+    let c = u128::from(rflags & CF);
     let mut f = rflags & !ARITH_FLAGS;
     match op {
-        AluOp::Add => {
-            if res < l {
+        AluOp::Add | AluOp::Adc => {
+            let carry_in = if op == AluOp::Adc { c } else { 0 };
+            if u128::from(l) + u128::from(r) + carry_in > u128::from(mask) {
                 f |= CF;
             }
             if (l ^ res) & (r ^ res) & sign != 0 {
@@ -73,8 +84,9 @@ pub fn flags_after(op: AluOp, size: u8, left: u64, right: u64, rflags: u64) -> u
                 f |= AF;
             }
         }
-        AluOp::Sub => {
-            if l < r {
+        AluOp::Sub | AluOp::Sbb => {
+            let borrow_in = if op == AluOp::Sbb { c } else { 0 };
+            if u128::from(l) < u128::from(r) + borrow_in {
                 f |= CF;
             }
             if (l ^ r) & (l ^ res) & sign != 0 {
@@ -152,10 +164,40 @@ mod tests {
 
     #[test]
     fn alu_results_truncate() {
-        assert_eq!(alu(AluOp::Add, 1, 0xFF, 2), 1);
-        assert_eq!(alu(AluOp::Sub, 2, 0, 1), 0xFFFF);
-        assert_eq!(alu(AluOp::And, 4, u64::MAX, 0xFF), 0xFF);
-        assert_eq!(alu(AluOp::Or, 8, 0xF0, 0x0F), 0xFF);
-        assert_eq!(alu(AluOp::Xor, 4, u64::MAX, 0), 0xFFFF_FFFF);
+        assert_eq!(alu(AluOp::Add, 1, 0xFF, 2, 0), 1);
+        assert_eq!(alu(AluOp::Sub, 2, 0, 1, 0), 0xFFFF);
+        assert_eq!(alu(AluOp::And, 4, u64::MAX, 0xFF, 0), 0xFF);
+        assert_eq!(alu(AluOp::Or, 8, 0xF0, 0x0F, 0), 0xFF);
+        assert_eq!(alu(AluOp::Xor, 4, u64::MAX, 0, 0), 0xFFFF_FFFF);
+    }
+
+    #[test]
+    fn adc_and_sbb_take_the_carry_in() {
+        let cf = 0x2 | CF;
+        assert_eq!(alu(AluOp::Adc, 1, 0x10, 0x01, cf), 0x12);
+        assert_eq!(alu(AluOp::Adc, 1, 0x10, 0x01, 0x2), 0x11);
+        assert_eq!(alu(AluOp::Sbb, 1, 0x10, 0x01, cf), 0x0E);
+        // 0xFF + 0 + 1 carries out and wraps to 0.
+        assert_eq!(alu(AluOp::Adc, 1, 0xFF, 0, cf), 0);
+        assert_eq!(fl2(AluOp::Adc, 1, 0xFF, 0, cf) & (CF | ZF), CF | ZF);
+        // 0 - 0 - 1 borrows.
+        assert_eq!(alu(AluOp::Sbb, 4, 0, 0, cf), 0xFFFF_FFFF);
+        assert_eq!(fl2(AluOp::Sbb, 4, 0, 0, cf) & (CF | SF | ZF), CF | SF);
+        // 64 bits: all ones + all ones + 1.
+        assert_eq!(alu(AluOp::Adc, 8, u64::MAX, u64::MAX, cf), u64::MAX);
+        assert_eq!(fl2(AluOp::Adc, 8, u64::MAX, u64::MAX, cf) & CF, CF);
+        // Signed overflow: 0x7F + 0 + 1.
+        assert_eq!(fl2(AluOp::Adc, 1, 0x7F, 0, cf) & OF, OF);
+        // Signed overflow: 0x80 - 0 - 1.
+        assert_eq!(fl2(AluOp::Sbb, 1, 0x80, 0, cf) & OF, OF);
+        // Without CF they are ADD and SUB, flags included.
+        for (l, r) in [(0u64, 0u64), (0x7F, 1), (0xFF, 1), (3, 5)] {
+            assert_eq!(fl2(AluOp::Adc, 1, l, r, 0x2), fl(AluOp::Add, 1, l, r));
+            assert_eq!(fl2(AluOp::Sbb, 1, l, r, 0x2), fl(AluOp::Sub, 1, l, r));
+        }
+    }
+
+    fn fl2(op: AluOp, size: u8, l: u64, r: u64, rflags: u64) -> u64 {
+        flags_after(op, size, l, r, rflags) & ARITH_FLAGS
     }
 }

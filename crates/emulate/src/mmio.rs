@@ -5,8 +5,9 @@
 //! The family handled is what drivers use on device registers: MOV between
 //! memory and a register or an immediate (8/16/32/64 bits, including the
 //! `moffs` forms), MOVZX/MOVSX/MOVSXD from memory, STOS without a repeat
-//! prefix, ADD/SUB/AND/OR/XOR with a memory destination (LOCK allowed), and
-//! CMP/TEST against memory. Anything else is an error for the caller's
+//! prefix, ADD/ADC/SUB/SBB/AND/OR/XOR with a memory destination (LOCK
+//! allowed) or with a memory source and a register destination, and CMP/TEST
+//! against memory. Anything else is an error for the caller's
 //! policy (#GP/#UD or stopping the VM).
 //!
 //! The faulting guest-physical address comes from the hardware (the NPT/EPT
@@ -33,6 +34,13 @@ pub enum AccessKind {
     /// Read, apply `op` with `operand` (see [`MmioAccess::apply_rmw`]), write
     /// the result back; sets the arithmetic flags.
     ReadModifyWrite { op: AluOp, operand: u64 },
+    /// Read, compute `register op memory` into `dest` (whose value was
+    /// `operand`), set the arithmetic flags; nothing is written.
+    ReadToRegister {
+        op: AluOp,
+        dest: GprOperand,
+        operand: u64,
+    },
     /// Read and set the arithmetic flags of `memory op operand` (or
     /// `operand op memory` when `memory_is_left` is false); nothing is
     /// written. CMP is [`AluOp::Sub`], TEST is [`AluOp::And`].
@@ -76,10 +84,13 @@ impl MmioAccess {
     }
 
     /// For a read-modify-write, the value to write back given the `old`
-    /// value read; `None` for other kinds.
+    /// value read (with CF clear for ADC/SBB: [`complete`] takes the
+    /// guest's flags); `None` for other kinds.
     pub fn apply_rmw(&self, old: u64) -> Option<u64> {
         match self.kind {
-            AccessKind::ReadModifyWrite { op, operand } => Some(alu(op, self.size, old, operand)),
+            AccessKind::ReadModifyWrite { op, operand } => {
+                Some(alu(op, self.size, old, operand, 0))
+            }
             _ => None,
         }
     }
@@ -110,8 +121,6 @@ pub struct Completion {
 pub enum Form {
     /// The instruction has no memory operand (the exit did not come from it).
     NoMemoryOperand,
-    /// An ALU instruction whose destination is a register.
-    RegisterDestination,
     /// A register that is not a general-purpose one (segment, control...).
     NotGpr,
     /// RSP/ESP/SP/SPL, not held in [`Gprs`].
@@ -235,7 +244,9 @@ pub fn decode_mmio(
     let form = |form| EmulateError::UnsupportedForm { mnemonic, form };
     let alu_op = match instr.mnemonic() {
         M::Add => Some(AluOp::Add),
+        M::Adc => Some(AluOp::Adc),
         M::Sub | M::Cmp => Some(AluOp::Sub),
+        M::Sbb => Some(AluOp::Sbb),
         M::And | M::Test => Some(AluOp::And),
         M::Or => Some(AluOp::Or),
         M::Xor => Some(AluOp::Xor),
@@ -314,9 +325,11 @@ pub fn decode_mmio(
             op,
             operand: v & size_mask(size),
         },
-        (_, Some(_), Operand::Gpr(_), Operand::Memory) => {
-            return Err(form(Form::RegisterDestination))
-        }
+        (_, Some(op), Operand::Gpr(r), Operand::Memory) => AccessKind::ReadToRegister {
+            op,
+            dest: dest(r)?,
+            operand: value_of(r)?,
+        },
         _ => return Err(form(Form::NotGpr)),
     };
     Ok(MmioAccess {
@@ -414,9 +427,22 @@ pub fn complete(
             }
         }
         AccessKind::ReadModifyWrite { op, operand } => Completion {
-            write_back: Some(alu(op, size, old, operand)),
+            write_back: Some(alu(op, size, old, operand, rflags)),
             rflags: flags_after(op, size, old, operand, rflags),
         },
+        AccessKind::ReadToRegister { op, dest, operand } => {
+            let result = alu(op, size, operand, old, rflags);
+            if !dest.write(gprs, result) {
+                return Err(EmulateError::UnsupportedForm {
+                    mnemonic: access.mnemonic,
+                    form: Form::StackPointer,
+                });
+            }
+            Completion {
+                write_back: None,
+                rflags: flags_after(op, size, operand, old, rflags),
+            }
+        }
         AccessKind::Compare {
             op,
             operand,
@@ -879,16 +905,53 @@ mod tests {
     }
 
     #[test]
+    fn adc_sbb_and_register_destinations() {
+        let cf = 0x2 | crate::alu::CF;
+        // add eax,[rbx]: eax = 0x2222_A1A0 + 0x10, zero-extended to 64 bits.
+        let a = dec(&[0x03, 0x03], 64);
+        let mut g = regs();
+        let done = complete(&a, 0x10, &mut g, 0x2).unwrap();
+        assert_eq!(done.write_back, None);
+        assert_eq!(g.rax, 0x2222_A1B0);
+        // and ecx,[rbx]
+        let mut g = regs();
+        complete(&dec(&[0x23, 0x0B], 64), 0xFF00, &mut g, 0x2).unwrap();
+        assert_eq!(g.rcx, 0x4300);
+        // adc eax,[rbx] with CF set: + 1.
+        let mut g = regs();
+        complete(&dec(&[0x13, 0x03], 64), 0x10, &mut g, cf).unwrap();
+        assert_eq!(g.rax, 0x2222_A1B1);
+        // sbb cl,[rbx] with CF set: 0x21 - 0x20 - 1 = 0, ZF; the rest of RCX kept.
+        let mut g = regs();
+        let done = complete(&dec(&[0x1A, 0x0B], 64), 0x20, &mut g, cf).unwrap();
+        assert_eq!(g.rcx, 0xC0C0_C0C0_8765_4300);
+        assert_eq!(
+            done.rflags & (crate::alu::ZF | crate::alu::CF),
+            crate::alu::ZF
+        );
+        // adc [rbx],eax with CF: the device gets old + eax + 1.
+        let done = complete(&dec(&[0x11, 0x03], 64), 1, &mut regs(), cf).unwrap();
+        assert_eq!(done.write_back, Some(0x2222_A1A2));
+        // sbb dword [rbx],5 with CF: 3 - 5 - 1 borrows.
+        let done = complete(&dec(&[0x83, 0x1B, 0x05], 64), 3, &mut regs(), cf).unwrap();
+        assert_eq!(done.write_back, Some(0xFFFF_FFFD));
+        assert_ne!(done.rflags & crate::alu::CF, 0);
+        // Hostile: every register-destination ALU form with any value never panics.
+        for op in [0x03u8, 0x0B, 0x13, 0x1B, 0x23, 0x2B, 0x33] {
+            for v in [0, 1, u64::MAX, 0x8000_0000] {
+                let mut g = regs();
+                let _ = complete(&dec(&[0x48, op, 0x03], 64), v, &mut g, cf);
+            }
+        }
+    }
+
+    #[test]
     fn refused_forms() {
         let form = |bytes: &[u8]| match unsupported(bytes, 64) {
             EmulateError::UnsupportedForm { form, .. } => form,
             e => panic!("{bytes:02x?}: {e}"),
         };
-        assert_eq!(
-            form(&[0x03, 0x03]),
-            Form::RegisterDestination,
-            "add eax,[rbx]"
-        );
+        assert_eq!(form(&[0x2B, 0x20]), Form::StackPointer, "sub esp,[rax]");
         assert_eq!(form(&[0x89, 0xD8]), Form::NoMemoryOperand, "mov eax,ebx");
         assert_eq!(form(&[0x8C, 0x18]), Form::NotGpr, "mov [rax],ds");
         assert_eq!(form(&[0x8E, 0x18]), Form::NotGpr, "mov ds,[rax]");

@@ -43,6 +43,8 @@ pub enum VmExit {
         write: bool,
     },
     Xsetbv,
+    /// RDPMC (the counters are the vCPU's, not the pCPU's).
+    Rdpmc,
     /// A guest exception the hypervisor intercepts.
     Exception {
         vector: u8,
@@ -83,6 +85,7 @@ pub enum ExitKind {
     Hlt,
     CrAccess,
     Xsetbv,
+    Rdpmc,
     Exception,
     ExternalInterrupt,
     Hypercall,
@@ -94,7 +97,7 @@ pub enum ExitKind {
 }
 
 /// Every kind with its display name, in index order.
-pub const EXIT_KINDS: [(ExitKind, &str); 15] = [
+pub const EXIT_KINDS: [(ExitKind, &str); 16] = [
     (ExitKind::Io, "io"),
     (ExitKind::Mmio, "mmio"),
     (ExitKind::Cpuid, "cpuid"),
@@ -102,6 +105,7 @@ pub const EXIT_KINDS: [(ExitKind, &str); 15] = [
     (ExitKind::Hlt, "hlt"),
     (ExitKind::CrAccess, "cr"),
     (ExitKind::Xsetbv, "xsetbv"),
+    (ExitKind::Rdpmc, "rdpmc"),
     (ExitKind::Exception, "exception"),
     (ExitKind::ExternalInterrupt, "ext-irq"),
     (ExitKind::Hypercall, "hypercall"),
@@ -123,6 +127,7 @@ impl VmExit {
             VmExit::Hlt => ExitKind::Hlt,
             VmExit::CrAccess { .. } => ExitKind::CrAccess,
             VmExit::Xsetbv => ExitKind::Xsetbv,
+            VmExit::Rdpmc => ExitKind::Rdpmc,
             VmExit::Exception { .. } => ExitKind::Exception,
             VmExit::ExternalInterrupt => ExitKind::ExternalInterrupt,
             VmExit::Hypercall => ExitKind::Hypercall,

@@ -97,4 +97,27 @@ pub trait VcpuBackend {
     /// NMI, where the hardware offers that (VMX's NMI-window exiting); without
     /// it the NMI waits for the next exit.
     fn request_nmi_window(&mut self, _on: bool) {}
+    /// Whether the guest is inside an NMI handler (NMIs blocked until its
+    /// IRET): while it is, one more NMI can be latched, not two.
+    fn nmi_blocked(&self) -> bool {
+        false
+    }
+    /// Raises the single-step trap before the next guest instruction: a #DB
+    /// with DR6.BS set, as the CPU does after an instruction that ran with
+    /// RFLAGS.TF (the caller completed such an instruction for the guest).
+    fn single_step_trap(&mut self) {
+        self.inject(Event::Exception {
+            vector: 1,
+            error_code: None,
+        });
+    }
+    /// The guest's CR8 (TPR bits 7:4) where the hardware keeps it without an
+    /// exit on each MOV to CR8 (SVM's V_TPR); `None` where CR8 accesses exit.
+    fn hw_cr8(&self) -> Option<u8> {
+        None
+    }
+    /// Before an entry: the vLAPIC's CR8, and the priority class of an
+    /// interrupt only the TPR holds back, so that the guest lowering CR8
+    /// below it exits ([`VmExit::InterruptWindow`]).
+    fn set_hw_cr8(&mut self, _cr8: u8, _blocked_class: Option<u8>) {}
 }

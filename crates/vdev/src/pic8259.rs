@@ -384,6 +384,11 @@ impl Pic8259 {
         self.update_cascade();
     }
 
+    /// Whether the master's INT output is asserted.
+    pub fn int_output(&self) -> bool {
+        self.chips[0].request(true).is_some()
+    }
+
     /// The master's INT output: the vector an INTA cycle would return now,
     /// or None when INT is low.
     pub fn pending_vector(&self) -> Option<u8> {

@@ -16,7 +16,12 @@
 //! | 1 | EBX\[31:24\] = vCPU id, EBX\[23:16\] = vCPU count | the guest's own topology, not the host's |
 //! | 5 | all zero | MONITOR/MWAIT is hidden (see leaf 1) |
 //! | 6 | all zero | thermal and power management belong to the host |
-//! | 7.0 | EBX.TSC_ADJUST (1), ECX.LA57 (16), EDX.ARCH_CAPABILITIES (29) cleared | keeps CPUID consistent with the MSR policy: those MSRs #GP, and canonical checks assume 4-level paging |
+//! | 1 | ECX: DTES64 (2), DS-CPL (4), EST (7), TM2 (8), xTPR (14), PDCM (15) cleared; EDX: DS (21), ACPI (22), TM (29), PBE (31) cleared | their MSRs (debug store, thermal, perf capabilities, misc) #GP: a feature shown must have its MSRs |
+//! | 7.0 | EBX: TSC_ADJUST (1), SGX (2), RDT-M (12), RDT-A (15), Intel PT (25) cleared; ECX: WAITPKG (5), CET-SS (7), LA57 (16), SGX-LC (30), PKS (31) cleared; EDX: arch LBR (19), CET-IBT (20), ARCH_CAPABILITIES (29), CORE_CAPABILITIES (30) cleared | keeps CPUID consistent with the MSR policy: those MSRs #GP, and canonical checks assume 4-level paging |
+//! | 0xA, 0xF, 0x10, 0x12, 0x14 | all zero | no virtual PMU, RDT, SGX or processor trace: their MSRs #GP |
+//! | 0x8000_0001 | ECX: IBS (10), LWP (15), NodeId (19), PerfCtrExtCore (23), PerfCtrExtNB (24), PerfCtrExtLLC (28) cleared | their MSRs #GP (the four legacy AMD counters 0xC001_0000..7 exist: see msr.rs) |
+//! | 0x8000_0007 | EDX: only invariant TSC (8) kept | P-state and boost MSRs belong to the host |
+//! | 0x8000_0008 | EBX.VIRT_SSBD (25) cleared | VIRT_SPEC_CTRL #GPs |
 //! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
 //! | 0xD.1 | EAX.XSAVES (3) cleared | IA32_XSS is not virtualized (it #GPs); guests use XSAVEC/XSAVEOPT |
 //! | 0x15 | EAX = 100,000, EBX = TSC kHz, ECX = 100 MHz | the TSC as the hypervisor calibrated it, over a "crystal" that is the vLAPIC timer's clock: a guest needs no calibration (the host's own leaf may be wrong: Bochs claims 2.4 GHz, its TSC runs at 200 MHz) |
@@ -57,6 +62,28 @@ const EDX_MCE: u32 = 1 << 7;
 const EDX_MCA: u32 = 1 << 14;
 const LEAF_SVM: u32 = 0x8000_000A;
 const LEAF_AMD_MEM_ENCRYPT: u32 = 0x8000_001F;
+const LEAF_AMD_POWER: u32 = 0x8000_0007;
+const LEAF_AMD_ADDRESS: u32 = 0x8000_0008;
+/// Leaves of features without virtual MSRs: PMU, RDT monitoring and
+/// allocation, SGX, processor trace.
+const LEAF_PMU: u32 = 0xA;
+const LEAF_RDT_MON: u32 = 0xF;
+const LEAF_RDT_ALLOC: u32 = 0x10;
+const LEAF_SGX: u32 = 0x12;
+const LEAF_PT: u32 = 0x14;
+/// Leaf 1: features whose MSRs #GP.
+const LEAF1_ECX_HIDDEN: u32 = (1 << 2) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 14) | (1 << 15);
+const LEAF1_EDX_HIDDEN: u32 = (1 << 21) | (1 << 22) | (1 << 29) | (1 << 31);
+/// Leaf 7.0: features whose MSRs #GP.
+const LEAF7_EBX_HIDDEN: u32 = (1 << 1) | (1 << 2) | (1 << 12) | (1 << 15) | (1 << 25);
+const LEAF7_ECX_HIDDEN: u32 = (1 << 5) | (1 << 7) | (1 << 16) | (1 << 30) | (1 << 31);
+const LEAF7_EDX_HIDDEN: u32 = (1 << 19) | (1 << 20) | (1 << 29) | (1 << 30);
+/// Leaf 0x8000_0001 ECX: IBS, LWP, NodeId, the extended counter sets.
+const AMD_ECX_HIDDEN: u32 = (1 << 10) | (1 << 15) | (1 << 19) | (1 << 23) | (1 << 24) | (1 << 28);
+/// Leaf 0x8000_0007 EDX: invariant TSC.
+const AMD_INVARIANT_TSC: u32 = 1 << 8;
+/// Leaf 0x8000_0008 EBX: VIRT_SSBD.
+const AMD_VIRT_SSBD: u32 = 1 << 25;
 
 const EAX: usize = 0;
 const EBX: usize = 1;
@@ -122,10 +149,10 @@ impl CpuidPolicy {
             LEAF_FEATURES => {
                 // The vLAPIC provides x2APIC mode and the TSC-deadline timer
                 // whatever the host has.
-                r[ECX] &= !(VMX | MONITOR);
+                r[ECX] &= !(VMX | MONITOR | LEAF1_ECX_HIDDEN);
                 r[ECX] |= HYPERVISOR | X2APIC | TSC_DEADLINE;
                 // No virtual machine-check architecture: its MSRs #GP.
-                r[EDX] &= !(EDX_MCE | EDX_MCA);
+                r[EDX] &= !(EDX_MCE | EDX_MCA | LEAF1_EDX_HIDDEN);
                 // The initial APIC id and the logical-processor count are 8-bit
                 // fields: an id above 255 is only in leaf 0xB (x2APIC), so keep
                 // its low byte here; a count above 255 saturates.
@@ -133,12 +160,15 @@ impl CpuidPolicy {
                 let count = self.vcpu_count.min(0xFF);
                 r[EBX] = (r[EBX] & 0x0000_FFFF) | (apic_id << 24) | (count << 16);
             }
-            LEAF_MONITOR | LEAF_THERMAL_POWER | LEAF_SVM | LEAF_AMD_MEM_ENCRYPT => r = [0; 4],
+            LEAF_MONITOR | LEAF_THERMAL_POWER | LEAF_SVM | LEAF_AMD_MEM_ENCRYPT | LEAF_PMU
+            | LEAF_RDT_MON | LEAF_RDT_ALLOC | LEAF_SGX | LEAF_PT => r = [0; 4],
             LEAF_EXT_FEATURES if subleaf == 0 => {
-                r[EBX] &= !EBX_TSC_ADJUST;
-                r[ECX] &= !ECX_LA57;
-                r[EDX] &= !EDX_ARCH_CAPABILITIES;
+                r[EBX] &= !(EBX_TSC_ADJUST | LEAF7_EBX_HIDDEN);
+                r[ECX] &= !(ECX_LA57 | LEAF7_ECX_HIDDEN);
+                r[EDX] &= !(EDX_ARCH_CAPABILITIES | LEAF7_EDX_HIDDEN);
             }
+            LEAF_AMD_POWER => r[EDX] &= AMD_INVARIANT_TSC,
+            LEAF_AMD_ADDRESS => r[EBX] &= !AMD_VIRT_SSBD,
             LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => r[EDX] = self.vcpu_id,
             LEAF_XSAVE if subleaf == 1 => r[EAX] &= !XSAVES,
             // TSC = crystal * EBX / EAX: the crystal is the vLAPIC's bus clock.
@@ -166,7 +196,7 @@ impl CpuidPolicy {
             // 0x4000_0001..=0x4000_000F.
             l if (LEAF_HV_BASE..=LEAF_HV_RANGE_END).contains(&l) => r = [0; 4],
             LEAF_AMD_FEATURES => {
-                r[ECX] &= !(SVM | MWAITX);
+                r[ECX] &= !(SVM | MWAITX | AMD_ECX_HIDDEN);
                 r[EDX] &= !(EDX_MCE | EDX_MCA);
             }
             _ => {}
@@ -207,10 +237,15 @@ mod tests {
         assert_eq!(r[ECX] & (VMX | MONITOR), 0);
         let offered = HYPERVISOR | X2APIC | TSC_DEADLINE;
         assert_eq!(r[ECX] & offered, offered);
-        assert_eq!(r[ECX] | VMX | MONITOR, u32::MAX);
+        assert_eq!(r[ECX] | VMX | MONITOR | LEAF1_ECX_HIDDEN, u32::MAX);
+        assert_eq!(r[ECX] & (1 << 15), 0, "PDCM: IA32_PERF_CAPABILITIES #GPs");
         let bare = POLICY.virtualize(1, 0, [0; 4]);
         assert_eq!(bare[ECX], offered, "offered even when the host lacks them");
-        assert_eq!(r[EDX], 0xDEAD_BEEF & !(EDX_MCE | EDX_MCA), "no virtual MCA");
+        assert_eq!(
+            r[EDX],
+            0xDEAD_BEEF & !(EDX_MCE | EDX_MCA | LEAF1_EDX_HIDDEN),
+            "no virtual MCA, debug store or thermal MSRs"
+        );
         assert_eq!(r[EBX], 0x0304_1234);
     }
 
@@ -267,9 +302,10 @@ mod tests {
     fn leaf7_subleaf0_hides_msrs_the_policy_refuses() {
         let r = POLICY.virtualize(7, 0, ALL);
         assert_eq!(r[EAX], u32::MAX);
-        assert_eq!(r[EBX], !EBX_TSC_ADJUST);
-        assert_eq!(r[ECX], !ECX_LA57);
-        assert_eq!(r[EDX], !EDX_ARCH_CAPABILITIES);
+        assert_eq!(r[EBX], !(EBX_TSC_ADJUST | LEAF7_EBX_HIDDEN));
+        assert_eq!(r[ECX], !(ECX_LA57 | LEAF7_ECX_HIDDEN));
+        assert_eq!(r[ECX] & (1 << 31), 0, "PKS: IA32_PKRS #GPs");
+        assert_eq!(r[EDX], !(EDX_ARCH_CAPABILITIES | LEAF7_EDX_HIDDEN));
         // Other subleaves are not feature flags of the same layout.
         assert_eq!(POLICY.virtualize(7, 1, ALL), ALL);
     }
@@ -361,8 +397,21 @@ mod tests {
         let r = POLICY.virtualize(0x8000_0001, 0, ALL);
         assert_eq!(
             r,
-            [u32::MAX, u32::MAX, !(SVM | MWAITX), !(EDX_MCE | EDX_MCA)]
+            [
+                u32::MAX,
+                u32::MAX,
+                !(SVM | MWAITX | AMD_ECX_HIDDEN),
+                !(EDX_MCE | EDX_MCA)
+            ]
         );
+        assert_eq!(
+            POLICY.virtualize(0x8000_0007, 0, ALL)[EDX],
+            AMD_INVARIANT_TSC
+        );
+        assert_eq!(POLICY.virtualize(0x8000_0008, 0, ALL)[EBX], !AMD_VIRT_SSBD);
+        for leaf in [LEAF_PMU, LEAF_RDT_MON, LEAF_RDT_ALLOC, LEAF_SGX, LEAF_PT] {
+            assert_eq!(POLICY.virtualize(leaf, 0, ALL), [0; 4], "leaf {leaf:#x}");
+        }
     }
 
     #[test]
@@ -375,7 +424,6 @@ mod tests {
             0x3FFF_FFFF,
             0x5000_0000,
             0x8000_0000,
-            0x8000_0008,
             u32::MAX,
         ] {
             assert_eq!(

@@ -15,9 +15,7 @@ use vcpu::{Event, GuestMemory, IoAccess, VcpuBackend, VmExit, GP, UD};
 
 use crate::hypercall::{self, HypercallOutcome};
 use crate::smp::{self, IpiError, Signals, VcpuInbox};
-use crate::{
-    CpuidPolicy, LapicAction, MsrPolicy, MsrRead, MsrWrite, PioEffect, VLapic, XAPIC_BASE,
-};
+use crate::{CpuidPolicy, LapicAction, MsrPolicy, MsrRead, MsrWrite, PioEffect, VLapic};
 use vdev::Delivery;
 
 /// What the hypervisor provides to the exit handlers of one VM.
@@ -57,6 +55,16 @@ pub trait VmHost {
     /// the VM's devices raised since the last call (they are routed to the
     /// vCPUs the messages name).
     fn poll_devices(&self, _deliver: &mut dyn FnMut(&Delivery)) {}
+    /// Whether the 8259 pair's INT output is asserted (an interrupt waits
+    /// for an INTA cycle).
+    fn pic_interrupt(&self) -> bool {
+        false
+    }
+    /// The INTA cycle: the vector the 8259 pair hands over now (its spurious
+    /// vector if the request went away).
+    fn pic_acknowledge(&self) -> Option<u8> {
+        None
+    }
     /// The inboxes of the VM's vCPUs, indexed by vCPU id.
     fn inboxes(&self) -> &[VcpuInbox];
     /// Wakes vCPU `vcpu` (on its own pCPU) to look at its inbox: it leaves the
@@ -217,8 +225,15 @@ pub struct VcpuExits {
     pub injected: u64,
     /// SMIs sent by this vCPU (not delivered: there is no SMM).
     pub dropped_smis: u64,
-    /// An NMI waits for the guest to be able to take it.
-    pub nmi_pending: bool,
+    /// NMIs waiting for the guest to be able to take them: one to deliver
+    /// and at most one more latched behind its handler.
+    pub nmi_pending: u8,
+    /// An instruction completed for the guest ran with RFLAGS.TF: its
+    /// single-step #DB is raised before the next entry.
+    single_step: bool,
+    /// AMD's legacy performance MSRs (PERF_CTL0-3, PERF_CTR0-3): kept, not
+    /// counting (every AMD CPU has them, whatever CPUID says).
+    amd_perf: [u64; 4 * 2],
     /// This vCPU's index in the VM (its inbox).
     vcpu: usize,
     /// How long a blocked NMI waits before the hypervisor looks again, in
@@ -227,6 +242,17 @@ pub struct VcpuExits {
     /// The instruction waiting for a deferred read, if any.
     pending_io: Option<PendingIo>,
 }
+
+/// "AuthenticAMD" in CPUID 0 EBX, EDX, ECX.
+const AUTHENTIC_AMD: [u32; 3] = [0x6874_7541, 0x6974_6E65, 0x444D_4163];
+/// AMD PERF_CTR width.
+const AMD_CTR_MASK: u64 = (1 << 48) - 1;
+
+/// CR4.PCE: RDPMC allowed at any privilege level.
+const CR4_PCE: u64 = 1 << 8;
+
+/// RFLAGS.TF: single-step.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// A blocked NMI is looked at again after this many microseconds at most.
 const NMI_RETRY_US: u64 = 50;
@@ -241,10 +267,18 @@ impl VcpuExits {
                 tsc_khz: u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX),
             },
             msrs: MsrPolicy,
-            lapic: VLapic::new(u32::from(vcpu_id), tsc_hz),
+            // The BSP's LAPIC as a PC BIOS leaves it (virtual wire): a guest
+            // that never touches the LAPIC still gets the 8259's interrupts.
+            lapic: if vcpu_id == 0 {
+                VLapic::new_bsp_virtual_wire(tsc_hz)
+            } else {
+                VLapic::new(u32::from(vcpu_id), tsc_hz)
+            },
             injected: 0,
             dropped_smis: 0,
-            nmi_pending: false,
+            nmi_pending: 0,
+            single_step: false,
+            amd_perf: [0; 8],
             vcpu: usize::from(vcpu_id),
             nmi_retry: (tsc_hz / 1_000_000).max(1) * NMI_RETRY_US,
             pending_io: None,
@@ -257,9 +291,7 @@ impl VcpuExits {
     /// on SVM the end of what blocked it (an interrupt shadow, an event being
     /// delivered, the handler's IRET) causes no exit of its own.
     pub fn next_deadline<H: VmHost>(&self, host: &H) -> Option<u64> {
-        let retry = self
-            .nmi_pending
-            .then(|| host.now().saturating_add(self.nmi_retry));
+        let retry = (self.nmi_pending > 0).then(|| host.now().saturating_add(self.nmi_retry));
         [self.lapic.next_deadline(), host.device_deadline(), retry]
             .into_iter()
             .flatten()
@@ -277,7 +309,7 @@ impl VcpuExits {
             return Signals::default();
         };
         let signals = mine.drain(&mut self.lapic);
-        self.nmi_pending |= signals.nmi;
+        self.nmi_pending = self.nmi_pending.saturating_add(signals.nmi).min(2);
         signals
     }
 
@@ -304,29 +336,64 @@ impl VcpuExits {
             return Flow::WaitForSipi;
         }
         self.lapic.poll(now);
-        if self.nmi_pending {
+        self.inject_events(vcpu, host);
+        vcpu.set_hw_cr8(self.lapic.cr8(), self.lapic.tpr_blocked_class());
+        Flow::Continue
+    }
+
+    /// Picks the event for this entry by the SDM's priorities: the
+    /// single-step trap of an instruction Quercus completed, then an NMI,
+    /// then the vLAPIC's highest interrupt, then the 8259's (ExtINT: the
+    /// LAPIC is globally disabled or in virtual-wire mode). Whatever cannot
+    /// be taken now asks for an exit when it can.
+    fn inject_events<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) {
+        // One NMI can wait behind a running handler, not two.
+        if vcpu.nmi_blocked() {
+            self.nmi_pending = self.nmi_pending.min(1);
+        }
+        let extint = self.lapic.accepts_extint() && host.pic_interrupt();
+        let maskable = self.lapic.pending().is_some() || extint;
+        if core::mem::take(&mut self.single_step) {
+            vcpu.single_step_trap();
+            if self.nmi_pending > 0 {
+                vcpu.request_nmi_window(true);
+            }
+            if maskable {
+                vcpu.request_interrupt_window(true);
+            }
+            return;
+        }
+        if self.nmi_pending > 0 {
             if vcpu.nmi_injectable() {
                 // An NMI outranks every maskable interrupt.
                 vcpu.inject(Event::Nmi);
-                self.nmi_pending = false;
+                self.nmi_pending -= 1;
                 self.injected += 1;
-                if self.lapic.pending().is_some() {
+                if self.nmi_pending > 0 {
+                    vcpu.request_nmi_window(true);
+                }
+                if maskable {
                     vcpu.request_interrupt_window(true);
                 }
-                return Flow::Continue;
+                return;
             }
             vcpu.request_nmi_window(true);
         }
-        if vcpu.interruptible() {
-            if let Some(vector) = self.lapic.pending() {
-                vcpu.inject(Event::Interrupt { vector });
-                self.lapic.accept(vector);
-                self.injected += 1;
-            }
-        } else if self.lapic.pending().is_some() {
-            vcpu.request_interrupt_window(true);
+        if !maskable {
+            return;
         }
-        Flow::Continue
+        if !vcpu.interruptible() {
+            vcpu.request_interrupt_window(true);
+            return;
+        }
+        if let Some(vector) = self.lapic.pending() {
+            vcpu.inject(Event::Interrupt { vector });
+            self.lapic.accept(vector);
+            self.injected += 1;
+        } else if let Some(vector) = host.pic_acknowledge() {
+            vcpu.inject(Event::Interrupt { vector });
+            self.injected += 1;
+        }
     }
 
     /// Whether this vCPU waits for a deferred access.
@@ -371,7 +438,7 @@ impl VcpuExits {
             }
             PendingIo::PortIn { size, .. } => {
                 set_in_result(vcpu, size, value);
-                skip_instruction(vcpu, host)
+                self.retire(vcpu, host)
             }
         };
         if ok {
@@ -390,6 +457,9 @@ impl VcpuExits {
     ) -> Flow {
         if host.stop_requested() {
             return Flow::Stop(StopReason::Requested);
+        }
+        if let Some(cr8) = vcpu.hw_cr8() {
+            self.lapic.set_cr8(cr8);
         }
         let advance = match exit {
             VmExit::Io(io) => {
@@ -454,13 +524,14 @@ impl VcpuExits {
                 }
             },
             VmExit::Hlt => {
-                if !skip_instruction(vcpu, host) {
+                if !self.retire(vcpu, host) {
                     return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
                 }
                 return self.halt(vcpu, host);
             }
             VmExit::InterruptWindow => false,
             VmExit::Xsetbv => xsetbv(vcpu, host),
+            VmExit::Rdpmc => self.rdpmc(vcpu, host),
             VmExit::Forbidden { .. } => {
                 vcpu.inject(UD);
                 false
@@ -482,10 +553,26 @@ impl VcpuExits {
                 })
             }
         };
-        if advance && !skip_instruction(vcpu, host) {
+        if advance && !self.retire(vcpu, host) {
             return Flow::Stop(StopReason::Undecodable { rip: vcpu.rip() });
         }
         Flow::Continue
+    }
+
+    /// Moves past an instruction completed for the guest; with RFLAGS.TF
+    /// set, its single-step trap follows.
+    fn retire<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) -> bool {
+        if !skip_instruction(vcpu, host) {
+            return false;
+        }
+        self.note_single_step(vcpu);
+        true
+    }
+
+    fn note_single_step<B: VcpuBackend>(&mut self, vcpu: &B) {
+        if vcpu.rflags() & RFLAGS_TF != 0 {
+            self.single_step = true;
+        }
     }
 
     fn msr<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H, write: bool) -> bool {
@@ -514,6 +601,14 @@ impl VcpuExits {
                         None => false,
                     }
                 }
+                MsrWrite::AmdPerf(n) => match self.amd_perf_slot(host, n) {
+                    Some(slot) => {
+                        // The counters are 48 bits wide.
+                        *slot = if n >= 4 { value & AMD_CTR_MASK } else { value };
+                        true
+                    }
+                    None => false,
+                },
                 MsrWrite::Gp => false,
             };
             if !ok {
@@ -533,6 +628,7 @@ impl VcpuExits {
                         v
                     }
                 }),
+                MsrRead::AmdPerf(n) => self.amd_perf_slot(host, n).map(|v| *v),
                 MsrRead::Gp => None,
             };
             match value {
@@ -541,6 +637,35 @@ impl VcpuExits {
             }
             value.is_some()
         }
+    }
+
+    /// RDPMC: counter ECX of the vCPU's own (non-counting) PMU: on AMD the
+    /// legacy PERF_CTR0-3; anything else, or CPL > 0 without CR4.PCE, #GP.
+    fn rdpmc<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) -> bool {
+        let sys = vcpu.system_state();
+        let index = vcpu.gprs().rcx as u32;
+        let allowed = sys.cpl == 0 || sys.cr4 & CR4_PCE != 0;
+        let value = match u8::try_from(index) {
+            Ok(i @ 0..=3) if allowed => self.amd_perf_slot(host, 4 + i).map(|v| *v),
+            _ => None,
+        };
+        match value {
+            Some(v) => {
+                vcpu.gprs_mut().set_edx_eax(v);
+                true
+            }
+            None => {
+                vcpu.inject(GP);
+                false
+            }
+        }
+    }
+
+    /// AMD legacy performance MSR `n`, on an AMD CPU only.
+    fn amd_perf_slot<H: VmHost>(&mut self, host: &H, n: u8) -> Option<&mut u64> {
+        let [_, ebx, ecx, edx] = host.host_cpuid(0, 0);
+        let amd = [ebx, edx, ecx] == AUTHENTIC_AMD;
+        amd.then(|| self.amd_perf.get_mut(usize::from(n))).flatten()
     }
 
     /// HLT: the vCPU owns its pCPU, so it waits right here until a vLAPIC
@@ -554,7 +679,7 @@ impl VcpuExits {
                 return Flow::WaitForSipi;
             }
             // An NMI wakes a halted CPU whatever RFLAGS.IF says.
-            if host.needs_attention() || self.nmi_pending {
+            if host.needs_attention() || self.nmi_pending > 0 {
                 return Flow::Continue;
             }
             let now = host.now();
@@ -564,7 +689,9 @@ impl VcpuExits {
                 host.idle(None);
                 continue;
             }
-            if self.lapic.pending().is_some() {
+            if self.lapic.pending().is_some()
+                || (self.lapic.accepts_extint() && host.pic_interrupt())
+            {
                 return Flow::Continue;
             }
             match self.next_deadline(host) {
@@ -616,12 +743,11 @@ impl VcpuExits {
         else {
             return MmioOutcome::Unsupported;
         };
-        let in_lapic = (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa);
-        let offset = gpa.wrapping_sub(XAPIC_BASE) as u32;
-        let read_value = match (access.needs_read(), in_lapic) {
+        let lapic_offset = self.lapic.mmio_offset(gpa);
+        let read_value = match (access.needs_read(), lapic_offset) {
             (false, _) => 0,
-            (true, true) => u64::from(self.lapic.read(offset, host.now())),
-            (true, false) => match host.mmio_read_deferrable(self.vcpu, gpa, access.size) {
+            (true, Some(offset)) => u64::from(self.lapic.read(offset, host.now())),
+            (true, None) => match host.mmio_read_deferrable(self.vcpu, gpa, access.size) {
                 IoReply::Ready(v) => v,
                 IoReply::Later(ticket) => {
                     self.pending_io = Some(PendingIo::Mmio {
@@ -650,22 +776,22 @@ impl VcpuExits {
         gpa: u64,
         read_value: u64,
     ) -> bool {
-        let in_lapic = (XAPIC_BASE..XAPIC_BASE + 0x1000).contains(&gpa);
-        let offset = gpa.wrapping_sub(XAPIC_BASE) as u32;
+        let lapic_offset = self.lapic.mmio_offset(gpa);
         let rip = vcpu.rip();
         let rflags = vcpu.rflags();
         let Ok(done) = emulate::complete(access, read_value, vcpu.gprs_mut(), rflags) else {
             return false;
         };
-        match (done.write_back, in_lapic) {
-            (Some(value), true) => self.lapic_write(host, offset, value as u32, host.now()),
-            (Some(value), false) => {
+        match (done.write_back, lapic_offset) {
+            (Some(value), Some(offset)) => self.lapic_write(host, offset, value as u32, host.now()),
+            (Some(value), None) => {
                 let _ = host.mmio_write(gpa, access.size, value);
             }
             (None, _) => {}
         }
         vcpu.set_rflags(done.rflags);
         vcpu.set_rip(access.next_rip(rip));
+        self.note_single_step(vcpu);
         true
     }
 }
@@ -756,6 +882,7 @@ mod tests {
     use vcpu::{Gprs, MsrAccess, NptFault, SegmentState, SystemState, VecMemory};
 
     use super::*;
+    use crate::XAPIC_BASE;
 
     /// A vCPU whose state is plain fields; `run` is never called here.
     #[derive(Default)]
@@ -1397,7 +1524,7 @@ mod tests {
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4400);
         e1.before_entry(&mut v1, &mut h);
         assert_eq!(v1.injected.len(), 2, "the fixed IPI went in, not the NMI");
-        assert!(e1.nmi_pending);
+        assert_eq!(e1.nmi_pending, 1);
         assert!(v1.nmi_window, "an exit is asked for when NMIs unblock");
         // Without an NMI-window exit (SVM) a host timer ends the run soon.
         let soon = h.now() + 1_000_000_000 / 1_000_000 * NMI_RETRY_US;

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | IA32_TSC 0x10 | [`MsrRead::Tsc`] | ignored (the guest's TSC offset is fixed by the hypervisor) |
 //! | IA32_PLATFORM_ID 0x17 | 0 | #GP (read-only on hardware) |
-//! | IA32_APIC_BASE 0x1B | [`MsrRead::Lapic`] | [`MsrWrite::Lapic`]: the same value, or the switch to x2APIC mode; any other: #GP (the APIC cannot be moved or disabled) |
+//! | IA32_APIC_BASE 0x1B | [`MsrRead::Lapic`] | [`MsrWrite::Lapic`]: the SDM's transitions (disable, re-enable, x2APIC, a new base); illegal ones and reserved bits #GP |
 //! | IA32_BIOS_SIGN_ID 0x8B | 0 (no microcode revision) | ignored (the "clear before CPUID" idiom) |
 //! | IA32_MTRRCAP 0xFE | 0 (no MTRRs) | #GP (read-only) |
 //! | IA32_SYSENTER_CS 0x174 | backend | backend |
@@ -28,6 +28,7 @@
 //! | AMD HWCR 0xC001_0015 | TscFreqSel (bit 24) | ignored |
 //! | AMD OSVW_ID_LENGTH, OSVW_STATUS 0xC001_0140/0141 | 0 (no OS-visible workarounds) | ignored |
 //! | AMD NB_CFG 0xC001_001F | 0 | ignored |
+//! | AMD PERF_CTL0-3, PERF_CTR0-3 0xC001_0000..=0xC001_0007 | [`MsrRead::AmdPerf`]: what was written (the counters do not count) | [`MsrWrite::AmdPerf`]; both #GP on Intel CPUs, which have no such MSRs |
 //!
 //! The canonical check covers the MSRs for which Intel's WRMSR raises #GP on a
 //! non-canonical address (and CSTAR, which AMD uses the same way); several of
@@ -78,6 +79,9 @@ pub mod numbers {
     pub const AMD_OSVW_STATUS: u32 = 0xC001_0141;
     pub const AMD_VM_CR: u32 = 0xC001_0114;
     pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
+    /// AMD's legacy performance event selects (4) and counters (4).
+    pub const AMD_PERF_CTL0: u32 = 0xC001_0000;
+    pub const AMD_PERF_CTR3: u32 = 0xC001_0007;
 }
 
 use numbers::*;
@@ -109,6 +113,9 @@ pub enum MsrRead {
     Host,
     /// The vCPU's local APIC answers (it may still refuse: #GP).
     Lapic,
+    /// AMD legacy performance MSR `n` (0-3 PERF_CTL, 4-7 PERF_CTR), kept per
+    /// vCPU on AMD CPUs; #GP on others.
+    AmdPerf(u8),
     /// Inject #GP(0); the read has no other effect.
     Gp,
 }
@@ -125,6 +132,8 @@ pub enum MsrWrite {
     Host,
     /// The vCPU's local APIC takes it (it may still refuse: #GP).
     Lapic,
+    /// AMD legacy performance MSR `n` (see [`MsrRead::AmdPerf`]).
+    AmdPerf(u8),
     /// Inject #GP(0); nothing is written.
     Gp,
 }
@@ -145,6 +154,7 @@ impl MsrPolicy {
             AMD_HWCR => MsrRead::Value(HWCR_TSC_FREQ_SEL),
             IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MTRRCAP | IA32_MTRR_DEF_TYPE
             | AMD_OSVW_ID_LENGTH | AMD_OSVW_STATUS | AMD_NB_CFG => MsrRead::Value(0),
+            AMD_PERF_CTL0..=AMD_PERF_CTR3 => MsrRead::AmdPerf((msr - AMD_PERF_CTL0) as u8),
             m if is_backend_msr(m) => MsrRead::Backend,
             _ => MsrRead::Gp,
         }
@@ -167,6 +177,7 @@ impl MsrPolicy {
             IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
             | IA32_GS_BASE | IA32_KERNEL_GS_BASE => backend_if(is_canonical(value)),
             IA32_SYSENTER_CS | IA32_STAR | IA32_SFMASK => MsrWrite::Backend,
+            AMD_PERF_CTL0..=AMD_PERF_CTR3 => MsrWrite::AmdPerf((msr - AMD_PERF_CTL0) as u8),
             _ => MsrWrite::Gp,
         }
     }
@@ -335,10 +346,10 @@ mod tests {
             IA32_ARCH_CAPABILITIES,
             AMD_VM_CR,
             AMD_VM_HSAVE_PA,
-            0x3B,  // TSC_ADJUST
-            0x200, // MTRR_PHYSBASE0
-            0x250, // MTRR_FIX64K
-            0xC001_0000,
+            0x3B,        // TSC_ADJUST
+            0x200,       // MTRR_PHYSBASE0
+            0x250,       // MTRR_FIX64K
+            0xC001_0008, // past the legacy performance MSRs
             0x4000_0000,
             0xFFFF_FFFF,
         ];
@@ -453,5 +464,15 @@ mod tests {
                 assert_eq!(P.write(msr, v), MsrWrite::Backend, "{msr:#x} <- {v:#x}");
             }
         }
+    }
+
+    #[test]
+    fn amd_legacy_performance_msrs_are_named() {
+        for (i, msr) in (AMD_PERF_CTL0..=AMD_PERF_CTR3).enumerate() {
+            assert_eq!(P.read(msr), MsrRead::AmdPerf(i as u8));
+            assert_eq!(P.write(msr, u64::MAX), MsrWrite::AmdPerf(i as u8));
+        }
+        assert_eq!(P.read(AMD_PERF_CTR3 + 1), MsrRead::Gp);
+        assert_eq!(P.read(AMD_PERF_CTL0 - 1), MsrRead::Gp);
     }
 }

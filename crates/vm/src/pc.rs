@@ -263,6 +263,68 @@ impl Device for PmDevice {
     }
 }
 
+/// The 8042 keyboard controller's system-reset line, the way PC software
+/// resets a machine since the AT: command 0xFE (any "pulse output port"
+/// command 0xF0-0xFF that pulses bit 0) or command 0xD1 followed by an output
+/// port byte with bit 0 clear, written to port 0x64, resets the VM. There is
+/// no keyboard: the status register reads "system flag set, both buffers
+/// empty", so a guest never waits on it, and the data port reads 0. The
+/// FADT does not announce an 8042 (Linux does not probe it).
+#[derive(Default)]
+struct Kbc8042 {
+    /// The last byte went to the command port (status bit 3).
+    command_last: bool,
+    /// Command 0xD1: the next data byte is the output port.
+    writing_output_port: bool,
+}
+
+/// The 8042's data and command/status ports.
+pub const KBC_DATA: u16 = 0x60;
+pub const KBC_COMMAND: u16 = 0x64;
+/// Status bit 2: the controller passed its self-test (set by POST).
+const KBC_STATUS_SYSTEM: u8 = 1 << 2;
+const KBC_STATUS_COMMAND: u8 = 1 << 3;
+
+impl Device for Kbc8042 {
+    fn name(&self) -> &'static str {
+        "i8042"
+    }
+    fn read(&mut self, _: Space, addr: u64, _size: u8, _cx: &mut DeviceCx<'_>) -> u64 {
+        match addr as u16 {
+            KBC_COMMAND => {
+                let cmd = if self.command_last {
+                    KBC_STATUS_COMMAND
+                } else {
+                    0
+                };
+                u64::from(KBC_STATUS_SYSTEM | cmd)
+            }
+            _ => 0,
+        }
+    }
+    fn write(&mut self, _: Space, addr: u64, _size: u8, value: u64, cx: &mut DeviceCx<'_>) {
+        let byte = value as u8;
+        match addr as u16 {
+            KBC_COMMAND => {
+                self.command_last = true;
+                self.writing_output_port = byte == 0xD1;
+                if byte & 0xF1 == 0xF0 {
+                    cx.effect = PioEffect::Reset;
+                }
+            }
+            _ => {
+                self.command_last = false;
+                if core::mem::take(&mut self.writing_output_port) && byte & 1 == 0 {
+                    cx.effect = PioEffect::Reset;
+                }
+            }
+        }
+    }
+    fn as_any_mut(&mut self) -> &mut dyn core::any::Any {
+        self
+    }
+}
+
 /// The PCI segment, and the reset control register that shares its ports
 /// (a byte access to 0xCF9 is not a configuration cycle).
 struct PciHost(PciSegment);
@@ -335,6 +397,11 @@ impl PcPlatform {
         p.add(
             Box::new(PitDevice(Pit8254::new())),
             &[(0x40, 4), (0x61, 1)],
+            &[],
+        );
+        p.add(
+            Box::new(Kbc8042::default()),
+            &[(KBC_DATA, 1), (KBC_COMMAND, 1)],
             &[],
         );
         p.add(
@@ -637,6 +704,16 @@ impl PcPlatform {
         out.append(&mut self.console);
     }
 
+    /// Whether the 8259 pair's INT output is asserted.
+    pub fn pic_interrupt(&self) -> bool {
+        self.irq.pic.int_output()
+    }
+
+    /// The INTA cycle: the vector the 8259 pair hands over.
+    pub fn pic_acknowledge(&mut self) -> u8 {
+        self.irq.pic.acknowledge()
+    }
+
     /// The end of interrupt `vector` at a vLAPIC (level-triggered lines re-deliver).
     pub fn eoi(&mut self, vector: u8) {
         self.irq.eoi(vector);
@@ -830,6 +907,21 @@ mod tests {
             PioEffect::PowerOff
         );
         assert_eq!(p.pio_write(RESET_PORT, 1, 0x06, 0), PioEffect::Reset);
+        // The 8042's reset line: 0xFE, other pulse commands with bit 0, the output port.
+        assert_eq!(p.pio_read(KBC_COMMAND, 1, 0) & 0x3, 0, "buffers empty");
+        assert_eq!(p.pio_write(KBC_COMMAND, 1, 0xFE, 0), PioEffect::Reset);
+        assert_eq!(p.pio_write(KBC_COMMAND, 1, 0xF0, 0), PioEffect::Reset);
+        assert_eq!(p.pio_write(KBC_COMMAND, 1, 0xFF, 0), PioEffect::None);
+        assert_eq!(p.pio_write(KBC_COMMAND, 1, 0xAD, 0), PioEffect::None);
+        assert_eq!(p.pio_write(KBC_COMMAND, 1, 0xD1, 0), PioEffect::None);
+        assert_eq!(p.pio_write(KBC_DATA, 1, 0x03, 0), PioEffect::None);
+        assert_eq!(
+            p.pio_write(KBC_DATA, 1, 0x02, 0),
+            PioEffect::None,
+            "not after 0xD1"
+        );
+        assert_eq!(p.pio_write(KBC_COMMAND, 1, 0xD1, 0), PioEffect::None);
+        assert_eq!(p.pio_write(KBC_DATA, 1, 0x02, 0), PioEffect::Reset);
         assert_eq!(p.pio_write(RESET_PORT, 1, 0x02, 0), PioEffect::None);
     }
 

@@ -11,7 +11,7 @@
 //! a destination that names nobody delivers nothing, an illegal vector sets
 //! the sender's "send illegal vector" error, nothing panics.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use vdev::{Delivery, DeliveryMode, DestinationMode};
 
@@ -43,7 +43,9 @@ pub struct VcpuInbox {
     level: [AtomicU32; 8],
     /// Something was posted since the owner last looked.
     any: AtomicBool,
-    nmi: AtomicBool,
+    /// NMIs posted since the owner last looked (saturates: the owner keeps
+    /// at most two, one to deliver and one latched behind its handler).
+    nmi: AtomicU8,
     init: AtomicBool,
     /// `SIPI_VALID | vector` of the last start-up IPI since the last INIT.
     sipi: AtomicU32,
@@ -66,8 +68,8 @@ impl Default for VcpuInbox {
 pub struct Signals {
     /// An INIT arrived: the vCPU goes back to waiting for a start-up IPI.
     pub init: bool,
-    /// An NMI arrived.
-    pub nmi: bool,
+    /// How many NMIs arrived (0 to 2: more collapse, as on the NMI pin).
+    pub nmi: u8,
 }
 
 /// How an interrupt names its destination.
@@ -106,7 +108,7 @@ impl VcpuInbox {
             fixed: Default::default(),
             level: Default::default(),
             any: AtomicBool::new(false),
-            nmi: AtomicBool::new(false),
+            nmi: AtomicU8::new(0),
             init: AtomicBool::new(false),
             sipi: AtomicU32::new(0),
             apic_id: AtomicU32::new(apic_id),
@@ -142,7 +144,7 @@ impl VcpuInbox {
         for w in self.fixed.iter().chain(self.level.iter()) {
             w.store(0, Ordering::Relaxed);
         }
-        self.nmi.store(false, Ordering::Relaxed);
+        self.nmi.store(0, Ordering::Relaxed);
         self.init.store(false, Ordering::Relaxed);
         self.sipi.store(0, Ordering::Relaxed);
         self.apic_id.store(apic_id, Ordering::Relaxed);
@@ -184,7 +186,11 @@ impl VcpuInbox {
     }
 
     fn post_nmi(&self) {
-        self.nmi.store(true, Ordering::Release);
+        let _ = self
+            .nmi
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < 2).then_some(n + 1)
+            });
         self.any.store(true, Ordering::Release);
     }
 
@@ -213,7 +219,7 @@ impl VcpuInbox {
         }
         Signals {
             init: self.init.swap(false, Ordering::AcqRel),
-            nmi: self.nmi.swap(false, Ordering::AcqRel),
+            nmi: self.nmi.swap(0, Ordering::AcqRel),
         }
     }
 
@@ -443,11 +449,11 @@ mod tests {
         let out = send(&b, 0, icr(1, MODE_NMI << 8 | ICR_LEVEL_ASSERT)).unwrap();
         assert_eq!((out.targets, out.dropped), (0b10, false));
         let mut l1 = lapic(1);
-        assert!(b[1].drain(&mut l1).nmi);
+        assert_eq!(b[1].drain(&mut l1).nmi, 1);
         assert_eq!(l1.pending(), None, "an NMI is not a vector in the IRR");
         let smi = send(&b, 0, icr(1, MODE_SMI << 8)).unwrap();
         assert_eq!((smi.targets, smi.dropped), (0, true));
-        assert!(!b[1].drain(&mut l1).nmi);
+        assert_eq!(b[1].drain(&mut l1).nmi, 0);
     }
 
     #[test]
@@ -467,13 +473,7 @@ mod tests {
         // INIT de-assert is not an INIT.
         send(&b, 0, icr(1, 5 << 8 | ICR_TRIGGER_LEVEL)).unwrap();
         let mut l1 = lapic(1);
-        assert_eq!(
-            b[1].drain(&mut l1),
-            Signals {
-                init: true,
-                nmi: false
-            }
-        );
+        assert_eq!(b[1].drain(&mut l1), Signals { init: true, nmi: 0 });
         assert!(!b[1].take_init());
         send(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
         send(&b, 0, icr(1, 6 << 8 | 0x9A)).unwrap();
@@ -509,7 +509,7 @@ mod tests {
             ..d
         };
         assert_eq!(route(&b, &nmi), 0b10);
-        assert!(b[1].drain(&mut l1).nmi);
+        assert_eq!(b[1].drain(&mut l1).nmi, 1);
     }
 
     #[test]
@@ -575,5 +575,19 @@ mod tests {
                 .targets,
             0
         );
+    }
+
+    #[test]
+    fn two_nmis_back_to_back_are_both_counted_and_a_third_collapses() {
+        let b = inboxes(2);
+        let mut l1 = lapic(1);
+        for _ in 0..2 {
+            send(&b, 0, icr(1, 4 << 8)).unwrap();
+        }
+        assert_eq!(b[1].drain(&mut l1).nmi, 2);
+        for _ in 0..5 {
+            send(&b, 0, icr(1, 4 << 8)).unwrap();
+        }
+        assert_eq!(b[1].drain(&mut l1).nmi, 2, "the pin latches no more");
     }
 }

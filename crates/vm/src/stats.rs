@@ -79,7 +79,7 @@ mod tests {
     use alloc::string::ToString;
     use vcpu::{IoAccess, MsrAccess, NptFault};
 
-    fn every_exit() -> [VmExit; 15] {
+    fn every_exit() -> [VmExit; 16] {
         [
             VmExit::Io(IoAccess {
                 port: 0xFFFF,
@@ -102,6 +102,7 @@ mod tests {
                 write: true,
             },
             VmExit::Xsetbv,
+            VmExit::Rdpmc,
             VmExit::Exception {
                 vector: 255,
                 error_code: Some(u32::MAX),

@@ -3,6 +3,15 @@
 //! ISR/IRR/TMR, the LVT, ESR, ICR, SELF IPI), IA32_APIC_BASE with the switch to
 //! x2APIC mode, and the timer in one-shot, periodic and TSC-deadline modes.
 //!
+//! IA32_APIC_BASE follows the SDM's state machine (Intel SDM vol. 3 10.12.5):
+//! disabled, xAPIC and x2APIC, with the transitions xAPIC <-> disabled,
+//! xAPIC -> x2APIC and x2APIC -> disabled; x2APIC -> xAPIC, disabled ->
+//! x2APIC, EXTD without EN and reserved bits take #GP. Disabling returns the
+//! LAPIC to its power-up state. The xAPIC page can be moved (the caller
+//! decodes [`VLapic::mmio_base`]); in x2APIC mode or disabled it does not
+//! answer. The xAPIC ID register is writable; the x2APIC ID is always the
+//! initial APIC ID.
+//!
 //! Time is whatever monotonic counter the caller passes as `now` (the host
 //! TSC); the timer counts at `bus_hz`, converted with `tsc_hz`. Nothing here
 //! panics on guest input: unknown offsets read 0 and ignore writes, as do
@@ -47,6 +56,16 @@ const TIMER_MODE_TSC_DEADLINE: u32 = 2;
 const APIC_BASE_BSP: u64 = 1 << 8;
 const APIC_BASE_EXTD: u64 = 1 << 10;
 const APIC_BASE_EN: u64 = 1 << 11;
+const APIC_BASE_PAGE: u64 = !0xFFF;
+/// LVT delivery mode field (bits 10:8) and the ExtINT mode (LINT0 virtual wire).
+const LVT_DELIVERY_MASK: u32 = 0x700;
+const LVT_DELIVERY_EXTINT: u32 = 0x700;
+const LVT_DELIVERY_NMI: u32 = 0x400;
+/// LVT indexes of LINT0 and LINT1.
+const LVT_LINT0: usize = 4;
+const LVT_LINT1: usize = 5;
+/// Physical-address width assumed until the caller says (CPUID 0x80000008).
+const DEFAULT_PHYS_BITS: u8 = 36;
 
 /// MSR numbers the vLAPIC answers.
 pub const MSR_APIC_BASE: u32 = 0x1B;
@@ -74,9 +93,21 @@ pub enum LapicAction {
     },
 }
 
+/// The LAPIC's mode, from IA32_APIC_BASE EN (bit 11) and EXTD (bit 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApicMode {
+    /// Globally disabled: no APIC; the PIC's INTR reaches the CPU directly.
+    Disabled,
+    XApic,
+    X2Apic,
+}
+
 /// One vCPU's local APIC.
 #[derive(Clone, Debug)]
 pub struct VLapic {
+    /// The initial APIC ID (the x2APIC ID; the xAPIC ID after a reset).
+    initial_id: u32,
+    /// The xAPIC ID register (writable in xAPIC mode).
     id: u32,
     tpr: u32,
     ldr: u32,
@@ -97,6 +128,8 @@ pub struct VLapic {
     tsc_hz: u64,
     /// IA32_APIC_BASE (base, BSP, x2APIC and enable bits).
     apic_base: u64,
+    /// The guest's physical-address width: base bits at or above it are reserved.
+    phys_bits: u8,
 }
 
 fn lvt_index(offset: u32) -> Option<usize> {
@@ -124,6 +157,7 @@ impl VLapic {
     /// `id` is 0); `tsc_hz` is the rate of `now`.
     pub fn new(id: u32, tsc_hz: u64) -> Self {
         VLapic {
+            initial_id: id,
             id,
             tpr: 0,
             ldr: 0,
@@ -141,12 +175,112 @@ impl VLapic {
             timer_deadline: None,
             tsc_hz: tsc_hz.max(1),
             apic_base: XAPIC_BASE | APIC_BASE_EN | if id == 0 { APIC_BASE_BSP } else { 0 },
+            phys_bits: DEFAULT_PHYS_BITS,
+        }
+    }
+
+    /// The BSP's LAPIC as a PC BIOS hands it over: software-enabled, in
+    /// virtual-wire mode (LINT0 ExtINT: the 8259's interrupts pass through;
+    /// LINT1 NMI), spurious vector 0xFF.
+    pub fn new_bsp_virtual_wire(tsc_hz: u64) -> Self {
+        let mut l = Self::new(0, tsc_hz);
+        l.svr = 0x1FF;
+        l.lvt[LVT_LINT0] = LVT_DELIVERY_EXTINT;
+        l.lvt[LVT_LINT1] = LVT_DELIVERY_NMI;
+        l
+    }
+
+    /// Back to the power-up state (IA32_APIC_BASE and the initial ID kept):
+    /// what clearing IA32_APIC_BASE.EN does.
+    fn power_up_reset(&mut self) {
+        let (base, phys_bits) = (self.apic_base, self.phys_bits);
+        *self = VLapic::new(self.initial_id, self.tsc_hz);
+        self.apic_base = base;
+        self.phys_bits = phys_bits;
+    }
+
+    /// Sets the guest's physical-address width (CPUID 0x80000008 EAX[7:0]):
+    /// IA32_APIC_BASE bits at or above it are reserved.
+    pub fn set_phys_bits(&mut self, bits: u8) {
+        self.phys_bits = bits.clamp(32, 52);
+    }
+
+    /// The mode IA32_APIC_BASE selects.
+    pub fn mode(&self) -> ApicMode {
+        match (
+            self.apic_base & APIC_BASE_EN != 0,
+            self.apic_base & APIC_BASE_EXTD != 0,
+        ) {
+            (false, _) => ApicMode::Disabled,
+            (true, false) => ApicMode::XApic,
+            (true, true) => ApicMode::X2Apic,
         }
     }
 
     /// Whether the guest switched this LAPIC to x2APIC mode.
     pub fn x2apic(&self) -> bool {
-        self.apic_base & APIC_BASE_EXTD != 0
+        self.mode() == ApicMode::X2Apic
+    }
+
+    /// Where the xAPIC register page answers: only in xAPIC mode.
+    pub fn mmio_base(&self) -> Option<u64> {
+        (self.mode() == ApicMode::XApic)
+            .then_some(self.apic_base & APIC_BASE_PAGE & self.phys_mask())
+    }
+
+    /// The offset of `gpa` in the xAPIC page, if the page answers there.
+    pub fn mmio_offset(&self, gpa: u64) -> Option<u32> {
+        let base = self.mmio_base()?;
+        let off = gpa.wrapping_sub(base);
+        (off < 0x1000).then_some(off as u32)
+    }
+
+    /// Whether the 8259's INTR output reaches this CPU: the LAPIC is globally
+    /// disabled (the pin goes straight to the core), or LINT0 is an unmasked
+    /// ExtINT entry of a software-enabled LAPIC (virtual-wire mode).
+    pub fn accepts_extint(&self) -> bool {
+        match self.mode() {
+            ApicMode::Disabled => true,
+            _ => {
+                let lint0 = self.lvt[LVT_LINT0];
+                self.enabled()
+                    && lint0 & LVT_MASKED == 0
+                    && lint0 & LVT_DELIVERY_MASK == LVT_DELIVERY_EXTINT
+            }
+        }
+    }
+
+    /// The task priority register.
+    pub fn tpr(&self) -> u8 {
+        self.tpr as u8
+    }
+
+    /// CR8 as the guest sees it: TPR bits 7:4.
+    pub fn cr8(&self) -> u8 {
+        (self.tpr >> 4) as u8
+    }
+
+    /// A MOV to CR8: TPR[7:4] = CR8[3:0], TPR[3:0] = 0. A value that keeps
+    /// the priority class keeps the TPR's low bits (an unchanged CR8 read back
+    /// from the hardware must not clear what the guest wrote through MMIO).
+    pub fn set_cr8(&mut self, cr8: u8) {
+        if cr8 & 0xF != self.cr8() {
+            self.tpr = u32::from(cr8 & 0xF) << 4;
+        }
+    }
+
+    /// The priority class (vector bits 7:4) of the highest requested
+    /// interrupt if only the TPR holds it back: when the guest lowers its
+    /// TPR below this, the interrupt is due.
+    pub fn tpr_blocked_class(&self) -> Option<u8> {
+        let v = Self::highest(&self.irr)?;
+        let isr_class = Self::highest(&self.isr).map_or(0, |i| i >> 4);
+        let class = v >> 4;
+        (class > isr_class && u32::from(class) <= self.tpr >> 4).then_some(class)
+    }
+
+    fn phys_mask(&self) -> u64 {
+        (1u64 << self.phys_bits) - 1
     }
 
     fn timer_mode(&self) -> u32 {
@@ -294,10 +428,15 @@ impl VLapic {
                     }
                     let old_mode = self.timer_mode();
                     self.lvt[i] = v;
-                    if i == 1 && self.timer_mode() != old_mode {
-                        // A mode change disarms the timer.
+                    let new_mode = self.timer_mode();
+                    if i == 1
+                        && new_mode != old_mode
+                        && (old_mode == TIMER_MODE_TSC_DEADLINE
+                            || new_mode == TIMER_MODE_TSC_DEADLINE)
+                    {
+                        // Entering or leaving TSC-deadline mode disarms the
+                        // timer; between one-shot and periodic it runs on.
                         self.timer_deadline = None;
-                        self.timer_initial = 0;
                     }
                 }
             }
@@ -344,8 +483,9 @@ impl VLapic {
             self.esr |= 1 << 6; // receive illegal vector
             return false;
         }
-        // A software-disabled APIC does not accept fixed interrupts (no error).
-        if !self.enabled() {
+        // A software-disabled APIC does not accept fixed interrupts (no error);
+        // a globally disabled one receives nothing at all.
+        if !self.enabled() || self.mode() == ApicMode::Disabled {
             return false;
         }
         Self::set_bit(&mut self.irr, vector);
@@ -359,6 +499,9 @@ impl VLapic {
 
     /// The vector to deliver now, if one outranks the processor priority.
     pub fn pending(&self) -> Option<u8> {
+        if self.mode() == ApicMode::Disabled {
+            return None;
+        }
         let v = Self::highest(&self.irr)?;
         (u32::from(v) & 0xF0 > self.ppr() & 0xF0).then_some(v)
     }
@@ -382,7 +525,7 @@ impl VLapic {
             MSR_X2APIC_FIRST..=MSR_X2APIC_LAST if self.x2apic() => {
                 let offset = (msr - MSR_X2APIC_FIRST) << 4;
                 match offset {
-                    REG_ID => Some(u64::from(self.id)),
+                    REG_ID => Some(u64::from(self.initial_id)),
                     REG_ICR_LO => Some(self.icr),
                     REG_VERSION | REG_TPR | REG_PPR | REG_LDR | REG_SVR | REG_ESR
                     | REG_LVT_CMCI | REG_TIMER_INITIAL | REG_TIMER_CURRENT | REG_TIMER_DIVIDE => {
@@ -443,30 +586,52 @@ impl VLapic {
         }
     }
 
-    /// IA32_APIC_BASE: the only change allowed is xAPIC -> x2APIC; the base
-    /// cannot move and the APIC cannot be disabled (#GP).
+    /// IA32_APIC_BASE: the SDM's transitions (see the module comment);
+    /// `None` is #GP and changes nothing. The BSP flag is read-only.
     fn write_apic_base(&mut self, value: u64) -> Option<()> {
-        if value == self.apic_base {
-            return Some(());
+        let writable = (APIC_BASE_PAGE & self.phys_mask()) | APIC_BASE_EN | APIC_BASE_EXTD;
+        if value & !(writable | APIC_BASE_BSP) != 0 {
+            return None;
         }
-        let fixed = XAPIC_BASE | APIC_BASE_EN | (self.apic_base & APIC_BASE_BSP);
-        if value == fixed | APIC_BASE_EXTD && !self.x2apic() {
-            self.apic_base = value;
-            return Some(());
+        let new = match (value & APIC_BASE_EN != 0, value & APIC_BASE_EXTD != 0) {
+            (false, false) => ApicMode::Disabled,
+            (true, false) => ApicMode::XApic,
+            (true, true) => ApicMode::X2Apic,
+            (false, true) => return None,
+        };
+        let old = self.mode();
+        match (old, new) {
+            (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic) => {
+                return None
+            }
+            _ => {}
         }
-        None
+        self.apic_base = (value & writable) | (self.apic_base & APIC_BASE_BSP);
+        match (old, new) {
+            (ApicMode::XApic | ApicMode::X2Apic, ApicMode::Disabled) => self.power_up_reset(),
+            // The x2APIC ID is the initial APIC ID, whatever the xAPIC ID
+            // register was set to.
+            (ApicMode::XApic, ApicMode::X2Apic) => self.id = self.initial_id,
+            _ => {}
+        }
+        Some(())
     }
 
-    /// The APIC ID.
+    /// The APIC ID: the x2APIC ID (the initial one) in x2APIC mode, else the
+    /// xAPIC ID register.
     pub fn id(&self) -> u32 {
-        self.id
+        if self.x2apic() {
+            self.initial_id
+        } else {
+            self.id
+        }
     }
 
     /// The logical destination register (in x2APIC mode derived from the ID:
     /// cluster in bits 31:16, one member bit in 15:0).
     pub fn ldr(&self) -> u32 {
         if self.x2apic() {
-            ((self.id >> 4) << 16) | (1 << (self.id & 0xF))
+            ((self.initial_id >> 4) << 16) | (1 << (self.initial_id & 0xF))
         } else {
             self.ldr
         }
@@ -656,10 +821,17 @@ mod tests {
         // No x2APIC registers before the switch.
         assert_eq!(l.read_msr(0x802, 0), None);
         assert_eq!(l.write_msr(0x808, 0, 0), None);
-        // Moving or disabling the APIC is refused; the switch is allowed once.
-        for v in [0, 0xFEC0_0800, 0xFEE0_0400, 0xFEE0_0900, u64::MAX] {
+        // EXTD without EN, reserved bits (0-7, 9, above MAXPHYADDR): #GP.
+        for v in [
+            0xFEE0_0400,
+            0xFEE0_0801,
+            0xFEE0_0A00,
+            0x10_FEE0_0800,
+            u64::MAX,
+        ] {
             assert_eq!(l.write_msr(MSR_APIC_BASE, v, 0), None, "{v:#x}");
         }
+        assert_eq!(l.read_msr(MSR_APIC_BASE, 0), Some(base), "unchanged");
         assert!(l.write_msr(MSR_APIC_BASE, base | 1 << 10, 0).is_some());
         assert!(l.x2apic());
         assert_eq!(l.write_msr(MSR_APIC_BASE, base, 0), None, "x2APIC -> xAPIC");
@@ -722,5 +894,147 @@ mod tests {
             let _ = l.read_msr(msr, 0);
             let _ = l.write_msr(msr, u64::MAX, 0);
         }
+    }
+
+    const BASE: u64 = XAPIC_BASE | APIC_BASE_EN;
+
+    #[test]
+    fn apic_base_follows_the_sdm_state_machine() {
+        let mut l = VLapic::new(1, TSC);
+        l.write(REG_SVR, 0x1FF, 0);
+        l.write(REG_TPR, 0x30, 0);
+        // xAPIC -> disabled: legal, and the LAPIC returns to its power-up state.
+        assert!(l.write_msr(MSR_APIC_BASE, XAPIC_BASE, 0).is_some());
+        assert_eq!(l.mode(), ApicMode::Disabled);
+        assert_eq!(l.mmio_base(), None, "the page no longer answers");
+        assert!(!l.raise(0x40, false), "a disabled APIC receives nothing");
+        // disabled -> x2APIC directly: #GP.
+        assert_eq!(
+            l.write_msr(MSR_APIC_BASE, BASE | APIC_BASE_EXTD & !APIC_BASE_EN, 0),
+            None
+        );
+        assert_eq!(l.write_msr(MSR_APIC_BASE, BASE | APIC_BASE_EXTD, 0), None);
+        // disabled -> xAPIC: legal, registers at their reset values.
+        assert!(l.write_msr(MSR_APIC_BASE, BASE, 0).is_some());
+        assert_eq!(l.mode(), ApicMode::XApic);
+        assert_eq!(l.read(REG_SVR, 0), 0xFF);
+        assert_eq!(l.read(REG_TPR, 0), 0);
+        assert_eq!(l.read(REG_LVT_TIMER, 0), LVT_MASKED);
+        // xAPIC -> x2APIC -> xAPIC: the second step is #GP.
+        assert!(l
+            .write_msr(MSR_APIC_BASE, BASE | APIC_BASE_EXTD, 0)
+            .is_some());
+        assert_eq!(l.write_msr(MSR_APIC_BASE, BASE, 0), None);
+        assert!(l.x2apic());
+        // x2APIC -> disabled -> xAPIC: legal.
+        assert!(l.write_msr(MSR_APIC_BASE, XAPIC_BASE, 0).is_some());
+        assert!(l.write_msr(MSR_APIC_BASE, BASE, 0).is_some());
+        assert_eq!(l.mode(), ApicMode::XApic);
+    }
+
+    #[test]
+    fn the_xapic_page_moves_and_is_silent_outside_xapic_mode() {
+        let mut l = VLapic::new(0, TSC);
+        assert_eq!(l.mmio_offset(XAPIC_BASE + 0x20), Some(0x20));
+        assert!(l
+            .write_msr(MSR_APIC_BASE, 0xFED0_0000 | APIC_BASE_EN | APIC_BASE_BSP, 0)
+            .is_some());
+        assert_eq!(l.mmio_offset(XAPIC_BASE + 0x20), None);
+        assert_eq!(l.mmio_offset(0xFED0_0030), Some(0x30));
+        assert_eq!(l.mmio_offset(0xFED0_1000), None);
+        assert_eq!(
+            l.read_msr(MSR_APIC_BASE, 0),
+            Some(0xFED0_0000 | APIC_BASE_EN | APIC_BASE_BSP)
+        );
+        assert!(l
+            .write_msr(MSR_APIC_BASE, BASE | APIC_BASE_BSP | APIC_BASE_EXTD, 0)
+            .is_some());
+        assert_eq!(l.mmio_base(), None, "x2APIC mode: no MMIO page");
+        // The BSP flag is read-only.
+        let mut ap = VLapic::new(2, TSC);
+        assert!(ap
+            .write_msr(MSR_APIC_BASE, BASE | APIC_BASE_BSP, 0)
+            .is_some());
+        assert_eq!(ap.read_msr(MSR_APIC_BASE, 0), Some(BASE));
+    }
+
+    #[test]
+    fn a_written_xapic_id_does_not_change_the_x2apic_id() {
+        let mut l = VLapic::new(2, TSC);
+        l.write(REG_ID, 7 << 24, 0);
+        assert_eq!(l.read(REG_ID, 0), 7 << 24);
+        assert_eq!(l.id(), 7, "IPIs address the xAPIC ID in xAPIC mode");
+        l.write_msr(MSR_APIC_BASE, BASE | APIC_BASE_EXTD, 0)
+            .unwrap();
+        assert_eq!(l.read_msr(0x802, 0), Some(2));
+        assert_eq!(l.id(), 2);
+        assert_eq!(l.ldr(), 1 << 2);
+        // Through disabled back to xAPIC: the initial ID again.
+        l.write_msr(MSR_APIC_BASE, XAPIC_BASE, 0).unwrap();
+        l.write_msr(MSR_APIC_BASE, BASE, 0).unwrap();
+        assert_eq!(l.read(REG_ID, 0), 2 << 24);
+    }
+
+    #[test]
+    fn switching_one_shot_and_periodic_keeps_the_timer_running() {
+        let mut l = enabled();
+        l.write(REG_TIMER_DIVIDE, 0b1011, 0);
+        l.write(REG_LVT_TIMER, 0x40, 0);
+        l.write(REG_TIMER_INITIAL, 1000, 0);
+        l.write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | 0x40, 100);
+        assert_eq!(l.read(REG_TIMER_INITIAL, 200), 1000);
+        assert_eq!(l.read(REG_TIMER_CURRENT, 5_000), 500);
+        l.poll(10_000);
+        assert_eq!(l.pending(), Some(0x40));
+        assert_eq!(l.next_deadline(), Some(20_000), "periodic now: re-armed");
+        l.write(REG_LVT_TIMER, 0x40, 10_001);
+        assert_eq!(
+            l.next_deadline(),
+            Some(20_000),
+            "one-shot again: still armed"
+        );
+        // Into TSC-deadline mode: disarmed.
+        l.write(REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0x40, 10_002);
+        assert_eq!(l.next_deadline(), None);
+    }
+
+    #[test]
+    fn cr8_and_tpr_are_one_register() {
+        let mut l = enabled();
+        l.set_cr8(0xF);
+        assert_eq!(l.read(REG_TPR, 0), 0xF0);
+        l.write(REG_TPR, 0x5F, 0);
+        assert_eq!(l.cr8(), 5);
+        l.set_cr8(5);
+        assert_eq!(l.tpr(), 0x5F, "an unchanged class keeps the low bits");
+        l.set_cr8(0x13);
+        assert_eq!(l.tpr(), 0x30, "CR8 bits above 3 are not the TPR's");
+        assert!(l.raise(0x35, false));
+        assert_eq!(l.pending(), None);
+        assert_eq!(l.tpr_blocked_class(), Some(3));
+        l.set_cr8(2);
+        assert_eq!(l.pending(), Some(0x35));
+        assert_eq!(l.tpr_blocked_class(), None);
+    }
+
+    #[test]
+    fn extint_passes_when_disabled_or_in_virtual_wire_mode() {
+        let bsp = VLapic::new_bsp_virtual_wire(TSC);
+        assert!(bsp.accepts_extint());
+        let mut l = VLapic::new(0, TSC);
+        assert!(!l.accepts_extint(), "reset state: LINT0 masked");
+        l.write(REG_SVR, 0x1FF, 0);
+        l.write(0x350, 0x700, 0);
+        assert!(l.accepts_extint());
+        l.write(0x350, 0x1_0700, 0);
+        assert!(!l.accepts_extint(), "masked");
+        l.write(0x350, 0x000, 0);
+        assert!(!l.accepts_extint(), "fixed mode is not ExtINT");
+        l.write_msr(MSR_APIC_BASE, XAPIC_BASE | APIC_BASE_BSP, 0)
+            .unwrap();
+        assert!(
+            l.accepts_extint(),
+            "globally disabled: INTR goes to the core"
+        );
     }
 }

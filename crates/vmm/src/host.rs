@@ -134,6 +134,14 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
             .map(|ns| self.ns_to_tsc(ns))
     }
 
+    fn pic_interrupt(&self) -> bool {
+        self.vm.platform.lock().pic_interrupt()
+    }
+
+    fn pic_acknowledge(&self) -> Option<u8> {
+        Some(self.vm.platform.lock().pic_acknowledge())
+    }
+
     fn eoi(&self, vector: u8) {
         self.vm.platform.lock().eoi(vector);
     }

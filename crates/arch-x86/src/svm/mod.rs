@@ -83,7 +83,16 @@ pub struct SvmVcpu {
     nmi_masked: bool,
     /// The IRET that ends the NMI handler exited here and has not run yet.
     iret_rip: Option<u64>,
+    /// An NMI waits for that IRET: the guest single-steps over it (TF set by
+    /// Quercus, #DB intercepted) so that the NMI follows it at once. Holds
+    /// the guest's DR6 and whether the guest had TF set itself.
+    iret_step: Option<(u64, bool)>,
 }
+
+/// RFLAGS.TF, DR6.BS and the #DB intercept bit.
+const RFLAGS_TF: u64 = 1 << 8;
+const DR6_BS: u64 = 1 << 14;
+const INTERCEPT_DB: u32 = 1 << 1;
 
 impl SvmVcpu {
     /// Makes a vCPU of address space `asid` whose guest-physical memory is
@@ -105,6 +114,7 @@ impl SvmVcpu {
                 | misc1::SMI
                 | misc1::INIT
                 | misc1::CPUID
+                | misc1::RDPMC
                 | misc1::INVD
                 | misc1::HLT
                 | misc1::INVLPGA
@@ -176,7 +186,46 @@ impl SvmVcpu {
             exit_len: None,
             nmi_masked: false,
             iret_rip: None,
+            iret_step: None,
         }
+    }
+
+    fn set_db_intercept(&mut self, on: bool) {
+        let e = self.vmcb.read_u32(ctl::INTERCEPT_EXCEPTIONS);
+        let e = if on {
+            e | INTERCEPT_DB
+        } else {
+            e & !INTERCEPT_DB
+        };
+        self.vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, e);
+    }
+
+    /// The #DB of the single step over the NMI handler's IRET: NMIs are
+    /// unblocked if the IRET ran. The guest's own single-step #DB (it had TF
+    /// set) is passed on.
+    fn end_iret_step(&mut self) -> VmExit {
+        let Some((dr6, guest_tf)) = self.iret_step.take() else {
+            return VmExit::Exception {
+                vector: 1,
+                error_code: None,
+            };
+        };
+        self.set_db_intercept(false);
+        if self
+            .iret_rip
+            .is_some_and(|at| at != self.vmcb.read_u64(save::RIP))
+        {
+            self.iret_rip = None;
+            self.nmi_masked = false;
+        }
+        if guest_tf {
+            return VmExit::Exception {
+                vector: 1,
+                error_code: None,
+            };
+        }
+        self.vmcb.write_u64(save::DR6, dr6);
+        VmExit::InterruptWindow
     }
 
     fn set_iret_intercept(&mut self, on: bool) {
@@ -246,6 +295,7 @@ impl SvmVcpu {
                 VmExit::InterruptWindow
             }
             exit::XSETBV => VmExit::Xsetbv,
+            exit::RDPMC => VmExit::Rdpmc,
             exit::SHUTDOWN => VmExit::Shutdown,
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => VmExit::ExternalInterrupt,
             exit::NPF => VmExit::Mmio(NptFault {
@@ -266,6 +316,7 @@ impl SvmVcpu {
             | exit::MWAIT
             | exit::MWAIT_COND
             | exit::RDTSCP => VmExit::Forbidden { raw: code },
+            c if c == exit::EXCP_BASE + 1 && self.iret_step.is_some() => self.end_iret_step(),
             c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => VmExit::Exception {
                 vector: (c - exit::EXCP_BASE) as u8,
                 error_code: Some(info1 as u32),
@@ -428,6 +479,50 @@ impl VcpuBackend for SvmVcpu {
         self.vmcb.read_u64(save::RFLAGS) & (1 << 9) != 0
             && self.vmcb.read_u64(ctl::INTERRUPT_SHADOW) & 1 == 0
             && self.vmcb.read_u64(ctl::EVENTINJ) & (1 << 31) == 0
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        // Blocked by the handler whose IRET exited but has not run: step
+        // over it (SVM has no NMI-window exit; KVM does the same).
+        if on && self.nmi_masked && self.iret_rip.is_some() && self.iret_step.is_none() {
+            let rflags = self.vmcb.read_u64(save::RFLAGS);
+            self.iret_step = Some((self.vmcb.read_u64(save::DR6), rflags & RFLAGS_TF != 0));
+            self.vmcb.write_u64(save::RFLAGS, rflags | RFLAGS_TF);
+            self.set_db_intercept(true);
+        }
+    }
+
+    fn nmi_blocked(&self) -> bool {
+        self.nmi_masked
+    }
+
+    fn single_step_trap(&mut self) {
+        let dr6 = self.vmcb.read_u64(save::DR6);
+        self.vmcb.write_u64(save::DR6, dr6 | DR6_BS);
+        self.inject(Event::Exception {
+            vector: 1,
+            error_code: None,
+        });
+    }
+
+    fn hw_cr8(&self) -> Option<u8> {
+        // With V_INTR_MASKING, MOV to/from CR8 use V_TPR (bits 3:0).
+        Some((self.vmcb.read_u32(ctl::V_INTR) & 0xF) as u8)
+    }
+
+    fn set_hw_cr8(&mut self, cr8: u8, blocked_class: Option<u8>) {
+        let mut v = (self.vmcb.read_u32(ctl::V_INTR) & !0xF) | u32::from(cr8 & 0xF);
+        // An interrupt only the TPR holds back: a virtual interrupt of its
+        // class exits (VINTR) once the guest lowers V_TPR below it.
+        if let Some(class) = blocked_class {
+            if v & (1 << 8) == 0 {
+                v |= (1 << 8) | (u32::from(class & 0xF) << 16);
+                let misc = self.vmcb.read_u32(ctl::INTERCEPT_MISC1);
+                self.vmcb
+                    .write_u32(ctl::INTERCEPT_MISC1, misc | misc1::VINTR);
+            }
+        }
+        self.vmcb.write_u32(ctl::V_INTR, v);
     }
 
     fn nmi_injectable(&self) -> bool {

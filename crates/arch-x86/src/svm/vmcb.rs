@@ -67,6 +67,7 @@ pub mod misc1 {
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
+    pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
     pub const IRET: u32 = 1 << 20;
     pub const INVD: u32 = 1 << 22;
@@ -101,6 +102,7 @@ pub mod exit {
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
+    pub const RDPMC: u64 = 0x6F;
     pub const CPUID: u64 = 0x72;
     pub const IRET: u64 = 0x74;
     pub const INVD: u64 = 0x76;

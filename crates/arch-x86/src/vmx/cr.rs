@@ -129,11 +129,28 @@ impl VmxVcpu {
                     0 => vmx_bits::mov_to_cr0(&modes, value),
                     3 => vmx_bits::mov_to_cr3(&modes, value, self.max_phys_bits),
                     4 => vmx_bits::mov_to_cr4(&modes, value, self.fixed.cr4_guest_allowed()),
+                    8 => {
+                        // CR8 is the vLAPIC's TPR class: kept here, synced by
+                        // the caller; bits 63:4 are reserved (#GP).
+                        if value & !0xF != 0 {
+                            self.inject_now(GP);
+                            return None;
+                        }
+                        self.cr8 = value as u8;
+                        self.skip_instruction();
+                        // A lower TPR may unblock an interrupt: let the caller look.
+                        return Some(VmExit::InterruptWindow);
+                    }
                     _ => return Some(VmExit::CrAccess { cr, write: true }),
                 }
             }
             CrAccess::MovFrom { cr: 3, gpr } => {
                 self.set_gpr(gpr, operand(modes.cr3));
+                self.skip_instruction();
+                return None;
+            }
+            CrAccess::MovFrom { cr: 8, gpr } => {
+                self.set_gpr(gpr, u64::from(self.cr8));
                 self.skip_instruction();
                 return None;
             }

@@ -67,6 +67,8 @@ use state_msr::{msrs, SyscallMsrs};
 
 /// The PAT a vCPU starts with (the architectural reset value).
 const GUEST_PAT: u64 = 0x0007_0406_0007_0406;
+/// Single-step (BS) in the guest's pending debug exceptions field.
+const PENDING_DBG_BS: u64 = 1 << 14;
 /// Intercepted exceptions: #MC only.
 const EXCEPTION_BITMAP: u64 = 1 << 18;
 /// `EntryFailed { raw }` for VMLAUNCH/VMRESUME that did not enter: bit 63
@@ -366,6 +368,8 @@ pub struct VmxVcpu {
     exit_reason: u32,
     /// Instruction length reported by the last exit, if any.
     exit_len: Option<u8>,
+    /// The guest's CR8 (MOV to/from CR8 exit and are completed here).
+    cr8: u8,
 }
 
 impl VmxVcpu {
@@ -429,6 +433,7 @@ impl VmxVcpu {
             cr2: 0,
             exit_reason: 0,
             exit_len: None,
+            cr8: 0,
         };
         vcpu.setup_controls(init)?;
         vcpu.setup_guest(init)?;
@@ -739,6 +744,28 @@ impl VcpuBackend for VmxVcpu {
         if self.controls.nmi_window {
             self.set_primary_bits(vmx_bits::NMI_WINDOW_EXITING, on);
         }
+    }
+
+    fn nmi_blocked(&self) -> bool {
+        self.make_current();
+        self.vmread(guest::INTERRUPTIBILITY_STATE) & u64::from(interruptibility::NMI) != 0
+    }
+
+    fn single_step_trap(&mut self) {
+        // A pending single-step trap (BS) in the guest's pending debug
+        // exceptions: the CPU delivers the #DB, DR6 included, after entry.
+        self.make_current();
+        let pending = self.vmread(guest::PENDING_DBG_EXCEPTIONS);
+        self.vmwrite(guest::PENDING_DBG_EXCEPTIONS, pending | PENDING_DBG_BS);
+    }
+
+    fn hw_cr8(&self) -> Option<u8> {
+        Some(self.cr8)
+    }
+
+    fn set_hw_cr8(&mut self, cr8: u8, _blocked_class: Option<u8>) {
+        // Every MOV to CR8 exits: nothing to arm for a lowered TPR.
+        self.cr8 = cr8 & 0xF;
     }
 
     fn nmi_injectable(&self) -> bool {
