@@ -189,6 +189,63 @@ fn pci(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// The test guest's `pic-only` tests (a legacy guest: 8259, 8254 and RTC only, issue 10), in
+/// the order it runs them: virtual-wire mode first, while the local APIC is still enabled.
+pub const GUEST_PIC_ONLY_TESTS: [&str; 5] = [
+    "pic-virtual-wire",
+    "pic-init",
+    "pic-pit-irq0",
+    "pic-rtc-irq8",
+    "pic-mask-priority",
+];
+
+/// The test guest's first line (it shows up again after a reset).
+const GUEST_BANNER: &str = "test-guest: vendor=";
+
+/// What a `pic-only kbd-reset` test guest prints, each line after `prefix` (`[vm0] ` under
+/// Quercus, nothing natively): every `pic-*` test passing, the summary, the armed reset through
+/// the 8042 and, proving the reset, its banner again.
+fn pic_only_lines(prefix: &str) -> Vec<String> {
+    let p = regex::escape(prefix);
+    let mut v: Vec<String> = GUEST_PIC_ONLY_TESTS
+        .iter()
+        .map(|t| format!(r"^{p}TEST {t} PASS$"))
+        .collect();
+    v.push(format!(
+        r"^{p}TESTS DONE {} passed 0 failed$",
+        GUEST_PIC_ONLY_TESTS.len()
+    ));
+    v.push(format!(r"^{p}TEST kbd-reset ARMED$"));
+    v.push(format!(r"^{p}{GUEST_BANNER}"));
+    v
+}
+
+/// The `pic-only` scenario under `emulator`: the test guest (one vCPU) with only the 8259 pair,
+/// the 8254 and the RTC, its local APIC globally disabled (and in virtual-wire mode once), then a
+/// reset through the 8042 that must boot the VM again. The same guest runs natively first.
+fn pic_only(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    TestCase {
+        scenario: "pic-only",
+        // The 8042 reset must reboot the native QEMU machine rather than end it (`-no-reboot`).
+        extra_qemu_args: &["-action", "reboot=reset"],
+        expect: pic_only_lines("[vm0] "),
+        parallel: vec![vec![
+            r"vm vm0: vCPU 0: reset by the guest; booting it again".into(),
+        ]],
+        fail: Fail::Custom(GUEST_FAIL),
+        native: Some(Native {
+            kernel: "test-guest",
+            cmdline: "pic-only kbd-reset",
+            modules: Vec::new(),
+            cpus: 1,
+            expect: pic_only_lines(""),
+        }),
+        timeout_secs: if qemu { 60 } else { 400 },
+        ..boot(name, emulator, 2)
+    }
+}
+
 /// The exits total of each `stats vm0` table row, in order.
 fn vm0_exit_totals(lines: &[String]) -> Vec<u64> {
     lines
@@ -634,6 +691,9 @@ pub fn cases() -> Vec<TestCase> {
         pci("pci-qemu-svm", Emulator::Qemu),
         pci("pci-bochs-vmx", Emulator::Bochs),
         pci("pci-bochs-svm", Emulator::BochsAmd),
+        pic_only("pic-only-qemu-svm", Emulator::Qemu),
+        pic_only("pic-only-bochs-vmx", Emulator::Bochs),
+        pic_only("pic-only-bochs-svm", Emulator::BochsAmd),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
@@ -794,7 +854,8 @@ impl Native {
             mem_mib: case.mem_mib,
             cmdline: self.cmdline.to_string(),
             modules,
-            extra_qemu_args: Vec::new(),
+            // The same machine as the Quercus run (e.g. `-action reboot=reset`).
+            extra_qemu_args: case.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
             expect,
             parallel: Vec::new(),
             input: Vec::new(),
@@ -1028,6 +1089,47 @@ mod unit {
                 assert_eq!(cfg.kernel, Path::new(&format!("/m/{}", n.kernel)));
             }
         }
+    }
+
+    #[test]
+    fn pic_only_lines_need_the_banner_after_the_reset() {
+        let case = pic_only("p", Emulator::Qemu);
+        let lines = pic_only_lines("[vm0] ");
+        assert_eq!(lines.len(), GUEST_PIC_ONLY_TESTS.len() + 3);
+        let armed = Regex::new(&lines[lines.len() - 2]).unwrap();
+        let banner = Regex::new(&lines[lines.len() - 1]).unwrap();
+        assert!(armed.is_match("[vm0] TEST kbd-reset ARMED"));
+        assert!(banner.is_match(r#"[vm0] test-guest: vendor=GenuineIntel hypervisor-bit=1"#));
+        assert!(!banner.is_match("test-guest: vendor=GenuineIntel"));
+        let native = case.native.as_ref().unwrap();
+        let first = Regex::new(&native.expect[0]).unwrap();
+        assert!(first.is_match("TEST pic-virtual-wire PASS"));
+        assert!(!first.is_match("[vm0] TEST pic-virtual-wire PASS"));
+        // Neither run's failure pattern trips on the lines the guest prints when all is well.
+        let fail = Regex::new(GUEST_FAIL).unwrap();
+        let native_fail = Regex::new(NATIVE_FAIL).unwrap();
+        for line in [
+            "[vm0] TEST kbd-reset ARMED",
+            "[vm0] pic-only: local APIC globally disabled (IA32_APIC_BASE 0xfee00100)",
+            "[vm0] pic-only: IRQ0: 51 interrupts in 50 ms of PIT channel 2 time (nominal 50)",
+        ] {
+            assert!(!fail.is_match(line), "{line}");
+            assert!(!native_fail.is_match(line), "{line}");
+        }
+        assert!(native_fail.is_match("TEST kbd-reset FAIL no reset"));
+        assert_eq!(
+            native
+                .run_config(
+                    &case,
+                    &[BootModule {
+                        path: "/g/test-guest".into(),
+                        cmdline: "test-guest".into(),
+                    }]
+                )
+                .unwrap()
+                .extra_qemu_args,
+            ["-action", "reboot=reset"]
+        );
     }
 
     #[test]
