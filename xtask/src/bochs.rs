@@ -199,7 +199,15 @@ pub struct BochsFiles {
     pub stdout: PathBuf,
 }
 
-/// Write the bochsrc and the debugger rc file (`c`: continue at once) into `dir`.
+/// The debugger commands of a run: `c` (continue) at the start, and once more for one reset of
+/// the emulated machine, which stops in the debugger again. A guest that resets through the 8042
+/// (0xFE to port 0x64) needs it. Seen with the `pic-only kbd-reset` test guest run natively: after
+/// that reset IA32_FEATURE_CONTROL keeps its lock bit, the BIOS's WRMSR to it takes a #GP with
+/// no IDT, and the triple fault resets the machine (the stop), which then boots the guest again.
+/// A second reset ends Bochs (stdin is /dev/null).
+pub const DEBUGGER_RC: &str = "c\nc\n";
+
+/// Write the bochsrc and the debugger rc file ([`DEBUGGER_RC`]) into `dir`.
 pub fn write_config(cfg: &RunConfig, dir: &Path, iso: &Path) -> Result<BochsFiles> {
     let files = BochsFiles {
         bochsrc: dir.join("bochsrc"),
@@ -217,7 +225,7 @@ pub fn write_config(cfg: &RunConfig, dir: &Path, iso: &Path) -> Result<BochsFile
         log: &files.log,
     });
     std::fs::write(&files.bochsrc, text)?;
-    std::fs::write(&files.rc, "c\n")?;
+    std::fs::write(&files.rc, DEBUGGER_RC)?;
     Ok(files)
 }
 

@@ -57,7 +57,29 @@ pub struct TestCase {
     pub post_check: Option<PostCheck>,
     pub fail: Fail,
     pub timeout_secs: u64,
+    /// A native companion run, before the Quercus run: the case passes only if both pass.
+    pub native: Option<Native>,
 }
+
+/// A run of one of the scenario's guests booted directly by the case's emulator (no
+/// hypervisor), with [`NATIVE_FAIL`] as its failure pattern: the baseline that shows the guest's
+/// expectations hold on the emulated CPU itself.
+#[derive(Clone, Debug)]
+pub struct Native {
+    /// The scenario's boot module booted as the kernel (a multiboot guest, e.g. `test-guest`):
+    /// the same ELF the Quercus run embeds.
+    pub kernel: &'static str,
+    pub cmdline: &'static str,
+    /// Boot modules of the native run: (a scenario module name, its module command line).
+    pub modules: Vec<(&'static str, &'static str)>,
+    /// Emulated CPUs of the native run.
+    pub cpus: u32,
+    /// Console regexes, all required, in order.
+    pub expect: Vec<String>,
+}
+
+/// Failure pattern of native companion runs.
+pub const NATIVE_FAIL: &str = r"(?i)panic|fatal|TEST \S+ FAIL";
 
 pub fn ready(cpus: u32) -> String {
     format!("^quercus: ready, {cpus} pCPUs online$")
@@ -81,6 +103,7 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         post_check: None,
         fail: Fail::Default,
         timeout_secs: if qemu { 60 } else { 180 },
+        native: None,
     }
 }
 
@@ -162,6 +185,63 @@ fn pci(name: &'static str, emulator: Emulator) -> TestCase {
         scenario: "pci",
         expect: guest_passes("vm0", &GUEST_PCI_TESTS),
         fail: Fail::Custom(GUEST_FAIL),
+        ..boot(name, emulator, 2)
+    }
+}
+
+/// The test guest's `pic-only` tests (a legacy guest: 8259, 8254 and RTC only, issue 10), in
+/// the order it runs them: virtual-wire mode first, while the local APIC is still enabled.
+pub const GUEST_PIC_ONLY_TESTS: [&str; 5] = [
+    "pic-virtual-wire",
+    "pic-init",
+    "pic-pit-irq0",
+    "pic-rtc-irq8",
+    "pic-mask-priority",
+];
+
+/// The test guest's first line (it shows up again after a reset).
+const GUEST_BANNER: &str = "test-guest: vendor=";
+
+/// What a `pic-only kbd-reset` test guest prints, each line after `prefix` (`[vm0] ` under
+/// Quercus, nothing natively): every `pic-*` test passing, the summary, the armed reset through
+/// the 8042 and, proving the reset, its banner again.
+fn pic_only_lines(prefix: &str) -> Vec<String> {
+    let p = regex::escape(prefix);
+    let mut v: Vec<String> = GUEST_PIC_ONLY_TESTS
+        .iter()
+        .map(|t| format!(r"^{p}TEST {t} PASS$"))
+        .collect();
+    v.push(format!(
+        r"^{p}TESTS DONE {} passed 0 failed$",
+        GUEST_PIC_ONLY_TESTS.len()
+    ));
+    v.push(format!(r"^{p}TEST kbd-reset ARMED$"));
+    v.push(format!(r"^{p}{GUEST_BANNER}"));
+    v
+}
+
+/// The `pic-only` scenario under `emulator`: the test guest (one vCPU) with only the 8259 pair,
+/// the 8254 and the RTC, its local APIC globally disabled (and in virtual-wire mode once), then a
+/// reset through the 8042 that must boot the VM again. The same guest runs natively first.
+fn pic_only(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    TestCase {
+        scenario: "pic-only",
+        // The 8042 reset must reboot the native QEMU machine rather than end it (`-no-reboot`).
+        extra_qemu_args: &["-action", "reboot=reset"],
+        expect: pic_only_lines("[vm0] "),
+        parallel: vec![vec![
+            r"vm vm0: vCPU 0: reset by the guest; booting it again".into(),
+        ]],
+        fail: Fail::Custom(GUEST_FAIL),
+        native: Some(Native {
+            kernel: "test-guest",
+            cmdline: "pic-only kbd-reset",
+            modules: Vec::new(),
+            cpus: 1,
+            expect: pic_only_lines(""),
+        }),
+        timeout_secs: if qemu { 60 } else { 400 },
         ..boot(name, emulator, 2)
     }
 }
@@ -611,6 +691,9 @@ pub fn cases() -> Vec<TestCase> {
         pci("pci-qemu-svm", Emulator::Qemu),
         pci("pci-bochs-vmx", Emulator::Bochs),
         pci("pci-bochs-svm", Emulator::BochsAmd),
+        pic_only("pic-only-qemu-svm", Emulator::Qemu),
+        pic_only("pic-only-bochs-vmx", Emulator::Bochs),
+        pic_only("pic-only-bochs-svm", Emulator::BochsAmd),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
@@ -726,6 +809,63 @@ impl TestCase {
     }
 }
 
+impl Native {
+    /// The native run of `case`: its kernel and modules are looked up by name among the
+    /// scenario's boot modules (each carries its name as its command line).
+    pub fn run_config(
+        &self,
+        case: &TestCase,
+        scenario_modules: &[BootModule],
+    ) -> Result<RunConfig> {
+        let find = |name: &str| {
+            scenario_modules
+                .iter()
+                .find(|m| m.cmdline == name)
+                .map(|m| m.path.clone())
+                .with_context(|| {
+                    format!(
+                        "{}: native run: scenario `{}` has no boot module `{name}`",
+                        case.name, case.scenario
+                    )
+                })
+        };
+        let modules = self
+            .modules
+            .iter()
+            .map(|&(name, cmdline)| {
+                Ok(BootModule {
+                    path: find(name)?,
+                    cmdline: cmdline.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let expect = self
+            .expect
+            .iter()
+            .map(|s| {
+                Regex::new(s).with_context(|| format!("{}: bad native regex `{s}`", case.name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RunConfig {
+            name: format!("{}-native", case.name),
+            kernel: find(self.kernel)?,
+            emulator: case.emulator,
+            cpus: self.cpus,
+            mem_mib: case.mem_mib,
+            cmdline: self.cmdline.to_string(),
+            modules,
+            // The same machine as the Quercus run (e.g. `-action reboot=reset`).
+            extra_qemu_args: case.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
+            expect,
+            parallel: Vec::new(),
+            input: Vec::new(),
+            fail: Some(Regex::new(NATIVE_FAIL)?),
+            timeout: Duration::from_secs(case.timeout_secs),
+            echo: false,
+        })
+    }
+}
+
 /// Workspace packages whose manifest lies under `guests/` (bare-metal test guests).
 fn guest_packages(root: &Path) -> Result<Vec<String>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -809,39 +949,24 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
         pb.set_message(case.name);
         pb.enable_steady_tick(Duration::from_millis(100));
         let result = image_for(&root, case.scenario, &mut images)
-            .and_then(|(kernel, modules)| case.run_config(&kernel, &modules))
-            .and_then(|cfg| runner::run(&cfg));
+            .and_then(|(kernel, modules)| run_case(case, &kernel, &modules));
         pb.finish_and_clear();
         match result {
-            Ok(outcome)
-                if outcome.matched
-                    && case
-                        .post_check
-                        .is_some_and(|check| check(&outcome.lines).is_err()) =>
-            {
-                failed += 1;
-                let why = case
-                    .post_check
-                    .map(|check| check(&outcome.lines))
-                    .and_then(Result::err)
-                    .unwrap_or_default();
-                println!("FAIL {}: {why}", case.name);
-                for line in console::tail(&outcome.lines, 40) {
-                    println!("  | {line}");
-                }
-            }
-            Ok(outcome) if outcome.matched => {
+            Ok(Verdict::Pass(secs)) => {
                 passed += 1;
-                let secs = outcome.elapsed_to_match.unwrap_or_default().as_secs_f64();
                 println!("PASS {} ({secs:.1} s)", case.name);
             }
-            Ok(outcome) => {
+            Ok(Verdict::Fail {
+                why,
+                diagnostics,
+                tail,
+            }) => {
                 failed += 1;
-                println!("FAIL {}: {}", case.name, outcome.reason);
-                for line in &outcome.diagnostics {
+                println!("FAIL {}: {why}", case.name);
+                for line in &diagnostics {
                     println!("  {line}");
                 }
-                for line in console::tail(&outcome.lines, 40) {
+                for line in &tail {
                     println!("  | {line}");
                 }
             }
@@ -857,6 +982,53 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How one case ended.
+enum Verdict {
+    /// Seconds to the last expected line (of the Quercus run).
+    Pass(f64),
+    Fail {
+        why: String,
+        diagnostics: Vec<String>,
+        /// The last console lines of the failed run.
+        tail: Vec<String>,
+    },
+}
+
+/// One run's verdict; `label` ("native run: ", "quercus run: " or "") prefixes a failure.
+fn judge(label: &str, outcome: runner::RunOutcome, post_check: Option<PostCheck>) -> Verdict {
+    let tail = console::tail(&outcome.lines, 40).to_vec();
+    if !outcome.matched {
+        return Verdict::Fail {
+            why: format!("{label}{}", outcome.reason),
+            diagnostics: outcome.diagnostics,
+            tail,
+        };
+    }
+    if let Some(Err(why)) = post_check.map(|check| check(&outcome.lines)) {
+        return Verdict::Fail {
+            why: format!("{label}{why}"),
+            diagnostics: Vec::new(),
+            tail,
+        };
+    }
+    Verdict::Pass(outcome.elapsed_to_match.unwrap_or_default().as_secs_f64())
+}
+
+/// Runs `case`: its native companion run first if it has one, then the Quercus run.
+fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Verdict> {
+    let label = if let Some(native) = &case.native {
+        let cfg = native.run_config(case, modules)?;
+        if let v @ Verdict::Fail { .. } = judge("native run: ", runner::run(&cfg)?, None) {
+            return Ok(v);
+        }
+        "quercus run: "
+    } else {
+        ""
+    };
+    let cfg = case.run_config(kernel, modules)?;
+    Ok(judge(label, runner::run(&cfg)?, case.post_check))
 }
 
 /// The hypervisor image and guest modules for `scenario`, built once per test run.
@@ -898,7 +1070,102 @@ mod unit {
             );
             assert!(!c.expect.is_empty(), "{} expects nothing", c.name);
             c.run_config(Path::new("/k"), &[]).expect("regexes compile");
+            if let Some(n) = &c.native {
+                assert!(
+                    !n.expect.is_empty(),
+                    "{}: the native run expects nothing",
+                    c.name
+                );
+                let mut names = vec![n.kernel];
+                names.extend(n.modules.iter().map(|&(m, _)| m));
+                let modules: Vec<BootModule> = names
+                    .iter()
+                    .map(|m| BootModule {
+                        path: format!("/m/{m}").into(),
+                        cmdline: m.to_string(),
+                    })
+                    .collect();
+                let cfg = n.run_config(c, &modules).expect("native regexes compile");
+                assert_eq!(cfg.kernel, Path::new(&format!("/m/{}", n.kernel)));
+            }
         }
+    }
+
+    #[test]
+    fn pic_only_lines_need_the_banner_after_the_reset() {
+        let case = pic_only("p", Emulator::Qemu);
+        let lines = pic_only_lines("[vm0] ");
+        assert_eq!(lines.len(), GUEST_PIC_ONLY_TESTS.len() + 3);
+        let armed = Regex::new(&lines[lines.len() - 2]).unwrap();
+        let banner = Regex::new(&lines[lines.len() - 1]).unwrap();
+        assert!(armed.is_match("[vm0] TEST kbd-reset ARMED"));
+        assert!(banner.is_match(r#"[vm0] test-guest: vendor=GenuineIntel hypervisor-bit=1"#));
+        assert!(!banner.is_match("test-guest: vendor=GenuineIntel"));
+        let native = case.native.as_ref().unwrap();
+        let first = Regex::new(&native.expect[0]).unwrap();
+        assert!(first.is_match("TEST pic-virtual-wire PASS"));
+        assert!(!first.is_match("[vm0] TEST pic-virtual-wire PASS"));
+        // Neither run's failure pattern trips on the lines the guest prints when all is well.
+        let fail = Regex::new(GUEST_FAIL).unwrap();
+        let native_fail = Regex::new(NATIVE_FAIL).unwrap();
+        for line in [
+            "[vm0] TEST kbd-reset ARMED",
+            "[vm0] pic-only: local APIC globally disabled (IA32_APIC_BASE 0xfee00100)",
+            "[vm0] pic-only: IRQ0: 51 interrupts in 50 ms of PIT channel 2 time (nominal 50)",
+        ] {
+            assert!(!fail.is_match(line), "{line}");
+            assert!(!native_fail.is_match(line), "{line}");
+        }
+        assert!(native_fail.is_match("TEST kbd-reset FAIL no reset"));
+        assert_eq!(
+            native
+                .run_config(
+                    &case,
+                    &[BootModule {
+                        path: "/g/test-guest".into(),
+                        cmdline: "test-guest".into(),
+                    }]
+                )
+                .unwrap()
+                .extra_qemu_args,
+            ["-action", "reboot=reset"]
+        );
+    }
+
+    #[test]
+    fn native_run_needs_the_scenario_modules() {
+        let case = TestCase {
+            native: Some(Native {
+                kernel: "test-guest",
+                cmdline: "arch",
+                modules: vec![("test-guest", "arch-module")],
+                cpus: 1,
+                expect: vec!["TESTS DONE".into()],
+            }),
+            ..boot("n", Emulator::Qemu, 2)
+        };
+        let native = case.native.as_ref().unwrap();
+        assert!(native.run_config(&case, &[]).is_err());
+        let modules = [BootModule {
+            path: "/g/test-guest".into(),
+            cmdline: "test-guest".into(),
+        }];
+        let cfg = native.run_config(&case, &modules).unwrap();
+        assert_eq!(cfg.kernel, Path::new("/g/test-guest"));
+        assert_eq!(cfg.cmdline, "arch");
+        assert_eq!(cfg.cpus, 1);
+        assert_eq!(cfg.modules.len(), 1);
+        assert_eq!(cfg.modules[0].cmdline, "arch-module");
+        assert_eq!(cfg.name, "n-native");
+    }
+
+    #[test]
+    fn native_fail_pattern() {
+        let re = Regex::new(NATIVE_FAIL).unwrap();
+        assert!(re.is_match("TEST arch-apic-id FAIL x"));
+        assert!(re.is_match("test-guest: FATAL unexpected exception"));
+        assert!(!re.is_match("TEST arch-apic-id SKIP native"));
+        assert!(!re.is_match("TEST arch-apic-id PASS"));
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //! `bench` (CPUID round-trip benchmark), `smp` (start the second vCPU),
 //! `pci` (the virtual PCI segment and Quercus's PCI test device), `crash`
 //! (triple-fault on purpose after the tests, announced by
-//! `TEST triple-fault ARMED`). See `tests.rs` for what each test checks.
+//! `TEST triple-fault ARMED`), `pic-only` (a legacy guest: only the `pic-*`
+//! tests, with the local APIC globally disabled), `kbd-reset` (with
+//! `pic-only`: reset the machine through the 8042 after the tests,
+//! announced by `TEST kbd-reset ARMED`). See `tests.rs` for what each test
+//! checks.
 
 #![no_std]
 #![no_main]
@@ -90,6 +94,10 @@ pub struct Env {
     pub smp: bool,
     /// Also enumerate PCI and exercise the PCI test device (`pci-*` tests).
     pub pci: bool,
+    /// Only the 8259/8254/RTC tests (`pic-*`), with the local APIC off.
+    pub pic_only: bool,
+    /// After the tests, reset the machine through the 8042 keyboard controller.
+    pub kbd_reset: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -134,6 +142,8 @@ impl Env {
             selftest: boot.has_word(b"selftest"),
             smp: boot.has_word(b"smp"),
             pci: boot.has_word(b"pci"),
+            pic_only: boot.has_word(b"pic-only"),
+            kbd_reset: boot.has_word(b"kbd-reset"),
             boot,
         }
     }
@@ -186,6 +196,9 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
     if env.crash {
         triple_fault();
     }
+    if env.kbd_reset {
+        tests::pic_only::kbd_reset(&env);
+    }
     if env.console {
         console_loop(&env);
     }
@@ -231,7 +244,7 @@ fn console_loop(env: &Env) -> ! {
 }
 
 /// Waits (bounded) until COM1 has sent everything.
-fn drain_serial() {
+pub fn drain_serial() {
     serial::wait_lsr(serial::LSR_THRE | serial::LSR_TEMT, 1_000_000);
 }
 

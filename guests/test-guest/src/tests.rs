@@ -8,7 +8,9 @@
 //! `hypercall-unknown`, `hypercall-user`, `smp-ap-start` and `smp-ap-restart`
 //! (only with `smp` on the command line), the [`PCI_TESTS`] (only with `pci`),
 //! `lapic-x2apic` (last), and
-//! `cpuid-bench` (only with `bench` on the command line).
+//! `cpuid-bench` (only with `bench` on the command line). With `pic-only`
+//! on the command line only the `pic-*` tests run
+//! ([`pic_only::PIC_FIRST_TESTS`], then [`pic_only::PIC_ONLY_TESTS`]).
 
 use core::sync::atomic::Ordering;
 
@@ -88,6 +90,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 ];
 
 mod pci;
+pub mod pic_only;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
 /// run (the harness's table lists them so): `pci-cf8-enum`, `pci-ecam-enum`,
@@ -112,6 +115,17 @@ const LATE_TESTS: &[(&str, TestFn)] = &[("lapic-x2apic", lapic_x2apic)];
 /// Runs every test (and the benchmark if asked for), printing one line each.
 pub fn run_all(env: &Env) -> Tally {
     let mut tally = Tally::default();
+    if env.pic_only {
+        pic_only::arm();
+        for &(name, test) in pic_only::PIC_FIRST_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        pic_only::enter();
+        for &(name, test) in pic_only::PIC_ONLY_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
     for &(name, test) in TESTS {
         run_one(env, name, test, &mut tally);
     }
