@@ -57,7 +57,29 @@ pub struct TestCase {
     pub post_check: Option<PostCheck>,
     pub fail: Fail,
     pub timeout_secs: u64,
+    /// A native companion run, before the Quercus run: the case passes only if both pass.
+    pub native: Option<Native>,
 }
+
+/// A run of one of the scenario's guests booted directly by the case's emulator (no
+/// hypervisor), with [`NATIVE_FAIL`] as its failure pattern: the baseline that shows the guest's
+/// expectations hold on the emulated CPU itself.
+#[derive(Clone, Debug)]
+pub struct Native {
+    /// The scenario's boot module booted as the kernel (a multiboot guest, e.g. `test-guest`):
+    /// the same ELF the Quercus run embeds.
+    pub kernel: &'static str,
+    pub cmdline: &'static str,
+    /// Boot modules of the native run: (a scenario module name, its module command line).
+    pub modules: Vec<(&'static str, &'static str)>,
+    /// Emulated CPUs of the native run.
+    pub cpus: u32,
+    /// Console regexes, all required, in order.
+    pub expect: Vec<String>,
+}
+
+/// Failure pattern of native companion runs.
+pub const NATIVE_FAIL: &str = r"(?i)panic|fatal|TEST \S+ FAIL";
 
 pub fn ready(cpus: u32) -> String {
     format!("^quercus: ready, {cpus} pCPUs online$")
@@ -81,6 +103,7 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         post_check: None,
         fail: Fail::Default,
         timeout_secs: if qemu { 60 } else { 180 },
+        native: None,
     }
 }
 
@@ -726,6 +749,62 @@ impl TestCase {
     }
 }
 
+impl Native {
+    /// The native run of `case`: its kernel and modules are looked up by name among the
+    /// scenario's boot modules (each carries its name as its command line).
+    pub fn run_config(
+        &self,
+        case: &TestCase,
+        scenario_modules: &[BootModule],
+    ) -> Result<RunConfig> {
+        let find = |name: &str| {
+            scenario_modules
+                .iter()
+                .find(|m| m.cmdline == name)
+                .map(|m| m.path.clone())
+                .with_context(|| {
+                    format!(
+                        "{}: native run: scenario `{}` has no boot module `{name}`",
+                        case.name, case.scenario
+                    )
+                })
+        };
+        let modules = self
+            .modules
+            .iter()
+            .map(|&(name, cmdline)| {
+                Ok(BootModule {
+                    path: find(name)?,
+                    cmdline: cmdline.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let expect = self
+            .expect
+            .iter()
+            .map(|s| {
+                Regex::new(s).with_context(|| format!("{}: bad native regex `{s}`", case.name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RunConfig {
+            name: format!("{}-native", case.name),
+            kernel: find(self.kernel)?,
+            emulator: case.emulator,
+            cpus: self.cpus,
+            mem_mib: case.mem_mib,
+            cmdline: self.cmdline.to_string(),
+            modules,
+            extra_qemu_args: Vec::new(),
+            expect,
+            parallel: Vec::new(),
+            input: Vec::new(),
+            fail: Some(Regex::new(NATIVE_FAIL)?),
+            timeout: Duration::from_secs(case.timeout_secs),
+            echo: false,
+        })
+    }
+}
+
 /// Workspace packages whose manifest lies under `guests/` (bare-metal test guests).
 fn guest_packages(root: &Path) -> Result<Vec<String>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -809,39 +888,24 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
         pb.set_message(case.name);
         pb.enable_steady_tick(Duration::from_millis(100));
         let result = image_for(&root, case.scenario, &mut images)
-            .and_then(|(kernel, modules)| case.run_config(&kernel, &modules))
-            .and_then(|cfg| runner::run(&cfg));
+            .and_then(|(kernel, modules)| run_case(case, &kernel, &modules));
         pb.finish_and_clear();
         match result {
-            Ok(outcome)
-                if outcome.matched
-                    && case
-                        .post_check
-                        .is_some_and(|check| check(&outcome.lines).is_err()) =>
-            {
-                failed += 1;
-                let why = case
-                    .post_check
-                    .map(|check| check(&outcome.lines))
-                    .and_then(Result::err)
-                    .unwrap_or_default();
-                println!("FAIL {}: {why}", case.name);
-                for line in console::tail(&outcome.lines, 40) {
-                    println!("  | {line}");
-                }
-            }
-            Ok(outcome) if outcome.matched => {
+            Ok(Verdict::Pass(secs)) => {
                 passed += 1;
-                let secs = outcome.elapsed_to_match.unwrap_or_default().as_secs_f64();
                 println!("PASS {} ({secs:.1} s)", case.name);
             }
-            Ok(outcome) => {
+            Ok(Verdict::Fail {
+                why,
+                diagnostics,
+                tail,
+            }) => {
                 failed += 1;
-                println!("FAIL {}: {}", case.name, outcome.reason);
-                for line in &outcome.diagnostics {
+                println!("FAIL {}: {why}", case.name);
+                for line in &diagnostics {
                     println!("  {line}");
                 }
-                for line in console::tail(&outcome.lines, 40) {
+                for line in &tail {
                     println!("  | {line}");
                 }
             }
@@ -857,6 +921,53 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How one case ended.
+enum Verdict {
+    /// Seconds to the last expected line (of the Quercus run).
+    Pass(f64),
+    Fail {
+        why: String,
+        diagnostics: Vec<String>,
+        /// The last console lines of the failed run.
+        tail: Vec<String>,
+    },
+}
+
+/// One run's verdict; `label` ("native run: ", "quercus run: " or "") prefixes a failure.
+fn judge(label: &str, outcome: runner::RunOutcome, post_check: Option<PostCheck>) -> Verdict {
+    let tail = console::tail(&outcome.lines, 40).to_vec();
+    if !outcome.matched {
+        return Verdict::Fail {
+            why: format!("{label}{}", outcome.reason),
+            diagnostics: outcome.diagnostics,
+            tail,
+        };
+    }
+    if let Some(Err(why)) = post_check.map(|check| check(&outcome.lines)) {
+        return Verdict::Fail {
+            why: format!("{label}{why}"),
+            diagnostics: Vec::new(),
+            tail,
+        };
+    }
+    Verdict::Pass(outcome.elapsed_to_match.unwrap_or_default().as_secs_f64())
+}
+
+/// Runs `case`: its native companion run first if it has one, then the Quercus run.
+fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Verdict> {
+    let label = if let Some(native) = &case.native {
+        let cfg = native.run_config(case, modules)?;
+        if let v @ Verdict::Fail { .. } = judge("native run: ", runner::run(&cfg)?, None) {
+            return Ok(v);
+        }
+        "quercus run: "
+    } else {
+        ""
+    };
+    let cfg = case.run_config(kernel, modules)?;
+    Ok(judge(label, runner::run(&cfg)?, case.post_check))
 }
 
 /// The hypervisor image and guest modules for `scenario`, built once per test run.
@@ -898,7 +1009,61 @@ mod unit {
             );
             assert!(!c.expect.is_empty(), "{} expects nothing", c.name);
             c.run_config(Path::new("/k"), &[]).expect("regexes compile");
+            if let Some(n) = &c.native {
+                assert!(
+                    !n.expect.is_empty(),
+                    "{}: the native run expects nothing",
+                    c.name
+                );
+                let mut names = vec![n.kernel];
+                names.extend(n.modules.iter().map(|&(m, _)| m));
+                let modules: Vec<BootModule> = names
+                    .iter()
+                    .map(|m| BootModule {
+                        path: format!("/m/{m}").into(),
+                        cmdline: m.to_string(),
+                    })
+                    .collect();
+                let cfg = n.run_config(c, &modules).expect("native regexes compile");
+                assert_eq!(cfg.kernel, Path::new(&format!("/m/{}", n.kernel)));
+            }
         }
+    }
+
+    #[test]
+    fn native_run_needs_the_scenario_modules() {
+        let case = TestCase {
+            native: Some(Native {
+                kernel: "test-guest",
+                cmdline: "arch",
+                modules: vec![("test-guest", "arch-module")],
+                cpus: 1,
+                expect: vec!["TESTS DONE".into()],
+            }),
+            ..boot("n", Emulator::Qemu, 2)
+        };
+        let native = case.native.as_ref().unwrap();
+        assert!(native.run_config(&case, &[]).is_err());
+        let modules = [BootModule {
+            path: "/g/test-guest".into(),
+            cmdline: "test-guest".into(),
+        }];
+        let cfg = native.run_config(&case, &modules).unwrap();
+        assert_eq!(cfg.kernel, Path::new("/g/test-guest"));
+        assert_eq!(cfg.cmdline, "arch");
+        assert_eq!(cfg.cpus, 1);
+        assert_eq!(cfg.modules.len(), 1);
+        assert_eq!(cfg.modules[0].cmdline, "arch-module");
+        assert_eq!(cfg.name, "n-native");
+    }
+
+    #[test]
+    fn native_fail_pattern() {
+        let re = Regex::new(NATIVE_FAIL).unwrap();
+        assert!(re.is_match("TEST arch-apic-id FAIL x"));
+        assert!(re.is_match("test-guest: FATAL unexpected exception"));
+        assert!(!re.is_match("TEST arch-apic-id SKIP native"));
+        assert!(!re.is_match("TEST arch-apic-id PASS"));
     }
 
     #[test]
