@@ -7,7 +7,8 @@
 //! (Quercus hypercall 3, else QEMU's isa-debug-exit at 0xF4, else halts).
 //! Command-line words: `console` (stay up after the tests: heartbeat and echo),
 //! `bench` (CPUID round-trip benchmark), `smp` (start the second vCPU),
-//! `pci` (the virtual PCI segment and Quercus's PCI test device), `crash`
+//! `pci` (the virtual PCI segment and Quercus's PCI test device), `arch`
+//! (only the architecture-conformance `arch-*` tests), `crash`
 //! (triple-fault on purpose after the tests, announced by
 //! `TEST triple-fault ARMED`). See `tests.rs` for what each test checks.
 
@@ -90,6 +91,8 @@ pub struct Env {
     pub smp: bool,
     /// Also enumerate PCI and exercise the PCI test device (`pci-*` tests).
     pub pci: bool,
+    /// Run only the architecture-conformance `arch-*` tests.
+    pub arch: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -134,6 +137,7 @@ impl Env {
             selftest: boot.has_word(b"selftest"),
             smp: boot.has_word(b"smp"),
             pci: boot.has_word(b"pci"),
+            arch: boot.has_word(b"arch"),
             boot,
         }
     }

@@ -109,9 +109,18 @@ pub const PCI_TESTS: &[(&str, TestFn)] = &[
 /// Run after every other test: x2APIC mode cannot be left without a reset.
 const LATE_TESTS: &[(&str, TestFn)] = &[("lapic-x2apic", lapic_x2apic)];
 
-/// Runs every test (and the benchmark if asked for), printing one line each.
+mod arch;
+
+/// Runs every test (and the benchmark if asked for), printing one line each;
+/// with `arch` only the [`arch::ARCH_TESTS`].
 pub fn run_all(env: &Env) -> Tally {
     let mut tally = Tally::default();
+    if env.arch {
+        for &(name, test) in arch::ARCH_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
     for &(name, test) in TESTS {
         run_one(env, name, test, &mut tally);
     }
