@@ -43,7 +43,7 @@ pub struct Module {
     pub start: u32,
     pub end: u32,
     /// Its command line (the first bytes), empty without one.
-    pub cmdline: [u8; 64],
+    pub cmdline: [u8; CMDLINE_MAX],
     pub cmdline_len: usize,
 }
 
@@ -155,7 +155,7 @@ impl BootInfo {
         let mut m = Module {
             start: read_u32(entry),
             end: read_u32(entry + 4),
-            cmdline: [0; 64],
+            cmdline: [0; CMDLINE_MAX],
             cmdline_len: 0,
         };
         let mut p = u64::from(read_u32(entry + 8));
