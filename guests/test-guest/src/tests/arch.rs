@@ -516,8 +516,10 @@ fn x2apic_mmio(env: &Env) -> TestResult {
         );
         Ok(())
     })();
-    leave_x2apic(env, base)?;
+    // The checks' verdict first: a failed way back says less.
+    let left = leave_x2apic(env, base);
     r?;
+    left?;
     Ok(Pass)
 }
 
@@ -557,12 +559,13 @@ fn apic_id(env: &Env) -> TestResult {
     }
     set_base(base | APIC_EXTD)?;
     let x2id = x2rd(X2APIC_ID);
-    leave_x2apic(env, base)?;
+    let left = leave_x2apic(env, base);
     let x2id = x2id? as u32;
     ensure!(
         x2id == initial,
         "x2APIC ID {x2id:#x} after the xAPIC ID was set to {new:#x}; initial APIC ID {initial:#x}"
     );
+    left?;
     if can_leave_x2apic(env) {
         xwr(lapic::BASE, lapic::REG_ID, id0 << 24);
         let again = xrd(lapic::BASE, lapic::REG_ID) >> 24;
