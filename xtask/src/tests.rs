@@ -246,6 +246,65 @@ fn pic_only(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// The test guest's `arch-*` tests (cmdline word `arch`, run alone), in the order it runs them.
+pub const GUEST_ARCH_TESTS: [&str; 12] = [
+    "arch-cpuid-msrs",
+    "arch-mmio-alu",
+    "arch-cr8-tpr",
+    "arch-single-step",
+    "arch-nmi-pair",
+    "arch-timer-mode",
+    "arch-amd-perfctr",
+    "arch-multiboot",
+    "arch-apic-relocate",
+    "arch-apic-id",
+    "arch-x2apic-mmio",
+    "arch-apic-disable",
+];
+
+/// The `arch` scenario's test guest under `emulator`: natively first (the emulated CPU itself,
+/// the test guest as its own boot module), where the tests in `native_skips` print `SKIP` (the
+/// emulated CPU lacks the feature, e.g. QEMU TCG's x2APIC), then as vm0 under Quercus, where
+/// every `arch-*` test must pass.
+fn arch(name: &'static str, emulator: Emulator, native_skips: &[&str]) -> TestCase {
+    let prefixed = |vm: &str| {
+        let mut v: Vec<String> = GUEST_ARCH_TESTS
+            .iter()
+            .map(|t| {
+                let outcome = if vm.is_empty() && native_skips.contains(t) {
+                    "SKIP"
+                } else {
+                    "PASS"
+                };
+                format!(r"^{vm}TEST {t} {outcome}")
+            })
+            .collect();
+        let skipped = if vm.is_empty() { native_skips.len() } else { 0 };
+        v.push(format!(
+            r"^{vm}TESTS DONE {} passed 0 failed$",
+            GUEST_ARCH_TESTS.len() - skipped
+        ));
+        v
+    };
+    let mut expect = prefixed(r"\[vm0\] ");
+    expect.push(r"vm vm0: stopped: .*powered off by the guest".into());
+    let qemu = emulator == Emulator::Qemu;
+    TestCase {
+        scenario: "arch",
+        expect,
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if qemu { 60 } else { 300 },
+        native: Some(Native {
+            kernel: "test-guest",
+            cmdline: "arch module=arch-module",
+            modules: vec![("test-guest", "arch-module")],
+            cpus: 1,
+            expect: prefixed(""),
+        }),
+        ..boot(name, emulator, 2)
+    }
+}
+
 /// The exits total of each `stats vm0` table row, in order.
 fn vm0_exit_totals(lines: &[String]) -> Vec<u64> {
     lines
@@ -694,6 +753,10 @@ pub fn cases() -> Vec<TestCase> {
         pic_only("pic-only-qemu-svm", Emulator::Qemu),
         pic_only("pic-only-bochs-vmx", Emulator::Bochs),
         pic_only("pic-only-bochs-svm", Emulator::BochsAmd),
+        // QEMU's TCG and Bochs's `ryzen` have no x2APIC.
+        arch("arch-qemu-svm", Emulator::Qemu, &["arch-x2apic-mmio"]),
+        arch("arch-bochs-vmx", Emulator::Bochs, &[]),
+        arch("arch-bochs-svm", Emulator::BochsAmd, &["arch-x2apic-mmio"]),
         TestCase {
             scenario: "partitioned",
             cpus: 4,

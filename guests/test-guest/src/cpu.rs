@@ -267,6 +267,20 @@ pub fn cr2() -> u64 {
     v
 }
 
+/// DR6 (the debug status).
+pub fn dr6() -> u64 {
+    let v: u64;
+    // SAFETY: reading DR6 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, dr6", out(reg) v, options(nostack, nomem, preserves_flags)) };
+    v
+}
+
+/// Writes DR6 (only its status bits matter; no breakpoint is enabled).
+pub fn set_dr6(v: u64) {
+    // SAFETY: DR6 only reports debug conditions; writing it arms nothing.
+    unsafe { asm!("mov dr6, {}", in(reg) v, options(nostack, nomem, preserves_flags)) };
+}
+
 /// Masks interrupts.
 pub fn cli() {
     // SAFETY: clearing IF only delays interrupts.

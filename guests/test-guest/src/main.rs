@@ -7,7 +7,8 @@
 //! (Quercus hypercall 3, else QEMU's isa-debug-exit at 0xF4, else halts).
 //! Command-line words: `console` (stay up after the tests: heartbeat and echo),
 //! `bench` (CPUID round-trip benchmark), `smp` (start the second vCPU),
-//! `pci` (the virtual PCI segment and Quercus's PCI test device), `crash`
+//! `pci` (the virtual PCI segment and Quercus's PCI test device), `arch`
+//! (only the architecture-conformance `arch-*` tests), `crash`
 //! (triple-fault on purpose after the tests, announced by
 //! `TEST triple-fault ARMED`), `pic-only` (a legacy guest: only the `pic-*`
 //! tests, with the local APIC globally disabled), `kbd-reset` (with
@@ -98,6 +99,8 @@ pub struct Env {
     pub pic_only: bool,
     /// After the tests, reset the machine through the 8042 keyboard controller.
     pub kbd_reset: bool,
+    /// Run only the architecture-conformance `arch-*` tests.
+    pub arch: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -144,6 +147,7 @@ impl Env {
             pci: boot.has_word(b"pci"),
             pic_only: boot.has_word(b"pic-only"),
             kbd_reset: boot.has_word(b"kbd-reset"),
+            arch: boot.has_word(b"arch"),
             boot,
         }
     }

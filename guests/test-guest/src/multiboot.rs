@@ -7,6 +7,7 @@ use crate::paging;
 pub const BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 const FLAG_MEM: u32 = 1 << 0;
 const FLAG_CMDLINE: u32 = 1 << 2;
+pub const FLAG_MODS: u32 = 1 << 3;
 const FLAG_MMAP: u32 = 1 << 6;
 /// Size of the fixed part we read (up to mmap_addr).
 const INFO_LEN: u64 = 52;
@@ -32,6 +33,24 @@ pub struct BootInfo {
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
     mmap: Option<(u64, u64)>,
+    /// mods_count and mods_addr (flags bit 3).
+    pub mods: Option<(u32, u32)>,
+}
+
+/// One boot module (Multiboot1 `mods_addr` entry).
+#[derive(Clone, Copy, Debug)]
+pub struct Module {
+    pub start: u32,
+    pub end: u32,
+    /// Its command line (the first bytes), empty without one.
+    pub cmdline: [u8; CMDLINE_MAX],
+    pub cmdline_len: usize,
+}
+
+impl Module {
+    pub fn cmdline(&self) -> &[u8] {
+        &self.cmdline[..self.cmdline_len]
+    }
 }
 
 fn readable(addr: u64, len: u64) -> bool {
@@ -60,6 +79,7 @@ impl BootInfo {
             cmdline: [0; CMDLINE_MAX],
             cmdline_len: 0,
             mmap: None,
+            mods: None,
         };
         let info = u64::from(info);
         if magic != BOOTLOADER_MAGIC || !readable(info, INFO_LEN) {
@@ -82,6 +102,9 @@ impl BootInfo {
                 b.cmdline_len += 1;
                 p += 1;
             }
+        }
+        if b.flags & FLAG_MODS != 0 {
+            b.mods = Some((read_u32(info + 20), read_u32(info + 24)));
         }
         if b.flags & FLAG_MMAP != 0 {
             let len = u64::from(read_u32(info + 44));
@@ -117,6 +140,41 @@ impl BootInfo {
             at: start,
             end: start + len,
         }
+    }
+
+    /// Module `i` of `mods_addr`, if its entry lies in mapped RAM.
+    pub fn module(&self, i: u32) -> Option<Module> {
+        let (count, addr) = self.mods?;
+        if i >= count {
+            return None;
+        }
+        let entry = u64::from(addr) + 16 * u64::from(i);
+        if !readable(entry, 16) {
+            return None;
+        }
+        let mut m = Module {
+            start: read_u32(entry),
+            end: read_u32(entry + 4),
+            cmdline: [0; CMDLINE_MAX],
+            cmdline_len: 0,
+        };
+        let mut p = u64::from(read_u32(entry + 8));
+        while m.cmdline_len < m.cmdline.len() && readable(p, 1) {
+            // SAFETY: readable(p, 1) checked just above.
+            let c = unsafe { (p as *const u8).read_volatile() };
+            if c == 0 {
+                break;
+            }
+            m.cmdline[m.cmdline_len] = c;
+            m.cmdline_len += 1;
+            p += 1;
+        }
+        Some(m)
+    }
+
+    /// True if `addr..addr + len` lies in the mapped RAM (module data can be read).
+    pub fn is_readable(addr: u64, len: u64) -> bool {
+        readable(addr, len)
     }
 
     pub fn has_mmap(&self) -> bool {

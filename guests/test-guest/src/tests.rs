@@ -112,7 +112,10 @@ pub const PCI_TESTS: &[(&str, TestFn)] = &[
 /// Run after every other test: x2APIC mode cannot be left without a reset.
 const LATE_TESTS: &[(&str, TestFn)] = &[("lapic-x2apic", lapic_x2apic)];
 
-/// Runs every test (and the benchmark if asked for), printing one line each.
+mod arch;
+
+/// Runs every test (and the benchmark if asked for), printing one line each;
+/// with `arch` only the [`arch::ARCH_TESTS`].
 pub fn run_all(env: &Env) -> Tally {
     let mut tally = Tally::default();
     if env.pic_only {
@@ -122,6 +125,12 @@ pub fn run_all(env: &Env) -> Tally {
         }
         pic_only::enter();
         for &(name, test) in pic_only::PIC_ONLY_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.arch {
+        for &(name, test) in arch::ARCH_TESTS {
             run_one(env, name, test, &mut tally);
         }
         return tally;

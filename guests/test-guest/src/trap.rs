@@ -41,6 +41,8 @@ const PIC_VECTORS: core::ops::RangeInclusive<u64> = 0x20..=0x2F;
 
 /// #GP.
 pub const GP: u64 = 13;
+/// DR6 with no condition recorded (its reserved bits read 1).
+pub const DR6_INIT: u64 = 0xFFFF_0FF0;
 /// The NMI vector.
 pub const NMI: u64 = 2;
 
@@ -327,12 +329,47 @@ pub static PCI_HITS: [AtomicU32; PCI_VECTOR_COUNT] =
 /// Interrupts on vectors nobody asked for.
 pub static STRAY_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
+/// #DB.
+pub const DB: u64 = 1;
+/// EFLAGS.TF.
+pub const RFLAGS_TF: u64 = 1 << 8;
+/// Set while a test single-steps: a #DB at CPL 0 is then counted
+/// ([`STEP_HITS`], with the saved RIP and DR6 of the last one), DR6 is
+/// cleared and TF is cleared in the saved RFLAGS, so each stepped
+/// instruction traps at most once.
+pub static STEP_ARMED: AtomicBool = AtomicBool::new(false);
+pub static STEP_HITS: AtomicU32 = AtomicU32::new(0);
+pub static STEP_RIP: AtomicU64 = AtomicU64::new(0);
+pub static STEP_DR6: AtomicU64 = AtomicU64::new(0);
+/// Non-zero: the next NMI handler sends one more NMI (ICR low word 0x4400)
+/// to the APIC ID in [`NMI_RESEND_DEST`] from inside the handler, once.
+pub static NMI_RESEND: AtomicBool = AtomicBool::new(false);
+pub static NMI_RESEND_DEST: AtomicU32 = AtomicU32::new(0);
+/// NMI handlers entered while another one was still running (NMI blocking broken).
+pub static NMI_NESTED: AtomicU32 = AtomicU32::new(0);
+static NMI_ACTIVE: AtomicBool = AtomicBool::new(false);
+
 /// Entered from `guest_trap_common` with interrupts off, on an IST stack.
 #[no_mangle]
 extern "C" fn guest_trap(frame: &mut TrapFrame) {
     match frame.vector {
         NMI => {
+            if NMI_ACTIVE.swap(true, Ordering::SeqCst) {
+                NMI_NESTED.fetch_add(1, Ordering::SeqCst);
+            }
             NMI_HITS.fetch_add(1, Ordering::SeqCst);
+            if NMI_RESEND.swap(false, Ordering::SeqCst) {
+                let dest = NMI_RESEND_DEST.load(Ordering::SeqCst) as u8;
+                crate::lapic::send_ipi(dest, 0x4400);
+            }
+            NMI_ACTIVE.store(false, Ordering::SeqCst);
+        }
+        DB if STEP_ARMED.load(Ordering::SeqCst) && frame.cs == u64::from(KERNEL_CS) => {
+            STEP_HITS.fetch_add(1, Ordering::SeqCst);
+            STEP_RIP.store(frame.rip, Ordering::SeqCst);
+            STEP_DR6.store(cpu::dr6(), Ordering::SeqCst);
+            cpu::set_dr6(DR6_INIT);
+            frame.rflags &= !RFLAGS_TF;
         }
         0..=31 => exception(frame),
         TIMER_VECTOR => {
