@@ -64,6 +64,29 @@ pub fn read_crs() -> [u64; 4] {
     [cr0, cr2, cr3, cr4]
 }
 
+/// DR6's single-step bit (BS).
+pub const DR6_BS: u64 = 1 << 14;
+/// DR6 with no debug condition recorded (its reserved bits read as 1).
+pub const DR6_CLEAR: u64 = 0xFFFF_0FF0;
+
+/// Reads DR6.
+pub fn read_dr6() -> u64 {
+    let v: u64;
+    // SAFETY: reading a debug register at CPL0 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Clears the debug conditions DR6 records.
+pub fn clear_dr6() {
+    // SAFETY: the host uses no debug registers; DR6 only reports conditions.
+    unsafe {
+        core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Halts this CPU for good with interrupts off (NMIs still wake it: loop).
 pub fn halt_forever() -> ! {
     loop {
