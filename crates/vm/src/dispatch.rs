@@ -897,6 +897,9 @@ mod tests {
         state_msrs: Vec<(u32, u64)>,
         nmi_blocked: bool,
         nmi_window: bool,
+        /// The hardware's CR8, when the mock plays a backend that keeps it.
+        hw_cr8: Option<u8>,
+        blocked_class: Option<u8>,
     }
 
     impl MockVcpu {
@@ -980,6 +983,18 @@ mod tests {
         fn request_nmi_window(&mut self, on: bool) {
             self.nmi_window = on;
         }
+        fn nmi_blocked(&self) -> bool {
+            self.nmi_blocked
+        }
+        fn hw_cr8(&self) -> Option<u8> {
+            self.hw_cr8
+        }
+        fn set_hw_cr8(&mut self, cr8: u8, blocked_class: Option<u8>) {
+            if self.hw_cr8.is_some() {
+                self.hw_cr8 = Some(cr8);
+            }
+            self.blocked_class = blocked_class;
+        }
     }
 
     struct MockHost {
@@ -993,6 +1008,10 @@ mod tests {
         kicked: RefCell<Vec<usize>>,
         /// Sleeps so far; from the tenth on the host wants attention.
         idles: Cell<u32>,
+        /// The 8259's pending vector (INT asserted while Some).
+        pic: Cell<Option<u8>>,
+        /// CPUID 0 says AuthenticAMD.
+        amd: bool,
     }
 
     impl MockHost {
@@ -1007,6 +1026,8 @@ mod tests {
                 inboxes: vec![VcpuInbox::new(0)],
                 kicked: RefCell::new(Vec::new()),
                 idles: Cell::new(0),
+                pic: Cell::new(None),
+                amd: false,
             }
         }
         fn with_vcpus(n: u32) -> Self {
@@ -1071,8 +1092,16 @@ mod tests {
             self.clock.set(self.clock.get() + 1000);
             self.clock.get()
         }
+        fn pic_interrupt(&self) -> bool {
+            self.pic.get().is_some()
+        }
+        fn pic_acknowledge(&self) -> Option<u8> {
+            self.pic.take()
+        }
         fn host_cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
-            if leaf == 1 {
+            if leaf == 0 && self.amd {
+                [0x10, AUTHENTIC_AMD[0], AUTHENTIC_AMD[2], AUTHENTIC_AMD[1]]
+            } else if leaf == 1 {
                 [0, 0, 1 << 5, 0] // VMX
             } else {
                 [leaf, 0, 0, 0]
@@ -1536,5 +1565,157 @@ mod tests {
         e1.before_entry(&mut v1, &mut h);
         assert_eq!(v1.injected[2], Event::Nmi);
         assert_eq!(e1.next_deadline(&h), None, "nothing left to wait for");
+    }
+
+    const IF: u64 = 1 << 9;
+
+    #[test]
+    fn the_8259_reaches_a_virtual_wire_bsp_when_interrupts_are_on() {
+        let mut h = MockHost::new();
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        h.pic.set(Some(0x20));
+        e.before_entry(&mut v, &mut h);
+        assert!(v.injected.is_empty(), "IF clear: nothing injected");
+        assert!(v.window, "an exit is asked for when IF allows");
+        v.rflags |= IF;
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.injected, [Event::Interrupt { vector: 0x20 }]);
+        assert_eq!(h.pic.get(), None, "acknowledged (INTA)");
+        // An AP's LINT0 is masked at reset: the 8259 does not reach it.
+        let mut ap = VcpuExits::new(1, 2, 1_000_000_000);
+        let mut v1 = MockVcpu::protected();
+        v1.rflags |= IF;
+        h.pic.set(Some(0x21));
+        ap.before_entry(&mut v1, &mut h);
+        assert!(v1.injected.is_empty());
+        // The vLAPIC's own interrupt goes first; the 8259 waits its turn.
+        e.lapic.raise(0x40, false);
+        let mut v2 = MockVcpu::protected();
+        v2.rflags |= IF;
+        e.before_entry(&mut v2, &mut h);
+        assert_eq!(v2.injected, [Event::Interrupt { vector: 0x40 }]);
+        assert_eq!(h.pic.get(), Some(0x21));
+    }
+
+    #[test]
+    fn a_halted_vcpu_wakes_for_the_8259_with_the_apic_disabled() {
+        let mut h = MockHost::new();
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.rflags |= IF;
+        v.exit_len = Some(1);
+        // IA32_APIC_BASE.EN = 0: the 8259 drives the core's INTR directly.
+        v.gprs.rcx = 0x1B;
+        v.gprs.rax = 0xFEE0_0000;
+        assert_eq!(
+            e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: true })),
+            Flow::Continue
+        );
+        assert!(v.injected.is_empty(), "the disable is legal: no #GP");
+        assert!(e.lapic.accepts_extint());
+        h.pic.set(Some(0x08));
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::Continue);
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.injected, [Event::Interrupt { vector: 0x08 }]);
+    }
+
+    #[test]
+    fn an_emulated_instruction_under_tf_raises_single_step_before_any_interrupt() {
+        let mut h = MockHost::new();
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.rflags |= IF | RFLAGS_TF;
+        v.exit_len = Some(2);
+        e.lapic.write(0xF0, 0x1FF, 0);
+        e.lapic.raise(0x50, false);
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Cpuid), Flow::Continue);
+        assert_eq!(v.rip, 2);
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(
+            v.injected,
+            [Event::Exception {
+                vector: 1,
+                error_code: None
+            }]
+        );
+        assert!(v.window, "the interrupt waits for the next window");
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.injected[1], Event::Interrupt { vector: 0x50 });
+        // A faulting instruction is not completed: no single-step trap.
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.rflags |= RFLAGS_TF;
+        v.exit_len = Some(2);
+        v.gprs.rcx = 0x2FFF; // unknown MSR: #GP
+        e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: false }));
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.injected, [GP]);
+    }
+
+    #[test]
+    fn two_nmis_are_both_delivered_but_one_waits_behind_the_handler() {
+        let mut h = MockHost::with_vcpus(2);
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        // Two NMI IPIs to vCPU 0 before it runs again.
+        for _ in 0..2 {
+            smp::send_ipi(h.inboxes(), 1, 4 << 8, false).unwrap();
+        }
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.injected, [Event::Nmi]);
+        assert_eq!(e.nmi_pending, 1, "the second is latched");
+        assert!(v.nmi_window);
+        // Inside the handler NMIs are blocked: the latch holds one, not two.
+        v.nmi_blocked = true;
+        smp::send_ipi(h.inboxes(), 1, 4 << 8, false).unwrap();
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(e.nmi_pending, 1);
+        assert_eq!(v.injected.len(), 1);
+        v.nmi_blocked = false;
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.injected, [Event::Nmi, Event::Nmi]);
+        assert_eq!(e.nmi_pending, 0);
+    }
+
+    #[test]
+    fn cr8_kept_by_the_hardware_is_the_vlapic_tpr() {
+        let mut h = MockHost::new();
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.hw_cr8 = Some(0xF);
+        e.handle(&mut v, &mut h, VmExit::InterruptWindow);
+        assert_eq!(e.lapic.tpr(), 0xF0);
+        // A TPR written through the page goes back into the hardware's CR8,
+        // with the class of an interrupt it holds back.
+        e.lapic.write(0x80, 0x50, 0);
+        e.lapic.write(0xF0, 0x1FF, 0);
+        e.lapic.raise(0x45, false);
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.hw_cr8, Some(5));
+        assert_eq!(v.blocked_class, Some(4));
+    }
+
+    #[test]
+    fn amd_legacy_counters_exist_on_amd_only_and_rdpmc_reads_them() {
+        let mut h = MockHost::new();
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.exit_len = Some(2);
+        v.gprs.rcx = 0xC001_0004;
+        v.gprs.set_edx_eax(u64::MAX);
+        e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: true }));
+        assert_eq!(v.injected, [GP], "an Intel CPU has no such MSR");
+        h.amd = true;
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.exit_len = Some(2);
+        v.gprs.rcx = 0xC001_0005;
+        v.gprs.set_edx_eax(u64::MAX);
+        e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: true }));
+        assert!(v.injected.is_empty());
+        v.gprs.rcx = 1;
+        e.handle(&mut v, &mut h, VmExit::Rdpmc);
+        assert_eq!(v.gprs.edx_eax(), (1 << 48) - 1, "48-bit counters");
+        v.gprs.rcx = 4;
+        e.handle(&mut v, &mut h, VmExit::Rdpmc);
+        assert_eq!(v.injected, [GP], "counter 4 does not exist");
+        // CPL 3 without CR4.PCE: #GP.
+        v.sys.cpl = 3;
+        v.gprs.rcx = 0;
+        e.handle(&mut v, &mut h, VmExit::Rdpmc);
+        assert_eq!(v.injected, [GP, GP]);
     }
 }
