@@ -279,8 +279,14 @@ impl<P: Platform> Vm<P> {
                 // find the MCFG there by the RSDP scan).
                 write_acpi_tables(self.cfg, &mut ram)?;
                 Entry::Multiboot(
-                    loader::load(kind, self.image.kernel, self.cfg.kernel.cmdline, &mut ram)
-                        .map_err(|e| format!("{e}"))?,
+                    loader::load(
+                        kind,
+                        self.image.kernel,
+                        self.cfg.kernel.cmdline,
+                        &[],
+                        &mut ram,
+                    )
+                    .map_err(|e| format!("{e}"))?,
                 )
             }
             linux => {
