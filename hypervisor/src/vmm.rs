@@ -305,19 +305,13 @@ fn create(
         .ok_or_else(|| format!("module {:?} lies outside mapped memory", cfg.kernel.module))?;
     let initrd = match cfg.initrd {
         None => None,
-        Some(name) => {
-            let m = boot
-                .modules
-                .iter()
-                .find(|m| m.cmdline.split_whitespace().any(|w| w == name))
-                .ok_or_else(|| format!("initrd module {name:?} not found"))?;
-            #[allow(unsafe_code)]
-            // SAFETY: boot modules are excluded from the frame allocator and never written.
-            let bytes = unsafe { arch_x86::phys::borrow(m.range.start.0, m.range.len() as usize) }
-                .ok_or_else(|| format!("module {name:?} lies outside mapped memory"))?;
-            Some(bytes)
-        }
+        Some(name) => Some(module_bytes(boot, "initrd", name)?),
     };
+    let modules = cfg
+        .modules
+        .iter()
+        .map(|m| module_bytes(boot, "Multiboot", m.name))
+        .collect::<Result<alloc::vec::Vec<_>, String>>()?;
 
     #[allow(unsafe_code)]
     // SAFETY: every frame handed to the tables comes from the allocator and
@@ -359,8 +353,24 @@ fn create(
         kernel: image,
         kind: ImageKind::of(cfg.kernel.kind),
         initrd,
+        modules,
     };
     let vm = Vm::new(x86, cfg, ram, slat_root, image);
     vm.load(x86)?;
     Ok(vm)
+}
+
+/// The bytes of the boot module called `name` (a word of its command line), which the scenario
+/// gives a VM as its `role` (initrd, Multiboot) module.
+fn module_bytes(boot: &BootInfo, role: &str, name: &str) -> Result<&'static [u8], String> {
+    use alloc::format;
+    let m = boot
+        .modules
+        .iter()
+        .find(|m| m.cmdline.split_whitespace().any(|w| w == name))
+        .ok_or_else(|| format!("{role} module {name:?} not found among the boot modules"))?;
+    #[allow(unsafe_code)]
+    // SAFETY: boot modules are excluded from the frame allocator and never written.
+    unsafe { arch_x86::phys::borrow(m.range.start.0, m.range.len() as usize) }
+        .ok_or_else(|| format!("module {name:?} lies outside mapped memory"))
 }

@@ -133,6 +133,22 @@ pub const LINUX_MODULE: &str = "linux";
 pub const LINUX_INITRD_MODULE: &str = "initrd";
 /// The boot-module name of the same kernel as an ELF `vmlinux` (booted through its PVH entry).
 pub const LINUX_VMLINUX_MODULE: &str = "vmlinux";
+/// A small data module for Multiboot guests' module tests: [`TESTDATA`] in a file under `target/`.
+pub const TESTDATA_MODULE: &str = "testdata";
+/// The bytes of the `testdata` module (text, so a guest can print what it found).
+pub const TESTDATA: &[u8] = b"Quercus testdata module: 0123456789abcdef\n";
+
+/// Writes the `testdata` module to `target/modules/testdata.txt` (when its content differs) and
+/// returns its path.
+fn testdata_module(root: &Path) -> Result<PathBuf> {
+    let path = root.join("target/modules/testdata.txt");
+    if std::fs::read(&path).ok().as_deref() != Some(TESTDATA) {
+        let dir = path.parent().unwrap_or(root);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&path, TESTDATA).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
 
 /// The boot modules a scenario names, built from `guests/<name>` packages, each
 /// passed with its module name as the command line (the hypervisor finds
@@ -149,6 +165,7 @@ pub fn scenario_modules(
             LINUX_MODULE => crate::linux_image::linux_guest(root)?.bzimage,
             LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
             LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
+            TESTDATA_MODULE => testdata_module(root)?,
             guest => build_baremetal(guest, guest, opts)?,
         };
         modules.push(crate::runner::BootModule {
@@ -163,7 +180,12 @@ pub fn scenario_modules(
 fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
     let guests = guest_packages(root);
     let mut names: Vec<&str> = guests.iter().map(String::as_str).collect();
-    names.extend([LINUX_MODULE, LINUX_INITRD_MODULE, LINUX_VMLINUX_MODULE]);
+    names.extend([
+        LINUX_MODULE,
+        LINUX_INITRD_MODULE,
+        LINUX_VMLINUX_MODULE,
+        TESTDATA_MODULE,
+    ]);
     configurator::load_and_validate(scenario, &names).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
@@ -220,6 +242,22 @@ mod tests {
         assert_eq!(parts[0], "-C");
         assert_eq!(parts[1], "panic=abort");
         assert!(!flags.contains(' '));
+    }
+
+    #[test]
+    fn testdata_module_is_written_once_and_kept() {
+        let root = std::env::temp_dir().join(format!("quercus-testdata-{}", std::process::id()));
+        let path = testdata_module(&root).unwrap();
+        assert_eq!(path, root.join("target/modules/testdata.txt"));
+        assert_eq!(std::fs::read(&path).unwrap(), TESTDATA);
+        std::fs::write(&path, b"stale").unwrap();
+        testdata_module(&root).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            TESTDATA,
+            "rewritten when it differs"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The Multiboot1 boot information the kernel finds through `EBX`: the
-//! information structure, the command line and an e820-style memory map, all
-//! at fixed low addresses (see the layout constants).
+//! information structure, the command line, an e820-style memory map and the
+//! module list with the modules' strings, in one area at fixed offsets (see
+//! the layout constants). The area goes at [`INFO_GPA`] when the kernel
+//! leaves it free, else at the first free candidate ([`place`]).
 //!
 //! A command line that does not fit its slot, or that holds a NUL byte, is an
 //! error rather than silently cut: it comes from the scenario, where the user
@@ -10,10 +12,15 @@ use core::fmt;
 
 use vcpu::{GuestMemError, GuestMemory};
 
+use alloc::vec::Vec;
+
+#[cfg(doc)]
+use crate::layout::INFO_GPA;
 use crate::layout::{
-    BOOT_INFO_AREA, CMDLINE_GPA, CMDLINE_MAX, HIGH_MEMORY, INFO_GPA, LOW_MEMORY_END, MIN_RAM,
-    MMAP_GPA,
+    CMDLINE_MAX, CMDLINE_OFFSET, HIGH_MEMORY, INFO_CANDIDATES, LOW_MEMORY_END, MIN_RAM,
+    MMAP_OFFSET, MODS_OFFSET,
 };
+use crate::modules::{page_up, Module};
 use crate::segment::zero;
 
 /// Bytes of the Multiboot1 information structure (through the framebuffer
@@ -30,9 +37,14 @@ const MMAP_ENTRIES: usize = 3 + vcpu::MAX_RAM_RANGES;
 /// Bytes the map takes at most.
 pub(crate) const MMAP_BYTES: usize = MMAP_ENTRY_BYTES * MMAP_ENTRIES;
 
-/// `flags` bits: mem_lower/mem_upper, cmdline, mmap_length/mmap_addr.
+/// Bytes of one module list entry: mod_start, mod_end, string, reserved.
+pub(crate) const MODULE_ENTRY_BYTES: u64 = 16;
+
+/// `flags` bits: mem_lower/mem_upper, cmdline, mods_count/mods_addr,
+/// mmap_length/mmap_addr.
 const FLAG_MEM: u32 = 1 << 0;
 const FLAG_CMDLINE: u32 = 1 << 2;
+const FLAG_MODS: u32 = 1 << 3;
 const FLAG_MMAP: u32 = 1 << 6;
 
 /// Why the boot information cannot be written.
@@ -44,6 +56,10 @@ pub enum InfoError {
     CmdlineTooLong { len: usize, max: usize },
     /// The command line holds a NUL byte, which would end it early.
     CmdlineHasNul { offset: usize },
+    /// The kernel covers every low candidate for the `len`-byte area, and
+    /// there is no room for it from `above` (the first page past the kernel
+    /// and the modules) to `limit`.
+    NoRoom { len: u64, above: u64, limit: u64 },
     /// Guest RAM refused a write.
     Memory(GuestMemError),
 }
@@ -64,6 +80,10 @@ impl fmt::Display for InfoError {
             InfoError::CmdlineHasNul { offset } => {
                 write!(f, "command line has a NUL byte at offset {offset}")
             }
+            InfoError::NoRoom { len, above, limit } => write!(
+                f,
+                "no room for the {len:#x}-byte boot information: the kernel covers {INFO_CANDIDATES:#x?} and there is no room between {above:#x} (past the kernel and modules) and {limit:#x}"
+            ),
             InfoError::Memory(e) => write!(f, "writing the boot information failed: {e}"),
         }
     }
@@ -101,16 +121,70 @@ fn memory_map(ram_size: u64) -> [(u64, u64, u32); 4] {
     ]
 }
 
-/// Writes the whole boot information area and returns the structure's
-/// guest-physical address (the kernel's `EBX`).
-pub(crate) fn write(mem: &mut impl GuestMemory, cmdline: &str) -> Result<u64, InfoError> {
+/// Bytes of the boot information area for `modules`: the fixed part, then
+/// one list entry and one NUL-terminated string per module.
+pub(crate) fn area_len(modules: &[Module<'_>]) -> u64 {
+    let per_module: u64 = modules
+        .iter()
+        .map(|m| MODULE_ENTRY_BYTES + m.cmdline.len() as u64 + 1)
+        .sum();
+    MODS_OFFSET + per_module
+}
+
+/// Where the `len`-byte area starts: the first of [`INFO_CANDIDATES`] that
+/// keeps it below [`LOW_MEMORY_END`] and off every `taken` range (the
+/// kernel's pieces, the modules), else the first page at or above `above`
+/// and 1 MiB when the area ends there at or below `limit`.
+pub(crate) fn place(
+    len: u64,
+    taken: &[(u64, u64)],
+    above: u64,
+    limit: u64,
+) -> Result<u64, InfoError> {
+    let free = |start: u64, end: u64| !taken.iter().any(|&(s, e)| start < e && s < end);
+    for start in INFO_CANDIDATES {
+        if let Some(end) = start.checked_add(len) {
+            if end <= LOW_MEMORY_END && free(start, end) {
+                return Ok(start);
+            }
+        }
+    }
+    let high = page_up(above.max(HIGH_MEMORY));
+    if let Some((start, end)) = high.and_then(|s| Some((s, s.checked_add(len)?))) {
+        if end <= limit && free(start, end) {
+            return Ok(start);
+        }
+    }
+    Err(InfoError::NoRoom {
+        len,
+        above: high.unwrap_or(u64::MAX),
+        limit,
+    })
+}
+
+/// A guest-physical address for a 32-bit field. [`place`] and
+/// [`crate::modules::place`] keep everything below 4 GiB, so this never
+/// saturates.
+fn field32(gpa: u64) -> u32 {
+    u32::try_from(gpa).unwrap_or(u32::MAX)
+}
+
+/// Writes the whole boot information area at `base` (from [`place`]), with
+/// `modules` at `placed` (from [`crate::modules::place`]), and returns the
+/// structure's guest-physical address (the kernel's `EBX`).
+pub(crate) fn write(
+    mem: &mut impl GuestMemory,
+    base: u64,
+    cmdline: &str,
+    modules: &[Module<'_>],
+    placed: &[(u64, u64)],
+) -> Result<u64, InfoError> {
     let ram_size = mem.size();
     check(ram_size, cmdline)?;
-    let area_len = BOOT_INFO_AREA.end - BOOT_INFO_AREA.start;
-    zero(mem, BOOT_INFO_AREA.start, area_len).map_err(InfoError::Memory)?;
+    zero(mem, base, area_len(modules)).map_err(InfoError::Memory)?;
 
     // Command line, NUL-terminated (the zeroed area supplies the NUL).
-    mem.write(CMDLINE_GPA, cmdline.as_bytes())
+    mem.write(base + CMDLINE_OFFSET, cmdline.as_bytes())
         .map_err(InfoError::Memory)?;
 
     // The low map, then every RAM range of the VM's layout above the first.
@@ -130,26 +204,54 @@ pub(crate) fn write(mem: &mut impl GuestMemory, cmdline: &str) -> Result<u64, In
         entry[12..20].copy_from_slice(&len.to_le_bytes());
         entry[20..24].copy_from_slice(&kind.to_le_bytes());
     }
-    mem.write(MMAP_GPA, &map).map_err(InfoError::Memory)?;
+    mem.write(base + MMAP_OFFSET, &map)
+        .map_err(InfoError::Memory)?;
+
+    // The module list, then the strings it points at (the area is zeroed,
+    // and each string is followed by a zero byte left in place).
+    let mods_gpa = base + MODS_OFFSET;
+    if !modules.is_empty() {
+        let list_len = MODULE_ENTRY_BYTES * modules.len() as u64;
+        let mut list = Vec::with_capacity((area_len(modules) - MODS_OFFSET) as usize);
+        let mut string_gpa = mods_gpa + list_len;
+        for (m, &(start, end)) in modules.iter().zip(placed) {
+            for field in [start, end, string_gpa, 0] {
+                list.extend_from_slice(&field32(field).to_le_bytes());
+            }
+            string_gpa += m.cmdline.len() as u64 + 1;
+        }
+        for m in modules {
+            list.extend_from_slice(m.cmdline.as_bytes());
+            list.push(0);
+        }
+        mem.write(mods_gpa, &list).map_err(InfoError::Memory)?;
+    }
 
     let mem_lower = (LOW_MEMORY_END / 1024) as u32;
     let mem_upper = u32::try_from((ram_size - HIGH_MEMORY) / 1024).unwrap_or(u32::MAX);
     let mut info = [0u8; INFO_SIZE];
     let mut put =
         |offset: usize, v: u32| info[offset..offset + 4].copy_from_slice(&v.to_le_bytes());
-    put(0, FLAG_MEM | FLAG_CMDLINE | FLAG_MMAP);
+    let mods_flag = if modules.is_empty() { 0 } else { FLAG_MODS };
+    put(0, FLAG_MEM | FLAG_CMDLINE | mods_flag | FLAG_MMAP);
     put(4, mem_lower);
     put(8, mem_upper);
-    put(16, CMDLINE_GPA as u32);
+    put(16, field32(base + CMDLINE_OFFSET));
+    if !modules.is_empty() {
+        // At most MAX_MODULES, checked before.
+        put(20, modules.len() as u32);
+        put(24, field32(mods_gpa));
+    }
     put(44, (entries * MMAP_ENTRY_BYTES) as u32);
-    put(48, MMAP_GPA as u32);
-    mem.write(INFO_GPA, &info).map_err(InfoError::Memory)?;
-    Ok(INFO_GPA)
+    put(48, field32(base + MMAP_OFFSET));
+    mem.write(base, &info).map_err(InfoError::Memory)?;
+    Ok(base)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{INFO_GPA, MMAP_OFFSET};
     use vcpu::{GuestMemError, RamLayout, VecMemory};
 
     /// A VM of 5 GiB as its layout says; only the first MiB is backed here.
@@ -173,15 +275,15 @@ mod tests {
     #[test]
     fn ram_above_4_gib_gets_its_own_map_entry() {
         let mut mem = FiveGib(VecMemory::new(0x10_0000));
-        let info = write(&mut mem, "").unwrap();
+        let info = write(&mut mem, INFO_GPA, "", &[], &[]).unwrap();
         let len = mem.0.read_u32(info + 44).unwrap() as u64;
         assert_eq!(len, 5 * MMAP_ENTRY_BYTES as u64);
-        let last = MMAP_GPA + 4 * MMAP_ENTRY_BYTES as u64;
+        let last = INFO_GPA + MMAP_OFFSET + 4 * MMAP_ENTRY_BYTES as u64;
         assert_eq!(mem.0.read_u64(last + 4).unwrap(), 1 << 32, "base");
         assert_eq!(mem.0.read_u64(last + 12).unwrap(), 2 << 30, "length");
         assert_eq!(mem.0.read_u32(last + 20).unwrap(), MMAP_AVAILABLE);
         // The low RAM entry ends at the PCI hole.
-        let low = MMAP_GPA + 3 * MMAP_ENTRY_BYTES as u64;
+        let low = INFO_GPA + MMAP_OFFSET + 3 * MMAP_ENTRY_BYTES as u64;
         assert_eq!(mem.0.read_u64(low + 12).unwrap(), (3 << 30) - HIGH_MEMORY);
     }
 
@@ -194,7 +296,10 @@ mod tests {
         let ram = 64 << 20;
         let mut mem = VecMemory::new(ram);
         mem.0[0x9000..0xA000].fill(0xEE);
-        assert_eq!(write(&mut mem, "console=ttyS0 quiet"), Ok(0x9000));
+        assert_eq!(
+            write(&mut mem, INFO_GPA, "console=ttyS0 quiet", &[], &[]),
+            Ok(0x9000)
+        );
 
         assert_eq!(u32_at(&mem, 0x9000), 0b100_0101);
         assert_eq!(u32_at(&mem, 0x9004), 639);
@@ -231,24 +336,24 @@ mod tests {
     fn cmdline_limits() {
         let mut mem = VecMemory::new(2 << 20);
         let longest = "x".repeat(CMDLINE_MAX);
-        write(&mut mem, &longest).unwrap();
+        write(&mut mem, INFO_GPA, &longest, &[], &[]).unwrap();
         assert_eq!(
             mem.0[0x9400 + CMDLINE_MAX],
             0,
             "NUL right after the longest line"
         );
         assert_eq!(
-            write(&mut mem, &"x".repeat(CMDLINE_MAX + 1)),
+            write(&mut mem, INFO_GPA, &"x".repeat(CMDLINE_MAX + 1), &[], &[]),
             Err(InfoError::CmdlineTooLong {
                 len: 1024,
                 max: 1023
             })
         );
         assert_eq!(
-            write(&mut mem, "a\0b"),
+            write(&mut mem, INFO_GPA, "a\0b", &[], &[]),
             Err(InfoError::CmdlineHasNul { offset: 1 })
         );
-        write(&mut mem, "").unwrap();
+        write(&mut mem, INFO_GPA, "", &[], &[]).unwrap();
         assert_eq!(mem.0[0x9400], 0);
     }
 
@@ -256,7 +361,7 @@ mod tests {
     fn small_ram_is_refused_and_huge_ram_saturates() {
         let mut mem = VecMemory::new(0x10_0000);
         assert_eq!(
-            write(&mut mem, ""),
+            write(&mut mem, INFO_GPA, "", &[], &[]),
             Err(InfoError::RamTooSmall {
                 ram_size: 0x10_0000,
                 min: MIN_RAM
@@ -264,5 +369,86 @@ mod tests {
         );
         let map = memory_map(u64::MAX);
         assert_eq!(map[3], (0x10_0000, u64::MAX - 0x10_0000, 1));
+    }
+
+    #[test]
+    fn module_list_and_strings() {
+        let mut mem = VecMemory::new(4 << 20);
+        mem.0.fill(0xEE);
+        let (a, b) = ([1u8; 4], [2u8; 2]);
+        let mods = [
+            Module {
+                data: &a,
+                cmdline: "testdata one two",
+            },
+            Module {
+                data: &b,
+                cmdline: "",
+            },
+        ];
+        let placed = [(0x10_0000, 0x10_0004), (0x10_1000, 0x10_1002)];
+        let base = 0x1000;
+        assert_eq!(write(&mut mem, base, "k", &mods, &placed), Ok(base));
+        assert_eq!(u32_at(&mem, base), 0b100_1101, "flags with bit 3");
+        assert_eq!(
+            u32_at(&mem, base + 16),
+            0x1400,
+            "cmdline moved with the area"
+        );
+        assert_eq!(u32_at(&mem, base + 20), 2, "mods_count");
+        assert_eq!(u32_at(&mem, base + 24), 0x2000, "mods_addr");
+        assert_eq!(u32_at(&mem, base + 48), 0x1800, "mmap_addr");
+        let strings = 0x2000 + 2 * 16;
+        let expect = [
+            [0x10_0000, 0x10_0004, strings, 0],
+            [0x10_1000, 0x10_1002, strings + 17, 0],
+        ];
+        for (i, fields) in expect.iter().enumerate() {
+            for (j, want) in fields.iter().enumerate() {
+                let at = 0x2000 + 16 * i as u64 + 4 * j as u64;
+                assert_eq!(u32_at(&mem, at), *want, "module {i} field {j}");
+            }
+        }
+        let s = strings as usize;
+        assert_eq!(&mem.0[s..s + 18], b"testdata one two\0\0");
+        let end = (base + area_len(&mods)) as usize;
+        assert_eq!(end, s + 18);
+        assert_eq!(mem.0[end], 0xEE, "nothing written past the area");
+        assert_eq!(mem.0[0xFFF], 0xEE, "nothing written before it");
+    }
+
+    #[test]
+    fn area_placement() {
+        let len = area_len(&[]);
+        assert_eq!(len, 0x1000);
+        let limit = 64 << 20;
+        assert_eq!(place(len, &[], 0, limit), Ok(0x9000));
+        // A kernel at 0x8000 pushes it to 0x1000, one over 0x1000 too to
+        // 0x90000, one over that as well past the modules.
+        assert_eq!(place(len, &[(0x8000, 0x9001)], 0, limit), Ok(0x1000));
+        let low = [(0x1800, 0x1801), (0x9FFF, 0xA000)];
+        assert_eq!(place(len, &low, 0, limit), Ok(0x9_0000));
+        let all = [(0, 0x9_0001), (0x10_0000, 0x20_0000)];
+        assert_eq!(place(len, &all, 0x30_0001, limit), Ok(0x30_1000));
+        // Past 0x9FC00 is not a low candidate.
+        assert_eq!(place(0xFC01, &[(0, 0x9_0000)], 0, limit), Ok(0x10_0000));
+        // The kernel covers everything low and RAM ends right after it.
+        assert_eq!(
+            place(len, &[(0, 0x9_FC00)], limit - 0xFFF, limit),
+            Err(InfoError::NoRoom {
+                len,
+                above: limit,
+                limit
+            })
+        );
+        assert_eq!(
+            place(len, &[(0, 0x9_FC00)], u64::MAX, limit),
+            Err(InfoError::NoRoom {
+                len,
+                above: u64::MAX,
+                limit
+            })
+        );
+        assert!(place(u64::MAX, &[], 0, u64::MAX).is_err(), "huge area");
     }
 }

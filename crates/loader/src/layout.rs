@@ -1,5 +1,5 @@
-//! The fixed low-memory layout the loader uses: where the boot information
-//! goes and which low ranges no kernel piece may occupy.
+//! The low-memory layout the loader uses: the shape of the boot information
+//! area, where it may go, and which low ranges no kernel piece may occupy.
 
 use core::fmt;
 
@@ -24,20 +24,31 @@ impl fmt::Display for Area {
     }
 }
 
-/// The Multiboot1 information structure (116 bytes used).
+/// Where the boot information goes when the kernel leaves it free: the
+/// Multiboot1 information structure (116 bytes used) at the start of the area.
 pub const INFO_GPA: u64 = 0x9000;
-/// The kernel command line, NUL-terminated.
-pub const CMDLINE_GPA: u64 = 0x9400;
+/// The kernel command line, NUL-terminated, this far into the area.
+pub const CMDLINE_OFFSET: u64 = 0x400;
 /// Longest command line in bytes, without its NUL (the slot is 1 KiB).
-pub const CMDLINE_MAX: usize = (MMAP_GPA - CMDLINE_GPA) as usize - 1;
-/// The memory map entries.
-pub const MMAP_GPA: u64 = 0x9800;
-/// Everything the loader writes besides the kernel: `INFO_GPA..0xA000`.
+pub const CMDLINE_MAX: usize = (MMAP_OFFSET - CMDLINE_OFFSET) as usize - 1;
+/// The memory map entries, this far into the area.
+pub const MMAP_OFFSET: u64 = 0x800;
+/// The module list (16 bytes per module), then the modules' NUL-terminated
+/// strings, this far into the area.
+pub const MODS_OFFSET: u64 = 0x1000;
+/// The boot information area of a VM without modules at its preferred place:
+/// `INFO_GPA..INFO_GPA + MODS_OFFSET`. Modules make the area longer; a kernel
+/// over it moves it (see [`INFO_CANDIDATES`]).
 pub const BOOT_INFO_AREA: Area = Area {
     start: INFO_GPA,
-    end: 0xA000,
+    end: INFO_GPA + MODS_OFFSET,
     name: "boot information area",
 };
+/// Where the boot information area may start, in order of preference: each
+/// low candidate must leave the whole area below [`LOW_MEMORY_END`] and off
+/// every kernel piece; failing all of them, the area goes on the first page
+/// above the kernel and the modules.
+pub const INFO_CANDIDATES: [u64; 3] = [INFO_GPA, 0x1000, 0x9_0000];
 /// Where conventional memory ends and the reserved EBDA starts (639 KiB).
 pub const LOW_MEMORY_END: u64 = 0x9_FC00;
 /// First byte of high memory (1 MiB).
@@ -53,14 +64,18 @@ pub const LOW_RESERVED_AREA: Area = Area {
 /// least one page above it.
 pub const MIN_RAM: u64 = HIGH_MEMORY + 0x1000;
 
-/// The low areas no kernel piece may touch.
+/// The low areas no PVH kernel piece may touch (the PVH loader keeps the
+/// Multiboot1 area free as it always did).
 pub(crate) const KEEP_OUT: [Area; 2] = [BOOT_INFO_AREA, LOW_RESERVED_AREA];
+/// The low areas no Multiboot1, ELF64 or raw kernel piece may touch: the boot
+/// information moves out of the kernel's way instead.
+pub(crate) const KERNEL_KEEP_OUT: [Area; 1] = [LOW_RESERVED_AREA];
 
 // The boot information pieces sit in order inside their area, below the
 // reserved EBDA.
-const _: () = assert!(INFO_GPA + crate::info::INFO_SIZE as u64 <= CMDLINE_GPA);
-const _: () = assert!(CMDLINE_GPA < MMAP_GPA);
-const _: () = assert!(MMAP_GPA + crate::info::MMAP_BYTES as u64 <= BOOT_INFO_AREA.end);
+const _: () = assert!(crate::info::INFO_SIZE as u64 <= CMDLINE_OFFSET);
+const _: () = assert!(CMDLINE_OFFSET < MMAP_OFFSET);
+const _: () = assert!(MMAP_OFFSET + crate::info::MMAP_BYTES as u64 <= MODS_OFFSET);
 const _: () = assert!(BOOT_INFO_AREA.end <= LOW_RESERVED_AREA.start);
 
 #[cfg(test)]

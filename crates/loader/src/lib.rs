@@ -1,6 +1,7 @@
 //! Guest kernel loaders: put a boot module (Multiboot1 kernel, ELF64 kernel or
-//! raw binary) into a VM's RAM, write the Multiboot1 boot information next to
-//! it, and say where and how the first vCPU starts. Linux bzImage kernels go
+//! raw binary) and the VM's other boot modules into its RAM, write the
+//! Multiboot1 boot information (with the module list) where the kernel leaves
+//! room, and say where and how the first vCPU starts. Linux bzImage kernels go
 //! through [`load_bzimage`] instead: the Linux boot protocol's zero page, e820
 //! map, initrd and a 64-bit entry state ([`LinuxBoot`]). ELF `vmlinux` kernels
 //! with a Xen PVH entry note go through [`load_pvh`]: the PVH start info,
@@ -10,7 +11,7 @@
 //! headers and segment ranges are read by offset with bounds checks, and each
 //! piece must fit in guest RAM without wrapping, without overlapping another
 //! piece and without touching the low areas the loader keeps for itself
-//! ([`BOOT_INFO_AREA`], [`LOW_RESERVED_AREA`]).
+//! ([`LOW_RESERVED_AREA`]; for PVH kernels also [`BOOT_INFO_AREA`]).
 //!
 //! The vCPU contract ([`BootSetup`]): 32-bit protected mode, paging off, flat
 //! 4 GiB code and data segments, `EAX` = [`BOOTLOADER_MAGIC`],
@@ -29,6 +30,7 @@ mod elf64;
 mod info;
 mod layout;
 mod load;
+mod modules;
 mod multiboot1;
 mod note;
 mod pvh;
@@ -49,10 +51,13 @@ pub use elf::ElfError;
 pub use elf64::Elf64Error;
 pub use info::{InfoError, MMAP_AVAILABLE, MMAP_RESERVED};
 pub use layout::{
-    Area, BOOT_INFO_AREA, CMDLINE_GPA, CMDLINE_MAX, INFO_GPA, LOW_MEMORY_END, LOW_RESERVED_AREA,
-    MIN_RAM, MMAP_GPA,
+    Area, BOOT_INFO_AREA, CMDLINE_MAX, CMDLINE_OFFSET, INFO_CANDIDATES, INFO_GPA, LOW_MEMORY_END,
+    LOW_RESERVED_AREA, MIN_RAM, MMAP_OFFSET, MODS_OFFSET,
 };
 pub use load::{load, BootSetup, EntryKind, KernelKind, LoadError};
+pub use modules::{
+    Module, ModuleError, MAX_MODULES, MODULE_ALIGN, MODULE_CMDLINE_MAX, MODULE_LIMIT,
+};
 pub use multiboot1::{Multiboot1Error, BOOTLOADER_MAGIC, HEADER_MAGIC, HEADER_SEARCH_LIMIT};
 pub use note::NoteError;
 pub use pvh::{

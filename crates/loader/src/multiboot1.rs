@@ -3,7 +3,7 @@
 //! 16) or as an ELF executable (32- or 64-bit, by physical address).
 //!
 //! Of the required flags (bits 0-15) the loader honours bit 0 (page-aligned
-//! modules: there are none), bit 1 (memory information: always given) and
+//! modules: every module starts on a page), bit 1 (memory information: always given) and
 //! ignores bit 2 (video mode: there is no display; reported back in
 //! [`crate::BootSetup::video_mode_ignored`]). Any other required bit is an
 //! error. Optional bits 17-31 are ignored, as the specification allows.

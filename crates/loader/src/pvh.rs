@@ -370,7 +370,7 @@ pub fn load_pvh(
         return Err(PvhError::CmdlineHasNul { offset });
     }
 
-    segment::check(&segments, ram_size).map_err(PvhError::Placement)?;
+    segment::check(&segments, ram_size, &crate::layout::KEEP_OUT).map_err(PvhError::Placement)?;
     // `check` accepted every range: none wraps or ends past RAM.
     let ranges: Vec<(u64, u64)> = segments
         .iter()

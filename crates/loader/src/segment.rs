@@ -6,7 +6,7 @@ use core::fmt;
 
 use vcpu::{GuestMemError, GuestMemory};
 
-use crate::layout::{Area, KEEP_OUT};
+use crate::layout::Area;
 
 /// One contiguous piece of guest RAM the loader fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +83,13 @@ impl fmt::Display for SegmentError {
 
 impl core::error::Error for SegmentError {}
 
-/// Checks every piece against `ram_size`, the keep-out areas and each other.
-/// Empty pieces are allowed and ignored.
-pub(crate) fn check(segments: &[Segment<'_>], ram_size: u64) -> Result<(), SegmentError> {
+/// Checks every piece against `ram_size`, the `keep_out` areas and each
+/// other. Empty pieces are allowed and ignored.
+pub(crate) fn check(
+    segments: &[Segment<'_>],
+    ram_size: u64,
+    keep_out: &[Area],
+) -> Result<(), SegmentError> {
     let mut ranges = Vec::with_capacity(segments.len());
     for s in segments {
         let file_size = s.data.len() as u64;
@@ -110,7 +114,7 @@ pub(crate) fn check(segments: &[Segment<'_>], ram_size: u64) -> Result<(), Segme
                 ram_size,
             });
         }
-        if let Some(area) = KEEP_OUT.iter().find(|a| a.overlaps(s.gpa, end)) {
+        if let Some(area) = keep_out.iter().find(|a| a.overlaps(s.gpa, end)) {
             return Err(SegmentError::KeepOut {
                 gpa: s.gpa,
                 end,
@@ -129,6 +133,29 @@ pub(crate) fn check(segments: &[Segment<'_>], ram_size: u64) -> Result<(), Segme
         }
     }
     Ok(())
+}
+
+/// The end of the highest non-empty piece, 0 when there is none.
+///
+/// Precondition: [`check`] accepted `segments` (no end wraps).
+pub(crate) fn highest_end(segments: &[Segment<'_>]) -> u64 {
+    segments
+        .iter()
+        .filter(|s| s.mem_size > 0)
+        .filter_map(Segment::end)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The in-memory ranges `start..end` of the non-empty pieces.
+///
+/// Precondition: [`check`] accepted `segments` (no end wraps).
+pub(crate) fn ranges(segments: &[Segment<'_>]) -> Vec<(u64, u64)> {
+    segments
+        .iter()
+        .filter(|s| s.mem_size > 0)
+        .filter_map(|s| Some((s.gpa, s.end()?)))
+        .collect()
 }
 
 /// Copies every piece into guest RAM and zeroes its tail.
@@ -162,6 +189,7 @@ pub(crate) fn zero(mem: &mut impl GuestMemory, gpa: u64, len: u64) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::KEEP_OUT;
     use vcpu::VecMemory;
 
     fn seg(gpa: u64, data: &[u8], mem_size: u64) -> Segment<'_> {
@@ -177,7 +205,7 @@ mod tests {
         let mut mem = VecMemory::new(0x20_0000);
         mem.0[0x10_0000..0x10_0010].fill(0xAA);
         let segs = [seg(0x10_0000, &[1, 2, 3], 16), seg(0x10_0010, &[4], 1)];
-        check(&segs, mem.size()).unwrap();
+        check(&segs, mem.size(), &KEEP_OUT).unwrap();
         copy(&mut mem, &segs).unwrap();
         assert_eq!(&mem.0[0x10_0000..0x10_0004], &[1, 2, 3, 0]);
         assert!(mem.0[0x10_0003..0x10_0010].iter().all(|&b| b == 0));
@@ -188,15 +216,15 @@ mod tests {
     fn rejects_bad_placements() {
         let ram = 0x20_0000;
         assert!(matches!(
-            check(&[seg(0x10_0000, &[0; 4], 2)], ram),
+            check(&[seg(0x10_0000, &[0; 4], 2)], ram, &KEEP_OUT),
             Err(SegmentError::FileLargerThanMemory { .. })
         ));
         assert!(matches!(
-            check(&[seg(u64::MAX - 1, &[], 4)], ram),
+            check(&[seg(u64::MAX - 1, &[], 4)], ram, &KEEP_OUT),
             Err(SegmentError::Wraps { .. })
         ));
         assert_eq!(
-            check(&[seg(0x1F_F000, &[], 0x1001)], ram),
+            check(&[seg(0x1F_F000, &[], 0x1001)], ram, &KEEP_OUT),
             Err(SegmentError::OutsideRam {
                 gpa: 0x1F_F000,
                 end: 0x20_0001,
@@ -204,17 +232,18 @@ mod tests {
             })
         );
         assert!(matches!(
-            check(&[seg(0x8000, &[], 0x1001)], ram),
+            check(&[seg(0x8000, &[], 0x1001)], ram, &KEEP_OUT),
             Err(SegmentError::KeepOut { area, .. }) if area.start == 0x9000
         ));
         assert!(matches!(
-            check(&[seg(0xA_0000, &[], 0x10)], ram),
+            check(&[seg(0xA_0000, &[], 0x10)], ram, &KEEP_OUT),
             Err(SegmentError::KeepOut { area, .. }) if area.start == 0x9_FC00
         ));
         assert_eq!(
             check(
                 &[seg(0x10_1000, &[], 0x10), seg(0x10_0000, &[], 0x1001)],
-                ram
+                ram,
+                &KEEP_OUT
             ),
             Err(SegmentError::Overlap {
                 first: 0x10_0000,
@@ -222,6 +251,6 @@ mod tests {
             })
         );
         // Empty pieces are ignored even where a real one could not go.
-        check(&[seg(0x9000, &[], 0)], ram).unwrap();
+        check(&[seg(0x9000, &[], 0)], ram, &KEEP_OUT).unwrap();
     }
 }

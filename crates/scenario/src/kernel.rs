@@ -1,4 +1,5 @@
-//! The guest kernel: which boot module it is, its format, and its command line.
+//! The guest kernel: which boot module it is, its format, its command line, and the boot modules
+//! a Multiboot kernel is given.
 
 /// How the kernel boot module is loaded and entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,5 +30,20 @@ pub struct KernelConfig {
     /// Image format.
     pub kind: KernelKind,
     /// Kernel command line (no NUL bytes; may be empty).
+    pub cmdline: &'static str,
+}
+
+/// Most boot modules one VM may list (the loader's limit too).
+pub const MAX_MODULES: usize = 32;
+/// Longest module string in bytes, without its NUL (the loader's limit too).
+pub const MODULE_CMDLINE_MAX: usize = 1023;
+
+/// One boot module a Multiboot kernel is given (listed in its Multiboot information).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleConfig {
+    /// Name of the boot module holding its bytes (the first word of `cmdline`).
+    pub name: &'static str,
+    /// The module's string as the kernel sees it: its name, then its arguments, as written in the
+    /// scenario (no NUL bytes).
     pub cmdline: &'static str,
 }

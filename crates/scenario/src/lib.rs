@@ -17,7 +17,7 @@ mod vm;
 
 pub use console::VuartConfig;
 pub use id::VmId;
-pub use kernel::{KernelConfig, KernelKind};
+pub use kernel::{KernelConfig, KernelKind, ModuleConfig, MAX_MODULES, MODULE_CMDLINE_MAX};
 pub use memory::MemoryConfig;
 pub use scenario::Scenario;
 pub use vm::{LoadOrder, VmConfig, VmType};

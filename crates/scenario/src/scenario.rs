@@ -53,6 +53,7 @@ mod tests {
                 cmdline: "",
             },
             initrd: None,
+            modules: &[],
             console: None,
             restart_on_reset: false,
             pci_test_device: false,

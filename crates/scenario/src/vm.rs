@@ -2,7 +2,7 @@
 
 use crate::console::VuartConfig;
 use crate::id::VmId;
-use crate::kernel::KernelConfig;
+use crate::kernel::{KernelConfig, ModuleConfig};
 use crate::memory::MemoryConfig;
 
 /// When and by whom a VM is started.
@@ -48,8 +48,11 @@ pub struct VmConfig {
     pub memory: MemoryConfig,
     /// The kernel boot module to load and how to boot it.
     pub kernel: KernelConfig,
-    /// Name of the boot module to pass as the initrd / first multiboot module, if any.
+    /// Name of the boot module to pass as a Linux kernel's initrd, if any.
     pub initrd: Option<&'static str>,
+    /// The boot modules a Multiboot kernel finds in its Multiboot information, in order (empty
+    /// for every other kernel type).
+    pub modules: &'static [ModuleConfig],
     /// Virtual UART for the guest console, if any.
     pub console: Option<VuartConfig>,
     /// Whether the VM is restarted (rather than stopped) when it resets or triple-faults.

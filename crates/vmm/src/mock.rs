@@ -283,6 +283,7 @@ pub fn config(id: u16, name: &'static str, pcpus: &'static [u16]) -> &'static Vm
             cmdline: "",
         },
         initrd: None,
+        modules: &[],
         console: Some(VuartConfig {
             port: 0x3F8,
             irq: 4,
@@ -298,6 +299,7 @@ pub fn vm(p: &MockPlatform, cfg: &'static VmConfig) -> Vm<MockPlatform> {
         kernel: &KERNEL,
         kind: ImageKind::of(cfg.kernel.kind),
         initrd: None,
+        modules: Vec::new(),
     };
     let vm = Vm::new(p, cfg, SharedMemory::new(2 << 20), 0, image);
     vm.load(p).expect("the raw kernel loads");

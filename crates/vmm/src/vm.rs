@@ -46,7 +46,7 @@ impl ImageKind {
 }
 
 /// The images a VM boots from (boot modules, never written).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GuestImage {
     /// The kernel.
     pub kernel: &'static [u8],
@@ -54,6 +54,8 @@ pub struct GuestImage {
     pub kind: ImageKind,
     /// The initial ramdisk of a Linux kernel.
     pub initrd: Option<&'static [u8]>,
+    /// The bytes of each of the scenario's `modules` for a Multiboot kernel, in the same order.
+    pub modules: Vec<&'static [u8]>,
 }
 
 /// How a VM's kernel is entered.
@@ -85,6 +87,10 @@ fn multiboot_state(entry: &loader::BootSetup) -> InitialState {
         },
     )
 }
+
+// The configurator checks the scenario against the limits the loader has.
+const _: () = assert!(scenario::MAX_MODULES == loader::MAX_MODULES);
+const _: () = assert!(scenario::MODULE_CMDLINE_MAX == loader::MODULE_CMDLINE_MAX);
 
 /// The RTC's idea of "now" when a VM's platform is made (2026-01-01 UTC):
 /// the host's own clock is not read yet.
@@ -278,9 +284,16 @@ impl<P: Platform> Vm<P> {
                 // Every VM has ACPI tables in the BIOS area (bare-metal guests
                 // find the MCFG there by the RSDP scan).
                 write_acpi_tables(self.cfg, &mut ram)?;
+                let modules = self.boot_modules()?;
                 Entry::Multiboot(
-                    loader::load(kind, self.image.kernel, self.cfg.kernel.cmdline, &mut ram)
-                        .map_err(|e| format!("{e}"))?,
+                    loader::load(
+                        kind,
+                        self.image.kernel,
+                        self.cfg.kernel.cmdline,
+                        &modules,
+                        &mut ram,
+                    )
+                    .map_err(|e| self.load_error(&e))?,
                 )
             }
             linux => {
@@ -321,6 +334,43 @@ impl<P: Platform> Vm<P> {
         Ok(entry)
     }
 
+    /// The scenario's modules with their bytes, for [`loader::load`].
+    fn boot_modules(&self) -> Result<Vec<loader::Module<'static>>, String> {
+        if self.image.modules.len() != self.cfg.modules.len() {
+            return Err(format!(
+                "the scenario lists {} boot modules but {} were provided",
+                self.cfg.modules.len(),
+                self.image.modules.len()
+            ));
+        }
+        Ok(self
+            .cfg
+            .modules
+            .iter()
+            .zip(&self.image.modules)
+            .map(|(m, &data)| loader::Module {
+                data,
+                cmdline: m.cmdline,
+            })
+            .collect())
+    }
+
+    /// A loader error as a message; one about a module names it as the scenario does.
+    fn load_error(&self, e: &loader::LoadError) -> String {
+        let index = match e {
+            loader::LoadError::Module(
+                loader::ModuleError::CmdlineTooLong { index, .. }
+                | loader::ModuleError::CmdlineHasNul { index, .. }
+                | loader::ModuleError::DoesNotFit { index, .. },
+            ) => Some(*index),
+            _ => None,
+        };
+        match index.and_then(|i| self.cfg.modules.get(i)) {
+            Some(m) => format!("{e} (module {:?}: {:?})", m.name, m.cmdline),
+            None => format!("{e}"),
+        }
+    }
+
     /// Moves typed bytes into the VM's vUART while its receive FIFO has room (pCPU 0); true if
     /// any moved (a halted vCPU must be woken for the UART's interrupt).
     pub fn feed_typed(&self) -> bool {
@@ -337,5 +387,79 @@ impl<P: Platform> Vm<P> {
         (0..)
             .map_while(|pin| p.ioapic().redirection_entry(pin))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{config, MockPlatform, SharedMemory};
+    use alloc::boxed::Box;
+    use alloc::vec;
+    use scenario::ModuleConfig;
+
+    static KERNEL: [u8; 1] = [0xF4];
+
+    /// `cfg` with `modules`, loaded from the one-byte raw kernel with `bytes` as the modules.
+    fn load_with(
+        modules: &'static [ModuleConfig],
+        bytes: Vec<&'static [u8]>,
+    ) -> (Result<Entry, String>, SharedMemory) {
+        let mut cfg = *config(0, "mb", &[1]);
+        cfg.modules = modules;
+        let cfg: &'static VmConfig = Box::leak(Box::new(cfg));
+        let p = MockPlatform::new();
+        let ram = SharedMemory::new(2 << 20);
+        let image = GuestImage {
+            kernel: &KERNEL,
+            kind: ImageKind::of(cfg.kernel.kind),
+            initrd: None,
+            modules: bytes,
+        };
+        let vm = Vm::new(&p, cfg, ram.clone(), 0, image);
+        (vm.load(&p), ram)
+    }
+
+    #[test]
+    fn scenario_modules_reach_the_multiboot_information() {
+        static MODS: [ModuleConfig; 2] = [
+            ModuleConfig {
+                name: "testdata",
+                cmdline: "testdata a b",
+            },
+            ModuleConfig {
+                name: "other",
+                cmdline: "other",
+            },
+        ];
+        let (entry, ram) = load_with(&MODS, vec![b"hello", b"xy"]);
+        let Ok(Entry::Multiboot(setup)) = entry else {
+            panic!("{entry:?}");
+        };
+        let info = setup.info_gpa;
+        assert_eq!(ram.read_u32(info + 20).unwrap(), 2, "mods_count");
+        let list = u64::from(ram.read_u32(info + 24).unwrap());
+        let start = u64::from(ram.read_u32(list).unwrap());
+        let mut buf = [0u8; 5];
+        ram.read(start, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        let string = u64::from(ram.read_u32(list + 8).unwrap());
+        let mut s = [0u8; 13];
+        ram.read(string, &mut s).unwrap();
+        assert_eq!(&s, b"testdata a b\0");
+    }
+
+    #[test]
+    fn module_errors_name_the_module() {
+        static MODS: [ModuleConfig; 1] = [ModuleConfig {
+            name: "big",
+            cmdline: "big arg",
+        }];
+        static BIG: [u8; 3 << 20] = [0; 3 << 20];
+        let err = load_with(&MODS, vec![&BIG]).0.unwrap_err();
+        assert!(err.contains("module 0 of 0x300000 bytes"), "{err}");
+        assert!(err.contains("(module \"big\": \"big arg\")"), "{err}");
+        let err = load_with(&MODS, Vec::new()).0.unwrap_err();
+        assert_eq!(err, "the scenario lists 1 boot modules but 0 were provided");
     }
 }

@@ -229,7 +229,7 @@ pub enum ErrorKind {
         /// The VM's RAM.
         mib: u64,
     },
-    /// A kernel or initrd module that the build does not provide.
+    /// A kernel, initrd or Multiboot module that the build does not provide.
     #[error("module {module:?} is not built (known modules: {known})")]
     UnknownModule {
         /// The module name.
@@ -240,6 +240,34 @@ pub enum ErrorKind {
     /// A module name that is empty.
     #[error("module name is empty")]
     EmptyModule,
+    /// `initrd` for a kernel that is not Linux.
+    #[error("only allowed when the kernel type is \"bzimage\" or \"pvh\" (this kernel is {kind:?}; a multiboot kernel lists its boot modules in `modules`)")]
+    InitrdNotLinux {
+        /// The kernel type given.
+        kind: String,
+    },
+    /// `modules` for a kernel that is not Multiboot.
+    #[error("only allowed when the kernel type is \"multiboot\" (this kernel is {kind:?}{hint})", hint = if .kind == "bzimage" || .kind == "pvh" { "; a Linux kernel takes an `initrd`" } else { "" })]
+    ModulesNotMultiboot {
+        /// The kernel type given.
+        kind: String,
+    },
+    /// More boot modules than the loader takes.
+    #[error("{count} boot modules, more than the {max} a VM may have")]
+    TooManyModules {
+        /// How many were listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A module string longer than the loader takes.
+    #[error("module string of {len} bytes is longer than the {max} allowed")]
+    ModuleCmdlineTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A command line with a NUL byte (the guest sees it as a C string).
     #[error("contains a NUL byte at offset {0}")]
     CmdlineNul(usize),

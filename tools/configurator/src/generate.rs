@@ -70,6 +70,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
                 cmdline: {cmdline:?},
             }},
             initrd: {initrd},
+            modules: &[{modules}],
             console: {console},
             restart_on_reset: {restart},
             pci_test_device: {pci_test},
@@ -84,10 +85,25 @@ fn render_vm(out: &mut String, vm: &Vm) {
         module = vm.kernel.module,
         kind = kernel_kind(vm.kernel.kind),
         cmdline = vm.kernel.cmdline,
+        modules = modules(vm),
         console = console(vm.console),
         restart = vm.restart_on_reset,
         pci_test = vm.pci_test_device,
     );
+}
+
+fn modules(vm: &Vm) -> String {
+    let entries: Vec<String> = vm
+        .modules
+        .iter()
+        .map(|m| {
+            format!(
+                "ModuleConfig {{ name: {:?}, cmdline: {:?} }}",
+                m.name, m.cmdline
+            )
+        })
+        .collect();
+    entries.join(", ")
 }
 
 fn load_order(order: LoadOrder) -> &'static str {
@@ -131,7 +147,7 @@ mod tests {
 
     use super::*;
     use crate::board::{Board, Uarts, Vendor};
-    use crate::model::Kernel;
+    use crate::model::{Kernel, Module};
 
     fn validated(vm: Vm) -> Validated {
         Validated {
@@ -169,6 +185,16 @@ mod tests {
                 cmdline: "say \"hi\"\\".into(),
             },
             initrd: Some("rootfs".into()),
+            modules: vec![
+                Module {
+                    name: "testdata".into(),
+                    cmdline: "testdata a=\"1\"".into(),
+                },
+                Module {
+                    name: "b".into(),
+                    cmdline: "b".into(),
+                },
+            ],
             console: None,
             restart_on_reset: true,
             pci_test_device: false,
@@ -202,6 +228,7 @@ mod tests {
             "kind: KernelKind::Raw { load_gpa: 0x100000, entry_gpa: 0x100040 },",
             "cmdline: \"say \\\"hi\\\"\\\\\",",
             "initrd: Some(\"rootfs\"),",
+            "modules: &[ModuleConfig { name: \"testdata\", cmdline: \"testdata a=\\\"1\\\"\" }, ModuleConfig { name: \"b\", cmdline: \"b\" }],",
             "console: None,",
             "restart_on_reset: true,",
         ] {
@@ -221,6 +248,7 @@ mod tests {
         other.host_base = None;
         other.kernel.kind = KernelKind::BzImage;
         other.initrd = None;
+        other.modules.clear();
         other.console = Some(VuartConfig {
             port: 0x2F8,
             irq: 3,
@@ -232,6 +260,7 @@ mod tests {
             "host_base: None,",
             "kind: KernelKind::BzImage,",
             "initrd: None,",
+            "modules: &[],",
             "console: Some(VuartConfig { port: 0x2f8, irq: 3 }),",
         ] {
             assert!(out.contains(text), "missing {text:?} in\n{out}");

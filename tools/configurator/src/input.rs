@@ -31,6 +31,9 @@ pub struct RawVm {
     pub host_base: Option<u64>,
     pub kernel: RawKernel,
     pub initrd: Option<String>,
+    /// Boot modules of a Multiboot kernel, each `"name args..."`.
+    #[serde(default)]
+    pub modules: Vec<String>,
     pub console: Option<RawConsole>,
     #[serde(default)]
     pub restart_on_reset: bool,

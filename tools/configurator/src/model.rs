@@ -20,7 +20,8 @@ pub struct Validated {
 }
 
 impl Validated {
-    /// The boot modules the scenario uses (kernels, then initrds, in VM order), without repeats.
+    /// The boot modules the scenario uses (kernels, then initrds, then Multiboot modules, in VM
+    /// order), without repeats.
     /// The image must carry a module under each of these names.
     pub fn modules(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
@@ -28,7 +29,12 @@ impl Validated {
             .vms
             .iter()
             .map(|vm| vm.kernel.module.as_str())
-            .chain(self.vms.iter().filter_map(|vm| vm.initrd.as_deref()));
+            .chain(self.vms.iter().filter_map(|vm| vm.initrd.as_deref()))
+            .chain(
+                self.vms
+                    .iter()
+                    .flat_map(|vm| vm.modules.iter().map(|m| m.name.as_str())),
+            );
         for name in used {
             if !names.contains(&name) {
                 names.push(name);
@@ -62,8 +68,10 @@ pub struct Vm {
     pub host_base: Option<u64>,
     /// The kernel.
     pub kernel: Kernel,
-    /// Initrd module name, if any.
+    /// Initrd module name, if any (Linux kernels only).
     pub initrd: Option<String>,
+    /// Boot modules of a Multiboot kernel, in order.
+    pub modules: Vec<Module>,
     /// Console vUART, if any.
     pub console: Option<VuartConfig>,
     /// Restart instead of stop on reset.
@@ -80,5 +88,14 @@ pub struct Kernel {
     /// Format.
     pub kind: KernelKind,
     /// Command line.
+    pub cmdline: String,
+}
+
+/// A validated Multiboot boot module (the owned counterpart of [`scenario::ModuleConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Boot module name: the first word of `cmdline`.
+    pub name: String,
+    /// The module's string as written (name, then arguments).
     pub cmdline: String,
 }

@@ -8,7 +8,7 @@ use scenario::{KernelKind, LoadOrder, VmType};
 use crate::board::Board;
 use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::{RawKernel, RawVm};
-use crate::model::{Kernel, Vm};
+use crate::model::{Kernel, Module, Vm};
 use crate::validate::Modules;
 use crate::words::{self, KernelType};
 
@@ -72,7 +72,16 @@ pub fn check_vm(
     let kernel = check_kernel(report, &raw.kernel, memory_bytes, modules);
     if let Some(initrd) = &raw.initrd {
         check_module(report, "initrd", initrd, modules);
+        if kernel_type_is(raw, |k| !matches!(k, KernelType::BzImage | KernelType::Pvh)) {
+            report.push(
+                "initrd",
+                ErrorKind::InitrdNotLinux {
+                    kind: raw.kernel.kind.clone(),
+                },
+            );
+        }
     }
+    let boot_modules = check_boot_modules(report, raw, modules);
     let console = raw.console.as_ref().and_then(|console| {
         let vuart = words::vuart(&console.vuart);
         if vuart.is_none() {
@@ -95,10 +104,68 @@ pub fn check_vm(
         host_base: raw.host_base,
         kernel: kernel?,
         initrd: raw.initrd.clone(),
+        modules: boot_modules,
         console,
         restart_on_reset: raw.restart_on_reset,
         pci_test_device: raw.pci_test_device,
     })
+}
+
+/// Whether the kernel type is a known word for which `test` holds.
+fn kernel_type_is(raw: &RawVm, test: impl Fn(KernelType) -> bool) -> bool {
+    words::kernel_type(&raw.kernel.kind).is_some_and(test)
+}
+
+/// Checks `modules`: only for a multiboot kernel, at most [`scenario::MAX_MODULES`], each a known
+/// module name followed by its arguments, no NUL, at most [`scenario::MODULE_CMDLINE_MAX`] bytes.
+fn check_boot_modules(report: &mut Report<'_>, raw: &RawVm, modules: Modules<'_>) -> Vec<Module> {
+    if raw.modules.is_empty() {
+        return Vec::new();
+    }
+    if kernel_type_is(raw, |k| k != KernelType::Multiboot) {
+        report.push(
+            "modules",
+            ErrorKind::ModulesNotMultiboot {
+                kind: raw.kernel.kind.clone(),
+            },
+        );
+    }
+    if raw.modules.len() > scenario::MAX_MODULES {
+        report.push(
+            "modules",
+            ErrorKind::TooManyModules {
+                count: raw.modules.len(),
+                max: scenario::MAX_MODULES,
+            },
+        );
+    }
+    let mut out = Vec::new();
+    for (i, entry) in raw.modules.iter().enumerate() {
+        let field = format!("modules[{i}]");
+        let name = entry.split_whitespace().next().unwrap_or("");
+        let mut ok = check_module(report, &field, name, modules);
+        if let Some(offset) = entry.find('\0') {
+            report.push(&field, ErrorKind::CmdlineNul(offset));
+            ok = false;
+        }
+        if entry.len() > scenario::MODULE_CMDLINE_MAX {
+            report.push(
+                &field,
+                ErrorKind::ModuleCmdlineTooLong {
+                    len: entry.len(),
+                    max: scenario::MODULE_CMDLINE_MAX,
+                },
+            );
+            ok = false;
+        }
+        if ok {
+            out.push(Module {
+                name: name.to_owned(),
+                cmdline: entry.clone(),
+            });
+        }
+    }
+    out
 }
 
 fn unknown(value: &str, expected: &'static str) -> ErrorKind {

@@ -5,7 +5,13 @@ use std::path::{Path, PathBuf};
 use configurator::{validate_str, ConfigError, ErrorKind, Modules, Validated, VmRef};
 
 const FILE: &str = "configs/bad.toml";
-const MODULES: &[&str] = &["test-guest", "test-guest-crash", "linux", "rootfs"];
+const MODULES: &[&str] = &[
+    "test-guest",
+    "test-guest-crash",
+    "linux",
+    "rootfs",
+    "testdata",
+];
 
 fn boards() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/boards")
@@ -86,20 +92,33 @@ fn valid_scenario_passes() {
             ("pcpus", "[2, 3]"),
             ("vm_type", "\"rt\""),
             ("host_base", "0x10000000"),
-            ("initrd", "\"rootfs\""),
+            ("modules", "[\"testdata a=1  b\", \"rootfs\", \"testdata\"]"),
         ]),
     ]);
     let v = validate(&text).unwrap();
     assert_eq!(v.name, "bad", "defaults to the file stem");
     assert_eq!(v.board.name, "qemu");
     assert_eq!(v.vms.len(), 2);
+    assert_eq!(
+        v.vms[1]
+            .modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.cmdline.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("testdata", "testdata a=1  b"),
+            ("rootfs", "rootfs"),
+            ("testdata", "testdata")
+        ]
+    );
+    assert!(v.vms[0].modules.is_empty());
     assert_eq!(v.vms[1].id, 1);
     assert_eq!(v.vms[1].pcpus, [2, 3]);
     assert_eq!(v.vms[1].host_base, Some(0x1000_0000));
     assert_eq!(v.vms[0].memory_bytes, 32 << 20);
     assert_eq!(v.vms[0].console.map(|c| (c.port, c.irq)), Some((0x2F8, 3)));
     assert!(v.vms[0].restart_on_reset);
-    assert_eq!(v.modules(), ["test-guest", "rootfs"]);
+    assert_eq!(v.modules(), ["test-guest", "testdata", "rootfs"]);
 }
 
 #[test]
@@ -419,7 +438,11 @@ fn addresses_only_for_raw_kernels() {
 
 #[test]
 fn kernel_and_initrd_modules_must_exist() {
-    let text = scenario(&[vm(&[("kernel.module", "\"nope\""), ("initrd", "\"\"")])]);
+    let text = scenario(&[vm(&[
+        ("kernel.module", "\"nope\""),
+        ("kernel.type", "\"pvh\""),
+        ("initrd", "\"\""),
+    ])]);
     let errors = errors(&text);
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(errors[0].field, "kernel.module");
@@ -429,6 +452,121 @@ fn kernel_and_initrd_modules_must_exist() {
     );
     assert_eq!(errors[1].field, "initrd");
     assert_eq!(errors[1].kind, ErrorKind::EmptyModule);
+}
+
+#[test]
+fn multiboot_modules_must_exist() {
+    let text = scenario(&[
+        vm(&[]),
+        vm(&[
+            ("name", "\"b\""),
+            ("pcpus", "[2]"),
+            ("modules", "[\"testdata x\", \"nope testdata\", \"  \"]"),
+        ]),
+    ]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.vm.as_ref().map(|v| v.index) == Some(1)));
+    assert_eq!(errors[0].field, "modules[1]");
+    assert!(
+        matches!(&errors[0].kind, ErrorKind::UnknownModule { module, known } if module == "nope" && known.contains("testdata")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[0].to_string(),
+        format!(
+            "configs/bad.toml: vm \"b\" (vm[1]): modules[1]: module \"nope\" is not built (known modules: {})",
+            MODULES.join(", ")
+        )
+    );
+    assert_eq!(errors[1].field, "modules[2]");
+    assert_eq!(errors[1].kind, ErrorKind::EmptyModule);
+}
+
+#[test]
+fn multiboot_module_strings_and_count() {
+    let long = format!("\"testdata {}\"", "x".repeat(1015));
+    let text = scenario(&[vm(&[(
+        "modules",
+        &format!("[{long}, \"testdata \\u0000\"]"),
+    )])]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].field, "modules[0]");
+    assert_eq!(
+        errors[0].kind,
+        ErrorKind::ModuleCmdlineTooLong {
+            len: 1024,
+            max: 1023
+        }
+    );
+    assert_eq!(errors[1].field, "modules[1]");
+    assert_eq!(errors[1].kind, ErrorKind::CmdlineNul(9));
+    // The longest string passes.
+    let longest = format!("\"testdata {}\"", "x".repeat(1014));
+    validate(&scenario(&[vm(&[("modules", &format!("[{longest}]"))])])).unwrap();
+
+    let many = vec!["\"testdata\""; 33].join(", ");
+    let kind = single(
+        &scenario(&[vm(&[("modules", &format!("[{many}]"))])]),
+        Some(0),
+        "modules",
+    );
+    assert_eq!(kind, ErrorKind::TooManyModules { count: 33, max: 32 });
+    let most = vec!["\"testdata\""; 32].join(", ");
+    validate(&scenario(&[vm(&[("modules", &format!("[{most}]"))])])).unwrap();
+    // Not a list of strings.
+    let kind = single(
+        &scenario(&[vm(&[("modules", "\"testdata\"")])]),
+        Some(0),
+        "modules",
+    );
+    assert!(matches!(kind, ErrorKind::BadValue { .. }), "{kind:?}");
+}
+
+#[test]
+fn modules_only_for_multiboot_and_initrd_only_for_linux() {
+    let text = scenario(&[vm(&[
+        ("kernel.module", "\"linux\""),
+        ("kernel.type", "\"bzimage\""),
+        ("modules", "[\"testdata\"]"),
+    ])]);
+    let kind = single(&text, Some(0), "modules");
+    assert_eq!(
+        kind,
+        ErrorKind::ModulesNotMultiboot {
+            kind: "bzimage".into()
+        }
+    );
+    assert!(kind.to_string().contains("initrd"), "{kind}");
+    let text = scenario(&[vm(&[
+        ("kernel.type", "\"elf64\""),
+        ("modules", "[\"testdata\"]"),
+    ])]);
+    assert_eq!(
+        single(&text, Some(0), "modules"),
+        ErrorKind::ModulesNotMultiboot {
+            kind: "elf64".into()
+        }
+    );
+    let text = scenario(&[vm(&[("initrd", "\"rootfs\"")])]);
+    let kind = single(&text, Some(0), "initrd");
+    assert_eq!(
+        kind,
+        ErrorKind::InitrdNotLinux {
+            kind: "multiboot".into()
+        }
+    );
+    assert!(kind.to_string().contains("`modules`"), "{kind}");
+    // An empty list is no modules, whatever the kernel.
+    let text = scenario(&[vm(&[
+        ("kernel.module", "\"linux\""),
+        ("kernel.type", "\"pvh\""),
+        ("modules", "[]"),
+    ])]);
+    assert!(validate(&text).unwrap().vms[0].modules.is_empty());
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub static SCENARIO: Scenario = Scenario {
                 cmdline: "",
             },
             initrd: None,
+            modules: &[],
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
             pci_test_device: false,
