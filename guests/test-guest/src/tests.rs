@@ -87,6 +87,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
     ("smp-ap-restart", smp_ap_restart),
 ];
 
+mod bench;
 mod pci;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
@@ -117,6 +118,9 @@ pub fn run_all(env: &Env) -> Tally {
     }
     if env.bench {
         run_one(env, "cpuid-bench", cpuid_bench, &mut tally);
+        for &(name, test) in bench::TESTS {
+            run_one(env, name, test, &mut tally);
+        }
     }
     if env.smp {
         for &(name, test) in SMP_TESTS {
@@ -674,11 +678,34 @@ fn lapic_tsc_deadline(env: &Env) -> TestResult {
         "interrupt {} TSC ticks before the deadline",
         deadline - woke
     );
+    // Bochs differs from the SDM here: its IA32_TSC_DEADLINE keeps the
+    // deadline after the timer fired (the SDM: it reads 0 once fired).
+    // Accepted natively on Bochs only; under Quercus the SDM holds.
+    let bochs_keeps = env.native && is_bochs() && after == deadline;
     ensure!(
-        after == 0,
+        after == 0 || bochs_keeps,
         "IA32_TSC_DEADLINE reads {after:#x} after firing"
     );
     Ok(Pass)
+}
+
+/// Running natively on Bochs: no hypervisor bit, and the firmware's RSDP
+/// has the Bochs BIOS's OEM ID "BOCHS " (QEMU's SeaBIOS says the same, but
+/// QEMU sets the hypervisor bit; real firmware and Quercus do not say it).
+fn is_bochs() -> bool {
+    const OEMID_OFFSET: u64 = 9;
+    let hv_bit = cpuid(1, 0).ecx & (1 << 31) != 0;
+    let Ok(rsdp) = crate::acpi::find_rsdp() else {
+        return false;
+    };
+    let mut oem = [0u8; 6];
+    for (i, b) in oem.iter_mut().enumerate() {
+        // SAFETY: `find_rsdp` found (and checksummed) the 20-byte RSDP at
+        // this address, in the identity-mapped first MiB; firmware memory
+        // holds no Rust object.
+        *b = unsafe { ((rsdp.addr + OEMID_OFFSET + i as u64) as *const u8).read_volatile() };
+    }
+    !hv_bit && oem == *b"BOCHS "
 }
 
 /// x2APIC mode: switched on through IA32_APIC_BASE, the ID and the derived
