@@ -97,7 +97,11 @@ enum BenchWhat {
     },
     /// The release image's footprint: section sizes, the loaded total, the
     /// largest crates per section and the largest symbols.
-    Size,
+    Size {
+        /// Report this ELF instead of building the release image.
+        #[arg(long)]
+        image: Option<PathBuf>,
+    },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
         /// Boots of each kind.
@@ -373,8 +377,8 @@ fn main() -> ExitCode {
             &[Emulator::Bochs, Emulator::BochsAmd],
         )),
         Command::Bench {
-            what: BenchWhat::Size,
-        } => size::bench_size(),
+            what: BenchWhat::Size { image },
+        } => size::bench_size(image.as_deref()),
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),

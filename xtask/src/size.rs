@@ -239,13 +239,16 @@ pub fn print_footprint(path: &Path, rlib_dirs: &[std::path::PathBuf]) -> Result<
 }
 
 /// `cargo xtask bench size`: builds the release image as `bench boot` does
-/// and prints its footprint.
-pub fn bench_size() -> Result<ExitCode> {
+/// (or takes `image`) and prints its footprint.
+pub fn bench_size(image: Option<&Path>) -> Result<ExitCode> {
     let root = workspace_root();
-    let image = build::build_hypervisor(&BuildOptions {
-        profile: Profile::Release,
-        scenario: crate::default_scenario(&root),
-    })?;
+    let image = match image {
+        Some(path) => path.to_path_buf(),
+        None => build::build_hypervisor(&BuildOptions {
+            profile: Profile::Release,
+            scenario: crate::default_scenario(&root),
+        })?,
+    };
     let deps = image.parent().map(|p| p.join("deps")).unwrap_or_default();
     let mut dirs = vec![deps];
     if let Some(sysroot) = sysroot_libs() {

@@ -415,20 +415,23 @@ fn start_ping_ap(bound: u64) -> bool {
 /// Under Quercus: the ICR write exits on the BSP's vCPU, the AP's vCPU is
 /// woken from HLT and injected, its ICR writes exit, and the BSP's vCPU is
 /// kicked out of the guest to be injected in turn.
+///
+/// Whether there is a second CPU is not read from CPUID.1:EBX[23:16]: Bochs
+/// reports 1 there with two single-core processors (`cpu: count=2`). The
+/// AP is started; natively, silence means no second CPU (a skip), under
+/// Quercus a failure (the bench VM has two vCPUs).
 fn ipi(env: &Env) -> TestResult {
-    let n = (cpuid(1, 0).ebx >> 16) & 0xFF;
-    if n < 2 {
-        return Ok(Skip("one CPU (CPUID.1:EBX[23:16])"));
-    }
     ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
     cpu::cli();
     lapic::write(lapic::REG_SVR, lapic::SVR_ENABLE | SPURIOUS_VECTOR as u32);
     lapic::write(lapic::REG_TPR, 0);
     let bound = super::tsc_bound_ms(env, 3000);
-    ensure!(
-        start_ping_ap(bound),
-        "the AP did not come up within {bound} TSC ticks"
-    );
+    if !start_ping_ap(bound) {
+        if env.native {
+            return Ok(Skip("no second CPU answered INIT/SIPI"));
+        }
+        fail!("the AP did not come up within {bound} TSC ticks");
+    }
     BENCH_AP_PINGS.store(0, Ordering::SeqCst);
     let mut lost = 0u32;
     series("ipi-round-trip", WAIT_ROUNDS, || {
