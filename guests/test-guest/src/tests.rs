@@ -731,7 +731,14 @@ fn lapic_x2apic(env: &Env) -> TestResult {
     ensure!(id == cpuid_id, "x2APIC ID {id}, CPUID says {cpuid_id}");
     let ldr = lapic::read(lapic::REG_LDR);
     let want = ((id >> 4) << 16) | (1 << (id & 0xF));
-    ensure!(ldr == want, "x2APIC LDR {ldr:#x}, expected {want:#x}");
+    // Bochs differs from the SDM here too: natively its x2APIC LDR reads 0
+    // instead of the value derived from the ID. Accepted natively on Bochs
+    // only; under Quercus the SDM holds.
+    let bochs_zero = env.native && ldr == 0 && is_bochs();
+    ensure!(
+        ldr == want || bochs_zero,
+        "x2APIC LDR {ldr:#x}, expected {want:#x}"
+    );
     lapic::write(
         lapic::REG_SVR,
         lapic::SVR_ENABLE | trap::SPURIOUS_VECTOR as u32,
