@@ -8,7 +8,8 @@
 //! `hypercall-unknown`, `hypercall-user`, `smp-ap-start` and `smp-ap-restart`
 //! (only with `smp` on the command line), the [`PCI_TESTS`] (only with `pci`),
 //! `lapic-x2apic` (last), and
-//! `cpuid-bench` (only with `bench` on the command line).
+//! `cpuid-bench` and the `bench-*` exit benchmarks of `tests/bench.rs`
+//! (only with `bench` on the command line).
 
 use core::sync::atomic::Ordering;
 
