@@ -233,7 +233,11 @@ pub fn print_footprint(path: &Path, rlib_dirs: &[std::path::PathBuf]) -> Result<
     top.sort_by(|a, b| b.size.cmp(&a.size).then(a.name.cmp(&b.name)));
     println!("top {TOP_SYMBOLS} symbols (loaded sections):");
     for s in top.iter().take(TOP_SYMBOLS) {
-        println!("  {:>7} {:<8} {}", s.size, s.section, s.name);
+        let owner = anon_hash(&s.name)
+            .and_then(|h| anon.get(h))
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        println!("  {:>7} {:<8} {}{owner}", s.size, s.section, s.name);
     }
     Ok(fp)
 }
