@@ -217,19 +217,168 @@ pub fn cpuid_median(line: &str) -> Option<u64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// One `BENCH <row> median=N min=N max=N` line of the test guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchRow {
+    pub row: String,
+    pub median: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Parses a `BENCH` line (with or without the hypervisor's `[vm0] ` prefix);
+/// `None` for any other line or a line missing one of the three numbers.
+pub fn parse_bench_row(line: &str) -> Option<BenchRow> {
+    let rest = &line[line.find("BENCH ")? + "BENCH ".len()..];
+    let mut words = rest.split_whitespace();
+    let row = words.next()?.to_string();
+    let (mut median, mut min, mut max) = (None, None, None);
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        let value: u64 = value.parse().ok()?;
+        match key {
+            "median" => median = Some(value),
+            "min" => min = Some(value),
+            "max" => max = Some(value),
+            _ => {}
+        }
+    }
+    Some(BenchRow {
+        row,
+        median: median?,
+        min: min?,
+        max: max?,
+    })
+}
+
+/// The `reason=count` pairs after `vm <name>: exits ` (the hypervisor's
+/// summary when a VM stops), in their order; `None` for other lines.
+pub fn parse_exit_counts(line: &str, vm: &str) -> Option<Vec<(String, u64)>> {
+    let marker = format!("vm {vm}: exits");
+    let rest = &line[line.find(&marker)? + marker.len()..];
+    rest.split_whitespace()
+        .map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The native and Quercus runs of the bench scenario's test guest on one emulator.
+struct GuestRuns {
+    native: Option<runner::RunOutcome>,
+    quercus: Option<runner::RunOutcome>,
+}
+
+/// What `bench cpuid` and `bench exits` boot: the test guest with `bench`,
+/// natively with as many CPUs as the bench VM has vCPUs, and as vm0 of
+/// `configs/bench.toml` under Quercus.
+struct BenchSetup {
+    guest: std::path::PathBuf,
+    hv: std::path::PathBuf,
+    modules: Vec<runner::BootModule>,
+    native_cpus: u32,
+    quercus_cpus: u32,
+}
+
+impl BenchSetup {
+    fn build() -> Result<Self> {
+        let root = workspace_root();
+        packages::ensure(&packages::all_requirements())?;
+        let scenario = root.join("configs/bench.toml");
+        let opts = BuildOptions {
+            profile: Profile::Release,
+            scenario: Some(scenario.clone()),
+        };
+        let guest = build::build_baremetal("test-guest", "test-guest", &opts)?;
+        let modules = build::scenario_modules(&root, &scenario, &opts)?;
+        let hv = build::build_hypervisor(&opts)?;
+        let (native_cpus, _) = build::first_vm_shape(&root, &scenario)?;
+        let quercus_cpus = build::scenario_cpus(&root, &scenario)?;
+        Ok(Self {
+            guest,
+            hv,
+            modules,
+            native_cpus,
+            quercus_cpus,
+        })
+    }
+
+    /// Boots natively (`expect` native) and under Quercus (`expect` quercus)
+    /// on `emulator`; a run that did not match is reported and left `None`.
+    fn run(
+        &self,
+        what: &str,
+        emulator: Emulator,
+        native_expect: &[Regex],
+        quercus_expect: &[Regex],
+        fail: &Regex,
+        timeout: Duration,
+    ) -> Result<GuestRuns> {
+        let mut runs = GuestRuns {
+            native: None,
+            quercus: None,
+        };
+        for native in [true, false] {
+            let label = if native { "native" } else { "quercus" };
+            let cfg = RunConfig {
+                name: format!("bench-{what}-{}-{label}", emulator.name()),
+                kernel: if native { &self.guest } else { &self.hv }.clone(),
+                emulator,
+                cpus: if native {
+                    self.native_cpus
+                } else {
+                    self.quercus_cpus
+                },
+                mem_mib: 512,
+                cmdline: if native { "bench" } else { "" }.into(),
+                modules: if native {
+                    Vec::new()
+                } else {
+                    self.modules.clone()
+                },
+                extra_qemu_args: Vec::new(),
+                expect: if native {
+                    native_expect
+                } else {
+                    quercus_expect
+                }
+                .to_vec(),
+                parallel: Vec::new(),
+                input: Vec::new(),
+                fail: Some(fail.clone()),
+                timeout,
+                echo: false,
+            };
+            if process::interrupted() {
+                break;
+            }
+            let outcome = runner::run(&cfg)?;
+            if outcome.matched {
+                *(if native {
+                    &mut runs.native
+                } else {
+                    &mut runs.quercus
+                }) = Some(outcome);
+            } else {
+                println!("{:<10} {label:<8} FAIL {}", emulator.name(), outcome.reason);
+                for line in &outcome.diagnostics {
+                    println!("  {line}");
+                }
+                for line in crate::console::tail(&outcome.lines, 10) {
+                    println!("  | {line}");
+                }
+            }
+        }
+        Ok(runs)
+    }
+}
+
 /// Runs the test guest with `bench` natively and as vm0 of `configs/bench.toml`
 /// on each emulator; prints the CPUID round-trip medians, their ratio and the
 /// VM's exit counts.
-pub fn bench_cpuid() -> Result<ExitCode> {
-    let root = workspace_root();
-    packages::ensure(&packages::all_requirements())?;
-    let opts = BuildOptions {
-        profile: Profile::Release,
-        scenario: Some(root.join("configs/bench.toml")),
-    };
-    let guest = build::build_baremetal("test-guest", "test-guest", &opts)?;
-    let modules = build::scenario_modules(&root, &root.join("configs/bench.toml"), &opts)?;
-    let hv = build::build_hypervisor(&opts)?;
+pub fn bench_cpuid(emulators: &[Emulator]) -> Result<ExitCode> {
+    let setup = BenchSetup::build()?;
     let fail = Regex::new(r"(?i)panic|fatal|TEST \S+ FAIL")?;
     let native_expect = vec![Regex::new("BENCH cpuid median=")?];
     let quercus_expect = vec![
@@ -237,32 +386,24 @@ pub fn bench_cpuid() -> Result<ExitCode> {
         Regex::new(r"vm vm0: exits ")?,
     ];
     let mut ok = true;
-    for emulator in [Emulator::Qemu, Emulator::Bochs, Emulator::BochsAmd] {
+    for &emulator in emulators {
+        let runs = setup.run(
+            "cpuid",
+            emulator,
+            &native_expect,
+            &quercus_expect,
+            &fail,
+            Duration::from_secs(300),
+        )?;
         let mut medians = Vec::new();
-        for (label, kernel, modules, cmdline, expect) in [
-            ("native", &guest, Vec::new(), "bench", native_expect.clone()),
-            ("quercus", &hv, modules.clone(), "", quercus_expect.clone()),
-        ] {
-            let cfg = RunConfig {
-                name: format!("bench-cpuid-{}-{label}", emulator.name()),
-                kernel: kernel.clone(),
-                emulator,
-                cpus: 2,
-                mem_mib: 512,
-                cmdline: cmdline.into(),
-                modules,
-                extra_qemu_args: Vec::new(),
-                expect,
-                parallel: Vec::new(),
-                input: Vec::new(),
-                fail: Some(fail.clone()),
-                timeout: Duration::from_secs(300),
-                echo: false,
+        for (label, outcome) in [("native", &runs.native), ("quercus", &runs.quercus)] {
+            let Some(outcome) = outcome else {
+                ok = false;
+                continue;
             };
-            let outcome = runner::run(&cfg)?;
             let bench = outcome.lines.iter().find(|l| l.contains("BENCH cpuid"));
             match bench.and_then(|l| cpuid_median(l)) {
-                Some(m) if outcome.matched => {
+                Some(m) => {
                     println!(
                         "{:<10} {label:<8} {}",
                         emulator.name(),
@@ -270,9 +411,12 @@ pub fn bench_cpuid() -> Result<ExitCode> {
                     );
                     medians.push(m);
                 }
-                _ => {
+                None => {
                     ok = false;
-                    println!("{:<10} {label:<8} FAIL {}", emulator.name(), outcome.reason);
+                    println!(
+                        "{:<10} {label:<8} FAIL no BENCH cpuid line",
+                        emulator.name()
+                    );
                 }
             }
             if let Some(exits) = outcome.lines.iter().find(|l| l.contains("vm vm0: exits ")) {
@@ -284,6 +428,125 @@ pub fn bench_cpuid() -> Result<ExitCode> {
                 "{:<10} cpuid round trip under Quercus: {quercus} ticks vs {native} native = {:.1}x",
                 emulator.name(),
                 quercus as f64 / native.max(1) as f64
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What the TSC of a guest on `emulator` measures, for the table's title.
+fn tick_kind(emulator: Emulator) -> &'static str {
+    match emulator {
+        Emulator::Qemu => "QEMU TCG, AMD-V: wall-clock TSC ticks, noisy",
+        Emulator::Bochs => {
+            "Bochs VT-x (tigerlake): TSC ticks at the instruction rate, deterministic"
+        }
+        Emulator::BochsAmd => {
+            "Bochs AMD-V (ryzen): TSC ticks at the instruction rate, deterministic"
+        }
+        Emulator::BochsHaswell => {
+            "Bochs VT-x (haswell): TSC ticks at the instruction rate, deterministic"
+        }
+    }
+}
+
+/// The table of one emulator: each row's median natively, under Quercus
+/// and the difference (`-` where a run has no such row), in the order the
+/// rows first appear (native rows first).
+pub fn exits_table(native: &[BenchRow], quercus: &[BenchRow]) -> Vec<String> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in native.iter().chain(quercus) {
+        if !names.contains(&r.row.as_str()) {
+            names.push(&r.row);
+        }
+    }
+    let find =
+        |rows: &[BenchRow], name: &str| rows.iter().find(|r| r.row == name).map(|r| r.median);
+    let cell = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let mut out = vec![format!(
+        "{:<24} {:>10} {:>10} {:>15}",
+        "row", "native", "Quercus", "Quercus-native"
+    )];
+    for name in names {
+        let (n, q) = (find(native, name), find(quercus, name));
+        let diff = match (n, q) {
+            (Some(n), Some(q)) => (q as i64 - n as i64).to_string(),
+            _ => "-".to_string(),
+        };
+        out.push(format!(
+            "{name:<24} {:>10} {:>10} {diff:>15}",
+            cell(n),
+            cell(q)
+        ));
+    }
+    out
+}
+
+/// `cargo xtask bench exits`: the test guest's exit round trips natively
+/// and under Quercus on each emulator, a table per emulator and the VM's
+/// exit counts by reason.
+pub fn bench_exits(emulators: &[Emulator]) -> Result<ExitCode> {
+    let setup = BenchSetup::build()?;
+    // A failing benchmark row (a `TEST bench-* FAIL`) is reported, but the
+    // rows that did print are still worth the minutes a Bochs run takes.
+    let fail = Regex::new(r"(?i)panic|fatal")?;
+    let native_expect = vec![Regex::new("TESTS DONE")?];
+    let quercus_expect = vec![
+        Regex::new(r"^\[vm0\] TESTS DONE")?,
+        Regex::new(r"vm vm0: exits ")?,
+    ];
+    let mut ok = true;
+    for &emulator in emulators {
+        println!(
+            "{} ({} CPUs natively, {} under Quercus for a VM of {})",
+            emulator.name(),
+            setup.native_cpus,
+            setup.quercus_cpus,
+            setup.native_cpus
+        );
+        let runs = setup.run(
+            "exits",
+            emulator,
+            &native_expect,
+            &quercus_expect,
+            &fail,
+            Duration::from_secs(900),
+        )?;
+        let rows = |o: &Option<runner::RunOutcome>| -> Vec<BenchRow> {
+            o.iter()
+                .flat_map(|o| o.lines.iter())
+                .filter_map(|l| parse_bench_row(l))
+                .collect()
+        };
+        let (native, quercus) = (rows(&runs.native), rows(&runs.quercus));
+        ok &= runs.native.is_some() && runs.quercus.is_some();
+        for (label, o) in [("native", &runs.native), ("quercus", &runs.quercus)] {
+            for line in o.iter().flat_map(|o| o.lines.iter()) {
+                if line.contains("TEST ") && line.contains(" FAIL") {
+                    ok = false;
+                    println!("{:<10} {label:<8} {}", emulator.name(), line.trim());
+                }
+            }
+        }
+        println!("{} — {}", emulator.name(), tick_kind(emulator));
+        for line in exits_table(&native, &quercus) {
+            println!("  {line}");
+        }
+        let counts = runs
+            .quercus
+            .iter()
+            .flat_map(|o| o.lines.iter())
+            .find_map(|l| parse_exit_counts(l, "vm0"));
+        if let Some(counts) = counts {
+            let total: u64 = counts.iter().map(|(_, c)| c).sum();
+            let list: Vec<String> = counts.iter().map(|(k, c)| format!("{k}={c}")).collect();
+            println!(
+                "  vm0 exits over the whole run (tests and benchmarks): {} (total {total})",
+                list.join(" ")
             );
         }
     }
@@ -323,6 +586,68 @@ mod tests {
         assert_eq!(cpuid_median("BENCH cpuid median=9"), Some(9));
         assert_eq!(cpuid_median("BENCH cpuid median=x"), None);
         assert_eq!(cpuid_median("nothing"), None);
+    }
+
+    #[test]
+    fn bench_rows_parse_with_and_without_the_vm_prefix() {
+        assert_eq!(
+            parse_bench_row("[vm0] BENCH pio-claimed-read median=1200 min=1100 max=9000"),
+            Some(BenchRow {
+                row: "pio-claimed-read".into(),
+                median: 1200,
+                min: 1100,
+                max: 9000
+            })
+        );
+        let r = parse_bench_row("BENCH cpuid median=5 min=4 max=6").unwrap();
+        assert_eq!((r.row.as_str(), r.median, r.min, r.max), ("cpuid", 5, 4, 6));
+        // Every number is required, and must be a number.
+        assert_eq!(parse_bench_row("BENCH cpuid median=5 min=4"), None);
+        assert_eq!(parse_bench_row("BENCH cpuid median=5 min=x max=6"), None);
+        assert_eq!(parse_bench_row("BENCH cpuid median=5 junk max=6"), None);
+        assert_eq!(parse_bench_row("BENCH"), None);
+        assert_eq!(parse_bench_row("TEST cpuid-bench PASS"), None);
+    }
+
+    #[test]
+    fn exit_counts_parse_in_order() {
+        let line = "[quercus] INFO vm vm0: exits io=1083 mmio=16396 cpuid=12 hlt=1";
+        assert_eq!(
+            parse_exit_counts(line, "vm0"),
+            Some(vec![
+                ("io".into(), 1083),
+                ("mmio".into(), 16396),
+                ("cpuid".into(), 12),
+                ("hlt".into(), 1)
+            ])
+        );
+        assert_eq!(parse_exit_counts("vm vm0: exits ", "vm0"), Some(vec![]));
+        assert_eq!(parse_exit_counts(line, "vm1"), None);
+        assert_eq!(parse_exit_counts("vm vm0: exits io=x", "vm0"), None);
+    }
+
+    #[test]
+    fn exits_table_pairs_rows_and_marks_missing_ones() {
+        let row = |name: &str, median| BenchRow {
+            row: name.into(),
+            median,
+            min: 0,
+            max: 0,
+        };
+        let native = [row("cpuid", 5), row("hlt-wake-oneshot", 40)];
+        let quercus = [
+            row("cpuid", 1070),
+            row("hlt-wake-tsc-deadline", 900),
+            row("hlt-wake-oneshot", 30),
+        ];
+        let table = exits_table(&native, &quercus);
+        assert_eq!(table.len(), 4);
+        assert!(table[0].starts_with("row"));
+        let cols =
+            |i: usize| -> Vec<String> { table[i].split_whitespace().map(str::to_string).collect() };
+        assert_eq!(cols(1), ["cpuid", "5", "1070", "1065"]);
+        assert_eq!(cols(2), ["hlt-wake-oneshot", "40", "30", "-10"]);
+        assert_eq!(cols(3), ["hlt-wake-tsc-deadline", "-", "900", "-"]);
     }
 
     #[test]

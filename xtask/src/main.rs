@@ -9,6 +9,7 @@ mod packages;
 mod process;
 mod qemu;
 mod runner;
+mod size;
 mod tests;
 
 use std::path::{Path, PathBuf};
@@ -80,7 +81,27 @@ enum BenchWhat {
     },
     /// The test guest's CPUID round trip (guest TSC ticks, median of 1000),
     /// natively and under Quercus on each emulator, plus the VM's exit counts.
-    Cpuid,
+    Cpuid {
+        /// Only these emulators (repeatable; default: qemu, bochs, bochs-amd).
+        #[arg(long, value_enum)]
+        emulator: Vec<runner::Emulator>,
+    },
+    /// The round trip of each kind of VM exit (test guest `BENCH` rows, guest
+    /// TSC ticks), natively and under Quercus, one table per emulator, plus
+    /// the VM's exit counts by reason.
+    Exits {
+        /// Only these emulators (repeatable; default: bochs, bochs-amd; QEMU's
+        /// ticks are wall clock and noisy).
+        #[arg(long, value_enum)]
+        emulator: Vec<runner::Emulator>,
+    },
+    /// The release image's footprint: section sizes, the loaded total, the
+    /// largest crates per section and the largest symbols.
+    Size {
+        /// Report this ELF instead of building the release image.
+        #[arg(long)]
+        image: Option<PathBuf>,
+    },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
         /// Boots of each kind.
@@ -296,6 +317,15 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     }
 }
 
+/// `chosen`, or `default` when nothing was chosen.
+fn or_default(chosen: Vec<Emulator>, default: &[Emulator]) -> Vec<Emulator> {
+    if chosen.is_empty() {
+        default.to_vec()
+    } else {
+        chosen
+    }
+}
+
 fn main() -> ExitCode {
     process::install_signal_handlers();
     let cli = Cli::parse();
@@ -335,8 +365,20 @@ fn main() -> ExitCode {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),
         Command::Bench {
-            what: BenchWhat::Cpuid,
-        } => bench::bench_cpuid(),
+            what: BenchWhat::Cpuid { emulator },
+        } => bench::bench_cpuid(&or_default(
+            emulator,
+            &[Emulator::Qemu, Emulator::Bochs, Emulator::BochsAmd],
+        )),
+        Command::Bench {
+            what: BenchWhat::Exits { emulator },
+        } => bench::bench_exits(&or_default(
+            emulator,
+            &[Emulator::Bochs, Emulator::BochsAmd],
+        )),
+        Command::Bench {
+            what: BenchWhat::Size { image },
+        } => size::bench_size(image.as_deref()),
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),

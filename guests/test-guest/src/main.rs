@@ -6,7 +6,7 @@
 //! then `TESTS DONE <passed> passed <failed> failed`, then powers off
 //! (Quercus hypercall 3, else QEMU's isa-debug-exit at 0xF4, else halts).
 //! Command-line words: `console` (stay up after the tests: heartbeat and echo),
-//! `bench` (CPUID round-trip benchmark), `smp` (start the second vCPU),
+//! `bench` (exit round-trip benchmarks: `BENCH` lines), `smp` (start the second vCPU),
 //! `pci` (the virtual PCI segment and Quercus's PCI test device), `arch`
 //! (only the architecture-conformance `arch-*` tests), `crash`
 //! (triple-fault on purpose after the tests, announced by

@@ -8,7 +8,8 @@
 //! `hypercall-unknown`, `hypercall-user`, `smp-ap-start` and `smp-ap-restart`
 //! (only with `smp` on the command line), the [`PCI_TESTS`] (only with `pci`),
 //! `lapic-x2apic` (last), and
-//! `cpuid-bench` (only with `bench` on the command line). With `pic-only`
+//! `cpuid-bench` and the `bench-*` exit benchmarks of `tests/bench.rs`
+//! (only with `bench` on the command line). With `pic-only`
 //! on the command line only the `pic-*` tests run
 //! ([`pic_only::PIC_FIRST_TESTS`], then [`pic_only::PIC_ONLY_TESTS`]).
 
@@ -89,6 +90,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
     ("smp-ap-restart", smp_ap_restart),
 ];
 
+mod bench;
 mod pci;
 pub mod pic_only;
 
@@ -140,6 +142,9 @@ pub fn run_all(env: &Env) -> Tally {
     }
     if env.bench {
         run_one(env, "cpuid-bench", cpuid_bench, &mut tally);
+        for &(name, test) in bench::TESTS {
+            run_one(env, name, test, &mut tally);
+        }
     }
     if env.smp {
         for &(name, test) in SMP_TESTS {
@@ -697,11 +702,34 @@ fn lapic_tsc_deadline(env: &Env) -> TestResult {
         "interrupt {} TSC ticks before the deadline",
         deadline - woke
     );
+    // Bochs differs from the SDM here: its IA32_TSC_DEADLINE keeps the
+    // deadline after the timer fired (the SDM: it reads 0 once fired).
+    // Accepted natively on Bochs only; under Quercus the SDM holds.
+    let bochs_keeps = env.native && is_bochs() && after == deadline;
     ensure!(
-        after == 0,
+        after == 0 || bochs_keeps,
         "IA32_TSC_DEADLINE reads {after:#x} after firing"
     );
     Ok(Pass)
+}
+
+/// Running natively on Bochs: no hypervisor bit, and the firmware's RSDP
+/// has the Bochs BIOS's OEM ID "BOCHS " (QEMU's SeaBIOS says the same, but
+/// QEMU sets the hypervisor bit; real firmware and Quercus do not say it).
+fn is_bochs() -> bool {
+    const OEMID_OFFSET: u64 = 9;
+    let hv_bit = cpuid(1, 0).ecx & (1 << 31) != 0;
+    let Ok(rsdp) = crate::acpi::find_rsdp() else {
+        return false;
+    };
+    let mut oem = [0u8; 6];
+    for (i, b) in oem.iter_mut().enumerate() {
+        // SAFETY: `find_rsdp` found (and checksummed) the 20-byte RSDP at
+        // this address, in the identity-mapped first MiB; firmware memory
+        // holds no Rust object.
+        *b = unsafe { ((rsdp.addr + OEMID_OFFSET + i as u64) as *const u8).read_volatile() };
+    }
+    !hv_bit && oem == *b"BOCHS "
 }
 
 /// x2APIC mode: switched on through IA32_APIC_BASE, the ID and the derived
@@ -727,7 +755,14 @@ fn lapic_x2apic(env: &Env) -> TestResult {
     ensure!(id == cpuid_id, "x2APIC ID {id}, CPUID says {cpuid_id}");
     let ldr = lapic::read(lapic::REG_LDR);
     let want = ((id >> 4) << 16) | (1 << (id & 0xF));
-    ensure!(ldr == want, "x2APIC LDR {ldr:#x}, expected {want:#x}");
+    // Bochs differs from the SDM here too: natively its x2APIC LDR reads 0
+    // instead of the value derived from the ID. Accepted natively on Bochs
+    // only; under Quercus the SDM holds.
+    let bochs_zero = env.native && ldr == 0 && is_bochs();
+    ensure!(
+        ldr == want || bochs_zero,
+        "x2APIC LDR {ldr:#x}, expected {want:#x}"
+    );
     lapic::write(
         lapic::REG_SVR,
         lapic::SVR_ENABLE | trap::SPURIOUS_VECTOR as u32,
