@@ -181,6 +181,12 @@ impl Chip {
             }
         } else if level && self.lines & bit == 0 {
             self.irr |= bit;
+        } else if !level && self.lines & bit != 0 {
+            // The 8259A wants an edge-triggered request held until INTA: a
+            // line that falls first withdraws it (an INTA then finds IR7,
+            // the spurious vector). A device that clears its interrupt
+            // (the RTC's register C read) must not leave a stale request.
+            self.irr &= !bit;
         }
         if level {
             self.lines |= bit;
@@ -389,6 +395,26 @@ impl Pic8259 {
         self.chips[0].request(true).is_some()
     }
 
+    /// A pulse on IRQ `line` that the chip latches although the line is low
+    /// again at once: a rising edge whose high phase outlasts every INTA (the
+    /// 8254's rate-generator output, low for one input clock per period).
+    pub fn pulse_irq(&mut self, line: u32) {
+        let (chip, ir) = match line {
+            0 | 1 | 3..=7 => (0, line as u8),
+            8..=15 => (1, line as u8 - 8),
+            _ => {
+                bump(&mut self.counters.bad_lines);
+                return;
+            }
+        };
+        let c = &mut self.chips[chip];
+        let bit = 1u8 << ir;
+        if c.level_mask() & bit == 0 && c.lines & bit == 0 {
+            c.irr |= bit;
+        }
+        self.update_cascade();
+    }
+
     /// The master's INT output: the vector an INTA cycle would return now,
     /// or None when INT is low.
     pub fn pending_vector(&self) -> Option<u8> {
@@ -538,8 +564,31 @@ mod tests {
     }
 
     fn pulse(p: &mut Pic8259, line: u32) {
-        p.set_irq(line, true);
-        p.set_irq(line, false);
+        p.pulse_irq(line);
+    }
+
+    #[test]
+    fn an_edge_request_withdrawn_before_inta_is_gone() {
+        let mut p = Pic8259::new();
+        linux_init(&mut p, 0xFA, 0xFE); // IRQ 0, 2, 8 unmasked
+                                        // The RTC raises IRQ 8, then its register C is read: the line falls.
+        p.set_irq(8, true);
+        assert_eq!(p.pending_vector(), Some(0x38));
+        p.set_irq(8, false);
+        assert_eq!(p.pending_vector(), None, "withdrawn, cascade included");
+        assert_eq!(inb(&mut p, 0xA0) & 1, 0, "IRR bit cleared");
+        // Withdrawn after INT reached the CPU: INTA finds the spurious IR7.
+        p.set_irq(8, true);
+        assert!(p.int_output());
+        p.set_irq(8, false);
+        assert!(!p.int_output());
+        assert_eq!(p.acknowledge(), 0x37, "master spurious IR7");
+        // A pulse (the PIT) stays latched; a held level stays requested.
+        pulse(&mut p, 0);
+        assert_eq!(p.acknowledge(), 0x30);
+        p.set_irq(8, true);
+        outb(&mut p, 0x20, 0x20);
+        assert_eq!(p.acknowledge(), 0x38);
     }
 
     #[test]

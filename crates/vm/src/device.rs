@@ -74,10 +74,12 @@ impl IrqChip {
         self.set_gsi(gsi_of_isa(irq), level);
     }
 
-    /// A rising then falling edge on ISA `irq`.
+    /// A pulse on ISA `irq` (the PIT): latched by the 8259 as an edge, and a
+    /// rising then falling edge at the IOAPIC.
     pub fn pulse_isa_irq(&mut self, irq: u8) {
-        self.set_isa_irq(irq, true);
-        self.set_isa_irq(irq, false);
+        self.pic.pulse_irq(u32::from(irq));
+        self.set_gsi(gsi_of_isa(irq), true);
+        self.set_gsi(gsi_of_isa(irq), false);
     }
 
     /// Raises or lowers IOAPIC input `gsi` (PCI INTx lines, GSIs 16..).
