@@ -142,7 +142,8 @@ impl ::vmm::Platform for X86 {
     }
 
     fn arm_timer(&self, after: Option<u64>) {
-        lapic::arm_oneshot(GUEST_TIMER_VECTOR.load(Ordering::Relaxed), after);
+        // The vector and mode were set when the pCPU took up guests.
+        lapic::arm_oneshot_count(after);
     }
 
     fn wait_for_interrupt(&self) {
@@ -155,6 +156,7 @@ impl ::vmm::Platform for X86 {
 
     fn prepare_pcpu(&self) {
         cpu::enable_xsave();
+        lapic::set_oneshot_vector(GUEST_TIMER_VECTOR.load(Ordering::Relaxed));
     }
 
     fn service_mailbox(&self, pcpu: u16, vcpu: Option<&dyn VcpuBackend>) {

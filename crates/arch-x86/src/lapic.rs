@@ -135,6 +135,23 @@ pub fn calibrate_timer() {
 /// Arms this CPU's LAPIC timer to raise `vector` once, `tsc_delta` TSC ticks
 /// from now (at least one timer tick); `None` disarms it.
 pub fn arm_oneshot(vector: u8, tsc_delta: Option<u64>) {
+    if tsc_delta.is_some() {
+        set_oneshot_vector(vector);
+    }
+    arm_oneshot_count(tsc_delta);
+}
+
+/// Puts this CPU's LAPIC timer in one-shot mode on `vector`, divide by 16,
+/// for [`arm_oneshot_count`].
+pub fn set_oneshot_vector(vector: u8) {
+    write(REG_TIMER_DIVIDE, 0b0011);
+    write(REG_LVT_TIMER, u32::from(vector));
+}
+
+/// Starts the one-shot timer [`set_oneshot_vector`] set up to fire after
+/// `tsc_delta` TSC ticks; `None` stops it. One register write: this runs
+/// before every guest entry.
+pub fn arm_oneshot_count(tsc_delta: Option<u64>) {
     let Some(delta) = tsc_delta else {
         write(REG_TIMER_INITIAL, 0);
         return;
@@ -142,8 +159,6 @@ pub fn arm_oneshot(vector: u8, tsc_delta: Option<u64>) {
     let rate = TIMER_PER_TSC_Q20.load(Ordering::Relaxed).max(1);
     let count =
         ((u128::from(delta) * u128::from(rate)) >> 20).clamp(1, u128::from(u32::MAX)) as u32;
-    write(REG_TIMER_DIVIDE, 0b0011);
-    write(REG_LVT_TIMER, u32::from(vector));
     write(REG_TIMER_INITIAL, count);
 }
 

@@ -119,11 +119,11 @@ pub struct CpuidPolicy {
 }
 
 impl CpuidPolicy {
-    /// The guest's CPUID answer for `leaf`/`subleaf`, given the physical
-    /// CPU's answer `native` for the same input; `[EAX, EBX, ECX, EDX]`.
-    ///
-    /// Total for every input: leaves without a rule return `native`
-    /// unchanged (the hardware's own answer for out-of-range leaves included).
+    /// Whether `leaf` has bits [`CpuidPolicy::reflect_guest_cr4`] sets.
+    pub fn mirrors_cr4(leaf: u32) -> bool {
+        matches!(leaf, LEAF_FEATURES | LEAF_EXT_FEATURES)
+    }
+
     /// Sets the bits of CPUID that mirror the calling CPU's CR4 from the
     /// guest's CR4, not the host's: OSXSAVE (leaf 1 ECX bit 27) and OSPKE
     /// (leaf 7.0 ECX bit 4). A guest that has not enabled XSAVE must not be told
@@ -143,6 +143,11 @@ impl CpuidPolicy {
         }
     }
 
+    /// The guest's CPUID answer for `leaf`/`subleaf`, given the physical
+    /// CPU's answer `native` for the same input; `[EAX, EBX, ECX, EDX]`.
+    ///
+    /// Total for every input: leaves without a rule return `native`
+    /// unchanged (the hardware's own answer for out-of-range leaves included).
     pub fn virtualize(&self, leaf: u32, subleaf: u32, native: [u32; 4]) -> [u32; 4] {
         let mut r = native;
         match leaf {

@@ -111,6 +111,11 @@ impl IrqChip {
     }
 
     /// Takes the interrupts waiting for the vLAPICs.
+    /// Whether interrupt messages wait for [`IrqChip::take_deliveries`].
+    pub fn has_deliveries(&self) -> bool {
+        !self.deliveries.is_empty()
+    }
+
     pub fn take_deliveries(&mut self) -> Vec<Delivery> {
         core::mem::take(&mut self.deliveries)
     }

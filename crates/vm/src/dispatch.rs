@@ -348,7 +348,7 @@ impl VcpuExits {
     /// be taken now asks for an exit when it can.
     fn inject_events<B: VcpuBackend, H: VmHost>(&mut self, vcpu: &mut B, host: &H) {
         // One NMI can wait behind a running handler, not two.
-        if vcpu.nmi_blocked() {
+        if self.nmi_pending > 1 && vcpu.nmi_blocked() {
             self.nmi_pending = self.nmi_pending.min(1);
         }
         let extint = self.lapic.accepts_extint() && host.pic_interrupt();
@@ -487,7 +487,9 @@ impl VcpuExits {
                 let g = vcpu.gprs();
                 let (leaf, sub) = (g.rax as u32, g.rcx as u32);
                 let mut regs = self.cpuid.virtualize(leaf, sub, host.host_cpuid(leaf, sub));
-                CpuidPolicy::reflect_guest_cr4(leaf, sub, &mut regs, vcpu.system_state().cr4);
+                if CpuidPolicy::mirrors_cr4(leaf) {
+                    CpuidPolicy::reflect_guest_cr4(leaf, sub, &mut regs, vcpu.system_state().cr4);
+                }
                 let [a, b, c, d] = regs;
                 let g = vcpu.gprs_mut();
                 (g.rax, g.rbx, g.rcx, g.rdx) = (a.into(), b.into(), c.into(), d.into());

@@ -719,6 +719,12 @@ impl PcPlatform {
         self.irq.eoi(vector);
     }
 
+    /// Whether interrupt messages or late answers wait to be taken
+    /// ([`PcPlatform::take_deliveries`], [`PcPlatform::take_completed_reads`]).
+    pub fn has_news(&self) -> bool {
+        self.irq.has_deliveries() || !self.completed.is_empty()
+    }
+
     /// Takes the interrupts waiting for the vLAPICs.
     pub fn take_deliveries(&mut self) -> Vec<Delivery> {
         self.irq.take_deliveries()

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::lifecycle::{Request, VcpuEvent, VcpuRun};
-use crate::platform::{ns_to_tsc, tsc_to_ns, Platform};
+use crate::platform::{Platform, TscScale};
 use crate::vm::{VcpuSlot, Vm};
 
 /// The VM-wide services the exit handlers use, for one vCPU on this pCPU.
@@ -13,15 +13,17 @@ pub(crate) struct Host<'a, P: Platform> {
     pub pcpu: u16,
     pub slot: &'a VcpuSlot,
     pub p: &'a P,
+    /// The TSC rate's conversions, computed once.
+    pub scale: TscScale,
 }
 
 impl<P: Platform> Host<'_, P> {
     fn tsc_to_ns(&self, tsc: u64) -> u64 {
-        tsc_to_ns(self.p.tsc_hz(), tsc)
+        self.scale.to_ns(tsc)
     }
 
     fn ns_to_tsc(&self, ns: u64) -> u64 {
-        ns_to_tsc(self.p.tsc_hz(), ns)
+        self.scale.to_tsc(ns)
     }
 }
 
@@ -41,20 +43,18 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn pio_read(&self, port: u16, size: u8) -> u32 {
-        self.vm
-            .platform
-            .lock()
-            .pio_read(port, size, self.tsc_to_ns(self.p.now()))
+        let now = self.tsc_to_ns(self.p.now());
+        self.vm.platform.with(|p| p.pio_read(port, size, now))
     }
 
     fn pio_write(&self, port: u16, size: u8, value: u32) -> vm::PioEffect {
         let mut out = Vec::new();
-        let effect = {
-            let mut p = self.vm.platform.lock();
-            let effect = p.pio_write(port, size, value, self.tsc_to_ns(self.p.now()));
+        let now = self.tsc_to_ns(self.p.now());
+        let effect = self.vm.platform.with(|p| {
+            let effect = p.pio_write(port, size, value, now);
             p.take_console_output(&mut out);
             effect
-        };
+        });
         if !out.is_empty() {
             self.vm.console.push_out(&out);
         }
@@ -63,11 +63,10 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
 
     fn pio_read_deferrable(&self, vcpu: usize, port: u16, size: u8) -> vm::IoReply {
         let now = self.tsc_to_ns(self.p.now());
-        let reply =
-            self.vm
-                .platform
-                .lock()
-                .read_from(vcpu, vm::Space::Pio, u64::from(port), size, now);
+        let reply = self
+            .vm
+            .platform
+            .with(|p| p.read_from(vcpu, vm::Space::Pio, u64::from(port), size, now));
         reply.unwrap_or(vm::IoReply::Ready(u64::from(vm::unmapped_read(size))))
     }
 
@@ -76,27 +75,32 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
         let reply = self
             .vm
             .platform
-            .lock()
-            .read_from(vcpu, vm::Space::Mmio, gpa, size, now);
+            .with(|p| p.read_from(vcpu, vm::Space::Mmio, gpa, size, now));
         reply.unwrap_or(vm::IoReply::Ready(u64::MAX))
     }
 
     fn mmio_read(&self, gpa: u64, size: u8) -> Option<u64> {
         let now = self.tsc_to_ns(self.p.now());
-        self.vm.platform.lock().mmio_read(gpa, size, now)
+        self.vm.platform.with(|p| p.mmio_read(gpa, size, now))
     }
 
     fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
         let now = self.tsc_to_ns(self.p.now());
-        self.vm.platform.lock().mmio_write(gpa, size, value, now)
+        self.vm
+            .platform
+            .with(|p| p.mmio_write(gpa, size, value, now))
     }
 
     fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {
-        let (deliveries, answers) = {
-            let mut p = self.vm.platform.lock();
-            p.poll(self.tsc_to_ns(self.p.now()));
+        let now = self.tsc_to_ns(self.p.now());
+        // Nothing due and nothing to hand out: no lock.
+        if !self.vm.platform.needs_poll(now) {
+            return;
+        }
+        let (deliveries, answers) = self.vm.platform.with(|p| {
+            p.poll(now);
             (p.take_deliveries(), p.take_completed_reads())
-        };
+        });
         // Late device answers go to the vCPUs that wait for them.
         for (vcpu, ticket, value) in answers {
             if let Some(inbox) = self.vm.inboxes.get(vcpu) {
@@ -127,23 +131,19 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn device_deadline(&self) -> Option<u64> {
-        self.vm
-            .platform
-            .lock()
-            .next_deadline()
-            .map(|ns| self.ns_to_tsc(ns))
+        self.vm.platform.deadline_ns().map(|ns| self.ns_to_tsc(ns))
     }
 
     fn pic_interrupt(&self) -> bool {
-        self.vm.platform.lock().pic_interrupt()
+        self.vm.platform.pic_interrupt()
     }
 
     fn pic_acknowledge(&self) -> Option<u8> {
-        Some(self.vm.platform.lock().pic_acknowledge())
+        Some(self.vm.platform.with(|p| p.pic_acknowledge()))
     }
 
     fn eoi(&self, vector: u8) {
-        self.vm.platform.lock().eoi(vector);
+        self.vm.platform.with(|p| p.eoi(vector));
     }
 
     fn now(&self) -> u64 {

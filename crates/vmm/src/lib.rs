@@ -18,6 +18,7 @@ mod host;
 mod lifecycle;
 mod manager;
 mod platform;
+mod platform_cell;
 mod run;
 pub mod shell;
 mod table;

@@ -103,15 +103,87 @@ pub(crate) fn tsc_to_ns(hz: u64, tsc: u64) -> u64 {
     (u128::from(tsc) * 1_000_000_000 / u128::from(hz)) as u64
 }
 
-/// Nanoseconds to TSC ticks at `hz`.
+/// Nanoseconds to TSC ticks at `hz` (exact; the reference for [`TscScale`]).
+#[cfg(test)]
 pub(crate) fn ns_to_tsc(hz: u64, ns: u64) -> u64 {
     let hz = hz.max(1);
     u64::try_from(u128::from(ns) * u128::from(hz) / 1_000_000_000).unwrap_or(u64::MAX)
 }
 
+/// TSC <-> nanosecond conversion at one rate as 32.32 fixed-point factors:
+/// one multiplication each, for the paths that run before every guest entry
+/// (a 128-bit division is a library call of dozens of instructions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TscScale {
+    /// ns per tick << 32.
+    ns_per_tick: u64,
+    /// ticks per ns << 32.
+    ticks_per_ns: u64,
+}
+
+impl TscScale {
+    pub fn new(hz: u64) -> Self {
+        let hz = u128::from(hz.max(1));
+        let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        TscScale {
+            ns_per_tick: clamp((1_000_000_000u128 << 32) / hz),
+            ticks_per_ns: clamp((hz << 32).div_ceil(1_000_000_000)),
+        }
+    }
+
+    /// TSC ticks to nanoseconds (rounded down).
+    pub fn to_ns(self, tsc: u64) -> u64 {
+        u64::try_from((u128::from(tsc) * u128::from(self.ns_per_tick)) >> 32).unwrap_or(u64::MAX)
+    }
+
+    /// Nanoseconds to TSC ticks (rounded up: a timer armed with it never
+    /// fires before the time in ns has come).
+    pub fn to_tsc(self, ns: u64) -> u64 {
+        let t = u128::from(ns) * u128::from(self.ticks_per_ns);
+        u64::try_from(t.div_ceil(1 << 32)).unwrap_or(u64::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_point_scale_agrees_with_the_exact_conversion() {
+        assert_eq!(
+            TscScale::new(1).to_ns(5),
+            5_000_000_000,
+            "an uncalibrated clock: 1 Hz"
+        );
+        assert!(TscScale::new(0).to_tsc(5_000_000_000) >= 5, "rounded up");
+        for hz in [200_000_000, 2_116_581_000, 5_000_000_000] {
+            let s = TscScale::new(hz);
+            for tsc in [0u64, 1, 999, 123_456_789, 1 << 40, 1 << 50] {
+                let exact = tsc_to_ns(hz, tsc);
+                let fast = s.to_ns(tsc);
+                // Off by at most one ns per 2^32 ticks, never late.
+                assert!(
+                    fast <= exact && exact - fast <= 1 + (tsc >> 32),
+                    "{hz} Hz {tsc}"
+                );
+            }
+            for ns in [0u64, 1, 1_000, 1_000_000_007, 1 << 40] {
+                let exact = ns_to_tsc(hz, ns);
+                let fast = s.to_tsc(ns);
+                assert!(
+                    fast >= exact && fast - exact <= 1 + (ns >> 30),
+                    "{hz} Hz {ns} ns"
+                );
+                // Back to ns: within the same bound.
+                assert!(s.to_ns(fast) + 1 + (ns >> 30) >= ns, "{hz} Hz {ns} ns back");
+            }
+        }
+        assert_eq!(
+            TscScale::new(u64::MAX).to_tsc(u64::MAX),
+            u64::MAX,
+            "saturates"
+        );
+    }
 
     #[test]
     fn tsc_and_ns_convert_both_ways() {

@@ -14,7 +14,7 @@ use crate::lifecycle::{
     GuestReset, Left, Lifecycle, Request, StopKind, VcpuEvent, VcpuRun, VcpuStep,
 };
 use crate::manager::Vmm;
-use crate::platform::{spin_until, Platform, VcpuSpec, WithVcpu};
+use crate::platform::{spin_until, Platform, TscScale, VcpuSpec, WithVcpu};
 use crate::vm::{initial_state, Vm};
 
 /// How long the guest's last console bytes may hold up the report of its end, and how long a
@@ -147,7 +147,13 @@ impl<P: Platform> Vmm<P> {
         let Some(slot) = vm.vcpus.get(usize::from(vcpu_id)) else {
             return RunEnd::Left;
         };
-        let mut host = Host { vm, pcpu, slot, p };
+        let mut host = Host {
+            vm,
+            pcpu,
+            slot,
+            p,
+            scale: TscScale::new(p.tsc_hz()),
+        };
         let mut left_guest = p.now();
         // This vCPU waits for a deferred access (shown as such by the shell).
         let mut parked = false;

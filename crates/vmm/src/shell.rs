@@ -438,13 +438,12 @@ mod tests {
         vmm.pump_consoles(&mut out, |_, _| {});
         assert!(!d.console.has_typed());
         let mut got = Vec::new();
-        {
-            let mut platform = d.platform.lock();
+        d.platform.with(|platform| {
             // RBR at COM1, LSR bit 0: data ready.
             while platform.pio_read(0x3FD, 1, 0) & 1 != 0 {
                 got.push(platform.pio_read(0x3F8, 1, 0) as u8);
             }
-        }
+        });
         assert_eq!(got, b"hi");
         // Input for an id that is not in the table goes nowhere and harms nothing.
         assert_eq!(sh.route(Action::ToGuest(VmId(0), b'x')), None);

@@ -13,6 +13,7 @@ use vcpu::{Gprs, GuestMemory, InitialState};
 use crate::console::ConsoleQueues;
 use crate::lifecycle::{AtomicLifecycle, AtomicVcpuRun, Request, VcpuEvent, VcpuRun, VmState};
 use crate::platform::{tsc_to_ns, Platform};
+use crate::platform_cell::PlatformCell;
 use crate::table::TableEntry;
 
 /// How a VM's kernel image is loaded.
@@ -186,7 +187,7 @@ pub struct Vm<P: Platform> {
     /// nCR3 (SVM) or EPTP (VMX) of the VM's second-level tables.
     pub(crate) slat_root: u64,
     /// The VM's legacy devices and console vUART.
-    pub(crate) platform: Mutex<vm::PcPlatform>,
+    pub(crate) platform: PlatformCell,
     /// Console bytes between the guest and pCPU 0.
     pub console: ConsoleQueues,
     /// Counters and run state of each vCPU.
@@ -225,7 +226,7 @@ impl<P: Platform> Vm<P> {
             cfg,
             ram,
             slat_root,
-            platform: Mutex::new(new_platform(cfg, tsc_to_ns(p.tsc_hz(), p.now()))),
+            platform: PlatformCell::new(new_platform(cfg, tsc_to_ns(p.tsc_hz(), p.now()))),
             console: ConsoleQueues::new(),
             vcpus: (0..cfg.vcpus).map(|_| VcpuSlot::new()).collect(),
             lifecycle: AtomicLifecycle::new(),
@@ -327,7 +328,8 @@ impl<P: Platform> Vm<P> {
             }
         };
         *self.entry.lock() = Some(entry);
-        *self.platform.lock() = new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now()));
+        self.platform
+            .replace(new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now())));
         for (id, inbox) in (0u32..).zip(&self.inboxes) {
             inbox.clear(id);
         }
@@ -377,16 +379,17 @@ impl<P: Platform> Vm<P> {
         if !self.console.has_typed() {
             return false;
         }
-        let mut platform = self.platform.lock();
-        self.console.feed_typed(|b| platform.console_input(b))
+        self.platform
+            .with(|platform| self.console.feed_typed(|b| platform.console_input(b)))
     }
 
     /// The redirection table of the VM's virtual IOAPIC.
     pub fn vioapic_table(&self) -> Vec<u64> {
-        let p = self.platform.lock();
-        (0..)
-            .map_while(|pin| p.ioapic().redirection_entry(pin))
-            .collect()
+        self.platform.with(|p| {
+            (0..)
+                .map_while(|pin| p.ioapic().redirection_entry(pin))
+                .collect()
+        })
     }
 }
 
