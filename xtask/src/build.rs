@@ -133,6 +133,79 @@ pub const LINUX_MODULE: &str = "linux";
 pub const LINUX_INITRD_MODULE: &str = "initrd";
 /// The boot-module name of the same kernel as an ELF `vmlinux` (booted through its PVH entry).
 pub const LINUX_VMLINUX_MODULE: &str = "vmlinux";
+/// A Multiboot1 kernel that loads below 0xA000 (issue 10): the a.out-kludge image [`lowload_image`],
+/// written to `target/modules/lowload.bin`.
+pub const LOWLOAD_MODULE: &str = "lowload";
+/// Where [`lowload_image`] loads; its BSS reaches [`LOWLOAD_BSS_END`], over the page at 0x9000 where
+/// loaders traditionally put the Multiboot information.
+pub const LOWLOAD_BASE: u32 = 0x8000;
+pub const LOWLOAD_BSS_END: u32 = 0xA000;
+
+/// A 32-bit Multiboot1 kernel, hand-assembled, loaded at [`LOWLOAD_BASE`] by its header's address
+/// fields (flags bit 16) with a BSS up to [`LOWLOAD_BSS_END`]. It checks EAX (the bootloader magic)
+/// and that EBX (the Multiboot information) lies outside its own image and BSS, prints `LOWLOAD OK`
+/// or `LOWLOAD FAIL` on COM1 and halts with interrupts off.
+pub fn lowload_image() -> Vec<u8> {
+    const MAGIC: u32 = 0x1BAD_B002;
+    const FLAGS: u32 = 1 << 16;
+    let base = LOWLOAD_BASE;
+    let mut img = Vec::new();
+    for w in [
+        MAGIC,
+        FLAGS,
+        MAGIC.wrapping_add(FLAGS).wrapping_neg(),
+        base,            // header_addr: the header is the image's first byte
+        base,            // load_addr
+        0,               // load_end_addr: the whole file
+        LOWLOAD_BSS_END, // bss_end_addr
+        base + 0x20,     // entry_addr
+    ] {
+        img.extend_from_slice(&w.to_le_bytes());
+    }
+    let ok = base + 0x53;
+    let fail = base + 0x5F;
+    let le = |v: u32| v.to_le_bytes();
+    #[rustfmt::skip]
+    let code: Vec<u8> = [
+        &[0x3D][..], &le(0x2BAD_B002),     // 0x20 cmp eax, 0x2BADB002
+        &[0x75, 0x17],                      // 0x25 jne fail (0x3E)
+        &[0x81, 0xFB], &le(base),           // 0x27 cmp ebx, base
+        &[0x72, 0x08],                      // 0x2D jb ok (0x37)
+        &[0x81, 0xFB], &le(LOWLOAD_BSS_END), // 0x2F cmp ebx, bss_end
+        &[0x72, 0x07],                      // 0x35 jb fail (0x3E)
+        &[0xBE], &le(ok),                   // 0x37 ok: mov esi, ok_str
+        &[0xEB, 0x05],                      // 0x3C jmp print (0x43)
+        &[0xBE], &le(fail),                 // 0x3E fail: mov esi, fail_str
+        &[0x66, 0xBA, 0xF8, 0x03],          // 0x43 print: mov dx, 0x3F8
+        &[0xAC],                            // 0x47 loop: lodsb
+        &[0x84, 0xC0],                      // 0x48 test al, al
+        &[0x74, 0x03],                      // 0x4A jz done (0x4F)
+        &[0xEE],                            // 0x4C out dx, al
+        &[0xEB, 0xF8],                      // 0x4D jmp loop (0x47)
+        &[0xFA],                            // 0x4F done: cli
+        &[0xF4],                            // 0x50 hlt
+        &[0xEB, 0xFD],                      // 0x51 jmp 0x50
+    ]
+    .concat();
+    img.extend_from_slice(&code);
+    img.extend_from_slice(b"LOWLOAD OK\n\0");
+    img.extend_from_slice(b"LOWLOAD FAIL\n\0");
+    img
+}
+
+/// Writes the `lowload` kernel to `target/modules/lowload.bin` (when its content differs).
+fn lowload_module(root: &Path) -> Result<PathBuf> {
+    let path = root.join("target/modules/lowload.bin");
+    let image = lowload_image();
+    if std::fs::read(&path).ok().as_deref() != Some(&image[..]) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, &image).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
 /// A small data module for Multiboot guests' module tests: [`TESTDATA`] in a file under `target/`.
 pub const TESTDATA_MODULE: &str = "testdata";
 /// The bytes of the `testdata` module (text, so a guest can print what it found).
@@ -166,6 +239,7 @@ pub fn scenario_modules(
             LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
             LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
             TESTDATA_MODULE => testdata_module(root)?,
+            LOWLOAD_MODULE => lowload_module(root)?,
             guest => build_baremetal(guest, guest, opts)?,
         };
         modules.push(crate::runner::BootModule {
@@ -185,6 +259,7 @@ fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
         LINUX_INITRD_MODULE,
         LINUX_VMLINUX_MODULE,
         TESTDATA_MODULE,
+        LOWLOAD_MODULE,
     ]);
     configurator::load_and_validate(scenario, &names).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -242,6 +317,34 @@ mod tests {
         assert_eq!(parts[0], "-C");
         assert_eq!(parts[1], "panic=abort");
         assert!(!flags.contains(' '));
+    }
+
+    #[test]
+    fn lowload_image_is_laid_out_as_its_header_and_jumps_say() {
+        let img = lowload_image();
+        let word = |off: usize| u32::from_le_bytes(img[off..off + 4].try_into().unwrap());
+        // The Multiboot1 header: magic, flags (addresses), checksum, then the a.out-kludge fields.
+        assert_eq!(word(0), 0x1BAD_B002);
+        assert_eq!(word(0).wrapping_add(word(4)).wrapping_add(word(8)), 0);
+        assert_eq!(word(16), LOWLOAD_BASE);
+        assert_eq!(word(24), LOWLOAD_BSS_END);
+        assert_eq!(word(28), LOWLOAD_BASE + 0x20);
+        // The strings sit where the code's `mov esi` immediates point.
+        assert_eq!(&img[0x53..0x5F], b"LOWLOAD OK\n\0");
+        assert_eq!(&img[0x5F..], b"LOWLOAD FAIL\n\0");
+        assert_eq!(word(0x38), LOWLOAD_BASE + 0x53);
+        assert_eq!(word(0x3F), LOWLOAD_BASE + 0x5F);
+        // Each short jump lands on the instruction its comment names.
+        let target = |at: usize| (at as i64 + 2 + i64::from(img[at + 1] as i8)) as usize;
+        assert_eq!((img[0x25], target(0x25)), (0x75, 0x3E));
+        assert_eq!((img[0x2D], target(0x2D)), (0x72, 0x37));
+        assert_eq!((img[0x35], target(0x35)), (0x72, 0x3E));
+        assert_eq!((img[0x3C], target(0x3C)), (0xEB, 0x43));
+        assert_eq!((img[0x4A], target(0x4A)), (0x74, 0x4F));
+        assert_eq!((img[0x4D], target(0x4D)), (0xEB, 0x47));
+        assert_eq!((img[0x51], target(0x51)), (0xEB, 0x50));
+        // The image ends below its BSS end, which covers 0x9000.
+        assert!(LOWLOAD_BASE as usize + img.len() < 0x9000 && LOWLOAD_BSS_END > 0x9000);
     }
 
     #[test]

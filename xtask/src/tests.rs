@@ -305,6 +305,23 @@ fn arch(name: &'static str, emulator: Emulator, native_skips: &[&str]) -> TestCa
     }
 }
 
+/// The `lowload` scenario under `emulator`: a Multiboot kernel loaded at 0x8000 whose BSS covers the
+/// page at 0x9000 must boot, with its Multiboot information placed elsewhere (`LOWLOAD OK`), then
+/// halt with interrupts off. Under Quercus only: natively neither loader can load it (QEMU 7.2 puts
+/// its own Multiboot information at 0x9000; GRUB lives at 0x8000).
+fn lowload(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: "lowload",
+        expect: vec![
+            // The shell's prompt may precede it on the line.
+            r"\[vm0\] LOWLOAD OK$".into(),
+            r"vm vm0: stopped: .*halted with interrupts disabled".into(),
+        ],
+        fail: Fail::Custom(r"(?i)panic|fatal|exception|LOWLOAD FAIL|cannot|refused"),
+        ..boot(name, emulator, 2)
+    }
+}
+
 /// The exits total of each `stats vm0` table row, in order.
 fn vm0_exit_totals(lines: &[String]) -> Vec<u64> {
     lines
@@ -757,6 +774,9 @@ pub fn cases() -> Vec<TestCase> {
         arch("arch-qemu-svm", Emulator::Qemu, &["arch-x2apic-mmio"]),
         arch("arch-bochs-vmx", Emulator::Bochs, &[]),
         arch("arch-bochs-svm", Emulator::BochsAmd, &["arch-x2apic-mmio"]),
+        lowload("lowload-qemu-svm", Emulator::Qemu),
+        lowload("lowload-bochs-vmx", Emulator::Bochs),
+        lowload("lowload-bochs-svm", Emulator::BochsAmd),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
