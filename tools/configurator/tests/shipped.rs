@@ -16,6 +16,7 @@ const GUESTS: &[&str] = &[
     "linux",
     "initrd",
     "vmlinux",
+    "lowload",
 ];
 
 fn configs() -> PathBuf {
