@@ -132,15 +132,6 @@ pub fn calibrate_timer() {
     );
 }
 
-/// Arms this CPU's LAPIC timer to raise `vector` once, `tsc_delta` TSC ticks
-/// from now (at least one timer tick); `None` disarms it.
-pub fn arm_oneshot(vector: u8, tsc_delta: Option<u64>) {
-    if tsc_delta.is_some() {
-        set_oneshot_vector(vector);
-    }
-    arm_oneshot_count(tsc_delta);
-}
-
 /// Puts this CPU's LAPIC timer in one-shot mode on `vector`, divide by 16,
 /// for [`arm_oneshot_count`].
 pub fn set_oneshot_vector(vector: u8) {

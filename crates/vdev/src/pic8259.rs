@@ -382,12 +382,23 @@ impl Pic8259 {
     /// Sets the request level of ISA IRQ `line` (0..=15, except 2: that input
     /// is the slave's output). Other lines are counted and ignored.
     pub fn set_irq(&mut self, line: u32, level: bool) {
-        match line {
-            0 | 1 | 3..=7 => self.chips[0].set_input(line as u8, level),
-            8..=15 => self.chips[1].set_input(line as u8 - 8, level),
-            _ => bump(&mut self.counters.bad_lines),
+        if let Some((chip, ir)) = self.input_of(line) {
+            self.chips[chip].set_input(ir, level);
+            self.update_cascade();
         }
-        self.update_cascade();
+    }
+
+    /// The chip and input of ISA IRQ `line`; other lines (2 is the slave's
+    /// output) are counted and refused.
+    fn input_of(&mut self, line: u32) -> Option<(usize, u8)> {
+        match line {
+            0 | 1 | 3..=7 => Some((0, line as u8)),
+            8..=15 => Some((1, line as u8 - 8)),
+            _ => {
+                bump(&mut self.counters.bad_lines);
+                None
+            }
+        }
     }
 
     /// Whether the master's INT output is asserted.
@@ -399,13 +410,8 @@ impl Pic8259 {
     /// again at once: a rising edge whose high phase outlasts every INTA (the
     /// 8254's rate-generator output, low for one input clock per period).
     pub fn pulse_irq(&mut self, line: u32) {
-        let (chip, ir) = match line {
-            0 | 1 | 3..=7 => (0, line as u8),
-            8..=15 => (1, line as u8 - 8),
-            _ => {
-                bump(&mut self.counters.bad_lines);
-                return;
-            }
+        let Some((chip, ir)) = self.input_of(line) else {
+            return;
         };
         let c = &mut self.chips[chip];
         let bit = 1u8 << ir;

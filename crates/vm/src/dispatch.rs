@@ -353,31 +353,28 @@ impl VcpuExits {
         }
         let extint = self.lapic.accepts_extint() && host.pic_interrupt();
         let maskable = self.lapic.pending().is_some() || extint;
-        if core::mem::take(&mut self.single_step) {
+        // This entry delivers a single-step trap or an NMI: whatever else
+        // waits asks for an exit when it can be taken.
+        let event = if core::mem::take(&mut self.single_step) {
             vcpu.single_step_trap();
-            if self.nmi_pending > 0 {
-                vcpu.request_nmi_window(true);
-            }
+            true
+        } else if self.nmi_pending > 0 && vcpu.nmi_injectable() {
+            // An NMI outranks every maskable interrupt.
+            vcpu.inject(Event::Nmi);
+            self.nmi_pending -= 1;
+            self.injected += 1;
+            true
+        } else {
+            false
+        };
+        if self.nmi_pending > 0 {
+            vcpu.request_nmi_window(true);
+        }
+        if event {
             if maskable {
                 vcpu.request_interrupt_window(true);
             }
             return;
-        }
-        if self.nmi_pending > 0 {
-            if vcpu.nmi_injectable() {
-                // An NMI outranks every maskable interrupt.
-                vcpu.inject(Event::Nmi);
-                self.nmi_pending -= 1;
-                self.injected += 1;
-                if self.nmi_pending > 0 {
-                    vcpu.request_nmi_window(true);
-                }
-                if maskable {
-                    vcpu.request_interrupt_window(true);
-                }
-                return;
-            }
-            vcpu.request_nmi_window(true);
         }
         if !maskable {
             return;

@@ -1006,32 +1006,21 @@ const fn fm(feature: &'static str, msr: u32, write_back: bool) -> FeatureMsr {
 fn cpuid_msrs(env: &Env) -> TestResult {
     let max = cpuid(0, 0).eax;
     let max_ext = cpuid(0x8000_0000, 0).eax;
+    // A leaf the CPU has, else all zero (no feature).
+    let leaf = |l: u32, sub: u32| {
+        let top = if l >= 0x8000_0000 { max_ext } else { max };
+        if top >= l {
+            cpuid(l, sub)
+        } else {
+            Default::default()
+        }
+    };
     let l1 = cpuid(1, 0);
-    let l7 = if max >= 7 {
-        cpuid(7, 0)
-    } else {
-        Default::default()
-    };
-    let la = if max >= 0xA {
-        cpuid(0xA, 0)
-    } else {
-        Default::default()
-    };
-    let ld1 = if max >= 0xD {
-        cpuid(0xD, 1)
-    } else {
-        Default::default()
-    };
-    let e1 = if max_ext >= 0x8000_0001 {
-        cpuid(0x8000_0001, 0)
-    } else {
-        Default::default()
-    };
-    let e8 = if max_ext >= 0x8000_0008 {
-        cpuid(0x8000_0008, 0)
-    } else {
-        Default::default()
-    };
+    let l7 = leaf(7, 0);
+    let la = leaf(0xA, 0);
+    let ld1 = leaf(0xD, 1);
+    let e1 = leaf(0x8000_0001, 0);
+    let e8 = leaf(0x8000_0008, 0);
     let spec_ctrl = if env.is_amd() {
         e8.ebx & (1 << 14 | 1 << 15 | 1 << 24) != 0
     } else {
