@@ -1,5 +1,6 @@
 //! The whole scenario: its name, the board it was validated for, and its VMs.
 
+use crate::virtio::SwitchConfig;
 use crate::vm::VmConfig;
 
 /// A validated scenario: the static plan of VMs for one board.
@@ -11,6 +12,9 @@ pub struct Scenario {
     pub board: &'static str,
     /// The VMs, indexed by id: `vms[i].id == i`.
     pub vms: &'static [VmConfig],
+    /// The virtual switches the VMs' virtio-net ports name, indexed as
+    /// [`VirtioKind::Net::switch`](crate::VirtioKind::Net) refers to them.
+    pub switches: &'static [SwitchConfig],
 }
 
 impl Scenario {
@@ -57,6 +61,7 @@ mod tests {
             console: None,
             restart_on_reset: false,
             pci_test_device: false,
+            virtio: &[],
         }
     }
 
@@ -64,6 +69,7 @@ mod tests {
         name: "two",
         board: "qemu",
         vms: &[vm(0, "a", &[1]), vm(1, "b", &[2, 3])],
+        switches: &[],
     };
 
     #[test]

@@ -4,6 +4,7 @@ use crate::console::VuartConfig;
 use crate::id::VmId;
 use crate::kernel::{KernelConfig, ModuleConfig};
 use crate::memory::MemoryConfig;
+use crate::virtio::VirtioConfig;
 
 /// When and by whom a VM is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +60,8 @@ pub struct VmConfig {
     pub restart_on_reset: bool,
     /// Whether the VM's PCI segment has the Quercus PCI test device (00:03.0).
     pub pci_test_device: bool,
+    /// Virtio devices the hypervisor serves to this VM, each at its own slot.
+    pub virtio: &'static [VirtioConfig],
 }
 
 impl VmConfig {

@@ -38,7 +38,7 @@ pub fn generate(validated: &Validated) -> String {
     for vm in &validated.vms {
         render_vm(&mut out, vm);
     }
-    out.push_str("    ],\n};\n");
+    out.push_str("    ],\n    switches: &[],\n};\n");
     out
 }
 
@@ -74,6 +74,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
             console: {console},
             restart_on_reset: {restart},
             pci_test_device: {pci_test},
+            virtio: &[],
         }},",
         id = vm.id,
         name = vm.name,
@@ -209,7 +210,7 @@ mod tests {
         ));
         assert!(out.contains("\nuse scenario::*;\n"));
         assert!(out.contains("pub static SCENARIO: Scenario = Scenario {\n    name: \"one\",\n    board: \"qemu\",\n"));
-        assert!(out.ends_with("    ],\n};\n"));
+        assert!(out.ends_with("    ],\n    switches: &[],\n};\n"));
     }
 
     #[test]

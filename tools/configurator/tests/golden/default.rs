@@ -28,6 +28,8 @@ pub static SCENARIO: Scenario = Scenario {
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
             pci_test_device: false,
+            virtio: &[],
         },
     ],
+    switches: &[],
 };
