@@ -21,6 +21,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::ops::Range;
 
 use crate::access::all_ones;
@@ -72,6 +73,18 @@ pub trait PciDevice: Send {
     /// nanoseconds (None: at once). The value is what [`PciDevice::bar_read`]
     /// returns; the VM gets it that much later (an asynchronous backend).
     fn read_delay_ns(&self, _bar: usize, _offset: u64) -> Option<u64> {
+        None
+    }
+    /// Serves input that arrived from outside the VM (a backend): messages
+    /// to send go into `out`.
+    fn poll(&mut self, _out: &mut Vec<MsiMessage>) {}
+    /// Whether [`PciDevice::poll`] has something to do (cheap).
+    fn has_input(&self) -> bool {
+        false
+    }
+    /// The device as `Any`, for callers that know its type (the shell's
+    /// statistics).
+    fn as_any(&self) -> Option<&dyn Any> {
         None
     }
 }
@@ -243,6 +256,33 @@ impl PciSegment {
     /// Takes the interrupts signalled since the last call.
     pub fn take_interrupts(&mut self) -> Vec<PciInterrupt> {
         core::mem::take(&mut self.pending)
+    }
+
+    /// Serves backend input of every device that has some.
+    pub fn poll(&mut self) {
+        for i in 0..self.lines.len() {
+            let bdf = self.lines[i].0;
+            if let Some(f) = self.bus.function_mut(bdf) {
+                if f.0.has_input() {
+                    f.0.poll(&mut self.scratch);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Whether a device has backend input to serve.
+    pub fn has_input(&self) -> bool {
+        self.lines
+            .iter()
+            .any(|&(bdf, _, _)| self.bus.function(bdf).is_some_and(|f| f.0.has_input()))
+    }
+
+    /// The devices, in address order.
+    pub fn devices(&self) -> impl Iterator<Item = (Bdf, &dyn PciDevice)> {
+        self.lines
+            .iter()
+            .filter_map(|&(bdf, _, _)| self.bus.function(bdf).map(|f| (bdf, &*f.0)))
     }
 
     /// Whether the segment claims port `port` (mechanism #1 or its I/O window).

@@ -191,8 +191,31 @@ impl Queue {
         self.used_idx
     }
 
+    /// Chains taken so far (the next available-ring slot, modulo 2^16).
+    pub fn last_avail(&self) -> u16 {
+        self.last_avail
+    }
+
+    /// Whether the driver has made chains available that were not taken yet.
+    pub fn has_available(&self, mem: &(impl GuestMemory + ?Sized)) -> Result<bool, QueueError> {
+        Ok(read_u16(mem, self.avail + 2)? != self.last_avail)
+    }
+
+    /// With the event index: asks the driver to notify as soon as it makes
+    /// the next chain available (after the device found the ring empty).
+    pub fn arm_notification(
+        &mut self,
+        mem: &mut (impl GuestMemory + ?Sized),
+    ) -> Result<(), QueueError> {
+        if self.event_idx {
+            let at = self.used + 4 + USED_ELEM_LEN * u64::from(self.size);
+            write(mem, at, &self.last_avail.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Takes the next chain the driver made available, if any.
-    pub fn pop(&mut self, mem: &impl GuestMemory) -> Result<Option<Chain>, QueueError> {
+    pub fn pop(&mut self, mem: &(impl GuestMemory + ?Sized)) -> Result<Option<Chain>, QueueError> {
         let avail_idx = read_u16(mem, self.avail + 2)?;
         let pending = avail_idx.wrapping_sub(self.last_avail);
         if pending == 0 {
@@ -215,7 +238,7 @@ impl Queue {
     /// device-writable buffers.
     pub fn push_used(
         &mut self,
-        mem: &mut impl GuestMemory,
+        mem: &mut (impl GuestMemory + ?Sized),
         head: u16,
         len: u32,
     ) -> Result<(), QueueError> {
@@ -241,7 +264,10 @@ impl Queue {
 
     /// Whether the driver wants an interrupt for the used entries added since
     /// the last time this said yes.
-    pub fn needs_interrupt(&mut self, mem: &impl GuestMemory) -> Result<bool, QueueError> {
+    pub fn needs_interrupt(
+        &mut self,
+        mem: &(impl GuestMemory + ?Sized),
+    ) -> Result<bool, QueueError> {
         let (old, new) = (self.signalled, self.used_idx);
         if old == new {
             return Ok(false);
@@ -259,7 +285,11 @@ impl Queue {
     }
 
     /// The descriptors of the chain starting at `head`.
-    fn walk(&self, mem: &impl GuestMemory, head: u16) -> Result<Vec<Descriptor>, QueueError> {
+    fn walk(
+        &self,
+        mem: &(impl GuestMemory + ?Sized),
+        head: u16,
+    ) -> Result<Vec<Descriptor>, QueueError> {
         let mut out = Vec::new();
         let mut index = head;
         let mut seen = 0u32;
@@ -296,7 +326,7 @@ impl Queue {
     /// The chain inside the indirect table `table` describes.
     fn walk_indirect(
         &self,
-        mem: &impl GuestMemory,
+        mem: &(impl GuestMemory + ?Sized),
         table: &RawDesc,
         out: &mut Vec<Descriptor>,
     ) -> Result<(), QueueError> {
@@ -340,7 +370,7 @@ struct RawDesc {
     next: u16,
 }
 
-fn read_desc(mem: &impl GuestMemory, gpa: u64) -> Result<RawDesc, QueueError> {
+fn read_desc(mem: &(impl GuestMemory + ?Sized), gpa: u64) -> Result<RawDesc, QueueError> {
     let mut b = [0u8; DESC_LEN as usize];
     mem.read(gpa, &mut b)
         .map_err(|_| QueueError::OutsideRam { gpa, len: DESC_LEN })?;
@@ -354,7 +384,7 @@ fn read_desc(mem: &impl GuestMemory, gpa: u64) -> Result<RawDesc, QueueError> {
 
 /// Appends a direct descriptor after checking its buffer and its order.
 fn push(
-    mem: &impl GuestMemory,
+    mem: &(impl GuestMemory + ?Sized),
     out: &mut Vec<Descriptor>,
     raw: &RawDesc,
 ) -> Result<(), QueueError> {
@@ -372,21 +402,21 @@ fn push(
 }
 
 /// `len` bytes at `gpa` are all in one RAM range of the guest.
-fn check_ram(mem: &impl GuestMemory, gpa: u64, len: u64) -> Result<(), QueueError> {
+fn check_ram(mem: &(impl GuestMemory + ?Sized), gpa: u64, len: u64) -> Result<(), QueueError> {
     mem.layout()
         .locate(gpa, len)
         .map(|_| ())
         .ok_or(QueueError::OutsideRam { gpa, len })
 }
 
-fn read_u16(mem: &impl GuestMemory, gpa: u64) -> Result<u16, QueueError> {
+fn read_u16(mem: &(impl GuestMemory + ?Sized), gpa: u64) -> Result<u16, QueueError> {
     let mut b = [0u8; 2];
     mem.read(gpa, &mut b)
         .map_err(|_| QueueError::OutsideRam { gpa, len: 2 })?;
     Ok(u16::from_le_bytes(b))
 }
 
-fn write(mem: &mut impl GuestMemory, gpa: u64, data: &[u8]) -> Result<(), QueueError> {
+fn write(mem: &mut (impl GuestMemory + ?Sized), gpa: u64, data: &[u8]) -> Result<(), QueueError> {
     mem.write(gpa, data).map_err(|_| QueueError::OutsideRam {
         gpa,
         len: data.len() as u64,
