@@ -434,23 +434,58 @@ mod tests {
         );
     }
 
+    /// A `[[vm]]` table with these `(type, switch)` devices.
+    fn vm(devices: &[(&str, &str)]) -> RawVm {
+        let mut text = String::from(
+            "name = \"a\"\nload_order = \"pre-launched\"\npcpus = [1]\nmemory_mib = 2\n\
+             kernel = { module = \"k\", type = \"elf64\" }\n",
+        );
+        for (kind, switch) in devices {
+            text += &format!("[[virtio]]\ntype = \"{kind}\"\nswitch = \"{switch}\"\n");
+        }
+        toml::from_str(&text).expect("test VM")
+    }
+
     #[test]
     fn switches_in_order_of_first_appearance_up_to_the_limit() {
-        let vm = |devices: &[(&str, &str)]| -> RawVm {
-            let mut text = String::from(
-                "name = \"a\"\nload_order = \"pre-launched\"\npcpus = [1]\nmemory_mib = 2\n\
-                 kernel = { module = \"k\", type = \"elf64\" }\n",
-            );
-            for (kind, switch) in devices {
-                text += &format!("[[virtio]]\ntype = \"{kind}\"\nswitch = \"{switch}\"\n");
-            }
-            toml::from_str(&text).expect("test VM")
-        };
         let vms = [
             vm(&[("net", "b"), ("net", "a"), ("blk", "c"), ("net", "B!")]),
             vm(&[("net", "a"), ("net", "d"), ("net", "e")]),
         ];
         assert_eq!(collect_switches(&vms, MAX_SWITCHES), ["b", "a", "d", "e"]);
         assert_eq!(collect_switches(&vms, 3), ["b", "a", "d"]);
+    }
+
+    #[test]
+    fn switch_past_the_limit() {
+        let raw = vm(&[("net", "a"), ("net", "c")]);
+        let mut errors = Vec::new();
+        let mut report = Report {
+            file: Path::new("configs/many.toml"),
+            vm: VmRef {
+                index: 3,
+                name: Some("a".into()),
+            },
+            errors: &mut errors,
+        };
+        let switches = ["a".to_owned(), "b".to_owned()];
+        let devices = check_virtio(&mut report, &raw, 3, Modules::Unchecked, &switches);
+        assert_eq!(
+            devices,
+            [Virtio {
+                kind: VirtioDevice::Net {
+                    switch: 0,
+                    mac: [0x02, 0x51, 0x00, 0x00, 0x03, 0x00]
+                },
+                slot: 8
+            }]
+        );
+        assert_eq!(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["configs/many.toml: vm \"a\" (vm[3]): virtio[1].switch: switch \"c\" is one too many: a scenario has at most 65536 switches"]
+        );
     }
 }
