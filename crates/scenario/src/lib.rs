@@ -21,5 +21,5 @@ pub use id::VmId;
 pub use kernel::{KernelConfig, KernelKind, ModuleConfig, MAX_MODULES, MODULE_CMDLINE_MAX};
 pub use memory::MemoryConfig;
 pub use scenario::Scenario;
-pub use virtio::{SwitchConfig, VirtioConfig, VirtioKind, VIRTIO_FIRST_SLOT};
+pub use virtio::{SwitchConfig, VirtioConfig, VirtioKind, MAX_VIRTIO_DEVICES, VIRTIO_FIRST_SLOT};
 pub use vm::{LoadOrder, VmConfig, VmType};

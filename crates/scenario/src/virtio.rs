@@ -35,6 +35,10 @@ pub struct VirtioConfig {
 /// The first slot virtio devices take, in list order.
 pub const VIRTIO_FIRST_SLOT: u8 = 8;
 
+/// Most virtio devices one VM may have: they take slots [`VIRTIO_FIRST_SLOT`] to 31, the last
+/// PCI device number.
+pub const MAX_VIRTIO_DEVICES: usize = 32 - VIRTIO_FIRST_SLOT as usize;
+
 /// A virtual switch: a learning Ethernet bridge between the ports of every VM that names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SwitchConfig {

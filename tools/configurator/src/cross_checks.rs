@@ -1,4 +1,5 @@
-//! Checks between VMs: unique names, exclusive pCPUs, total RAM, fixed ranges, service VM rules.
+//! Checks between VMs: unique names, exclusive pCPUs, total RAM, fixed ranges, service VM rules,
+//! and the virtio checks between VMs (see `virtio_checks`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,6 +9,7 @@ use scenario::LoadOrder;
 use crate::board::Board;
 use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::RawVm;
+use crate::virtio_checks::check_virtio_across;
 use crate::vm_checks::{Report, MIB_2};
 use crate::words;
 
@@ -130,4 +132,6 @@ pub fn check_across(
         };
         report.push("load_order", ErrorKind::PostLaunchedWithoutService);
     }
+
+    check_virtio_across(file, vms, errors);
 }

@@ -286,10 +286,113 @@ pub enum ErrorKind {
     /// Post-launched VMs without a service VM to launch them.
     #[error("post-launched VMs are created by the service VM, and this scenario has none")]
     PostLaunchedWithoutService,
+    /// A `virtio[i]` field that its device type does not have.
+    #[error("not a field of a {kind:?} virtio device (fields: {fields})")]
+    VirtioFieldNotForType {
+        /// The device type.
+        kind: &'static str,
+        /// The fields that type has.
+        fields: &'static str,
+    },
+    /// A second console or rng device in one VM.
+    #[error("a VM has at most one {kind} device, and virtio[{first}] is already one")]
+    SecondVirtioDevice {
+        /// The device type.
+        kind: &'static str,
+        /// Index of the first one in the VM's `virtio` list.
+        first: usize,
+    },
+    /// More virtio devices than a VM has slots for.
+    #[error("{count} virtio devices, more than the {max} a VM may have (PCI slots {first_slot} to 31)", first_slot = scenario::VIRTIO_FIRST_SLOT)]
+    TooManyVirtio {
+        /// How many were listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A MAC address not written as six two-digit hex bytes separated by colons.
+    #[error("invalid MAC address {0:?} (expected six two-digit hex bytes separated by ':', e.g. \"02:00:00:00:00:01\")")]
+    MacSyntax(String),
+    /// A multicast MAC address for an interface.
+    #[error("MAC address {0} is multicast (bit 0 of the first byte is set): an interface needs a unicast address")]
+    MacMulticast(String),
+    /// The all-zero MAC address.
+    #[error("MAC address 00:00:00:00:00:00 is not an interface address")]
+    MacZero,
+    /// A disk module attached more than once, writable at least once.
+    #[error("disk module {module:?} is also attached to {other} at {other_field} ({there}, this one {here}): a disk used more than once must be read-only everywhere", here = access(*.readonly), there = access(*.other_readonly))]
+    DiskShared {
+        /// The module.
+        module: String,
+        /// Whether this attachment is read-only.
+        readonly: bool,
+        /// The VM of the earlier attachment (possibly this VM).
+        other: VmRef,
+        /// Its field, e.g. `virtio[0].module`.
+        other_field: String,
+        /// Whether the earlier attachment is read-only.
+        other_readonly: bool,
+    },
+    /// A disk module that is also a kernel or an initrd.
+    #[error("module {module:?} is also the {field} of {user}: a disk module cannot be a kernel or an initrd")]
+    DiskIsBootModule {
+        /// The module.
+        module: String,
+        /// The VM that boots it.
+        user: VmRef,
+        /// `kernel.module` or `initrd`.
+        field: &'static str,
+    },
+    /// Two net devices with one MAC address.
+    #[error("MAC address {mac}{here} is already used by {other} at {other_field}{there} (MAC addresses are unique in a scenario)", here = derived_note(*.derived), there = derived_note(*.other_derived))]
+    DuplicateMac {
+        /// The address, `xx:xx:xx:xx:xx:xx`.
+        mac: String,
+        /// Whether this device's address is derived (no `mac` given).
+        derived: bool,
+        /// The VM of the earlier device (possibly this VM).
+        other: VmRef,
+        /// Its field, e.g. `virtio[1].mac`.
+        other_field: String,
+        /// Whether the earlier device's address is derived.
+        other_derived: bool,
+    },
+    /// A switch that only one net device names.
+    #[error(
+        "switch {switch:?} has no other port in the scenario: a switch needs at least two ports"
+    )]
+    SwitchOnePort {
+        /// The switch.
+        switch: String,
+    },
+    /// A switch past the most a scenario may have.
+    #[error("switch {switch:?} is one too many: a scenario has at most {max} switches")]
+    TooManySwitches {
+        /// The switch.
+        switch: String,
+        /// The limit.
+        max: usize,
+    },
     /// A `[[vm]]` entry that is not a table.
     #[error("expected a table ([[vm]]), found {0}")]
     VmNotTable(&'static str),
     /// A board file whose values contradict each other or the design.
     #[error("{0}")]
     BadBoard(String),
+}
+
+fn access(readonly: bool) -> &'static str {
+    if readonly {
+        "read-only"
+    } else {
+        "writable"
+    }
+}
+
+fn derived_note(derived: bool) -> &'static str {
+    if derived {
+        " (derived from the VM id and port: no mac given)"
+    } else {
+        ""
+    }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use scenario::{KernelKind, LoadOrder, VmType, VuartConfig};
 
-use crate::model::{Validated, Vm};
+use crate::model::{Validated, VirtioDevice, Vm};
 
 /// Renders `validated` as a Rust source file that does `use scenario::*;` and defines
 /// `pub static SCENARIO: Scenario`. Include it in a module of its own, e.g.
@@ -38,7 +38,16 @@ pub fn generate(validated: &Validated) -> String {
     for vm in &validated.vms {
         render_vm(&mut out, vm);
     }
-    out.push_str("    ],\n    switches: &[],\n};\n");
+    let switches: Vec<String> = validated
+        .switches
+        .iter()
+        .map(|name| format!("SwitchConfig {{ name: {name:?} }}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "    ],\n    switches: &[{}],\n}};",
+        switches.join(", ")
+    );
     out
 }
 
@@ -74,7 +83,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
             console: {console},
             restart_on_reset: {restart},
             pci_test_device: {pci_test},
-            virtio: &[],
+            virtio: &[{virtio}],
         }},",
         id = vm.id,
         name = vm.name,
@@ -90,7 +99,33 @@ fn render_vm(out: &mut String, vm: &Vm) {
         console = console(vm.console),
         restart = vm.restart_on_reset,
         pci_test = vm.pci_test_device,
+        virtio = virtio(vm),
     );
+}
+
+fn virtio(vm: &Vm) -> String {
+    let entries: Vec<String> = vm
+        .virtio
+        .iter()
+        .map(|device| {
+            let kind = match &device.kind {
+                VirtioDevice::Blk { module, readonly } => {
+                    format!("VirtioKind::Blk {{ module: {module:?}, readonly: {readonly} }}")
+                }
+                VirtioDevice::Net { switch, mac } => {
+                    let bytes: Vec<String> = mac.iter().map(|b| format!("{b:#04x}")).collect();
+                    format!(
+                        "VirtioKind::Net {{ switch: {switch}, mac: [{}] }}",
+                        bytes.join(", ")
+                    )
+                }
+                VirtioDevice::Console => "VirtioKind::Console".to_owned(),
+                VirtioDevice::Rng => "VirtioKind::Rng".to_owned(),
+            };
+            format!("VirtioConfig {{ kind: {kind}, slot: {} }}", device.slot)
+        })
+        .collect();
+    entries.join(", ")
 }
 
 fn modules(vm: &Vm) -> String {
@@ -148,7 +183,7 @@ mod tests {
 
     use super::*;
     use crate::board::{Board, Uarts, Vendor};
-    use crate::model::{Kernel, Module};
+    use crate::model::{Kernel, Module, Virtio};
 
     fn validated(vm: Vm) -> Validated {
         Validated {
@@ -165,6 +200,7 @@ mod tests {
                 uarts: Uarts::default(),
             },
             vms: vec![vm],
+            switches: Vec::new(),
         }
     }
 
@@ -199,6 +235,7 @@ mod tests {
             console: None,
             restart_on_reset: true,
             pci_test_device: false,
+            virtio: Vec::new(),
         }
     }
 
@@ -232,6 +269,7 @@ mod tests {
             "modules: &[ModuleConfig { name: \"testdata\", cmdline: \"testdata a=\\\"1\\\"\" }, ModuleConfig { name: \"b\", cmdline: \"b\" }],",
             "console: None,",
             "restart_on_reset: true,",
+            "virtio: &[],",
         ] {
             assert!(
                 out.contains(&format!("\n            {line}\n"))
@@ -272,5 +310,49 @@ mod tests {
             "KernelKind::Multiboot1"
         );
         assert_eq!(load_order(LoadOrder::PostLaunched), "PostLaunched");
+    }
+
+    #[test]
+    fn renders_virtio_devices_and_switches() {
+        let mut with_virtio = vm();
+        with_virtio.virtio = vec![
+            Virtio {
+                kind: VirtioDevice::Blk {
+                    module: "disk".into(),
+                    readonly: true,
+                },
+                slot: 8,
+            },
+            Virtio {
+                kind: VirtioDevice::Net {
+                    switch: 1,
+                    mac: [0x02, 0x51, 0x00, 0x12, 0xAB, 0x03],
+                },
+                slot: 9,
+            },
+            Virtio {
+                kind: VirtioDevice::Console,
+                slot: 10,
+            },
+            Virtio {
+                kind: VirtioDevice::Rng,
+                slot: 11,
+            },
+        ];
+        let mut scenario = validated(with_virtio);
+        scenario.switches = vec!["lan0".into(), "wan".into()];
+        let out = generate(&scenario);
+        let expected = "\n            virtio: &[\
+            VirtioConfig { kind: VirtioKind::Blk { module: \"disk\", readonly: true }, slot: 8 }, \
+            VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x02, 0x51, 0x00, 0x12, 0xab, 0x03] }, slot: 9 }, \
+            VirtioConfig { kind: VirtioKind::Console, slot: 10 }, \
+            VirtioConfig { kind: VirtioKind::Rng, slot: 11 }],\n";
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+        assert!(
+            out.ends_with(
+                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n};\n"
+            ),
+            "{out}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The scenario file as written: serde mirrors of its tables, before any semantic check.
 //!
-//! Word-valued fields (`load_order`, `vm_type`, `kernel.type`, `console.vuart`) are read as strings
-//! and checked by `validate`, so a wrong word is reported with the VM and field like every other
-//! semantic error instead of stopping the parse of its VM.
+//! Word-valued fields (`load_order`, `vm_type`, `kernel.type`, `console.vuart`, `virtio[i].type`)
+//! are read as strings and checked by `validate`, so a wrong word is reported with the VM and field
+//! like every other semantic error instead of stopping the parse of its VM.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -39,6 +39,9 @@ pub struct RawVm {
     pub restart_on_reset: bool,
     #[serde(default)]
     pub pci_test_device: bool,
+    /// `[[vm.virtio]]` tables, in order.
+    #[serde(default)]
+    pub virtio: Vec<RawVirtio>,
 }
 
 /// `[vm.kernel]`.
@@ -59,4 +62,21 @@ pub struct RawKernel {
 #[serde(deny_unknown_fields)]
 pub struct RawConsole {
     pub vuart: String,
+}
+
+/// One `[[vm.virtio]]` table. Which of the optional fields a device needs or may have depends on
+/// its type, so that is checked by `validate` (with the VM and field named), not here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVirtio {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// blk: the disk's boot module.
+    pub module: Option<String>,
+    /// blk: read-only disk.
+    pub readonly: Option<bool>,
+    /// net: the switch's name.
+    pub switch: Option<String>,
+    /// net: `"xx:xx:xx:xx:xx:xx"`.
+    pub mac: Option<String>,
 }

@@ -16,6 +16,7 @@ mod model;
 mod name;
 mod toml_doc;
 mod validate;
+mod virtio_checks;
 mod vm_checks;
 mod words;
 
@@ -23,6 +24,6 @@ pub use board::{Board, Uarts, Vendor};
 pub use error::{ConfigError, ErrorKind, VmRef};
 pub use generate::generate;
 pub use load::{boards_dir_for, load, load_and_validate};
-pub use model::{Kernel, Validated, Vm};
+pub use model::{Kernel, Validated, Virtio, VirtioDevice, Vm};
 pub use name::MAX_NAME_LEN;
 pub use validate::{validate_str, Modules};

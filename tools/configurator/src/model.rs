@@ -17,11 +17,14 @@ pub struct Validated {
     pub board: Board,
     /// The VMs in file order; `vms[i].id == i`.
     pub vms: Vec<Vm>,
+    /// The virtual switches the VMs' net devices name, in order of first appearance (VM file
+    /// order, then `virtio` list order); [`VirtioDevice::Net::switch`] indexes this list.
+    pub switches: Vec<String>,
 }
 
 impl Validated {
-    /// The boot modules the scenario uses (kernels, then initrds, then Multiboot modules, in VM
-    /// order), without repeats.
+    /// The boot modules the scenario uses (kernels, then initrds, then Multiboot modules, then
+    /// virtio-blk disks, in VM order), without repeats.
     /// The image must carry a module under each of these names.
     pub fn modules(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
@@ -34,7 +37,13 @@ impl Validated {
                 self.vms
                     .iter()
                     .flat_map(|vm| vm.modules.iter().map(|m| m.name.as_str())),
-            );
+            )
+            .chain(self.vms.iter().flat_map(|vm| {
+                vm.virtio.iter().filter_map(|device| match &device.kind {
+                    VirtioDevice::Blk { module, .. } => Some(module.as_str()),
+                    _ => None,
+                })
+            }));
         for name in used {
             if !names.contains(&name) {
                 names.push(name);
@@ -78,6 +87,8 @@ pub struct Vm {
     pub restart_on_reset: bool,
     /// The Quercus PCI test device at 00:03.0.
     pub pci_test_device: bool,
+    /// Virtio devices, in list order.
+    pub virtio: Vec<Virtio>,
 }
 
 /// A validated kernel (the owned counterpart of [`scenario::KernelConfig`]).
@@ -98,4 +109,37 @@ pub struct Module {
     pub name: String,
     /// The module's string as written (name, then arguments).
     pub cmdline: String,
+}
+
+/// A validated virtio device (the owned counterpart of [`scenario::VirtioConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Virtio {
+    /// What it is and what backs it.
+    pub kind: VirtioDevice,
+    /// PCI device number: [`scenario::VIRTIO_FIRST_SLOT`] plus the index in the VM's list.
+    pub slot: u8,
+}
+
+/// What a validated virtio device is (the owned counterpart of [`scenario::VirtioKind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VirtioDevice {
+    /// A disk on a boot module.
+    Blk {
+        /// The boot module.
+        module: String,
+        /// Read-only for the guest.
+        readonly: bool,
+    },
+    /// A port on a switch.
+    Net {
+        /// Index in [`Validated::switches`].
+        switch: u16,
+        /// The MAC address, given or derived (`02:51:00:VV:VV:PP`: VM id, then the port's index
+        /// among the VM's net devices).
+        mac: [u8; 6],
+    },
+    /// A console.
+    Console,
+    /// An entropy source.
+    Rng,
 }

@@ -100,10 +100,11 @@ pub fn deserialize<T: DeserializeOwned>(
     })
 }
 
-/// The keys leading from `table` to the innermost key or value whose span contains `span`.
+/// The keys leading from `table` to the innermost key or value whose span contains `span`; a table
+/// inside an array is named by its index, as in `virtio[2]`.
 ///
 /// Sub-tables are searched even when their own span does not contain `span`: a table opened by a
-/// `[vm.kernel]` header is spanned by its header only, while its keys follow it.
+/// `[vm.kernel]` or `[[vm.virtio]]` header is spanned by its header only, while its keys follow it.
 fn path_to(table: &DeTable<'_>, span: &Range<usize>) -> Vec<String> {
     let within = |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end;
     for (key, value) in table {
@@ -111,11 +112,29 @@ fn path_to(table: &DeTable<'_>, span: &Range<usize>) -> Vec<String> {
         if within(key.span()) {
             return key_path();
         }
-        if let DeValue::Table(inner) = value.get_ref() {
-            let inner_path = path_to(inner, span);
-            if !inner_path.is_empty() {
-                return key_path().into_iter().chain(inner_path).collect();
+        match value.get_ref() {
+            DeValue::Table(inner) => {
+                let inner_path = path_to(inner, span);
+                if !inner_path.is_empty() {
+                    return key_path().into_iter().chain(inner_path).collect();
+                }
             }
+            DeValue::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    let DeValue::Table(inner) = item.get_ref() else {
+                        continue;
+                    };
+                    let element = || format!("{}[{index}]", key.get_ref());
+                    let inner_path = path_to(inner, span);
+                    if !inner_path.is_empty() {
+                        return std::iter::once(element()).chain(inner_path).collect();
+                    }
+                    if within(item.span()) {
+                        return vec![element()];
+                    }
+                }
+            }
+            _ => {}
         }
         if within(value.span()) {
             return key_path();

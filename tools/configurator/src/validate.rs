@@ -11,9 +11,10 @@ use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::{RawScenario, RawVm};
 use crate::model::Validated;
 use crate::toml_doc;
+use crate::virtio_checks::{collect_switches, MAX_SWITCHES};
 use crate::vm_checks::{check_vm, Report};
 
-/// Which boot modules exist, for checking `kernel.module` and `initrd`.
+/// Which boot modules exist, for checking `kernel.module`, `initrd`, `modules` and virtio disks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Modules<'a> {
     /// Only these module names exist (e.g. the guests xtask builds).
@@ -125,6 +126,7 @@ pub fn validate_str(
         }
     }
 
+    let switches = collect_switches(parsed.iter().map(|(_, raw)| raw), MAX_SWITCHES);
     let mut vms = Vec::new();
     for (vm, raw) in &parsed {
         let mut report = Report {
@@ -132,7 +134,13 @@ pub fn validate_str(
             vm: vm.clone(),
             errors: &mut errors,
         };
-        vms.extend(check_vm(&mut report, raw, board.as_ref(), modules));
+        vms.extend(check_vm(
+            &mut report,
+            raw,
+            board.as_ref(),
+            modules,
+            &switches,
+        ));
     }
     let refs: Vec<(VmRef, &RawVm)> = parsed.iter().map(|(vm, raw)| (vm.clone(), raw)).collect();
     check_across(file, &refs, board.as_ref(), &mut errors);
@@ -143,6 +151,7 @@ pub fn validate_str(
             name,
             board,
             vms,
+            switches,
         }),
         _ => {
             errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));

@@ -10,6 +10,7 @@ use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::{RawKernel, RawVm};
 use crate::model::{Kernel, Module, Vm};
 use crate::validate::Modules;
+use crate::virtio_checks::check_virtio;
 use crate::words::{self, KernelType};
 
 /// 2 MiB: the granularity of guest RAM sizes and fixed placements (one large page).
@@ -34,15 +35,19 @@ impl Report<'_> {
     }
 }
 
-/// Checks `raw` on its own and against `board` (when the board is usable). Returns the VM when
-/// nothing was wrong with it.
+/// Checks `raw` on its own and against `board` (when the board is usable), with the scenario's
+/// `switches` (see [`collect_switches`](crate::virtio_checks::collect_switches)). Returns the VM
+/// when nothing was wrong with it.
 pub fn check_vm(
     report: &mut Report<'_>,
     raw: &RawVm,
     board: Option<&Board>,
     modules: Modules<'_>,
+    switches: &[String],
 ) -> Option<Vm> {
     let before = report.errors.len();
+    // Distinct non-zero u16 pCPUs per VM bound a valid scenario to fewer than 2^16 VMs.
+    let id = u16::try_from(report.vm.index).unwrap_or(u16::MAX);
 
     if let Err(kind) = crate::name::check_name(&raw.name) {
         report.push("name", kind);
@@ -89,13 +94,13 @@ pub fn check_vm(
         }
         vuart
     });
+    let virtio = check_virtio(report, raw, id, modules, switches);
 
     if report.errors.len() != before {
         return None;
     }
     Some(Vm {
-        // Distinct non-zero u16 pCPUs per VM bound a valid scenario to fewer than 2^16 VMs.
-        id: u16::try_from(report.vm.index).unwrap_or(u16::MAX),
+        id,
         name: raw.name.clone(),
         load_order: load_order?,
         vm_type: vm_type?,
@@ -108,6 +113,7 @@ pub fn check_vm(
         console,
         restart_on_reset: raw.restart_on_reset,
         pci_test_device: raw.pci_test_device,
+        virtio,
     })
 }
 
@@ -168,7 +174,8 @@ fn check_boot_modules(report: &mut Report<'_>, raw: &RawVm, modules: Modules<'_>
     out
 }
 
-fn unknown(value: &str, expected: &'static str) -> ErrorKind {
+/// An unknown word for a field that takes one of `expected`.
+pub fn unknown(value: &str, expected: &'static str) -> ErrorKind {
     ErrorKind::UnknownValue {
         value: value.to_owned(),
         expected,
@@ -293,7 +300,12 @@ fn check_kernel(
 }
 
 /// Checks that boot module `name` exists; returns whether it does.
-fn check_module(report: &mut Report<'_>, field: &str, name: &str, modules: Modules<'_>) -> bool {
+pub fn check_module(
+    report: &mut Report<'_>,
+    field: &str,
+    name: &str,
+    modules: Modules<'_>,
+) -> bool {
     if name.is_empty() {
         report.push(field, ErrorKind::EmptyModule);
         return false;

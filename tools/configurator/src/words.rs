@@ -10,6 +10,8 @@ pub const VM_TYPES: &str = "standard, rt";
 pub const KERNEL_TYPES: &str = "elf64, multiboot, raw, bzimage, pvh";
 /// Accepted `console.vuart` values.
 pub const VUARTS: &str = "com1, com2";
+/// Accepted `virtio[i].type` values.
+pub const VIRTIO_TYPES: &str = "blk, net, console, rng";
 
 /// `kernel.type` without the raw addresses, which live in their own fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,51 @@ pub enum KernelType {
     BzImage,
     /// `pvh`
     Pvh,
+}
+
+/// `virtio[i].type`: the kind of device, before its fields are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioType {
+    /// `blk`: a disk on a boot module.
+    Blk,
+    /// `net`: a port on a switch.
+    Net,
+    /// `console`
+    Console,
+    /// `rng`
+    Rng,
+}
+
+impl VirtioType {
+    /// The file spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blk => "blk",
+            Self::Net => "net",
+            Self::Console => "console",
+            Self::Rng => "rng",
+        }
+    }
+
+    /// The fields a device of this type may have, for messages.
+    pub fn fields(self) -> &'static str {
+        match self {
+            Self::Blk => "type, module, readonly",
+            Self::Net => "type, switch, mac",
+            Self::Console | Self::Rng => "type only",
+        }
+    }
+}
+
+/// Parses a `virtio[i].type` value.
+pub fn virtio_type(word: &str) -> Option<VirtioType> {
+    match word {
+        "blk" => Some(VirtioType::Blk),
+        "net" => Some(VirtioType::Net),
+        "console" => Some(VirtioType::Console),
+        "rng" => Some(VirtioType::Rng),
+        _ => None,
+    }
 }
 
 /// Parses a `load_order` value.
@@ -94,6 +141,10 @@ mod tests {
         assert!(VM_TYPES.split(", ").all(|w| vm_type(w).is_some()));
         assert!(KERNEL_TYPES.split(", ").all(|w| kernel_type(w).is_some()));
         assert!(VUARTS.split(", ").all(|w| vuart(w).is_some()));
+        for word in VIRTIO_TYPES.split(", ") {
+            assert_eq!(virtio_type(word).map(VirtioType::name), Some(word));
+        }
+        assert_eq!(virtio_type("Blk"), None);
     }
 
     #[test]

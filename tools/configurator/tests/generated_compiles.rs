@@ -1,5 +1,6 @@
 //! The generator's output compiles against the `scenario` crate and means what the TOML says:
-//! `shipped.rs` proves these golden files are exactly what `generate` produces today.
+//! `shipped.rs` proves these golden files are exactly what `generate` produces today (from
+//! `configs/` and, for `virtio.rs`, `tests/scenarios/virtio.toml`).
 
 mod default_scenario {
     include!("golden/default.rs");
@@ -9,7 +10,14 @@ mod partitioned_scenario {
     include!("golden/partitioned.rs");
 }
 
-use scenario::{KernelKind, LoadOrder, VmType, VuartConfig};
+mod virtio_scenario {
+    include!("golden/virtio.rs");
+}
+
+use scenario::{
+    KernelKind, LoadOrder, SwitchConfig, VirtioConfig, VirtioKind, VmType, VuartConfig,
+    VIRTIO_FIRST_SLOT,
+};
 
 #[test]
 fn default_scenario_static() {
@@ -34,6 +42,8 @@ fn default_scenario_static() {
         })
     );
     assert_eq!((vm.initrd, vm.restart_on_reset), (None, false));
+    assert!(vm.virtio.is_empty());
+    assert!(s.switches.is_empty());
 }
 
 #[test]
@@ -55,4 +65,68 @@ fn partitioned_scenario_static() {
         ("linux", Some("initrd"))
     );
     assert_eq!(linux.kernel.kind, KernelKind::BzImage);
+}
+
+#[test]
+fn virtio_scenario_static() {
+    let s = &virtio_scenario::SCENARIO;
+    assert_eq!(
+        s.switches,
+        [SwitchConfig { name: "lan0" }, SwitchConfig { name: "lan1" }]
+    );
+    let linux = s.vm_by_name("linux").unwrap();
+    let kinds: Vec<VirtioKind> = linux.virtio.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            VirtioKind::Blk {
+                module: "disk",
+                readonly: false
+            },
+            VirtioKind::Net {
+                switch: 0,
+                mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x00]
+            },
+            VirtioKind::Net {
+                switch: 1,
+                mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x01]
+            },
+            VirtioKind::Console,
+            VirtioKind::Rng,
+            VirtioKind::Blk {
+                module: "shared",
+                readonly: true
+            },
+        ]
+    );
+    for (i, device) in linux.virtio.iter().enumerate() {
+        assert_eq!(usize::from(device.slot), usize::from(VIRTIO_FIRST_SLOT) + i);
+    }
+    let peer = s.vm_by_name("peer").unwrap();
+    assert_eq!(
+        peer.virtio,
+        [
+            VirtioConfig {
+                kind: VirtioKind::Net {
+                    switch: 1,
+                    mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
+                },
+                slot: 8
+            },
+            VirtioConfig {
+                kind: VirtioKind::Net {
+                    switch: 0,
+                    mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x01]
+                },
+                slot: 9
+            },
+            VirtioConfig {
+                kind: VirtioKind::Blk {
+                    module: "shared",
+                    readonly: true
+                },
+                slot: 10
+            },
+        ]
+    );
 }

@@ -1,5 +1,6 @@
-//! The shipped boards and scenarios under `configs/` validate, and generate the golden files
-//! that `generated_compiles.rs` builds against the `scenario` crate.
+//! The shipped boards and scenarios under `configs/` validate, and they (with the test scenarios
+//! under `tests/scenarios/`) generate the golden files that `generated_compiles.rs` builds against
+//! the `scenario` crate.
 //!
 //! After an intended change to the generator, refresh the golden files with
 //! `QUERCUS_BLESS=1 cargo test -p configurator --test shipped`.
@@ -7,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use configurator::{generate, load_and_validate, Board, Vendor};
+use configurator::{generate, load, load_and_validate, Board, Modules, Validated, Vendor};
 
 /// The module names xtask builds for the shipped scenarios.
 const GUESTS: &[&str] = &[
@@ -102,10 +103,20 @@ fn partitioned_scenario() {
     );
 }
 
+/// Test scenarios that are not shipped (`tests/scenarios/`), checked with the shipped boards.
+fn test_scenario(name: &str) -> Validated {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/scenarios/{name}.toml"));
+    let modules: Vec<&str> = GUESTS.iter().copied().chain(["disk", "shared"]).collect();
+    load(&path, &configs().join("boards"), Modules::Known(&modules)).unwrap()
+}
+
 #[test]
 fn generated_files_match_golden() {
-    for name in ["default", "partitioned"] {
-        let v = load_and_validate(&configs().join(format!("{name}.toml")), GUESTS).unwrap();
+    for name in ["default", "partitioned", "virtio"] {
+        let v = match name {
+            "virtio" => test_scenario(name),
+            _ => load_and_validate(&configs().join(format!("{name}.toml")), GUESTS).unwrap(),
+        };
         let generated = generate(&v);
         let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.rs"));
         if std::env::var_os("QUERCUS_BLESS").is_some() {

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use configurator::{validate_str, ConfigError, ErrorKind, Modules, Validated, VmRef};
+use configurator::{
+    generate, validate_str, ConfigError, ErrorKind, Modules, Validated, Virtio, VirtioDevice, VmRef,
+};
 
 const FILE: &str = "configs/bad.toml";
 const MODULES: &[&str] = &[
@@ -11,6 +13,8 @@ const MODULES: &[&str] = &[
     "linux",
     "rootfs",
     "testdata",
+    "disk",
+    "shared",
 ];
 
 fn boards() -> PathBuf {
@@ -78,6 +82,25 @@ fn vm(overrides: &[(&str, &str)]) -> String {
     }
     out
 }
+
+/// [`vm`] followed by one `[[vm.virtio]]` table per device, each given as `key = value` lines
+/// separated by `;`.
+fn vm_with(overrides: &[(&str, &str)], devices: &[&str]) -> String {
+    let mut out = vm(overrides);
+    for device in devices {
+        out += "[[vm.virtio]]\n";
+        for line in device.split(';') {
+            out += line.trim();
+            out += "\n";
+        }
+    }
+    out
+}
+
+/// The second VM's name and pCPU, for two-VM scenarios.
+const B: &[(&str, &str)] = &[("name", "\"b\""), ("pcpus", "[2]")];
+/// A net device on switch `lan`.
+const LAN: &str = "type = \"net\"; switch = \"lan\"";
 
 fn scenario(vms: &[String]) -> String {
     format!("board = \"qemu\"\n\n{}", vms.join("\n"))
@@ -747,4 +770,512 @@ fn all_errors_are_collected() {
         errors[1].to_string(),
         "configs/bad.toml: vm \"A\" (vm[0]): name: invalid name \"A\": character 'A' is not allowed (allowed: 1 to 32 characters from [a-z0-9_-])"
     );
+}
+
+#[test]
+fn virtio_devices_resolve_and_generate() {
+    let text = scenario(&[
+        vm_with(
+            &[],
+            &[
+                "type = \"blk\"; module = \"disk\"",
+                LAN,
+                "type = \"net\"; switch = \"wan\"",
+                "type = \"console\"",
+                "type = \"rng\"",
+                "type = \"blk\"; module = \"shared\"; readonly = true",
+            ],
+        ),
+        vm_with(
+            B,
+            &[
+                LAN,
+                "type = \"net\"; switch = \"wan\"; mac = \"52:54:00:AB:cd:01\"",
+                "type = \"blk\"; module = \"shared\"; readonly = true",
+            ],
+        ),
+    ]);
+    let v = validate(&text).unwrap();
+    assert_eq!(v.switches, ["lan", "wan"]);
+    let net = |switch, mac| VirtioDevice::Net { switch, mac };
+    let blk = |module: &str, readonly| VirtioDevice::Blk {
+        module: module.into(),
+        readonly,
+    };
+    let kinds = |vm: usize| -> Vec<(VirtioDevice, u8)> {
+        v.vms[vm]
+            .virtio
+            .iter()
+            .map(|Virtio { kind, slot }| (kind.clone(), *slot))
+            .collect()
+    };
+    assert_eq!(
+        kinds(0),
+        [
+            (blk("disk", false), 8),
+            (net(0, [0x02, 0x51, 0x00, 0x00, 0x00, 0x00]), 9),
+            (net(1, [0x02, 0x51, 0x00, 0x00, 0x00, 0x01]), 10),
+            (VirtioDevice::Console, 11),
+            (VirtioDevice::Rng, 12),
+            (blk("shared", true), 13),
+        ]
+    );
+    assert_eq!(
+        kinds(1),
+        [
+            (net(0, [0x02, 0x51, 0x00, 0x00, 0x01, 0x00]), 8),
+            (net(1, [0x52, 0x54, 0x00, 0xAB, 0xCD, 0x01]), 9),
+            (blk("shared", true), 10),
+        ]
+    );
+    assert_eq!(v.modules(), ["test-guest", "disk", "shared"]);
+
+    let out = generate(&v);
+    for fragment in [
+        "virtio: &[VirtioConfig { kind: VirtioKind::Blk { module: \"disk\", readonly: false }, slot: 8 }, \
+         VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x00] }, slot: 9 }, \
+         VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x01] }, slot: 10 }, \
+         VirtioConfig { kind: VirtioKind::Console, slot: 11 }, \
+         VirtioConfig { kind: VirtioKind::Rng, slot: 12 }, \
+         VirtioConfig { kind: VirtioKind::Blk { module: \"shared\", readonly: true }, slot: 13 }],\n",
+        "virtio: &[VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x00] }, slot: 8 }, \
+         VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01] }, slot: 9 }, \
+         VirtioConfig { kind: VirtioKind::Blk { module: \"shared\", readonly: true }, slot: 10 }],\n",
+        "\n    switches: &[SwitchConfig { name: \"lan\" }, SwitchConfig { name: \"wan\" }],\n};\n",
+    ] {
+        assert!(out.contains(fragment), "missing {fragment:?} in\n{out}");
+    }
+}
+
+#[test]
+fn virtio_as_inline_array_and_empty() {
+    let text = scenario(&[
+        vm(&[("virtio", "[{ type = \"rng\" }, { type = \"console\" }]")]),
+        vm(&[("name", "\"b\""), ("pcpus", "[2]"), ("virtio", "[]")]),
+    ]);
+    let v = validate(&text).unwrap();
+    assert_eq!(v.vms[0].virtio.len(), 2);
+    assert_eq!(v.vms[0].virtio[1].slot, 9);
+    assert!(v.vms[1].virtio.is_empty());
+    assert!(v.switches.is_empty());
+    assert!(generate(&v).ends_with("    switches: &[],\n};\n"));
+}
+
+#[test]
+fn virtio_unknown_type() {
+    let text = scenario(&[vm_with(&[], &["type = \"rng\"", "type = \"scsi\""])]);
+    let kind = single(&text, Some(0), "virtio[1].type");
+    assert_eq!(
+        kind,
+        ErrorKind::UnknownValue {
+            value: "scsi".into(),
+            expected: "blk, net, console, rng"
+        }
+    );
+}
+
+#[test]
+fn virtio_unknown_key() {
+    let text = scenario(&[vm_with(
+        &[],
+        &["type = \"rng\"", "type = \"blk\"; size = 1"],
+    )]);
+    let kind = single(&text, Some(0), "virtio[1].size");
+    assert!(
+        matches!(&kind, ErrorKind::UnknownField { line: 15, column: 1, expected } if expected.contains("`readonly`")),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn virtio_wrong_value_type() {
+    let text = scenario(&[vm_with(
+        &[],
+        &["type = \"blk\"; module = \"disk\"; readonly = \"yes\""],
+    )]);
+    let kind = single(&text, Some(0), "virtio[0].readonly");
+    assert!(matches!(kind, ErrorKind::BadValue { .. }), "{kind:?}");
+}
+
+#[test]
+fn virtio_missing_required_fields() {
+    let text = scenario(&[vm(&[]), vm_with(B, &["type = \"rng\"", "readonly = true"])]);
+    assert_eq!(
+        single(&text, Some(1), "virtio[1].type"),
+        ErrorKind::MissingField
+    );
+    let text = scenario(&[vm_with(&[], &["type = \"blk\"; readonly = true"])]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "configs/bad.toml: vm \"a\" (vm[0]): virtio[0].module: missing required field"
+    );
+    let text = scenario(&[vm_with(
+        &[],
+        &["type = \"net\"; mac = \"02:00:00:00:00:01\""],
+    )]);
+    assert_eq!(
+        single(&text, Some(0), "virtio[0].switch"),
+        ErrorKind::MissingField
+    );
+}
+
+#[test]
+fn virtio_unknown_or_empty_module() {
+    let text = scenario(&[
+        vm(&[]),
+        vm_with(
+            B,
+            &[
+                "type = \"blk\"; module = \"nope\"; readonly = true",
+                "type = \"blk\"; module = \"\"",
+            ],
+        ),
+    ]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        format!(
+            "configs/bad.toml: vm \"b\" (vm[1]): virtio[0].module: module \"nope\" is not built (known modules: {})",
+            MODULES.join(", ")
+        )
+    );
+    assert_eq!(errors[1].field, "virtio[1].module");
+    assert_eq!(errors[1].kind, ErrorKind::EmptyModule);
+}
+
+#[test]
+fn virtio_field_not_for_type() {
+    for (device, field, kind, fields) in [
+        (
+            "type = \"net\"; switch = \"lan\"; module = \"disk\"",
+            "virtio[0].module",
+            "net",
+            "type, switch, mac",
+        ),
+        (
+            "type = \"blk\"; module = \"disk\"; mac = \"02:00:00:00:00:01\"",
+            "virtio[0].mac",
+            "blk",
+            "type, module, readonly",
+        ),
+        (
+            "type = \"console\"; readonly = true",
+            "virtio[0].readonly",
+            "console",
+            "type only",
+        ),
+        (
+            "type = \"rng\"; switch = \"lan\"",
+            "virtio[0].switch",
+            "rng",
+            "type only",
+        ),
+    ] {
+        // A second port keeps `lan` from being a one-port switch.
+        let text = scenario(&[vm_with(&[], &[device]), vm_with(B, &[LAN])]);
+        let errors = errors(&text);
+        let places: Vec<_> = errors
+            .iter()
+            .map(|e| {
+                (
+                    e.file.to_str(),
+                    e.vm.as_ref().map(|v| v.index),
+                    e.field.as_str(),
+                )
+            })
+            .collect();
+        if kind == "net" {
+            assert_eq!(places, [(Some(FILE), Some(0), field)], "{errors:?}");
+        } else {
+            // The other VM's `lan` port is then alone on its switch.
+            assert_eq!(
+                places,
+                [
+                    (Some(FILE), Some(0), field),
+                    (Some(FILE), Some(1), "virtio[0].switch")
+                ],
+                "{errors:?}"
+            );
+        }
+        assert_eq!(
+            errors[0].kind,
+            ErrorKind::VirtioFieldNotForType { kind, fields },
+            "{device}"
+        );
+    }
+    let text = scenario(&[vm_with(&[], &["type = \"rng\"; mac = \"x\""])]);
+    assert_eq!(
+        single(&text, Some(0), "virtio[0].mac").to_string(),
+        "not a field of a \"rng\" virtio device (fields: type only)"
+    );
+}
+
+#[test]
+fn virtio_bad_mac() {
+    for (mac, expected) in [
+        (
+            "02:00:00:00:00",
+            ErrorKind::MacSyntax("02:00:00:00:00".into()),
+        ),
+        (
+            "02-00-00-00-00-01",
+            ErrorKind::MacSyntax("02-00-00-00-00-01".into()),
+        ),
+        (
+            "02:00:00:00:00:0g",
+            ErrorKind::MacSyntax("02:00:00:00:00:0g".into()),
+        ),
+        (
+            "01:00:5E:00:00:01",
+            ErrorKind::MacMulticast("01:00:5e:00:00:01".into()),
+        ),
+        (
+            "ff:ff:ff:ff:ff:ff",
+            ErrorKind::MacMulticast("ff:ff:ff:ff:ff:ff".into()),
+        ),
+        ("00:00:00:00:00:00", ErrorKind::MacZero),
+    ] {
+        let device = format!("{LAN}; mac = \"{mac}\"");
+        let text = scenario(&[vm_with(&[], &[&device, LAN])]);
+        assert_eq!(single(&text, Some(0), "virtio[0].mac"), expected, "{mac}");
+    }
+    let text = scenario(&[vm_with(
+        &[],
+        &[LAN, &format!("{LAN}; mac = \"03:00:00:00:00:00\"")],
+    )]);
+    let errors = errors(&text);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["configs/bad.toml: vm \"a\" (vm[0]): virtio[1].mac: MAC address 03:00:00:00:00:00 is multicast (bit 0 of the first byte is set): an interface needs a unicast address"]
+    );
+}
+
+#[test]
+fn virtio_invalid_switch_name() {
+    let text = scenario(&[vm_with(&[], &["type = \"net\"; switch = \"Lan 0\""])]);
+    let kind = single(&text, Some(0), "virtio[0].switch");
+    assert!(
+        matches!(&kind, ErrorKind::InvalidName { name, .. } if name == "Lan 0"),
+        "{kind:?}"
+    );
+    let long = format!("type = \"net\"; switch = \"{}\"", "s".repeat(33));
+    let kind = single(
+        &scenario(&[vm_with(&[], &[&long])]),
+        Some(0),
+        "virtio[0].switch",
+    );
+    assert!(matches!(kind, ErrorKind::InvalidName { .. }), "{kind:?}");
+}
+
+#[test]
+fn virtio_at_most_one_console_and_one_rng() {
+    let text = scenario(&[
+        vm(&[]),
+        vm_with(
+            B,
+            &[
+                "type = \"console\"",
+                "type = \"rng\"",
+                "type = \"console\"",
+                "type = \"rng\"",
+            ],
+        ),
+    ]);
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "configs/bad.toml: vm \"b\" (vm[1]): virtio[2].type: a VM has at most one console device, and virtio[0] is already one"
+    );
+    assert_eq!(errors[1].field, "virtio[3].type");
+    assert_eq!(
+        errors[1].kind,
+        ErrorKind::SecondVirtioDevice {
+            kind: "rng",
+            first: 1
+        }
+    );
+    // One of each in every VM is fine.
+    let one_each = ["type = \"console\"", "type = \"rng\""];
+    validate(&scenario(&[vm_with(&[], &one_each), vm_with(B, &one_each)])).unwrap();
+}
+
+#[test]
+fn virtio_at_most_24_devices() {
+    let disk = "type = \"blk\"; module = \"disk\"; readonly = true";
+    let most = validate(&scenario(&[vm_with(&[], &[disk; 24])])).unwrap();
+    assert_eq!(most.vms[0].virtio.last().map(|d| d.slot), Some(31));
+    let text = scenario(&[vm_with(&[], &[disk; 25])]);
+    let kind = single(&text, Some(0), "virtio");
+    assert_eq!(kind, ErrorKind::TooManyVirtio { count: 25, max: 24 });
+    assert_eq!(
+        kind.to_string(),
+        "25 virtio devices, more than the 24 a VM may have (PCI slots 8 to 31)"
+    );
+}
+
+#[test]
+fn writable_disk_used_twice() {
+    let writable = "type = \"blk\"; module = \"disk\"";
+    let readonly = "type = \"blk\"; module = \"disk\"; readonly = true";
+    let explicit_writable = "type = \"blk\"; module = \"disk\"; readonly = false";
+    // Writable in two VMs.
+    let text = scenario(&[vm_with(&[], &[writable]), vm_with(B, &[explicit_writable])]);
+    let errors = errors(&text);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["configs/bad.toml: vm \"b\" (vm[1]): virtio[0].module: disk module \"disk\" is also attached to vm \"a\" (vm[0]) at virtio[0].module (writable, this one writable): a disk used more than once must be read-only everywhere"]
+    );
+    // Twice in one VM.
+    let text = scenario(&[vm_with(&[], &["type = \"rng\"", writable, writable])]);
+    let kind = single(&text, Some(0), "virtio[2].module");
+    assert_eq!(
+        kind,
+        ErrorKind::DiskShared {
+            module: "disk".into(),
+            readonly: false,
+            other: VmRef {
+                index: 0,
+                name: Some("a".into())
+            },
+            other_field: "virtio[1].module".into(),
+            other_readonly: false,
+        }
+    );
+    // Writable in one VM, read-only in the other, either way round.
+    let text = scenario(&[vm_with(&[], &[writable]), vm_with(B, &[readonly])]);
+    let kind = single(&text, Some(1), "virtio[0].module");
+    assert!(
+        matches!(&kind, ErrorKind::DiskShared { readonly: true, other, other_readonly: false, .. } if other.index == 0),
+        "{kind:?}"
+    );
+    assert!(kind.to_string().contains("vm \"a\" (vm[0])"), "{kind}");
+    let text = scenario(&[vm_with(&[], &[readonly]), vm_with(B, &[writable])]);
+    let kind = single(&text, Some(1), "virtio[0].module");
+    assert!(
+        matches!(&kind, ErrorKind::DiskShared { readonly: false, other, other_readonly: true, .. } if other.index == 0),
+        "{kind:?}"
+    );
+    // Read-only everywhere is fine, as are two different writable disks.
+    validate(&scenario(&[
+        vm_with(&[], &[readonly, readonly]),
+        vm_with(B, &[readonly]),
+    ]))
+    .unwrap();
+    let other = "type = \"blk\"; module = \"shared\"";
+    validate(&scenario(&[
+        vm_with(&[], &[writable]),
+        vm_with(B, &[other]),
+    ]))
+    .unwrap();
+}
+
+#[test]
+fn disk_that_is_a_kernel_or_initrd() {
+    let text = scenario(&[vm_with(
+        &[],
+        &["type = \"blk\"; module = \"test-guest\"; readonly = true"],
+    )]);
+    let errors = errors(&text);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["configs/bad.toml: vm \"a\" (vm[0]): virtio[0].module: module \"test-guest\" is also the kernel.module of vm \"a\" (vm[0]): a disk module cannot be a kernel or an initrd"]
+    );
+    let text = scenario(&[
+        vm_with(
+            &[],
+            &["type = \"blk\"; module = \"rootfs\"; readonly = true"],
+        ),
+        vm(&[
+            ("name", "\"lin\""),
+            ("pcpus", "[2]"),
+            ("kernel.module", "\"linux\""),
+            ("kernel.type", "\"bzimage\""),
+            ("initrd", "\"rootfs\""),
+        ]),
+    ]);
+    let kind = single(&text, Some(0), "virtio[0].module");
+    assert_eq!(
+        kind,
+        ErrorKind::DiskIsBootModule {
+            module: "rootfs".into(),
+            user: VmRef {
+                index: 1,
+                name: Some("lin".into())
+            },
+            field: "initrd",
+        }
+    );
+}
+
+#[test]
+fn duplicate_mac_addresses() {
+    // Given in vm b, derived for vm a's first net device.
+    let text = scenario(&[
+        vm_with(&[], &["type = \"rng\"", LAN]),
+        vm_with(B, &[&format!("{LAN}; mac = \"02:51:00:00:00:00\"")]),
+    ]);
+    let errors = errors(&text);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["configs/bad.toml: vm \"b\" (vm[1]): virtio[0].mac: MAC address 02:51:00:00:00:00 is already used by vm \"a\" (vm[0]) at virtio[1].mac (derived from the VM id and port: no mac given) (MAC addresses are unique in a scenario)"]
+    );
+    // Given in vm a, derived for vm b.
+    let text = scenario(&[
+        vm_with(&[], &[&format!("{LAN}; mac = \"02:51:00:00:01:00\"")]),
+        vm_with(B, &[LAN]),
+    ]);
+    let kind = single(&text, Some(1), "virtio[0].mac");
+    assert_eq!(
+        kind,
+        ErrorKind::DuplicateMac {
+            mac: "02:51:00:00:01:00".into(),
+            derived: true,
+            other: VmRef {
+                index: 0,
+                name: Some("a".into())
+            },
+            other_field: "virtio[0].mac".into(),
+            other_derived: false,
+        }
+    );
+    // Given twice in one VM, in different case.
+    let text = scenario(&[vm_with(
+        &[],
+        &[
+            &format!("{LAN}; mac = \"52:54:00:aa:bb:cc\""),
+            &format!("{LAN}; mac = \"52:54:00:AA:BB:CC\""),
+        ],
+    )]);
+    let kind = single(&text, Some(0), "virtio[1].mac");
+    assert!(
+        matches!(&kind, ErrorKind::DuplicateMac { mac, derived: false, other, other_field, .. } if mac == "52:54:00:aa:bb:cc" && other.index == 0 && other_field == "virtio[0].mac"),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn switch_needs_two_ports() {
+    let text = scenario(&[
+        vm_with(&[], &[LAN, "type = \"net\"; switch = \"dmz\""]),
+        vm_with(B, &[LAN]),
+    ]);
+    let errors = errors(&text);
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["configs/bad.toml: vm \"a\" (vm[0]): virtio[1].switch: switch \"dmz\" has no other port in the scenario: a switch needs at least two ports"]
+    );
+    let text = scenario(&[vm(&[]), vm_with(B, &["type = \"rng\"", LAN])]);
+    assert_eq!(
+        single(&text, Some(1), "virtio[1].switch"),
+        ErrorKind::SwitchOnePort {
+            switch: "lan".into()
+        }
+    );
+    // Two ports of one VM make a switch.
+    let v = validate(&scenario(&[vm_with(&[], &[LAN, LAN])])).unwrap();
+    assert_eq!(v.switches, ["lan"]);
 }
