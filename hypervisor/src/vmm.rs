@@ -5,6 +5,7 @@
 
 use alloc::string::String;
 
+use ::vmm::io::IoHub;
 use ::vmm::{GuestImage, ImageKind, VcpuSpec, WithVcpu};
 use arch_x86::guest_ram::{FrameTables, GuestRam};
 use arch_x86::guest_state::InitialState;
@@ -19,6 +20,7 @@ use platform::{AsidGrant, AsidSpace, BootInfo, HostPhysAddr, Priority};
 use scenario::{LoadOrder, VmConfig};
 use spin::Once;
 use vcpu::VcpuBackend;
+use virtio::blk::MemDisk;
 
 use crate::boot::{FRAMES, MAX_CPUS};
 
@@ -231,6 +233,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             MAX_CPUS,
         )
     });
+    let hub = alloc::sync::Arc::new(io_hub(boot));
     for cfg in SCENARIO.vms {
         if cfg.load_order != LoadOrder::PreLaunched {
             warn!(
@@ -247,7 +250,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             error!("vm {}: pCPU {p} is not online; VM not started", cfg.name);
             continue;
         }
-        let added = create(vmm.platform(), backend, cfg, boot)
+        let added = create(vmm.platform(), backend, cfg, boot, &hub)
             .and_then(|vm| vmm.add(vm).map_err(|e| alloc::format!("{e}")));
         if let Err(e) = added {
             error!("vm {}: not started: {e}", cfg.name);
@@ -257,6 +260,89 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
         if let Err(e) = vmm.start(vm.id) {
             error!("vm {}: not started: {e}", vm.cfg.name);
         }
+    }
+}
+
+/// The backends of the scenario's virtio devices: each disk module borrowed
+/// once (writable; read-only users get a read-only view), the switches, the
+/// CPU's random-number instruction.
+fn io_hub(boot: &BootInfo) -> IoHub {
+    use alloc::vec::Vec;
+    use scenario::VirtioKind;
+    let mut hub = IoHub::empty(|pcpu| kick(usize::from(pcpu)));
+    let mut names: Vec<&'static str> = Vec::new();
+    for v in SCENARIO.vms.iter().flat_map(|vm| vm.virtio) {
+        if let VirtioKind::Blk { module, .. } = v.kind {
+            if !names.contains(&module) {
+                names.push(module);
+            }
+        }
+    }
+    for name in names {
+        let Some(m) = boot
+            .modules
+            .iter()
+            .find(|m| m.cmdline.split_whitespace().any(|w| w == name))
+        else {
+            error!("disk module {name:?} not found among the boot modules; its VMs get no disk");
+            continue;
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: boot modules are kept out of the frame allocator; the
+        // configurator forbids using a disk module as a kernel or initrd, and
+        // each disk module is borrowed here once.
+        let bytes = unsafe { arch_x86::phys::borrow_mut(m.range.start.0, m.range.len() as usize) };
+        let Some(bytes) = bytes else {
+            error!("disk module {name:?} lies outside mapped memory; its VMs get no disk");
+            continue;
+        };
+        info!(
+            "disk {name:?}: {} KiB at host {:#x}",
+            bytes.len() >> 10,
+            m.range.start.0
+        );
+        hub.disks.push((name, MemDisk::new(bytes, name)));
+    }
+    hub.switches = SCENARIO
+        .switches
+        .iter()
+        .map(|s| virtio::switch::Switch::new(s.name))
+        .collect();
+    match cpu::hw_random() {
+        Some(cpu::HwRandom::Rdseed) => {
+            hub.entropy = Some(|| alloc::boxed::Box::new(HwEntropy(cpu::HwRandom::Rdseed)))
+        }
+        Some(cpu::HwRandom::Rdrand) => {
+            hub.entropy = Some(|| alloc::boxed::Box::new(HwEntropy(cpu::HwRandom::Rdrand)))
+        }
+        None => {
+            if SCENARIO
+                .vms
+                .iter()
+                .flat_map(|vm| vm.virtio)
+                .any(|v| v.kind == VirtioKind::Rng)
+            {
+                warn!("the CPU has neither RDSEED nor RDRAND: virtio-rng devices are left out");
+            }
+        }
+    }
+    hub
+}
+
+/// Entropy from the CPU's RDSEED or RDRAND.
+struct HwEntropy(cpu::HwRandom);
+
+impl virtio::rng::EntropySource for HwEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        for chunk in buf.chunks_mut(8) {
+            let Some(v) = cpu::hw_random_u64(self.0) else {
+                break;
+            };
+            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+            n += chunk.len();
+        }
+        n
     }
 }
 
@@ -281,6 +367,7 @@ fn create(
     backend: Backend,
     cfg: &'static VmConfig,
     boot: &BootInfo,
+    hub: &alloc::sync::Arc<IoHub>,
 ) -> Result<Vm, String> {
     use alloc::format;
     let size = cfg.memory.size;
@@ -357,7 +444,8 @@ fn create(
         initrd,
         modules,
     };
-    let vm = Vm::new(x86, cfg, ram, slat_root, image);
+    let mut vm = Vm::new(x86, cfg, ram, slat_root, image);
+    vm.attach_io(hub.clone());
     vm.load(x86)?;
     Ok(vm)
 }

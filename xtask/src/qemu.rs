@@ -25,7 +25,7 @@ pub fn args(cfg: &RunConfig) -> Vec<String> {
         "-M",
         "q35",
         "-cpu",
-        "qemu64,+svm,+npt",
+        "qemu64,+svm,+npt,+rdrand",
         "-smp",
         &cfg.cpus.to_string(),
         "-m",
@@ -91,7 +91,8 @@ mod tests {
     fn basic_args() {
         let a = args(&config());
         let joined = a.join(" ");
-        assert!(joined.starts_with("-M q35 -cpu qemu64,+svm,+npt -smp 4 -m 256 -kernel /k/quercus"));
+        assert!(joined
+            .starts_with("-M q35 -cpu qemu64,+svm,+npt,+rdrand -smp 4 -m 256 -kernel /k/quercus"));
         assert!(a.windows(2).any(|w| w == ["-append", "a=1 b"]));
         assert!(joined.contains("-display none -no-reboot -monitor none -serial stdio"));
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));

@@ -181,3 +181,49 @@ impl FxArea {
         self.0[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
     }
 }
+
+/// The CPU's random-number instructions, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwRandom {
+    /// RDSEED (CPUID.7.0:EBX bit 18): entropy straight from the conditioner.
+    Rdseed,
+    /// RDRAND (CPUID.1:ECX bit 30): a DRBG reseeded by the hardware source.
+    Rdrand,
+}
+
+/// Which random-number instruction this CPU has, if any.
+pub fn hw_random() -> Option<HwRandom> {
+    let max = cpuid(0, 0)[0];
+    if max >= 7 && cpuid(7, 0)[1] & (1 << 18) != 0 {
+        Some(HwRandom::Rdseed)
+    } else if cpuid(1, 0)[2] & (1 << 30) != 0 {
+        Some(HwRandom::Rdrand)
+    } else {
+        None
+    }
+}
+
+/// One 64-bit value from `kind`, retrying a few times while the
+/// instruction reports no data (CF = 0, its source is momentarily empty).
+pub fn hw_random_u64(kind: HwRandom) -> Option<u64> {
+    for _ in 0..16 {
+        let value: u64;
+        let ok: u8;
+        match kind {
+            // SAFETY: RDSEED only writes its destination and the flags; the
+            // caller found the instruction in CPUID (hw_random).
+            HwRandom::Rdseed => unsafe {
+                core::arch::asm!("rdseed {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+            },
+            // SAFETY: as above, for RDRAND.
+            HwRandom::Rdrand => unsafe {
+                core::arch::asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+            },
+        }
+        if ok != 0 {
+            return Some(value);
+        }
+        core::hint::spin_loop();
+    }
+    None
+}

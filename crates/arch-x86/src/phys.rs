@@ -77,3 +77,18 @@ pub unsafe fn borrow(addr: u64, len: usize) -> Option<&'static [u8]> {
     // SAFETY: in the identity map (checked) and not written (caller's contract).
     Some(unsafe { core::slice::from_raw_parts(start as *const u8, len) })
 }
+
+/// Borrows `[addr, addr + len)` (a boot module holding a disk image) as
+/// writable bytes for good.
+///
+/// # Safety
+/// The range must be identity-mapped memory that nothing else reads or
+/// writes while the slice lives, and it may be borrowed only once: a disk
+/// module is kept out of the frame allocator and never borrowed by
+/// [`borrow`] (the configurator forbids using it as a kernel or initrd).
+pub unsafe fn borrow_mut(addr: u64, len: usize) -> Option<&'static mut [u8]> {
+    let start = checked(addr, len)?;
+    // SAFETY: in the identity map (checked), borrowed once and used by no
+    // one else (caller's contract).
+    Some(unsafe { core::slice::from_raw_parts_mut(start as *mut u8, len) })
+}

@@ -55,6 +55,13 @@ pub mod layout {
     pub const TEST_DEVICE_BAR0: u32 = 0xC000_0000;
     pub const TEST_DEVICE_BAR1: u32 = 0xC000_1000;
     pub const TEST_DEVICE_IO: u16 = 0xC000;
+    /// Where firmware places the BARs of the device at slot `s` that the
+    /// hypervisor serves (virtio): BAR 0 (16 KiB) then BAR 1 (4 KiB), in a
+    /// 32 KiB stride from 0xC100_0000.
+    pub const fn device_bars(slot: u8) -> (u32, u32) {
+        let base = 0xC100_0000 + (slot as u32) * 0x8000;
+        (base, base + 0x4000)
+    }
 }
 
 /// The console vUART's place.
@@ -738,6 +745,50 @@ impl PcPlatform {
     /// Interrupt requests that reached no CPU.
     pub fn irq_counters(&self) -> IrqCounters {
         self.irq.counters()
+    }
+
+    /// Plugs `device` in at `slot` (function 0) of the PCI segment.
+    pub fn add_pci_device(
+        &mut self,
+        slot: u8,
+        device: Box<dyn vdev::PciDevice>,
+    ) -> Result<(), vdev::PciError> {
+        let bdf = Bdf::new(0, slot, 0).ok_or(vdev::PciError::Duplicate {
+            bdf: Bdf::HOST_BRIDGE,
+        })?;
+        let Some(host) = self.pci_host() else {
+            return Err(vdev::PciError::Duplicate { bdf });
+        };
+        host.0.add(bdf, device)
+    }
+
+    /// Serves what device backends brought in (frames, console input) and
+    /// raises the interrupts that follow.
+    pub fn serve_backends(&mut self) {
+        let Some(i) = self.pci else { return };
+        let Some(host) = self
+            .devices
+            .get_mut(i)
+            .and_then(|d| d.as_any_mut().downcast_mut::<PciHost>())
+        else {
+            return;
+        };
+        host.0.poll();
+        host.deliver(&mut self.irq);
+    }
+
+    /// Calls `f` with each PCI device (for the shell).
+    pub fn for_each_pci_device(&mut self, mut f: impl FnMut(Bdf, &dyn vdev::PciDevice)) {
+        if let Some(host) = self.pci_host() {
+            for (bdf, d) in host.0.devices() {
+                f(bdf, d);
+            }
+        }
+    }
+
+    fn pci_host(&mut self) -> Option<&mut PciHost> {
+        let d = self.pci.and_then(|i| self.devices.get_mut(i))?;
+        d.as_any_mut().downcast_mut::<PciHost>()
     }
 
     /// The PCI segment's counters.

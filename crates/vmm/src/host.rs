@@ -93,11 +93,16 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
 
     fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {
         let now = self.tsc_to_ns(self.p.now());
+        // Input a backend brought (frames, console bytes) is served here.
+        let news = self.vm.io.as_ref().is_some_and(|io| io.take_news());
         // Nothing due and nothing to hand out: no lock.
-        if !self.vm.platform.needs_poll(now) {
+        if !news && !self.vm.platform.needs_poll(now) {
             return;
         }
         let (deliveries, answers) = self.vm.platform.with(|p| {
+            if news {
+                p.serve_backends();
+            }
             p.poll(now);
             (p.take_deliveries(), p.take_completed_reads())
         });

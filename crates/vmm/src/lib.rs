@@ -15,6 +15,7 @@ extern crate alloc;
 
 mod console;
 mod host;
+pub mod io;
 mod lifecycle;
 mod manager;
 mod platform;

@@ -31,7 +31,7 @@ pub trait Platform: Send + Sync {
     /// A VM's RAM.
     /// A handle to a VM's RAM: clones reach the same memory, and access
     /// needs no lock (every vCPU holds its own clone).
-    type Ram: GuestMemory + Clone + Send + Sync;
+    type Ram: GuestMemory + Clone + Send + Sync + 'static;
     /// Why a vCPU could not be made; shown as the crashed VM's reason.
     type VcpuError: fmt::Display;
 

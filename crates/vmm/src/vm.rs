@@ -10,7 +10,10 @@ use scenario::{KernelKind, VmConfig, VmId};
 use spin::Mutex;
 use vcpu::{Gprs, GuestMemory, InitialState};
 
+use alloc::sync::Arc;
+
 use crate::console::ConsoleQueues;
+use crate::io::{attach_virtio, IoHub, VmIo};
 use crate::lifecycle::{AtomicLifecycle, AtomicVcpuRun, Request, VcpuEvent, VcpuRun, VmState};
 use crate::platform::{tsc_to_ns, Platform};
 use crate::platform_cell::PlatformCell;
@@ -199,6 +202,8 @@ pub struct Vm<P: Platform> {
     entry: Mutex<Option<Entry>>,
     /// Messages for each vCPU (IPIs, device interrupts, INIT/SIPI).
     pub(crate) inboxes: Vec<vm::VcpuInbox>,
+    /// The backends of its virtio devices ([`Vm::attach_io`]).
+    pub io: Option<VmIo>,
 }
 
 impl<P: Platform> TableEntry for Vm<P> {
@@ -233,7 +238,23 @@ impl<P: Platform> Vm<P> {
             image,
             entry: Mutex::new(None),
             inboxes: (0..u32::from(cfg.vcpus)).map(vm::VcpuInbox::new).collect(),
+            io: None,
         }
+    }
+
+    /// Gives the VM the machine's device backends: its virtio devices are
+    /// plugged in from the next [`Vm::load`] on.
+    pub fn attach_io(&mut self, hub: Arc<IoHub>) {
+        self.io = Some(VmIo::new(hub, self.cfg));
+    }
+
+    /// The platform at power-on, with the VM's virtio devices.
+    fn fresh_platform(&self, p: &P) -> Result<vm::PcPlatform, String> {
+        let mut platform = new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now()));
+        if let Some(io) = &self.io {
+            attach_virtio(self.cfg, io, &self.ram, &mut platform)?;
+        }
+        Ok(platform)
     }
 
     /// The VM's name.
@@ -327,9 +348,9 @@ impl<P: Platform> Vm<P> {
                 }
             }
         };
+        let platform = self.fresh_platform(p)?;
         *self.entry.lock() = Some(entry);
-        self.platform
-            .replace(new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now())));
+        self.platform.replace(platform);
         for (id, inbox) in (0u32..).zip(&self.inboxes) {
             inbox.clear(id);
         }
