@@ -77,17 +77,53 @@ pub trait BlockBackend: Send {
 /// wrote before.
 #[derive(Clone)]
 pub struct MemDisk {
-    bytes: Arc<Mutex<&'static mut [u8]>>,
+    bytes: Arc<Mutex<Storage>>,
     len: u64,
     read_only: bool,
     id: [u8; ID_LEN],
     id_len: usize,
 }
 
+/// Where a [`MemDisk`]'s bytes live.
+enum Storage {
+    /// A boot module, borrowed for the life of the hypervisor.
+    Borrowed(&'static mut [u8]),
+    /// Heap memory (tests, images made at run time).
+    Owned(Vec<u8>),
+}
+
+impl core::ops::Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Storage::Borrowed(b) => b,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+impl core::ops::DerefMut for Storage {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Storage::Borrowed(b) => b,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
 impl MemDisk {
     /// The image `bytes` (its length rounded down to whole sectors), named
     /// `id` for get-id (truncated to 20 bytes).
     pub fn new(bytes: &'static mut [u8], id: &str) -> Self {
+        Self::with_storage(Storage::Borrowed(bytes), id)
+    }
+
+    /// An image in heap memory.
+    pub fn from_vec(bytes: Vec<u8>, id: &str) -> Self {
+        Self::with_storage(Storage::Owned(bytes), id)
+    }
+
+    fn with_storage(bytes: Storage, id: &str) -> Self {
         let len = bytes.len() as u64 / SECTOR * SECTOR;
         let mut buf = [0u8; ID_LEN];
         let n = id.len().min(ID_LEN);

@@ -243,7 +243,7 @@ impl Driver {
 
 fn disk(bytes: usize) -> MemDisk {
     let data: Vec<u8> = (0..bytes).map(|i| (i / 512) as u8 ^ (i as u8)).collect();
-    MemDisk::new(Vec::leak(data), "quercus-disk0")
+    MemDisk::from_vec(data, "quercus-disk0")
 }
 
 fn blk_request(kind: u32, sector: u64) -> Vec<u8> {
