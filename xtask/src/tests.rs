@@ -487,6 +487,43 @@ fn virtio_drivers(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// The test guest's tests in `virtio-net-peer` mode, in the order it runs them.
+pub const GUEST_VIRTIO_PEER_TESTS: [&str; 2] = ["virtio-enum", "virtio-net-peer"];
+
+/// What VM `vm` of the `virtio-drivers-peer` scenario prints: its one virtio-net port listed,
+/// both tests passing, the summary and its power-off.
+fn virtio_peer_lines(vm: &str) -> Vec<String> {
+    let mut v = vec![format!(
+        r"^\[{vm}\] virtio-enum: 00:08\.0 1af4:1041 rev \d+ net$"
+    )];
+    v.extend(
+        GUEST_VIRTIO_PEER_TESTS
+            .iter()
+            .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$")),
+    );
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        GUEST_VIRTIO_PEER_TESTS.len()
+    ));
+    v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
+    v
+}
+
+/// The `virtio-drivers-peer` scenario: two VMs, one virtio-net port each on one switch, exchange
+/// frames naming themselves until each has heard the other and been acknowledged. Under Quercus
+/// only (natively it would take two emulators; the test guest's `virtio-net-peer-loop` runs the
+/// same protocol between two ports of one VM, natively too).
+fn virtio_peer() -> TestCase {
+    TestCase {
+        scenario: "virtio-drivers-peer",
+        cpus: 3,
+        expect: virtio_peer_lines("vm0"),
+        parallel: vec![virtio_peer_lines("vm1")],
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot("virtio-drivers-peer-qemu-svm", Emulator::Qemu, 3)
+    }
+}
+
 /// The exits total of each `stats vm0` table row, in order.
 fn vm0_exit_totals(lines: &[String]) -> Vec<u64> {
     lines
@@ -945,6 +982,7 @@ pub fn cases() -> Vec<TestCase> {
         virtio_drivers("virtio-drivers-qemu-svm", Emulator::Qemu),
         virtio_drivers("virtio-drivers-bochs-vmx", Emulator::Bochs),
         virtio_drivers("virtio-drivers-bochs-svm", Emulator::BochsAmd),
+        virtio_peer(),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
@@ -1594,6 +1632,32 @@ TESTS DONE 6 passed 0 failed";
         let bochs = virtio_drivers("b", Emulator::Bochs);
         assert!(bochs.native.is_none());
         assert_eq!(bochs.scenario, "virtio-drivers-bochs");
+    }
+
+    #[test]
+    fn virtio_peer_lines_match_the_guest() {
+        let case = virtio_peer();
+        let vm1: Vec<String> = [
+            "[vm1] test-guest: vendor=AuthenticAMD cmdline=\"virtio-net-peer self-id=2 peer-id=1\"",
+            "[vm1] virtio-enum: 00:08.0 1af4:1041 rev 1 net",
+            "[vm1] TEST virtio-enum PASS",
+            "[vm1] virtio-net-peer: 00:08.0 id 2: heard peer 1 (02:00:00:00:00:01)",
+            "[vm1] virtio-net-peer: 00:08.0 id 2: acknowledged by peer 1",
+            "[vm1] TEST virtio-net-peer PASS",
+            "[vm1] TESTS DONE 2 passed 0 failed",
+            "quercus: vm vm1: stopped: vCPU 0: powered off by the guest",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(unmatched(&case.parallel[0], &vm1), None);
+        assert!(
+            unmatched(&case.expect, &vm1).is_some(),
+            "vm0's lines are vm0's"
+        );
+        let fail = Regex::new(GUEST_FAIL).unwrap();
+        assert!(vm1.iter().all(|l| !fail.is_match(l)));
+        assert!(fail.is_match("[vm0] TEST virtio-net-peer FAIL 00:08.0: no exchange"));
     }
 
     #[test]
