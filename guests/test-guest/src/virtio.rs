@@ -52,10 +52,10 @@ impl ConfigurationAccess for Cf8 {
 
 // ---------------------------------------------------------------- DMA pool
 
-/// Pages the devices may read and write: virtqueues (a descriptor table
-/// with its available ring, and a used ring, per queue). 48 pages are
-/// enough for the devices of one test with room to spare.
-const DMA_PAGES: usize = 48;
+/// Pages the devices may read and write: virtqueues (a page for the
+/// descriptor table with the available ring, a page for the used ring, per
+/// queue). The most one test uses is 8 (two virtio-net devices).
+const DMA_PAGES: usize = 16;
 
 #[repr(C, align(4096))]
 struct DmaPool {
@@ -165,7 +165,7 @@ pub fn dma_pages_in_use() -> u32 {
 /// when the arena is reset between tests.
 struct Heap;
 
-const HEAP_SIZE: usize = 32 * 1024;
+const HEAP_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(4096))]
 struct Arena([u8; HEAP_SIZE]);
