@@ -223,6 +223,46 @@ fn testdata_module(root: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A raw disk image for the virtio-blk tests (the test guest's `virtio-blk`): [`TESTDISK_SECTORS`]
+/// sectors of [`testdisk_image`] in a file under `target/`.
+pub const TESTDISK_MODULE: &str = "testdisk";
+/// 512-byte sectors of the `testdisk` image (1 MiB).
+pub const TESTDISK_SECTORS: u64 = 2048;
+/// How each `testdisk` sector starts (then its LBA, u64 little-endian).
+pub const TESTDISK_MAGIC: &[u8; 8] = b"QTESTDSK";
+
+/// Byte `i` of sector `lba` of the `testdisk` image: [`TESTDISK_MAGIC`], the LBA (u64 little-endian),
+/// then `lba * 31 + i * 7` (mod 256). The test guest checks sectors against the same formula
+/// (guests/test-guest/src/tests/virtio.rs `disk_byte`).
+pub fn testdisk_byte(lba: u64, i: usize) -> u8 {
+    match i {
+        0..8 => TESTDISK_MAGIC[i],
+        8..16 => lba.to_le_bytes()[i - 8],
+        _ => (lba as u32).wrapping_mul(31).wrapping_add(i as u32 * 7) as u8,
+    }
+}
+
+/// The whole `testdisk` image: deterministic, so any sector read tells whether it is right.
+pub fn testdisk_image() -> Vec<u8> {
+    (0..TESTDISK_SECTORS)
+        .flat_map(|lba| (0..512).map(move |i| testdisk_byte(lba, i)))
+        .collect()
+}
+
+/// Writes the `testdisk` module to `target/modules/testdisk.img` (when its content differs) and
+/// returns its path. A run that writes to the disk natively must not change this file (QEMU:
+/// `snapshot=on`): the hypervisor's run gets the same image.
+fn testdisk_module(root: &Path) -> Result<PathBuf> {
+    let path = root.join("target/modules/testdisk.img");
+    let image = testdisk_image();
+    if std::fs::read(&path).ok().as_deref() != Some(&image[..]) {
+        let dir = path.parent().unwrap_or(root);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&path, &image).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path)
+}
+
 /// The boot modules a scenario names, built from `guests/<name>` packages, each
 /// passed with its module name as the command line (the hypervisor finds
 /// modules by that name).
@@ -239,6 +279,7 @@ pub fn scenario_modules(
             LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
             LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
             TESTDATA_MODULE => testdata_module(root)?,
+            TESTDISK_MODULE => testdisk_module(root)?,
             LOWLOAD_MODULE => lowload_module(root)?,
             guest => build_baremetal(guest, guest, opts)?,
         };
@@ -259,6 +300,7 @@ fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
         LINUX_INITRD_MODULE,
         LINUX_VMLINUX_MODULE,
         TESTDATA_MODULE,
+        TESTDISK_MODULE,
         LOWLOAD_MODULE,
     ]);
     configurator::load_and_validate(scenario, &names).map_err(|errors| {
@@ -360,6 +402,33 @@ mod tests {
             TESTDATA,
             "rewritten when it differs"
         );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn testdisk_image_layout() {
+        let img = testdisk_image();
+        assert_eq!(img.len(), 1 << 20);
+        for lba in [0u64, 1, 255, 2047] {
+            let s = &img[lba as usize * 512..][..512];
+            assert_eq!(&s[..8], b"QTESTDSK");
+            assert_eq!(u64::from_le_bytes(s[8..16].try_into().unwrap()), lba);
+            assert_eq!(s[16], (lba as u32 * 31 + 16 * 7) as u8);
+            assert_eq!(s[511], (lba as u32 * 31 + 511 * 7) as u8);
+        }
+        // Neighbouring sectors differ past their LBA too (a misplaced read shows).
+        assert_ne!(img[16..512], img[512 + 16..1024]);
+    }
+
+    #[test]
+    fn testdisk_module_is_rewritten_when_it_differs() {
+        let root = std::env::temp_dir().join(format!("quercus-testdisk-{}", std::process::id()));
+        let path = testdisk_module(&root).unwrap();
+        assert_eq!(path, root.join("target/modules/testdisk.img"));
+        assert_eq!(std::fs::read(&path).unwrap(), testdisk_image());
+        std::fs::write(&path, b"stale").unwrap();
+        testdisk_module(&root).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), testdisk_image());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

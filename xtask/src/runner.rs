@@ -92,8 +92,9 @@ pub struct RunOutcome {
     pub line_times: Vec<Duration>,
 }
 
-/// A fresh `<root>/target/runs/<name>-<pid>/`.
-fn fresh_run_dir(name: &str) -> Result<PathBuf> {
+/// `<root>/target/runs/<name>-<pid>/`: where the run named `name` keeps its logs, and the working
+/// directory of its emulator (a relative file name in an emulator argument lands there).
+pub fn run_dir(name: &str) -> PathBuf {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -104,10 +105,15 @@ fn fresh_run_dir(name: &str) -> Result<PathBuf> {
             }
         })
         .collect();
-    let dir = workspace_root()
+    workspace_root()
         .join("target")
         .join("runs")
-        .join(format!("{safe}-{}", std::process::id()));
+        .join(format!("{safe}-{}", std::process::id()))
+}
+
+/// A fresh [`run_dir`].
+fn fresh_run_dir(name: &str) -> Result<PathBuf> {
+    let dir = run_dir(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }

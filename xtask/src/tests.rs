@@ -76,6 +76,14 @@ pub struct Native {
     pub cpus: u32,
     /// Console regexes, all required, in order.
     pub expect: Vec<String>,
+    /// QEMU arguments of the native run only, after the case's own `extra_qemu_args` (e.g. QEMU's
+    /// own devices standing in for the hypervisor's). `{module:NAME}` becomes the path of the
+    /// scenario's boot module NAME (commas doubled for QEMU's option syntax); a relative file
+    /// name is a file in the run's directory (QEMU's working directory, [`runner::run_dir`]).
+    pub extra_qemu_args: Vec<&'static str>,
+    /// Files the native run writes in its run directory (e.g. a `-chardev file`), each with
+    /// regexes that lines of it must match, in order, once the console's expectations were met.
+    pub files: Vec<(&'static str, Vec<String>)>,
 }
 
 /// Failure pattern of native companion runs.
@@ -240,6 +248,8 @@ fn pic_only(name: &'static str, emulator: Emulator) -> TestCase {
             modules: Vec::new(),
             cpus: 1,
             expect: pic_only_lines(""),
+            extra_qemu_args: Vec::new(),
+            files: Vec::new(),
         }),
         timeout_secs: if qemu { 60 } else { 400 },
         ..boot(name, emulator, 2)
@@ -300,6 +310,8 @@ fn arch(name: &'static str, emulator: Emulator, native_skips: &[&str]) -> TestCa
             modules: vec![("test-guest", "arch-module")],
             cpus: 1,
             expect: prefixed(""),
+            extra_qemu_args: Vec::new(),
+            files: Vec::new(),
         }),
         ..boot(name, emulator, 2)
     }
@@ -319,6 +331,196 @@ fn lowload(name: &'static str, emulator: Emulator) -> TestCase {
         ],
         fail: Fail::Custom(r"(?i)panic|fatal|exception|LOWLOAD FAIL|cannot|refused"),
         ..boot(name, emulator, 2)
+    }
+}
+
+/// The virtio devices of the `virtio-drivers` scenarios, in their slot order (the scenario's
+/// order from slot 8): slot, modern PCI device ID, the test guest's name for the type.
+const VIRTIO_DEVICES: [(&str, &str, &str); 5] = [
+    ("08", "1042", "blk"),
+    ("09", "1044", "rng"),
+    ("0a", "1041", "net"),
+    ("0b", "1041", "net"),
+    ("0c", "1043", "console"),
+];
+
+/// The test guest's `virtio-*` tests (cmdline word `virtio`, run alone), in the order it runs them.
+pub const GUEST_VIRTIO_TESTS: [&str; 6] = [
+    "virtio-enum",
+    "virtio-blk",
+    "virtio-rng",
+    "virtio-net",
+    "virtio-net-peer-loop",
+    "virtio-console",
+];
+
+/// What `virtio-console` writes to port 0 of the virtio console (never on COM1).
+const VIRTIO_CONSOLE_LINE: &str = "VIRTIO-CONSOLE-PORT0 hello from the test guest";
+
+/// The native run's stand-ins for the hypervisor's virtio devices: QEMU's own modern virtio-pci
+/// devices at the same slots (the disk is the `testdisk` module, its writes kept in a temporary
+/// overlay), the rng without MSI-X (INTx only), the two NICs on one hub, the console's port 0
+/// in a file of the run directory. Then a read-only copy of the disk at 00:0d.0, which the
+/// scenario does not have: the test guest's read-only checks.
+const VIRTIO_NATIVE_QEMU_ARGS: &[&str] = &[
+    "-device",
+    "virtio-blk-pci,drive=d0,disable-legacy=on,addr=08.0",
+    "-drive",
+    "file={module:testdisk},if=none,id=d0,format=raw,snapshot=on",
+    "-device",
+    "virtio-rng-pci,disable-legacy=on,vectors=0,addr=09.0",
+    "-netdev",
+    "hubport,hubid=0,id=n1",
+    "-netdev",
+    "hubport,hubid=0,id=n2",
+    "-device",
+    "virtio-net-pci,netdev=n1,disable-legacy=on,addr=0a.0",
+    "-device",
+    "virtio-net-pci,netdev=n2,disable-legacy=on,addr=0b.0",
+    "-device",
+    "virtio-serial-pci,disable-legacy=on,addr=0c.0,id=vser0",
+    "-chardev",
+    "file,id=vcon0,path=virtio-console.out",
+    "-device",
+    "virtconsole,bus=vser0.0,chardev=vcon0",
+    "-device",
+    "virtio-blk-pci,drive=d1,disable-legacy=on,addr=0d.0",
+    "-drive",
+    "file={module:testdisk},if=none,id=d1,format=raw,readonly=on",
+];
+
+/// The native run's read-only disk (see [`VIRTIO_NATIVE_QEMU_ARGS`]).
+const VIRTIO_NATIVE_RO_DISK: (&str, &str, &str) = ("0d", "1042", "blk");
+
+/// The `virtio-*` lines of the test guest, each after `prefix`: every device of `devices` listed
+/// by `virtio-enum`, the disks' capacities (and, on a read-only disk, the refused write), every
+/// test passing, the summary.
+fn virtio_lines(prefix: &str, devices: &[(&str, &str, &str)], readonly: &[&str]) -> Vec<String> {
+    let p = regex::escape(prefix);
+    let mut v: Vec<String> = devices
+        .iter()
+        .map(|(slot, id, kind)| format!(r"^{p}virtio-enum: 00:{slot}\.0 1af4:{id} rev \d+ {kind}$"))
+        .collect();
+    for t in GUEST_VIRTIO_TESTS {
+        if t == "virtio-blk" {
+            for (slot, _, _) in devices.iter().filter(|d| d.2 == "blk") {
+                let ro = readonly.contains(slot);
+                let mode = if ro { "read-only" } else { "read-write" };
+                v.push(format!(
+                    r"^{p}virtio-blk: 00:{slot}\.0 capacity={} sectors {mode}$",
+                    build::TESTDISK_SECTORS
+                ));
+                if ro {
+                    v.push(format!(
+                        r"^{p}virtio-blk: 00:{slot}\.0 write to the read-only device refused"
+                    ));
+                }
+            }
+        }
+        v.push(format!(r"^{p}TEST {t} PASS$"));
+    }
+    v.push(format!(
+        r"^{p}TESTS DONE {} passed 0 failed$",
+        GUEST_VIRTIO_TESTS.len()
+    ));
+    v
+}
+
+/// vm0 lists exactly the scenario's virtio devices (no more than the expected lines name).
+fn virtio_enum_check(lines: &[String]) -> Result<(), String> {
+    let listed: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("[vm0] virtio-enum: "))
+        .collect();
+    if listed.len() == VIRTIO_DEVICES.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "vm0 lists {} virtio devices, the scenario has {}: {listed:?}",
+            listed.len(),
+            VIRTIO_DEVICES.len()
+        ))
+    }
+}
+
+/// The `virtio-drivers` scenario (QEMU) or `virtio-drivers-bochs` (the Bochs board) under
+/// `emulator`: the test guest's `virtio` mode, in which the `virtio-drivers` crate drives the
+/// hypervisor's virtio-blk (the `testdisk` module), virtio-rng, two virtio-net ports on one switch
+/// and virtio-console; the console's line must show on the hypervisor's console. Under QEMU the
+/// same guest first runs natively against QEMU's own virtio devices ([`VIRTIO_NATIVE_QEMU_ARGS`]);
+/// Bochs has no virtio devices, so its cases are Quercus runs only.
+fn virtio_drivers(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    let mut expect = virtio_lines("[vm0] ", &VIRTIO_DEVICES, &[]);
+    expect.push(r"vm vm0: stopped: .*powered off by the guest".into());
+    let native = qemu.then(|| {
+        let mut devices = VIRTIO_DEVICES.to_vec();
+        devices.push(VIRTIO_NATIVE_RO_DISK);
+        Native {
+            kernel: "test-guest",
+            cmdline: "virtio",
+            modules: Vec::new(),
+            cpus: 1,
+            expect: virtio_lines("", &devices, &[VIRTIO_NATIVE_RO_DISK.0]),
+            extra_qemu_args: VIRTIO_NATIVE_QEMU_ARGS.to_vec(),
+            files: vec![(
+                "virtio-console.out",
+                vec![format!("^{}$", regex::escape(VIRTIO_CONSOLE_LINE))],
+            )],
+        }
+    });
+    TestCase {
+        scenario: if qemu {
+            "virtio-drivers"
+        } else {
+            "virtio-drivers-bochs"
+        },
+        expect,
+        // The line the guest wrote to its virtio console, on the hypervisor's console for vm0
+        // (whatever prefix it gets there; COM1 never carries it).
+        parallel: vec![vec![format!("{}$", regex::escape(VIRTIO_CONSOLE_LINE))]],
+        post_check: Some(virtio_enum_check),
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if qemu { 90 } else { 400 },
+        native,
+        ..boot(name, emulator, 2)
+    }
+}
+
+/// The test guest's tests in `virtio-net-peer` mode, in the order it runs them.
+pub const GUEST_VIRTIO_PEER_TESTS: [&str; 2] = ["virtio-enum", "virtio-net-peer"];
+
+/// What VM `vm` of the `virtio-drivers-peer` scenario prints: its one virtio-net port listed,
+/// both tests passing, the summary and its power-off.
+fn virtio_peer_lines(vm: &str) -> Vec<String> {
+    let mut v = vec![format!(
+        r"^\[{vm}\] virtio-enum: 00:08\.0 1af4:1041 rev \d+ net$"
+    )];
+    v.extend(
+        GUEST_VIRTIO_PEER_TESTS
+            .iter()
+            .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$")),
+    );
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        GUEST_VIRTIO_PEER_TESTS.len()
+    ));
+    v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
+    v
+}
+
+/// The `virtio-drivers-peer` scenario: two VMs, one virtio-net port each on one switch, exchange
+/// frames naming themselves until each has heard the other and been acknowledged. Under Quercus
+/// only (natively it would take two emulators; the test guest's `virtio-net-peer-loop` runs the
+/// same protocol between two ports of one VM, natively too).
+fn virtio_peer() -> TestCase {
+    TestCase {
+        scenario: "virtio-drivers-peer",
+        cpus: 3,
+        expect: virtio_peer_lines("vm0"),
+        parallel: vec![virtio_peer_lines("vm1")],
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot("virtio-drivers-peer-qemu-svm", Emulator::Qemu, 3)
     }
 }
 
@@ -777,6 +979,10 @@ pub fn cases() -> Vec<TestCase> {
         lowload("lowload-qemu-svm", Emulator::Qemu),
         lowload("lowload-bochs-vmx", Emulator::Bochs),
         lowload("lowload-bochs-svm", Emulator::BochsAmd),
+        virtio_drivers("virtio-drivers-qemu-svm", Emulator::Qemu),
+        virtio_drivers("virtio-drivers-bochs-vmx", Emulator::Bochs),
+        virtio_drivers("virtio-drivers-bochs-svm", Emulator::BochsAmd),
+        virtio_peer(),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
@@ -929,6 +1135,15 @@ impl Native {
                 Regex::new(s).with_context(|| format!("{}: bad native regex `{s}`", case.name))
             })
             .collect::<Result<Vec<_>>>()?;
+        // The same machine as the Quercus run (e.g. `-action reboot=reset`), then the native run's
+        // own devices.
+        let mut extra_qemu_args: Vec<String> =
+            case.extra_qemu_args.iter().map(|s| s.to_string()).collect();
+        for arg in &self.extra_qemu_args {
+            extra_qemu_args.push(substitute_modules(arg, |name| {
+                find(name).map(|p| p.display().to_string().replace(',', ",,"))
+            })?);
+        }
         Ok(RunConfig {
             name: format!("{}-native", case.name),
             kernel: find(self.kernel)?,
@@ -937,8 +1152,7 @@ impl Native {
             mem_mib: case.mem_mib,
             cmdline: self.cmdline.to_string(),
             modules,
-            // The same machine as the Quercus run (e.g. `-action reboot=reset`).
-            extra_qemu_args: case.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
+            extra_qemu_args,
             expect,
             parallel: Vec::new(),
             input: Vec::new(),
@@ -947,6 +1161,45 @@ impl Native {
             echo: false,
         })
     }
+}
+
+/// `arg` with each `{module:NAME}` replaced by `path(NAME)`.
+fn substitute_modules(arg: &str, path: impl Fn(&str) -> Result<String>) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(at) = rest.find("{module:") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "{module:".len()..];
+        let end = tail
+            .find('}')
+            .with_context(|| format!("unterminated `{{module:` in `{arg}`"))?;
+        out.push_str(&path(&tail[..end])?);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Checks the files a passed native run wrote: each regex of a file matches one of its lines,
+/// in order. `Err` says which file or regex failed.
+fn check_native_files(dir: &Path, files: &[(&'static str, Vec<String>)]) -> Result<(), String> {
+    for (name, regexes) in files {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{} not readable: {e}", path.display()))?;
+        let mut lines = text.lines();
+        for re in regexes {
+            let re = Regex::new(re).map_err(|e| format!("bad regex `{re}`: {e}"))?;
+            if !lines.any(|l| re.is_match(l)) {
+                return Err(format!(
+                    "{}: no line (after the earlier matches) matches `{re}`; it holds {:?}",
+                    path.display(),
+                    text.chars().take(400).collect::<String>()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Workspace packages whose manifest lies under `guests/` (bare-metal test guests).
@@ -1106,6 +1359,13 @@ fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Ve
         if let v @ Verdict::Fail { .. } = judge("native run: ", runner::run(&cfg)?, None) {
             return Ok(v);
         }
+        if let Err(why) = check_native_files(&runner::run_dir(&cfg.name), &native.files) {
+            return Ok(Verdict::Fail {
+                why: format!("native run: {why}"),
+                diagnostics: Vec::new(),
+                tail: Vec::new(),
+            });
+        }
         "quercus run: "
     } else {
         ""
@@ -1161,6 +1421,12 @@ mod unit {
                 );
                 let mut names = vec![n.kernel];
                 names.extend(n.modules.iter().map(|&(m, _)| m));
+                // Modules named by `{module:NAME}` in the native QEMU arguments.
+                names.extend(n.extra_qemu_args.iter().flat_map(|a| {
+                    a.split("{module:")
+                        .skip(1)
+                        .filter_map(|t| t.split_once('}').map(|(name, _)| name))
+                }));
                 let modules: Vec<BootModule> = names
                     .iter()
                     .map(|m| BootModule {
@@ -1224,6 +1490,8 @@ mod unit {
                 modules: vec![("test-guest", "arch-module")],
                 cpus: 1,
                 expect: vec!["TESTS DONE".into()],
+                extra_qemu_args: vec!["-drive", "file={module:test-guest},if=none,id=d0"],
+                files: Vec::new(),
             }),
             ..boot("n", Emulator::Qemu, 2)
         };
@@ -1240,6 +1508,183 @@ mod unit {
         assert_eq!(cfg.modules.len(), 1);
         assert_eq!(cfg.modules[0].cmdline, "arch-module");
         assert_eq!(cfg.name, "n-native");
+        assert_eq!(
+            cfg.extra_qemu_args,
+            ["-drive", "file=/g/test-guest,if=none,id=d0"]
+        );
+    }
+
+    #[test]
+    fn module_placeholders() {
+        let path = |name: &str| -> Result<String> {
+            match name {
+                "disk" => Ok("/t/a,b.img".replace(',', ",,")),
+                _ => bail!("no module {name}"),
+            }
+        };
+        assert_eq!(
+            substitute_modules("file={module:disk},if=none", path).unwrap(),
+            "file=/t/a,,b.img,if=none"
+        );
+        assert_eq!(
+            substitute_modules("{module:disk}{module:disk}", path).unwrap(),
+            "/t/a,,b.img/t/a,,b.img"
+        );
+        assert_eq!(substitute_modules("plain", path).unwrap(), "plain");
+        assert!(substitute_modules("{module:other}", path).is_err());
+        assert!(substitute_modules("{module:disk", path).is_err());
+    }
+
+    #[test]
+    fn native_files_are_checked_in_order() {
+        let dir = std::env::temp_dir().join(format!("quercus-native-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("out"), "noise\nfirst\nsecond\n").unwrap();
+        let files = |res: &[&str]| vec![("out", res.iter().map(|s| s.to_string()).collect())];
+        assert!(check_native_files(&dir, &files(&["^first$", "^second$"])).is_ok());
+        assert!(check_native_files(&dir, &files(&["^second$", "^first$"])).is_err());
+        assert!(check_native_files(&dir, &files(&["^third$"])).is_err());
+        assert!(check_native_files(&dir, &[("missing", vec![])]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the test guest printed in `virtio` mode natively on QEMU 7.2 (the read-only disk at
+    /// 00:0d.0 included), MACs and sequence numbers as they came.
+    const VIRTIO_NATIVE_LOG: &str = "\
+test-guest: vendor=AuthenticAMD hypervisor-bit=1 hv-signature=\"TCGTCGTCGTCG\" native=yes
+virtio-enum: 00:08.0 1af4:1042 rev 1 blk
+virtio-enum: 00:09.0 1af4:1044 rev 1 rng
+virtio-enum: 00:0a.0 1af4:1041 rev 1 net
+virtio-enum: 00:0b.0 1af4:1041 rev 1 net
+virtio-enum: 00:0c.0 1af4:1043 rev 1 console
+virtio-enum: 00:0d.0 1af4:1042 rev 1 blk
+TEST virtio-enum PASS
+virtio-blk: 00:08.0 capacity=2048 sectors read-write
+virtio-blk: 00:0d.0 capacity=2048 sectors read-only
+virtio-blk: 00:0d.0 write to the read-only device refused with an I/O error, data unchanged
+TEST virtio-blk PASS
+virtio-rng: 00:09.0 2 x 256 bytes, 159 distinct values in the first
+TEST virtio-rng PASS
+virtio-net: 00:0a.0 (52:54:00:12:34:56) -> 00:0b.0 (52:54:00:12:34:57): 64-byte frame seq 446758913 intact after 1 send(s)
+virtio-net: frames sent 2 / 2, received 2 / 2
+TEST virtio-net PASS
+virtio-net-peer: 00:0b.0 id 2: heard peer 1 (52:54:00:12:34:56)
+TEST virtio-net-peer-loop PASS
+virtio-console: 00:0c.0 port 0 took 47 bytes
+TEST virtio-console PASS
+TESTS DONE 6 passed 0 failed";
+
+    /// Matches `lines` against `expect` in order, as the runner does; the index of the first
+    /// regex left unmatched.
+    fn unmatched(expect: &[String], lines: &[String]) -> Option<usize> {
+        let mut next = 0;
+        for l in lines {
+            if next < expect.len() && Regex::new(&expect[next]).unwrap().is_match(l) {
+                next += 1;
+            }
+        }
+        (next < expect.len()).then_some(next)
+    }
+
+    #[test]
+    fn virtio_lines_match_the_guest() {
+        let case = virtio_drivers("v", Emulator::Qemu);
+        let native = case.native.as_ref().unwrap();
+        let lines: Vec<String> = VIRTIO_NATIVE_LOG.lines().map(String::from).collect();
+        assert_eq!(unmatched(&native.expect, &lines), None);
+        // Under Quercus: the same lines after `[vm0] `, without the native read-only disk.
+        let quercus: Vec<String> = lines
+            .iter()
+            .filter(|l| !l.contains("00:0d.0"))
+            .map(|l| format!("[vm0] {l}"))
+            .chain(["quercus: vm vm0: stopped: vCPU 0: powered off by the guest".to_string()])
+            .collect();
+        assert_eq!(unmatched(&case.expect, &quercus), None);
+        assert_eq!(virtio_enum_check(&quercus), Ok(()));
+        // A missing device, a failed test or a missing line is caught.
+        for drop in ["00:0c.0 1af4:1043", "TEST virtio-net PASS", "read-write"] {
+            let fewer: Vec<String> = quercus
+                .iter()
+                .filter(|l| !l.contains(drop))
+                .cloned()
+                .collect();
+            assert!(unmatched(&case.expect, &fewer).is_some(), "{drop}");
+        }
+        let mut extra = quercus.clone();
+        extra.insert(1, "[vm0] virtio-enum: 00:10.0 1af4:1041 rev 1 net".into());
+        assert!(virtio_enum_check(&extra).is_err());
+        // Neither failure pattern trips on the guest's informational lines.
+        let fail = Regex::new(GUEST_FAIL).unwrap();
+        let native_fail = Regex::new(NATIVE_FAIL).unwrap();
+        for l in &lines {
+            assert!(!native_fail.is_match(l), "{l}");
+        }
+        for l in &quercus {
+            assert!(!fail.is_match(l), "{l}");
+        }
+        // The console line: in the native run's file, and on the hypervisor's console.
+        let file_re = Regex::new(&native.files[0].1[0]).unwrap();
+        assert!(file_re.is_match(VIRTIO_CONSOLE_LINE));
+        let console_re = Regex::new(&case.parallel[0][0]).unwrap();
+        assert!(console_re.is_match(&format!("[vm0:hvc0] {VIRTIO_CONSOLE_LINE}")));
+        assert!(!lines.iter().any(|l| console_re.is_match(l)), "not on COM1");
+        // The Bochs cases have no native run (no virtio devices in Bochs).
+        let bochs = virtio_drivers("b", Emulator::Bochs);
+        assert!(bochs.native.is_none());
+        assert_eq!(bochs.scenario, "virtio-drivers-bochs");
+    }
+
+    #[test]
+    fn virtio_peer_lines_match_the_guest() {
+        let case = virtio_peer();
+        let vm1: Vec<String> = [
+            "[vm1] test-guest: vendor=AuthenticAMD cmdline=\"virtio-net-peer self-id=2 peer-id=1\"",
+            "[vm1] virtio-enum: 00:08.0 1af4:1041 rev 1 net",
+            "[vm1] TEST virtio-enum PASS",
+            "[vm1] virtio-net-peer: 00:08.0 id 2: heard peer 1 (02:00:00:00:00:01)",
+            "[vm1] virtio-net-peer: 00:08.0 id 2: acknowledged by peer 1",
+            "[vm1] TEST virtio-net-peer PASS",
+            "[vm1] TESTS DONE 2 passed 0 failed",
+            "quercus: vm vm1: stopped: vCPU 0: powered off by the guest",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(unmatched(&case.parallel[0], &vm1), None);
+        assert!(
+            unmatched(&case.expect, &vm1).is_some(),
+            "vm0's lines are vm0's"
+        );
+        let fail = Regex::new(GUEST_FAIL).unwrap();
+        assert!(vm1.iter().all(|l| !fail.is_match(l)));
+        assert!(fail.is_match("[vm0] TEST virtio-net-peer FAIL 00:08.0: no exchange"));
+    }
+
+    #[test]
+    fn native_run_gets_the_virtio_devices() {
+        let case = virtio_drivers("v", Emulator::Qemu);
+        let native = case.native.as_ref().unwrap();
+        let modules = [
+            BootModule {
+                path: "/g/test-guest".into(),
+                cmdline: "test-guest".into(),
+            },
+            BootModule {
+                path: "/m/testdisk.img".into(),
+                cmdline: "testdisk".into(),
+            },
+        ];
+        let cfg = native.run_config(&case, &modules).unwrap();
+        let args = cfg.extra_qemu_args.join(" ");
+        assert!(args.contains("file=/m/testdisk.img,if=none,id=d0,format=raw,snapshot=on"));
+        assert!(args.contains("file=/m/testdisk.img,if=none,id=d1,format=raw,readonly=on"));
+        assert!(!args.contains("{module:"));
+        for slot in ["08", "09", "0a", "0b", "0c", "0d"] {
+            assert!(args.contains(&format!("addr={slot}.0")), "{slot}");
+        }
+        assert_eq!(cfg.cmdline, "virtio");
+        // Without the disk module the native run cannot start.
+        assert!(native.run_config(&case, &modules[..1]).is_err());
     }
 
     #[test]

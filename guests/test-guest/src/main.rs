@@ -13,7 +13,10 @@
 //! `TEST triple-fault ARMED`), `pic-only` (a legacy guest: only the `pic-*`
 //! tests, with the local APIC globally disabled), `kbd-reset` (with
 //! `pic-only`: reset the machine through the 8042 after the tests,
-//! announced by `TEST kbd-reset ARMED`). See `tests.rs` for what each test
+//! announced by `TEST kbd-reset ARMED`), `virtio` (only the `virtio-*`
+//! tests: the `virtio-drivers` crate against the VM's virtio-pci devices),
+//! `virtio-net-peer` (with `self-id=M peer-id=N`: a frame exchange with a
+//! second VM on the same virtual switch). See `tests.rs` for what each test
 //! checks.
 
 #![no_std]
@@ -37,6 +40,7 @@ mod pci;
 mod serial;
 mod tests;
 mod trap;
+mod virtio;
 
 use core::cell::UnsafeCell;
 
@@ -101,6 +105,12 @@ pub struct Env {
     pub kbd_reset: bool,
     /// Run only the architecture-conformance `arch-*` tests.
     pub arch: bool,
+    /// Run only the `virtio-*` tests (the guest-side `virtio-drivers` crate
+    /// against the VM's virtio-pci devices).
+    pub virtio: bool,
+    /// Run only `virtio-enum` and `virtio-net-peer` (two VMs on one switch;
+    /// `self-id=M peer-id=N` on the command line).
+    pub virtio_net_peer: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -148,6 +158,8 @@ impl Env {
             pic_only: boot.has_word(b"pic-only"),
             kbd_reset: boot.has_word(b"kbd-reset"),
             arch: boot.has_word(b"arch"),
+            virtio: boot.has_word(b"virtio"),
+            virtio_net_peer: boot.has_word(b"virtio-net-peer"),
             boot,
         }
     }

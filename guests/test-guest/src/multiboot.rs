@@ -128,6 +128,13 @@ impl BootInfo {
             .any(|w| w == word)
     }
 
+    /// The value of the command line's first `key=value` word.
+    pub fn word_value(&self, key: &[u8]) -> Option<&[u8]> {
+        self.cmdline()
+            .split(|&c| c == b' ' || c == b'\t')
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix(b"="))
+    }
+
     /// The end of RAM according to mem_upper (KiB above 1 MiB).
     pub fn ram_end(&self) -> Option<u64> {
         self.mem.map(|(_, upper)| (u64::from(upper) + 1024) * 1024)

@@ -12,6 +12,8 @@
 //! (only with `bench` on the command line). With `pic-only`
 //! on the command line only the `pic-*` tests run
 //! ([`pic_only::PIC_FIRST_TESTS`], then [`pic_only::PIC_ONLY_TESTS`]).
+//! With `virtio` only [`virtio::TESTS`] run, with `virtio-net-peer` only
+//! [`virtio::PEER_TESTS`].
 
 use core::sync::atomic::Ordering;
 
@@ -93,6 +95,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 mod bench;
 mod pci;
 pub mod pic_only;
+mod virtio;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
 /// run (the harness's table lists them so): `pci-cf8-enum`, `pci-ecam-enum`,
@@ -127,6 +130,17 @@ pub fn run_all(env: &Env) -> Tally {
         }
         pic_only::enter();
         for &(name, test) in pic_only::PIC_ONLY_TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.virtio || env.virtio_net_peer {
+        let tests = if env.virtio_net_peer {
+            virtio::PEER_TESTS
+        } else {
+            virtio::TESTS
+        };
+        for &(name, test) in tests {
             run_one(env, name, test, &mut tally);
         }
         return tally;
