@@ -600,7 +600,9 @@ impl VirtioPci {
         let ones = u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8)));
         match offset {
             o if o < COMMON_LEN => {
-                if !matches!(size, 1 | 2 | 4) {
+                // 8-byte accesses are not the spec's (4.1.3.1) but some
+                // drivers write the 64-bit queue addresses that way.
+                if !matches!(size, 1 | 2 | 4 | 8) {
                     self.stats.bad_accesses += 1;
                     return ones;
                 }
@@ -646,7 +648,7 @@ impl VirtioPci {
     fn bar0_write(&mut self, offset: u64, size: u8, value: u64, out: &mut Vec<MsiMessage>) {
         match offset {
             o if o < COMMON_LEN => {
-                if !matches!(size, 1 | 2 | 4) {
+                if !matches!(size, 1 | 2 | 4 | 8) {
                     self.stats.bad_accesses += 1;
                     return;
                 }
@@ -660,6 +662,7 @@ impl VirtioPci {
                     let mut v = self.common_field(f);
                     for at in f.max(o)..(f + len).min(end) {
                         let byte = (value >> (8 * (at - o))) as u8;
+                        debug_assert!(at - o < 8);
                         let shift = 8 * (at - f);
                         v = (v & !(0xFF << shift)) | u32::from(byte) << shift;
                     }

@@ -18,6 +18,8 @@ const GUESTS: &[&str] = &[
     "initrd",
     "vmlinux",
     "lowload",
+    "testdisk",
+    "disk",
 ];
 
 fn configs() -> PathBuf {

@@ -588,9 +588,13 @@ fn common_config_accepts_split_and_odd_width_accesses() {
     d.w(QUEUE_DESC + 4, 4, 0x1);
     assert_eq!(d.r(QUEUE_DESC + 4, 1), 1);
     assert_eq!(d.r(QUEUE_DESC + 1, 2), 0x3450);
+    // One 8-byte access (virtio-drivers writes the addresses that way).
+    d.w(QUEUE_DRIVER, 8, 0x2_0000_3000);
+    assert_eq!(d.r(QUEUE_DRIVER, 8), 0x2_0000_3000);
+    assert_eq!(d.r(QUEUE_DESC, 8), 0x1_1234_5000);
     // Widths the structure does not have read all ones and are counted.
-    assert_eq!(d.r(QUEUE_DESC, 8), u64::MAX);
     assert_eq!(d.r(QUEUE_DESC, 3), 0xFF_FFFF);
+    assert_eq!(d.r(QUEUE_DESC, 16), u64::MAX);
     assert_eq!(d.dev.stats().bad_accesses, 2);
     // A queue that does not exist reads size 0 and takes no configuration.
     d.w(QUEUE_SELECT, 2, 9);
