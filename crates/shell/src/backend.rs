@@ -218,6 +218,104 @@ pub struct MemUsage {
     pub heap_total: u64,
 }
 
+/// The virtio device status bits (virtio 1.x, 2.1) and the words the shell prints for them, in
+/// the order it prints them.
+pub const VIRTIO_STATUS_BITS: [(u8, &str); 6] = [
+    (1, "ACK"),
+    (2, "DRIVER"),
+    (8, "FEATURES_OK"),
+    (4, "DRIVER_OK"),
+    (64, "NEEDS_RESET"),
+    (128, "FAILED"),
+];
+
+/// What backs a virtio device, as `virtio` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VirtioBackend {
+    /// A disk image: the boot module's name, and whether the guest may not write it.
+    Disk { module: String, readonly: bool },
+    /// A port on a virtual switch: the interface's MAC address and the switch's name.
+    Switch { mac: [u8; 6], switch: String },
+    /// Nothing worth naming (console, entropy).
+    None,
+}
+
+/// One queue of a virtio device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioQueueLine {
+    pub index: u16,
+    /// The size the driver chose (or the maximum, before it chose).
+    pub size: u16,
+    pub enabled: bool,
+    /// Notifications the driver sent for it.
+    pub notifies: u64,
+    /// Chains the device served from it.
+    pub served: u64,
+}
+
+/// One virtio device of a VM, as `virtio` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioLine {
+    /// Its PCI address on the VM's segment ("00:08.0").
+    pub slot: String,
+    /// The device's short name ("blk", "net", "console", "rng").
+    pub kind: String,
+    pub backend: VirtioBackend,
+    /// The device status byte as the driver last set it (see [`VIRTIO_STATUS_BITS`]).
+    pub status: u8,
+    /// The features the driver accepted.
+    pub features: u64,
+    /// Requests (chains) served, and those answered with an error or dropped as malformed.
+    pub requests: u64,
+    pub errors: u64,
+    /// Bytes to the guest (disk reads, frames received, entropy) and from it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Input lost for want of guest buffers.
+    pub dropped: u64,
+    /// Interrupts sent (MSI-X messages or INTx assertions).
+    pub interrupts: u64,
+    /// Notifications from the driver, and how many of them were ignored (before DRIVER_OK, to
+    /// a queue that is not enabled, while the device needs a reset).
+    pub notifies: u64,
+    pub ignored_notifies: u64,
+    /// Times the device marked itself DEVICE_NEEDS_RESET, and the ring error that last did.
+    pub needs_reset: u64,
+    pub fault: Option<String>,
+    pub queues: Vec<VirtioQueueLine>,
+}
+
+/// One port of a virtual switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchPortLine {
+    /// "vm1/eth0".
+    pub name: String,
+    pub mac: [u8; 6],
+    /// Frames and bytes the port sent into the switch.
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames and bytes the switch queued for the port.
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    /// Frames for the port dropped because its queue was full.
+    pub rx_dropped: u64,
+    /// Frames the port sent that were too short or too long.
+    pub tx_malformed: u64,
+    /// Frames waiting for the port's owner.
+    pub queued: u64,
+}
+
+/// One virtual switch, as `switches` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchLine {
+    pub name: String,
+    /// Frames sent to every other port (broadcast, multicast, unknown unicast).
+    pub flooded: u64,
+    pub ports: Vec<SwitchPortLine>,
+    /// Learned addresses and the name of the port each was learned on, oldest first.
+    pub learned: Vec<([u8; 6], String)>,
+}
+
 /// Why the hypervisor refused or failed a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendError {
@@ -332,6 +430,10 @@ pub trait ShellBackend {
     fn interrupts(&self) -> Vec<IrqLine>;
     /// The frame allocator's and the heap's usage.
     fn mem_usage(&self) -> MemUsage;
+    /// The virtio devices the hypervisor serves `vm`, in slot order (none: an empty list).
+    fn virtio(&self, vm: VmId) -> Result<Vec<VirtioLine>, BackendError>;
+    /// The virtual switches, in the scenario's order.
+    fn switches(&self) -> Vec<SwitchLine>;
 }
 
 #[cfg(test)]

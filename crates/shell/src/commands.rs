@@ -7,6 +7,7 @@
 
 mod cpu;
 mod info;
+mod io;
 mod mem;
 mod vm;
 
@@ -355,6 +356,25 @@ pub static COMMANDS: &[Command] = &[
         summary: "show the physical IOAPICs' redirection tables",
         details: "",
         handler: info::dump_ioapic,
+    },
+    Command {
+        name: "virtio",
+        aliases: &[],
+        args: "<vm>",
+        summary: "list a VM's virtio devices: status, features, counters, queues",
+        details: "<vm> is a VM's name or numeric id (see vm_list).\nIN is bytes to the guest, \
+            OUT bytes from it; NOTIFY/IGN counts the driver's notifications and those ignored\n\
+            (before DRIVER_OK, to a disabled queue, while the device needs a reset); LAST FAULT \
+            is the ring error\nthat last made the device need a reset. Then one line per queue.",
+        handler: io::virtio,
+    },
+    Command {
+        name: "switches",
+        aliases: &[],
+        args: "",
+        summary: "list the virtual switches: ports with frame counters, learned MACs",
+        details: "TX is what a port sent into the switch, RX what the switch queued for it.",
+        handler: io::switches,
     },
     Command {
         name: "loglevel",

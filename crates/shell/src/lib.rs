@@ -25,14 +25,17 @@ mod ring;
 
 pub use backend::{
     BackendError, IoapicLine, IrqLine, Lifecycle, MemUsage, RegDump, ShellBackend, StatsLine,
-    VcpuInfo, VcpuState, VmId, VmInfo, VmState,
+    SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine,
+    VmId, VmInfo, VmState, VIRTIO_STATUS_BITS,
 };
 pub use commands::{execute, CmdError, Command, Outcome, ShellError, COMMANDS};
 pub use console::{Action, Console, Mode, DETACH_KEY, ESCAPE_BYTE, PROMPT};
 pub use hexdump::hexdump;
 pub use line::{LineEditor, LineEvent, MAX_LINE};
 #[cfg(any(test, feature = "test-utils"))]
-pub use mock::{MockBackend, MOCK_HOST_BASE, MOCK_HOST_SIZE, MOCK_MSRS};
+pub use mock::{
+    mock_switches, mock_virtio, MockBackend, MOCK_HOST_BASE, MOCK_HOST_SIZE, MOCK_MSRS,
+};
 pub use output::{Output, Table};
 pub use parse::ParseError;
 pub use ring::{OutputRing, VmLogs, RING_SIZE};

@@ -1,5 +1,6 @@
 //! A two-VM [`ShellBackend`] for host tests (this crate's and the hypervisor's): RAM, registers,
-//! MSRs and lifecycle state in plain vectors, and a log of every call that asks for an action.
+//! MSRs, lifecycle state, virtio devices and switches in plain vectors, and a log of every call
+//! that asks for an action.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -16,7 +17,8 @@ use vm::ExitStats;
 
 use crate::backend::{
     BackendError, IoapicLine, IrqLine, Lifecycle, MemUsage, RegDump, ShellBackend, StatsLine,
-    VcpuInfo, VcpuState, VmId, VmInfo, VmState,
+    SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine,
+    VmId, VmInfo, VmState,
 };
 
 /// Where [`MockBackend`]'s readable host memory starts.
@@ -40,6 +42,128 @@ pub struct MockBackend {
     pub msrs: BTreeMap<(u16, u32), u64>,
     /// Every call that acts on a pCPU or VM, as text ("lifecycle 1 stop", "wrmsr 2 0x10 0x5").
     pub calls: Vec<String>,
+    /// The virtio devices of `vms[i]`: none for `rtvm`; a disk, a network interface that needs
+    /// a reset and a failed entropy device for `linux` ([`mock_virtio`]).
+    pub virtio: Vec<Vec<VirtioLine>>,
+    /// `lan0` (two ports, two learned addresses) and `lan1` (empty) ([`mock_switches`]).
+    pub switches: Vec<SwitchLine>,
+}
+
+/// `linux`'s virtio devices in the mock: every counter distinct and non-zero somewhere.
+pub fn mock_virtio() -> Vec<VirtioLine> {
+    let queue = |index, size, enabled, notifies, served| VirtioQueueLine {
+        index,
+        size,
+        enabled,
+        notifies,
+        served,
+    };
+    vec![
+        VirtioLine {
+            slot: "00:08.0".into(),
+            kind: "blk".into(),
+            backend: VirtioBackend::Disk {
+                module: "disk0".into(),
+                readonly: false,
+            },
+            status: 0x0f,
+            features: 0x1_3000_0044,
+            requests: 12,
+            errors: 1,
+            bytes_in: 6144,
+            bytes_out: 512,
+            dropped: 0,
+            interrupts: 13,
+            notifies: 14,
+            ignored_notifies: 0,
+            needs_reset: 0,
+            fault: None,
+            queues: vec![queue(0, 128, true, 14, 12)],
+        },
+        VirtioLine {
+            slot: "00:09.0".into(),
+            kind: "net".into(),
+            backend: VirtioBackend::Switch {
+                mac: [2, 0, 0, 0, 0, 0x0a],
+                switch: "lan0".into(),
+            },
+            status: 0x4f,
+            features: 0x1_3001_0020,
+            requests: 40,
+            errors: 2,
+            bytes_in: 3000,
+            bytes_out: 2400,
+            dropped: 3,
+            interrupts: 41,
+            notifies: 30,
+            ignored_notifies: 5,
+            needs_reset: 1,
+            fault: Some("descriptor index 9 outside a table of 8".into()),
+            queues: vec![queue(0, 256, true, 10, 20), queue(1, 256, false, 20, 20)],
+        },
+        VirtioLine {
+            slot: "00:0a.0".into(),
+            kind: "rng".into(),
+            backend: VirtioBackend::None,
+            status: 0x83,
+            features: 0,
+            requests: 0,
+            errors: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            dropped: 0,
+            interrupts: 0,
+            notifies: 2,
+            ignored_notifies: 2,
+            needs_reset: 0,
+            fault: None,
+            queues: vec![queue(0, 64, false, 2, 0)],
+        },
+    ]
+}
+
+/// The mock's switches.
+pub fn mock_switches() -> Vec<SwitchLine> {
+    vec![
+        SwitchLine {
+            name: "lan0".into(),
+            flooded: 7,
+            ports: vec![
+                SwitchPortLine {
+                    name: "linux/eth0".into(),
+                    mac: [2, 0, 0, 0, 0, 0x0a],
+                    tx_frames: 5,
+                    tx_bytes: 300,
+                    rx_frames: 9,
+                    rx_bytes: 540,
+                    rx_dropped: 1,
+                    tx_malformed: 2,
+                    queued: 3,
+                },
+                SwitchPortLine {
+                    name: "uplink".into(),
+                    mac: [2, 0, 0, 0, 0, 1],
+                    tx_frames: 11,
+                    tx_bytes: 1100,
+                    rx_frames: 4,
+                    rx_bytes: 240,
+                    rx_dropped: 0,
+                    tx_malformed: 0,
+                    queued: 0,
+                },
+            ],
+            learned: vec![
+                ([2, 0, 0, 0, 0, 0x0a], "linux/eth0".into()),
+                ([2, 0, 0, 0, 0, 1], "uplink".into()),
+            ],
+        },
+        SwitchLine {
+            name: "lan1".into(),
+            flooded: 0,
+            ports: Vec::new(),
+            learned: Vec::new(),
+        },
+    ]
 }
 
 impl Default for MockBackend {
@@ -90,6 +214,8 @@ impl MockBackend {
             level: LevelFilter::Info,
             msrs,
             calls: Vec::new(),
+            virtio: vec![Vec::new(), mock_virtio()],
+            switches: mock_switches(),
         }
     }
 
@@ -352,6 +478,15 @@ impl ShellBackend for MockBackend {
             heap_used: 3 << 20,
             heap_total: 16 << 20,
         }
+    }
+
+    fn virtio(&self, vm: VmId) -> Result<Vec<VirtioLine>, BackendError> {
+        let (i, _) = self.vm(vm)?;
+        Ok(self.virtio.get(i).cloned().unwrap_or_default())
+    }
+
+    fn switches(&self) -> Vec<SwitchLine> {
+        self.switches.clone()
     }
 
     fn interrupts(&self) -> Vec<IrqLine> {

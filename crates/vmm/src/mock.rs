@@ -296,13 +296,26 @@ pub fn config(id: u16, name: &'static str, pcpus: &'static [u16]) -> &'static Vm
 
 /// A made and loaded VM of `cfg`.
 pub fn vm(p: &MockPlatform, cfg: &'static VmConfig) -> Vm<MockPlatform> {
+    vm_with_io(p, cfg, None)
+}
+
+/// A made and loaded VM of `cfg`, given `hub`'s backends first (its virtio devices are
+/// plugged in).
+pub fn vm_with_io(
+    p: &MockPlatform,
+    cfg: &'static VmConfig,
+    hub: Option<Arc<crate::io::IoHub>>,
+) -> Vm<MockPlatform> {
     let image = GuestImage {
         kernel: &KERNEL,
         kind: ImageKind::of(cfg.kernel.kind),
         initrd: None,
         modules: Vec::new(),
     };
-    let vm = Vm::new(p, cfg, SharedMemory::new(2 << 20), 0, image);
+    let mut vm = Vm::new(p, cfg, SharedMemory::new(2 << 20), 0, image);
+    if let Some(hub) = hub {
+        vm.attach_io(hub);
+    }
     vm.load(p).expect("the raw kernel loads");
     vm
 }

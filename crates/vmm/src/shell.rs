@@ -2,6 +2,9 @@
 //! answered from the VM table by the VM's id; questions about the machine itself (pCPUs, host
 //! memory, the log level, physical IOAPICs) go to the hypervisor through [`Machine`].
 
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -9,11 +12,17 @@ use core::sync::atomic::Ordering;
 use log::LevelFilter;
 use paging::GuestPhysAddr;
 use platform::HostPhysAddr;
+use scenario::VirtioKind;
 use shell::{
     Action, BackendError, IoapicLine, IrqLine, Lifecycle as ShellOp, MemUsage, RegDump,
-    ShellBackend, StatsLine, VcpuInfo, VcpuState, VmInfo, VmState as ShellState,
+    ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
+    VirtioLine, VirtioQueueLine, VmInfo, VmState as ShellState,
 };
 use vcpu::GuestMemory;
+use virtio::switch::Switch;
+use virtio::VirtioPci;
+
+use crate::io::IoHub;
 
 use crate::lifecycle::{LifecycleError, VcpuRun, VmState};
 use crate::manager::{ControlError, Vmm};
@@ -79,6 +88,83 @@ pub fn vm_info<P: Platform>(vm: &Vm<P>) -> VmInfo {
         vcpus: vm.cfg.vcpus,
         memory: vm.cfg.memory.size,
         console: vm.cfg.console.is_some(),
+    }
+}
+
+/// One `virtio` line: device `dev` at `slot`, which the VM's configuration gives `kind` (none if
+/// the configuration does not list the slot); switch names come from `hub`.
+pub fn virtio_line(
+    slot: String,
+    dev: &VirtioPci,
+    kind: Option<VirtioKind>,
+    hub: &IoHub,
+) -> VirtioLine {
+    let backend = match kind {
+        Some(VirtioKind::Blk { module, readonly }) => VirtioBackend::Disk {
+            module: module.into(),
+            readonly,
+        },
+        Some(VirtioKind::Net { switch, mac }) => VirtioBackend::Switch {
+            mac,
+            switch: hub
+                .switches
+                .get(usize::from(switch))
+                .map_or_else(|| format!("switch {switch}"), |s| String::from(s.name())),
+        },
+        Some(VirtioKind::Console | VirtioKind::Rng) | None => VirtioBackend::None,
+    };
+    let t = dev.stats();
+    let d = dev.device_stats();
+    VirtioLine {
+        slot,
+        kind: dev.device().name().into(),
+        backend,
+        status: dev.status(),
+        features: dev.driver_features(),
+        requests: d.requests,
+        errors: d.errors,
+        bytes_in: d.bytes_in,
+        bytes_out: d.bytes_out,
+        dropped: d.dropped,
+        interrupts: t.interrupts,
+        notifies: t.notifies,
+        ignored_notifies: t.ignored_notifies,
+        needs_reset: t.needs_reset,
+        fault: dev.fault().map(|e| e.to_string()),
+        queues: (0u16..)
+            .zip(dev.queue_stats())
+            .map(|(index, q)| VirtioQueueLine {
+                index,
+                size: q.size,
+                enabled: q.enabled,
+                notifies: q.notifies,
+                served: q.served,
+            })
+            .collect(),
+    }
+}
+
+/// One `switches` entry.
+pub fn switch_line(s: &Switch) -> SwitchLine {
+    SwitchLine {
+        name: s.name().into(),
+        flooded: s.flooded(),
+        ports: s
+            .ports()
+            .into_iter()
+            .map(|p| SwitchPortLine {
+                name: p.name,
+                mac: p.mac,
+                tx_frames: p.counters.tx_frames,
+                tx_bytes: p.counters.tx_bytes,
+                rx_frames: p.counters.rx_frames,
+                rx_bytes: p.counters.rx_bytes,
+                rx_dropped: p.counters.rx_dropped,
+                tx_malformed: p.counters.tx_malformed,
+                queued: u64::try_from(p.queued).unwrap_or(u64::MAX),
+            })
+            .collect(),
+        learned: s.learned(),
     }
 }
 
@@ -271,6 +357,45 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
         }
     }
 
+    fn virtio(&self, id: VmId) -> Result<Vec<VirtioLine>, BackendError> {
+        let vm = self.vm(id)?;
+        // Only a VM given the machine's backends has virtio devices.
+        let Some(io) = &vm.io else {
+            return Ok(Vec::new());
+        };
+        let mut lines = Vec::new();
+        vm.platform.with(|p| {
+            p.for_each_pci_device(|bdf, dev| {
+                let Some(v) = dev.as_any().and_then(|a| a.downcast_ref::<VirtioPci>()) else {
+                    return;
+                };
+                let kind = (bdf.bus() == 0 && bdf.function() == 0)
+                    .then(|| vm.cfg.virtio.iter().find(|c| c.slot == bdf.device()))
+                    .flatten()
+                    .map(|c| c.kind);
+                lines.push(virtio_line(bdf.to_string(), v, kind, &io.hub));
+            });
+        });
+        // "bb:dd.f" in fixed-width hex sorts as the address does.
+        lines.sort_by(|a, b| a.slot.cmp(&b.slot));
+        Ok(lines)
+    }
+
+    fn switches(&self) -> Vec<SwitchLine> {
+        // The switches live in the machine's backends, which every VM holds: each switch once,
+        // in the order of its hub.
+        let mut seen: Vec<Arc<Switch>> = Vec::new();
+        for vm in self.vmm.table().snapshot() {
+            let Some(io) = &vm.io else { continue };
+            for s in &io.hub.switches {
+                if !seen.iter().any(|x| Arc::ptr_eq(x, s)) {
+                    seen.push(s.clone());
+                }
+            }
+        }
+        seen.iter().map(|s| switch_line(s)).collect()
+    }
+
     fn interrupts(&self) -> Vec<IrqLine> {
         self.machine.interrupts()
     }
@@ -291,7 +416,7 @@ mod tests {
     use shell::{Action, Console, ShellBackend};
 
     use super::*;
-    use crate::mock::{config, eventually, vm, MockPlatform, Pcpus};
+    use crate::mock::{config, eventually, vm, vm_with_io, MockPlatform, Pcpus};
 
     /// A machine with nothing to say beyond its VMs.
     struct NoMachine;
@@ -498,5 +623,286 @@ mod tests {
         );
         vmm.stop(VmId(1)).unwrap();
         vmm.stop(VmId(3)).unwrap();
+    }
+
+    /// Entropy that is always 0x5a.
+    struct Fixed;
+
+    impl virtio::rng::EntropySource for Fixed {
+        fn fill(&mut self, buf: &mut [u8]) -> usize {
+            buf.fill(0x5a);
+            buf.len()
+        }
+    }
+
+    struct NoWake;
+
+    impl virtio::switch::PortWaker for NoWake {
+        fn wake(&self) {}
+    }
+
+    const IO_MAC: [u8; 6] = [2, 0, 0, 0, 5, 1];
+    const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+
+    /// VM 5 (`io`) with an entropy device at 00:08.0, a read-only disk at 00:09.0 and a port on
+    /// `lan0` at 00:0a.0; VM 6 (`plain`) without the machine's backends; VM 7 (`bare`) with them
+    /// but no virtio devices. Nothing runs.
+    fn io_vms() -> (Arc<Vmm<MockPlatform>>, Arc<IoHub>) {
+        let mut hub = IoHub::empty(|_| {});
+        hub.entropy = Some(|| alloc::boxed::Box::new(Fixed));
+        hub.switches = vec![Switch::new("lan0")];
+        let image: &'static mut [u8] = alloc::boxed::Box::leak(vec![0u8; 8 * 512].into());
+        hub.disks
+            .push(("disk0", virtio::blk::MemDisk::new(image, "disk0")));
+        let hub = Arc::new(hub);
+        let mut cfg = *config(5, "io", &[1]);
+        cfg.virtio = alloc::boxed::Box::leak(alloc::boxed::Box::new([
+            scenario::VirtioConfig {
+                kind: VirtioKind::Rng,
+                slot: 8,
+            },
+            scenario::VirtioConfig {
+                kind: VirtioKind::Blk {
+                    module: "disk0",
+                    readonly: true,
+                },
+                slot: 9,
+            },
+            scenario::VirtioConfig {
+                kind: VirtioKind::Net {
+                    switch: 0,
+                    mac: IO_MAC,
+                },
+                slot: 10,
+            },
+        ]));
+        let cfg = alloc::boxed::Box::leak(alloc::boxed::Box::new(cfg));
+        let vmm = Arc::new(Vmm::new(MockPlatform::new(), 4));
+        let p = vmm.platform();
+        vmm.add(vm_with_io(p, cfg, Some(hub.clone()))).unwrap();
+        vmm.add(vm(p, config(6, "plain", &[2]))).unwrap();
+        vmm.add(vm_with_io(p, config(7, "bare", &[3]), Some(hub.clone())))
+            .unwrap();
+        (vmm, hub)
+    }
+
+    /// Runs one shell command line against `sh`: its output, or its error line.
+    fn run_line(sh: &mut VmmShell<'_, MockPlatform, NoMachine>, line: &str) -> String {
+        let mut logs = shell::VmLogs::new();
+        let mut out = shell::Output::new();
+        match shell::execute(sh, &mut logs, line, &mut out) {
+            Ok(_) => String::from_utf8_lossy(out.as_bytes()).replace("\r\n", "\n"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_virtio_devices_of_a_vm_as_plugged_in() {
+        let (vmm, _hub) = io_vms();
+        let sh = VmmShell::new(&*vmm, NoMachine);
+        let lines = sh.virtio(VmId(5)).unwrap();
+        let seen: Vec<(&str, &str, &VirtioBackend)> = lines
+            .iter()
+            .map(|l| (l.slot.as_str(), l.kind.as_str(), &l.backend))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("00:08.0", "rng", &VirtioBackend::None),
+                (
+                    "00:09.0",
+                    "blk",
+                    &VirtioBackend::Disk {
+                        module: "disk0".into(),
+                        readonly: true
+                    }
+                ),
+                (
+                    "00:0a.0",
+                    "net",
+                    &VirtioBackend::Switch {
+                        mac: IO_MAC,
+                        switch: "lan0".into()
+                    }
+                ),
+            ]
+        );
+        for l in &lines {
+            // Nothing touched them yet.
+            assert_eq!(
+                (l.status, l.features, l.notifies, l.needs_reset),
+                (0, 0, 0, 0)
+            );
+            assert_eq!(l.fault, None);
+            assert!(!l.queues.is_empty(), "{l:?}");
+            for (i, q) in (0u16..).zip(&l.queues) {
+                assert_eq!((q.index, q.enabled, q.notifies, q.served), (i, false, 0, 0));
+                assert!(q.size.is_power_of_two(), "{q:?}");
+            }
+        }
+        assert_eq!(lines[2].queues.len(), 2, "net: receive and transmit");
+        // Without the machine's backends, or without virtio devices: none. No such VM: an error.
+        assert_eq!(sh.virtio(VmId(6)), Ok(Vec::new()));
+        assert_eq!(sh.virtio(VmId(7)), Ok(Vec::new()));
+        assert_eq!(sh.virtio(VmId(9)), Err(BackendError::NoSuchVm(VmId(9))));
+    }
+
+    #[test]
+    fn a_broken_driver_shows_in_the_virtio_line() {
+        let (vmm, _hub) = io_vms();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        // A driver of the entropy device (BAR 0 = common configuration) acknowledges it,
+        // accepts VERSION_1, notifies too early and enables a queue of 3 entries.
+        let common = u64::from(::vm::pc::layout::device_bars(8).0);
+        let io = vmm.get(VmId(5)).unwrap();
+        io.platform.with(|p| {
+            for (offset, size, value) in [
+                (0x14, 1, 0x03), // device_status: ACK | DRIVER
+                (0x08, 4, 1),    // driver_feature_select: bits 32..63
+                (0x0C, 4, 1),    // driver_feature: VERSION_1
+                (0x14, 1, 0x0B), // device_status: + FEATURES_OK
+                (0x3000, 2, 0),  // notify queue 0 before DRIVER_OK: ignored
+                (0x16, 2, 0),    // queue_select 0
+                (0x18, 2, 3),    // queue_size 3: not a power of two
+                (0x1C, 2, 1),    // queue_enable: the device needs a reset
+            ] {
+                assert!(p.mmio_write(common + offset, size, value, 0), "{offset:#x}");
+            }
+        });
+        let line = sh.virtio(VmId(5)).unwrap().remove(0);
+        assert_eq!(line.kind, "rng");
+        assert_eq!(line.status, 0x4B, "ACK, DRIVER, FEATURES_OK, NEEDS_RESET");
+        assert_eq!(line.features, 1 << 32);
+        assert_eq!((line.notifies, line.ignored_notifies), (1, 1));
+        assert_eq!(line.needs_reset, 1);
+        assert_eq!(line.interrupts, 1, "the configuration-change interrupt");
+        assert_eq!(
+            line.fault.as_deref(),
+            Some("queue size 3 is not a power of two in 1..=32768")
+        );
+        assert_eq!((line.queues[0].size, line.queues[0].enabled), (3, false));
+        // The shell's table shows it.
+        let text = run_line(&mut sh, "virtio io");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("00:08.0"))
+            .unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[..5],
+            [
+                "00:08.0",
+                "rng",
+                "-",
+                "ACK,DRIVER,FEATURES_OK,NEEDS_RESET",
+                "0x100000000"
+            ],
+            "{text}"
+        );
+        // Requests, errors, bytes in and out, dropped; interrupts, notifications, needs reset.
+        assert_eq!(
+            cells[5..13],
+            ["0", "0", "0", "0", "0", "1", "1/1", "1"],
+            "{text}"
+        );
+        assert!(
+            row.ends_with("  queue size 3 is not a power of two in 1..=32768"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  00:08.0  0      3     no       0         0\n"),
+            "{text}"
+        );
+        assert_eq!(
+            run_line(&mut sh, "virtio bare"),
+            "bare has no virtio devices\n"
+        );
+        assert_eq!(
+            run_line(&mut sh, "virtio 4"),
+            "virtio: no VM with id 4 (see vm_list)"
+        );
+        // A driver reset clears the fault but not the count.
+        io.platform.with(|p| p.mmio_write(common + 0x14, 1, 0, 0));
+        let line = sh.virtio(VmId(5)).unwrap().remove(0);
+        assert_eq!((line.status, line.needs_reset, line.fault), (0, 1, None));
+    }
+
+    #[test]
+    fn switches_with_their_ports_and_learned_addresses() {
+        use virtio::switch::NetBackend;
+        let (vmm, hub) = io_vms();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        // An uplink on lan0 broadcasts (the VM's port queues it: no driver takes it) and sends
+        // a runt.
+        let mut uplink =
+            hub.switches[0].attach("uplink", UPLINK_MAC, alloc::boxed::Box::new(NoWake));
+        let mut frame = vec![0xFF; 6];
+        frame.extend_from_slice(&UPLINK_MAC);
+        frame.extend_from_slice(&[0x88, 0xB5, 1]);
+        uplink.send(&frame);
+        uplink.send(&[0; 13]);
+        // VMs 5 and 7 share the hub: the switch is listed once.
+        assert_eq!(
+            sh.switches(),
+            [SwitchLine {
+                name: "lan0".into(),
+                flooded: 1,
+                ports: vec![
+                    SwitchPortLine {
+                        name: "io/eth0".into(),
+                        mac: IO_MAC,
+                        tx_frames: 0,
+                        tx_bytes: 0,
+                        rx_frames: 1,
+                        rx_bytes: 15,
+                        rx_dropped: 0,
+                        tx_malformed: 0,
+                        queued: 1,
+                    },
+                    SwitchPortLine {
+                        name: "uplink".into(),
+                        mac: UPLINK_MAC,
+                        tx_frames: 1,
+                        tx_bytes: 15,
+                        rx_frames: 0,
+                        rx_bytes: 0,
+                        rx_dropped: 0,
+                        tx_malformed: 1,
+                        queued: 0,
+                    },
+                ],
+                learned: vec![(UPLINK_MAC, "uplink".into())],
+            }]
+        );
+        let text = run_line(&mut sh, "switches");
+        assert!(
+            text.starts_with("switch lan0: 2 ports, 1 frames flooded\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n  02:00:00:00:00:99  uplink\n"), "{text}");
+        // A machine whose VMs hold no backends shows no switches.
+        let (bare, _pcpus) = gap();
+        let mut sh = VmmShell::new(&*bare, NoMachine);
+        assert!(sh.switches().is_empty());
+        assert_eq!(run_line(&mut sh, "switches"), "no virtual switches\n");
+        bare.stop(VmId(1)).unwrap();
+        bare.stop(VmId(3)).unwrap();
+    }
+
+    #[test]
+    fn the_shell_decodes_status_bits_as_virtio_defines_them() {
+        use virtio::pci::*;
+        let bits: Vec<u8> = shell::VIRTIO_STATUS_BITS.iter().map(|b| b.0).collect();
+        assert_eq!(
+            bits,
+            [
+                STATUS_ACKNOWLEDGE,
+                STATUS_DRIVER,
+                STATUS_FEATURES_OK,
+                STATUS_DRIVER_OK,
+                STATUS_NEEDS_RESET,
+                STATUS_FAILED
+            ]
+        );
     }
 }

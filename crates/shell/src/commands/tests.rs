@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use log::LevelFilter;
 
 use super::*;
+use crate::backend::VirtioBackend;
 use crate::mock::MockBackend;
 
 /// Runs `line`; the output (CR LF as LF) or the error line.
@@ -75,6 +76,8 @@ fn valid_lines() -> Vec<Script> {
         ("mem", nothing),
         ("vioapic linux", nothing),
         ("dump_ioapic", nothing),
+        ("virtio linux", nothing),
+        ("switches", nothing),
         ("loglevel warn", nothing),
         ("cpuid 2 0x7 0", nothing),
         ("rdmsr 2 0x1b", nothing),
@@ -175,7 +178,7 @@ fn missing_arguments_name_the_argument_and_show_the_usage() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 14);
+    assert_eq!(checked, 15);
     // Later arguments too.
     assert_eq!(
         fails(&mut b, "dump_guest_mem linux"),
@@ -719,4 +722,95 @@ fn vm_ids_are_the_backends_not_positions() {
         fails(&mut b, "vcpu_list 2"),
         "vcpu_list: no VM with id 2 (see vm_list)"
     );
+}
+
+#[test]
+fn virtio_devices_with_their_queues() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "virtio linux"),
+        "SLOT     DEVICE  BACKEND                    STATUS                                        \
+         FEATURES     REQS  ERRS  BYTES IN  BYTES OUT  DROPPED  IRQS  NOTIFY/IGN  NEEDS RESET  \
+         LAST FAULT\n\
+         00:08.0  blk     disk0 rw                   ACK,DRIVER,FEATURES_OK,DRIVER_OK              \
+         0x130000044  12    1     6144      512        0        13    14/0        0            -\n\
+         00:09.0  net     02:00:00:00:00:0a on lan0  ACK,DRIVER,FEATURES_OK,DRIVER_OK,NEEDS_RESET  \
+         0x130010020  40    2     3000      2400       3        41    30/5        1            \
+         descriptor index 9 outside a table of 8\n\
+         00:0a.0  rng     -                          ACK,DRIVER,FAILED                             \
+         0x0          0     0     0         0          0        0     2/2         0            -\n\
+         \x20 SLOT     QUEUE  SIZE  ENABLED  NOTIFIES  SERVED\n\
+         \x20 00:08.0  0      128   yes      14        12\n\
+         \x20 00:09.0  0      256   yes      10        20\n\
+         \x20 00:09.0  1      256   no       20        20\n\
+         \x20 00:0a.0  0      64    no       2         0\n"
+    );
+    // By id too; a VM without devices says so.
+    assert_eq!(ok(&mut b, "virtio 1"), ok(&mut b, "virtio linux"));
+    assert_eq!(ok(&mut b, "virtio rtvm"), "rtvm has no virtio devices\n");
+    // A read-only disk, a status the driver has not touched, bits virtio does not define.
+    b.virtio[1][0].backend = VirtioBackend::Disk {
+        module: "iso".into(),
+        readonly: true,
+    };
+    b.virtio[1][0].status = 0;
+    b.virtio[1][2].status = 0x31;
+    let text = ok(&mut b, "virtio linux");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().take(5).collect())
+        .collect();
+    assert_eq!(rows[1], ["00:08.0", "blk", "iso", "ro", "reset"]);
+    assert_eq!(rows[3], ["00:0a.0", "rng", "-", "ACK,0x30", "0x0"]);
+    // Devices without queues print no queue lines.
+    for d in &mut b.virtio[1] {
+        d.queues.clear();
+    }
+    assert_eq!(ok(&mut b, "virtio linux").lines().count(), 4);
+}
+
+#[test]
+fn virtio_of_an_unknown_vm() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        fails(&mut b, "virtio 7"),
+        "virtio: no VM with id 7 (see vm_list)"
+    );
+    assert_eq!(
+        fails(&mut b, "virtio windows"),
+        "virtio: no VM named \"windows\" (see vm_list)"
+    );
+    assert_eq!(
+        fails(&mut b, "virtio"),
+        "virtio: missing <vm> (usage: virtio <vm>)"
+    );
+    assert_eq!(
+        fails(&mut b, "virtio linux extra"),
+        "virtio: unexpected argument \"extra\" (usage: virtio <vm>)"
+    );
+}
+
+#[test]
+fn switches_with_ports_and_learned_addresses() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "switches"),
+        "switch lan0: 2 ports, 7 frames flooded\n\
+         \x20 PORT        MAC                TX FRAMES  TX BYTES  RX FRAMES  RX BYTES  RX DROPPED  \
+         TX MALFORMED  QUEUED\n\
+         \x20 linux/eth0  02:00:00:00:00:0a  5          300       9          540       1           \
+         2             3\n\
+         \x20 uplink      02:00:00:00:00:01  11         1100      4          240       0           \
+         0             0\n\
+         \x20 LEARNED            ON PORT\n\
+         \x20 02:00:00:00:00:0a  linux/eth0\n\
+         \x20 02:00:00:00:00:01  uplink\n\
+         \n\
+         switch lan1: 0 ports, 0 frames flooded\n\
+         \x20 no addresses learned\n"
+    );
+    b.switches[0].ports.truncate(1);
+    assert!(ok(&mut b, "switches").starts_with("switch lan0: 1 port, 7 frames flooded\n"));
+    b.switches.clear();
+    assert_eq!(ok(&mut b, "switches"), "no virtual switches\n");
 }

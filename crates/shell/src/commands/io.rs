@@ -1,0 +1,222 @@
+//! The devices the hypervisor serves VMs: virtio devices and the virtual switches between them.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{vm::lookup, CmdError, Ctx, Outcome};
+use crate::backend::{SwitchLine, VirtioBackend, VirtioLine, VIRTIO_STATUS_BITS};
+use crate::output::{Output, Table};
+use crate::parse::Args;
+
+/// `ACK,DRIVER,FEATURES_OK,DRIVER_OK`; `reset` for 0; bits virtio does not define as hex.
+pub(super) fn status_words(status: u8) -> String {
+    if status == 0 {
+        return "reset".into();
+    }
+    let mut words: Vec<String> = VIRTIO_STATUS_BITS
+        .iter()
+        .filter(|(bit, _)| status & bit != 0)
+        .map(|(_, word)| String::from(*word))
+        .collect();
+    let known = VIRTIO_STATUS_BITS.iter().fold(0, |acc, (bit, _)| acc | bit);
+    let rest = status & !known;
+    if rest != 0 {
+        words.push(format!("{rest:#04x}"));
+    }
+    words.join(",")
+}
+
+/// `02:00:00:00:00:0a`.
+pub(super) fn mac(mac: &[u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+/// `disk0 rw`, `02:00:00:00:00:0a on lan0`, `-`.
+fn backend_text(backend: &VirtioBackend) -> String {
+    match backend {
+        VirtioBackend::Disk { module, readonly } => {
+            format!("{module} {}", if *readonly { "ro" } else { "rw" })
+        }
+        VirtioBackend::Switch { mac: m, switch } => format!("{} on {switch}", mac(m)),
+        VirtioBackend::None => "-".into(),
+    }
+}
+
+fn device_row(d: &VirtioLine) -> Vec<String> {
+    vec![
+        d.slot.clone(),
+        d.kind.clone(),
+        backend_text(&d.backend),
+        status_words(d.status),
+        format!("{:#x}", d.features),
+        d.requests.to_string(),
+        d.errors.to_string(),
+        d.bytes_in.to_string(),
+        d.bytes_out.to_string(),
+        d.dropped.to_string(),
+        d.interrupts.to_string(),
+        format!("{}/{}", d.notifies, d.ignored_notifies),
+        d.needs_reset.to_string(),
+        d.fault.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn virtio_tables(out: &mut Output, devices: &[VirtioLine]) {
+    let mut t = Table::new(&[
+        "SLOT",
+        "DEVICE",
+        "BACKEND",
+        "STATUS",
+        "FEATURES",
+        "REQS",
+        "ERRS",
+        "BYTES IN",
+        "BYTES OUT",
+        "DROPPED",
+        "IRQS",
+        "NOTIFY/IGN",
+        "NEEDS RESET",
+        "LAST FAULT",
+    ]);
+    for d in devices {
+        t.row(device_row(d));
+    }
+    t.write_to(out);
+    if devices.iter().all(|d| d.queues.is_empty()) {
+        return;
+    }
+    // One indented line per queue, under a header of its own.
+    let mut q = Table::new(&["  SLOT", "QUEUE", "SIZE", "ENABLED", "NOTIFIES", "SERVED"]);
+    for d in devices {
+        for l in &d.queues {
+            q.row(vec![
+                format!("  {}", d.slot),
+                l.index.to_string(),
+                l.size.to_string(),
+                if l.enabled { "yes" } else { "no" }.into(),
+                l.notifies.to_string(),
+                l.served.to_string(),
+            ]);
+        }
+    }
+    q.write_to(out);
+}
+
+pub(super) fn virtio(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    let text = args.required("<vm>")?;
+    args.finish()?;
+    let vm = lookup(ctx, text)?;
+    let devices = ctx.backend.virtio(vm.id)?;
+    if devices.is_empty() {
+        ctx.out.line(&format!("{} has no virtio devices", vm.name));
+    } else {
+        virtio_tables(ctx.out, &devices);
+    }
+    Ok(Outcome::Done)
+}
+
+fn switch_tables(out: &mut Output, s: &SwitchLine) {
+    let ports = match s.ports.len() {
+        1 => "1 port".into(),
+        n => format!("{n} ports"),
+    };
+    out.line(&format!(
+        "switch {}: {ports}, {} frames flooded",
+        s.name, s.flooded
+    ));
+    if !s.ports.is_empty() {
+        let mut t = Table::new(&[
+            "  PORT",
+            "MAC",
+            "TX FRAMES",
+            "TX BYTES",
+            "RX FRAMES",
+            "RX BYTES",
+            "RX DROPPED",
+            "TX MALFORMED",
+            "QUEUED",
+        ]);
+        for p in &s.ports {
+            t.row(vec![
+                format!("  {}", p.name),
+                mac(&p.mac),
+                p.tx_frames.to_string(),
+                p.tx_bytes.to_string(),
+                p.rx_frames.to_string(),
+                p.rx_bytes.to_string(),
+                p.rx_dropped.to_string(),
+                p.tx_malformed.to_string(),
+                p.queued.to_string(),
+            ]);
+        }
+        t.write_to(out);
+    }
+    if s.learned.is_empty() {
+        out.line("  no addresses learned");
+        return;
+    }
+    let mut t = Table::new(&["  LEARNED", "ON PORT"]);
+    for (m, port) in &s.learned {
+        t.row(vec![format!("  {}", mac(m)), port.clone()]);
+    }
+    t.write_to(out);
+}
+
+pub(super) fn switches(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let switches = ctx.backend.switches();
+    if switches.is_empty() {
+        ctx.out.line("no virtual switches");
+    }
+    for (i, s) in switches.iter().enumerate() {
+        if i > 0 {
+            ctx.out.line("");
+        }
+        switch_tables(ctx.out, s);
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bits_as_words() {
+        assert_eq!(status_words(0), "reset");
+        assert_eq!(status_words(1 | 2), "ACK,DRIVER");
+        assert_eq!(
+            status_words(1 | 2 | 4 | 8),
+            "ACK,DRIVER,FEATURES_OK,DRIVER_OK"
+        );
+        assert_eq!(
+            status_words(0xff),
+            "ACK,DRIVER,FEATURES_OK,DRIVER_OK,NEEDS_RESET,FAILED,0x30"
+        );
+        assert_eq!(status_words(0x10), "0x10");
+        assert_eq!(status_words(0x80), "FAILED");
+    }
+
+    #[test]
+    fn macs_and_backends() {
+        assert_eq!(mac(&[2, 0, 0, 0xab, 0, 0x0a]), "02:00:00:ab:00:0a");
+        assert_eq!(
+            backend_text(&VirtioBackend::Disk {
+                module: "disk0".into(),
+                readonly: true
+            }),
+            "disk0 ro"
+        );
+        assert_eq!(
+            backend_text(&VirtioBackend::Switch {
+                mac: [2, 0, 0, 0, 0, 1],
+                switch: "lan0".into()
+            }),
+            "02:00:00:00:00:01 on lan0"
+        );
+        assert_eq!(backend_text(&VirtioBackend::None), "-");
+    }
+}
