@@ -4,6 +4,7 @@ mod bench;
 mod bochs;
 mod build;
 mod console;
+mod disk_image;
 mod linux_image;
 mod packages;
 mod process;
@@ -60,6 +61,13 @@ enum Command {
     },
     /// Build (or reuse) the Linux guest image from Debian packages; print its paths.
     LinuxImage {
+        /// Rebuild even when the cached image's inputs are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build (or reuse) the ext4 disk image of the virtio-blk tests (boot module `disk`); print
+    /// its path and the SHA-256 the guest must print for each file.
+    DiskImage {
         /// Rebuild even when the cached image's inputs are unchanged.
         #[arg(long)]
         force: bool,
@@ -356,6 +364,15 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::DiskImage { force } => disk_image::build(&workspace_root(), force).map(|path| {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            println!("{} ({size} bytes)", path.display());
+            let (hello, data, written) = disk_image::expected_hashes();
+            println!("hello.txt   sha256={hello}");
+            println!("data.bin    sha256={data}");
+            println!("written.txt sha256={written} (what the guest writes)");
+            ExitCode::SUCCESS
+        }),
         Command::Test {
             unit_only,
             emulator_only,
