@@ -51,7 +51,6 @@ const MODULE_LIST: &str = "etc/quercus-modules";
 #[cfg(test)]
 const NET_PORT: u16 = 5001;
 /// Bytes the `net-client` test sends (16 MiB).
-#[cfg(test)]
 pub const NET_BYTES: u64 = 16 << 20;
 
 /// The initramfs's `/init`.

@@ -58,6 +58,15 @@ enum Command {
         /// Only emulator cases whose name contains this string.
         #[arg(long)]
         filter: Option<String>,
+        /// Only the native runs of the emulator cases that have one (the guest booted by the
+        /// emulator itself, e.g. Linux on QEMU's own virtio devices), with the times of the guest's
+        /// milestones; needs no hypervisor build.
+        #[arg(long, conflicts_with = "unit_only")]
+        native_only: bool,
+        /// Also the Quercus runs of the cases marked pending (waiting for hypervisor support),
+        /// which otherwise run only natively or are skipped.
+        #[arg(long, conflicts_with_all = ["unit_only", "native_only"])]
+        pending: bool,
     },
     /// Build (or reuse) the Linux guest image from Debian packages; print its paths.
     LinuxImage {
@@ -377,7 +386,15 @@ fn main() -> ExitCode {
             unit_only,
             emulator_only,
             filter,
-        } => tests::run_tests(!emulator_only, !unit_only, filter.as_deref()),
+            native_only,
+            pending,
+        } => tests::run_tests(
+            !emulator_only && !native_only,
+            !unit_only,
+            filter.as_deref(),
+            native_only,
+            pending,
+        ),
         Command::Bench {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),
