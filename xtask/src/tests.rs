@@ -72,8 +72,8 @@ pub struct TestCase {
 }
 
 /// A run of one of the scenario's guests booted directly by the case's emulator (no
-/// hypervisor), with [`NATIVE_FAIL`] as its failure pattern: the baseline that shows the guest's
-/// expectations hold on the emulated CPU itself.
+/// hypervisor), with [`NATIVE_FAIL`] (or its own `fail`) as its failure pattern: the baseline that
+/// shows the guest's expectations hold on the emulated CPU (and QEMU's devices) itself.
 #[derive(Clone, Debug, Default)]
 pub struct Native {
     /// The scenario's boot module booted as the kernel (a multiboot guest, e.g. `test-guest`, or
