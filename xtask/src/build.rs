@@ -263,9 +263,26 @@ fn testdisk_module(root: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The boot modules a scenario names, built from `guests/<name>` packages, each
-/// passed with its module name as the command line (the hypervisor finds
-/// modules by that name).
+/// The ext4 disk image of the virtio-blk tests (`disk_image`), for a scenario's virtio-blk device.
+pub const DISK_MODULE: &str = "disk";
+
+/// The file of boot module `name`: one xtask makes (the Linux image, the disk image, the data
+/// modules) or else the bare-metal guest of that name, built from `guests/<name>`.
+pub fn module_path(root: &Path, name: &str, opts: &BuildOptions) -> Result<PathBuf> {
+    Ok(match name {
+        LINUX_MODULE => crate::linux_image::linux_guest(root)?.bzimage,
+        LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
+        LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
+        DISK_MODULE => crate::disk_image::disk_image(root)?,
+        TESTDATA_MODULE => testdata_module(root)?,
+        TESTDISK_MODULE => testdisk_module(root)?,
+        LOWLOAD_MODULE => lowload_module(root)?,
+        guest => build_baremetal(guest, guest, opts)?,
+    })
+}
+
+/// The boot modules a scenario names (see [`module_path`]), each passed with its module name as
+/// the command line (the hypervisor finds modules by that name).
 pub fn scenario_modules(
     root: &Path,
     scenario: &Path,
@@ -274,17 +291,8 @@ pub fn scenario_modules(
     let validated = validate(root, scenario)?;
     let mut modules = Vec::new();
     for name in validated.modules() {
-        let path = match name {
-            LINUX_MODULE => crate::linux_image::linux_guest(root)?.bzimage,
-            LINUX_INITRD_MODULE => crate::linux_image::linux_guest(root)?.initrd,
-            LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
-            TESTDATA_MODULE => testdata_module(root)?,
-            TESTDISK_MODULE => testdisk_module(root)?,
-            LOWLOAD_MODULE => lowload_module(root)?,
-            guest => build_baremetal(guest, guest, opts)?,
-        };
         modules.push(crate::runner::BootModule {
-            path,
+            path: module_path(root, name, opts)?,
             cmdline: name.to_string(),
         });
     }
@@ -299,6 +307,7 @@ fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
         LINUX_MODULE,
         LINUX_INITRD_MODULE,
         LINUX_VMLINUX_MODULE,
+        DISK_MODULE,
         TESTDATA_MODULE,
         TESTDISK_MODULE,
         LOWLOAD_MODULE,

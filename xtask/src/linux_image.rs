@@ -27,30 +27,67 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub const KERNEL_META: &str = "linux-image-amd64";
 /// A static busybox at `/bin/busybox`.
 pub const BUSYBOX: &str = "busybox-static";
-/// Modules copied into the initramfs (with what they depend on) for the virtio devices a VM may get;
-/// `quercus.modules=1` on the command line loads them.
+/// Modules copied into the initramfs (with what they depend on) for the virtio devices a VM may get
+/// and the ext4 filesystem on its virtio-blk disk; `quercus.modules=1` on the command line loads
+/// them. `crc32c_generic` comes before `ext4`: ext4 and jbd2 ask the crypto API for "crc32c"
+/// (a soft dependency `depends=` does not show) when they mount a filesystem with metadata
+/// checksums, and nothing in the initramfs could load it on demand. (`crc32c-intel` would need
+/// SSE4.2, which QEMU's `qemu64` CPU lacks.)
 pub const MODULE_ROOTS: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
     "virtio_blk",
     "virtio_net",
     "virtio_console",
+    "virtio_rng",
+    "crc32c_generic",
+    "ext4",
 ];
 /// Bump when the image layout changes in a way the other inputs do not show (cpio writer, file list).
 const LAYOUT_VERSION: u32 = 1;
 /// The file in the initramfs listing the module paths in load (`insmod`) order.
 const MODULE_LIST: &str = "etc/quercus-modules";
+/// The TCP port of the `net-server` / `net-client` transfer.
+#[cfg(test)]
+const NET_PORT: u16 = 5001;
+/// Bytes the `net-client` test sends (16 MiB).
+pub const NET_BYTES: u64 = 16 << 20;
 
 /// The initramfs's `/init`.
 ///
 /// Kernel command line words it acts on (read from /proc/cmdline):
-/// - `quercus.modules=1`: insmod the virtio modules, then `QUERCUS-GUEST: modules loaded=N of M`.
+/// - `quercus.modules=1`: insmod the modules ([`MODULE_ROOTS`] and their dependencies), then
+///   `QUERCUS-GUEST: modules loaded=N of M` and `QUERCUS-GUEST: hwrng=NAME`, NAME being the
+///   hardware RNG in use (`/sys/class/misc/hw_random/rng_current`, e.g. `virtio_rng.0`) or `none`.
 /// - `quercus.test=poweroff`: `poweroff -f` (ACPI), after `QUERCUS-GUEST: powering off`.
 /// - `quercus.test=reboot` (or `reboot-once`): `QUERCUS-GUEST: rebooting`, `reboot -f`. Nothing survives
 ///   the reboot and the command line is the same, so this reboots forever: a test waits for the second
 ///   `QUERCUS-GUEST: up`.
 /// - `quercus.test=panic`: `QUERCUS-GUEST: panicking`, then a sysrq crash (a kernel panic).
+/// - `quercus.test=virtio-blk` (with `quercus.modules=1`): waits up to 10 s for `/dev/vda` and mounts
+///   it (ext4, the `disk` module of `disk_image`) on /mnt. Without `/mnt/written.txt`:
+///   `QUERCUS-GUEST: blk hello sha256=HEX` and `QUERCUS-GUEST: blk data sha256=HEX` (of
+///   `hello.txt` and `data.bin`), then writes `written.txt` (`disk_image::written_txt`: lines
+///   `written by quercus vm, line N`, N from 1 to 128), syncs, unmounts,
+///   `QUERCUS-GUEST: blk wrote` and `reboot -f`. With it (after that reboot):
+///   `QUERCUS-GUEST: blk found written sha256=HEX`, unmount, `poweroff -f`.
+/// - `quercus.test=net-server` (with `quercus.ip=A.B.C.D/NN`): eth0 up with that address, receives
+///   one TCP connection on port 5001 (busybox `nc -l`) into /tmp/rx, then
+///   `QUERCUS-GUEST: net rx bytes=N sha256=HEX`.
+/// - `quercus.test=net-client` (with `quercus.ip=` and `quercus.peer=A.B.C.D`): eth0 up, pings the
+///   peer until it answers (up to 30 s): `QUERCUS-GUEST: net ping ok`; 16 MiB from /dev/urandom into
+///   /tmp/tx: `QUERCUS-GUEST: net tx bytes=N sha256=HEX`; sends it to peer:5001 with `nc`
+///   (connecting again for up to 30 s while the server is not listening yet), then
+///   `QUERCUS-GUEST: net sent`.
+/// - `quercus.test=net-isolated` (with `quercus.ip=` and `quercus.peer=`): eth0 up, pings the peer
+///   for up to 10 s, then `QUERCUS-GUEST: net isolated ping=fail|ok rx_packets=N` (eth0's received
+///   packets). With `quercus.watch=SECS` it then prints
+///   `QUERCUS-GUEST: net isolated watch rx_packets=N` every 5 s for SECS seconds, so that a test
+///   can read the count after the other VMs' traffic.
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
+///
+/// A failing virtio test prints `QUERCUS-GUEST: blk error WHAT` or `QUERCUS-GUEST: net error WHAT`
+/// (then the shell).
 pub const INIT_SCRIPT: &str = r#"#!/bin/sh
 # /init of the Quercus Linux test guest (written by cargo xtask: xtask/src/linux_image.rs).
 /bin/busybox --install -s
@@ -66,10 +103,16 @@ echo "QUERCUS-GUEST: pci devices=$(ls /sys/bus/pci/devices | tr '\n' ' ')"
 dmesg | grep MMCONFIG | while read -r line; do echo "QUERCUS-GUEST: dmesg: $line"; done
 test=
 modules=
+ip=
+peer=
+watch=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         quercus.test=*) test="${arg#quercus.test=}" ;;
         quercus.modules=*) modules="${arg#quercus.modules=}" ;;
+        quercus.ip=*) ip="${arg#quercus.ip=}" ;;
+        quercus.peer=*) peer="${arg#quercus.peer=}" ;;
+        quercus.watch=*) watch="${arg#quercus.watch=}" ;;
     esac
 done
 if [ "$modules" = 1 ]; then
@@ -80,7 +123,122 @@ if [ "$modules" = 1 ]; then
         insmod "$m" && loaded=$((loaded + 1))
     done
     echo "QUERCUS-GUEST: modules loaded=$loaded of $total"
+    rng=
+    if [ -r /sys/class/misc/hw_random/rng_current ]; then
+        rng=$(cat /sys/class/misc/hw_random/rng_current)
+    fi
+    echo "QUERCUS-GUEST: hwrng=${rng:-none}"
 fi
+
+# Wait up to $2 tenths of a second for path $1.
+wait_for() {
+    n=0
+    while [ ! -e "$1" ]; do
+        [ "$n" -ge "$2" ] && return 1
+        n=$((n + 1))
+        sleep 0.1
+    done
+}
+
+# The SHA-256 of file $1 (64 hex digits); fails when it cannot be read.
+sha() {
+    sum=$(sha256sum "$1") || return 1
+    sum=${sum%% *}
+    [ ${#sum} -eq 64 ] || return 1
+    echo "$sum"
+}
+
+blk_test() {
+    wait_for /dev/vda 100 || { echo "QUERCUS-GUEST: blk error no /dev/vda after 10 s"; return; }
+    mkdir -p /mnt
+    mount -t ext4 /dev/vda /mnt || { echo "QUERCUS-GUEST: blk error mount -t ext4 /dev/vda failed"; return; }
+    if [ -e /mnt/written.txt ]; then
+        sum=$(sha /mnt/written.txt) || { echo "QUERCUS-GUEST: blk error reading written.txt"; return; }
+        umount /mnt || { echo "QUERCUS-GUEST: blk error umount failed"; return; }
+        echo "QUERCUS-GUEST: blk found written sha256=$sum"
+        poweroff -f
+        echo "QUERCUS-GUEST: blk error poweroff failed"
+        return
+    fi
+    sum=$(sha /mnt/hello.txt) || { echo "QUERCUS-GUEST: blk error reading hello.txt"; return; }
+    echo "QUERCUS-GUEST: blk hello sha256=$sum"
+    sum=$(sha /mnt/data.bin) || { echo "QUERCUS-GUEST: blk error reading data.bin"; return; }
+    echo "QUERCUS-GUEST: blk data sha256=$sum"
+    seq 1 128 | while read -r n; do echo "written by quercus vm, line $n"; done > /mnt/written.txt \
+        || { echo "QUERCUS-GUEST: blk error writing written.txt"; return; }
+    sync
+    umount /mnt || { echo "QUERCUS-GUEST: blk error umount failed"; return; }
+    echo "QUERCUS-GUEST: blk wrote"
+    reboot -f
+    echo "QUERCUS-GUEST: blk error reboot failed"
+}
+
+# eth0 up with address $ip (and lo).
+net_up() {
+    [ -n "$ip" ] || { echo "QUERCUS-GUEST: net error no quercus.ip="; return 1; }
+    wait_for /sys/class/net/eth0 100 || { echo "QUERCUS-GUEST: net error no eth0 after 10 s"; return 1; }
+    ip link set lo up
+    ip link set eth0 up || { echo "QUERCUS-GUEST: net error ip link set eth0 up failed"; return 1; }
+    ip addr add "$ip" dev eth0 || { echo "QUERCUS-GUEST: net error ip addr add $ip failed"; return 1; }
+}
+
+# Ping $peer until it answers (status 0) or $1 seconds have passed (status 1).
+ping_peer() {
+    end=$(($(date +%s) + $1))
+    until ping -c 1 -W 1 "$peer" > /dev/null 2>&1; do
+        [ "$(date +%s)" -ge "$end" ] && return 1
+        sleep 0.2
+    done
+}
+
+rx_packets() {
+    cat /sys/class/net/eth0/statistics/rx_packets
+}
+
+net_server() {
+    net_up || return
+    # nc's standard input: a FIFO this shell holds open for writing, so that it never reads EOF
+    # (on EOF busybox nc half-closes the connection, and the client stops sending).
+    mkfifo /tmp/hold && exec 3<> /tmp/hold || { echo "QUERCUS-GUEST: net error mkfifo failed"; return; }
+    nc -l -p 5001 <&3 > /tmp/rx
+    status=$?
+    exec 3>&-
+    [ "$status" = 0 ] || { echo "QUERCUS-GUEST: net error nc -l -p 5001 failed ($status)"; return; }
+    sum=$(sha /tmp/rx) || { echo "QUERCUS-GUEST: net error reading /tmp/rx"; return; }
+    echo "QUERCUS-GUEST: net rx bytes=$(stat -c %s /tmp/rx) sha256=$sum"
+}
+
+net_client() {
+    net_up || return
+    [ -n "$peer" ] || { echo "QUERCUS-GUEST: net error no quercus.peer="; return; }
+    ping_peer 30 || { echo "QUERCUS-GUEST: net error no answer from $peer in 30 s"; return; }
+    echo "QUERCUS-GUEST: net ping ok"
+    dd if=/dev/urandom of=/tmp/tx bs=1048576 count=16 2> /dev/null \
+        || { echo "QUERCUS-GUEST: net error dd failed"; return; }
+    sum=$(sha /tmp/tx) || { echo "QUERCUS-GUEST: net error reading /tmp/tx"; return; }
+    echo "QUERCUS-GUEST: net tx bytes=$(stat -c %s /tmp/tx) sha256=$sum"
+    # The server may not be listening yet: connect again for up to 30 s.
+    end=$(($(date +%s) + 30))
+    until nc "$peer" 5001 < /tmp/tx; do
+        [ "$(date +%s)" -ge "$end" ] && { echo "QUERCUS-GUEST: net error nc $peer 5001 failed"; return; }
+        sleep 1
+    done
+    echo "QUERCUS-GUEST: net sent"
+}
+
+net_isolated() {
+    net_up || return
+    [ -n "$peer" ] || { echo "QUERCUS-GUEST: net error no quercus.peer="; return; }
+    result=fail
+    ping_peer 10 && result=ok
+    echo "QUERCUS-GUEST: net isolated ping=$result rx_packets=$(rx_packets)"
+    end=$(($(date +%s) + watch))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        sleep 5
+        echo "QUERCUS-GUEST: net isolated watch rx_packets=$(rx_packets)"
+    done
+}
+
 case "$test" in
     poweroff)
         echo "QUERCUS-GUEST: powering off"
@@ -95,6 +253,18 @@ case "$test" in
     panic)
         echo "QUERCUS-GUEST: panicking"
         echo c > /proc/sysrq-trigger
+        ;;
+    virtio-blk)
+        blk_test
+        ;;
+    net-server)
+        net_server
+        ;;
+    net-client)
+        net_client
+        ;;
+    net-isolated)
+        net_isolated
         ;;
     "")
         ;;
@@ -1059,9 +1229,66 @@ mod tests {
             "echo c > /proc/sysrq-trigger",
             "setsid cttyhack sh",
             MODULE_LIST,
+            "/sys/class/misc/hw_random/rng_current",
+            "QUERCUS-GUEST: hwrng=${rng:-none}",
+            "mount -t ext4 /dev/vda /mnt",
+            "QUERCUS-GUEST: blk found written sha256=$sum",
+            "QUERCUS-GUEST: net isolated ping=$result rx_packets=$(rx_packets)",
+            "/sys/class/net/eth0/statistics/rx_packets",
         ] {
             assert!(INIT_SCRIPT.contains(needle), "{needle}");
         }
+        // Every test mode the doc comment names has a branch.
+        for mode in [
+            "poweroff",
+            "reboot",
+            "panic",
+            "virtio-blk",
+            "net-server",
+            "net-client",
+            "net-isolated",
+        ] {
+            assert!(
+                INIT_SCRIPT.contains(&format!("\n    {mode})"))
+                    || INIT_SCRIPT.contains(&format!("\n    {mode}|")),
+                "{mode}"
+            );
+        }
+    }
+
+    /// What the script writes and sends must be what the host-side checks expect.
+    #[test]
+    fn init_script_matches_the_host_side_constants() {
+        use crate::disk_image::{written_txt, WRITTEN_LINES, WRITTEN_LINE_PREFIX};
+        assert!(INIT_SCRIPT.contains(&format!(
+            "seq 1 {WRITTEN_LINES} | while read -r n; do echo \"{WRITTEN_LINE_PREFIX} $n\"; done > /mnt/written.txt"
+        )));
+        // The loop's output for n = 1, 2, as the shell would print it.
+        let first: String = (1..=2)
+            .map(|n| format!("{WRITTEN_LINE_PREFIX} {n}\n"))
+            .collect();
+        assert!(written_txt().starts_with(first.as_bytes()));
+        assert!(INIT_SCRIPT.contains(&format!("nc -l -p {NET_PORT} ")));
+        assert!(INIT_SCRIPT.contains(&format!("nc \"$peer\" {NET_PORT} < /tmp/tx")));
+        assert_eq!(NET_BYTES, 16 * 1048576);
+        assert!(INIT_SCRIPT.contains("dd if=/dev/urandom of=/tmp/tx bs=1048576 count=16 "));
+    }
+
+    /// ext4 needs its checksum driver loaded before it mounts a metadata_csum filesystem.
+    #[test]
+    fn module_roots_cover_the_virtio_tests() {
+        let at = |m: &str| MODULE_ROOTS.iter().position(|r| *r == m);
+        for m in [
+            "virtio_pci",
+            "virtio_blk",
+            "virtio_net",
+            "virtio_console",
+            "virtio_rng",
+            "ext4",
+        ] {
+            assert!(at(m).is_some(), "{m}");
+        }
+        assert!(at("crc32c_generic") < at("ext4"));
     }
 
     #[test]

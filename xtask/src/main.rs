@@ -4,6 +4,7 @@ mod bench;
 mod bochs;
 mod build;
 mod console;
+mod disk_image;
 mod linux_image;
 mod packages;
 mod process;
@@ -57,9 +58,25 @@ enum Command {
         /// Only emulator cases whose name contains this string.
         #[arg(long)]
         filter: Option<String>,
+        /// Only the native runs of the emulator cases that have one (the guest booted by the
+        /// emulator itself, e.g. Linux on QEMU's own virtio devices), with the times of the guest's
+        /// milestones; needs no hypervisor build.
+        #[arg(long, conflicts_with = "unit_only")]
+        native_only: bool,
+        /// Also the Quercus runs of the cases marked pending (waiting for hypervisor support),
+        /// which otherwise run only natively or are skipped.
+        #[arg(long, conflicts_with_all = ["unit_only", "native_only"])]
+        pending: bool,
     },
     /// Build (or reuse) the Linux guest image from Debian packages; print its paths.
     LinuxImage {
+        /// Rebuild even when the cached image's inputs are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build (or reuse) the ext4 disk image of the virtio-blk tests (boot module `disk`); print
+    /// its path and the SHA-256 the guest must print for each file.
+    DiskImage {
         /// Rebuild even when the cached image's inputs are unchanged.
         #[arg(long)]
         force: bool,
@@ -356,11 +373,28 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::DiskImage { force } => disk_image::build(&workspace_root(), force).map(|path| {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            println!("{} ({size} bytes)", path.display());
+            let (hello, data, written) = disk_image::expected_hashes();
+            println!("hello.txt   sha256={hello}");
+            println!("data.bin    sha256={data}");
+            println!("written.txt sha256={written} (what the guest writes)");
+            ExitCode::SUCCESS
+        }),
         Command::Test {
             unit_only,
             emulator_only,
             filter,
-        } => tests::run_tests(!emulator_only, !unit_only, filter.as_deref()),
+            native_only,
+            pending,
+        } => tests::run_tests(
+            !emulator_only && !native_only,
+            !unit_only,
+            filter.as_deref(),
+            native_only,
+            pending,
+        ),
         Command::Bench {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),

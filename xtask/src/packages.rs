@@ -21,6 +21,7 @@ pub const PACKAGES: &[&str] = &[
     "xorriso",
     "mtools",
     "xz-utils",
+    "e2fsprogs",
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -68,17 +69,25 @@ const BOCHS: &[Requirement] = &[
     path("/usr/lib/grub/i386-pc", "grub-pc-bin"),
 ];
 
+/// The `disk` boot module (`disk_image`): an ext4 image made with `mke2fs -d`, its inode times
+/// set with `debugfs` (in /usr/sbin, not on every user's PATH).
+const DISK: &[Requirement] = &[
+    path("/usr/sbin/mke2fs", "e2fsprogs"),
+    path("/usr/sbin/debugfs", "e2fsprogs"),
+];
+
 /// What one emulator needs.
 pub fn requirements(emulator: Emulator) -> Vec<Requirement> {
-    match emulator {
-        Emulator::Qemu => QEMU.to_vec(),
-        Emulator::Bochs | Emulator::BochsAmd | Emulator::BochsHaswell => BOCHS.to_vec(),
-    }
+    let own = match emulator {
+        Emulator::Qemu => QEMU,
+        Emulator::Bochs | Emulator::BochsAmd | Emulator::BochsHaswell => BOCHS,
+    };
+    own.iter().chain(DISK).copied().collect()
 }
 
 /// What all emulators need.
 pub fn all_requirements() -> Vec<Requirement> {
-    QEMU.iter().chain(BOCHS).copied().collect()
+    QEMU.iter().chain(BOCHS).chain(DISK).copied().collect()
 }
 
 fn on_path(name: &str) -> bool {

@@ -77,7 +77,7 @@ pub struct RunConfig {
     pub echo: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RunOutcome {
     pub matched: bool,
     /// Why the run ended, one line.

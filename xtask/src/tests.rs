@@ -1,6 +1,6 @@
 //! `cargo xtask test`: host unit tests, then the table of emulator boot cases.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub enum Fail {
 /// A check of a whole console log: `Err` says what is wrong.
 pub type PostCheck = fn(&[String]) -> Result<(), String>;
 
+/// A check across the console logs of a case's native runs (the main run first, then its
+/// companions in order).
+pub type NativeCheck = fn(&[Vec<String>]) -> Result<(), String>;
+
 #[derive(Clone, Debug)]
 pub struct TestCase {
     pub name: &'static str,
@@ -59,21 +63,35 @@ pub struct TestCase {
     pub timeout_secs: u64,
     /// A native companion run, before the Quercus run: the case passes only if both pass.
     pub native: Option<Native>,
+    /// A check of the native runs' logs once each saw its expected lines.
+    pub native_check: Option<NativeCheck>,
+    /// What the Quercus run waits for (e.g. hypervisor support not landed yet): `cargo xtask test`
+    /// runs only the case's native runs, or lists it as skipped when it has none; `--pending`
+    /// runs it whole. Delete the line once that support lands.
+    pub pending: Option<&'static str>,
 }
 
 /// A run of one of the scenario's guests booted directly by the case's emulator (no
-/// hypervisor), with [`NATIVE_FAIL`] as its failure pattern: the baseline that shows the guest's
-/// expectations hold on the emulated CPU itself.
-#[derive(Clone, Debug)]
+/// hypervisor), with [`NATIVE_FAIL`] (or its own `fail`) as its failure pattern: the baseline that
+/// shows the guest's expectations hold on the emulated CPU (and QEMU's devices) itself.
+#[derive(Clone, Debug, Default)]
 pub struct Native {
-    /// The scenario's boot module booted as the kernel (a multiboot guest, e.g. `test-guest`):
-    /// the same ELF the Quercus run embeds.
+    /// The scenario's boot module booted as the kernel (a multiboot guest, e.g. `test-guest`, or
+    /// Debian's bzImage `linux`): the same file the Quercus run embeds.
     pub kernel: &'static str,
     pub cmdline: &'static str,
-    /// Boot modules of the native run: (a scenario module name, its module command line).
+    /// Boot modules of the native run: (a scenario module name, its module command line). A
+    /// bzImage kernel takes one, its initrd.
     pub modules: Vec<(&'static str, &'static str)>,
     /// Emulated CPUs of the native run.
     pub cpus: u32,
+    /// Emulated RAM (MiB); `None`: the case's.
+    pub mem_mib: Option<u32>,
+    /// QEMU arguments of this run only, after the case's (e.g. `-action reboot=reset`, so that a
+    /// guest's reboot restarts the machine rather than ending the run).
+    pub qemu_args: &'static [&'static str],
+    /// Devices QEMU provides to this run (QEMU only).
+    pub devices: Vec<NativeDevice>,
     /// Console regexes, all required, in order.
     pub expect: Vec<String>,
     /// QEMU arguments of the native run only, after the case's own `extra_qemu_args` (e.g. QEMU's
@@ -84,6 +102,88 @@ pub struct Native {
     /// Files the native run writes in its run directory (e.g. a `-chardev file`), each with
     /// regexes that lines of it must match, in order, once the console's expectations were met.
     pub files: Vec<(&'static str, Vec<String>)>,
+    /// Failure pattern; `None`: [`NATIVE_FAIL`].
+    pub fail: Option<&'static str>,
+    /// Further native runs side by side with this one (e.g. the other end of a network link),
+    /// each with its own console, machine and expected lines; all must pass.
+    pub companions: Vec<Native>,
+}
+
+/// A device QEMU itself provides to a native run, modern-only virtio like the hypervisor's: the
+/// guest's expectations checked against QEMU's device models, the reference for the virtio cases.
+#[derive(Clone, Debug)]
+pub enum NativeDevice {
+    /// virtio-blk on a private copy of boot module `.0` (the guest may write to it; the cached
+    /// image stays as it was built). The copy is removed after a passing run.
+    Blk(&'static str),
+    /// virtio-rng, fed by the host's /dev/urandom.
+    Rng,
+    /// virtio-net with MAC `52:54:00:51:00:<mac>` on one end of `link`: a TCP connection on
+    /// loopback between two runs of a case (QEMU `-netdev socket`); the `listen` end's QEMU is
+    /// started first, the other once that port is listening.
+    NetLink { link: usize, listen: bool, mac: u8 },
+    /// virtio-net with MAC `52:54:00:51:00:<mac>` on QEMU hub `hub` of this machine: its NICs on
+    /// that hub reach each other and nothing else.
+    NetHub { hub: u8, mac: u8 },
+}
+
+/// Where a native run's devices connect, decided when the case runs.
+#[derive(Clone, Debug)]
+pub struct NativeSlot<'a> {
+    /// The run's name (`<case>-native`, `<case>-native-2`...).
+    pub name: String,
+    /// The loopback TCP port of each link ([`NativeDevice::NetLink`]).
+    pub ports: &'a [u16],
+    /// Where disk copies go.
+    pub disk_dir: &'a Path,
+}
+
+impl NativeDevice {
+    /// QEMU arguments of the device, the `index`th of its run.
+    fn qemu_args(
+        &self,
+        index: usize,
+        slot: &NativeSlot,
+        disk: Option<&Path>,
+    ) -> Result<Vec<String>> {
+        let mac = |m: u8| format!("mac=52:54:00:51:00:{m:02x}");
+        let net = |netdev: String, m: u8| {
+            vec![
+                "-netdev".to_string(),
+                netdev,
+                "-device".to_string(),
+                format!(
+                    "virtio-net-pci,netdev=net{index},disable-legacy=on,{}",
+                    mac(m)
+                ),
+            ]
+        };
+        Ok(match self {
+            NativeDevice::Blk(module) => {
+                let disk = disk.with_context(|| format!("no disk copy of `{module}`"))?;
+                // QEMU's -drive splits options at commas: a comma in the path is doubled.
+                let file = disk.display().to_string().replace(',', ",,");
+                vec![
+                    "-drive".into(),
+                    format!("file={file},if=none,id=blk{index},format=raw"),
+                    "-device".into(),
+                    format!("virtio-blk-pci,drive=blk{index},disable-legacy=on"),
+                ]
+            }
+            NativeDevice::Rng => vec!["-device".into(), "virtio-rng-pci,disable-legacy=on".into()],
+            NativeDevice::NetLink { link, listen, mac } => {
+                let port = slot
+                    .ports
+                    .get(*link)
+                    .with_context(|| format!("no port for link {link}"))?;
+                let end = if *listen { "listen" } else { "connect" };
+                net(format!("socket,id=net{index},{end}=127.0.0.1:{port}"), *mac)
+            }
+            NativeDevice::NetHub { hub, mac } => {
+                net(format!("hubport,id=net{index},hubid={hub}"), *mac)
+            }
+        })
+    }
 }
 
 /// Failure pattern of native companion runs.
@@ -112,6 +212,8 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         fail: Fail::Default,
         timeout_secs: if qemu { 60 } else { 180 },
         native: None,
+        native_check: None,
+        pending: None,
     }
 }
 
@@ -248,8 +350,7 @@ fn pic_only(name: &'static str, emulator: Emulator) -> TestCase {
             modules: Vec::new(),
             cpus: 1,
             expect: pic_only_lines(""),
-            extra_qemu_args: Vec::new(),
-            files: Vec::new(),
+            ..Default::default()
         }),
         timeout_secs: if qemu { 60 } else { 400 },
         ..boot(name, emulator, 2)
@@ -310,8 +411,7 @@ fn arch(name: &'static str, emulator: Emulator, native_skips: &[&str]) -> TestCa
             modules: vec![("test-guest", "arch-module")],
             cpus: 1,
             expect: prefixed(""),
-            extra_qemu_args: Vec::new(),
-            files: Vec::new(),
+            ..Default::default()
         }),
         ..boot(name, emulator, 2)
     }
@@ -467,6 +567,7 @@ fn virtio_drivers(name: &'static str, emulator: Emulator) -> TestCase {
                 "virtio-console.out",
                 vec![format!("^{}$", regex::escape(VIRTIO_CONSOLE_LINE))],
             )],
+            ..Default::default()
         }
     });
     TestCase {
@@ -866,6 +967,295 @@ fn linux_panic() -> TestCase {
     }
 }
 
+/// The kernel command line of the `virtio-blk` scenarios' VM (and of the native run).
+pub const VIRTIO_BLK_CMDLINE: &str =
+    "console=ttyS0 quiet quercus.modules=1 quercus.test=virtio-blk";
+/// The `virtio-net` scenario's VMs (and the native runs): `server` and `client` on switch `lan0`,
+/// `outsider` alone on `lan1`, all three in one IPv4 subnet that exists only on those emulated
+/// switches. The outsider keeps reporting its received packets (`quercus.watch`) until after the
+/// transfer.
+pub const NET_SERVER_CMDLINE: &str =
+    "console=ttyS0 quiet quercus.modules=1 quercus.test=net-server quercus.ip=10.0.0.1/24";
+pub const NET_CLIENT_CMDLINE: &str = "console=ttyS0 quiet quercus.modules=1 quercus.test=net-client quercus.ip=10.0.0.2/24 quercus.peer=10.0.0.1";
+pub const NET_OUTSIDER_CMDLINE: &str = "console=ttyS0 quiet quercus.modules=1 quercus.test=net-isolated quercus.ip=10.0.0.3/24 quercus.peer=10.0.0.1 quercus.watch=900";
+/// Why the virtio cases' Quercus runs wait.
+const VIRTIO_PENDING: &str =
+    "the hypervisor's virtio devices and the scenario's [[vm.virtio]] tables";
+/// At most this many packets may reach the isolated VM's eth0 (the transfer is ~11,000 frames).
+pub const ISOLATED_RX_MAX: u64 = 64;
+
+/// Failure lines of the virtio Linux cases: [`LINUX_FAIL`] and the guest's own error lines.
+const VIRTIO_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: (?:blk|net) error|QUERCUS-GUEST: unknown quercus\.test";
+/// Failure lines of their native runs.
+const VIRTIO_NATIVE_FAIL: &str = r"Kernel panic|Attempted to kill init|general protection fault|QUERCUS-GUEST: (?:blk|net) error|QUERCUS-GUEST: unknown quercus\.test";
+
+/// `^` and the escaped console prefix of a VM's lines under Quercus (`[linux] `); nothing for a
+/// native run, whose first line after a (re)boot starts with the firmware's terminal codes.
+fn line_start(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("^{}", regex::escape(prefix))
+    }
+}
+
+/// The Linux guest's first lines with `quercus.modules=1`, after `prefix`.
+fn linux_virtio_up(prefix: &str) -> Vec<String> {
+    let p = line_start(prefix);
+    vec![
+        format!(r"{p}QUERCUS-GUEST: up$"),
+        format!(r"{p}QUERCUS-GUEST: modules loaded=\d+ of \d+$"),
+    ]
+}
+
+/// What the `virtio-blk` guest prints, each line after `prefix`: the disk's two files with the
+/// hashes computed here, the write, the second boot and the written file's hash.
+fn virtio_blk_lines(prefix: &str) -> Vec<String> {
+    let p = line_start(prefix);
+    let (hello, data, written) = crate::disk_image::expected_hashes();
+    let mut v = linux_virtio_up(prefix);
+    v.extend([
+        format!(r"{p}QUERCUS-GUEST: hwrng=virtio_rng\.\d+$"),
+        format!(r"{p}QUERCUS-GUEST: blk hello sha256={hello}$"),
+        format!(r"{p}QUERCUS-GUEST: blk data sha256={data}$"),
+        format!(r"{p}QUERCUS-GUEST: blk wrote$"),
+        format!(r"{p}QUERCUS-GUEST: up$"),
+        format!(r"{p}QUERCUS-GUEST: blk found written sha256={written}$"),
+    ]);
+    v
+}
+
+/// The `N` and `M` of each `modules loaded=N of M` line.
+fn modules_loaded(lines: &[String]) -> Vec<(u32, u32)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("QUERCUS-GUEST: modules loaded=").nth(1)?;
+            let (n, m) = rest.split_once(" of ")?;
+            Some((n.trim().parse().ok()?, m.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every boot loaded every module of the initramfs.
+fn all_modules_loaded(lines: &[String]) -> Result<(), String> {
+    let counts = modules_loaded(lines);
+    if counts.is_empty() {
+        return Err("no `modules loaded=` line".into());
+    }
+    match counts.iter().find(|(n, m)| n != m) {
+        Some((n, m)) => Err(format!("only {n} of {m} kernel modules loaded")),
+        None => Ok(()),
+    }
+}
+
+/// The `virtio-blk` guest (VM `linux`) under `emulator`: it reads the two files of the `disk`
+/// module on the hypervisor's virtio-blk device, writes a third, reboots (`restart_on_reset`) and
+/// finds it on the same disk; the VM also has a virtio-rng, which Linux takes as its hwrng. On
+/// QEMU the same guest runs natively first on QEMU's own virtio-blk and virtio-rng.
+fn virtio_blk(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    let mut expect = virtio_blk_lines("[linux] ");
+    expect.push(r"vm linux: stopped: .*powered off by the guest".into());
+    TestCase {
+        scenario: if qemu {
+            "virtio-blk"
+        } else {
+            "virtio-blk-bochs"
+        },
+        mem_mib: 1024,
+        expect,
+        post_check: Some(all_modules_loaded),
+        fail: Fail::Custom(VIRTIO_FAIL),
+        // Two Linux boots: minutes each under Bochs.
+        timeout_secs: if qemu { 300 } else { 1800 },
+        native: qemu.then(|| Native {
+            kernel: build::LINUX_MODULE,
+            cmdline: VIRTIO_BLK_CMDLINE,
+            modules: vec![(build::LINUX_INITRD_MODULE, "")],
+            cpus: 1,
+            mem_mib: Some(256),
+            qemu_args: &["-action", "reboot=reset"],
+            devices: vec![NativeDevice::Blk(build::DISK_MODULE), NativeDevice::Rng],
+            expect: virtio_blk_lines(""),
+            fail: Some(VIRTIO_NATIVE_FAIL),
+            companions: Vec::new(),
+            ..Default::default()
+        }),
+        native_check: Some(|logs| logs.iter().try_for_each(|l| all_modules_loaded(l))),
+        pending: Some(VIRTIO_PENDING),
+        ..boot(name, emulator, 2)
+    }
+}
+
+/// The lines of one `virtio-net` VM role (`net-server`, `net-client`, `net-isolated`) after
+/// `prefix`.
+fn virtio_net_lines(role: &str, prefix: &str) -> Vec<String> {
+    let p = line_start(prefix);
+    let bytes = crate::linux_image::NET_BYTES;
+    let mut v = linux_virtio_up(prefix);
+    match role {
+        "server" => v.push(format!(
+            r"{p}QUERCUS-GUEST: net rx bytes={bytes} sha256=[0-9a-f]{{64}}$"
+        )),
+        "client" => v.extend([
+            format!(r"{p}QUERCUS-GUEST: net ping ok$"),
+            format!(r"{p}QUERCUS-GUEST: net tx bytes={bytes} sha256=[0-9a-f]{{64}}$"),
+            format!(r"{p}QUERCUS-GUEST: net sent$"),
+        ]),
+        _ => v.push(format!(
+            r"{p}QUERCUS-GUEST: net isolated ping=fail rx_packets=\d+$"
+        )),
+    }
+    v
+}
+
+/// The lines of VM `vm` in a Quercus log, without their `[vm] ` prefix.
+fn vm_lines(lines: &[String], vm: &str) -> Vec<String> {
+    let prefix = format!("[{vm}] ");
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+/// The `bytes=` and `sha256=` of the first line of `lines` containing `what`.
+fn bytes_and_sha(lines: &[String], what: &str) -> Option<(u64, String)> {
+    lines.iter().find_map(|l| {
+        let rest = &l[l.find(what)? + what.len()..];
+        let bytes = rest.strip_prefix("bytes=")?.split_whitespace().next()?;
+        let sha = rest.split("sha256=").nth(1)?.split_whitespace().next()?;
+        Some((bytes.parse().ok()?, sha.to_string()))
+    })
+}
+
+/// The server received what the client sent (size and SHA-256 as each guest computed them).
+fn net_transfer_check(server: &[String], client: &[String]) -> Result<(), String> {
+    let rx = bytes_and_sha(server, "QUERCUS-GUEST: net rx ").ok_or("no `net rx` line")?;
+    let tx = bytes_and_sha(client, "QUERCUS-GUEST: net tx ").ok_or("no `net tx` line")?;
+    if rx != tx {
+        return Err(format!(
+            "the server received {} bytes with SHA-256 {}; the client sent {} bytes with SHA-256 {}",
+            rx.0, rx.1, tx.0, tx.1
+        ));
+    }
+    if tx.0 != crate::linux_image::NET_BYTES {
+        return Err(format!(
+            "{} bytes sent, not {}",
+            tx.0,
+            crate::linux_image::NET_BYTES
+        ));
+    }
+    Ok(())
+}
+
+/// Each `rx_packets=` the isolated guest reported.
+fn isolated_rx_packets(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter(|l| l.contains("QUERCUS-GUEST: net isolated "))
+        .filter_map(|l| l.split("rx_packets=").nth(1)?.trim().parse().ok())
+        .collect()
+}
+
+/// The isolated guest saw at most [`ISOLATED_RX_MAX`] packets, each time it looked.
+fn isolated_check(outsider: &[String]) -> Result<(), String> {
+    let counts = isolated_rx_packets(outsider);
+    if counts.is_empty() {
+        return Err("no `net isolated` line".into());
+    }
+    match counts.iter().find(|&&c| c > ISOLATED_RX_MAX) {
+        Some(c) => Err(format!(
+            "the isolated VM received {c} packets (at most {ISOLATED_RX_MAX} expected): {counts:?}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The Quercus run of `virtio-net`: the transfer arrived intact, and the outsider saw none of it
+/// (its report after the client's `net sent` included: the expected lines wait for one).
+fn virtio_net_check(lines: &[String]) -> Result<(), String> {
+    all_modules_loaded(lines)?;
+    net_transfer_check(&vm_lines(lines, "server"), &vm_lines(lines, "client"))?;
+    isolated_check(&vm_lines(lines, "outsider"))
+}
+
+/// The native runs of `virtio-net`: server, client, outsider.
+fn virtio_net_native_check(logs: &[Vec<String>]) -> Result<(), String> {
+    let [server, client, outsider] = logs else {
+        return Err(format!("{} native logs, expected 3", logs.len()));
+    };
+    for log in logs {
+        all_modules_loaded(log)?;
+    }
+    net_transfer_check(server, client)?;
+    isolated_check(outsider)
+}
+
+/// Three Linux VMs with the hypervisor's virtio-net: `server` and `client` on switch `lan0` move
+/// 16 MiB over TCP (`nc`), ping first; `outsider`, alone on `lan1` with two NICs, cannot reach the
+/// server and sees none of the traffic. Natively first: two QEMUs joined by a socket netdev, the
+/// outsider a third whose two NICs share a QEMU hub.
+fn virtio_net() -> TestCase {
+    let native = |cmdline, devices, role| Native {
+        kernel: build::LINUX_MODULE,
+        cmdline,
+        modules: vec![(build::LINUX_INITRD_MODULE, "")],
+        cpus: 1,
+        mem_mib: Some(128),
+        devices,
+        expect: virtio_net_lines(role, ""),
+        fail: Some(VIRTIO_NATIVE_FAIL),
+        ..Default::default()
+    };
+    let mut client = virtio_net_lines("client", "[client] ");
+    // The outsider's first report after the transfer.
+    client.push(r"^\[outsider\] QUERCUS-GUEST: net isolated watch rx_packets=\d+$".into());
+    TestCase {
+        scenario: "virtio-net",
+        cpus: 4,
+        mem_mib: 1024,
+        expect: virtio_net_lines("server", "[server] "),
+        parallel: vec![client, virtio_net_lines("outsider", "[outsider] ")],
+        post_check: Some(virtio_net_check),
+        fail: Fail::Custom(VIRTIO_FAIL),
+        timeout_secs: 600,
+        native: Some(Native {
+            companions: vec![
+                native(
+                    NET_CLIENT_CMDLINE,
+                    vec![NativeDevice::NetLink {
+                        link: 0,
+                        listen: false,
+                        mac: 2,
+                    }],
+                    "client",
+                ),
+                native(
+                    NET_OUTSIDER_CMDLINE,
+                    vec![
+                        NativeDevice::NetHub { hub: 1, mac: 3 },
+                        NativeDevice::NetHub { hub: 1, mac: 4 },
+                    ],
+                    "outsider",
+                ),
+            ],
+            ..native(
+                NET_SERVER_CMDLINE,
+                vec![NativeDevice::NetLink {
+                    link: 0,
+                    listen: true,
+                    mac: 1,
+                }],
+                "server",
+            )
+        }),
+        native_check: Some(virtio_net_native_check),
+        pending: Some(VIRTIO_PENDING),
+        ..boot("virtio-net-qemu-svm", Emulator::Qemu, 4)
+    }
+}
+
 /// The scripted shell session on the `shell` scenario (two VMs that stay up).
 fn shell_session() -> TestCase {
     const STATS_VM0: &str = r"^vm0\s+0\s+\d+\s";
@@ -960,6 +1350,8 @@ pub fn cases() -> Vec<TestCase> {
         linux_pvh(),
         linux_highmem(),
         linux_panic(),
+        virtio_blk("virtio-blk-qemu-svm", Emulator::Qemu),
+        virtio_net(),
         linux_bochs("linux-smp-bochs-vmx", Emulator::Bochs),
         linux_bochs("linux-smp-bochs-svm", Emulator::BochsAmd),
         guest("guest-qemu-svm", Emulator::Qemu),
@@ -983,6 +1375,7 @@ pub fn cases() -> Vec<TestCase> {
         virtio_drivers("virtio-drivers-bochs-vmx", Emulator::Bochs),
         virtio_drivers("virtio-drivers-bochs-svm", Emulator::BochsAmd),
         virtio_peer(),
+        virtio_blk("virtio-blk-bochs-vmx", Emulator::Bochs),
         TestCase {
             scenario: "partitioned",
             cpus: 4,
@@ -1099,12 +1492,96 @@ impl TestCase {
 }
 
 impl Native {
-    /// The native run of `case`: its kernel and modules are looked up by name among the
+    /// This run and its companions, in order (the order of the logs a [`NativeCheck`] gets).
+    pub fn runs(&self) -> Vec<&Native> {
+        std::iter::once(self).chain(&self.companions).collect()
+    }
+
+    /// Every boot module the runs name: kernels, their modules and disks.
+    pub fn module_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        for run in self.runs() {
+            names.push(run.kernel);
+            names.extend(run.modules.iter().map(|&(m, _)| m));
+            names.extend(run.devices.iter().filter_map(|d| match d {
+                NativeDevice::Blk(m) => Some(*m),
+                _ => None,
+            }));
+            // Modules named by `{module:NAME}` in the native QEMU arguments.
+            names.extend(run.extra_qemu_args.iter().flat_map(|a| {
+                a.split("{module:")
+                    .skip(1)
+                    .filter_map(|t| t.split_once('}').map(|(name, _)| name))
+            }));
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The links the runs' devices use: one past the highest link number.
+    pub fn link_count(&self) -> usize {
+        self.runs()
+            .iter()
+            .flat_map(|r| &r.devices)
+            .filter_map(|d| match d {
+                NativeDevice::NetLink { link, .. } => Some(link + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Ports this run connects to (its links' `listen: false` ends): wait for them to listen.
+    pub fn connects_to(&self, ports: &[u16]) -> Vec<u16> {
+        self.devices
+            .iter()
+            .filter_map(|d| match d {
+                NativeDevice::NetLink {
+                    link,
+                    listen: false,
+                    ..
+                } => ports.get(*link).copied(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// (the scenario module, where this run's private copy of it goes) for each disk.
+    pub fn disk_copies(
+        &self,
+        slot: &NativeSlot,
+        scenario_modules: &[BootModule],
+    ) -> Result<Vec<(PathBuf, PathBuf)>> {
+        self.devices
+            .iter()
+            .filter_map(|d| match d {
+                NativeDevice::Blk(module) => Some(*module),
+                _ => None,
+            })
+            .map(|module| {
+                let src = scenario_modules
+                    .iter()
+                    .find(|m| m.cmdline == module)
+                    .map(|m| m.path.clone())
+                    .with_context(|| format!("{}: no boot module `{module}`", slot.name))?;
+                let dst = slot.disk_dir.join(format!(
+                    "{}-{}-{module}.img",
+                    slot.name,
+                    std::process::id()
+                ));
+                Ok((src, dst))
+            })
+            .collect()
+    }
+
+    /// The native run of `case` in `slot`: its kernel and modules are looked up by name among the
     /// scenario's boot modules (each carries its name as its command line).
     pub fn run_config(
         &self,
         case: &TestCase,
         scenario_modules: &[BootModule],
+        slot: &NativeSlot,
     ) -> Result<RunConfig> {
         let find = |name: &str| {
             scenario_modules
@@ -1135,28 +1612,45 @@ impl Native {
                 Regex::new(s).with_context(|| format!("{}: bad native regex `{s}`", case.name))
             })
             .collect::<Result<Vec<_>>>()?;
-        // The same machine as the Quercus run (e.g. `-action reboot=reset`), then the native run's
-        // own devices.
-        let mut extra_qemu_args: Vec<String> =
-            case.extra_qemu_args.iter().map(|s| s.to_string()).collect();
+        // The same machine as the Quercus run (e.g. `-action reboot=reset`), then this run's own.
+        let mut extra_qemu_args: Vec<String> = case
+            .extra_qemu_args
+            .iter()
+            .chain(self.qemu_args)
+            .map(|s| s.to_string())
+            .collect();
+        if !self.devices.is_empty() {
+            // Only the listed devices: no default NIC (user-mode networking).
+            extra_qemu_args.extend(["-nic".to_string(), "none".to_string()]);
+            let copies = self.disk_copies(slot, scenario_modules)?;
+            let mut disks = copies.iter().map(|(_, dst)| dst.as_path());
+            for (i, device) in self.devices.iter().enumerate() {
+                let disk = match device {
+                    NativeDevice::Blk(_) => disks.next(),
+                    _ => None,
+                };
+                extra_qemu_args.extend(device.qemu_args(i, slot, disk)?);
+            }
+        }
+        // QEMU arguments with module paths.
         for arg in &self.extra_qemu_args {
             extra_qemu_args.push(substitute_modules(arg, |name| {
                 find(name).map(|p| p.display().to_string().replace(',', ",,"))
             })?);
         }
         Ok(RunConfig {
-            name: format!("{}-native", case.name),
+            name: slot.name.clone(),
             kernel: find(self.kernel)?,
             emulator: case.emulator,
             cpus: self.cpus,
-            mem_mib: case.mem_mib,
+            mem_mib: self.mem_mib.unwrap_or(case.mem_mib),
             cmdline: self.cmdline.to_string(),
             modules,
             extra_qemu_args,
             expect,
             parallel: Vec::new(),
             input: Vec::new(),
-            fail: Some(Regex::new(NATIVE_FAIL)?),
+            fail: Some(Regex::new(self.fail.unwrap_or(NATIVE_FAIL))?),
             timeout: Duration::from_secs(case.timeout_secs),
             echo: false,
         })
@@ -1253,8 +1747,16 @@ fn unit_tests(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test`.
-pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<ExitCode> {
+/// `cargo xtask test`. `native_only`: only the native runs of the selected cases that have one
+/// (no hypervisor build, no scenario check), with the times of the guest's milestones.
+/// `pending`: also the Quercus runs of [`TestCase::pending`] cases.
+pub fn run_tests(
+    unit: bool,
+    emulator: bool,
+    filter: Option<&str>,
+    native_only: bool,
+    pending: bool,
+) -> Result<ExitCode> {
     let root = workspace_root();
     if unit {
         unit_tests(&root)?;
@@ -1265,18 +1767,30 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
     let selected: Vec<TestCase> = cases()
         .into_iter()
         .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+        .filter(|c| !native_only || c.native.is_some())
         .collect();
     if selected.is_empty() {
         bail!("no emulator test case matches the filter");
     }
     packages::ensure(&packages::all_requirements())?;
+    let milestone = Regex::new(MILESTONE)?;
     let mut images: std::collections::HashMap<&str, (std::path::PathBuf, Vec<BootModule>)> =
         std::collections::HashMap::new();
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     for case in &selected {
         if process::interrupted() {
             eprintln!("interrupted");
             break;
+        }
+        let waiting = case.pending.filter(|_| !pending);
+        if !native_only && waiting.is_some() && case.native.is_none() {
+            skipped += 1;
+            println!(
+                "SKIP {}: pending: {}",
+                case.name,
+                waiting.unwrap_or_default()
+            );
+            continue;
         }
         let pb = ProgressBar::new_spinner();
         pb.set_style(
@@ -1284,26 +1798,33 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
         );
         pb.set_message(case.name);
         pb.enable_steady_tick(Duration::from_millis(100));
-        let result = image_for(&root, case.scenario, &mut images)
-            .and_then(|(kernel, modules)| run_case(case, &kernel, &modules));
+        let (result, suffix) = if native_only || waiting.is_some() {
+            let suffix = match waiting {
+                Some(why) if !native_only => format!(" (native run only; pending: {why})"),
+                _ => " (native run only)".to_string(),
+            };
+            (native_only_case(&root, case), suffix)
+        } else {
+            let result = image_for(&root, case.scenario, &mut images)
+                .and_then(|(kernel, modules)| run_case(case, &kernel, &modules))
+                .map(|v| (v, Vec::new()));
+            (result, String::new())
+        };
         pb.finish_and_clear();
         match result {
-            Ok(Verdict::Pass(secs)) => {
-                passed += 1;
-                println!("PASS {} ({secs:.1} s)", case.name);
-            }
-            Ok(Verdict::Fail {
-                why,
-                diagnostics,
-                tail,
-            }) => {
-                failed += 1;
-                println!("FAIL {}: {why}", case.name);
-                for line in &diagnostics {
-                    println!("  {line}");
+            Ok((verdict, runs)) => {
+                if matches!(verdict, Verdict::Pass(_)) {
+                    passed += 1;
+                } else {
+                    failed += 1;
                 }
-                for line in &tail {
-                    println!("  | {line}");
+                report(case.name, verdict, &suffix);
+                if native_only {
+                    for (name, outcome) in &runs {
+                        for line in milestones(&milestone, outcome) {
+                            println!("  {name} {line}");
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -1312,12 +1833,74 @@ pub fn run_tests(unit: bool, emulator: bool, filter: Option<&str>) -> Result<Exi
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    if skipped == 0 {
+        println!("{passed} passed, {failed} failed");
+    } else {
+        println!("{passed} passed, {failed} failed, {skipped} skipped");
+    }
     Ok(if failed == 0 && !process::interrupted() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Guest lines worth timing in a native run's log: the Linux guest's progress and results.
+const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net)";
+
+/// `SECONDS s  LINE` for each line of `outcome` matching `milestone` (from the match on, without
+/// the firmware's terminal codes before it).
+fn milestones(milestone: &Regex, outcome: &runner::RunOutcome) -> Vec<String> {
+    outcome
+        .lines
+        .iter()
+        .zip(&outcome.line_times)
+        .filter_map(|(line, t)| {
+            let m = milestone.find(line)?;
+            Some(format!("{:7.2} s  {}", t.as_secs_f64(), &line[m.start()..]))
+        })
+        .collect()
+}
+
+/// The native runs of `case` alone: their modules made or built by name (no scenario check, no
+/// hypervisor build).
+fn native_only_case(
+    root: &Path,
+    case: &TestCase,
+) -> Result<(Verdict, Vec<(String, runner::RunOutcome)>)> {
+    let native = case.native.as_ref().context("the case has no native run")?;
+    let opts = BuildOptions::default();
+    let modules = native
+        .module_names()
+        .into_iter()
+        .map(|name| {
+            Ok(BootModule {
+                path: build::module_path(root, name, &opts)?,
+                cmdline: name.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    run_native(case, &modules)
+}
+
+/// Prints a case's verdict (`suffix` after the name of a passing case).
+fn report(name: &str, verdict: Verdict, suffix: &str) {
+    match verdict {
+        Verdict::Pass(secs) => println!("PASS {name}{suffix} ({secs:.1} s)"),
+        Verdict::Fail {
+            why,
+            diagnostics,
+            tail,
+        } => {
+            println!("FAIL {name}: {why}");
+            for line in &diagnostics {
+                println!("  {line}");
+            }
+            for line in &tail {
+                println!("  | {line}");
+            }
+        }
+    }
 }
 
 /// How one case ended.
@@ -1354,12 +1937,13 @@ fn judge(label: &str, outcome: runner::RunOutcome, post_check: Option<PostCheck>
 
 /// Runs `case`: its native companion run first if it has one, then the Quercus run.
 fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Verdict> {
-    let label = if let Some(native) = &case.native {
-        let cfg = native.run_config(case, modules)?;
-        if let v @ Verdict::Fail { .. } = judge("native run: ", runner::run(&cfg)?, None) {
+    let label = if case.native.is_some() {
+        if let (v @ Verdict::Fail { .. }, _) = run_native(case, modules)? {
             return Ok(v);
         }
-        if let Err(why) = check_native_files(&runner::run_dir(&cfg.name), &native.files) {
+        let files = case.native.as_ref().map_or(&[][..], |n| &n.files[..]);
+        let dir = runner::run_dir(&format!("{}-native", case.name));
+        if let Err(why) = check_native_files(&dir, files) {
             return Ok(Verdict::Fail {
                 why: format!("native run: {why}"),
                 diagnostics: Vec::new(),
@@ -1372,6 +1956,148 @@ fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Ve
     };
     let cfg = case.run_config(kernel, modules)?;
     Ok(judge(label, runner::run(&cfg)?, case.post_check))
+}
+
+/// Whether `/proc/net/tcp` text lists a socket listening on 127.0.0.1 or any address at `port`.
+pub fn tcp_listening(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (Some(local), Some(state)) = (f.get(1), f.get(3)) else {
+            return false;
+        };
+        let Some((addr, p)) = local.split_once(':') else {
+            return false;
+        };
+        // Little-endian hex address, big-endian hex port; state 0A is LISTEN.
+        *state == "0A"
+            && u16::from_str_radix(p, 16) == Ok(port)
+            && (addr == "0100007F" || addr == "00000000")
+    })
+}
+
+/// Waits up to `timeout` for something to listen on loopback TCP `port` (without connecting:
+/// QEMU's `-netdev socket,listen=` would take a probe for its peer).
+fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if tcp_listening(&table, port) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline || process::interrupted() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Free loopback TCP ports, one per link (bound together, then released for QEMU).
+fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding a free loopback port")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// The native runs of `case` (its `native` and the companions, side by side): the verdict over
+/// all of them, and each run's name and outcome.
+fn run_native(
+    case: &TestCase,
+    modules: &[BootModule],
+) -> Result<(Verdict, Vec<(String, runner::RunOutcome)>)> {
+    let native = case.native.as_ref().context("the case has no native run")?;
+    let runs = native.runs();
+    let ports = free_ports(native.link_count())?;
+    let disk_dir = workspace_root().join("target").join("runs");
+    std::fs::create_dir_all(&disk_dir)?;
+    let mut planned = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let slot = NativeSlot {
+            name: match i {
+                0 => format!("{}-native", case.name),
+                _ => format!("{}-native-{}", case.name, i + 1),
+            },
+            ports: &ports,
+            disk_dir: &disk_dir,
+        };
+        let copies = run.disk_copies(&slot, modules)?;
+        for (src, dst) in &copies {
+            std::fs::copy(src, dst)
+                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        }
+        let cfg = run.run_config(case, modules, &slot)?;
+        planned.push((cfg, run.connects_to(&ports), copies));
+    }
+    let outcomes: Vec<Result<runner::RunOutcome>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = planned
+            .iter()
+            .map(|(cfg, connects, _)| {
+                scope.spawn(move || {
+                    for &port in connects {
+                        if !wait_listening(port, Duration::from_secs(60)) {
+                            bail!("{}: nothing listens on 127.0.0.1:{port}", cfg.name);
+                        }
+                    }
+                    runner::run(cfg)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("native run thread panicked")))
+            })
+            .collect()
+    });
+    let mut named = Vec::new();
+    let mut verdict = None;
+    for ((cfg, _, copies), outcome) in planned.iter().zip(outcomes) {
+        let outcome = outcome?;
+        if outcome.matched {
+            for (_, dst) in copies {
+                let _ = std::fs::remove_file(dst);
+            }
+        }
+        if verdict.is_none() {
+            let label = if runs.len() == 1 {
+                "native run: ".to_string()
+            } else {
+                format!("native run {}: ", cfg.name)
+            };
+            let v = judge(&label, outcome.clone(), None);
+            if matches!(v, Verdict::Fail { .. }) {
+                verdict = Some(v);
+            }
+        }
+        named.push((cfg.name.clone(), outcome));
+    }
+    let verdict = match verdict {
+        Some(v) => v,
+        None => {
+            let logs: Vec<Vec<String>> = named.iter().map(|(_, o)| o.lines.clone()).collect();
+            match case.native_check.map(|check| check(&logs)) {
+                Some(Err(why)) => Verdict::Fail {
+                    why: format!("native runs: {why}"),
+                    diagnostics: Vec::new(),
+                    tail: Vec::new(),
+                },
+                _ => Verdict::Pass(
+                    named
+                        .iter()
+                        .filter_map(|(_, o)| o.elapsed_to_match)
+                        .max()
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                ),
+            }
+        }
+    };
+    Ok((verdict, named))
 }
 
 /// The hypervisor image and guest modules for `scenario`, built once per test run.
@@ -1419,25 +2145,357 @@ mod unit {
                     "{}: the native run expects nothing",
                     c.name
                 );
-                let mut names = vec![n.kernel];
-                names.extend(n.modules.iter().map(|&(m, _)| m));
-                // Modules named by `{module:NAME}` in the native QEMU arguments.
-                names.extend(n.extra_qemu_args.iter().flat_map(|a| {
-                    a.split("{module:")
-                        .skip(1)
-                        .filter_map(|t| t.split_once('}').map(|(name, _)| name))
-                }));
-                let modules: Vec<BootModule> = names
+                let modules: Vec<BootModule> = n
+                    .module_names()
                     .iter()
                     .map(|m| BootModule {
                         path: format!("/m/{m}").into(),
                         cmdline: m.to_string(),
                     })
                     .collect();
-                let cfg = n.run_config(c, &modules).expect("native regexes compile");
-                assert_eq!(cfg.kernel, Path::new(&format!("/m/{}", n.kernel)));
+                let ports: Vec<u16> = (0..n.link_count()).map(|l| 40000 + l as u16).collect();
+                for run in n.runs() {
+                    assert!(
+                        !run.expect.is_empty(),
+                        "{}: a native run expects nothing",
+                        c.name
+                    );
+                    assert!(
+                        run.companions.is_empty() || std::ptr::eq(run, n),
+                        "{}",
+                        c.name
+                    );
+                    let cfg = run
+                        .run_config(c, &modules, &slot("s", &ports))
+                        .expect("native regexes compile");
+                    assert_eq!(cfg.kernel, Path::new(&format!("/m/{}", run.kernel)));
+                }
             }
         }
+    }
+
+    fn slot<'a>(name: &str, ports: &'a [u16]) -> NativeSlot<'a> {
+        NativeSlot {
+            name: name.into(),
+            ports,
+            disk_dir: Path::new("/runs"),
+        }
+    }
+
+    #[test]
+    fn every_case_has_its_scenario_file() {
+        for c in cases() {
+            let path = workspace_root()
+                .join("configs")
+                .join(format!("{}.toml", c.scenario));
+            assert!(path.is_file(), "{}: no {}", c.name, path.display());
+        }
+    }
+
+    /// The native runs boot the guests with the command lines the scenarios give their VMs.
+    #[test]
+    fn virtio_scenarios_match_the_native_runs() {
+        let read = |name: &str| {
+            std::fs::read_to_string(workspace_root().join(format!("configs/{name}.toml"))).unwrap()
+        };
+        for name in ["virtio-blk", "virtio-blk-bochs"] {
+            let text = read(name);
+            for needle in [
+                format!("cmdline = \"{VIRTIO_BLK_CMDLINE}\""),
+                "restart_on_reset = true".into(),
+                "memory_mib = 256".into(),
+                format!("type = \"blk\"\nmodule = \"{}\"", build::DISK_MODULE),
+                "type = \"rng\"".into(),
+            ] {
+                assert!(text.contains(&needle), "{name}: {needle}");
+            }
+        }
+        let net = read("virtio-net");
+        for cmdline in [NET_SERVER_CMDLINE, NET_CLIENT_CMDLINE, NET_OUTSIDER_CMDLINE] {
+            assert!(
+                net.contains(&format!("cmdline = \"{cmdline}\"")),
+                "{cmdline}"
+            );
+        }
+        assert_eq!(net.matches("switch = \"lan0\"").count(), 2);
+        assert_eq!(net.matches("switch = \"lan1\"").count(), 2);
+        let cases = cases();
+        let native = |name: &str| {
+            cases
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.native.clone())
+                .unwrap()
+        };
+        assert_eq!(native("virtio-blk-qemu-svm").cmdline, VIRTIO_BLK_CMDLINE);
+        let cmdlines: Vec<&str> = native("virtio-net-qemu-svm")
+            .runs()
+            .iter()
+            .map(|r| r.cmdline)
+            .collect();
+        assert_eq!(
+            cmdlines,
+            [NET_SERVER_CMDLINE, NET_CLIENT_CMDLINE, NET_OUTSIDER_CMDLINE]
+        );
+    }
+
+    #[test]
+    fn only_the_virtio_cases_wait_for_the_hypervisor() {
+        let pending: Vec<&str> = cases()
+            .iter()
+            .filter(|c| c.pending.is_some())
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            pending,
+            [
+                "virtio-blk-qemu-svm",
+                "virtio-net-qemu-svm",
+                "virtio-blk-bochs-vmx"
+            ]
+        );
+    }
+
+    #[test]
+    fn virtio_blk_lines_match_the_guest_with_the_hosts_hashes() {
+        use crate::disk_image::{data_bin, sha256_hex, written_txt, HELLO_TXT};
+        let quercus: Vec<Regex> = virtio_blk_lines("[linux] ")
+            .iter()
+            .map(|s| Regex::new(s).unwrap())
+            .collect();
+        let native: Vec<Regex> = virtio_blk_lines("")
+            .iter()
+            .map(|s| Regex::new(s).unwrap())
+            .collect();
+        let printed = [
+            "QUERCUS-GUEST: up".to_string(),
+            "QUERCUS-GUEST: modules loaded=17 of 17".into(),
+            "QUERCUS-GUEST: hwrng=virtio_rng.0".into(),
+            format!("QUERCUS-GUEST: blk hello sha256={}", sha256_hex(HELLO_TXT)),
+            format!("QUERCUS-GUEST: blk data sha256={}", sha256_hex(&data_bin())),
+            "QUERCUS-GUEST: blk wrote".into(),
+            "QUERCUS-GUEST: up".into(),
+            format!(
+                "QUERCUS-GUEST: blk found written sha256={}",
+                sha256_hex(&written_txt())
+            ),
+        ];
+        assert_eq!(quercus.len(), printed.len());
+        for ((q, n), line) in quercus.iter().zip(&native).zip(&printed) {
+            assert!(q.is_match(&format!("[linux] {line}")), "{line}");
+            assert!(!q.is_match(line), "unprefixed {line}");
+            // Natively the firmware's terminal codes may precede the first line after a boot.
+            assert!(n.is_match(&format!("\x1b[2J{line}")), "{line}");
+        }
+        // Another file's hash, or the hash of a damaged file, is not accepted.
+        let mut damaged = data_bin();
+        damaged[4096] ^= 1;
+        assert!(!quercus[4].is_match(&format!(
+            "[linux] QUERCUS-GUEST: blk data sha256={}",
+            sha256_hex(&damaged)
+        )));
+        assert!(!quercus[3].is_match(&format!(
+            "[linux] QUERCUS-GUEST: blk hello sha256={}",
+            sha256_hex(&data_bin())
+        )));
+        assert!(!quercus[2].is_match("[linux] QUERCUS-GUEST: hwrng=none"));
+        let fail = Regex::new(VIRTIO_FAIL).unwrap();
+        let native_fail = Regex::new(VIRTIO_NATIVE_FAIL).unwrap();
+        for line in &printed {
+            assert!(
+                !fail.is_match(line) && !native_fail.is_match(line),
+                "{line}"
+            );
+        }
+        for bad in [
+            "[linux] QUERCUS-GUEST: blk error mount -t ext4 /dev/vda failed",
+            "QUERCUS-GUEST: net error no answer from 10.0.0.1 in 30 s",
+            "QUERCUS-GUEST: unknown quercus.test=virtio-bkl",
+        ] {
+            assert!(fail.is_match(bad) && native_fail.is_match(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn virtio_fail_extends_linux_fail() {
+        assert!(VIRTIO_FAIL.starts_with(LINUX_FAIL));
+    }
+
+    fn log(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn modules_must_all_load() {
+        assert!(all_modules_loaded(&log(&["QUERCUS-GUEST: modules loaded=17 of 17"])).is_ok());
+        let partial = log(&[
+            "[a] QUERCUS-GUEST: modules loaded=17 of 17",
+            "[b] QUERCUS-GUEST: modules loaded=16 of 17",
+        ]);
+        assert_eq!(modules_loaded(&partial), [(17, 17), (16, 17)]);
+        assert!(all_modules_loaded(&partial).is_err());
+        assert!(all_modules_loaded(&log(&["QUERCUS-GUEST: up"])).is_err());
+    }
+
+    #[test]
+    fn net_checks() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let sent = format!("QUERCUS-GUEST: net tx bytes=16777216 sha256={a}");
+        let got = format!("QUERCUS-GUEST: net rx bytes=16777216 sha256={a}");
+        let other = format!("QUERCUS-GUEST: net rx bytes=16777216 sha256={b}");
+        let short = format!("QUERCUS-GUEST: net rx bytes=1000 sha256={a}");
+        assert!(net_transfer_check(&log(&[&got]), &log(&[&sent])).is_ok());
+        assert!(net_transfer_check(&log(&[&other]), &log(&[&sent])).is_err());
+        assert!(net_transfer_check(&log(&[&short]), &log(&[&sent])).is_err());
+        assert!(net_transfer_check(&log(&[]), &log(&[&sent])).is_err());
+        let quiet = log(&[
+            "QUERCUS-GUEST: net isolated ping=fail rx_packets=0",
+            "QUERCUS-GUEST: net isolated watch rx_packets=3",
+        ]);
+        assert_eq!(isolated_rx_packets(&quiet), [0, 3]);
+        assert!(isolated_check(&quiet).is_ok());
+        let leaked = log(&[
+            "QUERCUS-GUEST: net isolated ping=fail rx_packets=0",
+            "QUERCUS-GUEST: net isolated watch rx_packets=11800",
+        ]);
+        assert!(isolated_check(&leaked).is_err());
+        assert!(isolated_check(&log(&[])).is_err());
+        // A whole Quercus log: lines of each VM by their prefix.
+        let mut whole = log(&[
+            "[server] QUERCUS-GUEST: modules loaded=17 of 17",
+            "[client] QUERCUS-GUEST: modules loaded=17 of 17",
+            "[outsider] QUERCUS-GUEST: modules loaded=17 of 17",
+            "[outsider] QUERCUS-GUEST: net isolated ping=fail rx_packets=0",
+        ]);
+        whole.push(format!("[client] {sent}"));
+        whole.push(format!("[server] {got}"));
+        whole.push("[outsider] QUERCUS-GUEST: net isolated watch rx_packets=0".into());
+        assert_eq!(vm_lines(&whole, "server").len(), 2);
+        assert!(virtio_net_check(&whole).is_ok());
+        whole.push(format!("[client] QUERCUS-GUEST: net tx bytes=1 sha256={b}"));
+        assert!(virtio_net_check(&whole).is_ok(), "the first tx line counts");
+        whole.insert(0, format!("[server] {other}"));
+        assert!(virtio_net_check(&whole).is_err());
+        // Natively: three logs, in run order.
+        let native = vec![
+            log(&["QUERCUS-GUEST: modules loaded=17 of 17", &got]),
+            log(&["QUERCUS-GUEST: modules loaded=17 of 17", &sent]),
+            log(&[
+                "QUERCUS-GUEST: modules loaded=17 of 17",
+                "QUERCUS-GUEST: net isolated ping=fail rx_packets=0",
+            ]),
+        ];
+        assert!(virtio_net_native_check(&native).is_ok());
+        assert!(virtio_net_native_check(&native[..2]).is_err());
+    }
+
+    #[test]
+    fn virtio_net_lines_per_role() {
+        let client = virtio_net_lines("client", "[client] ");
+        let tx = Regex::new(&client[3]).unwrap();
+        assert!(tx.is_match(&format!(
+            "[client] QUERCUS-GUEST: net tx bytes=16777216 sha256={}",
+            "0f".repeat(32)
+        )));
+        assert!(!tx.is_match(&format!(
+            "[client] QUERCUS-GUEST: net tx bytes=1677721 sha256={}",
+            "0f".repeat(32)
+        )));
+        let outsider = virtio_net_lines("outsider", "");
+        let last = Regex::new(outsider.last().unwrap()).unwrap();
+        assert!(last.is_match("QUERCUS-GUEST: net isolated ping=fail rx_packets=0"));
+        assert!(!last.is_match("QUERCUS-GUEST: net isolated ping=ok rx_packets=4"));
+        // Under Quercus the client's list ends with the outsider's report after the transfer.
+        let case = virtio_net();
+        let after = Regex::new(case.parallel[0].last().unwrap()).unwrap();
+        assert!(after.is_match("[outsider] QUERCUS-GUEST: net isolated watch rx_packets=0"));
+        assert!(!after.is_match("[outsider] QUERCUS-GUEST: net isolated ping=fail rx_packets=0"));
+    }
+
+    #[test]
+    fn tcp_listening_reads_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0100007F:B05F 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   \
+            1: 0100007F:1389 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n   \
+            2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
+        assert!(tcp_listening(table, 0xB05F));
+        assert!(tcp_listening(table, 22), "any address");
+        assert!(!tcp_listening(table, 5001), "established, not listening");
+        assert!(!tcp_listening(table, 80));
+        assert!(!tcp_listening("", 22));
+    }
+
+    #[test]
+    fn native_devices_become_qemu_arguments() {
+        let case = virtio_blk("b", Emulator::Qemu);
+        let native = case.native.as_ref().unwrap();
+        let modules: Vec<BootModule> = ["linux", "initrd", "disk"]
+            .iter()
+            .map(|m| BootModule {
+                path: format!("/m/{m}").into(),
+                cmdline: m.to_string(),
+            })
+            .collect();
+        let blk_slot = slot("b-native", &[]);
+        let copies = native.disk_copies(&blk_slot, &modules).unwrap();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].0, Path::new("/m/disk"));
+        assert!(copies[0].1.starts_with("/runs"));
+        let cfg = native.run_config(&case, &modules, &blk_slot).unwrap();
+        assert_eq!((cfg.mem_mib, cfg.cpus), (256, 1));
+        assert_eq!(cfg.kernel, Path::new("/m/linux"));
+        assert_eq!(cfg.modules[0].path, Path::new("/m/initrd"));
+        let args = cfg.extra_qemu_args.join(" ");
+        assert!(
+            args.starts_with("-action reboot=reset -nic none "),
+            "{args}"
+        );
+        assert!(args.contains(&format!(
+            "-drive file={},if=none,id=blk0,format=raw -device virtio-blk-pci,drive=blk0,disable-legacy=on",
+            copies[0].1.display()
+        )));
+        assert!(args.ends_with("-device virtio-rng-pci,disable-legacy=on"));
+        assert!(!args.contains("/m/disk"), "never the cached image itself");
+        // The Quercus run gets none of it.
+        assert!(case
+            .run_config(Path::new("/k"), &modules)
+            .unwrap()
+            .extra_qemu_args
+            .is_empty());
+        assert!(
+            native.run_config(&case, &modules[..2], &blk_slot).is_err(),
+            "no disk module"
+        );
+
+        let net = virtio_net();
+        let native = net.native.as_ref().unwrap();
+        assert_eq!(native.link_count(), 1);
+        assert_eq!(native.module_names(), ["initrd", "linux"]);
+        let ports = [45678];
+        let runs = native.runs();
+        let args = |i: usize| {
+            runs[i]
+                .run_config(&net, &modules, &slot("n", &ports))
+                .unwrap()
+                .extra_qemu_args
+                .join(" ")
+        };
+        assert!(args(0).contains(
+            "-netdev socket,id=net0,listen=127.0.0.1:45678 -device virtio-net-pci,netdev=net0,disable-legacy=on,mac=52:54:00:51:00:01"
+        ));
+        assert!(args(1).contains("-netdev socket,id=net0,connect=127.0.0.1:45678 "));
+        assert!(args(1).ends_with("mac=52:54:00:51:00:02"));
+        assert!(args(2).contains(
+            "-netdev hubport,id=net0,hubid=1 -device virtio-net-pci,netdev=net0,disable-legacy=on,mac=52:54:00:51:00:03 \
+             -netdev hubport,id=net1,hubid=1 -device virtio-net-pci,netdev=net1,disable-legacy=on,mac=52:54:00:51:00:04"
+        ));
+        assert_eq!(runs[0].connects_to(&ports), Vec::<u16>::new());
+        assert_eq!(runs[1].connects_to(&ports), [45678]);
+        assert!(
+            runs[1].run_config(&net, &modules, &slot("n", &[])).is_err(),
+            "no port"
+        );
     }
 
     #[test]
@@ -1473,7 +2531,8 @@ mod unit {
                     &[BootModule {
                         path: "/g/test-guest".into(),
                         cmdline: "test-guest".into(),
-                    }]
+                    }],
+                    &slot("p-native", &[])
                 )
                 .unwrap()
                 .extra_qemu_args,
@@ -1491,17 +2550,21 @@ mod unit {
                 cpus: 1,
                 expect: vec!["TESTS DONE".into()],
                 extra_qemu_args: vec!["-drive", "file={module:test-guest},if=none,id=d0"],
-                files: Vec::new(),
+                ..Default::default()
             }),
             ..boot("n", Emulator::Qemu, 2)
         };
         let native = case.native.as_ref().unwrap();
-        assert!(native.run_config(&case, &[]).is_err());
+        assert!(native
+            .run_config(&case, &[], &slot("n-native", &[]))
+            .is_err());
         let modules = [BootModule {
             path: "/g/test-guest".into(),
             cmdline: "test-guest".into(),
         }];
-        let cfg = native.run_config(&case, &modules).unwrap();
+        let cfg = native
+            .run_config(&case, &modules, &slot("n-native", &[]))
+            .unwrap();
         assert_eq!(cfg.kernel, Path::new("/g/test-guest"));
         assert_eq!(cfg.cmdline, "arch");
         assert_eq!(cfg.cpus, 1);
