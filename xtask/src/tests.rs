@@ -2737,7 +2737,7 @@ TESTS DONE 6 passed 0 failed";
                 cmdline: "testdisk".into(),
             },
         ];
-        let cfg = native.run_config(&case, &modules).unwrap();
+        let cfg = native.run_config(&case, &modules, &slot("v-native", &[])).unwrap();
         let args = cfg.extra_qemu_args.join(" ");
         assert!(args.contains("file=/m/testdisk.img,if=none,id=d0,format=raw,snapshot=on"));
         assert!(args.contains("file=/m/testdisk.img,if=none,id=d1,format=raw,readonly=on"));
@@ -2747,7 +2747,7 @@ TESTS DONE 6 passed 0 failed";
         }
         assert_eq!(cfg.cmdline, "virtio");
         // Without the disk module the native run cannot start.
-        assert!(native.run_config(&case, &modules[..1]).is_err());
+        assert!(native.run_config(&case, &modules[..1], &slot("v-native", &[])).is_err());
     }
 
     #[test]
