@@ -1,8 +1,10 @@
 //! The management shell on pCPU 0: the physical console's input goes to the
-//! shell or to the attached VM's vUART; VM output is shown (prefixed with the
-//! VM name while no VM is attached, raw while its console is attached) and
-//! kept in per-VM rings. The VM table answers the shell's questions about VMs,
-//! by id ([`VmmShell`]); [`Machine`] those about the machine.
+//! shell or to the attached VM console (its vUART, or its virtio console
+//! `hvc0`); VM output is shown (prefixed with the VM name, `[linux] ...`, or
+//! with the name and port, `[linux/hvc0] ...`, while no VM console is
+//! attached; raw while its console is attached) and kept in per-VM, per-port
+//! rings. The VM table answers the shell's questions about VMs, by id
+//! ([`VmmShell`]); [`Machine`] those about the machine.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -217,14 +219,14 @@ pub fn run(pcpus: u16) -> ! {
             let actions = CONSOLE.lock().feed_input(&mut host, byte);
             perform(&host, actions);
         }
-        vmm.pump_consoles(&mut out, |vm, bytes| {
+        vmm.pump_consoles(&mut out, |vm, port, bytes| {
             let mut con = CONSOLE.lock();
             let overview = con.mode() == Mode::Shell;
-            let actions = con.vm_output(vm.id, bytes);
+            let actions = con.vm_output(vm.id, port, bytes);
             drop(con);
             if overview {
-                vm.console.lines(bytes, |line| {
-                    arch_x86::println!("[{}] {}", vm.cfg.name, line)
+                vm.console.lines(port, bytes, |line| {
+                    arch_x86::println!("[{}{}] {}", vm.cfg.name, port.overview_suffix(), line)
                 });
             }
             perform(&host, actions);

@@ -148,6 +148,8 @@ pub struct VmInfo {
     pub memory: u64,
     /// Whether the VM has a virtual UART `vm_console` can attach to.
     pub console: bool,
+    /// Whether the VM has a virtio console (`hvc0`) `vm_console <vm> hvc` can attach to.
+    pub hvc: bool,
 }
 
 /// One line of `vcpu_list`.

@@ -17,6 +17,7 @@ use core::fmt;
 use scenario::LoadOrder;
 
 use crate::backend::{BackendError, Lifecycle, ShellBackend, VmId, VmState};
+use crate::console::Port;
 use crate::output::{Output, Table};
 use crate::parse::{Args, ParseError};
 use crate::ring::VmLogs;
@@ -31,8 +32,8 @@ pub const MAX_DUMP_LEN: usize = 4096;
 pub enum Outcome {
     /// Nothing: print the prompt again.
     Done,
-    /// Connect the terminal to this VM's console.
-    Attach { vm: VmId, name: String },
+    /// Connect the terminal to this console of this VM (`name` is the VM's).
+    Attach { vm: VmId, name: String, port: Port },
     /// Reboot the machine (the hypervisor does it; the shell only asks).
     Reboot,
 }
@@ -70,6 +71,8 @@ pub enum CmdError {
     },
     /// The VM has no virtual UART.
     NoConsole(String),
+    /// The VM has no virtio console.
+    NoHvc(String),
 }
 
 impl From<ParseError> for CmdError {
@@ -114,6 +117,7 @@ impl fmt::Display for CmdError {
                 vm::load_order_article(*load_order)
             ),
             CmdError::NoConsole(vm) => write!(f, "{vm} has no virtual UART"),
+            CmdError::NoHvc(vm) => write!(f, "{vm} has no virtio console (hvc0)"),
         }
     }
 }
@@ -198,7 +202,10 @@ const DUMP_DETAILS: &str = "The range may also be written <addr>+<len> or <addr>
     defaults to 64 bytes, at most 4096.\nNumbers are decimal or 0x hexadecimal.";
 const CONSOLE_DETAILS: &str = "Typed bytes go to the guest. Ctrl-A d returns to the shell; \
     Ctrl-A Ctrl-A (or Ctrl-A a) sends one Ctrl-A;\nCtrl-A ? lists these keys. Output the VM \
-    printed while nobody watched is shown first\n(the last 16 KiB; vm_log shows it again).";
+    printed while nobody watched is shown first\n(the last 16 KiB; vm_log shows it again).\n\
+    Without hvc: the VM's vUART. With hvc: its virtio console (hvc0), if it has one.";
+const LOG_DETAILS: &str = "<vm> is a VM's name or numeric id (see vm_list).\nWithout hvc: what \
+    the VM printed on its vUART. With hvc: on its virtio console (hvc0).";
 const LIFECYCLE_DETAILS: &str = "Only pre-launched VMs; <vm> is a name or numeric id.";
 const PCPU_DETAILS: &str = "Runs on pCPU <pcpu>; refused on pCPUs owned by real-time VMs.";
 
@@ -263,17 +270,17 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "vm_console",
         aliases: &[],
-        args: "<vm>",
-        summary: "attach the terminal to a VM's console (Ctrl-A d returns)",
+        args: "<vm> [hvc]",
+        summary: "attach the terminal to a VM's vUART, or its hvc0 (Ctrl-A d returns)",
         details: CONSOLE_DETAILS,
         handler: vm::vm_console,
     },
     Command {
         name: "vm_log",
         aliases: &[],
-        args: "<vm>",
-        summary: "show the last 16 KiB a VM printed on its console",
-        details: VM_DETAILS,
+        args: "<vm> [hvc]",
+        summary: "show the last 16 KiB a VM printed on its vUART, or its hvc0",
+        details: LOG_DETAILS,
         handler: vm::vm_log,
     },
     Command {

@@ -1,6 +1,7 @@
 //! The physical console multiplexer: the UART's bytes go either to the shell's line editor or,
-//! after `vm_console <vm>`, to that VM's virtual UART; VM output goes to the terminal when the
-//! VM is attached and into its history ring otherwise.
+//! after `vm_console <vm>`, to that VM's virtual UART (after `vm_console <vm> hvc`, to its virtio
+//! console, `hvc0`); VM output goes to the terminal when that console of the VM is attached and
+//! into its history ring otherwise. Each VM has up to two consoles, its [`Port`]s.
 //!
 //! The escape key while attached is **Ctrl-A** (0x01, as in QEMU's and screen's consoles):
 //!
@@ -11,12 +12,13 @@
 //! | Ctrl-A ? (or h)              | print this list                                   |
 //! | Ctrl-A, any other byte       | both bytes go to the guest (nothing is lost)      |
 //!
-//! Every other byte, Ctrl-C included, goes to the guest unchanged.
+//! Every other byte, Ctrl-C included, goes to the guest unchanged, on the attached port.
 //!
-//! Output: each VM's console bytes are kept in a [`RING_SIZE`](crate::RING_SIZE) ring (the last
-//! 16 KiB). A VM never waits for the operator: unread output is overwritten oldest first and the
-//! loss is counted. Attaching prints a banner, a note if unread output was lost, then the
-//! output printed since the operator last looked; `vm_log <vm>` prints the whole ring.
+//! Output: each console's bytes (per VM and port) are kept in a [`RING_SIZE`](crate::RING_SIZE)
+//! ring (the last 16 KiB). A VM never waits for the operator: unread output is overwritten
+//! oldest first and the loss is counted. Attaching prints a banner, a note if unread output was
+//! lost, then the output printed since the operator last looked; `vm_log <vm> [hvc]` prints the
+//! whole ring.
 //!
 //! The console is a plain state machine: the hypervisor feeds it bytes and carries out the
 //! returned [`Action`]s. [`Console::vm_output`] copies at most the bytes given into a ring and
@@ -42,14 +44,52 @@ pub const DETACH_KEY: u8 = b'd';
 
 const ESCAPE_HELP: &str = "Ctrl-A d: back to the shell; Ctrl-A Ctrl-A or Ctrl-A a: send Ctrl-A";
 
+/// One of a VM's consoles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Port {
+    /// Its virtual 16550 UART (the scenario's COM port).
+    #[default]
+    Uart,
+    /// Its virtio console (`hvc0` to a Linux guest).
+    Hvc,
+}
+
+impl Port {
+    /// The word the shell uses for it: `vUART`, `hvc0`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Port::Uart => "vUART",
+            Port::Hvc => "hvc0",
+        }
+    }
+
+    /// What follows the VM's name in an overview line's prefix: nothing for the vUART
+    /// (`[linux] ...`), `/hvc0` for the virtio console (`[linux/hvc0] ...`).
+    pub const fn overview_suffix(self) -> &'static str {
+        match self {
+            Port::Uart => "",
+            Port::Hvc => "/hvc0",
+        }
+    }
+
+    /// How messages name this console of VM `vm`: `linux` (the vUART, the VM's console
+    /// unqualified, as always), `linux hvc0`.
+    pub fn label(self, vm: &str) -> String {
+        match self {
+            Port::Uart => String::from(vm),
+            Port::Hvc => format!("{vm} hvc0"),
+        }
+    }
+}
+
 /// Where typed bytes go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
     /// To the line editor and the `quercus>` prompt.
     #[default]
     Shell,
-    /// To this VM's virtual UART.
-    Attached(VmId),
+    /// To this console of this VM.
+    Attached(VmId, Port),
 }
 
 /// What the hypervisor must do, in order.
@@ -57,8 +97,9 @@ pub enum Mode {
 pub enum Action {
     /// Write these bytes to the physical UART.
     Print(Vec<u8>),
-    /// Put this byte in the VM's virtual UART receive FIFO (drop it if the FIFO is full).
-    ToGuest(VmId, u8),
+    /// Give this byte to the VM's console `Port`: the virtual UART's receive FIFO, or the virtio
+    /// console's input (either drops it when full).
+    ToGuest(VmId, Port, u8),
     /// The operator asked for a machine reboot.
     Reboot,
 }
@@ -88,7 +129,7 @@ impl Actions {
 #[derive(Clone, Debug, Default)]
 pub struct Console {
     mode: Mode,
-    /// The attached VM's name (for the detach message).
+    /// The attached console's label, `linux` or `linux hvc0` (for the detach message).
     attached_name: String,
     editor: LineEditor,
     /// Attached, and the last byte was the escape byte.
@@ -144,16 +185,16 @@ impl Console {
         let mut acts = Actions::default();
         match self.mode {
             Mode::Shell => self.shell_byte(backend, byte, &mut acts),
-            Mode::Attached(vm) => self.attached_byte(vm, byte, &mut acts),
+            Mode::Attached(vm, port) => self.attached_byte(vm, port, byte, &mut acts),
         }
         acts.0
     }
 
-    /// Takes bytes a VM wrote to its console: printed now if the VM is attached, kept in its
-    /// ring either way.
-    pub fn vm_output(&mut self, vm: VmId, bytes: &[u8]) -> Vec<Action> {
-        let attached = self.mode == Mode::Attached(vm);
-        self.logs.push(vm, bytes, attached);
+    /// Takes bytes a VM wrote to its console `port`: printed now if that console is attached,
+    /// kept in its ring either way.
+    pub fn vm_output(&mut self, vm: VmId, port: Port, bytes: &[u8]) -> Vec<Action> {
+        let attached = self.mode == Mode::Attached(vm, port);
+        self.logs.push(vm, port, bytes, attached);
         let mut acts = Actions::default();
         if attached {
             acts.print(bytes);
@@ -200,9 +241,9 @@ impl Console {
                 acts.print(out.as_bytes());
                 acts.print(PROMPT.as_bytes());
             }
-            Ok(Outcome::Attach { vm, name }) => {
+            Ok(Outcome::Attach { vm, name, port }) => {
                 acts.print(out.as_bytes());
-                self.attach(vm, name, acts);
+                self.attach(vm, port, &name, acts);
             }
             Ok(Outcome::Reboot) => {
                 acts.print(out.as_bytes());
@@ -215,11 +256,12 @@ impl Console {
         }
     }
 
-    fn attach(&mut self, vm: VmId, name: String, acts: &mut Actions) {
+    fn attach(&mut self, vm: VmId, port: Port, name: &str, acts: &mut Actions) {
+        let name = port.label(name);
         acts.print(
             format!("[attached to {name} (id {vm}); Ctrl-A d returns to the shell]\r\n").as_bytes(),
         );
-        if let Some(ring) = self.logs.get_mut(vm) {
+        if let Some(ring) = self.logs.get_mut(vm, port) {
             let (unread, lost) = ring.take_unread();
             if lost > 0 {
                 acts.print(
@@ -228,27 +270,28 @@ impl Console {
             }
             acts.print(&unread);
         }
-        self.mode = Mode::Attached(vm);
+        self.mode = Mode::Attached(vm, port);
         self.attached_name = name;
         self.escape_pending = false;
     }
 
-    fn attached_byte(&mut self, vm: VmId, byte: u8, acts: &mut Actions) {
+    fn attached_byte(&mut self, vm: VmId, port: Port, byte: u8, acts: &mut Actions) {
+        let to_guest = |b| Action::ToGuest(vm, port, b);
         if !core::mem::replace(&mut self.escape_pending, false) {
             if byte == ESCAPE_BYTE {
                 self.escape_pending = true;
             } else {
-                acts.push(Action::ToGuest(vm, byte));
+                acts.push(to_guest(byte));
             }
             return;
         }
         match byte {
             DETACH_KEY => self.detach_into(acts),
-            ESCAPE_BYTE | b'a' => acts.push(Action::ToGuest(vm, ESCAPE_BYTE)),
+            ESCAPE_BYTE | b'a' => acts.push(to_guest(ESCAPE_BYTE)),
             b'?' | b'h' => acts.print(format!("\r\n[{ESCAPE_HELP}]\r\n").as_bytes()),
             _ => {
-                acts.push(Action::ToGuest(vm, ESCAPE_BYTE));
-                acts.push(Action::ToGuest(vm, byte));
+                acts.push(to_guest(ESCAPE_BYTE));
+                acts.push(to_guest(byte));
             }
         }
     }
@@ -289,14 +332,20 @@ mod tests {
         String::from_utf8_lossy(&bytes).replace("\r\n", "\n")
     }
 
-    fn to_guest(actions: &[Action], vm: VmId) -> Vec<u8> {
+    /// The bytes `actions` send to console `port` of `vm`.
+    fn to_port(actions: &[Action], vm: VmId, port: Port) -> Vec<u8> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::ToGuest(v, byte) if *v == vm => Some(*byte),
+                Action::ToGuest(v, p, byte) if *v == vm && *p == port => Some(*byte),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The bytes `actions` send to `vm`'s vUART.
+    fn to_guest(actions: &[Action], vm: VmId) -> Vec<u8> {
+        to_port(actions, vm, Port::Uart)
     }
 
     #[test]
@@ -308,7 +357,7 @@ mod tests {
         b.vms[1].id = VmId(3);
         let acts = feed(&mut c, &mut b, b"vm_console 3\r");
         assert!(printed(&acts).contains("attached to linux"));
-        assert_eq!(c.mode(), Mode::Attached(VmId(3)));
+        assert_eq!(c.mode(), Mode::Attached(VmId(3), Port::Uart));
         let acts = feed(&mut c, &mut b, b"hi");
         assert_eq!(to_guest(&acts, VmId(3)), b"hi");
         assert!(to_guest(&acts, VmId(1)).is_empty());
@@ -363,7 +412,7 @@ mod tests {
             printed(&acts),
             "vm_console linux\n[attached to linux (id 1); Ctrl-A d returns to the shell]\n"
         );
-        assert_eq!(c.mode(), Mode::Attached(LINUX));
+        assert_eq!(c.mode(), Mode::Attached(LINUX, Port::Uart));
 
         // Typed bytes, Ctrl-C and escape sequences go to the guest unchanged.
         let acts = feed(&mut c, &mut b, b"ls -l\r\x03\x1b[A");
@@ -378,9 +427,9 @@ mod tests {
         assert!(to_guest(&acts, LINUX).is_empty());
 
         // The attached VM's output is printed at once; the other VM's is kept.
-        let acts = c.vm_output(LINUX, b"$ ");
+        let acts = c.vm_output(LINUX, Port::Uart, b"$ ");
         assert_eq!(acts, [Action::Print(b"$ ".to_vec())]);
-        assert!(c.vm_output(RT, b"rt tick\r\n").is_empty());
+        assert!(c.vm_output(RT, Port::Uart, b"rt tick\r\n").is_empty());
 
         let acts = feed(&mut c, &mut b, b"\x01d");
         assert_eq!(printed(&acts), "\n[detached from linux]\nquercus> ");
@@ -391,23 +440,23 @@ mod tests {
         let acts = feed(&mut c, &mut b, b"vm_list\r");
         assert!(to_guest(&acts, LINUX).is_empty());
         assert!(printed(&acts).contains("linux"));
-        assert!(c.vm_output(LINUX, b"later\r\n").is_empty());
-        assert_eq!(c.logs().get(LINUX).map(|r| r.unread()), Some(7));
+        assert!(c.vm_output(LINUX, Port::Uart, b"later\r\n").is_empty());
+        assert_eq!(c.logs().get(LINUX, Port::Uart).map(|r| r.unread()), Some(7));
     }
 
     #[test]
     fn attaching_shows_what_was_missed_and_vm_log_shows_history() {
         let mut c = Console::new();
         let mut b = MockBackend::new();
-        c.vm_output(RT, b"boot 1\r\n");
+        c.vm_output(RT, Port::Uart, b"boot 1\r\n");
         let acts = feed(&mut c, &mut b, b"vm_console 0\r");
         assert_eq!(
             printed(&acts),
             "vm_console 0\n[attached to rtvm (id 0); Ctrl-A d returns to the shell]\nboot 1\n"
         );
-        c.vm_output(RT, b"seen\r\n");
+        c.vm_output(RT, Port::Uart, b"seen\r\n");
         feed(&mut c, &mut b, b"\x01d");
-        c.vm_output(RT, b"missed\r\n");
+        c.vm_output(RT, Port::Uart, b"missed\r\n");
         let acts = feed(&mut c, &mut b, b"vm_console rtvm\r");
         assert!(printed(&acts).ends_with("shell]\nmissed\n"));
         feed(&mut c, &mut b, b"\x01d");
@@ -422,7 +471,7 @@ mod tests {
             "vm_log linux\n[linux has printed nothing]\nquercus> "
         );
         // Output without a final newline still leaves the prompt on its own line.
-        c.vm_output(LINUX, b"login: ");
+        c.vm_output(LINUX, Port::Uart, b"login: ");
         let acts = feed(&mut c, &mut b, b"vm_log linux\r");
         assert_eq!(printed(&acts), "vm_log linux\nlogin: \nquercus> ");
     }
@@ -434,9 +483,9 @@ mod tests {
         let mut data = vec![b'a'; 4000];
         data.extend(core::iter::repeat_n(b'b', RING_SIZE));
         for chunk in data.chunks(100) {
-            assert!(c.vm_output(LINUX, chunk).is_empty());
+            assert!(c.vm_output(LINUX, Port::Uart, chunk).is_empty());
         }
-        let ring = c.logs().get(LINUX).unwrap();
+        let ring = c.logs().get(LINUX, Port::Uart).unwrap();
         assert_eq!(
             (ring.len(), ring.unread(), ring.lost()),
             (RING_SIZE, RING_SIZE, 4000)
@@ -446,7 +495,7 @@ mod tests {
         assert!(text.contains("[4000 earlier bytes of linux output were lost]\n"));
         assert!(text.ends_with(&"b".repeat(RING_SIZE)));
         assert!(!text.contains('a'.to_string().repeat(2).as_str()));
-        assert_eq!(c.logs().get(LINUX).unwrap().lost(), 0);
+        assert_eq!(c.logs().get(LINUX, Port::Uart).unwrap().lost(), 0);
     }
 
     #[test]
@@ -467,6 +516,96 @@ mod tests {
         assert_eq!(printed(&c.detach()), "\n[detached from linux]\nquercus> ");
         assert_eq!(c.mode(), Mode::Shell);
         assert_eq!(printed(&feed(&mut c, &mut b, b"d")), "d");
+    }
+
+    #[test]
+    fn attach_to_hvc0_type_and_escape_back() {
+        let mut c = Console::new();
+        let mut b = MockBackend::new();
+        let acts = feed(&mut c, &mut b, b"vm_console linux hvc\r");
+        assert_eq!(
+            printed(&acts),
+            "vm_console linux hvc\n[attached to linux hvc0 (id 1); Ctrl-A d returns to the shell]\n"
+        );
+        assert_eq!(c.mode(), Mode::Attached(LINUX, Port::Hvc));
+
+        // Typed bytes and escapes go to the virtio console, none to the vUART.
+        let acts = feed(&mut c, &mut b, b"ls\r\x03\x01\x01\x01x");
+        assert_eq!(to_port(&acts, LINUX, Port::Hvc), b"ls\r\x03\x01\x01x");
+        assert!(to_guest(&acts, LINUX).is_empty());
+        assert_eq!(printed(&acts), "");
+
+        // The attached port's output is printed; the same VM's vUART output is kept.
+        let acts = c.vm_output(LINUX, Port::Hvc, b"# ");
+        assert_eq!(acts, [Action::Print(b"# ".to_vec())]);
+        assert!(c.vm_output(LINUX, Port::Uart, b"com1\r\n").is_empty());
+        assert_eq!(c.logs().get(LINUX, Port::Uart).map(|r| r.unread()), Some(6));
+        assert_eq!(c.logs().get(LINUX, Port::Hvc).map(|r| r.unread()), Some(0));
+
+        let acts = feed(&mut c, &mut b, b"\x01d");
+        assert_eq!(printed(&acts), "\n[detached from linux hvc0]\nquercus> ");
+        assert_eq!(c.mode(), Mode::Shell);
+        assert!(acts.iter().all(|a| matches!(a, Action::Print(_))));
+
+        // Attached to the vUART, bytes go there and hvc0 output is kept.
+        feed(&mut c, &mut b, b"vm_console linux\r");
+        assert_eq!(c.mode(), Mode::Attached(LINUX, Port::Uart));
+        assert!(c.vm_output(LINUX, Port::Hvc, b"x").is_empty());
+        let acts = feed(&mut c, &mut b, b"y");
+        assert_eq!(
+            acts,
+            [Action::ToGuest(LINUX, Port::Uart, b'y')],
+            "the vUART, as ever"
+        );
+    }
+
+    #[test]
+    fn each_console_keeps_its_own_history() {
+        let mut c = Console::new();
+        let mut b = MockBackend::new();
+        c.vm_output(LINUX, Port::Uart, b"uart boot\r\n");
+        c.vm_output(LINUX, Port::Hvc, &vec![b'h'; RING_SIZE + 5]);
+        // Attaching to hvc0 shows its backlog and its loss, not the vUART's.
+        let acts = feed(&mut c, &mut b, b"vm_console 1 hvc\r");
+        let text = printed(&acts);
+        assert!(
+            text.contains("shell]\n[5 earlier bytes of linux hvc0 output were lost]\nhhh"),
+            "{text}"
+        );
+        assert!(!text.contains("uart boot"));
+        feed(&mut c, &mut b, b"\x01d");
+        // The vUART's backlog is still unread and shown on its attach.
+        let acts = feed(&mut c, &mut b, b"vm_console 1\r");
+        assert!(printed(&acts).ends_with("(id 1); Ctrl-A d returns to the shell]\nuart boot\n"));
+        feed(&mut c, &mut b, b"\x01d");
+        let acts = feed(&mut c, &mut b, b"vm_log linux\r");
+        assert_eq!(printed(&acts), "vm_log linux\nuart boot\nquercus> ");
+    }
+
+    #[test]
+    fn attaching_to_a_missing_hvc0_is_refused() {
+        let mut c = Console::new();
+        let mut b = MockBackend::new();
+        let acts = feed(&mut c, &mut b, b"vm_console rtvm hvc\r");
+        assert_eq!(
+            printed(&acts),
+            "vm_console rtvm hvc\nvm_console: rtvm has no virtio console (hvc0)\nquercus> "
+        );
+        assert_eq!(c.mode(), Mode::Shell);
+        // Typing goes to the line editor, nowhere else.
+        let acts = feed(&mut c, &mut b, b"x");
+        assert_eq!(acts, [Action::Print(b"x".to_vec())]);
+    }
+
+    #[test]
+    fn ports_name_themselves() {
+        assert_eq!(Port::default(), Port::Uart);
+        assert_eq!((Port::Uart.name(), Port::Hvc.name()), ("vUART", "hvc0"));
+        assert_eq!(Port::Uart.label("linux"), "linux");
+        assert_eq!(Port::Hvc.label("linux"), "linux hvc0");
+        let prefix = |p: Port| format!("[vm0{}] ", p.overview_suffix());
+        assert_eq!(prefix(Port::Uart), "[vm0] ");
+        assert_eq!(prefix(Port::Hvc), "[vm0/hvc0] ");
     }
 
     #[test]
@@ -527,6 +666,7 @@ mod tests {
             "+",
             "-1",
             "trace",
+            "hvc",
         ];
         for seed in [1u64, 0x9e37_79b9_7f4a_7c15, 0xdead_beef] {
             let mut rng = XorShift(seed);
@@ -534,6 +674,7 @@ mod tests {
             let mut b = MockBackend::new();
             let mut fed = 0usize;
             let mut guest_bytes = 0usize;
+            let mut hvc_bytes = 0usize;
             while fed < 100_000 {
                 let r = rng.next();
                 let input: Vec<u8> = match r % 8 {
@@ -564,8 +705,9 @@ mod tests {
                     ],
                     3 => {
                         let vm = VmId((r >> 8) as u16 % 3);
+                        let port = if r & 0x80 != 0 { Port::Hvc } else { Port::Uart };
                         let out: Vec<u8> = (0..(r >> 16) % 3000).map(|i| i as u8).collect();
-                        for a in c.vm_output(vm, &out) {
+                        for a in c.vm_output(vm, port, &out) {
                             assert!(matches!(a, Action::Print(_)));
                         }
                         Vec::new()
@@ -575,7 +717,8 @@ mod tests {
                     4 => {
                         // "0" to "linux": some name a VM, some do not.
                         let vm = WORDS[(r >> 8) as usize % 7];
-                        format!("\x15vm_console {vm}\r").into_bytes()
+                        let port = if r & 0x80 != 0 { " hvc" } else { "" };
+                        format!("\x15vm_console {vm}{port}\r").into_bytes()
                     }
                     _ => (0..(r >> 8) % 64).map(|_| rng.next() as u8).collect(),
                 };
@@ -584,9 +727,10 @@ mod tests {
                     for a in c.feed_input(&mut b, byte) {
                         match a {
                             Action::Reboot => panic!("random input rebooted"),
-                            Action::ToGuest(vm, _) => {
-                                assert_eq!(c.mode(), Mode::Attached(vm));
+                            Action::ToGuest(vm, port, _) => {
+                                assert_eq!(c.mode(), Mode::Attached(vm, port));
                                 guest_bytes += 1;
+                                hvc_bytes += usize::from(port == Port::Hvc);
                             }
                             Action::Print(p) => assert!(!p.is_empty()),
                         }
@@ -600,11 +744,14 @@ mod tests {
                 }
             }
             for vm in [RT, LINUX, VmId(2)] {
-                if let Some(r) = c.logs().get(vm) {
-                    assert!(r.len() <= RING_SIZE && r.unread() <= r.len());
+                for port in [Port::Uart, Port::Hvc] {
+                    if let Some(r) = c.logs().get(vm, port) {
+                        assert!(r.len() <= RING_SIZE && r.unread() <= r.len());
+                    }
                 }
             }
             assert!(guest_bytes > 0, "the fuzz never attached");
+            assert!(hvc_bytes > 0, "the fuzz never attached to a virtio console");
         }
     }
 }

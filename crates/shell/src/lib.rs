@@ -1,7 +1,7 @@
 //! The Quercus management shell on the physical console: a line editor, ACRN-named commands
 //! (`vm_list`, `vcpu_dumpreg`, `dump_guest_mem`, `vm_console`, ...) and a console multiplexer
-//! that attaches the terminal to one VM's virtual UART at a time while every VM's output is kept
-//! in a bounded per-VM ring.
+//! that attaches the terminal to one VM console at a time (a virtual UART, or a virtio console
+//! `hvc0`) while every console's output is kept in a bounded ring per VM and [`Port`].
 //!
 //! Pure logic, tested on the host: the hypervisor implements [`ShellBackend`] (the shell never
 //! touches hardware), feeds the UART's bytes to [`Console::feed_input`] and VM console output to
@@ -29,7 +29,7 @@ pub use backend::{
     VmId, VmInfo, VmState, VIRTIO_STATUS_BITS,
 };
 pub use commands::{execute, CmdError, Command, Outcome, ShellError, COMMANDS};
-pub use console::{Action, Console, Mode, DETACH_KEY, ESCAPE_BYTE, PROMPT};
+pub use console::{Action, Console, Mode, Port, DETACH_KEY, ESCAPE_BYTE, PROMPT};
 pub use hexdump::hexdump;
 pub use line::{LineEditor, LineEvent, MAX_LINE};
 #[cfg(any(test, feature = "test-utils"))]

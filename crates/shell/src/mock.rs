@@ -28,8 +28,8 @@ pub const MOCK_HOST_SIZE: usize = 0x1000;
 /// MSR numbers it knows (others fault): IA32_TIME_STAMP_COUNTER, IA32_APIC_BASE, IA32_EFER.
 pub const MOCK_MSRS: [u32; 3] = [0x10, 0x1b, 0xc000_0080];
 
-/// The mock: 4 pCPUs; `rtvm` (id 0, real-time, pCPU 1, 64 KiB) and `linux` (id 1, standard,
-/// pCPUs 2-3, 128 KiB), both pre-launched and running. Fields are public so a test can reshape
+/// The mock: 4 pCPUs; `rtvm` (id 0, real-time, pCPU 1, 64 KiB, a vUART) and `linux` (id 1,
+/// standard, pCPUs 2-3, 128 KiB, a vUART and a virtio console), both pre-launched and running. Fields are public so a test can reshape
 /// the machine.
 #[derive(Clone, Debug)]
 pub struct MockBackend {
@@ -185,6 +185,7 @@ impl MockBackend {
             pcpus,
             memory,
             console: true,
+            hvc: id == 1,
         };
         let vms = vec![
             vm(0, "rtvm", VmType::Rt, vec![1], 0x1_0000),

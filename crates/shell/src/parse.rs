@@ -3,7 +3,8 @@
 //!
 //! Numbers are decimal (`4096`, leading zeros allowed, never octal) or hexadecimal with `0x`
 //! (`0x1000`, `0XfeE0_0000`); `_` may separate digits. Ranges are `ADDR [LEN]`, `ADDR+LEN` or
-//! `ADDR..END` (END excluded). A VM is named by its name or its numeric id.
+//! `ADDR..END` (END excluded). A VM is named by its name or its numeric id; its second console by
+//! `hvc`.
 
 use alloc::string::{String, ToString};
 use core::fmt;
@@ -12,6 +13,7 @@ use core::str::SplitAsciiWhitespace;
 use log::LevelFilter;
 
 use crate::backend::VmInfo;
+use crate::console::Port;
 
 /// What was wrong with an argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +97,23 @@ impl<'a> Args<'a> {
             Some(t) => Err(ParseError::Unexpected(t.into())),
             None => Ok(()),
         }
+    }
+}
+
+/// Parses the optional console word after a VM: none (or `uart`, `vuart`) is the vUART, `hvc`
+/// (or `hvc0`) the virtio console; any case. Any other word is an unexpected argument (the
+/// usage, `<vm> [hvc]`, says what is expected).
+pub fn parse_port(text: Option<&str>) -> Result<Port, ParseError> {
+    let Some(text) = text else {
+        return Ok(Port::Uart);
+    };
+    let is = |w: &str| text.eq_ignore_ascii_case(w);
+    if is("hvc") || is("hvc0") {
+        Ok(Port::Hvc)
+    } else if is("uart") || is("vuart") {
+        Ok(Port::Uart)
+    } else {
+        Err(ParseError::Unexpected(text.into()))
     }
 }
 
@@ -384,6 +403,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn console_ports() {
+        assert_eq!(parse_port(None), Ok(Port::Uart));
+        for w in ["hvc", "hvc0", "HVC"] {
+            assert_eq!(parse_port(Some(w)), Ok(Port::Hvc), "{w}");
+        }
+        for w in ["uart", "vUART"] {
+            assert_eq!(parse_port(Some(w)), Ok(Port::Uart), "{w}");
+        }
+        for w in ["hvc1", "com1", "", "h"] {
+            assert_eq!(
+                parse_port(Some(w)),
+                Err(ParseError::Unexpected(w.into())),
+                "{w}"
+            );
+        }
+    }
+
     fn vms() -> Vec<VmInfo> {
         let vm = |id, name: &str| VmInfo {
             id: VmId(id),
@@ -395,6 +432,7 @@ mod tests {
             vcpus: 1,
             memory: 1 << 20,
             console: true,
+            hvc: false,
         };
         vec![vm(0, "linux"), vm(1, "0x0"), vm(5, "5ive")]
     }

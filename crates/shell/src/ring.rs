@@ -1,5 +1,5 @@
-//! Per-VM console history: a bounded ring of each VM's last [`RING_SIZE`] output bytes, with a
-//! count of the bytes nobody saw.
+//! Per-console history: a bounded ring of the last [`RING_SIZE`] output bytes of each VM's
+//! console (its vUART and its virtio console apart), with a count of the bytes nobody saw.
 //!
 //! A VM's console output never waits for a reader: when the ring is full the oldest byte is
 //! overwritten. The ring remembers how much of its tail has not been shown yet (output that
@@ -10,9 +10,10 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
 use crate::backend::VmId;
+use crate::console::Port;
 
-/// Bytes of history kept per VM (16 KiB: a few screens of boot log, and at most 16 KiB of heap
-/// per VM, allocated on the VM's first output).
+/// Bytes of history kept per console (16 KiB: a few screens of boot log, and at most 16 KiB of
+/// heap per VM console, allocated on the console's first output).
 pub const RING_SIZE: usize = 16 * 1024;
 
 /// One VM's console history.
@@ -102,10 +103,10 @@ impl OutputRing {
     }
 }
 
-/// The rings of every VM that has printed something.
+/// The rings of every VM console that has printed something, by VM and [`Port`].
 #[derive(Clone, Debug, Default)]
 pub struct VmLogs {
-    rings: BTreeMap<VmId, OutputRing>,
+    rings: BTreeMap<(VmId, Port), OutputRing>,
 }
 
 impl VmLogs {
@@ -116,22 +117,22 @@ impl VmLogs {
         }
     }
 
-    /// Appends `vm`'s output to its ring (creating it).
-    pub fn push(&mut self, vm: VmId, data: &[u8], shown: bool) {
+    /// Appends output of `vm`'s console `port` to its ring (creating it).
+    pub fn push(&mut self, vm: VmId, port: Port, data: &[u8], shown: bool) {
         if data.is_empty() {
             return;
         }
-        self.rings.entry(vm).or_default().push(data, shown);
+        self.rings.entry((vm, port)).or_default().push(data, shown);
     }
 
-    /// `vm`'s ring, if it ever printed.
-    pub fn get(&self, vm: VmId) -> Option<&OutputRing> {
-        self.rings.get(&vm)
+    /// The ring of `vm`'s console `port`, if it ever printed.
+    pub fn get(&self, vm: VmId, port: Port) -> Option<&OutputRing> {
+        self.rings.get(&(vm, port))
     }
 
-    /// `vm`'s ring, writable, if it ever printed.
-    pub fn get_mut(&mut self, vm: VmId) -> Option<&mut OutputRing> {
-        self.rings.get_mut(&vm)
+    /// The ring of `vm`'s console `port`, writable, if it ever printed.
+    pub fn get_mut(&mut self, vm: VmId, port: Port) -> Option<&mut OutputRing> {
+        self.rings.get_mut(&(vm, port))
     }
 }
 
@@ -180,10 +181,32 @@ mod tests {
     #[test]
     fn logs_create_rings_on_first_output() {
         let mut logs = VmLogs::new();
-        logs.push(VmId(3), b"", false);
-        assert!(logs.get(VmId(3)).is_none());
-        logs.push(VmId(3), b"x", false);
-        assert_eq!(logs.get(VmId(3)).map(OutputRing::unread), Some(1));
-        assert!(logs.get_mut(VmId(1)).is_none());
+        logs.push(VmId(3), Port::Uart, b"", false);
+        assert!(logs.get(VmId(3), Port::Uart).is_none());
+        logs.push(VmId(3), Port::Uart, b"x", false);
+        assert_eq!(
+            logs.get(VmId(3), Port::Uart).map(OutputRing::unread),
+            Some(1)
+        );
+        assert!(logs.get_mut(VmId(1), Port::Uart).is_none());
+    }
+
+    #[test]
+    fn each_port_of_a_vm_has_its_own_ring() {
+        let mut logs = VmLogs::new();
+        logs.push(VmId(1), Port::Uart, b"com1", false);
+        assert!(logs.get(VmId(1), Port::Hvc).is_none());
+        logs.push(VmId(1), Port::Hvc, b"hvc", true);
+        let uart = logs.get(VmId(1), Port::Uart).map(|r| (r.len(), r.unread()));
+        let hvc = logs.get(VmId(1), Port::Hvc).map(|r| (r.len(), r.unread()));
+        assert_eq!((uart, hvc), (Some((4, 4)), Some((3, 0))));
+        let taken = logs
+            .get_mut(VmId(1), Port::Hvc)
+            .map(OutputRing::take_history);
+        assert_eq!(taken, Some((b"hvc".to_vec(), 0)));
+        assert_eq!(
+            logs.get(VmId(1), Port::Uart).map(OutputRing::unread),
+            Some(4)
+        );
     }
 }

@@ -1,13 +1,15 @@
 //! A VM's console queues between its vCPUs and pCPU 0: bytes the guest wrote wait for pCPU 0 to
-//! show them, bytes typed for the guest wait for its vUART to take them, and the overview line
-//! being assembled. Nothing here ever waits: a VM whose output nobody reads keeps running and
-//! its oldest bytes are dropped.
+//! show them, bytes typed for the guest wait for its vUART to take them, and the overview lines
+//! being assembled (one per console: the vUART's and the virtio console's, whose bytes travel in
+//! the device's own pipe). Nothing here ever waits: a VM whose output nobody reads keeps running
+//! and its oldest bytes are dropped.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use shell::Port;
 use spin::Mutex;
 
 /// Most console bytes a VM may have waiting for pCPU 0; beyond that the
@@ -29,8 +31,10 @@ pub struct ConsoleQueues {
     unprinted: AtomicU64,
     /// Bytes typed for the guest, fed to its vUART as its FIFO drains.
     typed: Mutex<VecDeque<u8>>,
-    /// The line being assembled for the prefixed overview (pCPU 0 only).
+    /// The vUART's line being assembled for the prefixed overview (pCPU 0 only).
     line: Mutex<String>,
+    /// The virtio console's line likewise.
+    hvc_line: Mutex<String>,
 }
 
 impl ConsoleQueues {
@@ -99,11 +103,14 @@ impl ConsoleQueues {
         !self.typed.lock().is_empty()
     }
 
-    /// Assembles `bytes` into whole lines for the overview shown while no VM console is
-    /// attached, and hands each complete line to `emit` (control and non-ASCII bytes become '.',
-    /// carriage returns vanish).
-    pub fn lines(&self, bytes: &[u8], mut emit: impl FnMut(&str)) {
-        let mut line = self.line.lock();
+    /// Assembles `bytes` the VM wrote to console `port` into whole lines for the overview shown
+    /// while no VM console is attached, and hands each complete line to `emit` (control and
+    /// non-ASCII bytes become '.', carriage returns vanish). Each port has its own partial line.
+    pub fn lines(&self, port: Port, bytes: &[u8], mut emit: impl FnMut(&str)) {
+        let mut line = match port {
+            Port::Uart => self.line.lock(),
+            Port::Hvc => self.hvc_line.lock(),
+        };
         for &b in bytes {
             match b {
                 b'\n' => {
@@ -187,12 +194,38 @@ mod tests {
     fn lines_are_whole_and_cleaned() {
         let c = ConsoleQueues::new();
         let mut lines = Vec::new();
-        c.lines(b"one\r\ntw", |l| lines.push(l.to_string()));
-        c.lines(b"o\x1b\xff\n", |l| lines.push(l.to_string()));
+        c.lines(Port::Uart, b"one\r\ntw", |l| lines.push(l.to_string()));
+        c.lines(Port::Uart, b"o\x1b\xff\n", |l| lines.push(l.to_string()));
         assert_eq!(lines, ["one", "two.."]);
         lines.clear();
-        c.lines(&vec![b'x'; LINE_MAX + 10], |_| {});
-        c.lines(b"\n", |l| lines.push(l.to_string()));
+        c.lines(Port::Uart, &vec![b'x'; LINE_MAX + 10], |_| {});
+        c.lines(Port::Uart, b"\n", |l| lines.push(l.to_string()));
         assert_eq!(lines[0].len(), LINE_MAX);
+    }
+
+    #[test]
+    fn each_port_assembles_its_own_lines() {
+        let c = ConsoleQueues::new();
+        let mut lines = Vec::new();
+        c.lines(Port::Uart, b"com", |l| {
+            lines.push((Port::Uart, l.to_string()))
+        });
+        c.lines(Port::Hvc, b"hvc\r\nhv", |l| {
+            lines.push((Port::Hvc, l.to_string()))
+        });
+        c.lines(Port::Uart, b"1\n", |l| {
+            lines.push((Port::Uart, l.to_string()))
+        });
+        c.lines(Port::Hvc, b"c0\n", |l| {
+            lines.push((Port::Hvc, l.to_string()))
+        });
+        assert_eq!(
+            lines,
+            [
+                (Port::Hvc, "hvc".to_string()),
+                (Port::Uart, "com1".to_string()),
+                (Port::Hvc, "hvc0".to_string()),
+            ]
+        );
     }
 }

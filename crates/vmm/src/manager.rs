@@ -6,9 +6,11 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::Ordering;
 
 use log::error;
 use scenario::VmId;
+use shell::Port;
 use spin::Mutex;
 
 use crate::lifecycle::{Lifecycle, LifecycleError, Op, ResetPlan, VmState};
@@ -42,6 +44,8 @@ pub enum ControlError {
     LoadFailed(VmId),
     /// The VM table refused the change.
     Table(TableError),
+    /// The VM has no virtio console (or not the machine's device backends).
+    NoVirtioConsole(VmId),
 }
 
 impl fmt::Display for ControlError {
@@ -61,6 +65,7 @@ impl fmt::Display for ControlError {
                 write!(f, "VM {vm}: reloading the kernel failed (see the log)")
             }
             ControlError::Table(e) => write!(f, "{e}"),
+            ControlError::NoVirtioConsole(vm) => write!(f, "VM {vm} has no virtio console"),
         }
     }
 }
@@ -243,9 +248,27 @@ impl<P: Platform> Vmm<P> {
         Ok(())
     }
 
+    /// Gives bytes typed at the console to VM `id`'s virtio console (pCPU 0): they wait in its
+    /// pipe until the device hands them to the guest, which the VM's vCPU 0 does when it next
+    /// polls its devices; its pCPU is kicked for that. False if some bytes were dropped (the
+    /// guest has not taken the earlier ones).
+    pub fn input_hvc(&self, id: VmId, bytes: &[u8]) -> Result<bool, ControlError> {
+        let vm = self.get(id)?;
+        let (Some(io), Some(pipe)) = (vm.io.as_ref(), vm.hvc()) else {
+            return Err(ControlError::NoVirtioConsole(id));
+        };
+        let all = pipe.lock().push_input(bytes);
+        io.news.store(true, Ordering::Release);
+        if let Some(&pcpu) = vm.cfg.pcpus.first() {
+            self.platform.kick(pcpu);
+        }
+        Ok(all)
+    }
+
     /// pCPU 0's console work for every VM: typed bytes into its vUART, then its output (taken
-    /// into `out`) handed to `show`, after which it counts as printed.
-    pub fn pump_consoles(&self, out: &mut Vec<u8>, mut show: impl FnMut(&Vm<P>, &[u8])) {
+    /// into `out`) handed to `show` with [`Port::Uart`], after which it counts as printed; then
+    /// what it wrote to its virtio console, if it has one, with [`Port::Hvc`].
+    pub fn pump_consoles(&self, out: &mut Vec<u8>, mut show: impl FnMut(&Vm<P>, Port, &[u8])) {
         for vm in self.table.snapshot() {
             if vm.feed_typed() {
                 // A halted vCPU sleeps until a host interrupt: wake it for the UART's.
@@ -253,11 +276,18 @@ impl<P: Platform> Vmm<P> {
             }
             out.clear();
             vm.console.take_output(out);
-            if out.is_empty() {
-                continue;
+            if !out.is_empty() {
+                show(&vm, Port::Uart, out);
+                vm.console.printed(out.len());
             }
-            show(&vm, out);
-            vm.console.printed(out.len());
+            if let Some(pipe) = vm.hvc() {
+                out.clear();
+                // The device appends under the same lock: hold it only to take.
+                pipe.lock().take_output(out);
+                if !out.is_empty() {
+                    show(&vm, Port::Hvc, out);
+                }
+            }
         }
     }
 

@@ -43,6 +43,8 @@ pub struct MockPlatform {
     pub created: AtomicU32,
     /// Making a vCPU fails (as a VMX setup can).
     pub fail_vcpus: AtomicBool,
+    /// Kicks so far, per pCPU.
+    kicks: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl MockPlatform {
@@ -52,7 +54,13 @@ impl MockPlatform {
             scripts: Mutex::new(BTreeMap::new()),
             created: AtomicU32::new(0),
             fail_vcpus: AtomicBool::new(false),
+            kicks: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// How often `pcpu` was kicked.
+    pub fn kicks(&self, pcpu: u16) -> u64 {
+        self.kicks.lock().get(&pcpu).copied().unwrap_or(0)
     }
 
     /// vCPU `vcpu` of VM `vm` does `steps` next.
@@ -140,7 +148,9 @@ impl Platform for MockPlatform {
         1_000_000_000
     }
 
-    fn kick(&self, _pcpu: u16) {}
+    fn kick(&self, pcpu: u16) {
+        *self.kicks.lock().entry(pcpu).or_default() += 1;
+    }
 
     fn arm_timer(&self, _after: Option<u64>) {}
 

@@ -425,7 +425,7 @@ mod tests {
     fn pump_until(vmm: &Vmm<MockPlatform>, id: u16, mut done: impl FnMut() -> bool) -> Vec<u8> {
         let (mut out, mut seen) = (Vec::new(), Vec::new());
         eventually("the VMs", || {
-            vmm.pump_consoles(&mut out, |vm, bytes| {
+            vmm.pump_consoles(&mut out, |vm, _, bytes| {
                 if vm.id == VmId(id) {
                     seen.extend_from_slice(bytes);
                 }

@@ -14,7 +14,7 @@ use paging::GuestPhysAddr;
 use platform::HostPhysAddr;
 use scenario::VirtioKind;
 use shell::{
-    Action, BackendError, IoapicLine, IrqLine, Lifecycle as ShellOp, MemUsage, RegDump,
+    Action, BackendError, IoapicLine, IrqLine, Lifecycle as ShellOp, MemUsage, Port, RegDump,
     ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
     VirtioLine, VirtioQueueLine, VmInfo, VmState as ShellState,
 };
@@ -88,6 +88,7 @@ pub fn vm_info<P: Platform>(vm: &Vm<P>) -> VmInfo {
         vcpus: vm.cfg.vcpus,
         memory: vm.cfg.memory.size,
         console: vm.cfg.console.is_some(),
+        hvc: vm.hvc().is_some(),
     }
 }
 
@@ -179,13 +180,18 @@ impl<'a, P: Platform, M: Machine> VmmShell<'a, P, M> {
         self.vmm.get(id).map_err(|_| BackendError::NoSuchVm(id))
     }
 
-    /// Carries out what the shell asked for that concerns a VM: typed bytes go to the VM with
-    /// the id the action names. Every other action is handed back to the caller.
+    /// Carries out what the shell asked for that concerns a VM: typed bytes go to the console
+    /// the action names (its vUART or its virtio console) of the VM with the id it names. Every
+    /// other action is handed back to the caller.
     pub fn route(&self, action: Action) -> Option<Action> {
         match action {
-            Action::ToGuest(id, byte) => {
-                // A VM that went away meanwhile just loses the byte.
+            // A VM that went away meanwhile, or whose queue is full, just loses the byte.
+            Action::ToGuest(id, Port::Uart, byte) => {
                 let _ = self.vmm.input(id, byte);
+                None
+            }
+            Action::ToGuest(id, Port::Hvc, byte) => {
+                let _ = self.vmm.input_hvc(id, &[byte]);
                 None
             }
             other => Some(other),
@@ -286,6 +292,10 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
             }
             ControlError::LoadFailed(_) => {
                 BackendError::Unsupported("reloading the kernel failed (see the log)")
+            }
+            // Not a lifecycle answer; named for completeness.
+            ControlError::NoVirtioConsole(_) => {
+                BackendError::Unsupported("the VM has no virtio console")
             }
         })
     }
@@ -560,7 +570,7 @@ mod tests {
         assert!(!b.console.has_typed(), "nothing went to b");
         // pCPU 0's pump moves them into d's vUART receive FIFO.
         let mut out = Vec::new();
-        vmm.pump_consoles(&mut out, |_, _| {});
+        vmm.pump_consoles(&mut out, |_, _, _| {});
         assert!(!d.console.has_typed());
         let mut got = Vec::new();
         d.platform.with(|platform| {
@@ -571,7 +581,7 @@ mod tests {
         });
         assert_eq!(got, b"hi");
         // Input for an id that is not in the table goes nowhere and harms nothing.
-        assert_eq!(sh.route(Action::ToGuest(VmId(0), b'x')), None);
+        assert_eq!(sh.route(Action::ToGuest(VmId(0), Port::Uart, b'x')), None);
         assert!(!b.console.has_typed());
         vmm.stop(VmId(1)).unwrap();
         vmm.stop(VmId(3)).unwrap();
@@ -887,6 +897,230 @@ mod tests {
         assert_eq!(run_line(&mut sh, "switches"), "no virtual switches\n");
         bare.stop(VmId(1)).unwrap();
         bare.stop(VmId(3)).unwrap();
+    }
+
+    /// Where the test's virtio console driver keeps queue `q` (descriptors, available ring,
+    /// used ring) in guest RAM, and its buffers.
+    const fn hvc_ring(q: u16) -> (u64, u64, u64) {
+        let base = 0x10_000 + q as u64 * 0x4000;
+        (base, base + 0x1000, base + 0x2000)
+    }
+    const HVC_BUFS: u64 = 0x18_000;
+
+    /// VM 4 (`con`, pCPU 2) with a virtio console at 00:08.0 and VM 6 (`plain`, pCPU 3)
+    /// without one. Nothing runs.
+    fn hvc_vms() -> Arc<Vmm<MockPlatform>> {
+        let hub = Arc::new(IoHub::empty(|_| {}));
+        let mut cfg = *config(4, "con", &[2]);
+        cfg.virtio = alloc::boxed::Box::leak(alloc::boxed::Box::new([scenario::VirtioConfig {
+            kind: VirtioKind::Console,
+            slot: 8,
+        }]));
+        let cfg = alloc::boxed::Box::leak(alloc::boxed::Box::new(cfg));
+        let vmm = Arc::new(Vmm::new(MockPlatform::new(), 4));
+        let p = vmm.platform();
+        vmm.add(vm_with_io(p, cfg, Some(hub.clone()))).unwrap();
+        vmm.add(vm_with_io(p, config(6, "plain", &[3]), Some(hub)))
+            .unwrap();
+        vmm
+    }
+
+    /// A guest's virtio console driver, as far as the tests need one: through BAR 0 of
+    /// 00:08.0 and rings in guest RAM.
+    struct HvcDriver {
+        vm: Arc<Vm<MockPlatform>>,
+        common: u64,
+        /// Buffers offered so far, per queue.
+        offered: [u16; 2],
+    }
+
+    impl HvcDriver {
+        /// Brings the device up: VERSION_1, both queues of 4 entries, DRIVER_OK.
+        fn start(vm: Arc<Vm<MockPlatform>>) -> Self {
+            let common = u64::from(::vm::pc::layout::device_bars(8).0);
+            let d = HvcDriver {
+                vm,
+                common,
+                offered: [0; 2],
+            };
+            d.w(0x14, 1, 0x03); // device_status: ACK | DRIVER
+            d.w(0x08, 4, 1); // driver_feature_select: bits 32..63
+            d.w(0x0C, 4, 1); // driver_feature: VERSION_1
+            d.w(0x14, 1, 0x0B); // + FEATURES_OK
+            for q in 0..2 {
+                let (desc, avail, used) = hvc_ring(q);
+                d.w(0x16, 2, u64::from(q)); // queue_select
+                d.w(0x18, 2, 4); // queue_size
+                for (field, addr) in [(0x20, desc), (0x28, avail), (0x30, used)] {
+                    d.w(field, 4, addr & 0xFFFF_FFFF);
+                    d.w(field + 4, 4, addr >> 32);
+                }
+                d.w(0x1C, 2, 1); // queue_enable
+            }
+            d.w(0x14, 1, 0x0F); // + DRIVER_OK
+            d
+        }
+
+        fn w(&self, offset: u64, size: u8, value: u64) {
+            let ok = self
+                .vm
+                .platform
+                .with(|p| p.mmio_write(self.common + offset, size, value, 0));
+            assert!(ok, "BAR 0 + {offset:#x}");
+        }
+
+        fn put(&self, gpa: u64, data: &[u8]) {
+            self.vm.ram.clone().write(gpa, data).unwrap();
+        }
+
+        fn get(&self, gpa: u64, len: usize) -> Vec<u8> {
+            let mut buf = vec![0; len];
+            self.vm.ram.read(gpa, &mut buf).unwrap();
+            buf
+        }
+
+        /// The buffer of descriptor `i` of queue `q`.
+        fn buffer(q: u16, i: u16) -> u64 {
+            HVC_BUFS + u64::from(q) * 0x1000 + u64::from(i) * 0x100
+        }
+
+        /// Offers one buffer on queue `q` (transmit: holding `data`; receive: `data.len()`
+        /// writable bytes) and notifies the device; the buffer's address.
+        fn offer(&mut self, q: u16, data: &[u8]) -> u64 {
+            let i = self.offered[usize::from(q)];
+            let (desc, avail, _) = hvc_ring(q);
+            let at = Self::buffer(q, i);
+            let flags: u16 = if q == 0 { 2 } else { 0 }; // VIRTQ_DESC_F_WRITE to receive
+            if q == 1 {
+                self.put(at, data);
+            }
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&at.to_le_bytes());
+            d[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            self.put(desc + 16 * u64::from(i), &d);
+            self.put(avail + 4 + 2 * u64::from(i), &i.to_le_bytes());
+            self.offered[usize::from(q)] = i + 1;
+            self.put(avail + 2, &(i + 1).to_le_bytes());
+            self.w(0x3000 + 4 * u64::from(q), 2, u64::from(q));
+            at
+        }
+
+        /// The used ring's index of queue `q` and the length of its entry `i`.
+        fn used(&self, q: u16, i: u16) -> (u16, u32) {
+            let (_, _, used) = hvc_ring(q);
+            let idx = self.get(used + 2, 2);
+            let len = self.get(used + 4 + 8 * u64::from(i) + 4, 4);
+            (
+                u16::from_le_bytes([idx[0], idx[1]]),
+                u32::from_le_bytes([len[0], len[1], len[2], len[3]]),
+            )
+        }
+    }
+
+    #[test]
+    fn pump_consoles_shows_what_the_guest_wrote_to_hvc0_with_its_port() {
+        let vmm = hvc_vms();
+        let con = vmm.get(VmId(4)).unwrap();
+        let mut driver = HvcDriver::start(Arc::clone(&con));
+        con.console.push_out(b"com1 line\n");
+        driver.offer(1, b"hello hvc0\n");
+        assert_eq!(
+            driver.used(1, 0).0,
+            1,
+            "the device took the transmit buffer"
+        );
+        assert!(con.hvc().is_some_and(|p| p.lock().has_output()));
+        let mut shown = Vec::new();
+        let mut out = Vec::new();
+        vmm.pump_consoles(&mut out, |vm, port, bytes| {
+            shown.push((vm.id, port, bytes.to_vec()));
+        });
+        assert_eq!(
+            shown,
+            [
+                (VmId(4), Port::Uart, b"com1 line\n".to_vec()),
+                (VmId(4), Port::Hvc, b"hello hvc0\n".to_vec()),
+            ]
+        );
+        assert_eq!(con.console.unprinted(), 0);
+        assert!(con.hvc().is_some_and(|p| !p.lock().has_output()), "taken");
+        // Taken once: the next pump shows nothing.
+        shown.clear();
+        vmm.pump_consoles(&mut out, |vm, port, bytes| {
+            shown.push((vm.id, port, bytes.to_vec()));
+        });
+        assert!(shown.is_empty(), "{shown:?}");
+        // Through the shell: in shell mode the hvc0 ring keeps it, apart from the vUART's.
+        driver.offer(1, b"# ");
+        let mut c = Console::new();
+        vmm.pump_consoles(&mut out, |vm, port, bytes| {
+            assert!(c.vm_output(vm.id, port, bytes).is_empty());
+        });
+        let ring = c.logs().get(VmId(4), Port::Hvc).map(|r| r.len());
+        assert_eq!(ring, Some(2));
+        assert!(c.logs().get(VmId(4), Port::Uart).is_none());
+    }
+
+    #[test]
+    fn typed_bytes_for_hvc0_wait_in_the_pipe_and_wake_vcpu0() {
+        let vmm = hvc_vms();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        let con = vmm.get(VmId(4)).unwrap();
+        let io = con.io.as_ref().unwrap();
+        let mut driver = HvcDriver::start(Arc::clone(&con));
+        let rx = driver.offer(0, &[0; 16]);
+        assert_eq!(driver.used(0, 0).0, 0, "no input yet");
+        assert!(!io.take_news());
+        // The shell knows which VMs have a virtio console.
+        let hvc: Vec<(VmId, bool)> = sh.vms().iter().map(|v| (v.id, v.hvc)).collect();
+        assert_eq!(hvc, [(VmId(4), true), (VmId(6), false)]);
+        let mut c = Console::new();
+        c.start(&sh);
+        let said = type_in(&mut c, &mut sh, "vm_console plain hvc\r");
+        assert!(
+            said.contains("vm_console: plain has no virtio console (hvc0)"),
+            "{said}"
+        );
+        let said = type_in(&mut c, &mut sh, "vm_console con hvc\r");
+        assert!(said.contains("[attached to con hvc0 (id 4);"), "{said}");
+        let kicks = vmm.platform().kicks(2);
+        type_in(&mut c, &mut sh, "hi");
+        // Not the vUART's queue: the pipe's, with news for the vCPU and a kick per byte.
+        assert!(!con.console.has_typed());
+        assert_eq!(vmm.platform().kicks(2), kicks + 2);
+        assert_eq!(vmm.platform().kicks(3), 0, "not the other VM's pCPU");
+        assert!(io.take_news());
+        // What vCPU 0 does with the news: the device hands the bytes to the guest.
+        con.platform.with(|p| p.serve_backends());
+        assert_eq!(driver.used(0, 0), (1, 2));
+        assert_eq!(driver.get(rx, 2), b"hi");
+        // Running, vCPU 0 serves typed bytes on its own.
+        let _pcpus = Pcpus::start(&vmm, &[2]);
+        vmm.start(VmId(4)).unwrap();
+        let rx = driver.offer(0, &[0; 16]);
+        type_in(&mut c, &mut sh, "!\r");
+        eventually("the guest received the typed bytes", || {
+            driver.used(0, 1) == (2, 2)
+        });
+        assert_eq!(driver.get(rx, 2), b"!\r");
+        vmm.stop(VmId(4)).unwrap();
+        // Neither a VM without a virtio console nor a missing VM takes any.
+        assert_eq!(
+            vmm.input_hvc(VmId(6), b"x"),
+            Err(ControlError::NoVirtioConsole(VmId(6)))
+        );
+        assert_eq!(
+            vmm.input_hvc(VmId(9), b"x"),
+            Err(ControlError::NoSuchVm(VmId(9)))
+        );
+        assert_eq!(sh.route(Action::ToGuest(VmId(6), Port::Hvc, b'x')), None);
+        assert!(!vmm.get(VmId(6)).unwrap().console.has_typed());
+        // A full pipe drops bytes and says so.
+        assert_eq!(
+            vmm.input_hvc(VmId(4), &[b'z'; virtio::console::INPUT_LIMIT + 1]),
+            Ok(false)
+        );
     }
 
     #[test]

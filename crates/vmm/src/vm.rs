@@ -9,6 +9,7 @@ use core::sync::atomic::AtomicU64;
 use scenario::{KernelKind, VmConfig, VmId};
 use spin::Mutex;
 use vcpu::{Gprs, GuestMemory, InitialState};
+use virtio::console::ConsolePipe;
 
 use alloc::sync::Arc;
 
@@ -402,6 +403,11 @@ impl<P: Platform> Vm<P> {
         }
         self.platform
             .with(|platform| self.console.feed_typed(|b| platform.console_input(b)))
+    }
+
+    /// The pipe of the VM's virtio console (`hvc0`), if it has one (and the machine's backends).
+    pub fn hvc(&self) -> Option<&Arc<Mutex<ConsolePipe>>> {
+        self.io.as_ref()?.console.as_ref()
     }
 
     /// The redirection table of the VM's virtual IOAPIC.

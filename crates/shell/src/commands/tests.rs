@@ -8,6 +8,7 @@ use log::LevelFilter;
 
 use super::*;
 use crate::backend::VirtioBackend;
+use crate::console::Port;
 use crate::mock::MockBackend;
 
 /// Runs `line`; the output (CR LF as LF) or the error line.
@@ -612,7 +613,16 @@ fn reboot_and_attach_are_outcomes() {
         execute(&mut b, &mut logs, "vm_console 1", &mut out),
         Ok(Outcome::Attach {
             vm: VmId(1),
-            name: "linux".into()
+            name: "linux".into(),
+            port: Port::Uart,
+        })
+    );
+    assert_eq!(
+        execute(&mut b, &mut logs, "vm_console linux hvc", &mut out),
+        Ok(Outcome::Attach {
+            vm: VmId(1),
+            name: "linux".into(),
+            port: Port::Hvc,
         })
     );
     assert!(out.is_empty());
@@ -625,7 +635,7 @@ fn reboot_and_attach_are_outcomes() {
 fn vm_log_reports_lost_output() {
     let mut b = MockBackend::new();
     let mut logs = VmLogs::new();
-    logs.push(VmId(0), &[b'x'; crate::RING_SIZE + 10], false);
+    logs.push(VmId(0), Port::Uart, &[b'x'; crate::RING_SIZE + 10], false);
     let text = run_with(&mut b, &mut logs, "vm_log rtvm").unwrap();
     assert!(
         text.starts_with("[10 bytes of rtvm output were overwritten before anyone saw them]\nxxxx")
@@ -634,6 +644,60 @@ fn vm_log_reports_lost_output() {
     let again = run_with(&mut b, &mut logs, "vm_log 0").unwrap();
     assert!(again.starts_with("xxxx"));
     assert_eq!(again.len(), crate::RING_SIZE + 1);
+}
+
+#[test]
+fn vm_console_and_vm_log_take_the_virtio_console() {
+    let mut b = MockBackend::new();
+    // rtvm has no virtio console: refused, before anything is printed.
+    assert_eq!(
+        fails(&mut b, "vm_console rtvm hvc"),
+        "vm_console: rtvm has no virtio console (hvc0)"
+    );
+    assert_eq!(
+        fails(&mut b, "vm_log 0 hvc"),
+        "vm_log: rtvm has no virtio console (hvc0)"
+    );
+    // A word that names no console, and a word too many.
+    assert_eq!(
+        fails(&mut b, "vm_console linux com2"),
+        "vm_console: unexpected argument \"com2\" (usage: vm_console <vm> [hvc])"
+    );
+    assert_eq!(
+        fails(&mut b, "vm_log linux hvc 1"),
+        "vm_log: unexpected argument \"1\" (usage: vm_log <vm> [hvc])"
+    );
+    // A VM without a vUART may still have its virtio console attached.
+    b.vms[1].console = false;
+    assert_eq!(
+        fails(&mut b, "vm_console linux"),
+        "vm_console: linux has no virtual UART"
+    );
+    ok(&mut b, "vm_console linux hvc0");
+    // Each console's history apart.
+    let mut logs = VmLogs::new();
+    logs.push(VmId(1), Port::Uart, b"com1 says\r\n", false);
+    logs.push(VmId(1), Port::Hvc, &[b'h'; crate::RING_SIZE + 3], false);
+    let text = run_with(&mut b, &mut logs, "vm_log linux hvc").unwrap();
+    assert!(
+        text.starts_with(
+            "[3 bytes of linux hvc0 output were overwritten before anyone saw them]\nhhhh"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("com1"));
+    assert_eq!(
+        run_with(&mut b, &mut logs, "vm_log linux").unwrap(),
+        "com1 says\n"
+    );
+    let mut empty = VmLogs::new();
+    assert_eq!(
+        run_with(&mut b, &mut empty, "vm_log linux HVC").unwrap(),
+        "[linux hvc0 has printed nothing]\n"
+    );
+    // help shows the port word.
+    assert!(ok(&mut b, "help").contains("vm_console <vm> [hvc]"));
+    assert!(ok(&mut b, "help vm_log").contains("virtio console (hvc0)"));
 }
 
 #[test]
@@ -663,6 +727,7 @@ fn no_command_panics_on_hostile_words() {
         "é",
         "4096",
         "4097",
+        "hvc",
     ];
     let mut b = MockBackend::new();
     let mut logs = VmLogs::new();

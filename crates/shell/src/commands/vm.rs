@@ -10,8 +10,9 @@ use vcpu::SystemState;
 
 use super::{CmdError, Ctx, Outcome};
 use crate::backend::{Lifecycle, VmInfo};
+use crate::console::Port;
 use crate::output::Table;
-use crate::parse::{find_vm, parse_u16, Args};
+use crate::parse::{find_vm, parse_port, parse_u16, Args};
 
 /// The VM a `<vm>` argument names, from a fresh list.
 pub(super) fn lookup(ctx: &Ctx<'_>, text: &str) -> Result<VmInfo, CmdError> {
@@ -189,36 +190,46 @@ pub(super) fn vcpu_dumpreg(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Out
     Ok(Outcome::Done)
 }
 
-pub(super) fn vm_console(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+/// `<vm> [hvc]`: the VM (from a fresh list) and which of its consoles.
+fn vm_and_port(ctx: &Ctx<'_>, args: &mut Args<'_>) -> Result<(VmInfo, Port), CmdError> {
     let text = args.required("<vm>")?;
+    let port = parse_port(args.optional())?;
     args.finish()?;
-    let vm = lookup(ctx, text)?;
-    if !vm.console {
-        return Err(CmdError::NoConsole(vm.name));
+    Ok((lookup(ctx, text)?, port))
+}
+
+pub(super) fn vm_console(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    let (vm, port) = vm_and_port(ctx, args)?;
+    match port {
+        Port::Uart if !vm.console => return Err(CmdError::NoConsole(vm.name)),
+        Port::Hvc if !vm.hvc => return Err(CmdError::NoHvc(vm.name)),
+        _ => {}
     }
     Ok(Outcome::Attach {
         vm: vm.id,
         name: vm.name,
+        port,
     })
 }
 
 pub(super) fn vm_log(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
-    let text = args.required("<vm>")?;
-    args.finish()?;
-    let vm = lookup(ctx, text)?;
+    let (vm, port) = vm_and_port(ctx, args)?;
+    if port == Port::Hvc && !vm.hvc {
+        return Err(CmdError::NoHvc(vm.name));
+    }
+    let name = port.label(&vm.name);
     let (history, lost) = ctx
         .logs
-        .get_mut(vm.id)
+        .get_mut(vm.id, port)
         .map(|r| r.take_history())
         .unwrap_or_default();
     if lost > 0 {
         ctx.out.line(&format!(
-            "[{lost} bytes of {} output were overwritten before anyone saw them]",
-            vm.name
+            "[{lost} bytes of {name} output were overwritten before anyone saw them]"
         ));
     }
     if history.is_empty() {
-        ctx.out.line(&format!("[{} has printed nothing]", vm.name));
+        ctx.out.line(&format!("[{name} has printed nothing]"));
         return Ok(Outcome::Done);
     }
     ctx.out.raw(&history);
