@@ -63,10 +63,6 @@ enum Command {
         /// milestones; needs no hypervisor build.
         #[arg(long, conflicts_with = "unit_only")]
         native_only: bool,
-        /// Also the Quercus runs of the cases marked pending (waiting for hypervisor support),
-        /// which otherwise run only natively or are skipped.
-        #[arg(long, conflicts_with_all = ["unit_only", "native_only"])]
-        pending: bool,
     },
     /// Build (or reuse) the Linux guest image from Debian packages; print its paths.
     LinuxImage {
@@ -387,13 +383,11 @@ fn main() -> ExitCode {
             emulator_only,
             filter,
             native_only,
-            pending,
         } => tests::run_tests(
             !emulator_only && !native_only,
             !unit_only,
             filter.as_deref(),
             native_only,
-            pending,
         ),
         Command::Bench {
             what: BenchWhat::Boot { runs },

@@ -65,10 +65,6 @@ pub struct TestCase {
     pub native: Option<Native>,
     /// A check of the native runs' logs once each saw its expected lines.
     pub native_check: Option<NativeCheck>,
-    /// What the Quercus run waits for (e.g. hypervisor support not landed yet): `cargo xtask test`
-    /// runs only the case's native runs, or lists it as skipped when it has none; `--pending`
-    /// runs it whole. Delete the line once that support lands.
-    pub pending: Option<&'static str>,
 }
 
 /// A run of one of the scenario's guests booted directly by the case's emulator (no
@@ -213,7 +209,6 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         timeout_secs: if qemu { 60 } else { 180 },
         native: None,
         native_check: None,
-        pending: None,
     }
 }
 
@@ -978,9 +973,6 @@ pub const NET_SERVER_CMDLINE: &str =
     "console=ttyS0 quiet quercus.modules=1 quercus.test=net-server quercus.ip=10.0.0.1/24";
 pub const NET_CLIENT_CMDLINE: &str = "console=ttyS0 quiet quercus.modules=1 quercus.test=net-client quercus.ip=10.0.0.2/24 quercus.peer=10.0.0.1";
 pub const NET_OUTSIDER_CMDLINE: &str = "console=ttyS0 quiet quercus.modules=1 quercus.test=net-isolated quercus.ip=10.0.0.3/24 quercus.peer=10.0.0.1 quercus.watch=900";
-/// Why the virtio cases' Quercus runs wait.
-const VIRTIO_PENDING: &str =
-    "the hypervisor's virtio devices and the scenario's [[vm.virtio]] tables";
 /// At most this many packets may reach the isolated VM's eth0 (the transfer is ~11,000 frames).
 pub const ISOLATED_RX_MAX: u64 = 64;
 
@@ -1083,7 +1075,6 @@ fn virtio_blk(name: &'static str, emulator: Emulator) -> TestCase {
             ..Default::default()
         }),
         native_check: Some(|logs| logs.iter().try_for_each(|l| all_modules_loaded(l))),
-        pending: Some(VIRTIO_PENDING),
         ..boot(name, emulator, 2)
     }
 }
@@ -1251,7 +1242,6 @@ fn virtio_net() -> TestCase {
             )
         }),
         native_check: Some(virtio_net_native_check),
-        pending: Some(VIRTIO_PENDING),
         ..boot("virtio-net-qemu-svm", Emulator::Qemu, 4)
     }
 }
@@ -1749,13 +1739,11 @@ fn unit_tests(root: &Path) -> Result<()> {
 
 /// `cargo xtask test`. `native_only`: only the native runs of the selected cases that have one
 /// (no hypervisor build, no scenario check), with the times of the guest's milestones.
-/// `pending`: also the Quercus runs of [`TestCase::pending`] cases.
 pub fn run_tests(
     unit: bool,
     emulator: bool,
     filter: Option<&str>,
     native_only: bool,
-    pending: bool,
 ) -> Result<ExitCode> {
     let root = workspace_root();
     if unit {
@@ -1776,21 +1764,11 @@ pub fn run_tests(
     let milestone = Regex::new(MILESTONE)?;
     let mut images: std::collections::HashMap<&str, (std::path::PathBuf, Vec<BootModule>)> =
         std::collections::HashMap::new();
-    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    let (mut passed, mut failed) = (0usize, 0usize);
     for case in &selected {
         if process::interrupted() {
             eprintln!("interrupted");
             break;
-        }
-        let waiting = case.pending.filter(|_| !pending);
-        if !native_only && waiting.is_some() && case.native.is_none() {
-            skipped += 1;
-            println!(
-                "SKIP {}: pending: {}",
-                case.name,
-                waiting.unwrap_or_default()
-            );
-            continue;
         }
         let pb = ProgressBar::new_spinner();
         pb.set_style(
@@ -1798,12 +1776,11 @@ pub fn run_tests(
         );
         pb.set_message(case.name);
         pb.enable_steady_tick(Duration::from_millis(100));
-        let (result, suffix) = if native_only || waiting.is_some() {
-            let suffix = match waiting {
-                Some(why) if !native_only => format!(" (native run only; pending: {why})"),
-                _ => " (native run only)".to_string(),
-            };
-            (native_only_case(&root, case), suffix)
+        let (result, suffix) = if native_only {
+            (
+                native_only_case(&root, case),
+                " (native run only)".to_string(),
+            )
         } else {
             let result = image_for(&root, case.scenario, &mut images)
                 .and_then(|(kernel, modules)| run_case(case, &kernel, &modules))
@@ -1833,11 +1810,7 @@ pub fn run_tests(
             }
         }
     }
-    if skipped == 0 {
-        println!("{passed} passed, {failed} failed");
-    } else {
-        println!("{passed} passed, {failed} failed, {skipped} skipped");
-    }
+    println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 && !process::interrupted() {
         ExitCode::SUCCESS
     } else {
@@ -2236,23 +2209,6 @@ mod unit {
         assert_eq!(
             cmdlines,
             [NET_SERVER_CMDLINE, NET_CLIENT_CMDLINE, NET_OUTSIDER_CMDLINE]
-        );
-    }
-
-    #[test]
-    fn only_the_virtio_cases_wait_for_the_hypervisor() {
-        let pending: Vec<&str> = cases()
-            .iter()
-            .filter(|c| c.pending.is_some())
-            .map(|c| c.name)
-            .collect();
-        assert_eq!(
-            pending,
-            [
-                "virtio-blk-qemu-svm",
-                "virtio-net-qemu-svm",
-                "virtio-blk-bochs-vmx"
-            ]
         );
     }
 
@@ -2737,7 +2693,9 @@ TESTS DONE 6 passed 0 failed";
                 cmdline: "testdisk".into(),
             },
         ];
-        let cfg = native.run_config(&case, &modules, &slot("v-native", &[])).unwrap();
+        let cfg = native
+            .run_config(&case, &modules, &slot("v-native", &[]))
+            .unwrap();
         let args = cfg.extra_qemu_args.join(" ");
         assert!(args.contains("file=/m/testdisk.img,if=none,id=d0,format=raw,snapshot=on"));
         assert!(args.contains("file=/m/testdisk.img,if=none,id=d1,format=raw,readonly=on"));
@@ -2747,7 +2705,9 @@ TESTS DONE 6 passed 0 failed";
         }
         assert_eq!(cfg.cmdline, "virtio");
         // Without the disk module the native run cannot start.
-        assert!(native.run_config(&case, &modules[..1], &slot("v-native", &[])).is_err());
+        assert!(native
+            .run_config(&case, &modules[..1], &slot("v-native", &[]))
+            .is_err());
     }
 
     #[test]
