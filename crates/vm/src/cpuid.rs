@@ -27,7 +27,8 @@
 //! | 0x15 | EAX = 100,000, EBX = TSC kHz, ECX = 100 MHz | the TSC as the hypervisor calibrated it, over a "crystal" that is the vLAPIC timer's clock: a guest needs no calibration (the host's own leaf may be wrong: Bochs claims 2.4 GHz, its TSC runs at 200 MHz) |
 //! | 0x16 | EAX = EBX = TSC MHz, ECX = 100 (bus MHz) | the same frequencies for guests that read this leaf |
 //! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
-//! | 0x4000_0001..=0x4000_000F | all zero | reserved for future Quercus interfaces |
+//! | 0x4000_0001 | EAX:EBX = this vCPU's VM exits so far (this one included), ECX:EDX = TSC (filled in by the dispatcher) | statistics for benchmarks in the guest, readable from user space through Linux's /dev/cpu/N/cpuid |
+//! | 0x4000_0002..=0x4000_000F | all zero | reserved for future Quercus interfaces |
 //! | 1, 0x8000_0001 | EDX: MCE and MCA cleared | no virtual machine-check architecture |
 //! | 0x4000_0010 | EAX = TSC kHz, EBX = LAPIC bus kHz | timing leaf (VMware/KVM convention) |
 //! | other 0x4000_0000..=0x4FFF_FFFF | all zero | the software-reserved range; hides an outer hypervisor's leaves when Quercus itself runs nested |
@@ -54,6 +55,8 @@ const XSAVES: u32 = 1 << 3;
 const LEAF_TSC_CRYSTAL: u32 = 0x15;
 const LEAF_FREQUENCY: u32 = 0x16;
 const LEAF_HV_BASE: u32 = 0x4000_0000;
+/// The statistics leaf: exits of the vCPU and the TSC (see the module table).
+pub const LEAF_HV_STATS: u32 = 0x4000_0001;
 const LEAF_HV_TIMING: u32 = 0x4000_0010;
 const LEAF_HV_RANGE_END: u32 = 0x4FFF_FFFF;
 const LEAF_AMD_FEATURES: u32 = 0x8000_0001;

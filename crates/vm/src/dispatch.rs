@@ -78,6 +78,10 @@ pub trait VmHost {
     fn eoi(&self, _vector: u8) {}
     /// The host's monotonic clock in TSC ticks.
     fn now(&self) -> u64;
+    /// VM exits of this vCPU so far (the statistics leaf 0x4000_0001).
+    fn exit_count(&self) -> u64 {
+        0
+    }
     /// CPUID on the host CPU.
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// XCR0 bits this CPU supports (0 without XSAVE).
@@ -484,6 +488,18 @@ impl VcpuExits {
                 let g = vcpu.gprs();
                 let (leaf, sub) = (g.rax as u32, g.rcx as u32);
                 let mut regs = self.cpuid.virtualize(leaf, sub, host.host_cpuid(leaf, sub));
+                if leaf == crate::cpuid::LEAF_HV_STATS {
+                    // This vCPU's exits (this one included) and the TSC: what a
+                    // benchmark inside the guest, even in user space through
+                    // /dev/cpu/N/cpuid, needs to count exits per operation.
+                    let (exits, tsc) = (host.exit_count(), host.now());
+                    regs = [
+                        exits as u32,
+                        (exits >> 32) as u32,
+                        tsc as u32,
+                        (tsc >> 32) as u32,
+                    ];
+                }
                 if CpuidPolicy::mirrors_cr4(leaf) {
                     CpuidPolicy::reflect_guest_cr4(leaf, sub, &mut regs, vcpu.system_state().cr4);
                 }
@@ -1253,6 +1269,17 @@ mod tests {
         assert_eq!(v.gprs.rcx & (1 << 5), 0, "VMX hidden");
         assert_ne!(v.gprs.rcx & (1 << 31), 0, "hypervisor bit");
         assert_eq!(v.rip, 0x1002);
+    }
+
+    #[test]
+    fn the_statistics_leaf_reports_exits_and_the_tsc() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        v.gprs.rax = u64::from(crate::cpuid::LEAF_HV_STATS);
+        assert_eq!(e.handle(&mut v, &mut h, VmExit::Cpuid), Flow::Continue);
+        // The mock counts no exits; its clock moves 1000 per look.
+        assert_eq!((v.gprs.rax, v.gprs.rbx), (0, 0));
+        let tsc = v.gprs.rcx | v.gprs.rdx << 32;
+        assert!(tsc > 0 && tsc <= h.clock.get());
     }
 
     #[test]

@@ -155,6 +155,11 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
         self.p.now()
     }
 
+    fn exit_count(&self) -> u64 {
+        // The run loop records an exit before handling it.
+        self.slot.stats.lock().total()
+    }
+
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         self.p.host_cpuid(leaf, subleaf)
     }

@@ -312,6 +312,21 @@ fn cpuid_hv_leaves(env: &Env) -> TestResult {
     );
     let khz = cpuid(0x4000_0010, 0).eax;
     ensure!(khz != 0, "TSC frequency (CPUID 0x40000010 EAX) is 0");
+    // The statistics leaf: this vCPU's exits (each CPUID is one) and the TSC.
+    let stats = || {
+        let r = cpuid(0x4000_0001, 0);
+        (
+            u64::from(r.eax) | u64::from(r.ebx) << 32,
+            u64::from(r.ecx) | u64::from(r.edx) << 32,
+        )
+    };
+    let (exits0, tsc0) = stats();
+    let (exits1, tsc1) = stats();
+    ensure!(
+        exits0 > 0 && exits1 > exits0,
+        "statistics leaf: exits {exits0} then {exits1} (a CPUID apart)"
+    );
+    ensure!(tsc1 > tsc0, "statistics leaf: TSC {tsc0:#x} then {tsc1:#x}");
     Ok(Pass)
 }
 
