@@ -226,6 +226,9 @@ fn testdata_module(root: &Path) -> Result<PathBuf> {
 /// A raw disk image for the virtio-blk tests (the test guest's `virtio-blk`): [`TESTDISK_SECTORS`]
 /// sectors of [`testdisk_image`] in a file under `target/`.
 pub const TESTDISK_MODULE: &str = "testdisk";
+/// A second module with the same content, for a second VM that writes to its own disk while the
+/// first one uses `testdisk` (a writable disk module is never shared between VMs).
+pub const TESTDISK2_MODULE: &str = "testdisk2";
 /// 512-byte sectors of the `testdisk` image (1 MiB).
 pub const TESTDISK_SECTORS: u64 = 2048;
 /// How each `testdisk` sector starts (then its LBA, u64 little-endian).
@@ -249,11 +252,12 @@ pub fn testdisk_image() -> Vec<u8> {
         .collect()
 }
 
-/// Writes the `testdisk` module to `target/modules/testdisk.img` (when its content differs) and
-/// returns its path. A run that writes to the disk natively must not change this file (QEMU:
-/// `snapshot=on`): the hypervisor's run gets the same image.
-fn testdisk_module(root: &Path) -> Result<PathBuf> {
-    let path = root.join("target/modules/testdisk.img");
+/// Writes the `testdisk` module (or another module `name` with the same content) to
+/// `target/modules/<name>.img` (when its content differs) and returns its path. A run that writes
+/// to the disk natively must not change this file (QEMU: `snapshot=on`): the hypervisor's run gets
+/// the same image.
+fn testdisk_module(root: &Path, name: &str) -> Result<PathBuf> {
+    let path = root.join(format!("target/modules/{name}.img"));
     let image = testdisk_image();
     if std::fs::read(&path).ok().as_deref() != Some(&image[..]) {
         let dir = path.parent().unwrap_or(root);
@@ -275,7 +279,7 @@ pub fn module_path(root: &Path, name: &str, opts: &BuildOptions) -> Result<PathB
         LINUX_VMLINUX_MODULE => crate::linux_image::linux_guest(root)?.vmlinux,
         DISK_MODULE => crate::disk_image::disk_image(root)?,
         TESTDATA_MODULE => testdata_module(root)?,
-        TESTDISK_MODULE => testdisk_module(root)?,
+        TESTDISK_MODULE | TESTDISK2_MODULE => testdisk_module(root, name)?,
         LOWLOAD_MODULE => lowload_module(root)?,
         guest => build_baremetal(guest, guest, opts)?,
     })
@@ -310,6 +314,7 @@ fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
         DISK_MODULE,
         TESTDATA_MODULE,
         TESTDISK_MODULE,
+        TESTDISK2_MODULE,
         LOWLOAD_MODULE,
     ]);
     configurator::load_and_validate(scenario, &names).map_err(|errors| {
@@ -432,12 +437,15 @@ mod tests {
     #[test]
     fn testdisk_module_is_rewritten_when_it_differs() {
         let root = std::env::temp_dir().join(format!("quercus-testdisk-{}", std::process::id()));
-        let path = testdisk_module(&root).unwrap();
+        let path = testdisk_module(&root, TESTDISK_MODULE).unwrap();
         assert_eq!(path, root.join("target/modules/testdisk.img"));
         assert_eq!(std::fs::read(&path).unwrap(), testdisk_image());
         std::fs::write(&path, b"stale").unwrap();
-        testdisk_module(&root).unwrap();
+        testdisk_module(&root, TESTDISK_MODULE).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), testdisk_image());
+        let second = testdisk_module(&root, TESTDISK2_MODULE).unwrap();
+        assert_eq!(second, root.join("target/modules/testdisk2.img"));
+        assert_eq!(std::fs::read(&second).unwrap(), testdisk_image());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -620,6 +620,191 @@ fn virtio_peer() -> TestCase {
     }
 }
 
+/// The test guest's tests in `virtio-hostile` mode, in the order it runs them
+/// (guests/test-guest/src/tests/virtio_hostile.rs): a driver of its own breaks the rings of its
+/// virtio-blk and virtio-net devices one way per case, checks the device's answer, resets the
+/// device and proves it works again.
+pub const GUEST_VIRTIO_HOSTILE_TESTS: [&str; 54] = [
+    "virtio-hostile-baseline",
+    "virtio-hostile-desc-loop",
+    "virtio-hostile-desc-self-loop",
+    "virtio-hostile-next-out-of-range",
+    "virtio-hostile-head-out-of-range",
+    "virtio-hostile-readable-after-writable",
+    "virtio-hostile-index-jump",
+    "virtio-hostile-index-backwards",
+    "virtio-hostile-addr-past-ram",
+    "virtio-hostile-addr-pci-hole",
+    "virtio-hostile-addr-wrap",
+    "virtio-hostile-addr-own-bar",
+    "virtio-hostile-addr-net-bar",
+    "virtio-hostile-addr-ioapic",
+    "virtio-hostile-addr-lapic",
+    "virtio-hostile-header-in-bar",
+    "virtio-hostile-desc-table-in-bar",
+    "virtio-hostile-avail-ring-in-ioapic",
+    "virtio-hostile-used-ring-in-ioapic",
+    "virtio-hostile-zero-len-header",
+    "virtio-hostile-zero-len-data",
+    "virtio-hostile-zero-len-status",
+    "virtio-hostile-huge-len",
+    "virtio-hostile-huge-read",
+    "virtio-hostile-huge-write",
+    "virtio-hostile-data-not-sectors",
+    "virtio-hostile-sector-past-end",
+    "virtio-hostile-sector-overflow",
+    "virtio-hostile-unknown-type",
+    "virtio-hostile-queue-size-not-pow2",
+    "virtio-hostile-queue-size-zero",
+    "virtio-hostile-queue-size-too-big",
+    "virtio-hostile-indirect-not-negotiated",
+    "virtio-hostile-features-after-ok",
+    "virtio-hostile-features-renegotiated",
+    "virtio-hostile-features-unoffered",
+    "virtio-hostile-features-no-version-1",
+    "virtio-hostile-indirect-longer-than-queue",
+    "virtio-hostile-indirect-loop",
+    "virtio-hostile-indirect-nested",
+    "virtio-hostile-indirect-with-next",
+    "virtio-hostile-indirect-bad-length",
+    "virtio-hostile-indirect-in-ioapic",
+    "virtio-hostile-notify-before-driver-ok",
+    "virtio-hostile-notify-bad-queue",
+    "virtio-hostile-reset-mid-request",
+    "virtio-hostile-msix-bad-messages",
+    "virtio-hostile-needs-reset-storm",
+    "virtio-hostile-net-tx-loop",
+    "virtio-hostile-net-tx-ioapic",
+    "virtio-hostile-net-tx-huge",
+    "virtio-hostile-net-tx-zero-len",
+    "virtio-hostile-net-tx-writable-only",
+    "virtio-hostile-summary",
+];
+
+/// The test guest's tests in `virtio-soak` mode, in the order it runs them.
+pub const GUEST_VIRTIO_SOAK_TESTS: [&str; 2] = ["virtio-enum", "virtio-soak"];
+
+/// The case `virtio-hostile` runs first with `await-soak` on its command line: it waits for a
+/// `virtio-soak` frame of another VM on its switch.
+const GUEST_VIRTIO_HOSTILE_AWAIT: &str = "virtio-hostile-await-soak";
+
+/// What VM `vm` in `virtio-hostile` mode prints (first awaiting the victim's traffic if
+/// `await_soak`): every case passing (each after its answer line), the summary of the answers, the
+/// tally and its power-off.
+fn virtio_hostile_lines(vm: &str, await_soak: bool) -> Vec<String> {
+    let mut v = Vec::new();
+    let first = await_soak.then_some(GUEST_VIRTIO_HOSTILE_AWAIT);
+    for t in first.into_iter().chain(GUEST_VIRTIO_HOSTILE_TESTS) {
+        if t == "virtio-hostile-summary" {
+            v.push(format!(
+                r"^\[{vm}\] virtio-hostile: answers: \d+ DEVICE_NEEDS_RESET, \d+ error status, \d+ ignored, \d+ served$"
+            ));
+        } else {
+            let case = t.trim_start_matches("virtio-hostile-");
+            v.push(format!(r"^\[{vm}\] virtio-hostile: {case}: "));
+        }
+        v.push(format!(r"^\[{vm}\] TEST {t} PASS$"));
+    }
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        GUEST_VIRTIO_HOSTILE_TESTS.len() + usize::from(await_soak)
+    ));
+    v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
+    v
+}
+
+/// What VM `vm` in `virtio-soak` mode with `devices` (slot, device ID, type) prints: its devices
+/// listed, both tests passing after the soak's summary, the tally and its power-off.
+fn virtio_soak_lines(vm: &str, devices: &[(&str, &str, &str)]) -> Vec<String> {
+    let mut v: Vec<String> = devices
+        .iter()
+        .map(|(slot, id, kind)| {
+            format!(r"^\[{vm}\] virtio-enum: 00:{slot}\.0 1af4:{id} rev \d+ {kind}$")
+        })
+        .collect();
+    v.push(format!(r"^\[{vm}\] TEST virtio-enum PASS$"));
+    v.push(format!(r"^\[{vm}\] virtio-soak: done: [1-9]\d* rounds in "));
+    v.push(format!(r"^\[{vm}\] TEST virtio-soak PASS$"));
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        GUEST_VIRTIO_SOAK_TESTS.len()
+    ));
+    v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
+    v
+}
+
+/// The victim's devices in `configs/virtio-hostile.toml`: its disk and two ports on `lan0`.
+const VIRTIO_VICTIM_DEVICES: [(&str, &str, &str); 3] = [
+    ("08", "1042", "blk"),
+    ("09", "1041", "net"),
+    ("0a", "1041", "net"),
+];
+
+/// The victim was busy during the whole attack: its soak started before the hostile VM heard its
+/// traffic (and began), and passed only after the hostile VM's last case.
+fn virtio_hostile_check(lines: &[String]) -> Result<(), String> {
+    let at = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| pred(l))
+            .ok_or_else(|| format!("no line {what}"))
+    };
+    let soak_start = at("[victim] virtio-soak: <N> s on", &|l| {
+        l.starts_with("[victim] virtio-soak: ") && l.contains(" s on ")
+    })?;
+    let first_case = at("[hostile] TEST virtio-hostile-await-soak", &|l| {
+        l.starts_with("[hostile] TEST virtio-hostile-await-soak ")
+    })?;
+    let attack_done = at("[hostile] TESTS DONE", &|l| {
+        l.starts_with("[hostile] TESTS DONE ")
+    })?;
+    let soak_pass = at("[victim] TEST virtio-soak PASS", &|l| {
+        l == "[victim] TEST virtio-soak PASS"
+    })?;
+    if soak_start > first_case {
+        return Err(format!(
+            "the victim's soak started (line {soak_start}) after the hostile VM heard it (line {first_case})"
+        ));
+    }
+    if soak_pass < attack_done {
+        return Err(format!(
+            "the victim's soak ended (line {soak_pass}) before the hostile VM's last case (line {attack_done})"
+        ));
+    }
+    Ok(())
+}
+
+/// The `virtio-hostile` scenario: VM `hostile` breaks the rings of its virtio-blk and virtio-net
+/// devices in every way its `virtio-hostile` mode knows while VM `victim` keeps its own disk and
+/// two ports on the same switch busy (`virtio-soak`); every hostile case must get the device's
+/// proper answer and a working device after a reset, the victim must pass, and both VMs power off
+/// (the hypervisor survives). Under Quercus only.
+fn virtio_hostile() -> TestCase {
+    TestCase {
+        scenario: "virtio-hostile",
+        cpus: 3,
+        expect: virtio_hostile_lines("hostile", true),
+        parallel: vec![virtio_soak_lines("victim", &VIRTIO_VICTIM_DEVICES)],
+        post_check: Some(virtio_hostile_check),
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: 120,
+        ..boot("virtio-hostile-qemu-svm", Emulator::Qemu, 3)
+    }
+}
+
+/// `configs/virtio-hostile-bochs.toml` under `emulator` (Bochs with VT-x or AMD-V): the board has
+/// one pCPU for VMs, so VM `hostile` runs alone (no victim); every case must pass and the VM power
+/// off.
+fn virtio_hostile_bochs(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: "virtio-hostile-bochs",
+        expect: virtio_hostile_lines("hostile", false),
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: 240,
+        ..boot(name, emulator, 2)
+    }
+}
+
 /// The exits total of each `stats vm0` table row, in order.
 fn vm0_exit_totals(lines: &[String]) -> Vec<u64> {
     lines
@@ -1365,6 +1550,9 @@ pub fn cases() -> Vec<TestCase> {
         virtio_drivers("virtio-drivers-bochs-vmx", Emulator::Bochs),
         virtio_drivers("virtio-drivers-bochs-svm", Emulator::BochsAmd),
         virtio_peer(),
+        virtio_hostile(),
+        virtio_hostile_bochs("virtio-hostile-bochs-vmx", Emulator::Bochs),
+        virtio_hostile_bochs("virtio-hostile-bochs-svm", Emulator::BochsAmd),
         virtio_blk("virtio-blk-bochs-vmx", Emulator::Bochs),
         TestCase {
             scenario: "partitioned",
@@ -2153,6 +2341,43 @@ mod unit {
             ports,
             disk_dir: Path::new("/runs"),
         }
+    }
+
+    /// The hostile cases the harness awaits are the guest's table, in its order.
+    #[test]
+    fn virtio_hostile_cases_match_the_guest() {
+        let src = std::fs::read_to_string(
+            workspace_root().join("guests/test-guest/src/tests/virtio_hostile.rs"),
+        )
+        .unwrap();
+        let table = src
+            .split("pub const TESTS")
+            .nth(1)
+            .and_then(|t| t.split("];").next())
+            .unwrap();
+        let names: Vec<&str> = table
+            .split('"')
+            .filter(|w| w.starts_with("virtio-hostile-"))
+            .collect();
+        assert_eq!(names, GUEST_VIRTIO_HOSTILE_TESTS);
+        assert!(src.contains(&format!("(\"{GUEST_VIRTIO_HOSTILE_AWAIT}\", await_soak)")));
+    }
+
+    #[test]
+    fn the_victim_must_outlast_the_attack() {
+        let log = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let good = [
+            "[victim] virtio-soak: 20 s on 00:08.0 (2048 sectors), 00:09.0 and 00:0a.0",
+            "[hostile] TEST virtio-hostile-await-soak PASS",
+            "[hostile] TESTS DONE 55 passed 0 failed",
+            "[victim] TEST virtio-soak PASS",
+        ];
+        assert_eq!(virtio_hostile_check(&log(&good)), Ok(()));
+        let short = [good[0], good[1], good[3], good[2]];
+        assert!(virtio_hostile_check(&log(&short)).is_err());
+        let late = [good[1], good[0], good[2], good[3]];
+        assert!(virtio_hostile_check(&log(&late)).is_err());
+        assert!(virtio_hostile_check(&log(&good[1..])).is_err());
     }
 
     #[test]

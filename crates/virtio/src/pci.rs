@@ -12,7 +12,8 @@
 //!
 //! Device status follows 2.1 and 3.1: writing 0 resets the function;
 //! FEATURES_OK sticks only if the driver accepted a subset of the offered
-//! features including VERSION_1; notifications before DRIVER_OK are
+//! features including VERSION_1, and then only a reset clears it (the
+//! features stay frozen); notifications before DRIVER_OK are
 //! ignored and counted. Any error in the rings the guest owns sets
 //! DEVICE_NEEDS_RESET, sends a configuration-change interrupt and stops the
 //! device until the driver resets it: the VM goes on, nothing outside its
@@ -470,7 +471,14 @@ impl VirtioPci {
             return;
         }
         // NEEDS_RESET is the device's; the driver cannot set or clear it.
-        let mut next = (value & !STATUS_NEEDS_RESET) | (self.status & STATUS_NEEDS_RESET);
+        // Nor can it take FEATURES_OK back once the device accepted it (a
+        // driver never clears a status bit, 3.1.1; only a reset does): the
+        // features stay frozen, so they remain the ones the enabled queues
+        // were made with (a queue keeps INDIRECT_DESC and EVENT_IDX from its
+        // enable) and a second negotiation without a reset cannot make the
+        // device report one feature set while its queues use another.
+        let kept = self.status & (STATUS_NEEDS_RESET | STATUS_FEATURES_OK);
+        let mut next = (value & !STATUS_NEEDS_RESET) | kept;
         if value & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
             let acceptable = self.driver_features & !self.offered == 0
                 && self.driver_features & VIRTIO_F_VERSION_1 != 0;

@@ -16,7 +16,10 @@
 //! announced by `TEST kbd-reset ARMED`), `virtio` (only the `virtio-*`
 //! tests: the `virtio-drivers` crate against the VM's virtio-pci devices),
 //! `virtio-net-peer` (with `self-id=M peer-id=N`: a frame exchange with a
-//! second VM on the same virtual switch). See `tests.rs` for what each test
+//! second VM on the same virtual switch), `virtio-hostile` (only the
+//! `virtio-hostile-*` tests: the guest's own driver breaks the rings of its
+//! virtio devices on purpose), `virtio-soak` (with `seconds=N`: the
+//! `virtio-drivers` crate keeps the VM's disk and two NICs busy). See `tests.rs` for what each test
 //! checks.
 
 #![no_std]
@@ -41,6 +44,7 @@ mod serial;
 mod tests;
 mod trap;
 mod virtio;
+mod vpci;
 
 use core::cell::UnsafeCell;
 
@@ -111,6 +115,12 @@ pub struct Env {
     /// Run only `virtio-enum` and `virtio-net-peer` (two VMs on one switch;
     /// `self-id=M peer-id=N` on the command line).
     pub virtio_net_peer: bool,
+    /// Run only the `virtio-hostile-*` tests: the guest's own driver breaks
+    /// the rings of its virtio-blk and virtio-net devices on purpose.
+    pub virtio_hostile: bool,
+    /// Run only `virtio-enum` and `virtio-soak` (`seconds=N`): the
+    /// `virtio-drivers` crate keeps using the VM's devices for N seconds.
+    pub virtio_soak: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -160,6 +170,8 @@ impl Env {
             arch: boot.has_word(b"arch"),
             virtio: boot.has_word(b"virtio"),
             virtio_net_peer: boot.has_word(b"virtio-net-peer"),
+            virtio_hostile: boot.has_word(b"virtio-hostile"),
+            virtio_soak: boot.has_word(b"virtio-soak"),
             boot,
         }
     }

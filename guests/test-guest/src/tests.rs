@@ -13,7 +13,8 @@
 //! on the command line only the `pic-*` tests run
 //! ([`pic_only::PIC_FIRST_TESTS`], then [`pic_only::PIC_ONLY_TESTS`]).
 //! With `virtio` only [`virtio::TESTS`] run, with `virtio-net-peer` only
-//! [`virtio::PEER_TESTS`].
+//! [`virtio::PEER_TESTS`], with `virtio-soak` only [`virtio::SOAK_TESTS`],
+//! with `virtio-hostile` only [`virtio_hostile::TESTS`].
 
 use core::sync::atomic::Ordering;
 
@@ -96,6 +97,7 @@ mod bench;
 mod pci;
 pub mod pic_only;
 mod virtio;
+mod virtio_hostile;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
 /// run (the harness's table lists them so): `pci-cf8-enum`, `pci-ecam-enum`,
@@ -134,12 +136,20 @@ pub fn run_all(env: &Env) -> Tally {
         }
         return tally;
     }
-    if env.virtio || env.virtio_net_peer {
-        let tests = if env.virtio_net_peer {
+    if env.virtio || env.virtio_net_peer || env.virtio_hostile || env.virtio_soak {
+        let tests = if env.virtio_hostile {
+            virtio_hostile::TESTS
+        } else if env.virtio_soak {
+            virtio::SOAK_TESTS
+        } else if env.virtio_net_peer {
             virtio::PEER_TESTS
         } else {
             virtio::TESTS
         };
+        if env.virtio_hostile && env.boot.has_word(b"await-soak") {
+            let (name, test) = virtio_hostile::AWAIT_TEST;
+            run_one(env, name, test, &mut tally);
+        }
         for &(name, test) in tests {
             run_one(env, name, test, &mut tally);
         }

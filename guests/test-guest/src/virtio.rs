@@ -160,9 +160,12 @@ pub fn dma_pages_in_use() -> u32 {
 
 // ---------------------------------------------------------------- heap
 
-/// A bump allocator over a static arena for `virtio-drivers`' console
-/// driver (its receive buffer is a `Box`). Freed memory comes back only
-/// when the arena is reset between tests.
+/// A bump allocator over a static arena for what `virtio-drivers`
+/// allocates: the console driver's receive buffer (a `Box` as long as the
+/// driver lives) and each indirect descriptor table (one per request while
+/// it is in flight, with `VIRTIO_F_INDIRECT_DESC`). Freed memory comes back
+/// when no allocation is live any more (the bump pointer then starts over)
+/// and when the arena is reset between tests.
 struct Heap;
 
 const HEAP_SIZE: usize = 16 * 1024;
@@ -172,11 +175,13 @@ struct Arena([u8; HEAP_SIZE]);
 
 static ARENA: Global<Arena> = Global::new(Arena([0; HEAP_SIZE]));
 static HEAP_NEXT: Global<usize> = Global::new(0);
+/// Allocations not freed yet.
+static HEAP_LIVE: Global<usize> = Global::new(0);
 
 // SAFETY: alloc returns a block of the requested size and alignment inside
-// the arena that no earlier live allocation overlaps (the bump pointer only
-// grows until `reset`, which runs only when no allocation is in use), or
-// null.
+// the arena that no live allocation overlaps (the bump pointer only grows
+// while any allocation is live; it starts over only when none is, in
+// dealloc or in `fresh_start`), or null.
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let base = ARENA.get() as usize;
@@ -191,11 +196,24 @@ unsafe impl GlobalAlloc for Heap {
             return core::ptr::null_mut();
         }
         // SAFETY: as above.
-        unsafe { *next = end - base };
+        unsafe {
+            *next = end - base;
+            *HEAP_LIVE.get() += 1;
+        }
         start as *mut u8
     }
 
-    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {
+        // SAFETY: one CPU, never from interrupt handlers; the caller frees a
+        // block alloc returned, so the count is at least 1.
+        unsafe {
+            let live = HEAP_LIVE.get();
+            *live = (*live).saturating_sub(1);
+            if *live == 0 {
+                *HEAP_NEXT.get() = 0;
+            }
+        }
+    }
 }
 
 #[global_allocator]
@@ -286,6 +304,7 @@ pub fn fresh_start() {
     unsafe {
         *DMA_USED.get() = 0;
         *HEAP_NEXT.get() = 0;
+        *HEAP_LIVE.get() = 0;
     }
 }
 

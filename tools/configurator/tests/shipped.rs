@@ -19,6 +19,7 @@ const GUESTS: &[&str] = &[
     "vmlinux",
     "lowload",
     "testdisk",
+    "testdisk2",
     "disk",
 ];
 

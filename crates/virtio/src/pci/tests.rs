@@ -304,6 +304,69 @@ fn features_ok_needs_version_1_and_a_subset() {
 }
 
 #[test]
+fn features_ok_stays_until_a_reset() {
+    let mut d = Driver::new(Box::new(Blk::new(Box::new(disk(4096)))));
+    d.start(ALL);
+    let negotiated = d.dev.driver_features();
+    assert_ne!(negotiated & VIRTIO_F_INDIRECT_DESC, 0);
+    // A second negotiation without a reset: FEATURES_OK (and DRIVER_OK)
+    // cleared by a status write, fewer features, FEATURES_OK set again.
+    d.w(
+        DEVICE_STATUS,
+        1,
+        u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER),
+    );
+    assert_eq!(
+        d.dev.status(),
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+        "only a reset clears FEATURES_OK"
+    );
+    d.w(DRIVER_FEATURE_SELECT, 4, 0);
+    d.w(DRIVER_FEATURE, 4, 0);
+    d.w(DRIVER_FEATURE_SELECT, 4, 1);
+    d.w(DRIVER_FEATURE, 4, VIRTIO_F_VERSION_1 >> 32);
+    d.w(
+        DEVICE_STATUS,
+        1,
+        u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK),
+    );
+    assert_eq!(d.dev.driver_features(), negotiated, "still frozen");
+    // The queue was enabled with INDIRECT_DESC and the device still
+    // reports it: an indirect read is served, not a ring error.
+    let table = d.alloc(48);
+    let header = d.alloc(16);
+    let data = d.alloc(513);
+    d.put(header, &blk_request(blk::VIRTIO_BLK_T_IN, 1));
+    let mut t = Vec::new();
+    for (addr, len, flags, next) in [
+        (header, 16u32, VIRTQ_DESC_F_NEXT, 1u16),
+        (data, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2),
+        (data + 512, 1, VIRTQ_DESC_F_WRITE, 0),
+    ] {
+        t.extend_from_slice(&addr.to_le_bytes());
+        t.extend_from_slice(&len.to_le_bytes());
+        t.extend_from_slice(&flags.to_le_bytes());
+        t.extend_from_slice(&next.to_le_bytes());
+    }
+    d.put(table, &t);
+    d.desc(0, 0, table, 48, crate::queue::VIRTQ_DESC_F_INDIRECT, 0);
+    let (_, a, _) = ring(0);
+    d.put(a + 4, &0u16.to_le_bytes());
+    d.put(a + 2, &1u16.to_le_bytes());
+    d.kick(0);
+    assert_eq!(d.dev.status() & STATUS_NEEDS_RESET, 0);
+    assert_eq!(d.used(0), [(0, 513)]);
+    assert_eq!(d.get(data + 512, 1), [blk::VIRTIO_BLK_S_OK]);
+    let sector1: Vec<u8> = (512..1024).map(|i| (i / 512) as u8 ^ (i as u8)).collect();
+    assert_eq!(d.get(data, 512), sector1);
+    // A reset clears it; the features can be negotiated anew.
+    d.w(DEVICE_STATUS, 1, 0);
+    assert_eq!(d.dev.status(), 0);
+    assert!(d.negotiate(VIRTIO_F_VERSION_1));
+    assert_eq!(d.dev.driver_features(), VIRTIO_F_VERSION_1);
+}
+
+#[test]
 fn block_read_write_and_every_bad_request() {
     let mut d = Driver::new(Box::new(Blk::new(Box::new(disk(8 * 512)))));
     d.start(ALL);

@@ -42,6 +42,10 @@ pub const TESTS: &[(&str, super::TestFn)] = &[
 pub const PEER_TESTS: &[(&str, super::TestFn)] =
     &[("virtio-enum", enumerate), ("virtio-net-peer", net_peer)];
 
+/// The tests of the `virtio-soak` mode.
+pub const SOAK_TESTS: &[(&str, super::TestFn)] =
+    &[("virtio-enum", enumerate), ("virtio-soak", soak)];
+
 /// How long one request (a block transfer, a frame's transmission) may take.
 const REQUEST_MS: u64 = 2000;
 
@@ -132,7 +136,7 @@ pub fn enumerate(_env: &Env) -> TestResult {
 /// bytes that depend on the LBA and the offset.
 const DISK_MAGIC: &[u8; 8] = b"QTESTDSK";
 
-fn disk_byte(lba: u64, i: usize) -> u8 {
+pub(super) fn disk_byte(lba: u64, i: usize) -> u8 {
     match i {
         0..8 => DISK_MAGIC[i],
         8..16 => lba.to_le_bytes()[i - 8],
@@ -747,8 +751,15 @@ impl Nic {
 
 /// Sends a DATA frame of `len` bytes on `a` (again every 100 ms) until `b`
 /// receives it byte for byte, within 3 s; `a` must never receive its own
-/// frames back.
-fn exchange(env: &Env, a: &mut Nic, b: &mut Nic, len: usize, seq: u32) -> TestResultUnit {
+/// frames back. With `report`, a line says so.
+fn exchange(
+    env: &Env,
+    a: &mut Nic,
+    b: &mut Nic,
+    len: usize,
+    seq: u32,
+    report: bool,
+) -> TestResultUnit {
     let mut frame = [0u8; MAX_FRAME];
     build_frame(&mut frame, len, a.mac, KIND_DATA, 0, 0, seq);
     let frame = &frame[..len];
@@ -804,6 +815,9 @@ fn exchange(env: &Env, a: &mut Nic, b: &mut Nic, len: usize, seq: u32) -> TestRe
                 frame[i]
             );
         }
+        if !report {
+            return Ok(());
+        }
         out!(
             "virtio-net: {} ({}) -> {} ({}): {len}-byte frame seq {seq} intact after {} send(s)",
             a.bdf,
@@ -841,10 +855,10 @@ pub fn net(env: &Env) -> TestResult {
     virtio::fresh_start();
     let (mut a, mut b) = two_nics()?;
     let base = (cpu::rdtsc() as u32) & 0xFFFF_0000;
-    exchange(env, &mut a, &mut b, 64, base + 1)?;
-    exchange(env, &mut b, &mut a, 64, base + 2)?;
-    exchange(env, &mut a, &mut b, MAX_FRAME, base + 3)?;
-    exchange(env, &mut b, &mut a, MAX_FRAME, base + 4)?;
+    exchange(env, &mut a, &mut b, 64, base + 1, true)?;
+    exchange(env, &mut b, &mut a, 64, base + 2, true)?;
+    exchange(env, &mut a, &mut b, MAX_FRAME, base + 3, true)?;
+    exchange(env, &mut b, &mut a, MAX_FRAME, base + 4, true)?;
     out!(
         "virtio-net: frames sent {} / {}, received {} / {}",
         a.sent,
@@ -1014,6 +1028,115 @@ pub fn net_peer_loop(env: &Env) -> TestResult {
         done_a = pa.step(env, &mut a)? || done_a;
         done_b = pb.step(env, &mut b)? || done_b;
     }
+    Ok(Pass)
+}
+
+// ---------------------------------------------------------------- soak
+
+/// Longest soak (`seconds=N`).
+const SOAK_MAX_S: u64 = 3600;
+
+/// `virtio-soak seconds=N`: for N seconds, rounds of work on the VM's first
+/// virtio-blk device (read-write) and its first two virtio-net devices (on
+/// one switch), each checked: 8 sectors read (a window that moves through
+/// the disk) match the test disk's pattern; a random sector written near
+/// the end reads back and the old one is restored; a 64-byte frame one way
+/// and a full-size one the other arrive byte for byte. Frames of other VMs
+/// on the switch are ignored. A line every second shows progress; the
+/// summary names the rounds and the slowest one.
+pub fn soak(env: &Env) -> TestResult {
+    virtio::fresh_start();
+    let Some(v) = env.boot.word_value(b"seconds") else {
+        fail!("no seconds=N on the command line");
+    };
+    let Some(secs) = core::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&n| (1..=SOAK_MAX_S).contains(&n))
+    else {
+        fail!("seconds={} is not a number 1..={SOAK_MAX_S}", Ascii(v));
+    };
+    let f = first_of(DeviceType::Block)?;
+    let mut dev = Blk::new(open(f)?).map_err(|e| msg!("{f}: virtio-blk init: {e}"))?;
+    let capacity = dev.capacity();
+    ensure!(
+        capacity >= 4 * FIRST_SECTORS as u64 && !dev.readonly(),
+        "{f}: capacity {capacity} sectors{}: the soak needs a read-write test disk",
+        if dev.readonly() { ", read-only" } else { "" }
+    );
+    let (mut a, mut b) = two_nics()?;
+    out!(
+        "virtio-soak: {secs} s on {f} ({capacity} sectors), {} and {}",
+        a.bdf,
+        b.bdf
+    );
+    let second = tsc_bound_ms(env, 1000);
+    let t0 = cpu::rdtsc();
+    let mut next_report = t0.wrapping_add(second);
+    let mut rounds = 0u64;
+    let mut slowest = 0u64;
+    let mut requests = 0u64;
+    let base = (cpu::rdtsc() as u32) & 0xFFF0_0000;
+    // The window of reads stays clear of the written sectors at the end.
+    let windows = (capacity - 2 * FIRST_SECTORS as u64) / FIRST_SECTORS as u64;
+    while cpu::rdtsc().wrapping_sub(t0) < secs * second {
+        let r0 = cpu::rdtsc();
+        let lba = (rounds % windows) * FIRST_SECTORS as u64;
+        let mut window = [0u8; FIRST_SECTORS * SECTOR_SIZE];
+        blk_ok(env, f, &mut dev, false, lba, &mut window)?;
+        for (i, sector) in window.chunks(SECTOR_SIZE).enumerate() {
+            let at = lba + i as u64;
+            if let Some(j) = pattern_mismatch(at, sector) {
+                fail!(
+                    "{f}: round {rounds}: sector {at} byte {j} reads {:#04x}, expected {:#04x}",
+                    sector[j],
+                    disk_byte(at, j)
+                );
+            }
+        }
+        let target = capacity - 2 - rounds % FIRST_SECTORS as u64;
+        let mut orig = [0u8; SECTOR_SIZE];
+        blk_ok(env, f, &mut dev, false, target, &mut orig)?;
+        let mut pattern = random_sector(r0);
+        if pattern == orig {
+            pattern[0] ^= 0xFF;
+        }
+        let mut data = pattern;
+        blk_ok(env, f, &mut dev, true, target, &mut data)?;
+        let mut back = [0u8; SECTOR_SIZE];
+        blk_ok(env, f, &mut dev, false, target, &mut back)?;
+        ensure!(
+            back == pattern,
+            "{f}: round {rounds}: sector {target} does not read back what was written"
+        );
+        let mut restore = orig;
+        blk_ok(env, f, &mut dev, true, target, &mut restore)?;
+        blk_ok(env, f, &mut dev, false, target, &mut back)?;
+        ensure!(
+            back == orig,
+            "{f}: round {rounds}: sector {target} not restored"
+        );
+        requests += 6;
+        let seq = base.wrapping_add(2 * rounds as u32);
+        exchange(env, &mut a, &mut b, 64, seq, false)?;
+        exchange(env, &mut b, &mut a, MAX_FRAME, seq.wrapping_add(1), false)?;
+        rounds += 1;
+        let now = cpu::rdtsc();
+        slowest = slowest.max(now.wrapping_sub(r0));
+        if now >= next_report {
+            out!(
+                "virtio-soak: {} s, {rounds} rounds",
+                now.wrapping_sub(t0) / second
+            );
+            next_report = next_report.wrapping_add(second);
+        }
+    }
+    out!(
+        "virtio-soak: done: {rounds} rounds in {secs} s, {requests} block requests, {} frames sent, slowest round {} ms",
+        a.sent + b.sent,
+        slowest / tsc_bound_ms(env, 1)
+    );
+    ensure!(rounds > 0, "no round completed");
     Ok(Pass)
 }
 
