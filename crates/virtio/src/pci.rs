@@ -504,9 +504,10 @@ impl VirtioPci {
         let c = self.conf[q];
         let max = self.device.queue_max_size(q as u16);
         let made = if c.size > max {
-            Err(QueueError::BadSize(c.size))
+            Err(QueueError::TooBig { size: c.size, max })
         } else {
             Queue::new(c.size, c.desc, c.driver, c.device, self.driver_features)
+                .and_then(|queue| queue.check_rings(&*self.mem).map(|()| queue))
         };
         match made {
             Ok(queue) => self.slots[q].queue = Some(queue),
@@ -519,7 +520,15 @@ impl VirtioPci {
         if self.status & STATUS_NEEDS_RESET != 0 {
             return;
         }
-        log::warn!("virtio-{}: {e}: device needs reset", self.device.name());
+        // A guest can break its rings in a loop: the first few and then
+        // every 1,000th are logged; the shell's `virtio` shows the count.
+        if self.stats.needs_reset < 4 || self.stats.needs_reset % 1000 == 0 {
+            log::warn!(
+                "virtio-{}: {e}: device needs reset ({} so far)",
+                self.device.name(),
+                self.stats.needs_reset + 1
+            );
+        }
         self.fault = Some(e);
         self.stats.needs_reset += 1;
         self.status |= STATUS_NEEDS_RESET;

@@ -72,6 +72,8 @@ impl Chain {
 pub enum QueueError {
     /// The queue size is 0, not a power of two, or above 32768.
     BadSize(u16),
+    /// The queue size is above what the device offers.
+    TooBig { size: u16, max: u16 },
     /// A ring, table or buffer lies (partly) outside guest RAM.
     OutsideRam { gpa: u64, len: u64 },
     /// The available index moved by more than the queue size.
@@ -96,6 +98,9 @@ impl fmt::Display for QueueError {
         match *self {
             QueueError::BadSize(s) => {
                 write!(f, "queue size {s} is not a power of two in 1..=32768")
+            }
+            QueueError::TooBig { size, max } => {
+                write!(f, "queue size {size} is above the device's maximum {max}")
             }
             QueueError::OutsideRam { gpa, len } => {
                 write!(f, "{len} bytes at {gpa:#x} are not all guest RAM")
@@ -184,6 +189,15 @@ impl Queue {
 
     pub fn size(&self) -> u16 {
         self.size
+    }
+
+    /// Whether the descriptor table, the available ring and the used ring
+    /// (with their event fields) each lie in one range of guest RAM.
+    pub fn check_rings(&self, mem: &(impl GuestMemory + ?Sized)) -> Result<(), QueueError> {
+        let n = u64::from(self.size);
+        check_ram(mem, self.desc, DESC_LEN * n)?;
+        check_ram(mem, self.avail, 6 + 2 * n)?;
+        check_ram(mem, self.used, 6 + USED_ELEM_LEN * n)
     }
 
     /// The device's used index.

@@ -529,7 +529,21 @@ fn a_queue_size_that_is_not_a_power_of_two_needs_a_reset() {
     // Too big for the device is refused too.
     assert!(d.negotiate(ALL));
     d.setup_queue(0, 512);
-    assert_eq!(d.dev.fault(), Some(QueueError::BadSize(512)));
+    assert_eq!(
+        d.dev.fault(),
+        Some(QueueError::TooBig {
+            size: 512,
+            max: 256
+        })
+    );
+    // Rings that do not lie in RAM are refused when the queue is enabled.
+    assert!(d.negotiate(ALL));
+    d.w(QUEUE_SELECT, 2, 0);
+    d.w(QUEUE_SIZE, 2, u64::from(QSIZE));
+    d.w(QUEUE_DEVICE, 4, RAM as u64 - 8);
+    d.w(QUEUE_ENABLE, 2, 1);
+    assert_eq!(d.r(QUEUE_ENABLE, 2), 0);
+    assert!(matches!(d.dev.fault(), Some(QueueError::OutsideRam { .. })));
 }
 
 #[test]
