@@ -16,8 +16,9 @@
 //! announced by `TEST kbd-reset ARMED`), `virtio` (only the `virtio-*`
 //! tests: the `virtio-drivers` crate against the VM's virtio-pci devices),
 //! `virtio-net-peer` (with `self-id=M peer-id=N`: a frame exchange with a
-//! second VM on the same virtual switch). See `tests.rs` for what each test
-//! checks.
+//! second VM on the same virtual switch), `net-responder` (with `ip=A.B.C.D`:
+//! no tests, but answer ARP and ping on the VM's virtio-net devices forever;
+//! `tests/responder.rs`). See `tests.rs` for what each test checks.
 
 #![no_std]
 #![no_main]
@@ -111,6 +112,9 @@ pub struct Env {
     /// Run only `virtio-enum` and `virtio-net-peer` (two VMs on one switch;
     /// `self-id=M peer-id=N` on the command line).
     pub virtio_net_peer: bool,
+    /// Run no tests: answer ARP and ICMP echo for `ip=A.B.C.D` on the VM's
+    /// virtio-net devices until the VM is stopped.
+    pub net_responder: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -160,6 +164,7 @@ impl Env {
             arch: boot.has_word(b"arch"),
             virtio: boot.has_word(b"virtio"),
             virtio_net_peer: boot.has_word(b"virtio-net-peer"),
+            net_responder: boot.has_word(b"net-responder"),
             boot,
         }
     }
@@ -207,6 +212,9 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
         );
     }
 
+    if env.net_responder {
+        tests::responder::run(&env);
+    }
     let tally = tests::run_all(&env);
     out!("TESTS DONE {} passed {} failed", tally.passed, tally.failed);
     if env.crash {

@@ -14,6 +14,7 @@
 //! ([`pic_only::PIC_FIRST_TESTS`], then [`pic_only::PIC_ONLY_TESTS`]).
 //! With `virtio` only [`virtio::TESTS`] run, with `virtio-net-peer` only
 //! [`virtio::PEER_TESTS`].
+//! `net-responder` runs no tests ([`responder`]).
 
 use core::sync::atomic::Ordering;
 
@@ -95,6 +96,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 mod bench;
 mod pci;
 pub mod pic_only;
+pub mod responder;
 mod virtio;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
