@@ -20,7 +20,8 @@
 //! `virtio-hostile-*` tests: the guest's own driver breaks the rings of its
 //! virtio devices on purpose), `virtio-soak` (with `seconds=N`: the
 //! `virtio-drivers` crate keeps the VM's disk and two NICs busy). See `tests.rs` for what each test
-//! checks.
+//! checks. `net-responder` (with `ip=A.B.C.D`: no tests, but answer ARP
+//! and ping on the VM's virtio-net devices forever; `tests/responder.rs`).
 
 #![no_std]
 #![no_main]
@@ -121,6 +122,9 @@ pub struct Env {
     /// Run only `virtio-enum` and `virtio-soak` (`seconds=N`): the
     /// `virtio-drivers` crate keeps using the VM's devices for N seconds.
     pub virtio_soak: bool,
+    /// Run no tests: answer ARP and ICMP echo for `ip=A.B.C.D` on the VM's
+    /// virtio-net devices until the VM is stopped.
+    pub net_responder: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -172,6 +176,7 @@ impl Env {
             virtio_net_peer: boot.has_word(b"virtio-net-peer"),
             virtio_hostile: boot.has_word(b"virtio-hostile"),
             virtio_soak: boot.has_word(b"virtio-soak"),
+            net_responder: boot.has_word(b"net-responder"),
             boot,
         }
     }
@@ -219,6 +224,9 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
         );
     }
 
+    if env.net_responder {
+        tests::responder::run(&env);
+    }
     let tally = tests::run_all(&env);
     out!("TESTS DONE {} passed {} failed", tally.passed, tally.failed);
     if env.crash {

@@ -15,6 +15,7 @@
 //! With `virtio` only [`virtio::TESTS`] run, with `virtio-net-peer` only
 //! [`virtio::PEER_TESTS`], with `virtio-soak` only [`virtio::SOAK_TESTS`],
 //! with `virtio-hostile` only [`virtio_hostile::TESTS`].
+//! `net-responder` runs no tests ([`responder`]).
 
 use core::sync::atomic::Ordering;
 
@@ -96,6 +97,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 mod bench;
 mod pci;
 pub mod pic_only;
+pub mod responder;
 mod virtio;
 mod virtio_hostile;
 

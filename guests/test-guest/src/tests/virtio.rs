@@ -481,7 +481,7 @@ pub fn rng(_env: &Env) -> TestResult {
 const NET_QUEUE: usize = 16;
 /// Receive buffers per device (virtio-net header + a full Ethernet frame).
 const RX_BUFS: usize = 4;
-const RX_BUF: usize = 2048;
+pub(super) const RX_BUF: usize = 2048;
 /// The private ethertype of the test frames (IEEE local experimental 1).
 const ETHERTYPE: u16 = 0x88B5;
 const FRAME_MAGIC: &[u8; 4] = b"QVN1";
@@ -506,15 +506,15 @@ static TX_POOL: Global<[[u8; RX_BUF]; 2]> = Global::new([[0; RX_BUF]; 2]);
 type NetDev = VirtIONetRaw<GuestHal, PciTransport, NET_QUEUE>;
 
 /// A virtio-net device with its receive buffers posted.
-struct Nic {
-    bdf: Bdf,
+pub(super) struct Nic {
+    pub(super) bdf: Bdf,
     dev: NetDev,
     /// Which half of [`RX_POOL`] it owns.
     pool: usize,
     tokens: [Option<u16>; RX_BUFS],
     /// The transmission in flight: its token and length.
     tx: Option<(u16, usize)>,
-    mac: [u8; 6],
+    pub(super) mac: [u8; 6],
     sent: u32,
     received: u32,
 }
@@ -591,7 +591,7 @@ fn parse_frame(frame: &[u8]) -> Result<Option<Frame>, Msg> {
     }))
 }
 
-struct Mac([u8; 6]);
+pub(super) struct Mac(pub(super) [u8; 6]);
 
 impl core::fmt::Display for Mac {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -605,7 +605,8 @@ impl core::fmt::Display for Mac {
 }
 
 impl Nic {
-    fn open(f: Bdf, pool: usize) -> Result<Self, Msg> {
+    /// Opens the virtio-net device `f` with half `pool` (0 or 1) of the buffer pools.
+    pub(super) fn open(f: Bdf, pool: usize) -> Result<Self, Msg> {
         let dev = NetDev::new(open(f)?).map_err(|e| msg!("{f}: virtio-net init: {e}"))?;
         let mac = dev.mac_address();
         let mut nic = Nic {
@@ -649,7 +650,7 @@ impl Nic {
     }
 
     /// A frame the device received, copied into `out` (its length), or None.
-    fn poll(&mut self, out: &mut [u8; RX_BUF]) -> Result<Option<usize>, Msg> {
+    pub(super) fn poll(&mut self, out: &mut [u8; RX_BUF]) -> Result<Option<usize>, Msg> {
         let f = self.bdf;
         let Some(token) = self.dev.poll_receive() else {
             return Ok(None);
@@ -729,7 +730,7 @@ impl Nic {
     }
 
     /// Sends `frame` and waits (bounded) for the device to take it.
-    fn send(&mut self, env: &Env, frame: &[u8]) -> TestResultUnit {
+    pub(super) fn send(&mut self, env: &Env, frame: &[u8]) -> TestResultUnit {
         let f = self.bdf;
         let bound = tsc_bound_ms(env, REQUEST_MS);
         let t0 = cpu::rdtsc();
@@ -786,7 +787,7 @@ fn exchange(
             last_send = Some(now);
         }
         if let Some(n) = a.poll(&mut rx)? {
-            if rx[6..12] == a.mac {
+            if rx[..n].get(6..12) == Some(&a.mac[..]) {
                 fail!("{}: received its own frame back ({n} bytes)", a.bdf);
             }
         }
