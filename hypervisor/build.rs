@@ -22,7 +22,7 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{dir}/linker.ld");
 }
 
-/// Validates `QUERCUS_SCENARIO` (default `configs/default.toml`) and writes
+/// Validates `QUERCUS_SCENARIO` (default `configs/guest.toml`, one test-guest VM) and writes
 /// `$OUT_DIR/scenario.rs`; a bad scenario fails the build naming file, VM and field.
 fn generate_scenario() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -31,7 +31,7 @@ fn generate_scenario() {
         .expect("hypervisor/ lives in the workspace root");
     let path = std::env::var_os("QUERCUS_SCENARIO")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("configs/default.toml"));
+        .unwrap_or_else(|| root.join("configs/guest.toml"));
     println!("cargo:rerun-if-changed={}", path.display());
     let validated = match configurator::load(
         &path,

@@ -34,7 +34,7 @@ pub fn bench_boot(runs: usize) -> Result<ExitCode> {
     packages::ensure(&packages::all_requirements())?;
     let kernel = build::build_hypervisor(&BuildOptions {
         profile: Profile::Release,
-        scenario: crate::default_scenario(&root),
+        scenario: crate::base_scenario(&root),
     })?;
     let size = std::fs::metadata(&kernel)?.len();
     println!("image {}: {size} bytes", kernel.display());

@@ -84,6 +84,12 @@ pub const NET_BYTES: u64 = 16 << 20;
 ///   packets). With `quercus.watch=SECS` it then prints
 ///   `QUERCUS-GUEST: net isolated watch rx_packets=N` every 5 s for SECS seconds, so that a test
 ///   can read the count after the other VMs' traffic.
+/// - `quercus.test=demo` (the default scenario; with `quercus.modules=1`, `quercus.ip=` and
+///   `quercus.peer=`): mounts the virtio disk `/dev/vda` (ext4, writable) on /mnt:
+///   `QUERCUS-GUEST: demo disk /dev/vda (virtio-blk, ext4) on /mnt: FILES`; writes
+///   `QUERCUS-GUEST: demo hello on hvc0, the virtio console` to /dev/hvc0; eth0 up; `ping -c 3`
+///   the peer (its output shown), then `QUERCUS-GUEST: demo ping ok` if all three were answered,
+///   else `QUERCUS-GUEST: demo ping fail (WHY)`; a few lines of things to try; then the shell.
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
 ///
 /// A failing virtio test prints `QUERCUS-GUEST: blk error WHAT` or `QUERCUS-GUEST: net error WHAT`
@@ -239,6 +245,39 @@ net_isolated() {
     done
 }
 
+# The default scenario's demo: the virtio disk on /mnt, eth0 up, three pings to the peer, a hint.
+demo() {
+    if wait_for /dev/vda 100 && mkdir -p /mnt && mount -t ext4 /dev/vda /mnt; then
+        echo "QUERCUS-GUEST: demo disk /dev/vda (virtio-blk, ext4) on /mnt: $(ls /mnt | tr '\n' ' ')"
+    else
+        echo "QUERCUS-GUEST: demo error no virtio disk to mount on /mnt"
+    fi
+    if wait_for /dev/hvc0 50; then
+        echo "QUERCUS-GUEST: demo hello on hvc0, the virtio console" > /dev/hvc0
+    else
+        echo "QUERCUS-GUEST: demo error no /dev/hvc0"
+    fi
+    if net_up && [ -n "$peer" ]; then
+        ping -c 3 -W 3 "$peer" | tee /tmp/demo-ping
+        replies=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/demo-ping)
+        if [ "$replies" = 3 ]; then
+            echo "QUERCUS-GUEST: demo ping ok"
+        else
+            echo "QUERCUS-GUEST: demo ping fail (${replies:-0} of 3 replies from $peer)"
+        fi
+    else
+        echo "QUERCUS-GUEST: demo ping fail (no network: quercus.ip= and quercus.peer= needed)"
+    fi
+    echo "QUERCUS-GUEST: demo ready. At the quercus> prompt, vm_console linux attaches to this shell"
+    echo "  (Ctrl-A d detaches). Then try:"
+    echo "    ping -c 3 $peer                 the responder VM, through the hypervisor's virtual switch"
+    echo "    ls /mnt; cat /mnt/hello.txt        the virtio-blk disk (writable: a copy in RAM)"
+    echo "    echo hello > /dev/hvc0             the virtio console (Ctrl-A d, then vm_log linux hvc)"
+    echo "    cat /dev/hvc0 &                    shows here what is typed after vm_console linux hvc"
+    echo "    head -c 16 /dev/hwrng | od -An -tx1   virtio-rng"
+    echo "  and at quercus>: vm_list, stats linux, vm_log responder, help"
+}
+
 case "$test" in
     poweroff)
         echo "QUERCUS-GUEST: powering off"
@@ -265,6 +304,9 @@ case "$test" in
         ;;
     net-isolated)
         net_isolated
+        ;;
+    demo)
+        demo
         ;;
     "")
         ;;
@@ -1235,6 +1277,8 @@ mod tests {
             "QUERCUS-GUEST: blk found written sha256=$sum",
             "QUERCUS-GUEST: net isolated ping=$result rx_packets=$(rx_packets)",
             "/sys/class/net/eth0/statistics/rx_packets",
+            "QUERCUS-GUEST: demo ping ok",
+            "ping -c 3 -W 3 \"$peer\" | tee /tmp/demo-ping",
         ] {
             assert!(INIT_SCRIPT.contains(needle), "{needle}");
         }
@@ -1247,6 +1291,7 @@ mod tests {
             "net-server",
             "net-client",
             "net-isolated",
+            "demo",
         ] {
             assert!(
                 INIT_SCRIPT.contains(&format!("\n    {mode})"))

@@ -127,8 +127,9 @@ enum BenchWhat {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Scenario name: configs/NAME.toml.
-    #[arg(long, default_value = "default")]
+    /// Scenario name: configs/NAME.toml. The default is the demo: Linux with a virtio disk and
+    /// network, pinging a second VM over a virtual switch (configs/default.toml).
+    #[arg(long, default_value = DEFAULT_SCENARIO)]
     scenario: String,
     #[arg(long, value_enum, default_value_t = Emulator::Qemu)]
     emulator: Emulator,
@@ -211,9 +212,13 @@ fn scenario_path(root: &Path, name: &str) -> Result<PathBuf> {
     )
 }
 
-/// The default scenario for test and bench builds, when it exists.
-pub fn default_scenario(root: &Path) -> Option<PathBuf> {
-    scenario_path(root, "default").ok()
+/// The scenario `cargo xtask run` boots when none is named: the demo (configs/default.toml).
+pub const DEFAULT_SCENARIO: &str = "default";
+
+/// The scenario of `cargo xtask build`, `bench boot` and `bench size` (one test-guest VM,
+/// configs/guest.toml), when it exists.
+pub fn base_scenario(root: &Path) -> Option<PathBuf> {
+    scenario_path(root, "guest").ok()
 }
 
 /// `"PATH ARGS..."` to a boot module (the path made absolute, which must exist).
@@ -351,7 +356,7 @@ fn main() -> ExitCode {
                 } else {
                     Profile::Release
                 },
-                scenario: default_scenario(&root),
+                scenario: base_scenario(&root),
             };
             build::build_hypervisor(&opts).map(|path| {
                 println!("{}", path.display());

@@ -250,7 +250,7 @@ pub fn bench_size(image: Option<&Path>) -> Result<ExitCode> {
         Some(path) => path.to_path_buf(),
         None => build::build_hypervisor(&BuildOptions {
             profile: Profile::Release,
-            scenario: crate::default_scenario(&root),
+            scenario: crate::base_scenario(&root),
         })?,
     };
     let deps = image.parent().map(|p| p.join("deps")).unwrap_or_default();

@@ -189,7 +189,7 @@ pub fn ready(cpus: u32) -> String {
     format!("^quercus: ready, {cpus} pCPUs online$")
 }
 
-/// A plain boot to the ready line.
+/// A plain boot to the ready line, of the `guest` scenario (one test-guest VM).
 fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
     let qemu = emulator == Emulator::Qemu;
     TestCase {
@@ -200,7 +200,7 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         cmdline: "",
         extra_qemu_args: &[],
         modules: Vec::new(),
-        scenario: "default",
+        scenario: "guest",
         expect: vec![ready(cpus)],
         parallel: Vec::new(),
         input: Vec::new(),
@@ -1246,6 +1246,110 @@ fn virtio_net() -> TestCase {
     }
 }
 
+/// Failure lines of the demo: [`VIRTIO_FAIL`], the demo's own error lines and the responder's.
+const DEMO_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: (?:blk|net) error|QUERCUS-GUEST: unknown quercus\.test|QUERCUS-GUEST: demo (?:error|ping fail)|net-responder: fatal|vm \S+: (?:stopped|not started)";
+
+/// The start of VM `vm`'s lines on the hypervisor's console: its `[vm] ` prefix, right after the
+/// `quercus> ` prompt when the line follows one (the shell prints its prompt without a newline, and
+/// a VM's line may come next).
+fn demo_vm(vm: &str) -> String {
+    format!(r"^(?:quercus> )?\[{}\] ", regex::escape(vm))
+}
+
+/// What the default scenario's Linux VM prints on its vUART: the virtio modules and the rng, the
+/// disk on /mnt, three answered pings with the responder's TTL, `demo ping ok`, then the shell.
+fn demo_linux_lines() -> Vec<String> {
+    let p = demo_vm("linux");
+    let mut v = vec![
+        format!(r"{p}QUERCUS-GUEST: up$"),
+        format!(r"{p}QUERCUS-GUEST: modules loaded=\d+ of \d+$"),
+        format!(r"{p}QUERCUS-GUEST: hwrng=virtio_rng\.\d+$"),
+        format!(r"{p}QUERCUS-GUEST: demo disk /dev/vda \(virtio-blk, ext4\) on /mnt: .*hello\.txt"),
+    ];
+    v.extend(
+        (0..3)
+            .map(|seq| format!(r"{p}64 bytes from 10\.0\.0\.2: seq={seq} ttl=64 time=[\d.]+ ms$")),
+    );
+    v.extend([
+        format!(r"{p}QUERCUS-GUEST: demo ping ok$"),
+        format!(r"{p}QUERCUS-GUEST: demo ready\."),
+        format!(r"{p}QUERCUS-GUEST: shell$"),
+    ]);
+    v
+}
+
+/// The responder's lines: its port (the scenario's default MAC for VM 1's first NIC) and a
+/// counter line once it answered the demo's ARP request and three pings.
+fn demo_responder_lines() -> Vec<String> {
+    let p = demo_vm("responder");
+    vec![
+        format!(
+            r"{p}net-responder: 00:08\.0 mac 02:51:00:00:01:00 ip 10\.0\.0\.2: answering ARP and ping$"
+        ),
+        format!(r"{p}net-responder: arp=[1-9]\d* icmp=(?:[3-9]|\d{{2,}}) ignored=\d+$"),
+    ]
+}
+
+/// What the demo session types at the console, each when a line matches the regex: `vm_list` at
+/// the `quercus>` prompt, then in Linux's shell a few of the things its hint suggests (the
+/// `DEMO-42` marker is computed, so that the echoed command line does not match it), then back
+/// at the prompt, the virtio console's log.
+const DEMO_SESSION: [(&str, &str); 5] = [
+    (r"^(?:quercus> )?\[linux\] QUERCUS-GUEST: shell$", "vm_list\r"),
+    (r"^1\s+responder\s+running\s", "vm_console linux\r"),
+    (
+        r"^\[attached to linux",
+        "ping -c 1 10.0.0.2 && cat /mnt/hello.txt && echo hello > /dev/hvc0 && echo DEMO-$((6*7))\r",
+    ),
+    (r"^DEMO-42$", "\x01d"),
+    (r"^\[detached from linux\]$", "vm_log linux hvc\r"),
+];
+
+/// The default scenario, as `cargo xtask run` boots it (its CPU count, 512 MiB): Linux with a
+/// virtio disk, NIC, rng and console pings the bare-metal responder VM over switch `lan0`. Once
+/// the Linux shell is up, a session at the hypervisor's console ([`DEMO_SESSION`]) shows the
+/// `quercus>` shell answering (both VMs running), attaches to Linux, pings and reads the disk from
+/// its shell, writes to `hvc0`, detaches and finds that line in the virtio console's log.
+fn virtio_default() -> TestCase {
+    let mut expect = demo_linux_lines();
+    expect.extend([
+        r"^0\s+linux\s+running\s+pre-launched".to_string(),
+        r"^1\s+responder\s+running\s+pre-launched".into(),
+        r"^\[attached to linux".into(),
+        r"^64 bytes from 10\.0\.0\.2: seq=0 ttl=64 ".into(),
+        format!(
+            "^{}$",
+            regex::escape(
+                std::str::from_utf8(crate::disk_image::HELLO_TXT)
+                    .expect("ASCII")
+                    .trim_end()
+            )
+        ),
+        r"^DEMO-42$".into(),
+        r"^\[detached from linux\]$".into(),
+        r"^QUERCUS-GUEST: demo hello on hvc0, the virtio console$".into(),
+        r"^hello$".into(),
+    ]);
+    TestCase {
+        scenario: "default",
+        cpus: 3,
+        mem_mib: 512,
+        expect,
+        parallel: vec![
+            demo_responder_lines(),
+            vec![format!(
+                "{}QUERCUS-GUEST: demo hello on hvc0, the virtio console$",
+                demo_vm("linux/hvc0")
+            )],
+        ],
+        input: DEMO_SESSION.to_vec(),
+        post_check: Some(all_modules_loaded),
+        fail: Fail::Custom(DEMO_FAIL),
+        timeout_secs: 240,
+        ..boot("virtio-default-qemu-svm", Emulator::Qemu, 3)
+    }
+}
+
 /// The scripted shell session on the `shell` scenario (two VMs that stay up).
 fn shell_session() -> TestCase {
     const STATS_VM0: &str = r"^vm0\s+0\s+\d+\s";
@@ -1342,6 +1446,7 @@ pub fn cases() -> Vec<TestCase> {
         linux_panic(),
         virtio_blk("virtio-blk-qemu-svm", Emulator::Qemu),
         virtio_net(),
+        virtio_default(),
         linux_bochs("linux-smp-bochs-vmx", Emulator::Bochs),
         linux_bochs("linux-smp-bochs-svm", Emulator::BochsAmd),
         guest("guest-qemu-svm", Emulator::Qemu),
@@ -2275,6 +2380,7 @@ mod unit {
     #[test]
     fn virtio_fail_extends_linux_fail() {
         assert!(VIRTIO_FAIL.starts_with(LINUX_FAIL));
+        assert!(DEMO_FAIL.starts_with(VIRTIO_FAIL));
     }
 
     fn log(lines: &[&str]) -> Vec<String> {
@@ -2651,6 +2757,127 @@ TESTS DONE 6 passed 0 failed";
         let bochs = virtio_drivers("b", Emulator::Bochs);
         assert!(bochs.native.is_none());
         assert_eq!(bochs.scenario, "virtio-drivers-bochs");
+    }
+
+    /// The default scenario's demo, as Quercus's console shows it (abridged).
+    const DEMO_LOG: &str = "\
+quercus: ready, 3 pCPUs online
+[responder] test-guest: vendor=AuthenticAMD hypervisor-bit=1 quercus=yes cmdline=\"net-responder ip=10.0.0.2\"
+quercus> [responder] net-responder: 00:08.0 mac 02:51:00:00:01:00 ip 10.0.0.2: answering ARP and ping
+[linux] QUERCUS-GUEST: up
+[linux] QUERCUS-GUEST: modules loaded=12 of 12
+[linux] QUERCUS-GUEST: hwrng=virtio_rng.0
+[linux] QUERCUS-GUEST: demo disk /dev/vda (virtio-blk, ext4) on /mnt: data.bin hello.txt lost+found 
+[linux/hvc0] QUERCUS-GUEST: demo hello on hvc0, the virtio console
+[linux] PING 10.0.0.2 (10.0.0.2): 56 data bytes
+[linux] 64 bytes from 10.0.0.2: seq=0 ttl=64 time=3.103 ms
+[linux] 64 bytes from 10.0.0.2: seq=1 ttl=64 time=1.020 ms
+[linux] 64 bytes from 10.0.0.2: seq=2 ttl=64 time=0.986 ms
+[linux] 
+[linux] --- 10.0.0.2 ping statistics ---
+[linux] 3 packets transmitted, 3 packets received, 0% packet loss
+[linux] round-trip min/avg/max = 0.986/1.703/3.103 ms
+[linux] QUERCUS-GUEST: demo ping ok
+[linux] QUERCUS-GUEST: demo ready. At the quercus> prompt, vm_console linux attaches to this shell
+[linux] QUERCUS-GUEST: shell
+quercus> vm_list
+ID  NAME       STATE    LOAD ORDER    TYPE      PCPUS  VCPUS  MEMORY
+0   linux      running  pre-launched  standard  1      1      128 MiB
+1   responder  running  pre-launched  standard  2      1      32 MiB
+quercus> vm_console linux
+[attached to linux (id 0); Ctrl-A d returns to the shell]
+ping -c 1 10.0.0.2 && cat /mnt/hello.txt && echo hello > /dev/hvc0 && echo DEMO-$((6*7))
+/ # ping -c 1 10.0.0.2 && cat /mnt/hello.txt && echo hello > /dev/hvc0 && echo DEMO-$((6*7))
+PING 10.0.0.2 (10.0.0.2): 56 data bytes
+64 bytes from 10.0.0.2: seq=0 ttl=64 time=7.872 ms
+--- 10.0.0.2 ping statistics ---
+1 packets transmitted, 1 packets received, 0% packet loss
+Hello from the Quercus virtio-blk disk image.
+DEMO-42
+
+[detached from linux]
+quercus> vm_log linux hvc
+QUERCUS-GUEST: demo hello on hvc0, the virtio console
+hello
+quercus> [responder] net-responder: arp=1 icmp=4 ignored=4";
+
+    #[test]
+    fn demo_lines_match_the_guests() {
+        let scenario =
+            std::fs::read_to_string(workspace_root().join("configs/default.toml")).unwrap();
+        for cmdline in [
+            "console=ttyS0 quiet quercus.modules=1 quercus.test=demo quercus.ip=10.0.0.1/24 quercus.peer=10.0.0.2",
+            "net-responder ip=10.0.0.2",
+        ] {
+            assert!(scenario.contains(&format!("cmdline = \"{cmdline}\"")), "{cmdline}");
+        }
+        for said in [
+            "QUERCUS-GUEST: demo disk /dev/vda (virtio-blk, ext4) on /mnt: ",
+            "echo \"QUERCUS-GUEST: demo hello on hvc0, the virtio console\" > /dev/hvc0",
+            "echo \"QUERCUS-GUEST: demo ping ok\"",
+            "echo \"QUERCUS-GUEST: demo ready. ",
+            "echo \"QUERCUS-GUEST: shell\"",
+        ] {
+            assert!(crate::linux_image::INIT_SCRIPT.contains(said), "{said}");
+        }
+        let case = virtio_default();
+        let lines = log(&DEMO_LOG.lines().collect::<Vec<_>>());
+        assert_eq!(unmatched(&case.expect, &lines), None);
+        for list in &case.parallel {
+            assert_eq!(unmatched(list, &lines), None);
+        }
+        assert_eq!(all_modules_loaded(&lines), Ok(()));
+        let fail = Regex::new(DEMO_FAIL).unwrap();
+        for l in &lines {
+            assert!(!fail.is_match(l), "{l}");
+        }
+        // Each step of the session is triggered by a line of the log, in order, and none by the
+        // echo of the command typed before it.
+        let mut at = 0;
+        for (trigger, _) in &case.input {
+            let re = Regex::new(trigger).unwrap();
+            at += lines[at..]
+                .iter()
+                .position(|l| re.is_match(l))
+                .expect(trigger)
+                + 1;
+        }
+        assert!(!Regex::new(case.input[3].0)
+            .unwrap()
+            .is_match("/ # ping -c 1 10.0.0.2 && cat /mnt/hello.txt && echo hello > /dev/hvc0 && echo DEMO-$((6*7))"));
+        // A lost ping, a wrong TTL, a responder that counted fewer than three pings, a VM not
+        // running: each leaves an expected line unmatched.
+        for (from, to) in [
+            ("seq=1 ttl=64", "seq=3 ttl=64"),
+            ("seq=2 ttl=64", "seq=2 ttl=63"),
+            ("icmp=4", "icmp=2"),
+            (
+                "quercus> [responder] net-responder: arp",
+                "quercus> net-responder: arp",
+            ),
+            ("1   responder  running", "1   responder  stopped"),
+            ("[linux/hvc0] ", "[linux] "),
+            ("Hello from the Quercus", "Hello from"),
+            ("\nhello\n", "\n"),
+        ] {
+            let changed = log(&DEMO_LOG.replace(from, to).lines().collect::<Vec<_>>());
+            let all_matched = unmatched(&case.expect, &changed).is_none()
+                && case
+                    .parallel
+                    .iter()
+                    .all(|l| unmatched(l, &changed).is_none());
+            assert!(!all_matched, "{from} -> {to}");
+        }
+        for bad in [
+            "[linux] QUERCUS-GUEST: demo ping fail (2 of 3 replies from 10.0.0.2)",
+            "[linux] QUERCUS-GUEST: demo error no /dev/hvc0",
+            "[responder] net-responder: fatal: no virtio-net device on bus 0",
+            "quercus: vm responder: stopped: vCPU 0: powered off by the guest",
+            "[    0.062267] cpu0 ERROR vm linux: not started: no 192 MiB of contiguous free memory for its RAM",
+            "[linux] QUERCUS-GUEST: net error no eth0 after 10 s",
+        ] {
+            assert!(fail.is_match(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn validate_reports_every_error_and_fails() {
 
 #[test]
 fn generate_writes_the_static() {
-    let scenario = configs().join("default.toml");
+    let scenario = configs().join("guest.toml");
     let output = std::env::temp_dir().join(format!(
         "quercus-config-cli-{}/scenario.rs",
         std::process::id()

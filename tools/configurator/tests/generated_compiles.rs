@@ -2,6 +2,10 @@
 //! `shipped.rs` proves these golden files are exactly what `generate` produces today (from
 //! `configs/` and, for `virtio.rs`, `tests/scenarios/virtio.toml`).
 
+mod guest_scenario {
+    include!("golden/guest.rs");
+}
+
 mod default_scenario {
     include!("golden/default.rs");
 }
@@ -20,9 +24,9 @@ use scenario::{
 };
 
 #[test]
-fn default_scenario_static() {
-    let s = &default_scenario::SCENARIO;
-    assert_eq!((s.name, s.board, s.vms.len()), ("default", "qemu", 1));
+fn guest_scenario_static() {
+    let s = &guest_scenario::SCENARIO;
+    assert_eq!((s.name, s.board, s.vms.len()), ("guest", "qemu", 1));
     let vm = s.vm_by_name("vm0").unwrap();
     assert_eq!((vm.id, vm.pcpus, vm.vcpus), (0, &[1u16][..], 1));
     assert_eq!(
@@ -44,6 +48,53 @@ fn default_scenario_static() {
     assert_eq!((vm.initrd, vm.restart_on_reset), (None, false));
     assert!(vm.virtio.is_empty());
     assert!(s.switches.is_empty());
+}
+
+/// The demo: Linux with a virtio disk, NIC, rng and console; a responder on the same switch.
+#[test]
+fn default_scenario_static() {
+    let s = &default_scenario::SCENARIO;
+    assert_eq!((s.name, s.board, s.vms.len()), ("default", "qemu", 2));
+    assert_eq!(s.switches, [SwitchConfig { name: "lan0" }]);
+    let linux = s.vm_by_name("linux").unwrap();
+    assert_eq!((linux.id, linux.pcpus), (0, &[1u16][..]));
+    assert_eq!(
+        (linux.kernel.module, linux.kernel.kind, linux.initrd),
+        ("linux", KernelKind::BzImage, Some("initrd"))
+    );
+    assert!(linux.kernel.cmdline.contains("quercus.test=demo"));
+    let kinds: Vec<VirtioKind> = linux.virtio.iter().map(|d| d.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            VirtioKind::Blk {
+                module: "disk",
+                readonly: false
+            },
+            VirtioKind::Net {
+                switch: 0,
+                mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x00]
+            },
+            VirtioKind::Rng,
+            VirtioKind::Console,
+        ]
+    );
+    let responder = s.vm_by_name("responder").unwrap();
+    assert_eq!((responder.id, responder.pcpus), (1, &[2u16][..]));
+    assert_eq!(
+        (responder.kernel.module, responder.kernel.cmdline),
+        ("test-guest", "net-responder ip=10.0.0.2")
+    );
+    assert_eq!(
+        responder.virtio,
+        [VirtioConfig {
+            kind: VirtioKind::Net {
+                switch: 0,
+                mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x00]
+            },
+            slot: 8
+        }]
+    );
 }
 
 #[test]

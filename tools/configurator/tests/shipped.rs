@@ -45,7 +45,10 @@ fn every_shipped_scenario_validates() {
             count += 1;
         }
     }
-    assert!(count >= 2, "expected default.toml and partitioned.toml");
+    assert!(
+        count >= 3,
+        "expected default.toml, guest.toml and partitioned.toml"
+    );
 }
 
 #[test]
@@ -66,18 +69,34 @@ fn shipped_boards() {
 }
 
 #[test]
-fn default_scenario() {
-    let v = load_and_validate(&configs().join("default.toml"), GUESTS).unwrap();
-    assert_eq!(
-        (v.name.as_str(), v.board.name.as_str()),
-        ("default", "qemu")
-    );
+fn guest_scenario() {
+    let v = load_and_validate(&configs().join("guest.toml"), GUESTS).unwrap();
+    assert_eq!((v.name.as_str(), v.board.name.as_str()), ("guest", "qemu"));
     let vm = &v.vms[0];
     assert_eq!(
         (vm.name.as_str(), vm.pcpus.as_slice(), vm.memory_bytes),
         ("vm0", &[1u16][..], 32 << 20)
     );
     assert_eq!(v.modules(), ["test-guest"]);
+}
+
+/// The demo `cargo xtask run` boots: Linux and the responder on one switch.
+#[test]
+fn default_scenario() {
+    let v = load_and_validate(&configs().join("default.toml"), GUESTS).unwrap();
+    assert_eq!(
+        (v.name.as_str(), v.board.name.as_str()),
+        ("default", "qemu")
+    );
+    let vms: Vec<_> = v
+        .vms
+        .iter()
+        .map(|vm| (vm.name.as_str(), vm.pcpus.clone(), vm.memory_bytes >> 20))
+        .collect();
+    assert_eq!(vms, [("linux", vec![1], 128), ("responder", vec![2], 32)]);
+    let mut modules = v.modules();
+    modules.sort_unstable();
+    assert_eq!(modules, ["disk", "initrd", "linux", "test-guest"]);
 }
 
 #[test]
@@ -114,7 +133,7 @@ fn test_scenario(name: &str) -> Validated {
 
 #[test]
 fn generated_files_match_golden() {
-    for name in ["default", "partitioned", "virtio"] {
+    for name in ["guest", "default", "partitioned", "virtio"] {
         let v = match name {
             "virtio" => test_scenario(name),
             _ => load_and_validate(&configs().join(format!("{name}.toml")), GUESTS).unwrap(),

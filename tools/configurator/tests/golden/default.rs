@@ -9,10 +9,33 @@ pub static SCENARIO: Scenario = Scenario {
     vms: &[
         VmConfig {
             id: 0,
-            name: "vm0",
+            name: "linux",
             load_order: LoadOrder::PreLaunched,
             vm_type: VmType::Standard,
             pcpus: &[1],
+            vcpus: 1,
+            memory: MemoryConfig {
+                size: 0x8000000,
+                host_base: None,
+            },
+            kernel: KernelConfig {
+                module: "linux",
+                kind: KernelKind::BzImage,
+                cmdline: "console=ttyS0 quiet quercus.modules=1 quercus.test=demo quercus.ip=10.0.0.1/24 quercus.peer=10.0.0.2",
+            },
+            initrd: Some("initrd"),
+            modules: &[],
+            console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
+            restart_on_reset: false,
+            pci_test_device: false,
+            virtio: &[VirtioConfig { kind: VirtioKind::Blk { module: "disk", readonly: false }, slot: 8 }, VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x00] }, slot: 9 }, VirtioConfig { kind: VirtioKind::Rng, slot: 10 }, VirtioConfig { kind: VirtioKind::Console, slot: 11 }],
+        },
+        VmConfig {
+            id: 1,
+            name: "responder",
+            load_order: LoadOrder::PreLaunched,
+            vm_type: VmType::Standard,
+            pcpus: &[2],
             vcpus: 1,
             memory: MemoryConfig {
                 size: 0x2000000,
@@ -21,15 +44,15 @@ pub static SCENARIO: Scenario = Scenario {
             kernel: KernelConfig {
                 module: "test-guest",
                 kind: KernelKind::Multiboot1,
-                cmdline: "",
+                cmdline: "net-responder ip=10.0.0.2",
             },
             initrd: None,
             modules: &[],
             console: Some(VuartConfig { port: 0x3f8, irq: 4 }),
             restart_on_reset: false,
             pci_test_device: false,
-            virtio: &[],
+            virtio: &[VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x00] }, slot: 8 }],
         },
     ],
-    switches: &[],
+    switches: &[SwitchConfig { name: "lan0" }],
 };
