@@ -2605,6 +2605,7 @@ mod unit {
     #[test]
     fn virtio_fail_extends_linux_fail() {
         assert!(VIRTIO_FAIL.starts_with(LINUX_FAIL));
+        assert!(DEMO_FAIL.starts_with(VIRTIO_FAIL));
     }
 
     fn log(lines: &[&str]) -> Vec<String> {
