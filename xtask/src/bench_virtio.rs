@@ -5,9 +5,10 @@
 //! `bench-net-client`; see [`crate::linux_image::INIT_SCRIPT`]) print `QUERCUS-BENCH:` lines: each
 //! measured step with its bytes, requests (or packets) and nanoseconds of the guest's clock, and
 //! under Quercus the VM exits and TSC ticks the step cost its vCPU (Quercus's statistics leaf
-//! 0x4000_0001, read through `/dev/cpu/0/cpuid` before and after the step). The table's exits and
-//! ticks are net of the measurement's own cost: the median of the guest's three empty (`null`)
-//! steps is subtracted.
+//! 0x4000_0001, read through `/dev/cpu/0/cpuid` before and after the step), plus the requests
+//! (or packets) and virtio interrupts the guest's kernel counted meanwhile. The table's times,
+//! exits and ticks are net of the measurement's own cost: the median of the guest's three empty
+//! (`null`) steps is subtracted.
 //!
 //! Runs: on QEMU natively with QEMU's own virtio-blk and virtio-net (two QEMUs joined by a
 //! socket), the reference, which has no exit counts; and under Quercus
@@ -15,8 +16,10 @@
 //! only, under Quercus only (`configs/bench-virtio-blk-bochs.toml`, smaller sizes): Bochs has no
 //! virtio devices of its own, and the Bochs board's two pCPUs leave room for one VM, not the two
 //! a VM-to-VM transfer needs.
-//! On QEMU the disk run also types `stats linux` at the hypervisor's shell at each of the guest's
-//! pauses between steps, which gives each step's exits by reason.
+//! On QEMU the disk run also types `stats linux` and `virtio linux` at the hypervisor's shell at
+//! each of the guest's pauses between steps: each step's exits by reason, and the notifications,
+//! requests and interrupts the hypervisor's disk counted (whether one notification served a
+//! batch of requests).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -861,6 +864,13 @@ pub fn bench_virtio(emulators: &[Emulator], parts: &[Part]) -> Result<ExitCode> 
                             })
                             .collect();
                         reasons.push((quercus.label.clone(), reasons_table(&snapshots, &blocks)));
+                    } else if qemu {
+                        ok = false;
+                        println!(
+                            "{}: FAIL {} `stats` answers at the guest's pauses, {BLK_PAUSES} expected",
+                            case.name,
+                            snapshots.len()
+                        );
                     }
                 }
                 Part::Net => {
@@ -887,18 +897,14 @@ pub fn bench_virtio(emulators: &[Emulator], parts: &[Part]) -> Result<ExitCode> 
             for l in lines.iter() {
                 let fields: Vec<String> =
                     l.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!(
-                    "  {:<14} {side:<6} {} {}",
-                    c.label,
-                    l.what,
-                    fields.join(" ")
-                );
+                let text = [l.what.clone(), fields.join(" ")].join(" ");
+                println!("  {:<14} {side:<6} {}", c.label, text.trim());
             }
         }
     }
     println!();
     println!(
-        "virtio inside Linux (1 vCPU per VM; MiB/s by the guest's clock; exits and TSC ticks net of the measurement's own cost; QEMU's TSC is wall clock and noisy, Bochs's counts instructions and is deterministic)"
+        "virtio inside Linux (1 vCPU per VM; MiB/s by the guest's clock; times, exits and TSC ticks net of the measurement's own cost; 1M/64K: 1M direct reads in 64 KiB requests; buffered/ra: 1M buffered reads, 1 MiB readahead in 64 KiB requests; QEMU's TSC is wall clock and noisy, Bochs's counts instructions)"
     );
     for line in virtio_table(&columns) {
         println!("  {line}");
