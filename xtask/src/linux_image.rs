@@ -32,7 +32,8 @@ pub const BUSYBOX: &str = "busybox-static";
 /// them. `crc32c_generic` comes before `ext4`: ext4 and jbd2 ask the crypto API for "crc32c"
 /// (a soft dependency `depends=` does not show) when they mount a filesystem with metadata
 /// checksums, and nothing in the initramfs could load it on demand. (`crc32c-intel` would need
-/// SSE4.2, which QEMU's `qemu64` CPU lacks.)
+/// SSE4.2, which QEMU's `qemu64` CPU lacks.) `cpuid` gives user space `/dev/cpu/N/cpuid`, through
+/// which the benchmark modes read Quercus's statistics leaf 0x4000_0001.
 pub const MODULE_ROOTS: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -42,6 +43,7 @@ pub const MODULE_ROOTS: &[&str] = &[
     "virtio_rng",
     "crc32c_generic",
     "ext4",
+    "cpuid",
 ];
 /// Bump when the image layout changes in a way the other inputs do not show (cpio writer, file list).
 const LAYOUT_VERSION: u32 = 1;
@@ -90,10 +92,43 @@ pub const NET_BYTES: u64 = 16 << 20;
 ///   `QUERCUS-GUEST: demo hello on hvc0, the virtio console` to /dev/hvc0; eth0 up; `ping -c 3`
 ///   the peer (its output shown), then `QUERCUS-GUEST: demo ping ok` if all three were answered,
 ///   else `QUERCUS-GUEST: demo ping fail (WHY)`; a few lines of things to try; then the shell.
+/// - `quercus.test=bench-blk` (with `quercus.modules=1`; `quercus.bench_mib=N`, default 16, and
+///   `quercus.bench_4k=N`, default 1024): benchmarks the raw disk `/dev/vda` (its filesystem is
+///   overwritten) with busybox `dd` and direct I/O: a sequential read of N MiB with
+///   `bs=1048576`, the same read again in requests of at most 64 KiB (`max_sectors_kb`: sixteen
+///   per 1M block, `read-split`), a buffered read of N MiB with 1 MiB of readahead in 64 KiB
+///   requests (the readahead queues each window's requests at once: `read-ahead`), a write of
+///   N MiB, then a read and a write of `bench_4k` blocks with `bs=4096`; then
+///   `QUERCUS-BENCH: done`. Before the steps: `QUERCUS-BENCH: disk sectors=N max_sectors_kb=N
+///   max_segments=N read_ahead_kb=N scheduler=NAME` (`quercus.bench_sched=NAME` sets the disk's
+///   I/O scheduler first, e.g. `none`). With
+///   `quercus.bench_pause=S` it prints `QUERCUS-BENCH: pause` and sleeps S seconds twice before
+///   the first step and once after each step (the host may read the hypervisor's exit counters
+///   at each pause: the first interval is a pause alone, each further one a pause and a step).
+/// - `quercus.test=bench-net-server` (with `quercus.ip=`): eth0 up, receives one TCP connection on
+///   port 5001 (`nc -l`) and counts its bytes, measured from the first byte to the end.
+/// - `quercus.test=bench-net-client` (with `quercus.ip=`, `quercus.peer=`, `quercus.bench_mib=N`):
+///   eth0 up, pings the peer, sends N MiB of zeros to peer:5001 (`dd | nc`, connecting again for
+///   up to 30 s while the server is not listening yet).
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
 ///
-/// A failing virtio test prints `QUERCUS-GUEST: blk error WHAT` or `QUERCUS-GUEST: net error WHAT`
-/// (then the shell).
+/// The benchmark modes print machine-readable lines: first `QUERCUS-BENCH: hv=quercus|none
+/// cpus=N clocksource=NAME` (`quercus` when CPUID leaf 0x4000_0000 carries the signature
+/// `QuercusHV`; the kernel's clocksource), then three
+/// `QUERCUS-BENCH: null FIELDS` (an empty measurement: the cost of the brackets themselves), then
+/// one line per measurement: `QUERCUS-BENCH: blk read|read-split|read-ahead|write bs=B count=N
+/// bytes=N reqs=R irqs=I FIELDS`
+/// (R: requests the kernel completed on vda meanwhile, `/sys/block/vda/stat`; I: interrupts of
+/// the virtio devices, `/proc/interrupts`), `QUERCUS-BENCH: net rx bytes=N packets=P irqs=I
+/// FIELDS` (server) or `QUERCUS-BENCH: net tx bytes=N packets=P irqs=I FIELDS` (client; P:
+/// eth0's packets received or sent meanwhile). FIELDS is `ns=T`
+/// (the kernel's monotonic clock, `/proc/timer_list`, around the step) and, under Quercus only,
+/// `exits=E tsc=C`: the differences of two reads of the statistics leaf (this vCPU's VM exits,
+/// the TSC) through `/dev/cpu/0/cpuid` around the step, the second read's own CPUID exit
+/// included. The shell pins itself to CPU 0 (`taskset`) when the VM has more than one.
+///
+/// A failing virtio test prints `QUERCUS-GUEST: blk error WHAT` or `QUERCUS-GUEST: net error WHAT`,
+/// a failing benchmark `QUERCUS-GUEST: bench error WHAT` (then the shell).
 pub const INIT_SCRIPT: &str = r#"#!/bin/sh
 # /init of the Quercus Linux test guest (written by cargo xtask: xtask/src/linux_image.rs).
 /bin/busybox --install -s
@@ -112,6 +147,10 @@ modules=
 ip=
 peer=
 watch=0
+bench_mib=16
+bench_4k=1024
+bench_pause=0
+bench_sched=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         quercus.test=*) test="${arg#quercus.test=}" ;;
@@ -119,6 +158,10 @@ for arg in $(cat /proc/cmdline); do
         quercus.ip=*) ip="${arg#quercus.ip=}" ;;
         quercus.peer=*) peer="${arg#quercus.peer=}" ;;
         quercus.watch=*) watch="${arg#quercus.watch=}" ;;
+        quercus.bench_mib=*) bench_mib="${arg#quercus.bench_mib=}" ;;
+        quercus.bench_4k=*) bench_4k="${arg#quercus.bench_4k=}" ;;
+        quercus.bench_pause=*) bench_pause="${arg#quercus.bench_pause=}" ;;
+        quercus.bench_sched=*) bench_sched="${arg#quercus.bench_sched=}" ;;
     esac
 done
 if [ "$modules" = 1 ]; then
@@ -278,6 +321,210 @@ demo() {
     echo "  and at quercus>: vm_list, stats linux, vm_log responder, help"
 }
 
+# --- Benchmarks -------------------------------------------------------------------------------
+
+# The 16 bytes (EAX EBX ECX EDX) of CPUID leaf $1 (decimal, subleaf 0) on CPU 0: the cpuid
+# driver reads 16 bytes at file offset leaf | subleaf << 32.
+cpuid_leaf() {
+    dd if=/dev/cpu/0/cpuid bs=16 count=1 skip="$1" iflag=skip_bytes 2> /dev/null
+}
+
+# Quercus's statistics leaf 0x4000_0001 as "EXITS TSC" (EBX:EAX and EDX:ECX).
+hv_stats() {
+    cpuid_leaf 1073741825 | od -A n -t u8
+}
+
+# Sets ns: the kernel's monotonic clock in nanoseconds (shell built-ins only: no fork).
+now_ns() {
+    ns=
+    while read -r w1 w2 w3 _; do
+        [ "$w1 $w2" = "now at" ] && { ns=$w3; break; }
+    done < /proc/timer_list
+}
+
+# Runs "$@" and sets b_fields to what it cost: "ns=T", plus "exits=E tsc=C" under Quercus. Its
+# status is the command's.
+bracket() {
+    s0=
+    s1=
+    [ "$hv" = quercus ] && s0=$(hv_stats)
+    now_ns
+    t0=$ns
+    "$@"
+    b_status=$?
+    now_ns
+    t1=$ns
+    [ "$hv" = quercus ] && s1=$(hv_stats)
+    b_fields="ns=$((t1 - t0))"
+    if [ -n "$s0" ] && [ -n "$s1" ]; then
+        set -- $s0 $s1
+        b_fields="$b_fields exits=$(($3 - $1)) tsc=$(($4 - $2))"
+    fi
+    return $b_status
+}
+
+# Pins this shell to CPU 0 (the vCPU whose exits the leaf counts), finds out whether Quercus is
+# underneath, and measures the empty bracket three times.
+bench_setup() {
+    [ "$(nproc)" -gt 1 ] && taskset -p 1 $$ > /dev/null
+    hv=none
+    if [ -e /dev/cpu/0/cpuid ]; then
+        case "$(cpuid_leaf 1073741824 | tr -cd 'A-Za-z')" in
+            *QuercusHV*) hv=quercus ;;
+        esac
+    fi
+    echo "QUERCUS-BENCH: hv=$hv cpus=$(nproc) clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+    dmesg | grep -i -E 'tsc|clocksource' | while read -r line; do echo "QUERCUS-GUEST: dmesg: $line"; done
+    for i in 1 2 3; do
+        bracket true
+        echo "QUERCUS-BENCH: null $b_fields"
+    done
+}
+
+# The interrupts of the virtio devices so far (the /proc/interrupts lines naming virtio, every CPU).
+virtio_irqs() {
+    awk '/virtio/ { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i } END { print n + 0 }' /proc/interrupts
+}
+
+# Sets rq_r and rq_w: the read and write requests completed on vda so far.
+vda_requests() {
+    read -r rq_r _ _ _ rq_w _ < /sys/block/vda/stat
+}
+
+# dd on the raw disk: $1 write, read-ahead (a buffered read) or another read, with direct I/O
+# but for read-ahead; $2 block size, $3 blocks.
+bench_dd() {
+    case "$1" in
+        write) dd if=/dev/zero of=/dev/vda bs="$2" count="$3" oflag=direct conv=notrunc 2> /tmp/dd.err ;;
+        read-ahead) dd if=/dev/vda of=/dev/null bs="$2" count="$3" 2> /tmp/dd.err ;;
+        *) dd if=/dev/vda of=/dev/null bs="$2" count="$3" iflag=direct 2> /tmp/dd.err ;;
+    esac
+}
+
+# One measured dd ($1 read|read-split|read-ahead|write, $2 block size, $3 blocks) and its
+# QUERCUS-BENCH line.
+blk_step() {
+    i0=$(virtio_irqs)
+    vda_requests
+    r0=$rq_r
+    w0=$rq_w
+    bracket bench_dd "$1" "$2" "$3" \
+        || { echo "QUERCUS-GUEST: bench error dd $1 bs=$2 failed: $(tr '\n' ' ' < /tmp/dd.err)"; return 1; }
+    vda_requests
+    i1=$(virtio_irqs)
+    grep -q "^$3+0 records out" /tmp/dd.err \
+        || { echo "QUERCUS-GUEST: bench error dd $1 bs=$2 count=$3: $(tr '\n' ' ' < /tmp/dd.err)"; return 1; }
+    if [ "$1" = write ]; then
+        reqs=$((rq_w - w0))
+    else
+        reqs=$((rq_r - r0))
+    fi
+    echo "QUERCUS-BENCH: blk $1 bs=$2 count=$3 bytes=$(($2 * $3)) reqs=$reqs irqs=$((i1 - i0)) $b_fields"
+}
+
+# With quercus.bench_pause=S: `QUERCUS-BENCH: pause` (the host may read the hypervisor's exit
+# counters then), and S quiet seconds.
+bench_pause() {
+    [ "$bench_pause" -gt 0 ] || return 0
+    echo "QUERCUS-BENCH: pause"
+    sleep "$bench_pause"
+}
+
+bench_blk() {
+    wait_for /dev/vda 100 || { echo "QUERCUS-GUEST: bench error no /dev/vda after 10 s"; return; }
+    bench_setup
+    sectors=$(cat /sys/block/vda/size)
+    for need in $((bench_mib * 2048)) $((bench_4k * 8)); do
+        [ "$sectors" -ge "$need" ] \
+            || { echo "QUERCUS-GUEST: bench error vda has $sectors sectors, $need needed"; return; }
+    done
+    queue=/sys/block/vda/queue
+    if [ -n "$bench_sched" ]; then
+        echo "$bench_sched" > $queue/scheduler \
+            || { echo "QUERCUS-GUEST: bench error scheduler $bench_sched refused"; return; }
+    fi
+    max_kb=$(cat $queue/max_sectors_kb)
+    echo "QUERCUS-BENCH: disk sectors=$sectors max_sectors_kb=$max_kb max_segments=$(cat $queue/max_segments) read_ahead_kb=$(cat $queue/read_ahead_kb) scheduler=$(sed 's/.*\[\(.*\)\].*/\1/' $queue/scheduler)"
+    # Pauses around every step; the first two enclose nothing but a pause.
+    bench_pause
+    bench_pause
+    blk_step read 1048576 "$bench_mib" || return
+    bench_pause
+    # The same reads in requests of at most 64 KiB: sixteen per 1M block (a synchronous direct
+    # read submits them one by one, without a plug).
+    echo 64 > $queue/max_sectors_kb || { echo "QUERCUS-GUEST: bench error max_sectors_kb=64 refused"; return; }
+    blk_step read-split 1048576 "$bench_mib" || return
+    bench_pause
+    # Buffered reads from a cold page cache with 1 MiB of readahead, still in 64 KiB requests:
+    # the readahead queues each window's sixteen requests at once (one plug; requests of
+    # 128 KiB would not do: the block layer flushes a plug holding one that large).
+    ra_kb=$(cat $queue/read_ahead_kb)
+    { echo 1024 > $queue/read_ahead_kb && blockdev --flushbufs /dev/vda; } \
+        || { echo "QUERCUS-GUEST: bench error read_ahead_kb=1024 or --flushbufs refused"; return; }
+    blk_step read-ahead 1048576 "$bench_mib" || return
+    echo "$max_kb" > $queue/max_sectors_kb
+    echo "$ra_kb" > $queue/read_ahead_kb
+    bench_pause
+    blk_step write 1048576 "$bench_mib" || return
+    bench_pause
+    blk_step read 4096 "$bench_4k" || return
+    bench_pause
+    blk_step write 4096 "$bench_4k" || return
+    bench_pause
+    echo "QUERCUS-BENCH: done"
+}
+
+# Sets rx_bytes: what is left on standard input.
+count_rest() {
+    rx_bytes=$(wc -c)
+}
+
+# The server's side of the pipe from nc: waits for the first byte, then measures the rest.
+net_rx() {
+    first=$(dd bs=1 count=1 2> /dev/null | wc -c)
+    [ "$first" = 1 ] || { echo "QUERCUS-GUEST: bench error nothing received"; return; }
+    i0=$(virtio_irqs)
+    read -r p0 < /sys/class/net/eth0/statistics/rx_packets
+    bracket count_rest
+    read -r p1 < /sys/class/net/eth0/statistics/rx_packets
+    i1=$(virtio_irqs)
+    echo "QUERCUS-BENCH: net rx bytes=$((rx_bytes + 1)) packets=$((p1 - p0)) irqs=$((i1 - i0)) $b_fields"
+}
+
+bench_net_server() {
+    net_up || return
+    bench_setup
+    # nc's standard input never reaches EOF (see net_server).
+    mkfifo /tmp/hold && exec 3<> /tmp/hold || { echo "QUERCUS-GUEST: bench error mkfifo failed"; return; }
+    nc -l -p 5001 <&3 | net_rx
+    exec 3>&-
+}
+
+# Sends $1 MiB of zeros to $peer:5001.
+send_zeros() {
+    dd if=/dev/zero bs=1048576 count="$1" 2> /dev/null | nc "$peer" 5001
+}
+
+bench_net_client() {
+    net_up || return
+    [ -n "$peer" ] || { echo "QUERCUS-GUEST: bench error no quercus.peer="; return; }
+    bench_setup
+    ping_peer 30 || { echo "QUERCUS-GUEST: bench error no answer from $peer in 30 s"; return; }
+    # The server may not be listening yet: connect again for up to 30 s (only the attempt that
+    # went through is reported).
+    end=$(($(date +%s) + 30))
+    while true; do
+        i0=$(virtio_irqs)
+        read -r p0 < /sys/class/net/eth0/statistics/tx_packets
+        bracket send_zeros "$bench_mib" && break
+        [ "$(date +%s)" -ge "$end" ] && { echo "QUERCUS-GUEST: bench error nc $peer 5001 failed"; return; }
+        sleep 1
+    done
+    read -r p1 < /sys/class/net/eth0/statistics/tx_packets
+    i1=$(virtio_irqs)
+    echo "QUERCUS-BENCH: net tx bytes=$((bench_mib * 1048576)) packets=$((p1 - p0)) irqs=$((i1 - i0)) $b_fields"
+}
+
 case "$test" in
     poweroff)
         echo "QUERCUS-GUEST: powering off"
@@ -307,6 +554,15 @@ case "$test" in
         ;;
     demo)
         demo
+        ;;
+    bench-blk)
+        bench_blk
+        ;;
+    bench-net-server)
+        bench_net_server
+        ;;
+    bench-net-client)
+        bench_net_client
         ;;
     "")
         ;;
@@ -1292,6 +1548,9 @@ mod tests {
             "net-client",
             "net-isolated",
             "demo",
+            "bench-blk",
+            "bench-net-server",
+            "bench-net-client",
         ] {
             assert!(
                 INIT_SCRIPT.contains(&format!("\n    {mode})"))
@@ -1330,6 +1589,7 @@ mod tests {
             "virtio_console",
             "virtio_rng",
             "ext4",
+            "cpuid",
         ] {
             assert!(at(m).is_some(), "{m}");
         }

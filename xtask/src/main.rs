@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the Quercus image, boots it in QEMU or Bochs, runs the test suite and benchmarks.
 
 mod bench;
+mod bench_virtio;
 mod bochs;
 mod build;
 mod console;
@@ -114,6 +115,18 @@ enum BenchWhat {
         /// Report this ELF instead of building the release image.
         #[arg(long)]
         image: Option<PathBuf>,
+    },
+    /// Virtio inside Linux: sequential disk reads and writes (dd, direct I/O, 1M and 4k
+    /// blocks) and VM-to-VM TCP, in MiB/s, with the VM exits per MiB and per request (Quercus's
+    /// statistics leaf), under Quercus and natively on QEMU's own virtio devices.
+    Virtio {
+        /// Only these emulators (repeatable; default: qemu, bochs). Native reference runs on
+        /// QEMU only.
+        #[arg(long, value_enum)]
+        emulator: Vec<runner::Emulator>,
+        /// Only these parts (repeatable; default: blk, net; net runs on QEMU only).
+        #[arg(long, value_enum)]
+        part: Vec<bench_virtio::Part>,
     },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
@@ -415,6 +428,16 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),
+        Command::Bench {
+            what: BenchWhat::Virtio { emulator, part },
+        } => bench_virtio::bench_virtio(
+            &or_default(emulator, &[Emulator::Qemu, Emulator::Bochs]),
+            &if part.is_empty() {
+                vec![bench_virtio::Part::Blk, bench_virtio::Part::Net]
+            } else {
+                part
+            },
+        ),
     };
     match result {
         Ok(code) => code,

@@ -1215,7 +1215,7 @@ fn modules_loaded(lines: &[String]) -> Vec<(u32, u32)> {
 }
 
 /// Every boot loaded every module of the initramfs.
-fn all_modules_loaded(lines: &[String]) -> Result<(), String> {
+pub(crate) fn all_modules_loaded(lines: &[String]) -> Result<(), String> {
     let counts = modules_loaded(lines);
     if counts.is_empty() {
         return Err("no `modules loaded=` line".into());
@@ -2170,7 +2170,7 @@ fn report(name: &str, verdict: Verdict, suffix: &str) {
 }
 
 /// How one case ended.
-enum Verdict {
+pub(crate) enum Verdict {
     /// Seconds to the last expected line (of the Quercus run).
     Pass(f64),
     Fail {
@@ -2271,7 +2271,7 @@ fn free_ports(count: usize) -> Result<Vec<u16>> {
 
 /// The native runs of `case` (its `native` and the companions, side by side): the verdict over
 /// all of them, and each run's name and outcome.
-fn run_native(
+pub(crate) fn run_native(
     case: &TestCase,
     modules: &[BootModule],
 ) -> Result<(Verdict, Vec<(String, runner::RunOutcome)>)> {
