@@ -24,7 +24,7 @@
 //! | 0x8000_0008 | EBX.VIRT_SSBD (25) cleared | VIRT_SPEC_CTRL #GPs |
 //! | 0xB, 0x1F | native, EDX = vCPU id | the x2APIC id of the level is this vCPU's |
 //! | 0xD.1 | EAX.XSAVES (3) cleared | IA32_XSS is not virtualized (it #GPs); guests use XSAVEC/XSAVEOPT |
-//! | 0x15 | EAX = 100,000, EBX = TSC kHz, ECX = 100 MHz | the TSC as the hypervisor calibrated it, over a "crystal" that is the vLAPIC timer's clock: a guest needs no calibration (the host's own leaf may be wrong: Bochs claims 2.4 GHz, its TSC runs at 200 MHz) |
+//! | 0x15 | EBX/EAX = TSC kHz / 100,000 (EAX the largest power of ten that keeps 100,000 * EBX below 2^32: Linux multiplies them in 32 bits), ECX = 100 MHz | the TSC as the hypervisor calibrated it, over a "crystal" that is the vLAPIC timer's clock: a guest needs no calibration (the host's own leaf may be wrong: Bochs claims 2.4 GHz, its TSC runs at 200 MHz) |
 //! | 0x16 | EAX = EBX = TSC MHz, ECX = 100 (bus MHz) | the same frequencies for guests that read this leaf |
 //! | 0x4000_0000 | EAX = 0x4000_0010, signature "QuercusHV" | hypervisor identification |
 //! | 0x4000_0001 | EAX:EBX = this vCPU's VM exits so far (this one included), ECX:EDX = TSC (filled in by the dispatcher) | statistics for benchmarks in the guest, readable from user space through Linux's /dev/cpu/N/cpuid |
@@ -181,12 +181,8 @@ impl CpuidPolicy {
             LEAF_XSAVE if subleaf == 1 => r[EAX] &= !XSAVES,
             // TSC = crystal * EBX / EAX: the crystal is the vLAPIC's bus clock.
             LEAF_TSC_CRYSTAL if self.tsc_khz != 0 => {
-                r = [
-                    (crate::vlapic::BUS_HZ / 1000) as u32,
-                    self.tsc_khz,
-                    crate::vlapic::BUS_HZ as u32,
-                    0,
-                ];
+                let (den, num) = tsc_ratio(self.tsc_khz);
+                r = [den, num, crate::vlapic::BUS_HZ as u32, 0];
             }
             LEAF_FREQUENCY if self.tsc_khz != 0 => {
                 let mhz = (self.tsc_khz / 1000).min(0xFFFF);
@@ -210,6 +206,25 @@ impl CpuidPolicy {
             _ => {}
         }
         r
+    }
+}
+
+/// Leaf 0x15's EAX (denominator) and EBX (numerator) for a TSC of `tsc_khz`
+/// over the vLAPIC's crystal. Linux computes `crystal_khz * EBX / EAX` in 32
+/// bits (`native_calibrate_tsc`), so `crystal_khz * EBX` must stay below
+/// 2^32: the denominator is the largest power of ten for which it does
+/// (a 200 MHz TSC is 20,000 / 10,000; 2.4 GHz is 24,000 / 1,000).
+fn tsc_ratio(tsc_khz: u32) -> (u32, u32) {
+    let crystal_khz = (crate::vlapic::BUS_HZ / 1000) as u64;
+    let max_num = u64::from(u32::MAX) / crystal_khz;
+    let mut den = crystal_khz;
+    loop {
+        // EBX / EAX = tsc_khz / crystal_khz, rounded to the nearest.
+        let num = (u64::from(tsc_khz) * den + crystal_khz / 2) / crystal_khz;
+        if num <= max_num || den == 1 {
+            return (den as u32, num.min(max_num) as u32);
+        }
+        den /= 10;
     }
 }
 
@@ -379,6 +394,21 @@ mod tests {
         assert_eq!(tsc_hz, 2_400_000_000);
         assert_eq!(u64::from(crystal), crate::vlapic::BUS_HZ);
         assert_eq!(POLICY.virtualize(0x16, 0, ALL), [2400, 2400, 100, 0]);
+        // Linux computes crystal kHz * EBX / EAX in 32 bits: no overflow, and
+        // the rate within 0.01% (Bochs's 200.004 MHz TSC came out as 28.2 MHz
+        // when EAX was 100,000).
+        for khz in [200_004u32, 1_000_000, 2_400_000, 3_999_999, 5_200_000, 1] {
+            let p = CpuidPolicy {
+                tsc_khz: khz,
+                ..POLICY
+            };
+            let [den, num, crystal, _] = p.virtualize(0x15, 0, ALL);
+            let crystal_khz = crystal / 1000;
+            let linux = crystal_khz.checked_mul(num).map(|x| x / den);
+            let linux = linux.expect("crystal_khz * EBX fits in 32 bits");
+            let err = (f64::from(linux) - f64::from(khz)).abs() / f64::from(khz);
+            assert!(err < 1e-4 || khz == 1, "{khz} kHz read as {linux} kHz");
+        }
         // Unknown TSC rate: the host's leaves pass through.
         let unknown = CpuidPolicy {
             tsc_khz: 0,
