@@ -215,7 +215,7 @@ impl CpuidPolicy {
 /// 2^32: the denominator is the largest power of ten for which it does
 /// (a 200 MHz TSC is 20,000 / 10,000; 2.4 GHz is 24,000 / 1,000).
 fn tsc_ratio(tsc_khz: u32) -> (u32, u32) {
-    let crystal_khz = (crate::vlapic::BUS_HZ / 1000) as u64;
+    let crystal_khz = crate::vlapic::BUS_HZ / 1000;
     let max_num = u64::from(u32::MAX) / crystal_khz;
     let mut den = crystal_khz;
     loop {
