@@ -15,6 +15,8 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 
+use vcpu::GuestMemory;
+
 use crate::chain::{ChainReader, ChainWriter};
 use crate::device::{DeviceStats, QueueIo, VirtioDevice, DEVICE_BLOCK};
 use crate::queue::{Chain, QueueError};
@@ -218,11 +220,11 @@ impl Blk {
     }
 
     /// Serves one request; the status to write.
-    fn serve(&mut self, chain: &Chain, io: &mut QueueIo<'_>) -> (u8, u64) {
+    fn serve(&mut self, chain: &Chain, mem: &mut dyn GuestMemory) -> (u8, u64) {
         let mut r = ChainReader::new(chain);
         let mut w = ChainWriter::new(chain);
         let mut header = [0u8; 16];
-        if r.read_exact(&*io.mem, &mut header).is_err() {
+        if r.read_exact(&*mem, &mut header).is_err() {
             return (VIRTIO_BLK_S_IOERR, 0);
         }
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -247,7 +249,7 @@ impl Blk {
                 while left > 0 {
                     let n = left.min(CHUNK as u64) as usize;
                     self.backend.read(at, &mut self.chunk[..n]);
-                    if w.write_all(&mut *io.mem, &self.chunk[..n]).is_err() {
+                    if w.write_all(&mut *mem, &self.chunk[..n]).is_err() {
                         return (VIRTIO_BLK_S_IOERR, w.written());
                     }
                     at += n as u64;
@@ -265,7 +267,7 @@ impl Blk {
                     return (VIRTIO_BLK_S_IOERR, 0);
                 };
                 let backend = &self.backend;
-                let copied = r.copy_out(&*io.mem, len, &mut self.chunk, |piece| {
+                let copied = r.copy_out(&*mem, len, &mut self.chunk, |piece| {
                     backend.write(at, piece);
                     at += piece.len() as u64;
                     Ok(())
@@ -282,7 +284,7 @@ impl Blk {
                 let src = self.backend.id();
                 id[..src.len()].copy_from_slice(src);
                 let n = (room as usize).min(ID_LEN);
-                if w.write_all(&mut *io.mem, &id[..n]).is_err() {
+                if w.write_all(&mut *mem, &id[..n]).is_err() {
                     return (VIRTIO_BLK_S_IOERR, w.written());
                 }
                 (VIRTIO_BLK_S_OK, w.written())
@@ -301,7 +303,7 @@ impl Blk {
                 let mut segs = [(0u64, 0u64); MAX_SEGMENTS as usize];
                 for seg in segs.iter_mut().take(count as usize) {
                     let mut b = [0u8; SEGMENT_LEN as usize];
-                    if r.read_exact(&*io.mem, &mut b).is_err() {
+                    if r.read_exact(&*mem, &mut b).is_err() {
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
                     let sector =
@@ -378,30 +380,21 @@ impl VirtioDevice for Blk {
         if q != 0 {
             return Ok(());
         }
-        loop {
-            while let Some(chain) = io.pop(0)? {
-                self.stats.requests += 1;
-                let mut w = ChainWriter::new(&chain);
-                if w.remaining() == 0 {
-                    // Nowhere to put a status: hand it back untouched.
-                    self.stats.errors += 1;
-                    io.push_used(0, chain.head, 0)?;
-                    continue;
-                }
-                let (status, written) = self.serve(&chain, io);
-                if status != VIRTIO_BLK_S_OK {
-                    self.stats.errors += 1;
-                }
-                let _ = w.write_last(&mut *io.mem, &[status]);
-                io.push_used(0, chain.head, (written + 1) as u32)?;
+        io.serve_all(0, |chain, mem| {
+            self.stats.requests += 1;
+            let mut w = ChainWriter::new(chain);
+            if w.remaining() == 0 {
+                // Nowhere to put a status: hand it back untouched.
+                self.stats.errors += 1;
+                return 0;
             }
-            // Re-arm, then look once more: a chain added meanwhile would
-            // otherwise wait without a notification.
-            io.arm(0)?;
-            if !io.has_available(0)? {
-                return Ok(());
+            let (status, written) = self.serve(chain, mem);
+            if status != VIRTIO_BLK_S_OK {
+                self.stats.errors += 1;
             }
-        }
+            let _ = w.write_last(mem, &[status]);
+            (written + 1) as u32
+        })
     }
 
     fn reset(&mut self) {}

@@ -75,30 +75,24 @@ impl Console {
     }
 
     fn transmit(&mut self, io: &mut QueueIo<'_>) -> Result<(), QueueError> {
-        loop {
-            while let Some(chain) = io.pop(TX)? {
-                self.stats.requests += 1;
-                let mut r = ChainReader::new(&chain);
-                let len = r.remaining().min(OUTPUT_LIMIT as u64) as usize;
-                self.buf.resize(len, 0);
-                if r.read_exact(&*io.mem, &mut self.buf).is_ok() {
-                    let mut pipe = self.pipe.lock();
-                    let room = OUTPUT_LIMIT - pipe.output.len().min(OUTPUT_LIMIT);
-                    let n = len.min(room);
-                    pipe.output.extend_from_slice(&self.buf[..n]);
-                    pipe.dropped_output += (len - n) as u64;
-                    self.stats.bytes_out += n as u64;
-                    self.stats.dropped += (len - n) as u64;
-                } else {
-                    self.stats.errors += 1;
-                }
-                io.push_used(TX, chain.head, 0)?;
+        io.serve_all(TX, |chain, mem| {
+            self.stats.requests += 1;
+            let mut r = ChainReader::new(chain);
+            let len = r.remaining().min(OUTPUT_LIMIT as u64) as usize;
+            self.buf.resize(len, 0);
+            if r.read_exact(&*mem, &mut self.buf).is_ok() {
+                let mut pipe = self.pipe.lock();
+                let room = OUTPUT_LIMIT - pipe.output.len().min(OUTPUT_LIMIT);
+                let n = len.min(room);
+                pipe.output.extend_from_slice(&self.buf[..n]);
+                pipe.dropped_output += (len - n) as u64;
+                self.stats.bytes_out += n as u64;
+                self.stats.dropped += (len - n) as u64;
+            } else {
+                self.stats.errors += 1;
             }
-            io.arm(TX)?;
-            if !io.has_available(TX)? {
-                return Ok(());
-            }
-        }
+            0
+        })
     }
 
     fn receive(&mut self, io: &mut QueueIo<'_>) -> Result<(), QueueError> {

@@ -146,6 +146,29 @@ impl<'a> QueueIo<'a> {
         Ok(())
     }
 
+    /// Serves every chain on queue `q`: `f` handles one and says how many
+    /// bytes it wrote into its writable buffers, and the chain goes back
+    /// used. Once the queue is empty the device asks for the next
+    /// notification and looks once more, so that a chain added meanwhile
+    /// does not wait without one (with the event index this makes one
+    /// notification serve a whole batch).
+    pub fn serve_all(
+        &mut self,
+        q: u16,
+        mut f: impl FnMut(&Chain, &mut dyn GuestMemory) -> u32,
+    ) -> Result<(), QueueError> {
+        loop {
+            while let Some(chain) = self.pop(q)? {
+                let len = f(&chain, &mut *self.mem);
+                self.push_used(q, chain.head, len)?;
+            }
+            self.arm(q)?;
+            if !self.has_available(q)? {
+                return Ok(());
+            }
+        }
+    }
+
     /// Asks for a notification when the driver adds to queue `q` (after the
     /// device emptied it).
     pub fn arm(&mut self, q: u16) -> Result<(), QueueError> {

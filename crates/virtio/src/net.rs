@@ -49,32 +49,26 @@ impl Net {
     }
 
     fn transmit(&mut self, io: &mut QueueIo<'_>) -> Result<(), QueueError> {
-        loop {
-            while let Some(chain) = io.pop(TX)? {
-                self.stats.requests += 1;
-                let mut r = ChainReader::new(&chain);
-                let len = r.remaining();
-                let frame_len = len.saturating_sub(NET_HDR_LEN as u64);
-                if len < NET_HDR_LEN as u64
-                    || !(MIN_FRAME as u64..=MAX_FRAME as u64).contains(&frame_len)
-                {
-                    self.stats.errors += 1;
+        io.serve_all(TX, |chain, mem| {
+            self.stats.requests += 1;
+            let mut r = ChainReader::new(chain);
+            let len = r.remaining();
+            let frame_len = len.saturating_sub(NET_HDR_LEN as u64);
+            if len < NET_HDR_LEN as u64
+                || !(MIN_FRAME as u64..=MAX_FRAME as u64).contains(&frame_len)
+            {
+                self.stats.errors += 1;
+            } else {
+                self.buf.resize(len as usize, 0);
+                if r.read_exact(&*mem, &mut self.buf).is_ok() {
+                    self.backend.send(&self.buf[NET_HDR_LEN..]);
+                    self.stats.bytes_out += frame_len;
                 } else {
-                    self.buf.resize(len as usize, 0);
-                    if r.read_exact(&*io.mem, &mut self.buf).is_ok() {
-                        self.backend.send(&self.buf[NET_HDR_LEN..]);
-                        self.stats.bytes_out += frame_len;
-                    } else {
-                        self.stats.errors += 1;
-                    }
+                    self.stats.errors += 1;
                 }
-                io.push_used(TX, chain.head, 0)?;
             }
-            io.arm(TX)?;
-            if !io.has_available(TX)? {
-                return Ok(());
-            }
-        }
+            0
+        })
     }
 
     fn receive(&mut self, io: &mut QueueIo<'_>) -> Result<(), QueueError> {

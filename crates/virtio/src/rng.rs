@@ -67,26 +67,20 @@ impl VirtioDevice for Rng {
         if q != 0 {
             return Ok(());
         }
-        loop {
-            while let Some(chain) = io.pop(0)? {
-                self.stats.requests += 1;
-                let mut w = ChainWriter::new(&chain);
-                let want = (w.remaining() as usize).min(MAX_REQUEST);
-                self.buf.resize(want, 0);
-                let got = self.source.fill(&mut self.buf);
-                if got < want {
-                    self.stats.errors += 1;
-                }
-                if w.write_all(&mut *io.mem, &self.buf[..got]).is_ok() {
-                    self.stats.bytes_in += got as u64;
-                }
-                io.push_used(0, chain.head, w.written() as u32)?;
+        io.serve_all(0, |chain, mem| {
+            self.stats.requests += 1;
+            let mut w = ChainWriter::new(chain);
+            let want = (w.remaining() as usize).min(MAX_REQUEST);
+            self.buf.resize(want, 0);
+            let got = self.source.fill(&mut self.buf);
+            if got < want {
+                self.stats.errors += 1;
             }
-            io.arm(0)?;
-            if !io.has_available(0)? {
-                return Ok(());
+            if w.write_all(&mut *mem, &self.buf[..got]).is_ok() {
+                self.stats.bytes_in += got as u64;
             }
-        }
+            w.written() as u32
+        })
     }
 
     fn reset(&mut self) {}

@@ -45,6 +45,8 @@ impl ConfigurationAccess for Cf8 {
         PortIo.write32(bdf(f), u16::from(register_offset), data);
     }
 
+    // SAFETY (the trait's contract): the clone shares no state with the
+    // original; both only issue configuration cycles through 0xCF8/0xCFC.
     unsafe fn unsafe_clone(&self) -> Self {
         Cf8
     }
