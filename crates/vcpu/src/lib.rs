@@ -8,12 +8,14 @@
 extern crate alloc;
 
 mod exit;
+mod fault;
 mod initial;
 mod layout;
 mod memory;
 mod regs;
 
 pub use exit::{ExitKind, IoAccess, MsrAccess, NptFault, VmExit, EXIT_KINDS};
+pub use fault::{exception_class, has_error_code, nested_exception, ExceptionClass, Nested};
 pub use initial::{InitialState, FLAT_CS, FLAT_DS};
 pub use layout::{
     GuestPhysAddr, RamLayout, RamRange, HIGH_RAM_BASE, MAX_RAM_RANGES, PCI_HOLE_START,

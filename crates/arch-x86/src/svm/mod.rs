@@ -12,7 +12,8 @@ extern crate alloc;
 use alloc::boxed::Box;
 
 use vcpu::{
-    Event, Gprs, IoAccess, MsrAccess, NptFault, SegmentState, SystemState, VcpuBackend, VmExit,
+    has_error_code, nested_exception, Event, Gprs, IoAccess, MsrAccess, Nested, NptFault,
+    SegmentState, SystemState, VcpuBackend, VmExit,
 };
 
 use crate::cpu::{msr, rdmsr, wrmsr};
@@ -87,12 +88,33 @@ pub struct SvmVcpu {
     /// Quercus, #DB intercepted) so that the NMI follows it at once. Holds
     /// the guest's DR6 and whether the guest had TF set itself.
     iret_step: Option<(u64, bool)>,
+    /// A double fault was reinjected and its delivery has not ended: the
+    /// faults that would make it a triple fault are intercepted
+    /// ([`INTERCEPT_DF_GUARD`]).
+    df_guard: bool,
 }
 
 /// RFLAGS.TF, DR6.BS and the #DB intercept bit.
 const RFLAGS_TF: u64 = 1 << 8;
 const DR6_BS: u64 = 1 << 14;
 const INTERCEPT_DB: u32 = 1 << 1;
+
+/// Exceptions always intercepted: #MC, and #DF. The #DF intercept is the
+/// triple-fault containment of Bochs 2.7: its CPU resets the whole emulated
+/// machine on a guest's triple fault instead of taking the SHUTDOWN
+/// intercept (its `exception()` checks only VMX's triple-fault exit; fixed
+/// upstream after 2.7, Bochs commit f8c94e83). Quercus intercepts the
+/// #DF, reinjects it itself and intercepts, until that delivery ends, the
+/// faults that would turn it into a triple fault ([`INTERCEPT_DF_GUARD`]):
+/// one of them while the #DF is being delivered is the shutdown, decided by
+/// Quercus. On a CPU that does take the intercept it costs nothing more: a
+/// guest that never double-faults never exits for it.
+const INTERCEPT_BASE: u32 = (1 << 18) | (1 << 8);
+/// #TS, #NP, #SS, #GP, #PF: intercepted while a reinjected #DF is delivered.
+const INTERCEPT_DF_GUARD: u32 = 0x1F << 10;
+/// EXITINTINFO / EVENTINJ: valid, and the type field (3: exception).
+const EVENT_VALID: u64 = 1 << 31;
+const EVENT_TYPE_EXCEPTION: u64 = 3;
 
 impl SvmVcpu {
     /// Makes a vCPU of address space `asid` whose guest-physical memory is
@@ -106,7 +128,7 @@ impl SvmVcpu {
             page.0.fill(0xFF);
         }
         let mut vmcb = zeroed_page();
-        vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, 1 << 18); // #MC
+        vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, INTERCEPT_BASE);
         vmcb.write_u32(
             ctl::INTERCEPT_MISC1,
             misc1::INTR
@@ -187,6 +209,51 @@ impl SvmVcpu {
             nmi_masked: false,
             iret_rip: None,
             iret_step: None,
+            df_guard: false,
+        }
+    }
+
+    fn set_df_guard(&mut self, on: bool) {
+        self.df_guard = on;
+        let e = self.vmcb.read_u32(ctl::INTERCEPT_EXCEPTIONS);
+        let e = if on {
+            e | INTERCEPT_DF_GUARD
+        } else {
+            e & !INTERCEPT_DF_GUARD
+        };
+        self.vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, e);
+    }
+
+    /// A guarded fault (#TS, #NP, #SS, #GP or #PF intercepted after a #DF
+    /// was reinjected): `pending` (EXITINTINFO) says which event the CPU was
+    /// delivering when it came, and the SDM's table decides what it
+    /// becomes. An external event being delivered when the fault came is
+    /// dropped (the guest is already double-faulting).
+    fn guarded_fault(&mut self, vector: u8, info1: u64, info2: u64, pending: u64) -> VmExit {
+        self.set_df_guard(false);
+        if pending & EVENT_VALID != 0 {
+            self.vmcb.write_u64(ctl::EVENTINJ, 0);
+            if (pending >> 8) & 7 == EVENT_TYPE_EXCEPTION {
+                match nested_exception(pending as u8, vector) {
+                    Nested::TripleFault => return VmExit::Shutdown,
+                    Nested::DoubleFault => {
+                        self.set_df_guard(true);
+                        return VmExit::Exception {
+                            vector: 8,
+                            error_code: Some(0),
+                        };
+                    }
+                    Nested::Deliver => {}
+                }
+            }
+        }
+        if vector == 14 {
+            // An intercepted #PF leaves CR2 alone: the injected one sets it.
+            self.vmcb.write_u64(save::CR2, info2);
+        }
+        VmExit::Exception {
+            vector,
+            error_code: Some(info1 as u32),
         }
     }
 
@@ -243,11 +310,21 @@ impl SvmVcpu {
         self.vmcb.read_u64(ctl::EXITCODE)
     }
 
-    fn decode_exit(&mut self) -> VmExit {
+    /// `pending` is EXITINTINFO: the event whose delivery the exit
+    /// interrupted, if valid.
+    fn decode_exit(&mut self, pending: u64) -> VmExit {
         let code = self.vmcb.read_u64(ctl::EXITCODE);
         let info1 = self.vmcb.read_u64(ctl::EXITINFO1);
         let info2 = self.vmcb.read_u64(ctl::EXITINFO2);
         let rip = self.vmcb.read_u64(save::RIP);
+        let df_guard = self.df_guard;
+        let df_pending = pending & EVENT_VALID != 0
+            && (pending >> 8) & 7 == EVENT_TYPE_EXCEPTION
+            && pending & 0xFF == 8;
+        // The reinjected #DF was delivered (or never started): guard off.
+        if df_guard && !df_pending {
+            self.set_df_guard(false);
+        }
         self.exit_len = if self.nrip {
             let next = self.vmcb.read_u64(ctl::NRIP);
             u8::try_from(next.wrapping_sub(rip))
@@ -317,10 +394,24 @@ impl SvmVcpu {
             | exit::MWAIT_COND
             | exit::RDTSCP => VmExit::Forbidden { raw: code },
             c if c == exit::EXCP_BASE + 1 && self.iret_step.is_some() => self.end_iret_step(),
-            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => VmExit::Exception {
-                vector: (c - exit::EXCP_BASE) as u8,
-                error_code: Some(info1 as u32),
-            },
+            // A double fault: reinjected, its delivery guarded.
+            c if c == exit::EXCP_BASE + 8 => {
+                self.set_df_guard(true);
+                VmExit::Exception {
+                    vector: 8,
+                    error_code: Some(0),
+                }
+            }
+            c if df_guard && (exit::EXCP_BASE + 10..=exit::EXCP_BASE + 14).contains(&c) => {
+                self.guarded_fault((c - exit::EXCP_BASE) as u8, info1, info2, pending)
+            }
+            c if (exit::EXCP_BASE..exit::EXCP_BASE + 32).contains(&c) => {
+                let vector = (c - exit::EXCP_BASE) as u8;
+                VmExit::Exception {
+                    vector,
+                    error_code: has_error_code(vector).then_some(info1 as u32),
+                }
+            }
             exit::INVALID => VmExit::EntryFailed { raw: code },
             other => VmExit::Unknown { raw: other },
         }
@@ -389,7 +480,11 @@ impl VcpuBackend for SvmVcpu {
         let pending = self.vmcb.read_u64(ctl::EXITINTINFO);
         self.vmcb.write_u64(
             ctl::EVENTINJ,
-            if pending & (1 << 31) != 0 { pending } else { 0 },
+            if pending & EVENT_VALID != 0 {
+                pending
+            } else {
+                0
+            },
         );
         if let Some(at) = self.iret_rip {
             if self.vmcb.read_u64(save::RIP) != at {
@@ -397,7 +492,7 @@ impl VcpuBackend for SvmVcpu {
                 self.nmi_masked = false;
             }
         }
-        self.decode_exit()
+        self.decode_exit(pending)
     }
 
     fn gprs(&self) -> &Gprs {
