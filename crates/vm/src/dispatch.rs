@@ -326,6 +326,19 @@ impl VcpuExits {
         }
     }
 
+    /// An INIT arrived: an application processor waits for a start-up IPI;
+    /// the bootstrap processor (vCPU 0) would run the firmware from the
+    /// reset vector again, which for a VM without firmware is a reset of the
+    /// VM (a one-vCPU VM sending itself an INIT used to wait for a SIPI that
+    /// nobody could send).
+    fn on_init(&self) -> Flow {
+        if self.cpuid.vcpu_id == 0 {
+            Flow::Stop(StopReason::Reset)
+        } else {
+            Flow::WaitForSipi
+        }
+    }
+
     /// Before each entry: inject the highest pending vLAPIC interrupt if the
     /// guest can take it now, else ask for an exit when it can. An INIT from
     /// another vCPU ends this run ([`Flow::WaitForSipi`]).
@@ -337,7 +350,7 @@ impl VcpuExits {
         }
         let now = host.now();
         if self.pull(host).init {
-            return Flow::WaitForSipi;
+            return self.on_init();
         }
         self.lapic.poll(now);
         self.inject_events(vcpu, host);
@@ -419,7 +432,7 @@ impl VcpuExits {
         // arriving in the vLAPIC while it waits.
         if self.pull(host).init {
             self.pending_io = None;
-            return Some(Flow::WaitForSipi);
+            return Some(self.on_init());
         }
         let done = host
             .inboxes()
@@ -691,7 +704,7 @@ impl VcpuExits {
         let alone = host.inboxes().len() <= 1;
         loop {
             if self.pull(host).init {
-                return Flow::WaitForSipi;
+                return self.on_init();
             }
             // An NMI wakes a halted CPU whatever RFLAGS.IF says.
             if host.needs_attention() || self.nmi_pending > 0 {
@@ -1521,6 +1534,24 @@ mod tests {
     }
 
     #[test]
+    fn init_to_the_bootstrap_processor_resets_the_vm() {
+        // A one-vCPU VM sends itself an INIT (physical destination 0): reset.
+        let mut h = MockHost::with_vcpus(1);
+        let (mut v0, mut e0) = (MockVcpu::protected(), exits());
+        lapic_store(&mut v0, &mut h, &mut e0, 0x310, 0);
+        lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4500);
+        assert_eq!(e0.before_entry(&mut v0, &mut h), Flow::Stop(StopReason::Reset));
+        // In an SMP VM an AP's INIT to the BSP resets it too, and the AP
+        // itself waits for a start-up IPI after an INIT.
+        let mut h = MockHost::with_vcpus(2);
+        let (mut v0, mut e0) = (MockVcpu::protected(), exits());
+        let (mut v1, mut e1) = (MockVcpu::protected(), VcpuExits::new(1, 2, 1_000_000_000));
+        lapic_store(&mut v1, &mut h, &mut e1, 0x300, 0x0000_4500 | 2 << 18); // all incl. self
+        assert_eq!(e0.before_entry(&mut v0, &mut h), Flow::Stop(StopReason::Reset));
+        assert_eq!(e1.before_entry(&mut v1, &mut h), Flow::WaitForSipi);
+    }
+
+    #[test]
     fn init_sends_a_running_vcpu_back_to_wait_for_startup() {
         let mut h = MockHost::with_vcpus(2);
         let (mut v0, mut e0) = (MockVcpu::protected(), exits());
@@ -1535,15 +1566,15 @@ mod tests {
     #[test]
     fn a_parked_vcpu_of_an_smp_vm_waits_instead_of_stopping_the_vm() {
         let mut h = MockHost::with_vcpus(2);
-        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        let (mut v, mut e) = (MockVcpu::protected(), VcpuExits::new(1, 2, 1_000_000_000));
         v.exit_len = Some(1);
         v.rip = 0x1000;
         // cli; hlt in a 2-vCPU VM: it sleeps until the hypervisor needs it.
         assert_eq!(e.handle(&mut v, &mut h, VmExit::Hlt), Flow::Continue);
         assert_eq!(h.idles.get(), 10);
-        // ... or until an INIT arrives.
+        // ... or until an INIT arrives (an AP's: the BSP's would reset the VM).
         h.idles.set(0);
-        let mut other = VcpuExits::new(1, 2, 1_000_000_000);
+        let mut other = exits();
         let mut v1 = MockVcpu::protected();
         lapic_store(&mut v1, &mut h, &mut other, 0x300, 0x0000_4500 | 3 << 18);
         v.rip = 0x1000;
