@@ -1619,6 +1619,163 @@ fn shell_gap() -> TestCase {
     }
 }
 
+/// The phases of the hostile guest (`guests/test-guest/src/tests/hostile.rs`), each with the
+/// start of what its line reports once it ran to its end (an aborted phase says `aborted:`).
+pub const HOSTILE_PHASES: [(&str, &str); 11] = [
+    ("msr", "msrs="),
+    ("ports", "ports="),
+    ("mmio", "from="),
+    ("virt-insns", "vectors"),
+    ("ipi", "icr-writes="),
+    ("virtio", "virtio-devices=1 "),
+    ("pci-config", "functions-present="),
+    ("ioapic", "registers="),
+    ("pic-pit-rtc", "pic="),
+    ("timer-storm", "pit="),
+    ("exit-storm", "cpuid="),
+];
+
+/// The hostile guest's run, in order: every phase, then a reset through each path (the VM boots
+/// again each time, its disk telling it the next path), the triple fault that stops it, the
+/// shell's answer, and the good VM's heartbeats after it.
+fn hostile_lines() -> Vec<String> {
+    let mut v = vec![
+        r"^\[hostile\] HOSTILE boot stage=0 disk=yes$".to_string(),
+        r"^\[hostile\] HOSTILE attack begins$".into(),
+    ];
+    for (name, done) in HOSTILE_PHASES {
+        v.push(format!(
+            r"^\[hostile\] HOSTILE phase {name} ticks=\d+ ms=\d+ {}",
+            regex::escape(done)
+        ));
+    }
+    v.extend([
+        r"^\[hostile\] HOSTILE attack done$".to_string(),
+        // The hypervisor's `reset by the guest` lines (pCPU 2) may come before the guest's
+        // last words (relayed by pCPU 0): the post-check counts them.
+        r"^\[hostile\] HOSTILE reset path: port 0xCF9".into(),
+        r"^\[hostile\] HOSTILE boot stage=1 ".into(),
+        r"^\[hostile\] HOSTILE reset path: 8042".into(),
+        r"^\[hostile\] HOSTILE boot stage=2 ".into(),
+        r"^\[hostile\] HOSTILE reset path: ACPI reset register, port 0xcf9 <- 0x6$".into(),
+        r"^\[hostile\] HOSTILE boot stage=3 ".into(),
+        r"^\[hostile\] HOSTILE reset path: INIT to itself$".into(),
+        r"^\[hostile\] HOSTILE boot stage=4 ".into(),
+        r"vm hostile: stopped: vCPU 0: triple fault".into(),
+    ]);
+    v
+}
+
+/// The good VM's pace: the work of each 200 ms heartbeat while the hostile VM attacks and after
+/// it stopped, against its median during the hostile VM's quiet spell: the worst period must
+/// reach `min_worst` of it and the mean `min_mean`. Bochs runs each emulated CPU for the same
+/// number of instructions whatever the others do, so only the hypervisor can slow `good` there
+/// (tight bounds); QEMU's vCPU threads share the host's two cores with the hostile VM's
+/// emulation and whatever else runs (seen: quiet periods from 0.4 to 1.2 of their median),
+/// hence loose bounds that still catch a stalled VM. Also: four guest resets, then the stop.
+fn hostile_pace_bound(lines: &[String], min_worst: f64, min_mean: f64) -> Result<(), String> {
+    let resets = lines
+        .iter()
+        .filter(|l| l.contains("vm hostile: vCPU 0: reset by the guest; booting it again"))
+        .count();
+    if resets != 4 {
+        return Err(format!(
+            "hostile was reset {resets} times, not 4 (one per reset path)"
+        ));
+    }
+    let beat = |l: &str| -> Option<u64> {
+        let rest = l.strip_prefix("[good] heartbeat ")?;
+        rest.split_once(" work=")?.1.trim().parse().ok()
+    };
+    let at = |re: &str| {
+        let re = Regex::new(re).expect("static regex");
+        lines.iter().position(|l| re.is_match(l))
+    };
+    let quiet = at(r"^\[hostile\] HOSTILE quiet ").ok_or("no quiet spell")?;
+    let attack = at(r"^\[hostile\] HOSTILE attack begins$").ok_or("no attack")?;
+    let stop = at(r"vm hostile: stopped: ").ok_or("hostile did not stop")?;
+    let works = |from: usize, to: usize| -> Vec<u64> {
+        lines[from..to].iter().filter_map(|l| beat(l)).collect()
+    };
+    // The first heartbeat of the quiet spell may straddle the hostile VM's boot: skip it.
+    let mut base = works(quiet, attack).into_iter().skip(1).collect::<Vec<_>>();
+    if base.len() < 3 {
+        return Err(format!("only {} heartbeats in the quiet spell", base.len()));
+    }
+    base.sort_unstable();
+    let median = base[base.len() / 2] as f64;
+    let during = works(attack, stop);
+    let after = works(stop, lines.len());
+    if during.len() < 5 || after.len() < 3 {
+        return Err(format!(
+            "good VM heartbeats: {} during the attack, {} after the stop (want 5 and 3)",
+            during.len(),
+            after.len()
+        ));
+    }
+    let worst = |w: &[u64]| w.iter().copied().min().unwrap_or(0) as f64 / median;
+    let mean = |w: &[u64]| w.iter().sum::<u64>() as f64 / w.len() as f64 / median;
+    println!(
+        "  good VM pace: baseline median {median} work/200 ms ({} beats); during the attack {} beats, \
+         mean {:.3}, worst {:.3} of it; after {} beats, worst {:.3} (bounds: worst {min_worst}, \
+         mean {min_mean})",
+        base.len(),
+        during.len(),
+        mean(&during),
+        worst(&during),
+        after.len(),
+        worst(&after)
+    );
+    for (phase, w) in [("during the attack", &during), ("after the stop", &after)] {
+        if worst(w) < min_worst || mean(w) < min_mean {
+            return Err(format!(
+                "good VM's pace {phase}: worst {:.3}, mean {:.3} of its quiet baseline \
+                 (bounds {min_worst}, {min_mean})",
+                worst(w),
+                mean(w)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn hostile_pace_qemu(lines: &[String]) -> Result<(), String> {
+    hostile_pace_bound(lines, 0.1, 0.5)
+}
+
+fn hostile_pace_bochs(lines: &[String]) -> Result<(), String> {
+    hostile_pace_bound(lines, 0.9, 0.95)
+}
+
+/// The hostile guest next to a well-behaved one (`configs/hostile.toml`).
+fn hostile(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    let mut expect = vec![ready(3)];
+    expect.extend(hostile_lines());
+    if qemu {
+        // The shell answers once the hostile VM is gone.
+        expect.push(r"^1\s+hostile\s+crashed\s".into());
+    }
+    expect.extend((0..3).map(|_| r"^\[good\] heartbeat \d+ work=\d+$".to_string()));
+    TestCase {
+        scenario: "hostile",
+        expect,
+        input: if qemu {
+            vec![(r"vm hostile: stopped: ", "vm_list\r")]
+        } else {
+            Vec::new()
+        },
+        post_check: Some(if qemu {
+            hostile_pace_qemu
+        } else {
+            hostile_pace_bochs
+        }),
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if qemu { 240 } else { 400 },
+        ..boot(name, emulator, 3)
+    }
+}
+
 /// The emulator test table, run in this order.
 pub fn cases() -> Vec<TestCase> {
     vec![
@@ -1659,6 +1816,9 @@ pub fn cases() -> Vec<TestCase> {
         virtio_hostile_bochs("virtio-hostile-bochs-vmx", Emulator::Bochs),
         virtio_hostile_bochs("virtio-hostile-bochs-svm", Emulator::BochsAmd),
         virtio_blk("virtio-blk-bochs-vmx", Emulator::Bochs),
+        hostile("hostile-qemu-svm", Emulator::Qemu),
+        hostile("hostile-bochs-vmx", Emulator::Bochs),
+        hostile("hostile-bochs-svm", Emulator::BochsAmd),
         TestCase {
             scenario: "partitioned",
             cpus: 4,

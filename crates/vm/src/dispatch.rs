@@ -1540,14 +1540,20 @@ mod tests {
         let (mut v0, mut e0) = (MockVcpu::protected(), exits());
         lapic_store(&mut v0, &mut h, &mut e0, 0x310, 0);
         lapic_store(&mut v0, &mut h, &mut e0, 0x300, 0x0000_4500);
-        assert_eq!(e0.before_entry(&mut v0, &mut h), Flow::Stop(StopReason::Reset));
+        assert_eq!(
+            e0.before_entry(&mut v0, &mut h),
+            Flow::Stop(StopReason::Reset)
+        );
         // In an SMP VM an AP's INIT to the BSP resets it too, and the AP
         // itself waits for a start-up IPI after an INIT.
         let mut h = MockHost::with_vcpus(2);
         let (mut v0, mut e0) = (MockVcpu::protected(), exits());
         let (mut v1, mut e1) = (MockVcpu::protected(), VcpuExits::new(1, 2, 1_000_000_000));
         lapic_store(&mut v1, &mut h, &mut e1, 0x300, 0x0000_4500 | 2 << 18); // all incl. self
-        assert_eq!(e0.before_entry(&mut v0, &mut h), Flow::Stop(StopReason::Reset));
+        assert_eq!(
+            e0.before_entry(&mut v0, &mut h),
+            Flow::Stop(StopReason::Reset)
+        );
         assert_eq!(e1.before_entry(&mut v1, &mut h), Flow::WaitForSipi);
     }
 

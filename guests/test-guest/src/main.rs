@@ -22,6 +22,9 @@
 //! `virtio-drivers` crate keeps the VM's disk and two NICs busy). See `tests.rs` for what each test
 //! checks. `net-responder` (with `ip=A.B.C.D`: no tests, but answer ARP
 //! and ping on the VM's virtio-net devices forever; `tests/responder.rs`).
+//! `hostile` (no tests: every abuse of the hypervisor, phase by phase,
+//! ending in every reset path and a triple fault; `tests/hostile.rs`),
+//! `heartbeat` (no tests: `heartbeat N work=W` every 200 ms, W its pace).
 
 #![no_std]
 #![no_main]
@@ -125,6 +128,11 @@ pub struct Env {
     /// Run no tests: answer ARP and ICMP echo for `ip=A.B.C.D` on the VM's
     /// virtio-net devices until the VM is stopped.
     pub net_responder: bool,
+    /// Run no tests: the hostile guest (`tests/hostile.rs`).
+    pub hostile: bool,
+    /// Run no tests: a heartbeat with its pace, the hostile guest's
+    /// well-behaved neighbour.
+    pub heartbeat: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -177,6 +185,8 @@ impl Env {
             virtio_hostile: boot.has_word(b"virtio-hostile"),
             virtio_soak: boot.has_word(b"virtio-soak"),
             net_responder: boot.has_word(b"net-responder"),
+            hostile: boot.has_word(b"hostile"),
+            heartbeat: boot.has_word(b"heartbeat"),
             boot,
         }
     }
@@ -226,6 +236,12 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
 
     if env.net_responder {
         tests::responder::run(&env);
+    }
+    if env.heartbeat {
+        heartbeat_loop(&env);
+    }
+    if env.hostile {
+        tests::hostile::run(&env);
     }
     let tally = tests::run_all(&env);
     out!("TESTS DONE {} passed {} failed", tally.passed, tally.failed);
@@ -279,6 +295,36 @@ fn console_loop(env: &Env) -> ! {
     }
 }
 
+/// The well-behaved neighbour of the `hostile-*` cases: no tests, a fixed
+/// piece of work in a loop and every 200 ms (TSC) `heartbeat N work=W`, W
+/// the rounds done in that period: its pace. A period the hypervisor took
+/// from it shows a smaller W (the next deadline does not move).
+fn heartbeat_loop(env: &Env) -> ! {
+    let khz = if env.tsc_khz == 0 {
+        1_000_000
+    } else {
+        env.tsc_khz
+    };
+    let period = u64::from(khz) * 200;
+    let mut next = cpu::rdtsc() + period;
+    let (mut beat, mut work, mut x) = (0u64, 0u64, 1u64);
+    loop {
+        for _ in 0..64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        x = core::hint::black_box(x);
+        work += 1;
+        if cpu::rdtsc() >= next {
+            beat += 1;
+            out!("heartbeat {beat} work={work}");
+            work = 0;
+            next += period;
+        }
+    }
+}
+
 /// Waits (bounded) until COM1 has sent everything.
 pub fn drain_serial() {
     serial::wait_lsr(serial::LSR_THRE | serial::LSR_TEMT, 1_000_000);
@@ -303,7 +349,7 @@ pub fn power_off(ok: bool) -> ! {
 }
 
 /// Loads an empty IDT and raises #BP: #BP -> #GP -> #DF -> triple fault.
-fn triple_fault() -> ! {
+pub fn triple_fault() -> ! {
     out!("TEST triple-fault ARMED");
     drain_serial();
     cpu::cli();

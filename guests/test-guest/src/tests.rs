@@ -95,6 +95,7 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 ];
 
 mod bench;
+pub mod hostile;
 mod pci;
 pub mod pic_only;
 pub mod responder;

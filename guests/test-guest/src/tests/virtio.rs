@@ -152,11 +152,11 @@ fn pattern_mismatch(lba: u64, sector: &[u8]) -> Option<usize> {
 /// Sectors read in one request at the start of the disk.
 const FIRST_SECTORS: usize = 8;
 
-type Blk = VirtIOBlk<GuestHal, PciTransport>;
+pub(super) type Blk = VirtIOBlk<GuestHal, PciTransport>;
 
 /// One block request with a deadline: `Ok(device status)`, or `Err` if the
 /// device did not complete it in time (its DMA is then stopped).
-fn blk_io(
+pub(super) fn blk_io(
     env: &Env,
     f: Bdf,
     dev: &mut Blk,
