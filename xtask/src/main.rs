@@ -56,7 +56,7 @@ enum Command {
         /// Only the emulator test cases.
         #[arg(long)]
         emulator_only: bool,
-        /// Only emulator cases whose name contains this string.
+        /// Only emulator cases whose name contains this string (`^NAME`: that start with it).
         #[arg(long)]
         filter: Option<String>,
         /// Only the native runs of the emulator cases that have one (the guest booted by the

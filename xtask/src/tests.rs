@@ -2220,7 +2220,13 @@ pub fn run_tests(
     }
     let selected: Vec<TestCase> = cases()
         .into_iter()
-        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+        .filter(|c| {
+            // `^name`: only names that start with it; else any name containing it.
+            filter.is_none_or(|f| match f.strip_prefix('^') {
+                Some(prefix) => c.name.starts_with(prefix),
+                None => c.name.contains(f),
+            })
+        })
         .filter(|c| !native_only || c.native.is_some())
         .collect();
     if selected.is_empty() {
