@@ -1667,13 +1667,21 @@ fn hostile_lines() -> Vec<String> {
 }
 
 /// The good VM's pace: the work of each 200 ms heartbeat while the hostile VM attacks and after
-/// it stopped, against its median during the hostile VM's quiet spell: the worst period must
-/// reach `min_worst` of it and the mean `min_mean`. Bochs runs each emulated CPU for the same
-/// number of instructions whatever the others do, so only the hypervisor can slow `good` there
-/// (tight bounds); QEMU's vCPU threads share the host's two cores with the hostile VM's
-/// emulation and whatever else runs (seen: quiet periods from 0.4 to 1.2 of their median),
-/// hence loose bounds that still catch a stalled VM. Also: four guest resets, then the stop.
-fn hostile_pace_bound(lines: &[String], min_worst: f64, min_mean: f64) -> Result<(), String> {
+/// it stopped, against its median during the hostile VM's quiet spell: the mean must reach
+/// `min_mean` of it, and no more than `max_slow` periods in a row may fall below `min_worst` of
+/// it. Bochs runs each emulated CPU for the same number of instructions whatever the others do,
+/// so only the hypervisor can slow `good` there (tight bounds: every period at 0.9 or more);
+/// QEMU's vCPU threads share the host's two cores with the hostile VM's emulation and whatever
+/// else runs (seen: quiet periods from 0.4 to 1.2 of their median, and once 3 periods in a row
+/// with no work at all while Bochs's runs of the same attack showed every period at exactly
+/// 1.000), hence loose bounds that still catch a VM stalled for more than a second. Also: four
+/// guest resets, then the stop.
+fn hostile_pace_bound(
+    lines: &[String],
+    min_worst: f64,
+    max_slow: usize,
+    min_mean: f64,
+) -> Result<(), String> {
     let resets = lines
         .iter()
         .filter(|l| l.contains("vm hostile: vCPU 0: reset by the guest; booting it again"))
@@ -1714,25 +1722,38 @@ fn hostile_pace_bound(lines: &[String], min_worst: f64, min_mean: f64) -> Result
         ));
     }
     let worst = |w: &[u64]| w.iter().copied().min().unwrap_or(0) as f64 / median;
+    let slow_run = |w: &[u64]| {
+        let (mut run, mut longest) = (0, 0);
+        for &x in w {
+            run = if (x as f64) < min_worst * median {
+                run + 1
+            } else {
+                0
+            };
+            longest = longest.max(run);
+        }
+        longest
+    };
     let mean = |w: &[u64]| w.iter().sum::<u64>() as f64 / w.len() as f64 / median;
     println!(
         "  good VM pace: baseline median {median} work/200 ms ({} beats); during the attack {} beats, \
-         mean {:.3}, worst {:.3} of it; after {} beats, worst {:.3} (bounds: worst {min_worst}, \
-         mean {min_mean})",
+         mean {:.3}, worst {:.3} of it, {} in a row below {min_worst}; after {} beats, worst {:.3} \
+         (bounds: mean {min_mean}, at most {max_slow} in a row below {min_worst})",
         base.len(),
         during.len(),
         mean(&during),
         worst(&during),
+        slow_run(&during),
         after.len(),
         worst(&after)
     );
     for (phase, w) in [("during the attack", &during), ("after the stop", &after)] {
-        if worst(w) < min_worst || mean(w) < min_mean {
+        if slow_run(w) > max_slow || mean(w) < min_mean {
             return Err(format!(
-                "good VM's pace {phase}: worst {:.3}, mean {:.3} of its quiet baseline \
-                 (bounds {min_worst}, {min_mean})",
-                worst(w),
-                mean(w)
+                "good VM's pace {phase}: mean {:.3} of its quiet baseline, {} periods in a row \
+                 below {min_worst} of it (bounds: mean {min_mean}, at most {max_slow} in a row)",
+                mean(w),
+                slow_run(w)
             ));
         }
     }
@@ -1740,11 +1761,11 @@ fn hostile_pace_bound(lines: &[String], min_worst: f64, min_mean: f64) -> Result
 }
 
 fn hostile_pace_qemu(lines: &[String]) -> Result<(), String> {
-    hostile_pace_bound(lines, 0.1, 0.5)
+    hostile_pace_bound(lines, 0.1, 5, 0.5)
 }
 
 fn hostile_pace_bochs(lines: &[String]) -> Result<(), String> {
-    hostile_pace_bound(lines, 0.9, 0.95)
+    hostile_pace_bound(lines, 0.9, 0, 0.95)
 }
 
 /// The hostile guest next to a well-behaved one (`configs/hostile.toml`).
