@@ -256,9 +256,45 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             error!("vm {}: not started: {e}", cfg.name);
         }
     }
+    arm_fault_injection(vmm, boot);
     for vm in vmm.table().snapshot() {
         if let Err(e) = vmm.start(vm.id) {
             error!("vm {}: not started: {e}", vm.cfg.name);
+        }
+    }
+}
+
+/// The fault-injection test hook: `quercus.test.break_entry=VM@N` on the command line makes
+/// vCPU 0 of VM `VM` fail its VM entry (a corrupted VMCB/VMCS) once it has taken `N` exits in
+/// its first boot, to show that such a failure stops that VM alone.
+const TEST_BREAK_ENTRY: &str = "quercus.test.break_entry=";
+
+fn arm_fault_injection(vmm: &Vmm, boot: &BootInfo) {
+    let cmdline = boot.cmdline.as_deref().unwrap_or("");
+    for arg in cmdline.split_whitespace() {
+        let Some(spec) = arg.strip_prefix(TEST_BREAK_ENTRY) else {
+            continue;
+        };
+        let parsed = spec
+            .split_once('@')
+            .and_then(|(name, n)| Some((name, n.parse::<u64>().ok().filter(|&n| n > 0)?)));
+        let Some((name, exits)) = parsed else {
+            warn!("{arg}: want {TEST_BREAK_ENTRY}VM@EXITS (EXITS > 0); ignored");
+            continue;
+        };
+        match vmm
+            .table()
+            .snapshot()
+            .into_iter()
+            .find(|vm| vm.cfg.name == name)
+        {
+            Some(vm) => {
+                if let Some(slot) = vm.vcpus.first() {
+                    slot.break_entry_after.store(exits, Ordering::Relaxed);
+                    warn!("vm {name}: fault injection armed: vCPU 0's entry fails after {exits} exits");
+                }
+            }
+            None => warn!("{arg}: no VM {name:?}; ignored"),
         }
     }
 }

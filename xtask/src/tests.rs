@@ -1797,6 +1797,51 @@ fn hostile(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// Failure pattern of the `entry-fault-*` cases: [`GUEST_FAIL`], except that vm0 is refused its
+/// VM entry on purpose.
+const ENTRY_FAULT_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: .*(?:unhandled|cannot|unsupported)|vm (?:vm1|linux): stopped: .*refused";
+
+/// vm0 stopped on its failed entry before vm1 finished its tests, and printed nothing after.
+fn entry_fault_check(lines: &[String]) -> Result<(), String> {
+    let stop = find(lines, 0, |l| {
+        l.contains("vm vm0: stopped: vCPU 0: the CPU refused to enter the guest")
+    })
+    .ok_or("vm0 did not stop on its failed entry")?;
+    find(lines, stop + 1, |l| {
+        l.starts_with("[vm1] TESTS DONE 15 passed 0 failed")
+    })
+    .ok_or("vm1 did not finish its tests after vm0 stopped")?;
+    if let Some(i) = find(lines, stop + 1, |l| l.starts_with("[vm0] TEST ")) {
+        return Err(format!("vm0 ran on after its failed entry: {}", lines[i]));
+    }
+    Ok(())
+}
+
+/// Fault injection on the `partitioned` scenario: `quercus.test.break_entry=vm0@3000` corrupts
+/// vm0's VMCB (SVM: EFER.SVME clear) or VMCS (VMX: an invalid activity state) after 3,000 exits,
+/// in the middle of its tests; its entry fails and it stops alone while vm1 passes all its tests
+/// and triple-faults as usual (and Linux boots alongside).
+fn entry_fault(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: "partitioned",
+        cmdline: "quercus.test.break_entry=vm0@3000",
+        expect: vec![
+            r"vm vm0: fault injection armed".into(),
+            r"vm vm0: vCPU 0: fault injection: the next entry is made to fail$".into(),
+            r"vm vm0: stopped: vCPU 0: the CPU refused to enter the guest".into(),
+        ],
+        parallel: vec![vec![
+            r"^\[vm1\] TESTS DONE 15 passed 0 failed$".into(),
+            r"^\[vm1\] TEST triple-fault ARMED$".into(),
+            r"vm vm1: stopped: .*triple fault".into(),
+        ]],
+        post_check: Some(entry_fault_check),
+        fail: Fail::Custom(ENTRY_FAULT_FAIL),
+        timeout_secs: if emulator == Emulator::Qemu { 120 } else { 300 },
+        ..boot(name, emulator, 4)
+    }
+}
+
 /// The emulator test table, run in this order.
 pub fn cases() -> Vec<TestCase> {
     vec![
@@ -1884,6 +1929,9 @@ pub fn cases() -> Vec<TestCase> {
             timeout_secs: 300,
             ..boot("partitioned-bochs-svm", Emulator::BochsAmd, 4)
         },
+        entry_fault("entry-fault-qemu-svm", Emulator::Qemu),
+        entry_fault("entry-fault-bochs-vmx", Emulator::Bochs),
+        entry_fault("entry-fault-bochs-svm", Emulator::BochsAmd),
         TestCase {
             expect: vec![BANNER_SVM.into(), ready(2)],
             ..boot("boot-qemu-2cpu", Emulator::Qemu, 2)

@@ -33,6 +33,7 @@ pub mod serial;
 pub mod smp;
 #[cfg(feature = "bare-metal")]
 pub mod svm;
+pub mod svm_bits;
 pub mod time;
 #[cfg(feature = "bare-metal")]
 pub mod trap;

@@ -122,4 +122,10 @@ pub trait VcpuBackend {
     /// interrupt only the TPR holds back, so that the guest lowering CR8
     /// below it exits ([`VmExit::InterruptWindow`]).
     fn set_hw_cr8(&mut self, _cr8: u8, _blocked_class: Option<u8>) {}
+    /// Fault injection (a test hook, never reached by a guest): corrupts the
+    /// guest state so that the next entry fails ([`VmExit::EntryFailed`]).
+    /// False where the backend cannot.
+    fn break_next_entry(&mut self) -> bool {
+        false
+    }
 }

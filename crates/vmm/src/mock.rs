@@ -136,6 +136,7 @@ impl Platform for MockPlatform {
             rip: init.rip,
             rflags: init.rflags | 1 << 9,
             sys: SystemState::default(),
+            broken: false,
         };
         Ok(body.run(&mut vcpu))
     }
@@ -195,10 +196,20 @@ pub struct MockVcpu<'a> {
     rip: u64,
     rflags: u64,
     sys: SystemState,
+    /// Fault injection asked for: the next entry fails.
+    broken: bool,
 }
 
 impl VcpuBackend for MockVcpu<'_> {
+    fn break_next_entry(&mut self) -> bool {
+        self.broken = true;
+        true
+    }
+
     fn run(&mut self) -> VmExit {
+        if self.broken {
+            return VmExit::EntryFailed { raw: 0xBAD };
+        }
         match self.platform.next_step(self.key) {
             Some(Step::Out { port, value }) => {
                 self.gprs.rax = u64::from(value);

@@ -5,7 +5,7 @@
 use core::fmt;
 use core::sync::atomic::Ordering;
 
-use log::{error, info};
+use log::{error, info, warn};
 use vcpu::{InitialState, VcpuBackend};
 use vm::{Flow, StopReason};
 
@@ -157,6 +157,8 @@ impl<P: Platform> Vmm<P> {
         let mut left_guest = p.now();
         // This vCPU waits for a deferred access (shown as such by the shell).
         let mut parked = false;
+        // Exits taken in this boot (for the fault-injection hook).
+        let mut exit_count = 0u64;
         loop {
             let mut flow = Flow::Continue;
             // The guest is entered only while the VM is asked to run: a vCPU that was asked to
@@ -173,7 +175,19 @@ impl<P: Platform> Vmm<P> {
                     );
                     slot.hv_cycles
                         .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
+                    let break_after = slot.break_entry_after.load(Ordering::Relaxed);
+                    if break_after != 0 && exit_count >= break_after {
+                        slot.break_entry_after.store(0, Ordering::Relaxed);
+                        // Not inside the log macro: its arguments run only when it logs.
+                        let broken = vcpu.break_next_entry();
+                        warn!(
+                            "vm {}: vCPU {vcpu_id}: fault injection: the next entry is made to fail{}",
+                            vm.cfg.name,
+                            if broken { "" } else { " (not supported by this backend)" }
+                        );
+                    }
                     let exit = vcpu.run();
+                    exit_count += 1;
                     left_guest = p.now();
                     slot.guest_cycles
                         .fetch_add(left_guest.wrapping_sub(entered), Ordering::Relaxed);
@@ -621,6 +635,40 @@ mod tests {
         eventually("vm1's vCPU to leave", || active(&vmm, 1) == 0);
         assert_eq!(state(&vmm, 0), VmState::Running);
         // A crashed VM starts again.
+        vmm.start(VmId(1)).unwrap();
+        assert_eq!(state(&vmm, 1), VmState::Running);
+        vmm.stop(VmId(1)).unwrap();
+        vmm.stop(VmId(0)).unwrap();
+    }
+
+    #[test]
+    fn an_injected_entry_failure_stops_only_that_vm() {
+        let vmm = machine(&[(0, "vm0", &[1]), (1, "vm1", &[2])]);
+        // vm1 takes a few exits, then its next entry is made to fail.
+        vmm.platform().script(
+            1,
+            0,
+            &[
+                Step::Hypercall { rax: 0 },
+                Step::Hypercall { rax: 0 },
+                Step::Hypercall { rax: 0 },
+            ],
+        );
+        let vm1 = vmm.get(VmId(1)).unwrap();
+        vm1.vcpus[0].break_entry_after.store(2, Ordering::Relaxed);
+        let _pcpus = Pcpus::start(&vmm, &[1, 2]);
+        vmm.start(VmId(0)).unwrap();
+        vmm.start(VmId(1)).unwrap();
+        eventually("vm1 to crash", || state(&vmm, 1) == VmState::Crashed);
+        eventually("vm1's vCPU to leave", || active(&vmm, 1) == 0);
+        assert_eq!(vm1.vcpus[0].break_entry_after.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            vm1.exit_totals().total(),
+            3,
+            "two hypercalls, then the failed entry"
+        );
+        assert_eq!(state(&vmm, 0), VmState::Running);
+        // Started again, it runs: the hook was taken.
         vmm.start(VmId(1)).unwrap();
         assert_eq!(state(&vmm, 1), VmState::Running);
         vmm.stop(VmId(1)).unwrap();

@@ -151,6 +151,10 @@ pub struct VcpuSlot {
     /// Interrupts injected.
     pub injected: AtomicU64,
     run: AtomicVcpuRun,
+    /// Fault injection: non-zero N makes the vCPU's next entry fail once it
+    /// has taken N exits in its current boot (the backend corrupts its
+    /// VMCS/VMCB); taken (zeroed) when done.
+    pub break_entry_after: AtomicU64,
 }
 
 impl Default for VcpuSlot {
@@ -168,6 +172,7 @@ impl VcpuSlot {
             hv_cycles: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             run: AtomicVcpuRun::new(),
+            break_entry_after: AtomicU64::new(0),
         }
     }
 

@@ -412,7 +412,10 @@ impl SvmVcpu {
                     error_code: has_error_code(vector).then_some(info1 as u32),
                 }
             }
-            exit::INVALID => VmExit::EntryFailed { raw: code },
+            // VMEXIT_INVALID (-1) and the other negative codes (BUSY, ...):
+            // QEMU 7.2 writes them 32 bits wide (0xFFFF_FFFF), the APM and
+            // Bochs 64 bits wide.
+            c if exit::is_entry_failure(c) => VmExit::EntryFailed { raw: code },
             other => VmExit::Unknown { raw: other },
         }
     }
@@ -556,6 +559,14 @@ impl VcpuBackend for SvmVcpu {
 
     fn exit_instruction_len(&self) -> Option<u8> {
         self.exit_len
+    }
+
+    fn break_next_entry(&mut self) -> bool {
+        // APM vol. 2 15.5.1: VMRUN with the guest's EFER.SVME clear is an
+        // illegal state: #VMEXIT(INVALID).
+        let efer = self.vmcb.read_u64(save::EFER);
+        self.vmcb.write_u64(save::EFER, efer & !EFER_SVME);
+        true
     }
 
     fn read_state_msr(&self, msr: u32) -> Option<u64> {

@@ -125,6 +125,8 @@ pub mod exit {
     pub const XSETBV: u64 = 0x8D;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
+
+    pub use crate::svm_bits::is_entry_failure;
 }
 
 /// One 4 KiB, 4 KiB-aligned page: a VMCB or a host save area.

@@ -678,6 +678,13 @@ impl VcpuBackend for VmxVcpu {
         self.read(guest::RSP)
     }
 
+    fn break_next_entry(&mut self) -> bool {
+        // SDM vol. 3 27.3.1.5: an activity state other than 0-3 fails the
+        // guest-state checks: a VM-entry failure (exit reason 33, bit 31).
+        self.write(guest::ACTIVITY_STATE, 0x7F);
+        true
+    }
+
     fn rflags(&self) -> u64 {
         self.read(guest::RFLAGS)
     }
