@@ -83,12 +83,19 @@ pub struct BochsrcParams<'a> {
     pub mem_mib: u32,
     pub iso: &'a Path,
     pub serial: &'a Path,
+    /// COM1 on a TCP connection Bochs makes to this loopback port (console input and
+    /// output) instead of the `serial` file: the runs that type at the console.
+    pub serial_socket: Option<u16>,
     pub log: &'a Path,
 }
 
 /// The bochsrc of one run. `fastboot` skips the BIOS's "Press F12" wait: 3 emulated seconds that
 /// cost ~20 s of wall time with two CPUs (Bochs cannot skip idle time while another CPU is halted).
 pub fn bochsrc(p: &BochsrcParams) -> String {
+    let com1 = match p.serial_socket {
+        Some(port) => format!("com1: enabled=1, mode=socket-client, dev=127.0.0.1:{port}"),
+        None => format!("com1: enabled=1, mode=file, dev={}", p.serial.display()),
+    };
     format!(
         "\
 memory: guest={mem}, host={mem}
@@ -97,7 +104,7 @@ romimage: file={BIOS}, options=fastboot
 vgaromimage: file={VGA_BIOS}
 ata0-master: type=cdrom, path={iso}, status=inserted
 boot: cdrom
-com1: enabled=1, mode=file, dev={serial}
+{com1}
 clock: sync=none, time0=local
 display_library: rfb, options=\"timeout=0\"
 speaker: enabled=0
@@ -111,7 +118,6 @@ info: action=ignore
         model = p.model,
         cpus = p.cpus,
         iso = p.iso.display(),
-        serial = p.serial.display(),
         log = p.log.display(),
     )
 }
@@ -208,7 +214,12 @@ pub struct BochsFiles {
 pub const DEBUGGER_RC: &str = "c\nc\n";
 
 /// Write the bochsrc and the debugger rc file ([`DEBUGGER_RC`]) into `dir`.
-pub fn write_config(cfg: &RunConfig, dir: &Path, iso: &Path) -> Result<BochsFiles> {
+pub fn write_config(
+    cfg: &RunConfig,
+    dir: &Path,
+    iso: &Path,
+    serial_socket: Option<u16>,
+) -> Result<BochsFiles> {
     let files = BochsFiles {
         bochsrc: dir.join("bochsrc"),
         rc: dir.join("rc"),
@@ -222,6 +233,7 @@ pub fn write_config(cfg: &RunConfig, dir: &Path, iso: &Path) -> Result<BochsFile
         mem_mib: cfg.mem_mib,
         iso,
         serial: &files.serial,
+        serial_socket,
         log: &files.log,
     });
     std::fs::write(&files.bochsrc, text)?;
@@ -338,6 +350,7 @@ mod tests {
             mem_mib: 512,
             iso: Path::new("/r/q.iso"),
             serial: Path::new("/r/serial.out"),
+            serial_socket: None,
             log: Path::new("/r/bochs.log"),
         });
         for expected in [
@@ -360,5 +373,21 @@ mod tests {
             assert!(text.lines().any(|l| l == expected), "missing `{expected}`");
         }
         assert_eq!(cpu_model(Emulator::Bochs), "tigerlake");
+    }
+    #[test]
+    fn bochsrc_with_a_console_socket() {
+        let text = bochsrc(&BochsrcParams {
+            model: cpu_model(Emulator::Bochs),
+            cpus: 3,
+            mem_mib: 512,
+            iso: Path::new("/r/q.iso"),
+            serial: Path::new("/r/serial.out"),
+            serial_socket: Some(40123),
+            log: Path::new("/r/bochs.log"),
+        });
+        assert!(text
+            .lines()
+            .any(|l| l == "com1: enabled=1, mode=socket-client, dev=127.0.0.1:40123"));
+        assert!(!text.contains("serial.out"));
     }
 }

@@ -179,7 +179,10 @@ fn run_qemu(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
             }
         }
     });
-    let mut source = PipeSource { rx, stdin };
+    let mut source = PipeSource {
+        rx,
+        stdin: stdin.map(|s| Box::new(s) as Box<dyn std::io::Write>),
+    };
     let mut outcome = watch(cfg, &mut emu, &mut source, start)?;
     // The whole console, for reading after a failure.
     let _ = std::fs::write(dir.join("console.log"), outcome.lines.join("\n"));
@@ -194,9 +197,68 @@ fn emu_stdout(emu: &mut Guarded) -> Result<std::process::ChildStdout> {
         .context("emulator stdout was not captured")
 }
 
+/// Waits (up to 60 s, while Bochs runs) for Bochs's COM1 to connect to `listener`; then a
+/// thread copies what it sends to a channel and to `serial` (the file the other runs have).
+fn accept_bochs_console(
+    listener: std::net::TcpListener,
+    emu: &mut Guarded,
+    serial: &Path,
+) -> Result<PipeSource> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Some(status) = emu.try_wait()? {
+                    anyhow::bail!("bochs exited with {status} before its COM1 connected");
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!("bochs's COM1 did not connect within 60 s");
+                }
+                std::thread::sleep(POLL);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    let mut reader = stream.try_clone()?;
+    let mut file = File::create(serial)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = file.write_all(&buf[..n]);
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Ok(PipeSource {
+        rx,
+        stdin: Some(Box::new(stream)),
+    })
+}
+
 fn run_bochs(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
     let iso = bochs::make_iso(cfg, dir)?;
-    let files = bochs::write_config(cfg, dir, &iso)?;
+    // A run that types at the console gets COM1 on a loopback TCP connection.
+    let listener = if cfg.input.is_empty() {
+        None
+    } else {
+        Some(std::net::TcpListener::bind(("127.0.0.1", 0))?)
+    };
+    let port = listener
+        .as_ref()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .transpose()?;
+    let files = bochs::write_config(cfg, dir, &iso, port)?;
     // Created before Bochs starts so that the follower can open it at once.
     File::create(&files.serial)?;
     let out = File::create(&files.stdout)?;
@@ -207,6 +269,17 @@ fn run_bochs(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
         .stderr(out);
     let start = Instant::now();
     let mut emu = Guarded::spawn(&mut cmd, true).context("starting bochs")?;
+    if let Some(listener) = listener {
+        let mut source = accept_bochs_console(listener, &mut emu, &files.serial)?;
+        let mut outcome = watch(cfg, &mut emu, &mut source, start)?;
+        let _ = std::fs::write(dir.join("console.log"), outcome.lines.join("\n"));
+        if outcome.matched {
+            let _ = std::fs::remove_file(&iso);
+        } else {
+            outcome.diagnostics = log_tails(&[files.stdout, files.log]);
+        }
+        return Ok(outcome);
+    }
     let mut source = FileSource {
         file: File::open(&files.serial)?,
     };
@@ -297,7 +370,7 @@ trait ConsoleSource {
 /// QEMU's stdout, read by a thread; its stdin is the serial input.
 struct PipeSource {
     rx: Receiver<Vec<u8>>,
-    stdin: Option<std::process::ChildStdin>,
+    stdin: Option<Box<dyn std::io::Write>>,
 }
 
 impl ConsoleSource for PipeSource {
