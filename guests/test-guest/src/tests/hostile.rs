@@ -299,14 +299,14 @@ fn mmio_sweep(_env: &Env) -> Msg {
         w += paging::PAGE_2M;
     }
     msg!(
-        "from={:#x} samples={samples} (read+write each) all-ones={ones} stride=4K ECAM/IOAPIC/LAPIC, 64K PCI hole, 2M below",
+        "from={:#x} samples={samples} (read+write) all-ones={ones} stride 4K ECAM/IOAPIC/LAPIC, 64K PCI hole, 2M below",
         paging::mapped_ram_end()
     )
 }
 
 // ---------------------------------------------------- VMX and SVM opcodes
 
-fn virt_insns(_env: &Env) -> Msg {
+fn virt_insns(env: &Env) -> Msg {
     macro_rules! try_insn {
         ($($asm:tt)*) => {{
             let r = trap::guarded(|| {
@@ -349,10 +349,53 @@ fn virt_insns(_env: &Env) -> Msg {
         try_insn!("skinit eax"),
         try_insn!("vmmcall"),
     ];
+    // VMMCALL/VMCALL with junk in every register: the hypervisor may change
+    // RAX (the hypercall's result) and nothing else.
+    let mut changed = 0u32;
+    let mut regs = [0u64; 9];
+    let seed = 0x1111_2222_3333_0000u64;
+    for (i, r) in regs.iter_mut().enumerate() {
+        *r = seed + i as u64;
+    }
+    let insn_ok = trap::guarded(|| {
+        // SAFETY: the hypercall instruction of this CPU's vendor with an
+        // unknown number (junk): the hypervisor answers in RAX; every other
+        // register is an operand here and compared afterwards.
+        unsafe {
+            if env.is_amd() {
+                core::arch::asm!("vmmcall",
+                    inout("rax") 0xDEAD_0000_0000_0001u64 => _,
+                    inout("rcx") regs[0], inout("rdx") regs[1], inout("rsi") regs[2],
+                    inout("rdi") regs[3], inout("r8") regs[4], inout("r9") regs[5],
+                    inout("r10") regs[6], inout("r11") regs[7], inout("r12") regs[8],
+                    options(nostack));
+            } else {
+                core::arch::asm!("vmcall",
+                    inout("rax") 0xDEAD_0000_0000_0001u64 => _,
+                    inout("rcx") regs[0], inout("rdx") regs[1], inout("rsi") regs[2],
+                    inout("rdi") regs[3], inout("r8") regs[4], inout("r9") regs[5],
+                    inout("r10") regs[6], inout("r11") regs[7], inout("r12") regs[8],
+                    options(nostack));
+            }
+        }
+    })
+    .is_ok();
+    for (i, r) in regs.iter().enumerate() {
+        if *r != seed + i as u64 {
+            changed |= 1 << i;
+        }
+    }
+    out!(
+        "HOSTILE virt-insns: hypercall with junk: completed={insn_ok} registers changed besides rax: {changed:#x} (rcx,rdx,rsi,rdi,r8-r12 = bits 0-8)"
+    );
+    // Two lines: a message holds 200 bytes.
+    out!(
+        "HOSTILE virt-insns VMX (vector, 255 = no fault): vmxon={} vmxoff={} vmclear={} vmptrld={} vmlaunch={} vmresume={} vmread={} vmwrite={} invept={} invvpid={} vmcall={}",
+        v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+    );
     msg!(
-        "vectors (255=no fault) vmxon={} vmxoff={} vmclear={} vmptrld={} vmlaunch={} vmresume={} vmread={} vmwrite={} invept={} invvpid={} vmcall={} vmrun={} vmload={} vmsave={} stgi={} clgi={} invlpga={} skinit={} vmmcall={}",
-        v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
-        v[14], v[15], v[16], v[17], v[18]
+        "SVM (vector, 255 = no fault): vmrun={} vmload={} vmsave={} stgi={} clgi={} invlpga={} skinit={} vmmcall={}",
+        v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18]
     )
 }
 
