@@ -26,6 +26,8 @@ const AP_TIMEOUT_MS: u64 = 500;
 const TEST_CORRUPT_MMAP: &str = "quercus.test.corrupt_mmap";
 /// Command-line flag of the boot-input test: hide the firmware's MADT.
 const TEST_CORRUPT_MADT: &str = "quercus.test.corrupt_madt";
+/// Command-line flag of the emulator-quirk test: SVM VMCBs without the #DF intercept.
+const TEST_SVM_NO_DF_INTERCEPT: &str = "quercus.test.svm_no_df_intercept";
 
 fn has_flag(boot: &BootInfo, flag: &str) -> bool {
     boot.cmdline
@@ -189,6 +191,12 @@ pub fn bsp_main(magic: u32, info: u32) -> ! {
     arch_x86::println!("quercus: ready, {online} pCPUs online");
     let online: Vec<bool> = ONLINE.iter().map(|o| o.load(Ordering::Acquire)).collect();
     IOAPICS.call_once(|| topology.ioapics.clone());
+    if has_flag(&boot, TEST_SVM_NO_DF_INTERCEPT) {
+        warn!(
+            "test hook {TEST_SVM_NO_DF_INTERCEPT}: SVM guests' double faults are not intercepted"
+        );
+        arch_x86::svm::test_disable_df_intercept();
+    }
     crate::vmm::start(&boot, caps, &online);
     crate::shell_host::run(online.iter().filter(|&&o| o).count() as u16)
 }

@@ -110,6 +110,16 @@ const INTERCEPT_DB: u32 = 1 << 1;
 /// Quercus. On a CPU that does take the intercept it costs nothing more: a
 /// guest that never double-faults never exits for it.
 const INTERCEPT_BASE: u32 = (1 << 18) | (1 << 8);
+/// Test hook: without the #DF intercept (`quercus.test.svm_no_df_intercept`),
+/// to show Bochs 2.7's reset of the whole machine on a guest's triple fault.
+static NO_DF_INTERCEPT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Leaves #DF alone in VMCBs made from now on (a test hook; see
+/// [`INTERCEPT_BASE`]).
+pub fn test_disable_df_intercept() {
+    NO_DF_INTERCEPT.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// #TS, #NP, #SS, #GP, #PF: intercepted while a reinjected #DF is delivered.
 const INTERCEPT_DF_GUARD: u32 = 0x1F << 10;
 /// EXITINTINFO / EVENTINJ: valid, and the type field (3: exception).
@@ -128,7 +138,12 @@ impl SvmVcpu {
             page.0.fill(0xFF);
         }
         let mut vmcb = zeroed_page();
-        vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, INTERCEPT_BASE);
+        let exceptions = if NO_DF_INTERCEPT.load(core::sync::atomic::Ordering::Relaxed) {
+            INTERCEPT_BASE & !(1 << 8)
+        } else {
+            INTERCEPT_BASE
+        };
+        vmcb.write_u32(ctl::INTERCEPT_EXCEPTIONS, exceptions);
         vmcb.write_u32(
             ctl::INTERCEPT_MISC1,
             misc1::INTR
