@@ -9,9 +9,65 @@ pub fn is_entry_failure(code: u64) -> bool {
     code as u32 >= 0xFFFF_FFF0 && (high == 0 || high == 0xFFFF_FFFF)
 }
 
+/// EXITINTINFO / EVENTINJ: valid, and the type field's value for an exception.
+pub const EVENT_VALID: u64 = 1 << 31;
+pub const EVENT_TYPE_EXCEPTION: u64 = 3;
+
+/// Whether EXITINTINFO `pending` says a #DF was being delivered.
+pub fn delivering_double_fault(pending: u64) -> bool {
+    pending & EVENT_VALID != 0 && (pending >> 8) & 7 == EVENT_TYPE_EXCEPTION && pending & 0xFF == 8
+}
+
+/// What a fault intercepted while a reinjected #DF was guarded (#TS, #NP,
+/// #SS, #GP or #PF, `vector`) becomes, given EXITINTINFO `pending`: the
+/// event the CPU was delivering when it came, if any (SDM table 6-5).
+pub fn guarded_fault(vector: u8, pending: u64) -> vcpu::Nested {
+    if pending & EVENT_VALID != 0 && (pending >> 8) & 7 == EVENT_TYPE_EXCEPTION {
+        vcpu::nested_exception(pending as u8, vector)
+    } else {
+        // Nothing, or an interrupt or NMI, was being delivered: the fault
+        // is the guest's own (an external event it interrupted is dropped).
+        vcpu::Nested::Deliver
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_entry_failure;
+    use super::*;
+    use vcpu::Nested;
+
+    /// EXITINTINFO of exception `vector` being delivered (with an error code).
+    fn exception(vector: u8) -> u64 {
+        EVENT_VALID | (EVENT_TYPE_EXCEPTION << 8) | (1 << 11) | u64::from(vector)
+    }
+
+    #[test]
+    fn a_fault_while_the_double_fault_is_delivered_is_the_triple_fault() {
+        assert!(delivering_double_fault(exception(8)));
+        assert!(!delivering_double_fault(exception(13)));
+        assert!(!delivering_double_fault(exception(8) & !EVENT_VALID));
+        // External interrupt (type 0) with vector 8: not a double fault.
+        assert!(!delivering_double_fault(EVENT_VALID | 8));
+        for v in [10, 11, 12, 13, 14] {
+            assert_eq!(guarded_fault(v, exception(8)), Nested::TripleFault, "{v}");
+        }
+    }
+
+    #[test]
+    fn other_guarded_faults_combine_or_are_delivered() {
+        // The #DF handler ran and faulted on its own: delivered.
+        assert_eq!(guarded_fault(13, 0), Nested::Deliver);
+        assert_eq!(guarded_fault(14, 0), Nested::Deliver);
+        // While delivering a #GP: a #GP is a double fault, a #PF is not.
+        assert_eq!(guarded_fault(13, exception(13)), Nested::DoubleFault);
+        assert_eq!(guarded_fault(14, exception(13)), Nested::Deliver);
+        // While delivering an external interrupt or an NMI: the fault.
+        assert_eq!(guarded_fault(14, EVENT_VALID | 0x30), Nested::Deliver);
+        assert_eq!(
+            guarded_fault(13, EVENT_VALID | (2 << 8) | 2),
+            Nested::Deliver
+        );
+    }
 
     #[test]
     fn entry_failures_in_both_widths() {

@@ -12,8 +12,8 @@ extern crate alloc;
 use alloc::boxed::Box;
 
 use vcpu::{
-    has_error_code, nested_exception, Event, Gprs, IoAccess, MsrAccess, Nested, NptFault,
-    SegmentState, SystemState, VcpuBackend, VmExit,
+    has_error_code, Event, Gprs, IoAccess, MsrAccess, Nested, NptFault, SegmentState, SystemState,
+    VcpuBackend, VmExit,
 };
 
 use crate::cpu::{msr, rdmsr, wrmsr};
@@ -122,9 +122,7 @@ pub fn test_disable_df_intercept() {
 
 /// #TS, #NP, #SS, #GP, #PF: intercepted while a reinjected #DF is delivered.
 const INTERCEPT_DF_GUARD: u32 = 0x1F << 10;
-/// EXITINTINFO / EVENTINJ: valid, and the type field (3: exception).
-const EVENT_VALID: u64 = 1 << 31;
-const EVENT_TYPE_EXCEPTION: u64 = 3;
+use crate::svm_bits::{delivering_double_fault, guarded_fault, EVENT_VALID};
 
 impl SvmVcpu {
     /// Makes a vCPU of address space `asid` whose guest-physical memory is
@@ -247,20 +245,19 @@ impl SvmVcpu {
     fn guarded_fault(&mut self, vector: u8, info1: u64, info2: u64, pending: u64) -> VmExit {
         self.set_df_guard(false);
         if pending & EVENT_VALID != 0 {
+            // run() queued it again: the fault replaces it.
             self.vmcb.write_u64(ctl::EVENTINJ, 0);
-            if (pending >> 8) & 7 == EVENT_TYPE_EXCEPTION {
-                match nested_exception(pending as u8, vector) {
-                    Nested::TripleFault => return VmExit::Shutdown,
-                    Nested::DoubleFault => {
-                        self.set_df_guard(true);
-                        return VmExit::Exception {
-                            vector: 8,
-                            error_code: Some(0),
-                        };
-                    }
-                    Nested::Deliver => {}
-                }
+        }
+        match guarded_fault(vector, pending) {
+            Nested::TripleFault => return VmExit::Shutdown,
+            Nested::DoubleFault => {
+                self.set_df_guard(true);
+                return VmExit::Exception {
+                    vector: 8,
+                    error_code: Some(0),
+                };
             }
+            Nested::Deliver => {}
         }
         if vector == 14 {
             // An intercepted #PF leaves CR2 alone: the injected one sets it.
@@ -333,9 +330,7 @@ impl SvmVcpu {
         let info2 = self.vmcb.read_u64(ctl::EXITINFO2);
         let rip = self.vmcb.read_u64(save::RIP);
         let df_guard = self.df_guard;
-        let df_pending = pending & EVENT_VALID != 0
-            && (pending >> 8) & 7 == EVENT_TYPE_EXCEPTION
-            && pending & 0xFF == 8;
+        let df_pending = delivering_double_fault(pending);
         // The reinjected #DF was delivered (or never started): guard off.
         if df_guard && !df_pending {
             self.set_df_guard(false);
