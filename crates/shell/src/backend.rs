@@ -403,6 +403,9 @@ pub trait ShellBackend {
     fn vcpus(&self, vm: VmId) -> Result<Vec<VcpuInfo>, BackendError>;
     /// The registers of one vCPU (the backend may require the VM to be paused).
     fn vcpu_regs(&self, vm: VmId, vcpu: u16) -> Result<RegDump, BackendError>;
+    /// Fault injection: the next VM entry of `vcpu` of `vm` fails (its VMCB or VMCS is corrupted
+    /// on its pCPU just before that entry), which stops that VM alone.
+    fn break_entry(&mut self, vm: VmId, vcpu: u16) -> Result<(), BackendError>;
     /// Copies guest RAM at `gpa` into `buf`, all or nothing.
     fn read_guest(&self, vm: VmId, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), BackendError>;
     /// Copies host memory at `hpa` into `buf`, all or nothing; the backend decides which host

@@ -252,6 +252,16 @@ pub static COMMANDS: &[Command] = &[
         handler: vm::vcpu_dumpreg,
     },
     Command {
+        name: "vcpu_break_entry",
+        aliases: &[],
+        args: "<vm> <vcpu>",
+        summary: "fault injection: make the vCPU's next VM entry fail (the VM stops)",
+        details: "Corrupts the vCPU's VMCB (SVM) or VMCS (VMX) just before its next entry, which the \
+                  CPU then refuses: that VM stops, the others go on. A halted vCPU is broken at its \
+                  next wake-up. <vm> is a name or numeric id.",
+        handler: vm::vcpu_break_entry,
+    },
+    Command {
         name: "dump_guest_mem",
         aliases: &[],
         args: "<vm> <gpa> [len]",

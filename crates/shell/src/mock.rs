@@ -266,6 +266,15 @@ impl ShellBackend for MockBackend {
             .collect())
     }
 
+    fn break_entry(&mut self, vm: VmId, vcpu: u16) -> Result<(), BackendError> {
+        let (_, info) = self.vm(vm)?;
+        if vcpu >= info.vcpus {
+            return Err(BackendError::NoSuchVcpu { vm, vcpu });
+        }
+        self.calls.push(format!("break_entry {} {vcpu}", vm.0));
+        Ok(())
+    }
+
     fn vcpu_regs(&self, vm: VmId, vcpu: u16) -> Result<RegDump, BackendError> {
         let (_, info) = self.vm(vm)?;
         if vcpu >= info.vcpus {

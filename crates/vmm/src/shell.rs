@@ -235,6 +235,16 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
             .collect())
     }
 
+    fn break_entry(&mut self, id: VmId, vcpu: u16) -> Result<(), BackendError> {
+        let vm = self.vm(id)?;
+        let slot = vm
+            .vcpus
+            .get(usize::from(vcpu))
+            .ok_or(BackendError::NoSuchVcpu { vm: id, vcpu })?;
+        slot.break_entry_after.store(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn vcpu_regs(&self, id: VmId, vcpu: u16) -> Result<RegDump, BackendError> {
         let vm = self.vm(id)?;
         let pcpu = vm
@@ -591,6 +601,31 @@ mod tests {
                 .iter()
                 .all(|v| v.lifecycle().active() == 0)
         });
+    }
+
+    #[test]
+    fn break_entry_arms_the_hook_of_that_vcpu() {
+        let (vmm, _pcpus) = gap();
+        let mut sh = VmmShell::new(&*vmm, NoMachine);
+        assert_eq!(
+            sh.break_entry(VmId(1), 1),
+            Err(BackendError::NoSuchVcpu {
+                vm: VmId(1),
+                vcpu: 1
+            })
+        );
+        assert_eq!(
+            sh.break_entry(VmId(9), 0),
+            Err(BackendError::NoSuchVm(VmId(9)))
+        );
+        // VM 1 stops on its next entry; VM 3 goes on.
+        assert_eq!(sh.break_entry(VmId(1), 0), Ok(()));
+        eventually("VM 1 to crash", || {
+            vmm.get(VmId(1))
+                .is_ok_and(|v| v.state() == VmState::Crashed)
+        });
+        assert_eq!(vmm.get(VmId(3)).map(|v| v.state()), Ok(VmState::Running));
+        vmm.stop(VmId(3)).unwrap();
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn valid_lines() -> Vec<Script> {
         ("vm_list", nothing),
         ("vcpu_list linux", nothing),
         ("vcpu_dumpreg linux 1", pause_linux),
+        ("vcpu_break_entry linux 1", nothing),
         ("dump_guest_mem linux 0x100 32", nothing),
         ("dump_host_mem 0x100000 16", nothing),
         ("vm_console linux", nothing),
@@ -104,6 +105,21 @@ fn the_valid_lines_cover_every_command() {
         prepare(&mut b);
         ok(&mut b, line);
     }
+}
+
+#[test]
+fn vcpu_break_entry_reaches_the_backend_and_checks_its_arguments() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "vcpu_break_entry linux 1"),
+        "linux vCPU 1: its next VM entry will fail (fault injection)\n"
+    );
+    assert_eq!(b.calls.last().map(String::as_str), Some("break_entry 1 1"));
+    let calls = b.calls.len();
+    fails(&mut b, "vcpu_break_entry linux 9");
+    fails(&mut b, "vcpu_break_entry nosuchvm 0");
+    fails(&mut b, "vcpu_break_entry linux");
+    assert_eq!(b.calls.len(), calls, "a bad line reaches no backend");
 }
 
 #[test]
@@ -179,7 +195,7 @@ fn missing_arguments_name_the_argument_and_show_the_usage() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 15);
+    assert_eq!(checked, 16);
     // Later arguments too.
     assert_eq!(
         fails(&mut b, "dump_guest_mem linux"),

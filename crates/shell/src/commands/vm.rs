@@ -139,6 +139,29 @@ fn cpu_mode(s: &SystemState) -> String {
     }
 }
 
+pub(super) fn vcpu_break_entry(
+    ctx: &mut Ctx<'_>,
+    args: &mut Args<'_>,
+) -> Result<Outcome, CmdError> {
+    let vm_text = args.required("<vm>")?;
+    let vcpu = parse_u16(args.required("<vcpu>")?)?;
+    args.finish()?;
+    let vm = lookup(ctx, vm_text)?;
+    if vcpu >= vm.vcpus {
+        return Err(CmdError::NoVcpu {
+            vm: vm.name,
+            vcpu,
+            count: vm.vcpus,
+        });
+    }
+    ctx.backend.break_entry(vm.id, vcpu)?;
+    ctx.out.line(&format!(
+        "{} vCPU {vcpu}: its next VM entry will fail (fault injection)",
+        vm.name
+    ));
+    Ok(Outcome::Done)
+}
+
 pub(super) fn vcpu_dumpreg(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
     let vm_text = args.required("<vm>")?;
     let vcpu = parse_u16(args.required("<vcpu>")?)?;
