@@ -1951,6 +1951,17 @@ pub fn cases() -> Vec<TestCase> {
             timeout_secs: 240,
             ..boot("bochs-svm-triple-fault-quirk", Emulator::BochsAmd, 4)
         },
+        TestCase {
+            // The same failure asked for at the shell, while vm0 runs its tests.
+            cmdline: "",
+            input: vec![(r"^\[vm0\] TEST pio-uart PASS$", "vcpu_break_entry vm0 0\r")],
+            expect: vec![
+                r"^vm0 vCPU 0: its next VM entry will fail \(fault injection\)$".into(),
+                r"vm vm0: vCPU 0: fault injection: the next entry is made to fail$".into(),
+                r"vm vm0: stopped: vCPU 0: the CPU refused to enter the guest".into(),
+            ],
+            ..entry_fault("entry-fault-shell-qemu-svm", Emulator::Qemu)
+        },
         entry_fault("entry-fault-qemu-svm", Emulator::Qemu),
         entry_fault("entry-fault-bochs-vmx", Emulator::Bochs),
         entry_fault("entry-fault-bochs-svm", Emulator::BochsAmd),
