@@ -45,7 +45,7 @@ pub fn generate(validated: &Validated) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "    ],\n    switches: &[{}],\n}};",
+        "    ],\n    switches: &[{}],\n    dma_isolation: DmaIsolation::Iommu,\n}};",
         switches.join(", ")
     );
     out
@@ -84,6 +84,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
             restart_on_reset: {restart},
             pci_test_device: {pci_test},
             virtio: &[{virtio}],
+            pci_devices: &[],
         }},",
         id = vm.id,
         name = vm.name,
@@ -247,7 +248,9 @@ mod tests {
         ));
         assert!(out.contains("\nuse scenario::*;\n"));
         assert!(out.contains("pub static SCENARIO: Scenario = Scenario {\n    name: \"one\",\n    board: \"qemu\",\n"));
-        assert!(out.ends_with("    ],\n    switches: &[],\n};\n"));
+        assert!(out.ends_with(
+            "    ],\n    switches: &[],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
+        ));
     }
 
     #[test]
@@ -350,7 +353,7 @@ mod tests {
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
             out.ends_with(
-                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n};\n"
+                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
             ),
             "{out}"
         );

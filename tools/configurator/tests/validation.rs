@@ -841,7 +841,7 @@ fn virtio_devices_resolve_and_generate() {
         "virtio: &[VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x00] }, slot: 8 }, \
          VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01] }, slot: 9 }, \
          VirtioConfig { kind: VirtioKind::Blk { module: \"shared\", readonly: true }, slot: 10 }],\n",
-        "\n    switches: &[SwitchConfig { name: \"lan\" }, SwitchConfig { name: \"wan\" }],\n};\n",
+        "\n    switches: &[SwitchConfig { name: \"lan\" }, SwitchConfig { name: \"wan\" }],\n",
     ] {
         assert!(out.contains(fragment), "missing {fragment:?} in\n{out}");
     }
@@ -858,7 +858,7 @@ fn virtio_as_inline_array_and_empty() {
     assert_eq!(v.vms[0].virtio[1].slot, 9);
     assert!(v.vms[1].virtio.is_empty());
     assert!(v.switches.is_empty());
-    assert!(generate(&v).ends_with("    switches: &[],\n};\n"));
+    assert!(generate(&v).contains("    switches: &[],\n"));
 }
 
 #[test]
