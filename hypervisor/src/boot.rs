@@ -271,6 +271,7 @@ fn read_topology(boot: &BootInfo) -> Topology {
             fatal!("test hook {TEST_CORRUPT_MADT}: the firmware has no MADT to break");
         }
     }
+    read_pci_tables(&tables);
     let topo = match Topology::from_acpi_via(&tables, &IdentityMemory) {
         Ok(t) => t,
         Err(e) => fatal!("ACPI MADT unusable: {e}"),
@@ -293,6 +294,41 @@ fn read_topology(boot: &BootInfo) -> Topology {
         );
     }
     topo
+}
+
+/// What the firmware says about PCI and the IOMMUs: the ECAM window (MCFG), and copies of
+/// the DMAR (VT-d) and IVRS (AMD-Vi) tables for the IOMMU drivers.
+pub struct FirmwarePci {
+    pub ecam: Option<(u64, u8)>,
+    pub dmar: Option<Vec<u8>>,
+    pub ivrs: Option<Vec<u8>>,
+}
+
+static FIRMWARE_PCI: spin::Once<FirmwarePci> = spin::Once::new();
+
+/// The firmware's PCI tables (empty before the ACPI tables are read).
+pub fn firmware_pci() -> &'static FirmwarePci {
+    FIRMWARE_PCI.call_once(|| FirmwarePci {
+        ecam: None,
+        dmar: None,
+        ivrs: None,
+    })
+}
+
+fn read_pci_tables(tables: &acpi::AcpiTables<arch_x86::acpi_handler::IdentityMapped>) {
+    use arch_x86::acpi_handler::{ecam_window, table_bytes, RawTable};
+    let ecam = ecam_window(tables);
+    if let Some((base, last_bus)) = ecam {
+        arch_x86::pci::set_ecam(base, last_bus);
+        info!("PCI: ECAM at {base:#x} for buses 0-{last_bus}");
+    } else {
+        info!("PCI: no MCFG, configuration mechanism #1 (0xCF8)");
+    }
+    FIRMWARE_PCI.call_once(|| FirmwarePci {
+        ecam,
+        dmar: table_bytes(tables, RawTable::Dmar),
+        ivrs: table_bytes(tables, RawTable::Ivrs),
+    });
 }
 
 fn start_aps(topology: &Topology, bsp_apic: u32) {

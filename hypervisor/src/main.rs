@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod boot;
 mod mailbox;
+mod pci_host;
 mod shell_host;
 mod vmm;
 

@@ -233,6 +233,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             MAX_CPUS,
         )
     });
+    crate::pci_host::init(boot, false, crate::boot::apic_of);
     let hub = alloc::sync::Arc::new(io_hub(boot));
     for cfg in SCENARIO.vms {
         if cfg.load_order != LoadOrder::PreLaunched {
@@ -270,6 +271,7 @@ fn io_hub(boot: &BootInfo) -> IoHub {
     use alloc::vec::Vec;
     use scenario::VirtioKind;
     let mut hub = IoHub::empty(|pcpu| kick(usize::from(pcpu)));
+    hub.passthrough = Some(&crate::pci_host::PROVIDER);
     let mut names: Vec<&'static str> = Vec::new();
     for v in SCENARIO.vms.iter().flat_map(|vm| vm.virtio) {
         if let VirtioKind::Blk { module, .. } = v.kind {

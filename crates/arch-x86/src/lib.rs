@@ -24,6 +24,8 @@ pub mod mem;
 #[cfg(feature = "bare-metal")]
 pub mod percpu;
 #[cfg(feature = "bare-metal")]
+pub mod pci;
+#[cfg(feature = "bare-metal")]
 pub mod phys;
 pub mod pic;
 #[cfg(feature = "bare-metal")]

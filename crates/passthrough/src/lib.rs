@@ -19,9 +19,11 @@
 extern crate alloc;
 
 pub mod device;
+pub mod placement;
 pub mod scan;
 #[cfg(test)]
 mod sim;
 
 pub use device::{HostFunction, IrqPending, PassthroughDevice, PassthroughStats};
+pub use placement::{place_bars, Placement, PlacementError};
 pub use scan::{scan, BarInfo, BarKind, Capabilities, ConfigAccess, PhysFunction};

@@ -762,6 +762,19 @@ impl PcPlatform {
         host.0.add(bdf, device)
     }
 
+    /// Plugs `device` in at `bdf` of the VM's segment (a passthrough function keeps its
+    /// function number).
+    pub fn add_pci_function(
+        &mut self,
+        bdf: Bdf,
+        device: Box<dyn vdev::PciDevice>,
+    ) -> Result<(), vdev::PciError> {
+        let Some(host) = self.pci_host() else {
+            return Err(vdev::PciError::Duplicate { bdf });
+        };
+        host.0.add(bdf, device)
+    }
+
     /// Serves what device backends brought in (frames, console input) and
     /// raises the interrupts that follow.
     pub fn serve_backends(&mut self) {

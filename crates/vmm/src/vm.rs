@@ -14,7 +14,7 @@ use virtio::console::ConsolePipe;
 use alloc::sync::Arc;
 
 use crate::console::ConsoleQueues;
-use crate::io::{attach_virtio, IoHub, VmIo};
+use crate::io::{attach_passthrough, attach_virtio, IoHub, VmIo};
 use crate::lifecycle::{AtomicLifecycle, AtomicVcpuRun, Request, VcpuEvent, VcpuRun, VmState};
 use crate::platform::{tsc_to_ns, Platform};
 use crate::platform_cell::PlatformCell;
@@ -254,6 +254,9 @@ impl<P: Platform> Vm<P> {
         let mut platform = new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now()));
         if let Some(io) = &self.io {
             attach_virtio(self.cfg, io, &self.ram, &mut platform)?;
+            attach_passthrough(self.cfg, io, &mut platform)?;
+        } else if !self.cfg.pci_devices.is_empty() {
+            return Err("its PCI functions have no provider".into());
         }
         Ok(platform)
     }
