@@ -150,7 +150,8 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
         for n in 0..count {
             match arch_x86::trap::allocate("passthrough MSI", Priority::Device, passthrough_irq) {
                 Ok(v) => {
-                    ROUTES[usize::from(v)].store(((i as u32 + 1) << 8) | n as u32, Ordering::Release);
+                    ROUTES[usize::from(v)]
+                        .store(((i as u32 + 1) << 8) | n as u32, Ordering::Release);
                     o.vectors.push(v);
                 }
                 Err(e) => {
@@ -210,7 +211,10 @@ fn check(
         }
         if b.kind == BarKind::Io {
             if b.base + b.size > 0x1_0000 {
-                return Err(format!("I/O BAR {} at {:#x} is past port 0xFFFF", b.index, b.base));
+                return Err(format!(
+                    "I/O BAR {} at {:#x} is past port 0xFFFF",
+                    b.index, b.base
+                ));
             }
             continue;
         }

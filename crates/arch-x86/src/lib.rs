@@ -22,9 +22,9 @@ pub mod lapic;
 #[cfg(feature = "bare-metal")]
 pub mod mem;
 #[cfg(feature = "bare-metal")]
-pub mod percpu;
-#[cfg(feature = "bare-metal")]
 pub mod pci;
+#[cfg(feature = "bare-metal")]
+pub mod percpu;
 #[cfg(feature = "bare-metal")]
 pub mod phys;
 pub mod pic;

@@ -15,7 +15,9 @@ static CF8: spin::Mutex<()> = spin::Mutex::new(());
 /// Uses the ECAM window at `base` for buses `0..=last_bus` from now on (the MCFG's segment-0
 /// entry). The window must lie in the identity map.
 pub fn set_ecam(base: u64, last_bus: u8) {
-    if base != 0 && base + (u64::from(last_bus) + 1) * (1 << 20) <= crate::boot::IDENTITY_MAPPED_GIB << 30 {
+    if base != 0
+        && base + (u64::from(last_bus) + 1) * (1 << 20) <= crate::boot::IDENTITY_MAPPED_GIB << 30
+    {
         ECAM_LAST_BUS.store(u64::from(last_bus), Ordering::Relaxed);
         ECAM_BASE.store(base, Ordering::Release);
     }
@@ -30,7 +32,8 @@ pub fn ecam() -> Option<u64> {
 fn ecam_addr(bdf: u16, offset: u16) -> Option<u64> {
     let base = ecam()?;
     let bus = u64::from(bdf >> 8);
-    (bus <= ECAM_LAST_BUS.load(Ordering::Relaxed)).then(|| base + (u64::from(bdf) << 12) + u64::from(offset & 0xFFC))
+    (bus <= ECAM_LAST_BUS.load(Ordering::Relaxed))
+        .then(|| base + (u64::from(bdf) << 12) + u64::from(offset & 0xFFC))
 }
 
 /// The configuration dword at `offset` of function `bdf` (bus << 8 | dev << 3 | fn). Offsets
@@ -45,7 +48,10 @@ pub fn config_read32(bdf: u16, offset: u16) -> u32 {
         return u32::MAX;
     }
     let _g = CF8.lock();
-    outl(0xCF8, 0x8000_0000 | u32::from(bdf) << 8 | u32::from(offset & 0xFC));
+    outl(
+        0xCF8,
+        0x8000_0000 | u32::from(bdf) << 8 | u32::from(offset & 0xFC),
+    );
     inl(0xCFC)
 }
 
@@ -60,7 +66,10 @@ pub fn config_write32(bdf: u16, offset: u16, value: u32) {
         return;
     }
     let _g = CF8.lock();
-    outl(0xCF8, 0x8000_0000 | u32::from(bdf) << 8 | u32::from(offset & 0xFC));
+    outl(
+        0xCF8,
+        0x8000_0000 | u32::from(bdf) << 8 | u32::from(offset & 0xFC),
+    );
     outl(0xCFC, value);
 }
 

@@ -125,6 +125,11 @@ pub struct Env {
     /// Run no tests: answer ARP and ICMP echo for `ip=A.B.C.D` on the VM's
     /// virtio-net devices until the VM is stopped.
     pub net_responder: bool,
+    /// Run only the `edu-*` tests of a passed-through QEMU edu device.
+    pub passthrough_edu: bool,
+    /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
+    /// tests aim at it from another VM).
+    pub victim: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -177,6 +182,8 @@ impl Env {
             virtio_hostile: boot.has_word(b"virtio-hostile"),
             virtio_soak: boot.has_word(b"virtio-soak"),
             net_responder: boot.has_word(b"net-responder"),
+            passthrough_edu: boot.has_word(b"passthrough-edu"),
+            victim: boot.has_word(b"victim"),
             boot,
         }
     }
@@ -226,6 +233,9 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
 
     if env.net_responder {
         tests::responder::run(&env);
+    }
+    if env.victim {
+        tests::victim(&env);
     }
     let tally = tests::run_all(&env);
     out!("TESTS DONE {} passed {} failed", tally.passed, tally.failed);
