@@ -249,6 +249,7 @@ fn init_memory(boot: &BootInfo) -> FrameAllocator {
             frames.stats().free_frames
         )
     };
+    info!("heap: {:#x}..{:#x}", heap.0, heap.0 + HEAP_BYTES as u64);
     #[allow(unsafe_code)]
     // SAFETY: these frames were just taken from the allocator and are never freed.
     unsafe {

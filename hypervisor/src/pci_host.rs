@@ -64,6 +64,8 @@ pub struct Owned {
     news: Once<Arc<AtomicBool>>,
     /// Host interrupts taken.
     pub interrupts: AtomicU64,
+    /// DMA faults the IOMMU reported for it.
+    pub dma_faults: AtomicU64,
     /// Resets done, and how.
     pub resets: AtomicU64,
     pub reset_method: &'static str,
@@ -73,17 +75,11 @@ pub struct Owned {
 pub struct PciHost {
     pub functions: Vec<PhysFunction>,
     pub owned: Vec<Owned>,
-    pub mechanism: String,
 }
 
 static PCI: Once<PciHost> = Once::new();
 /// Host vector -> (owned index + 1) << 8 | message.
 static ROUTES: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
-
-/// The machine's PCI functions (None before [`init`]).
-pub fn host() -> Option<&'static PciHost> {
-    PCI.get()
-}
 
 /// Enumerates the functions and prepares the scenario's passthrough: call before the VMs are
 /// made. `iommu` says whether DMA remapping is active.
@@ -125,6 +121,7 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
                     .unwrap_or(0),
                 news: Once::new(),
                 interrupts: AtomicU64::new(0),
+                dma_faults: AtomicU64::new(0),
                 resets: AtomicU64::new(0),
                 reset_method: "none",
             };
@@ -176,11 +173,7 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
             ),
         }
     }
-    PCI.call_once(|| PciHost {
-        functions,
-        owned,
-        mechanism,
-    });
+    PCI.call_once(|| PciHost { functions, owned });
 }
 
 /// Why `cfg` cannot be passed through as found (`phys`).
@@ -414,4 +407,40 @@ impl ::vmm::io::PassthroughProvider for Provider {
         .map_err(|e| format!("{e}"))?;
         Ok(Box::new(device))
     }
+}
+
+/// The `pci` shell command's lines.
+pub fn shell_lines() -> Vec<shell::PciLine> {
+    let Some(pci) = PCI.get() else {
+        return Vec::new();
+    };
+    pci.functions
+        .iter()
+        .map(|f| {
+            let o = pci.owned.iter().find(|o| o.cfg.host_bdf == f.bdf.raw());
+            let mut line = shell::PciLine {
+                bdf: f.bdf.to_string(),
+                vendor_id: f.vendor_id,
+                device_id: f.device_id,
+                class: f.class,
+                ..shell::PciLine::default()
+            };
+            if let Some(o) = o {
+                line.owner = Some((
+                    o.vm.name.into(),
+                    Bdf::from_raw(o.cfg.guest_bdf()).to_string(),
+                ));
+                line.state = match &o.problem {
+                    Some(p) => format!("refused: {p}"),
+                    None => o.irq.mode().into(),
+                };
+                line.vectors = o.vectors.clone();
+                line.interrupts = o.interrupts.load(Ordering::Relaxed);
+                line.resets = o.resets.load(Ordering::Relaxed);
+                line.reset_method = o.reset_method.into();
+                line.dma_faults = o.dma_faults.load(Ordering::Relaxed);
+            }
+            line
+        })
+        .collect()
 }

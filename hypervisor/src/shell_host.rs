@@ -156,6 +156,14 @@ impl ::vmm::shell::Machine for Machine {
         }
     }
 
+    fn pci(&self) -> Vec<shell::PciLine> {
+        crate::pci_host::shell_lines()
+    }
+
+    fn iommu(&self) -> Vec<shell::IommuLine> {
+        Vec::new()
+    }
+
     fn interrupts(&self) -> Vec<IrqLine> {
         arch_x86::trap::vector_counts()
             .into_iter()

@@ -24,7 +24,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use vdev::{
     Bar, ConfigError, ConfigSpace, Msi, MsiMessage, MsiX, PciDevice, PciIds, COMMAND_BUS_MASTER,
@@ -47,26 +47,39 @@ pub trait HostFunction: Send {
 }
 
 /// Host interrupts of one function not yet turned into guest messages: bit `n` for message `n`.
-/// Raised by the hypervisor's interrupt handler, taken by the VM's device poll.
+/// Raised by the hypervisor's interrupt handler, taken by the VM's device poll. Also tells the
+/// hypervisor which interrupt mode the guest has on (for the shell).
 #[derive(Debug, Default)]
-pub struct IrqPending(AtomicU64);
+pub struct IrqPending {
+    bits: AtomicU64,
+    mode: AtomicU8,
+}
 
 impl IrqPending {
     /// Message `n` (below 64) fired.
     pub fn raise(&self, n: u32) {
         if n < 64 {
-            self.0.fetch_or(1 << n, Ordering::Release);
+            self.bits.fetch_or(1 << n, Ordering::Release);
         }
     }
 
     /// Whether anything fired since the last [`IrqPending::take`].
     pub fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != 0
+        self.bits.load(Ordering::Relaxed) != 0
     }
 
     /// Takes the bits raised so far.
     pub fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::Acquire)
+        self.bits.swap(0, Ordering::Acquire)
+    }
+
+    /// The guest's interrupt mode: `off`, `msi` or `msi-x`.
+    pub fn mode(&self) -> &'static str {
+        match self.mode.load(Ordering::Relaxed) {
+            1 => "msi",
+            2 => "msi-x",
+            _ => "off",
+        }
     }
 }
 
@@ -260,15 +273,9 @@ impl PassthroughDevice {
         self.stats
     }
 
-    /// Whether the guest has MSI or MSI-X on.
+    /// The guest's interrupt mode: `off`, `msi` or `msi-x`.
     pub fn interrupt_mode(&self) -> &'static str {
-        if self.msix.as_ref().is_some_and(|m| m.enabled(&self.cfg)) {
-            "msi-x"
-        } else if self.msi.as_ref().is_some_and(|m| m.enabled(&self.cfg)) {
-            "msi"
-        } else {
-            "off"
-        }
+        self.irq.mode()
     }
 
     /// Turns the real function's decoding, bus mastering and interrupts off.
@@ -303,6 +310,8 @@ impl PassthroughDevice {
         }
         self.set_phys_msix(msix_on);
         self.set_phys_msi(msi_on);
+        let mode = if msix_on { 2 } else { u8::from(msi_on) };
+        self.irq.mode.store(mode, Ordering::Relaxed);
         if let Some(m) = &mut self.msix {
             m.release_pending(&self.cfg, out);
         }
@@ -478,6 +487,7 @@ impl PciDevice for PassthroughDevice {
 impl Drop for PassthroughDevice {
     /// A VM that stops or reboots leaves its function quiet: no DMA, no interrupts.
     fn drop(&mut self) {
+        self.irq.mode.store(0, Ordering::Relaxed);
         self.quiesce();
     }
 }
