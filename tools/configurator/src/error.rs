@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::pci::Bdf;
+
 /// One problem found in a scenario or board file.
 ///
 /// `Display` renders the whole line, e.g.
@@ -386,7 +388,7 @@ pub enum ErrorKind {
     #[error("function {bdf} is not on board {board:?} (its functions: {available})")]
     PciNotOnBoard {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// The board.
         board: String,
         /// The board's functions, comma-separated (or `none`).
@@ -396,7 +398,7 @@ pub enum ErrorKind {
     #[error("function {bdf} is listed more than once (first as pci_devices[{first}])")]
     PciListedTwice {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// Index of the first listing.
         first: usize,
     },
@@ -404,7 +406,7 @@ pub enum ErrorKind {
     #[error("function {bdf} is already owned by {owner} (a physical function belongs to one VM)")]
     PciTaken {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// The VM that listed it first.
         owner: VmRef,
     },
@@ -412,7 +414,7 @@ pub enum ErrorKind {
     #[error("function {bdf} ({name}) is the console UART's device (`uart = true` in the board file): it stays with the hypervisor")]
     PciConsoleUart {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// Its board name.
         name: String,
     },
@@ -420,7 +422,7 @@ pub enum ErrorKind {
     #[error("function {bdf} ({name}) is {what}: it cannot be given to a VM")]
     PciNotAssignable {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// Its board name.
         name: String,
         /// What it is.
@@ -430,11 +432,11 @@ pub enum ErrorKind {
     #[error("function {bdf} sits behind bridge {bridge}, which may alias its requester ID with {other}'s, and {other} {where_}: every function behind {bridge} must go to the same VM (pass them whole)", where_ = match .other_owner { Some(owner) => format!("is owned by {owner}"), None => "is not given to this VM".to_owned() })]
     PciNotWhole {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// The bridge.
-        bridge: String,
+        bridge: Bdf,
         /// A function behind the same bridge that goes elsewhere.
-        other: String,
+        other: Bdf,
         /// Its owner, when another VM owns it.
         other_owner: Option<VmRef>,
     },
@@ -442,9 +444,9 @@ pub enum ErrorKind {
     #[error("function {bdf} needs function {function0} of the same device in this VM at the same guest slot {slot} (guests look for functions 1-7 only where function 0 exists){note}", note = if *.elsewhere { format!("; {function0} is at another slot") } else { String::new() })]
     PciNoFunctionZero {
         /// The function.
-        bdf: String,
+        bdf: Bdf,
         /// Function 0 of its device.
-        function0: String,
+        function0: Bdf,
         /// The guest slot the function is given.
         slot: u64,
         /// Whether function 0 is in the VM but at another guest slot.
@@ -466,7 +468,7 @@ pub enum ErrorKind {
         /// Index of the virtio device.
         virtio: usize,
         /// The passed-through function.
-        bdf: String,
+        bdf: Bdf,
     },
     /// Two functions at one guest slot and function.
     #[error(
@@ -480,7 +482,7 @@ pub enum ErrorKind {
         /// Index of the other entry.
         other: usize,
         /// Its host function.
-        other_bdf: String,
+        other_bdf: Bdf,
     },
     /// More functions than a VM may own.
     #[error("{count} functions, more than the {max} a VM may own")]

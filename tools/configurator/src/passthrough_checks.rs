@@ -77,13 +77,7 @@ pub fn check_passthrough(
             }
         };
         if let Some(&(first, _, _)) = placed.iter().find(|(_, other, _)| *other == bdf) {
-            report.push(
-                &bdf_field,
-                ErrorKind::PciListedTwice {
-                    bdf: bdf.to_string(),
-                    first,
-                },
-            );
+            report.push(&bdf_field, ErrorKind::PciListedTwice { bdf, first });
             continue;
         }
         let function = board.and_then(|board| {
@@ -92,7 +86,7 @@ pub fn check_passthrough(
                 report.push(
                     &bdf_field,
                     ErrorKind::PciNotOnBoard {
-                        bdf: bdf.to_string(),
+                        bdf,
                         board: board.name.clone(),
                         available: available(board),
                     },
@@ -105,7 +99,7 @@ pub fn check_passthrough(
                 report.push(
                     &bdf_field,
                     ErrorKind::PciConsoleUart {
-                        bdf: bdf.to_string(),
+                        bdf,
                         name: function.name.clone(),
                     },
                 );
@@ -113,7 +107,7 @@ pub fn check_passthrough(
                 report.push(
                     &bdf_field,
                     ErrorKind::PciNotAssignable {
-                        bdf: bdf.to_string(),
+                        bdf,
                         name: function.name.clone(),
                         what,
                     },
@@ -140,11 +134,7 @@ pub fn check_passthrough(
             let virtio = usize::try_from(slot - first_virtio).unwrap_or(usize::MAX);
             report.push(
                 &slot_field,
-                ErrorKind::GuestSlotVirtio {
-                    slot,
-                    virtio,
-                    bdf: bdf.to_string(),
-                },
+                ErrorKind::GuestSlotVirtio { slot, virtio, bdf },
             );
         } else if let Some(&(other, other_bdf, _)) = placed
             .iter()
@@ -156,7 +146,7 @@ pub fn check_passthrough(
                     slot,
                     function: bdf.function,
                     other,
-                    other_bdf: other_bdf.to_string(),
+                    other_bdf,
                 },
             );
         }
@@ -179,8 +169,8 @@ pub fn check_passthrough(
             report.push(
                 &entry.bdf_field(index),
                 ErrorKind::PciNoFunctionZero {
-                    bdf: bdf.to_string(),
-                    function0: function0.to_string(),
+                    bdf,
+                    function0,
                     slot,
                     elsewhere: zero.is_some(),
                 },
@@ -239,7 +229,7 @@ pub fn check_passthrough_across(
                 Some(owner) if *owner != vm => report.push(
                     &raw.pci_devices[index].bdf_field(index),
                     ErrorKind::PciTaken {
-                        bdf: bdf.to_string(),
+                        bdf,
                         owner: (*owner).clone(),
                     },
                 ),
@@ -278,9 +268,9 @@ pub fn check_passthrough_across(
                 report.push(
                     &raw.pci_devices[index].bdf_field(index),
                     ErrorKind::PciNotWhole {
-                        bdf: bdf.to_string(),
-                        bridge: bridge.to_string(),
-                        other: other.bdf.to_string(),
+                        bdf,
+                        bridge,
+                        other: other.bdf,
                         other_owner: owners.get(&other.bdf).map(|owner| (*owner).clone()),
                     },
                 );

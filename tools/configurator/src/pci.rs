@@ -143,6 +143,8 @@ pub struct Bar {
     pub kind: BarKind,
     /// Size in bytes (a power of two).
     pub size: u64,
+    /// Prefetchable memory (never for an I/O BAR).
+    pub prefetchable: bool,
 }
 
 /// One PCI function the board has (`[[pci]]`).
@@ -227,6 +229,8 @@ pub struct RawBar {
     index: u8,
     kind: String,
     size: u64,
+    #[serde(default)]
+    prefetchable: bool,
 }
 
 /// Most MSI-X vectors a function can have (the table size field is 11 bits, N - 1).
@@ -374,13 +378,14 @@ fn check_bars(
             continue;
         }
         let slots = if kind == BarKind::Mem64 { 2 } else { 1 };
-        for k in usize::from(bar.index)..usize::from(bar.index) + slots {
-            match taken[k] {
+        let first = usize::from(bar.index);
+        for (k, owner) in taken.iter_mut().enumerate().skip(first).take(slots) {
+            match owner {
                 Some(other) => errors.push((
                     here("index"),
                     bad(format!("BAR {k} is already taken by bars[{other}]")),
                 )),
-                None => taken[k] = Some(j),
+                None => *owner = Some(j),
             }
         }
         let min = if kind == BarKind::Io { 4 } else { 16 };
@@ -403,10 +408,18 @@ fn check_bars(
             ));
             continue;
         }
+        if bar.prefetchable && kind == BarKind::Io {
+            errors.push((
+                here("prefetchable"),
+                bad("an I/O BAR is never prefetchable".to_owned()),
+            ));
+            continue;
+        }
         out.push(Bar {
             index: bar.index,
             kind,
             size: bar.size,
+            prefetchable: bar.prefetchable,
         });
     }
     out.sort_by_key(|bar| bar.index);
