@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_virtio;
+mod board;
 mod bochs;
 mod build;
 mod console;
@@ -77,6 +78,16 @@ enum Command {
         /// Rebuild even when the cached image's inputs are unchanged.
         #[arg(long)]
         force: bool,
+    },
+    /// An emulated board's PCI functions, read from the emulator (QEMU: `info pci` and config
+    /// space over QMP; Bochs: the addresses in its log): printed as `[[pci]]` tables, or with
+    /// `--check` compared with configs/boards/BOARD.toml (fails on a difference).
+    Board {
+        /// qemu-vtd, qemu-amdvi or bochs.
+        board: String,
+        /// Compare with the board file instead of printing.
+        #[arg(long)]
+        check: bool,
     },
     /// Measure things.
     Bench {
@@ -396,6 +407,7 @@ fn main() -> ExitCode {
             println!("written.txt sha256={written} (what the guest writes)");
             ExitCode::SUCCESS
         }),
+        Command::Board { board, check } => board::cmd_board(&board, check),
         Command::Test {
             unit_only,
             emulator_only,

@@ -7,8 +7,18 @@
 //! pcpus = 4                               # logical CPUs, numbered 0 (BSP) .. pcpus-1
 //! memory_mib = 2048                       # RAM, MiB
 //! hv_memory_mib = 64                      # RAM kept by the hypervisor, MiB (multiple of 2)
+//! iommu = "amd"                           # intel | amd | none (default none)
 //! [uarts]                                 # optional: physical legacy UARTs, name = I/O port
 //! com1 = 0x3F8
+//! [[pci]]                                 # optional, repeated: the PCI functions (see `pci`)
+//! bdf = "00:04.0"
+//! vendor = 0x1234
+//! device = 0x11e8
+//! class = 0x00ff00
+//! name = "edu"
+//! interrupt_pin = 1
+//! msi = true
+//! bars = [{ index = 0, kind = "mem32", size = 0x100000 }]
 //! ```
 
 use std::fs;
@@ -17,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, ErrorKind};
+use crate::pci::{check_board_pci, Bdf, Iommu, PciFunction, RawPci};
 use crate::toml_doc;
 
 /// Which CPU virtualization extension a board offers; the hypervisor picks its backend by CPUID
@@ -98,6 +109,17 @@ pub struct Board {
     pub hv_memory_mib: u64,
     /// Physical UARTs.
     pub uarts: Uarts,
+    /// The IOMMU, if any.
+    pub iommu: Iommu,
+    /// The PCI functions, in file order.
+    pub pci: Vec<PciFunction>,
+}
+
+impl Board {
+    /// The function at `bdf`, if the board lists it.
+    pub fn pci_function(&self, bdf: Bdf) -> Option<&PciFunction> {
+        self.pci.iter().find(|f| f.bdf == bdf)
+    }
 }
 
 #[derive(Deserialize)]
@@ -111,6 +133,9 @@ struct RawBoard {
     hv_memory_mib: u64,
     #[serde(default)]
     uarts: Uarts,
+    iommu: Option<String>,
+    #[serde(default)]
+    pci: Vec<RawPci>,
 }
 
 impl Board {
@@ -201,8 +226,26 @@ impl Board {
                 )),
             ));
         }
-        match vendor {
-            Some(vendor) if errors.is_empty() => Ok(Self {
+        let iommu_word = raw.iommu.as_deref().unwrap_or("none");
+        let iommu = Iommu::from_name(iommu_word);
+        if iommu.is_none() {
+            errors.push(error(
+                "iommu",
+                ErrorKind::UnknownValue {
+                    value: iommu_word.to_owned(),
+                    expected: Iommu::EXPECTED,
+                },
+            ));
+        }
+        let mut pci_errors = Vec::new();
+        let pci = check_board_pci(&raw.pci, &mut pci_errors);
+        errors.extend(
+            pci_errors
+                .into_iter()
+                .map(|(field, kind)| error(&field, kind)),
+        );
+        match (vendor, iommu) {
+            (Some(vendor), Some(iommu)) if errors.is_empty() => Ok(Self {
                 name: name.to_owned(),
                 file: file.to_owned(),
                 description: raw.description,
@@ -211,6 +254,8 @@ impl Board {
                 memory_mib: raw.memory_mib,
                 hv_memory_mib: raw.hv_memory_mib,
                 uarts: raw.uarts,
+                iommu,
+                pci,
             }),
             _ => Err(errors),
         }

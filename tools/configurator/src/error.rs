@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::pci::Bdf;
+
 /// One problem found in a scenario or board file.
 ///
 /// `Display` renders the whole line, e.g.
@@ -379,6 +381,137 @@ pub enum ErrorKind {
     /// A board file whose values contradict each other or the design.
     #[error("{0}")]
     BadBoard(String),
+    /// A PCI address not written `"BB:DD.F"`.
+    #[error("invalid PCI function {0:?} (expected bus:device.function in hex, e.g. \"00:1f.3\": two digits of bus, two of device (at most 1f), one of function (0-7))")]
+    BdfSyntax(String),
+    /// A `pci_devices` function that the board file does not list.
+    #[error("function {bdf} is not on board {board:?} (its functions: {available})")]
+    PciNotOnBoard {
+        /// The function.
+        bdf: Bdf,
+        /// The board.
+        board: String,
+        /// The board's functions, comma-separated (or `none`).
+        available: String,
+    },
+    /// A function listed twice in one VM.
+    #[error("function {bdf} is listed more than once (first as pci_devices[{first}])")]
+    PciListedTwice {
+        /// The function.
+        bdf: Bdf,
+        /// Index of the first listing.
+        first: usize,
+    },
+    /// A function owned by two VMs.
+    #[error("function {bdf} is already owned by {owner} (a physical function belongs to one VM)")]
+    PciTaken {
+        /// The function.
+        bdf: Bdf,
+        /// The VM that listed it first.
+        owner: VmRef,
+    },
+    /// The console UART's function.
+    #[error("function {bdf} ({name}) is the console UART's device (`uart = true` in the board file): it stays with the hypervisor")]
+    PciConsoleUart {
+        /// The function.
+        bdf: Bdf,
+        /// Its board name.
+        name: String,
+    },
+    /// A bridge, the IOMMU or another platform function.
+    #[error("function {bdf} ({name}) is {what}: it cannot be given to a VM")]
+    PciNotAssignable {
+        /// The function.
+        bdf: Bdf,
+        /// Its board name.
+        name: String,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A function behind an aliasing bridge whose siblings do not all go to the same VM.
+    #[error("function {bdf} sits behind bridge {bridge}, which may alias its requester ID with {other}'s, and {other} {where_}: every function behind {bridge} must go to the same VM (pass them whole)", where_ = match .other_owner { Some(owner) => format!("is owned by {owner}"), None => "is not given to this VM".to_owned() })]
+    PciNotWhole {
+        /// The function.
+        bdf: Bdf,
+        /// The bridge.
+        bridge: Bdf,
+        /// A function behind the same bridge that goes elsewhere.
+        other: Bdf,
+        /// Its owner, when another VM owns it.
+        other_owner: Option<VmRef>,
+    },
+    /// A non-zero function without function 0 of its device at the same guest slot.
+    #[error("function {bdf} needs function {function0} of the same device in this VM at the same guest slot {slot} (guests look for functions 1-7 only where function 0 exists){note}", note = if *.elsewhere { format!("; {function0} is at another slot") } else { String::new() })]
+    PciNoFunctionZero {
+        /// The function.
+        bdf: Bdf,
+        /// Function 0 of its device.
+        function0: Bdf,
+        /// The guest slot the function is given.
+        slot: u64,
+        /// Whether function 0 is in the VM but at another guest slot.
+        elsewhere: bool,
+    },
+    /// A guest slot that something else always has, or past the bus.
+    #[error("guest slot {slot} {reason}")]
+    GuestSlotReserved {
+        /// The slot.
+        slot: u64,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A guest slot that a virtio device of the VM takes.
+    #[error("guest slot {slot} is taken by virtio[{virtio}] (virtio devices take slots {first} and on, in list order); choose another with {{ bdf = \"{bdf}\", slot = N }}", first = scenario::VIRTIO_FIRST_SLOT)]
+    GuestSlotVirtio {
+        /// The slot.
+        slot: u64,
+        /// Index of the virtio device.
+        virtio: usize,
+        /// The passed-through function.
+        bdf: Bdf,
+    },
+    /// Two functions at one guest slot and function.
+    #[error(
+        "guest slot {slot} function {function} is already pci_devices[{other}]'s ({other_bdf})"
+    )]
+    GuestSlotTaken {
+        /// The slot.
+        slot: u64,
+        /// The function number (the host's).
+        function: u8,
+        /// Index of the other entry.
+        other: usize,
+        /// Its host function.
+        other_bdf: Bdf,
+    },
+    /// More functions than a VM may own.
+    #[error("{count} functions, more than the {max} a VM may own")]
+    TooManyPassthrough {
+        /// How many were listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Passthrough in a VM that is not pre-launched.
+    #[error("not yet: only pre-launched VMs may own PCI functions (this VM is {load_order:?})")]
+    PassthroughNotPreLaunched {
+        /// The load order given.
+        load_order: &'static str,
+    },
+    /// Passthrough on a board without an IOMMU, with DMA isolation required.
+    #[error("board {board:?} has no IOMMU (iommu = \"none\"), so nothing can keep these functions' DMA inside this VM; if that is acceptable, add `dma_isolation = \"off\"` at the top of the scenario: the devices can then read and write all of the machine's memory (other VMs' and the hypervisor's included), and the console says so at every boot")]
+    PassthroughWithoutIommu {
+        /// The board.
+        board: String,
+    },
+    /// (Warning) DMA isolation off on a board that has an IOMMU.
+    #[error("DMA isolation is off although board {board:?} has an IOMMU ({iommu}): passed-through devices can read and write all of memory; remove `dma_isolation = \"off\"` to use the IOMMU")]
+    DmaIsolationOffWithIommu {
+        /// The board.
+        board: String,
+        /// Its IOMMU, `intel` or `amd`.
+        iommu: &'static str,
+    },
 }
 
 fn access(readonly: bool) -> &'static str {

@@ -9,6 +9,7 @@ use crate::board::Board;
 use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::{RawKernel, RawVm};
 use crate::model::{Kernel, Module, Vm};
+use crate::passthrough_checks::check_passthrough;
 use crate::validate::Modules;
 use crate::virtio_checks::check_virtio;
 use crate::words::{self, KernelType};
@@ -95,6 +96,7 @@ pub fn check_vm(
         vuart
     });
     let virtio = check_virtio(report, raw, id, modules, switches);
+    let pci_devices = check_passthrough(report, raw, board);
 
     if report.errors.len() != before {
         return None;
@@ -114,6 +116,7 @@ pub fn check_vm(
         restart_on_reset: raw.restart_on_reset,
         pci_test_device: raw.pci_test_device,
         virtio,
+        pci_devices,
     })
 }
 
