@@ -697,6 +697,8 @@ fn blk_case(emulator: Emulator) -> TestCase {
             ..Default::default()
         }),
         native_check: None,
+        setup: None,
+        dir_check: None,
     }
 }
 
@@ -743,6 +745,8 @@ fn net_case() -> TestCase {
             ..native(NET_SERVER_CMDLINE, true, 1, "QUERCUS-BENCH: net rx ")
         }),
         native_check: None,
+        setup: None,
+        dir_check: None,
     }
 }
 

@@ -14,6 +14,7 @@ mod qemu;
 mod runner;
 mod size;
 mod tests;
+mod tests_passthrough;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

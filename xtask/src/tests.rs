@@ -65,7 +65,17 @@ pub struct TestCase {
     pub native: Option<Native>,
     /// A check of the native runs' logs once each saw its expected lines.
     pub native_check: Option<NativeCheck>,
+    /// Prepares the Quercus run's directory before the emulator starts (e.g. the disk of a
+    /// passed-through NVMe, a file server); what it returns lives until the run ended.
+    pub setup: Option<Setup>,
+    /// A check of the Quercus run's directory once the run passed (e.g. what the guest wrote).
+    pub dir_check: Option<DirCheck>,
 }
+
+/// See [`TestCase::setup`].
+pub type Setup = fn(&Path) -> Result<Box<dyn std::any::Any>>;
+/// See [`TestCase::dir_check`].
+pub type DirCheck = fn(&Path) -> Result<(), String>;
 
 /// A run of one of the scenario's guests booted directly by the case's emulator (no
 /// hypervisor), with [`NATIVE_FAIL`] (or its own `fail`) as its failure pattern: the baseline that
@@ -190,7 +200,7 @@ pub fn ready(cpus: u32) -> String {
 }
 
 /// A plain boot to the ready line, of the `guest` scenario (one test-guest VM).
-fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
+pub fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
     let qemu = emulator == Emulator::Qemu;
     TestCase {
         name,
@@ -209,6 +219,8 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         timeout_secs: if qemu { 60 } else { 180 },
         native: None,
         native_check: None,
+        setup: None,
+        dir_check: None,
     }
 }
 
@@ -231,7 +243,7 @@ pub const GUEST_TESTS: [&str; 14] = [
 ];
 
 /// Under Quercus no guest test may skip or fail.
-const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: .*(?:unhandled|cannot|unsupported|refused)";
+pub const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: .*(?:unhandled|cannot|unsupported|refused)";
 
 /// The test guest's tests of a second vCPU (cmdline word `smp`), after [`GUEST_TESTS`].
 pub const GUEST_SMP_TESTS: [&str; 2] = ["smp-ap-start", "smp-ap-restart"];
@@ -1719,6 +1731,9 @@ pub fn cases() -> Vec<TestCase> {
             ..boot("bad-memory-map", Emulator::Qemu, 2)
         },
     ]
+    .into_iter()
+    .chain(crate::tests_passthrough::cases())
+    .collect()
 }
 
 impl TestCase {
@@ -2221,7 +2236,24 @@ fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Ve
         ""
     };
     let cfg = case.run_config(kernel, modules)?;
-    Ok(judge(label, runner::run(&cfg)?, case.post_check))
+    let dir = runner::fresh_run_dir(&cfg.name)?;
+    let _guard = match case.setup {
+        Some(setup) => Some(
+            setup(&dir).with_context(|| format!("{}: setting up {}", case.name, dir.display()))?,
+        ),
+        None => None,
+    };
+    let verdict = judge(label, runner::run_in(&cfg, &dir)?, case.post_check);
+    if let (Verdict::Pass(_), Some(check)) = (&verdict, case.dir_check) {
+        if let Err(why) = check(&dir) {
+            return Ok(Verdict::Fail {
+                why: format!("{label}{why}"),
+                diagnostics: Vec::new(),
+                tail: Vec::new(),
+            });
+        }
+    }
+    Ok(verdict)
 }
 
 /// Whether `/proc/net/tcp` text lists a socket listening on 127.0.0.1 or any address at `port`.
