@@ -453,10 +453,12 @@ pub enum ErrorKind {
         elsewhere: bool,
     },
     /// A guest slot that something else always has, or past the bus.
-    #[error("guest slot {slot} {reason}")]
+    #[error("guest slot {slot} {reason}; choose another with {{ bdf = \"{bdf}\", slot = N }}")]
     GuestSlotReserved {
         /// The slot.
         slot: u64,
+        /// The passed-through function.
+        bdf: Bdf,
         /// Why it cannot be used.
         reason: &'static str,
     },

@@ -128,7 +128,10 @@ pub fn check_passthrough(
         };
         let first_virtio = u64::from(VIRTIO_FIRST_SLOT);
         if let Some(reason) = reserved {
-            report.push(&slot_field, ErrorKind::GuestSlotReserved { slot, reason });
+            report.push(
+                &slot_field,
+                ErrorKind::GuestSlotReserved { slot, bdf, reason },
+            );
         } else if (first_virtio..first_virtio + virtio_slots).contains(&slot) {
             // In range, so the difference is below MAX_VIRTIO_DEVICES.
             let virtio = usize::try_from(slot - first_virtio).unwrap_or(usize::MAX);
