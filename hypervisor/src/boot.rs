@@ -219,6 +219,35 @@ fn init_memory(boot: &BootInfo) -> FrameAllocator {
         Ok(u) => u,
         Err(e) => fatal!("memory map from the boot loader is unusable: {e}"),
     };
+    // VMs placed at a fixed host address (scenario `host_base`) get exactly that range, kept
+    // out of the frame allocator; one that is not free RAM does not start.
+    let mut fixed = Vec::new();
+    for vm in crate::vmm::SCENARIO.vms {
+        let Some(base) = vm.memory.host_base else {
+            continue;
+        };
+        let range = PhysRange::from_base_len(HostPhysAddr(base), vm.memory.size);
+        let placed = match range {
+            Some(r) if usable.iter().any(|u| u.contains_range(&r)) => {
+                exclude.push(r);
+                Ok(r.start)
+            }
+            _ => Err(alloc::format!(
+                "its host_base {base:#x}+{:#x} is not free RAM on this machine",
+                vm.memory.size
+            )),
+        };
+        fixed.push((vm.id, placed));
+    }
+    let usable = if fixed.iter().any(|(_, p)| p.is_ok()) {
+        match map.usable_ranges(&exclude) {
+            Ok(u) => u,
+            Err(e) => fatal!("memory map from the boot loader is unusable: {e}"),
+        }
+    } else {
+        usable
+    };
+    FIXED_RAM.call_once(|| fixed);
     crate::shell_host::set_host_ram(
         map.regions()
             .iter()
@@ -249,7 +278,7 @@ fn init_memory(boot: &BootInfo) -> FrameAllocator {
             frames.stats().free_frames
         )
     };
-    info!("heap: {:#x}..{:#x}", heap.0, heap.0 + HEAP_BYTES as u64);
+    info!("heap: {:#x}..{:#x}", heap.0, heap.0 + HEAP_BYTES);
     #[allow(unsafe_code)]
     // SAFETY: these frames were just taken from the allocator and are never freed.
     unsafe {
@@ -295,6 +324,19 @@ fn read_topology(boot: &BootInfo) -> Topology {
         );
     }
     topo
+}
+
+/// RAM of the VMs with a fixed host address: (VM id, its base or why it cannot have it).
+static FIXED_RAM: spin::Once<Vec<(u16, Result<HostPhysAddr, alloc::string::String>)>> =
+    spin::Once::new();
+
+/// The fixed host base of VM `id`'s RAM (None: it has none, the frame allocator places it).
+pub fn fixed_ram(id: u16) -> Option<Result<HostPhysAddr, alloc::string::String>> {
+    FIXED_RAM
+        .get()?
+        .iter()
+        .find(|(vm, _)| *vm == id)
+        .map(|(_, r)| r.clone())
 }
 
 /// What the firmware says about PCI and the IOMMUs: the ECAM window (MCFG), and copies of

@@ -374,14 +374,18 @@ fn create(
     use alloc::format;
     let size = cfg.memory.size;
     let frames = (size / 4096) as usize;
-    let hpa = FRAMES.lock().alloc(frames).ok_or_else(|| {
-        format!(
-            "no {} MiB of contiguous free memory for its RAM",
-            size >> 20
-        )
-    })?;
+    let hpa = match crate::boot::fixed_ram(cfg.id) {
+        Some(placed) => placed?,
+        None => FRAMES.lock().alloc(frames).ok_or_else(|| {
+            format!(
+                "no {} MiB of contiguous free memory for its RAM",
+                size >> 20
+            )
+        })?,
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the frames were just taken from the allocator for this VM alone.
+    // SAFETY: the frames were just taken from the allocator for this VM alone, or are its
+    // fixed range, which boot kept out of the allocator and gives to this VM only.
     let ram = unsafe { GuestRam::new(hpa.0, vcpu::RamLayout::new(size)) };
 
     let module = boot
