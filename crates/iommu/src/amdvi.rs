@@ -1,0 +1,1 @@
+//! AMD-Vi (placeholder while the parsers land).

@@ -1,0 +1,1 @@
+//! Simulated units (placeholder while the parsers land).
