@@ -1,1 +1,0 @@
-//! Simulated units (placeholder while the parsers land).

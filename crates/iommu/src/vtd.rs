@@ -1,1 +1,0 @@
-//! Intel VT-d (placeholder while the parsers land).
