@@ -1,1 +1,0 @@
-//! AMD-Vi (placeholder while the parsers land).
