@@ -356,7 +356,7 @@ pub fn poll_faults() {
                     found.push((line, e.device()));
                 });
                 if let Err(e) = r {
-                    found.push((format!("event log: {e}"), Bdf(0)));
+                    found.push((format!("event log: {e}"), Bdf(u16::MAX)));
                 }
             }
         }
