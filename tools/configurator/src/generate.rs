@@ -201,6 +201,7 @@ mod tests {
             },
             vms: vec![vm],
             switches: Vec::new(),
+            files: Vec::new(),
         }
     }
 

@@ -20,6 +20,9 @@ pub struct Validated {
     /// The virtual switches the VMs' net devices name, in order of first appearance (VM file
     /// order, then `virtio` list order); [`VirtioDevice::Net::switch`] indexes this list.
     pub switches: Vec<String>,
+    /// The files the scenario names (kernels, initrds, disks), each with the boot-module name
+    /// the hypervisor finds it by; [`Validated::modules`] lists these names too.
+    pub files: Vec<crate::files::FileModule>,
 }
 
 impl Validated {
@@ -50,6 +53,11 @@ impl Validated {
             }
         }
         names
+    }
+
+    /// The file behind boot module `name`, when the scenario named a file.
+    pub fn file(&self, name: &str) -> Option<&crate::files::FileModule> {
+        self.files.iter().find(|f| f.name == name)
     }
 
     /// The VM with this name, if any.
