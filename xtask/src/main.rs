@@ -48,7 +48,7 @@ enum Command {
         debug: bool,
     },
     /// Build the image and boot it in an emulator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the host unit tests, then boot the image through the emulator test table.
     Test {
         /// Only the host unit tests.
@@ -466,7 +466,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run(args) => cmd_run(args),
+        Command::Run(args) => cmd_run(*args),
         Command::LinuxImage { force } => {
             linux_image::build(&workspace_root(), force).map(|image| {
                 for path in [&image.bzimage, &image.vmlinux, &image.initrd] {
