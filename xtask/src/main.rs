@@ -310,8 +310,9 @@ fn run_scenario(root: &Path, args: &RunArgs) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// RAM the emulated machine needs for `scenario`: its VMs, its boot modules and 64 MiB for the
-/// hypervisor, in MiB rounded up to 128, at least 512.
+/// RAM the emulated machine needs for `scenario`: twice its VMs' RAM (each VM needs one
+/// contiguous 2 MiB-aligned block, and boot modules sit where the loader put them), its boot
+/// modules and 128 MiB for the hypervisor, in MiB rounded up to 128, at least 512.
 fn machine_mem_mib(root: &Path, scenario: &Path, modules: &[runner::BootModule]) -> Result<u32> {
     let validated = build::validate(root, scenario)?;
     let vms: u64 = validated.vms.iter().map(|vm| vm.memory_bytes).sum();
@@ -319,7 +320,7 @@ fn machine_mem_mib(root: &Path, scenario: &Path, modules: &[runner::BootModule])
         .iter()
         .map(|m| std::fs::metadata(&m.path).map_or(0, |meta| meta.len()))
         .sum();
-    let need = (vms + files + (64 << 20)).div_ceil(128 << 20) * 128;
+    let need = (2 * vms + files + (128 << 20)).div_ceil(128 << 20) * 128;
     Ok(u32::try_from(need).unwrap_or(u32::MAX).max(512))
 }
 
