@@ -6,6 +6,7 @@ mod bochs;
 mod build;
 mod console;
 mod disk_image;
+mod fuzz;
 mod linux_image;
 mod own_guest;
 mod packages;
@@ -78,6 +79,16 @@ enum Command {
         /// Rebuild even when the cached image's inputs are unchanged.
         #[arg(long)]
         force: bool,
+    },
+    /// Run the fuzz targets (every cargo-fuzz target under crates/*/fuzz and tools/*/fuzz) under
+    /// libFuzzer on the nightly toolchain, installing cargo-fuzz if needed; print runs, time,
+    /// corpus size and result per target. Fails if any target finds a crash, leak or timeout.
+    Fuzz {
+        /// Only this target (`pvh`, or `loader/pvh`).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Measure things.
     Bench {
@@ -498,6 +509,9 @@ fn main() -> ExitCode {
             filter.as_deref(),
             native_only,
         ),
+        Command::Fuzz { target, seconds } => {
+            fuzz::fuzz(&workspace_root(), target.as_deref(), seconds)
+        }
         Command::Bench {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),
