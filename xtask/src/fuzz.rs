@@ -5,7 +5,7 @@
 //! with `[package.metadata] cargo-fuzz = true` contributes its `[[bin]]` targets, so a target
 //! added with `cargo fuzz add` joins without a change here. Builds share `target/fuzz`; each
 //! target's corpus lives in `target/fuzz-corpus/<crate>/<target>/` (kept between runs, seeded from
-//! a committed `fuzz/corpus/<target>/` when there is one), its crash artifacts in
+//! committed seeds in `fuzz/seeds/<target>/` when there are any), its crash artifacts in
 //! `target/fuzz-artifacts/<crate>/<target>/` and its libFuzzer output in
 //! `target/fuzz-logs/<crate>-<target>.log`. Any crash, leak or timeout artifact fails the command.
 
@@ -201,7 +201,7 @@ fn run_one(root: &Path, target: &Target, seconds: u64) -> Result<Outcome> {
     let log = std::fs::File::create(&log_path)?;
     let mut cmd = cargo_fuzz(root, target, "run");
     cmd.arg(&target.name).arg(&corpus);
-    let seeds = target.crate_dir.join("fuzz/corpus").join(&target.name);
+    let seeds = target.crate_dir.join("fuzz/seeds").join(&target.name);
     if seeds.is_dir() {
         cmd.arg(&seeds);
     }
