@@ -61,6 +61,11 @@ pub struct Owned {
     pub vectors: Vec<u8>,
     /// The LAPIC its messages go to (vCPU 0's pCPU).
     pub dest_apic: u32,
+    /// What the real function sends for each message: through an interrupt remapping entry
+    /// when the IOMMU remaps interrupts, else the plain message to `dest_apic`.
+    messages: Vec<MsiMessage>,
+    /// Whether `messages` go through interrupt remapping.
+    pub remapped: bool,
     news: Once<Arc<AtomicBool>>,
     /// Host interrupts taken.
     pub interrupts: AtomicU64,
@@ -119,6 +124,8 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
                     .first()
                     .and_then(|&p| apic_of(usize::from(p)))
                     .unwrap_or(0),
+                messages: Vec::new(),
+                remapped: false,
                 news: Once::new(),
                 interrupts: AtomicU64::new(0),
                 dma_faults: AtomicU64::new(0),
@@ -157,18 +164,40 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
                 }
             }
         }
+        for &v in &o.vectors {
+            let plain = MsiMessage {
+                address: 0xFEE0_0000 | u64::from(o.dest_apic & 0xFF) << 12,
+                data: u32::from(v),
+            };
+            match crate::iommu_host::remap_msi(o.cfg.host_bdf, v, o.dest_apic) {
+                None => o.messages.push(plain),
+                Some(Ok(m)) => {
+                    o.remapped = true;
+                    o.messages.push(m);
+                }
+                Some(Err(e)) => {
+                    o.problem = Some(e);
+                    break;
+                }
+            }
+        }
     }
     for o in &owned {
         let bdf = Bdf::from_raw(o.cfg.host_bdf);
         match &o.problem {
             Some(p) => error!("vm {}: PCI {bdf} cannot be passed through: {p}", o.vm.name),
             None => info!(
-                "vm {}: owns PCI {bdf} as 00:{:02x}.{} ({} host vector(s) to APIC {}, reset: {})",
+                "vm {}: owns PCI {bdf} as 00:{:02x}.{} ({} host vector(s) to APIC {}{}, reset: {})",
                 o.vm.name,
                 o.cfg.guest_slot,
                 bdf.function(),
                 o.vectors.len(),
                 o.dest_apic,
+                if o.remapped {
+                    " through interrupt remapping"
+                } else {
+                    ""
+                },
                 o.reset_method
             ),
         }
@@ -389,14 +418,7 @@ impl ::vmm::io::PassthroughProvider for Provider {
                 function.mem.push((b.index, region));
             }
         }
-        let messages = o
-            .vectors
-            .iter()
-            .map(|&v| MsiMessage {
-                address: 0xFEE0_0000 | u64::from(o.dest_apic & 0xFF) << 12,
-                data: u32::from(v),
-            })
-            .collect();
+        let messages = o.messages.clone();
         let device = PassthroughDevice::new(
             phys,
             Box::new(function),
