@@ -346,6 +346,43 @@ pub fn remap_msi(bdf: u16, vector: u8, dest: u32) -> Option<Result<vdev::MsiMess
     }))
 }
 
+/// The redirection entry (masked) that raises host `vector` on the CPU with APIC id `dest` from
+/// the I/O APIC with id `ioapic`, level-triggered and active-low (a PCI INTx), through an
+/// interrupt remapping entry when a VT-d unit remaps the I/O APIC's interrupts (it blocks the
+/// plain format then): None when the plain entry is the one to use.
+pub fn remap_ioapic(ioapic: u8, vector: u8, dest: u32) -> Option<Result<u64, String>> {
+    let mut guard = STATE.lock();
+    let state = guard.as_mut()?;
+    let Units::Vtd(dmar, units) = &mut state.units else {
+        // AMD-Vi remaps per device, and the I/O APIC's interrupts are not switched to it.
+        return None;
+    };
+    let (i, source) = dmar.units.iter().enumerate().find_map(|(i, u)| {
+        u.scopes
+            .iter()
+            .find(|s| s.kind == iommu::dmar::ScopeKind::IoApic && s.enumeration_id == ioapic)
+            .and_then(|s| s.bdf(|b| bridge_buses(b).map(|(sec, _)| sec)))
+            .map(|bdf| (i, bdf))
+    })?;
+    let unit = &mut units[i];
+    if !unit.ir_enabled() {
+        return None;
+    }
+    let irte = vtd::Irte {
+        vector,
+        dest,
+        logical: false,
+        level: true,
+        delivery: vtd::Delivery::Fixed,
+        source: vtd::SourceCheck::Exact(source),
+    };
+    Some(
+        unit.set_irte(&mut state.mem, u16::from(vector), &irte)
+            .map(|_| vtd::ioapic_rte(u16::from(vector), vector, true, true, true))
+            .map_err(|e| format!("VT-d interrupt remapping of I/O APIC {ioapic}: {e}")),
+    )
+}
+
 /// Drains every unit's faults (pCPU 0 calls this from its loop).
 pub fn poll_faults() {
     let Some(mut guard) = STATE.try_lock() else {
