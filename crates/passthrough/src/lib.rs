@@ -21,8 +21,8 @@ extern crate alloc;
 pub mod device;
 pub mod placement;
 pub mod scan;
-#[cfg(test)]
-mod sim;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod sim;
 
 pub use device::{HostFunction, IrqPending, PassthroughDevice, PassthroughStats};
 pub use placement::{place_bars, Placement, PlacementError};
