@@ -18,7 +18,7 @@ use arch_x86::trap::TrapFrame;
 use log::{error, info, warn};
 use passthrough::{
     place_bars, scan, BarKind, ConfigAccess, HostFunction, IrqPending, PassthroughDevice,
-    PhysFunction,
+    PhysFunction, StormGuard,
 };
 use platform::{BootInfo, MemoryKind, Priority};
 use scenario::{DmaIsolation, PassthroughConfig, VmConfig};
@@ -76,6 +76,9 @@ pub struct Owned {
     pub interrupts: AtomicU64,
     /// DMA faults the IOMMU reported for it.
     pub dma_faults: AtomicU64,
+    /// Interrupt storm detection; whether pCPU 0 logged the storm.
+    storm: StormGuard,
+    storm_reported: AtomicBool,
     /// Resets done, and how.
     pub resets: AtomicU64,
     pub reset_method: &'static str,
@@ -96,6 +99,15 @@ static ROUTES: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
 /// Enumerates the functions and prepares the scenario's passthrough: call before the VMs are
 /// made. `iommu` says whether DMA remapping is active.
 pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>) {
+    let limit = boot.cmdline.as_deref().and_then(|c| {
+        c.split_whitespace()
+            .find_map(|w| w.strip_prefix("quercus.storm_limit="))
+            .and_then(|n| n.parse::<u32>().ok())
+    });
+    if let Some(n) = limit.filter(|&n| n > 0) {
+        STORM_LIMIT.store(n, Ordering::Relaxed);
+        info!("PCI: interrupt storm limit {n} per {STORM_WINDOW_MS} ms");
+    }
     let functions = scan(&mut HostConfig);
     let mechanism = match arch_x86::pci::ecam() {
         Some(base) => format!("ECAM at {base:#x}"),
@@ -138,6 +150,8 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
                 news: Once::new(),
                 interrupts: AtomicU64::new(0),
                 dma_faults: AtomicU64::new(0),
+                storm: StormGuard::new(),
+                storm_reported: AtomicBool::new(false),
                 resets: AtomicU64::new(0),
                 reset_method: "none",
             };
@@ -346,20 +360,71 @@ fn reset(f: &PhysFunction) {
     config_write32(bdf, 0x3C, line);
 }
 
+/// More host interrupts than this from one function within [`STORM_WINDOW_MS`] is a storm
+/// (the hypervisor command line's `quercus.storm_limit=N` sets another).
+static STORM_LIMIT: AtomicU32 = AtomicU32::new(20_000);
+const STORM_WINDOW_MS: u64 = 100;
+
+/// The owned function a host vector is routed from, after the storm check: None when the
+/// interrupt is to be dropped (no route, or the function floods and was silenced).
+fn routed(vector: u64) -> Option<(&'static Owned, u32)> {
+    let route = ROUTES
+        .get(vector as usize)
+        .map_or(0, |r| r.load(Ordering::Acquire));
+    let pci = PCI.get()?;
+    let o = pci.owned.get(((route >> 8).checked_sub(1))? as usize)?;
+    o.interrupts.fetch_add(1, Ordering::Relaxed);
+    let window = arch_x86::time::tsc_hz() / 1000 * STORM_WINDOW_MS;
+    let limit = STORM_LIMIT.load(Ordering::Relaxed);
+    if o.storm.tripped() || o.storm.note(arch_x86::cpu::rdtsc(), window, limit) {
+        silence(o);
+        return None;
+    }
+    Some((o, route & 0xFF))
+}
+
+/// Stops a flooding function's interrupts at the source (MSI and MSI-X off, INTx disabled and
+/// its I/O APIC input masked) until its VM restarts; pCPU 0 reports it.
+fn silence(o: &Owned) {
+    let Some(phys) = &o.phys else { return };
+    let bdf = phys.bdf.raw();
+    if let Some(input) = &o.intx {
+        input.set_masked(true);
+    }
+    let command = config_read32(bdf, 0x04) & 0xFFFF;
+    config_write32(bdf, 0x04, command | 1 << 10);
+    if let Some(m) = phys.caps.msi {
+        let c = config_read32(bdf, u16::from(m.offset));
+        config_write32(bdf, u16::from(m.offset), c & !(1 << 16));
+    }
+    if let Some(m) = phys.caps.msix {
+        let c = config_read32(bdf, u16::from(m.offset));
+        config_write32(bdf, u16::from(m.offset), (c & !(1 << 31)) | 1 << 30);
+    }
+}
+
+/// Logs (on pCPU 0) each function silenced for an interrupt storm since the last call.
+pub fn report_storms() {
+    let Some(pci) = PCI.get() else { return };
+    for o in &pci.owned {
+        if o.storm.tripped() && !o.storm_reported.swap(true, Ordering::AcqRel) {
+            error!(
+                "vm {}: PCI {} floods interrupts (more than {} in {STORM_WINDOW_MS} ms): silenced until the VM restarts",
+                o.vm.name,
+                Bdf::from_raw(o.cfg.host_bdf),
+                STORM_LIMIT.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// The handler of every passthrough vector: the message's pending bit, the VM's news.
 fn passthrough_irq(frame: &mut TrapFrame) {
-    let route = ROUTES
-        .get(frame.vector as usize)
-        .map_or(0, |r| r.load(Ordering::Acquire));
-    let Some(pci) = PCI.get() else { return };
-    let Some(o) = (route >> 8)
-        .checked_sub(1)
-        .and_then(|i| pci.owned.get(i as usize))
-    else {
+    let Some((o, message)) = routed(frame.vector) else {
         return;
     };
-    o.interrupts.fetch_add(1, Ordering::Relaxed);
-    o.irq.raise(route & 0xFF);
+    let route = message;
+    o.irq.raise(route);
     if let Some(news) = o.news.get() {
         news.store(true, Ordering::Release);
     }
@@ -368,20 +433,12 @@ fn passthrough_irq(frame: &mut TrapFrame) {
 /// The handler of a passed-through function's INTx: its input stays masked until the guest's
 /// EOI (a level that would fire again at once otherwise), the VM hears of it.
 fn passthrough_intx(frame: &mut TrapFrame) {
-    let route = ROUTES
-        .get(frame.vector as usize)
-        .map_or(0, |r| r.load(Ordering::Acquire));
-    let Some(pci) = PCI.get() else { return };
-    let Some(o) = (route >> 8)
-        .checked_sub(1)
-        .and_then(|i| pci.owned.get(i as usize))
-    else {
+    let Some((o, _)) = routed(frame.vector) else {
         return;
     };
     if let Some(input) = &o.intx {
         input.set_masked(true);
     }
-    o.interrupts.fetch_add(1, Ordering::Relaxed);
     o.irq.raise_intx();
     if let Some(news) = o.news.get() {
         news.store(true, Ordering::Release);
@@ -475,6 +532,8 @@ impl ::vmm::io::PassthroughProvider for Provider {
             .ok_or("placement lost the function")?;
         o.news.call_once(|| news.clone());
         reset(&phys);
+        o.storm.reset();
+        o.storm_reported.store(false, Ordering::Release);
         o.resets.fetch_add(1, Ordering::Relaxed);
         let mut function = Function {
             bdf: phys.bdf.raw(),
@@ -535,6 +594,7 @@ pub fn shell_lines() -> Vec<shell::PciLine> {
                 ));
                 line.state = match &o.problem {
                     Some(p) => format!("refused: {p}"),
+                    None if o.storm.tripped() => "silenced (interrupt storm)".into(),
                     None if o.irq.mode() == "off" && o.intx.is_some() => "intx".into(),
                     None => o.irq.mode().into(),
                 };

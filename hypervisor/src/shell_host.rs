@@ -241,6 +241,7 @@ pub fn run(pcpus: u16) -> ! {
         });
         mailbox::service(0, None);
         crate::iommu_host::poll_faults();
+        crate::pci_host::report_storms();
         cpu::wait_for_interrupt();
     }
 }

@@ -92,9 +92,32 @@ fn edu_faults_reported(lines: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// edu flooding its VM with MSIs: silenced by the hypervisor, the victim untouched.
+fn edu_storm() -> TestCase {
+    TestCase {
+        scenario: "passthrough-edu-storm",
+        cpus: 3,
+        cmdline: "quercus.storm_limit=50",
+        extra_qemu_args: device_args("qemu-vtd"),
+        setup: Some(blank_nvme),
+        expect: vec![
+            r"^\[dma\] TEST edu-config PASS$".into(),
+            r"vm dma: PCI 00:04.0 floods interrupts \(more than 50 in 100 ms\): silenced until the VM restarts".into(),
+            r"^\[dma\] TEST edu-storm PASS$".into(),
+            r"^\[dma\] TESTS DONE 2 passed 0 failed$".into(),
+            r"vm dma: stopped: .*powered off by the guest".into(),
+            r"^\[victim\] victim: check \d+ intact$".into(),
+        ],
+        fail: Fail::Custom(Box::leak(format!("{GUEST_FAIL}|CORRUPTED").into_boxed_str())),
+        timeout_secs: 120,
+        ..boot("passthrough-edu-storm-intel-iommu", Emulator::Qemu, 3)
+    }
+}
+
 /// The passthrough cases.
 pub fn cases() -> Vec<TestCase> {
     vec![
+        edu_storm(),
         edu(
             "passthrough-edu-intel-iommu",
             "qemu-vtd",

@@ -23,7 +23,9 @@ pub mod placement;
 pub mod scan;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod sim;
+pub mod storm;
 
 pub use device::{HostFunction, IrqPending, PassthroughDevice, PassthroughStats};
 pub use placement::{place_bars, Placement, PlacementError};
 pub use scan::{scan, BarInfo, BarKind, Capabilities, ConfigAccess, PhysFunction};
+pub use storm::StormGuard;

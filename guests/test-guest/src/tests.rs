@@ -161,7 +161,12 @@ pub fn run_all(env: &Env) -> Tally {
         return tally;
     }
     if env.passthrough_edu {
-        for &(name, test) in edu::TESTS {
+        let tests = if env.boot.has_word(b"storm") {
+            edu::STORM_TESTS
+        } else {
+            edu::TESTS
+        };
+        for &(name, test) in tests {
             run_one(env, name, test, &mut tally);
         }
         return tally;
