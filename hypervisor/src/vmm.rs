@@ -455,9 +455,40 @@ fn create(
         modules,
     };
     let mut vm = Vm::new(x86, cfg, ram, slat_root, image);
+    if !cfg.pci_devices.is_empty() {
+        // Passed-through BARs go straight into the tables where the guest puts them.
+        vm.set_slat_editor(alloc::boxed::Box::new(VmSlat(spin::Mutex::new(slat))));
+    }
     vm.attach_io(hub.clone());
     vm.load(x86)?;
     Ok(vm)
+}
+
+/// A VM's second-level tables, kept for its passed-through BARs.
+struct VmSlat<M: paging::TableMemory>(spin::Mutex<SecondLevelTables<M>>);
+
+impl<M: paging::TableMemory + Send> ::vmm::SlatEditor for VmSlat<M> {
+    fn map_mmio(&self, gpa: u64, len: u64, host: u64) -> Result<(), String> {
+        self.0
+            .lock()
+            .map(
+                GuestPhysAddr(gpa),
+                HostPhysAddr(host),
+                len,
+                Perms::RW,
+                MemType::Uncacheable,
+            )
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e}"))
+    }
+
+    fn unmap(&self, gpa: u64, len: u64) -> Result<(), String> {
+        self.0
+            .lock()
+            .unmap(GuestPhysAddr(gpa), len)
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e}"))
+    }
 }
 
 /// The bytes of the boot module called `name` (a word of its command line), which the scenario

@@ -91,6 +91,7 @@ pub fn corrupt_madt_signature(tables: &acpi::AcpiTables<IdentityMapped>) -> bool
 /// A table the acpi crate knows only by signature, read as its header.
 macro_rules! raw_table {
     ($name:ident, $sig:ident) => {
+        #[cfg(feature = "bare-metal")]
         #[repr(transparent)]
         struct $name {
             header: acpi::sdt::SdtHeader,
@@ -98,6 +99,7 @@ macro_rules! raw_table {
 
         // SAFETY: the type is exactly the table's header, which every ACPI table starts with;
         // the body is read as bytes through `phys::read`, never through this type.
+        #[cfg(feature = "bare-metal")]
         unsafe impl acpi::AcpiTable for $name {
             const SIGNATURE: acpi::sdt::Signature = acpi::sdt::Signature::$sig;
 

@@ -27,8 +27,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use vdev::{
-    Bar, ConfigError, ConfigSpace, Msi, MsiMessage, MsiX, PciDevice, PciIds, COMMAND_BUS_MASTER,
-    COMMAND_INTX_DISABLE, COMMAND_IO, COMMAND_MEMORY, MSIX_ENTRY_SIZE,
+    Bar, ConfigError, ConfigSpace, DirectRange, Msi, MsiMessage, MsiX, PciDevice, PciIds,
+    COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_IO, COMMAND_MEMORY, MSIX_ENTRY_SIZE,
 };
 
 use crate::scan::{BarKind, PhysFunction};
@@ -516,7 +516,55 @@ impl PciDevice for PassthroughDevice {
     fn as_any(&self) -> Option<&dyn Any> {
         Some(self)
     }
+
+    fn direct_ranges(&self, bar: usize, out: &mut Vec<DirectRange>) {
+        let Some(b) = u8::try_from(bar).ok().and_then(|i| self.phys.bar(i)) else {
+            return;
+        };
+        if b.kind == BarKind::Io || b.size < PAGE || b.base % PAGE != 0 {
+            return;
+        }
+        // The pages holding the MSI-X table and PBA stay trapped (the guest's entries are
+        // emulated); everything else of the BAR is the real registers.
+        let mut holes: Vec<(u64, u64)> = Vec::new();
+        if let (Some(cap), Some(m)) = (self.phys.caps.msix, &self.msix) {
+            let table_len = m.entries() as u64 * MSIX_ENTRY_SIZE;
+            let pba_len = (m.entries() as u64).div_ceil(64) * 8;
+            for (bir, off, len) in [
+                (cap.table_bar, u64::from(cap.table_offset), table_len),
+                (cap.pba_bar, u64::from(cap.pba_offset), pba_len),
+            ] {
+                if usize::from(bir) == bar {
+                    let start = off / PAGE * PAGE;
+                    let end = (off + len).div_ceil(PAGE) * PAGE;
+                    holes.push((start, end.min(b.size)));
+                }
+            }
+        }
+        holes.sort_unstable();
+        let mut at = 0;
+        for (start, end) in holes {
+            if start > at {
+                out.push(DirectRange {
+                    offset: at,
+                    len: start - at,
+                    host: b.base + at,
+                });
+            }
+            at = at.max(end);
+        }
+        if at < b.size {
+            out.push(DirectRange {
+                offset: at,
+                len: b.size - at,
+                host: b.base + at,
+            });
+        }
+    }
 }
+
+/// Bytes of a page the second-level tables map.
+const PAGE: u64 = 4096;
 
 impl Drop for PassthroughDevice {
     /// A VM that stops or reboots leaves its function quiet: no DMA, no interrupts.
@@ -836,5 +884,100 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dev.config().interrupt_pin(), 0);
+    }
+
+    #[test]
+    fn direct_ranges_skip_the_msix_pages() {
+        let (dev, _, _) = make(SimFunction::nic(), &[]);
+        let mut out = Vec::new();
+        // BAR 0: 128 KiB of registers, all direct.
+        dev.direct_ranges(0, &mut out);
+        assert_eq!(
+            out,
+            [DirectRange {
+                offset: 0,
+                len: 128 << 10,
+                host: 0xfeb0_0000
+            }]
+        );
+        // BAR 3: MSI-X table (page 0) and PBA (page 2) trapped, pages 1 and 3 direct.
+        out.clear();
+        dev.direct_ranges(3, &mut out);
+        assert_eq!(
+            out,
+            [
+                DirectRange {
+                    offset: 0x1000,
+                    len: 0x1000,
+                    host: 0x8_0000_1000
+                },
+                DirectRange {
+                    offset: 0x3000,
+                    len: 0x1000,
+                    host: 0x8_0000_3000
+                }
+            ]
+        );
+        // I/O BARs and BARs that do not exist: nothing.
+        out.clear();
+        dev.direct_ranges(2, &mut out);
+        dev.direct_ranges(1, &mut out);
+        dev.direct_ranges(9, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn bar_moves_become_second_level_changes() {
+        use vdev::{PciSegment, SegmentLayout, SlatOp};
+        let (dev, _, _) = make(
+            SimFunction::nic(),
+            &[(0, 0xD000_0000), (2, 0xD000), (3, 0xD010_0000)],
+        );
+        let mut seg = PciSegment::new(SegmentLayout {
+            ecam_base: 0xE000_0000,
+            bus_end: 0,
+            mmio_window: 0xC000_0000..0xE000_0000,
+            io_window: 0xC000..0x1_0000,
+            intx_gsi_base: 16,
+        });
+        seg.add(Bdf::new(0, 5, 0).unwrap(), Box::new(dev)).unwrap();
+        let cfg = 0xE000_0000 + (5 << 15);
+        // Nothing decodes yet: nothing mapped.
+        assert!(seg.take_slat_ops().is_empty());
+        seg.mmio_write(cfg + 4, 2, 0x2);
+        let map = |gpa, len, host| SlatOp::Map { gpa, len, host };
+        assert_eq!(
+            seg.take_slat_ops(),
+            [
+                map(0xD000_0000, 128 << 10, 0xfeb0_0000),
+                map(0xD010_1000, 0x1000, 0x8_0000_1000),
+                map(0xD010_3000, 0x1000, 0x8_0000_3000),
+            ]
+        );
+        // The guest moves BAR 0: the old range goes, the new one comes.
+        seg.mmio_write(cfg + 0x10, 4, 0xD040_0000);
+        assert_eq!(
+            seg.take_slat_ops(),
+            [
+                SlatOp::Unmap {
+                    gpa: 0xD000_0000,
+                    len: 128 << 10
+                },
+                map(0xD040_0000, 128 << 10, 0xfeb0_0000),
+            ]
+        );
+        // Memory decoding off: everything goes.
+        seg.mmio_write(cfg + 4, 2, 0x0);
+        assert_eq!(seg.take_slat_ops().len(), 3);
+        // A BAR moved over RAM or outside the window never decodes, so never maps.
+        seg.mmio_write(cfg + 0x10, 4, 0x0010_0000);
+        seg.mmio_write(cfg + 4, 2, 0x2);
+        assert!(seg.take_slat_ops().iter().all(|op| !matches!(
+            op,
+            SlatOp::Map {
+                gpa: 0x0010_0000,
+                ..
+            }
+        )));
     }
 }

@@ -120,4 +120,7 @@ pub trait VcpuBackend {
     /// interrupt only the TPR holds back, so that the guest lowering CR8
     /// below it exits ([`VmExit::InterruptWindow`]).
     fn set_hw_cr8(&mut self, _cr8: u8, _blocked_class: Option<u8>) {}
+    /// The second-level tables lost a translation (a passed-through BAR moved): whatever this
+    /// vCPU's TLBs cached of them is dropped before the next entry.
+    fn flush_slat(&mut self) {}
 }

@@ -799,6 +799,15 @@ impl PcPlatform {
         host.0.add(bdf, device)
     }
 
+    /// Takes the second-level changes the guest's BAR programming asked for
+    /// ([`vdev::PciSegment::take_slat_ops`]).
+    pub fn take_slat_ops(&mut self) -> Vec<vdev::SlatOp> {
+        match self.pci_host() {
+            Some(host) if host.0.has_slat_ops() => host.0.take_slat_ops(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Serves what device backends brought in (frames, console input) and
     /// raises the interrupts that follow.
     pub fn serve_backends(&mut self) {
