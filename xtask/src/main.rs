@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the Quercus image, boots it in QEMU or Bochs, runs the test suite and benchmarks.
 
 mod bench;
+mod bench_passthrough;
 mod bench_virtio;
 mod board;
 mod bochs;
@@ -9,6 +10,7 @@ mod console;
 mod disk_image;
 mod linux_image;
 mod packages;
+mod passthrough_data;
 mod process;
 mod qemu;
 mod runner;
@@ -327,6 +329,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .chain(args.modules.iter().map(|m| parse_module(m)))
             .collect::<Result<_>>()?,
         extra_qemu_args: Vec::new(),
+        extra_bochsrc: String::new(),
         expect,
         parallel: Vec::new(),
         input: Vec::new(),
