@@ -424,9 +424,15 @@ pt_nic_up() {
     [ -n "$pt_url" ] || { pt_error "nic: nothing to fetch (quercus.fetch=URL, or dhcp: the DHCP boot file name; got '$fetch')"; return 1; }
 }
 
+# $pt_url into /tmp/fetched with busybox wget, for at most $1 seconds (`timeout`: this static
+# busybox's own `wget -T` crashes), its messages in /tmp/wget.err.
+fetch_url() {
+    timeout "$1" wget -q -O /tmp/fetched "$pt_url" 2> /tmp/wget.err
+}
+
 pt_nic() {
     pt_nic_up || return 1
-    wget -q -T 60 -O /tmp/fetched "$pt_url" 2> /tmp/wget.err \
+    fetch_url 120 \
         || { pt_error "nic: wget $pt_url failed: $(tr '\n' ' ' < /tmp/wget.err)"; return 1; }
     sum=$(sha /tmp/fetched) || { pt_error "nic: reading /tmp/fetched"; return 1; }
     echo "QUERCUS-GUEST: nic fetched bytes=$(stat -c %s /tmp/fetched) sha256=$sum"
@@ -684,7 +690,7 @@ bench_passthrough() {
     bench_setup
     i0=$(irq_info "$(nic_irq_re)")
     read -r p0 < "/sys/class/net/$pt_if/statistics/rx_packets"
-    bracket wget -q -T 120 -O /tmp/fetched "$pt_url" 2> /tmp/wget.err \
+    bracket fetch_url 300 \
         || { pt_error "bench: wget $pt_url failed: $(tr '\n' ' ' < /tmp/wget.err)"; return; }
     f=$b_fields
     read -r p1 < "/sys/class/net/$pt_if/statistics/rx_packets"

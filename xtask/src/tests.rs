@@ -2134,7 +2134,7 @@ pub fn run_tests(
 }
 
 /// Guest lines worth timing in a native run's log: the Linux guest's progress and results.
-const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net)";
+const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net|nic|nvme|passthrough)";
 
 /// `SECONDS s  LINE` for each line of `outcome` matching `milestone` (from the match on, without
 /// the firmware's terminal codes before it).
