@@ -339,10 +339,8 @@ pub fn fixed_ram(id: u16) -> Option<Result<HostPhysAddr, alloc::string::String>>
         .map(|(_, r)| r.clone())
 }
 
-/// What the firmware says about PCI and the IOMMUs: the ECAM window (MCFG), and copies of
-/// the DMAR (VT-d) and IVRS (AMD-Vi) tables for the IOMMU drivers.
+/// Copies of the firmware's DMAR (VT-d) and IVRS (AMD-Vi) tables for the IOMMU drivers.
 pub struct FirmwarePci {
-    pub ecam: Option<(u64, u8)>,
     pub dmar: Option<Vec<u8>>,
     pub ivrs: Option<Vec<u8>>,
 }
@@ -352,7 +350,6 @@ static FIRMWARE_PCI: spin::Once<FirmwarePci> = spin::Once::new();
 /// The firmware's PCI tables (empty before the ACPI tables are read).
 pub fn firmware_pci() -> &'static FirmwarePci {
     FIRMWARE_PCI.call_once(|| FirmwarePci {
-        ecam: None,
         dmar: None,
         ivrs: None,
     })
@@ -368,7 +365,6 @@ fn read_pci_tables(tables: &acpi::AcpiTables<arch_x86::acpi_handler::IdentityMap
         info!("PCI: no MCFG, configuration mechanism #1 (0xCF8)");
     }
     FIRMWARE_PCI.call_once(|| FirmwarePci {
-        ecam,
         dmar: table_bytes(tables, RawTable::Dmar),
         ivrs: table_bytes(tables, RawTable::Ivrs),
     });

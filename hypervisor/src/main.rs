@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod boot;
+mod iommu_host;
 mod mailbox;
 mod pci_host;
 mod shell_host;

@@ -444,3 +444,13 @@ pub fn shell_lines() -> Vec<shell::PciLine> {
         })
         .collect()
 }
+
+/// The IOMMU reported a fault from requester `bdf`: counted on the function that has it.
+pub fn count_dma_fault(bdf: u16) {
+    if let Some(o) = PCI
+        .get()
+        .and_then(|p| p.owned.iter().find(|o| o.cfg.host_bdf == bdf))
+    {
+        o.dma_faults.fetch_add(1, Ordering::Relaxed);
+    }
+}

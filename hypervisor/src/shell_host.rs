@@ -161,7 +161,7 @@ impl ::vmm::shell::Machine for Machine {
     }
 
     fn iommu(&self) -> Vec<shell::IommuLine> {
-        Vec::new()
+        crate::iommu_host::shell_lines()
     }
 
     fn interrupts(&self) -> Vec<IrqLine> {
@@ -240,6 +240,7 @@ pub fn run(pcpus: u16) -> ! {
             perform(&host, actions);
         });
         mailbox::service(0, None);
+        crate::iommu_host::poll_faults();
         cpu::wait_for_interrupt();
     }
 }

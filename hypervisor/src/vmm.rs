@@ -233,7 +233,8 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             MAX_CPUS,
         )
     });
-    crate::pci_host::init(boot, false, crate::boot::apic_of);
+    let iommu = crate::iommu_host::init();
+    crate::pci_host::init(boot, iommu, crate::boot::apic_of);
     let hub = alloc::sync::Arc::new(io_hub(boot));
     for cfg in SCENARIO.vms {
         if cfg.load_order != LoadOrder::PreLaunched {
@@ -387,6 +388,9 @@ fn create(
     // SAFETY: the frames were just taken from the allocator for this VM alone, or are its
     // fixed range, which boot kept out of the allocator and gives to this VM only.
     let ram = unsafe { GuestRam::new(hpa.0, vcpu::RamLayout::new(size)) };
+    if !cfg.pci_devices.is_empty() && crate::iommu_host::active() {
+        crate::iommu_host::attach_vm(cfg, hpa, &vcpu::GuestMemory::layout(&ram))?;
+    }
 
     let module = boot
         .modules

@@ -8,7 +8,9 @@ mod bochs;
 mod build;
 mod console;
 mod disk_image;
+mod fuzz;
 mod linux_image;
+mod own_guest;
 mod packages;
 mod passthrough_data;
 mod process;
@@ -51,7 +53,7 @@ enum Command {
         debug: bool,
     },
     /// Build the image and boot it in an emulator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the host unit tests, then boot the image through the emulator test table.
     Test {
         /// Only the host unit tests.
@@ -91,6 +93,16 @@ enum Command {
         /// Compare with the board file instead of printing.
         #[arg(long)]
         check: bool,
+    },
+    /// Run the fuzz targets (every cargo-fuzz target under crates/*/fuzz and tools/*/fuzz) under
+    /// libFuzzer on the nightly toolchain, installing cargo-fuzz if needed; print runs, time,
+    /// corpus size and result per target. Fails if any target finds a crash, leak or timeout.
+    Fuzz {
+        /// Only this target (`pvh`, or `loader/pvh`).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Measure things.
     Bench {
@@ -154,18 +166,45 @@ enum BenchWhat {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Scenario name: configs/NAME.toml. The default is the demo: Linux with a virtio disk and
-    /// network, pinging a second VM over a virtual switch (configs/default.toml).
-    #[arg(long, default_value = DEFAULT_SCENARIO)]
-    scenario: String,
+    /// Scenario: a name (configs/NAME.toml) or a file path (FILE.toml, anywhere; its file paths
+    /// are relative to it). The default is the demo: Linux with a virtio disk and network,
+    /// pinging a second VM over a virtual switch (configs/default.toml); with --guest, a scenario
+    /// of one VM made for the run.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Your own guest kernel (Multiboot1, ELF64, bzImage or PVH vmlinux; the type is detected):
+    /// booted in a VM `guest` of its own (pCPU 1, COM1 console), or with --scenario in place of
+    /// the kernel of its first VM (or --vm NAME).
+    #[arg(long, value_name = "FILE")]
+    guest: Option<PathBuf>,
+    /// The guest kernel's type when it cannot or should not be detected
+    /// (multiboot, elf64, bzimage, pvh).
+    #[arg(long, value_name = "TYPE", requires = "guest")]
+    guest_type: Option<String>,
+    /// An initrd file for the guest kernel (bzImage or PVH).
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// The guest kernel's command line (default for Linux: console=ttyS0).
+    #[arg(long, value_name = "STR")]
+    append: Option<String>,
+    /// A disk image file, served to the guest as a writable virtio-blk disk (repeatable); the
+    /// file is read at boot and never written.
+    #[arg(long, value_name = "FILE")]
+    disk: Vec<PathBuf>,
+    /// The guest VM's RAM in MiB (default: 256, more for large images).
+    #[arg(long, value_name = "MIB")]
+    guest_mem: Option<u64>,
+    /// With --scenario: the VM that gets the --guest, --initrd, --append and --disk files.
+    #[arg(long, value_name = "NAME", requires = "scenario")]
+    vm: Option<String>,
     #[arg(long, value_enum, default_value_t = Emulator::Qemu)]
     emulator: Emulator,
     /// Number of CPUs (default: what the scenario's VMs need, at least 2).
     #[arg(long)]
     cpus: Option<u32>,
-    /// Memory in MiB.
-    #[arg(long, default_value_t = 512)]
-    mem: u32,
+    /// Memory in MiB (default: 512, or more when the VMs and boot modules need it).
+    #[arg(long)]
+    mem: Option<u32>,
     /// Hypervisor command line.
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -189,7 +228,7 @@ struct RunArgs {
     kernel: Option<PathBuf>,
     /// Boot the Linux guest image natively (no hypervisor), for comparison; `--cmdline` is then
     /// added to its kernel command line (`console=ttyS0 quiet`), e.g. `quercus.test=poweroff`.
-    #[arg(long, conflicts_with_all = ["debug", "kernel", "modules"])]
+    #[arg(long, conflicts_with_all = ["debug", "kernel", "modules", "guest", "initrd", "disk"])]
     native_linux: bool,
 }
 
@@ -206,8 +245,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `configs/NAME.toml`, or an error listing the scenarios that exist.
+/// `configs/NAME.toml`, or an error listing the scenarios that exist; a `name` ending in `.toml`
+/// or holding a `/` is a file path (relative to the current directory).
 fn scenario_path(root: &Path, name: &str) -> Result<PathBuf> {
+    if name.ends_with(".toml") || name.contains('/') {
+        let path = std::path::absolute(name).with_context(|| format!("scenario path `{name}`"))?;
+        if !path.is_file() {
+            bail!("scenario file {} does not exist", path.display());
+        }
+        return Ok(path);
+    }
     let dir = root.join("configs");
     let path = dir.join(format!("{name}.toml"));
     if path.is_file() {
@@ -261,11 +308,54 @@ fn parse_module(spec: &str) -> Result<runner::BootModule> {
     })
 }
 
+/// The scenario file `cargo xtask run` builds with: `--scenario` (default: the demo), or one
+/// written for the run when the user's own files are given.
+fn run_scenario(root: &Path, args: &RunArgs) -> Result<PathBuf> {
+    let guest = own_guest::GuestFiles {
+        kernel: args.guest.clone(),
+        kind: args.guest_type.clone(),
+        initrd: args.initrd.clone(),
+        cmdline: args.append.clone(),
+        disks: args.disk.clone(),
+        mem_mib: args.guest_mem,
+        vm: args.vm.clone(),
+    };
+    let scenario = args.scenario.as_deref();
+    if !guest.any() {
+        if args.append.is_some() || args.guest_mem.is_some() {
+            bail!("--append and --guest-mem go with --guest, --initrd or --disk");
+        }
+        return scenario_path(root, scenario.unwrap_or(DEFAULT_SCENARIO));
+    }
+    let path = match scenario {
+        None => own_guest::one_vm_scenario(root, args.emulator, &guest)?,
+        Some(name) => own_guest::override_scenario(root, &scenario_path(root, name)?, &guest)?,
+    };
+    eprintln!("scenario: {}", path.display());
+    Ok(path)
+}
+
+/// RAM the emulated machine needs for `scenario`: twice its VMs' RAM (each VM needs one
+/// contiguous 2 MiB-aligned block, and boot modules sit where the loader put them), its boot
+/// modules and 128 MiB for the hypervisor, in MiB rounded up to 128, at least 512.
+fn machine_mem_mib(root: &Path, scenario: &Path, modules: &[runner::BootModule]) -> Result<u32> {
+    let validated = build::validate(root, scenario)?;
+    let vms: u64 = validated.vms.iter().map(|vm| vm.memory_bytes).sum();
+    let files: u64 = modules
+        .iter()
+        .map(|m| std::fs::metadata(&m.path).map_or(0, |meta| meta.len()))
+        .sum();
+    let need = (2 * vms + files + (128 << 20)).div_ceil(128 << 20) * 128;
+    Ok(u32::try_from(need).unwrap_or(u32::MAX).max(512))
+}
+
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let root = workspace_root();
     let mut scenario_modules = Vec::new();
-    let mut cmdline = args.cmdline;
+    let mut cmdline = args.cmdline.clone();
     let mut cpus = args.cpus.unwrap_or(2);
+    let mut mem = args.mem.unwrap_or(512);
+    let mut name = args.scenario.clone().unwrap_or(DEFAULT_SCENARIO.into());
     let kernel = match args.kernel {
         None if args.native_linux => {
             let image = linux_image::linux_guest(&root)?;
@@ -282,7 +372,10 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             std::path::absolute(&path).with_context(|| format!("kernel path {}", path.display()))?
         }
         None => {
-            let scenario = scenario_path(&root, &args.scenario)?;
+            let scenario = run_scenario(&root, &args)?;
+            name = scenario
+                .file_stem()
+                .map_or(name, |s| s.to_string_lossy().into_owned());
             let opts = BuildOptions {
                 profile: if args.debug {
                     Profile::Debug
@@ -294,6 +387,15 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             scenario_modules = build::scenario_modules(&root, &scenario, &opts)?;
             if args.cpus.is_none() {
                 cpus = cpus.max(build::scenario_cpus(&root, &scenario)?);
+            }
+            let need = machine_mem_mib(&root, &scenario, &scenario_modules)?;
+            match args.mem {
+                None => mem = need,
+                Some(given) if given < need => eprintln!(
+                    "warning: --mem {given} is less than the {need} MiB the VMs and boot modules of {} need",
+                    scenario.display()
+                ),
+                Some(_) => {}
             }
             build::build_hypervisor(&opts)?
         }
@@ -316,12 +418,12 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         name: if args.native_linux {
             "native-linux".to_string()
         } else {
-            args.scenario.clone()
+            name
         },
         kernel,
         emulator: args.emulator,
         cpus,
-        mem_mib: args.mem,
+        mem_mib: mem,
         cmdline,
         modules: scenario_modules
             .into_iter()
@@ -391,7 +493,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run(args) => cmd_run(args),
+        Command::Run(args) => cmd_run(*args),
         Command::LinuxImage { force } => {
             linux_image::build(&workspace_root(), force).map(|image| {
                 for path in [&image.bzimage, &image.vmlinux, &image.initrd] {
@@ -423,6 +525,9 @@ fn main() -> ExitCode {
             filter.as_deref(),
             native_only,
         ),
+        Command::Fuzz { target, seconds } => {
+            fuzz::fuzz(&workspace_root(), target.as_deref(), seconds)
+        }
         Command::Bench {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),

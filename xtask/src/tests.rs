@@ -290,6 +290,29 @@ fn guest_passes(vm: &str, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// The scenario name of the `own-guest-*` cases: not a file in `configs/` but a user's directory
+/// that [`own_guest::test_scenario`] writes (the test guest's ELF and a disk image as files next
+/// to the scenario, named by path, the kernel's type detected).
+pub const OWN_GUEST_SCENARIO: &str = "own-guest";
+
+/// A user's own kernel and disk image, named by file in a scenario outside `configs/`: the test
+/// guest (copied) boots as VM `own`, runs its tests and powers off; the disk file is served.
+fn own_guest(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: OWN_GUEST_SCENARIO,
+        expect: guest_passes("own", &[]),
+        parallel: vec![
+            vec![
+                r#"vm own \(id 0\): 32 MiB at host 0x[0-9a-f]+, kernel "file-my-kernel\.elf""#
+                    .into(),
+            ],
+            vec![r#"disk "file-my-disk\.img": 64 KiB at host"#.into()],
+        ],
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot(name, emulator, 2)
+    }
+}
+
 /// The `smp` scenario's test guest (vm0, two vCPUs on pCPUs 1 and 2) under `emulator`.
 fn guest(name: &'static str, emulator: Emulator) -> TestCase {
     TestCase {
@@ -1668,6 +1691,7 @@ pub fn cases() -> Vec<TestCase> {
         lowload("lowload-qemu-svm", Emulator::Qemu),
         lowload("lowload-bochs-vmx", Emulator::Bochs),
         lowload("lowload-bochs-svm", Emulator::BochsAmd),
+        own_guest("own-guest-qemu-svm", Emulator::Qemu),
         virtio_drivers("virtio-drivers-qemu-svm", Emulator::Qemu),
         virtio_drivers("virtio-drivers-bochs-vmx", Emulator::Bochs),
         virtio_drivers("virtio-drivers-bochs-svm", Emulator::BochsAmd),
@@ -2443,7 +2467,11 @@ fn image_for<'a>(
     if let Some(hit) = cache.get(scenario) {
         return Ok(hit.clone());
     }
-    let path = root.join("configs").join(format!("{scenario}.toml"));
+    let mut path = root.join("configs").join(format!("{scenario}.toml"));
+    if scenario == OWN_GUEST_SCENARIO {
+        let test_guest = build::module_path(root, "test-guest", &BuildOptions::default())?;
+        path = crate::own_guest::test_scenario(&root.join("target/tmp/own-guest"), &test_guest)?;
+    }
     let opts = BuildOptions {
         profile: Profile::Release,
         scenario: Some(path.clone()),
@@ -2553,7 +2581,10 @@ mod unit {
 
     #[test]
     fn every_case_has_its_scenario_file() {
-        for c in cases() {
+        for c in cases()
+            .into_iter()
+            .filter(|c| c.scenario != OWN_GUEST_SCENARIO)
+        {
             let path = workspace_root()
                 .join("configs")
                 .join(format!("{}.toml", c.scenario));

@@ -9,7 +9,7 @@ use crate::board::{self, UserNet};
 use crate::build;
 use crate::passthrough_data::{self as data, NVME_BYTES, NVME_IMAGE};
 use crate::runner::Emulator;
-use crate::tests::{all_modules_loaded, boot, Fail, Native, TestCase, GUEST_FAIL};
+use crate::tests::{all_modules_loaded, boot, Fail, Native, PostCheck, TestCase, GUEST_FAIL};
 
 /// The edu tests of the test guest (guests/test-guest/src/tests/edu.rs), in order.
 pub const EDU_TESTS: [&str; 5] = [
@@ -64,7 +64,12 @@ fn edu(name: &'static str, board: &'static str, scenario: &'static str) -> TestC
         parallel: vec![vec![
             r"^\[victim\] victim: pattern at 0x1000000\+0x10000 ready$".into(),
         ]],
-        post_check: Some(edu_faults_reported),
+        // QEMU 7.2's AMD IOMMU reports no blocked DMA at all: its page walk stops silently at a
+        // zero (not present) entry, and its event log is never written (`amdvi_test_mask` ORs
+        // where it should AND; both fixed upstream in 2024-25). Behind it the case proves the
+        // blocking itself: the victim stays intact, a read brings none of its bytes, and edu
+        // still works for its own VM.
+        post_check: (board == "qemu-vtd").then_some(edu_faults_reported as PostCheck),
         fail: Fail::Custom(Box::leak(
             format!("{GUEST_FAIL}|CORRUPTED").into_boxed_str(),
         )),

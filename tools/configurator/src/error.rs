@@ -375,6 +375,117 @@ pub enum ErrorKind {
         /// The limit.
         max: usize,
     },
+    /// Neither `kernel.module` nor `kernel.file`.
+    #[error("missing: give kernel.module (a boot module the build makes) or kernel.file (a kernel file, relative to the scenario file)")]
+    KernelMissing,
+    /// A blk device with neither `module` nor `file`.
+    #[error("missing: a blk device needs `module` (a boot module the build makes) or `file` (a disk image file, relative to the scenario file)")]
+    DiskMissing,
+    /// Two fields that say the same thing in two ways.
+    #[error("cannot be given together with `{other}`: give one of them")]
+    BothGiven {
+        /// The other field.
+        other: String,
+    },
+    /// `kernel.type` missing for a boot module (only a file's type is detected).
+    #[error("missing: required with kernel.module (the type is detected only for a kernel.file)")]
+    TypeRequired,
+    /// A file named by the scenario that cannot be read.
+    #[error("cannot read {path} ({written:?} relative to the scenario's directory): {reason}")]
+    FileUnreadable {
+        /// The resolved path.
+        path: PathBuf,
+        /// The path as written.
+        written: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// A path that is a directory or another non-file.
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// A kernel file of no format Quercus loads or detects.
+    #[error("{path} ({size} bytes) is not a kernel image Quercus recognizes: {found}; recognized are a Multiboot1 kernel (header magic 0x1BADB002 in the first 8 KiB), an x86-64 ELF64 executable (with a Xen PVH entry note: a PVH kernel), a Linux bzImage (\"HdrS\" at offset 0x202); a flat binary needs type = \"raw\" with load_addr and entry")]
+    UnrecognizedImage {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// What the file looks like instead.
+        found: String,
+    },
+    /// `kernel.type` given and the file is something else.
+    #[error("{given:?} does not match {path}, which is {found}")]
+    TypeMismatch {
+        /// The type given.
+        given: String,
+        /// The file.
+        path: PathBuf,
+        /// What the file is.
+        found: String,
+    },
+    /// A kernel or initrd file larger than the VM's RAM.
+    #[error("{what} {path} is {size} bytes ({size_mib} MiB), larger than the VM's {ram_mib} MiB of RAM (memory_mib)", size_mib = mib_up(*.size))]
+    ImageLargerThanRam {
+        /// `kernel` or `initrd`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The VM's RAM.
+        ram_mib: u64,
+    },
+    /// Kernel and initrd together larger than the VM's RAM.
+    #[error("kernel ({kernel_size} bytes) and initrd {path} ({initrd_size} bytes) together are {total} bytes ({total_mib} MiB), more than the VM's {ram_mib} MiB of RAM (memory_mib)", total = .kernel_size + .initrd_size, total_mib = mib_up(.kernel_size + .initrd_size))]
+    KernelAndInitrdLargerThanRam {
+        /// The initrd file.
+        path: PathBuf,
+        /// The kernel's size in bytes.
+        kernel_size: u64,
+        /// The initrd's size in bytes.
+        initrd_size: u64,
+        /// The VM's RAM.
+        ram_mib: u64,
+    },
+    /// The loader refuses the kernel file for this VM.
+    #[error(
+        "{path} does not load as a {kind:?} kernel into the VM's {ram_mib} MiB of RAM: {message}"
+    )]
+    ImageDoesNotLoad {
+        /// The file.
+        path: PathBuf,
+        /// The kernel type.
+        kind: &'static str,
+        /// The VM's RAM.
+        ram_mib: u64,
+        /// The loader's reason.
+        message: String,
+    },
+    /// A disk image file the virtio-blk device cannot serve.
+    #[error("disk image {path} is {size} bytes: {problem}")]
+    BadDiskImage {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// What is wrong with that size.
+        problem: &'static str,
+    },
+    /// A disk image larger than the whole board (the hypervisor keeps disks in its memory).
+    #[error("disk image {path} is {size} bytes ({size_mib} MiB), more than the {board_mib} MiB of RAM of board {board:?} (the hypervisor keeps each disk in memory)", size_mib = mib_up(*.size))]
+    DiskLargerThanBoard {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The board's RAM.
+        board_mib: u64,
+        /// The board.
+        board: String,
+    },
     /// A `[[vm]]` entry that is not a table.
     #[error("expected a table ([[vm]]), found {0}")]
     VmNotTable(&'static str),
@@ -530,4 +641,9 @@ fn derived_note(derived: bool) -> &'static str {
     } else {
         ""
     }
+}
+
+/// `bytes` in MiB, rounded up.
+fn mib_up(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }

@@ -229,6 +229,7 @@ mod tests {
             switches: Vec::new(),
             dma_isolation: DmaIsolation::Iommu,
             warnings: Vec::new(),
+            files: Vec::new(),
         }
     }
 

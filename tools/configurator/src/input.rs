@@ -32,7 +32,10 @@ pub struct RawVm {
     pub memory_mib: u64,
     pub host_base: Option<u64>,
     pub kernel: RawKernel,
+    /// The initrd's boot module (a name the build provides).
     pub initrd: Option<String>,
+    /// The initrd as a file, relative to the scenario file (instead of `initrd`).
+    pub initrd_file: Option<String>,
     /// Boot modules of a Multiboot kernel, each `"name args..."`.
     #[serde(default)]
     pub modules: Vec<String>,
@@ -132,9 +135,14 @@ impl<'de> Deserialize<'de> for RawPciDevice {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKernel {
-    pub module: String,
+    /// A boot module the build provides. Exactly one of `module` and `file` is given; after
+    /// `files::resolve` a file's generated module name is here too.
+    pub module: Option<String>,
+    /// A file, relative to the scenario file.
+    pub file: Option<String>,
+    /// Required with `module`; detected from the file when `file` is given without it.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Option<String>,
     #[serde(default)]
     pub cmdline: String,
     pub load_addr: Option<u64>,
@@ -157,10 +165,24 @@ pub struct RawVirtio {
     pub kind: String,
     /// blk: the disk's boot module.
     pub module: Option<String>,
+    /// blk: the disk as a file, relative to the scenario file (instead of `module`).
+    pub file: Option<String>,
     /// blk: read-only disk.
     pub readonly: Option<bool>,
     /// net: the switch's name.
     pub switch: Option<String>,
     /// net: `"xx:xx:xx:xx:xx:xx"`.
     pub mac: Option<String>,
+}
+
+impl RawKernel {
+    /// The kernel's module name (empty when neither `module` nor a resolved `file` is there).
+    pub fn module_name(&self) -> &str {
+        self.module.as_deref().unwrap_or("")
+    }
+
+    /// The `type` word (empty when not given and not detected).
+    pub fn kind_word(&self) -> &str {
+        self.kind.as_deref().unwrap_or("")
+    }
 }

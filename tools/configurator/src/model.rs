@@ -27,6 +27,9 @@ pub struct Validated {
     /// Things that are allowed but probably not meant (e.g. DMA isolation off on a board with an
     /// IOMMU): tools print them as warnings.
     pub warnings: Vec<ConfigError>,
+    /// The files the scenario names (kernels, initrds, disks), each with the boot-module name
+    /// the hypervisor finds it by; [`Validated::modules`] lists these names too.
+    pub files: Vec<crate::files::FileModule>,
 }
 
 impl Validated {
@@ -57,6 +60,11 @@ impl Validated {
             }
         }
         names
+    }
+
+    /// The file behind boot module `name`, when the scenario named a file.
+    pub fn file(&self, name: &str) -> Option<&crate::files::FileModule> {
+        self.files.iter().find(|f| f.name == name)
     }
 
     /// The VM with this name, if any.

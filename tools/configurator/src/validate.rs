@@ -127,6 +127,20 @@ pub fn validate_str(
         }
     }
 
+    let table = crate::files::resolve(file, &mut parsed, board.as_ref(), &mut errors);
+    // A file's generated module name is as good as a module the build makes.
+    let known: Vec<&str> = match modules {
+        Modules::Known(names) => names
+            .iter()
+            .copied()
+            .chain(table.files.iter().map(|f| f.name.as_str()))
+            .collect(),
+        Modules::Unchecked => Vec::new(),
+    };
+    let modules = match modules {
+        Modules::Known(_) => Modules::Known(&known),
+        Modules::Unchecked => Modules::Unchecked,
+    };
     let switches = collect_switches(parsed.iter().map(|(_, raw)| raw), MAX_SWITCHES);
     let mut vms = Vec::new();
     for (vm, raw) in &parsed {
@@ -145,6 +159,9 @@ pub fn validate_str(
     }
     let refs: Vec<(VmRef, &RawVm)> = parsed.iter().map(|(vm, raw)| (vm.clone(), raw)).collect();
     check_across(file, &refs, board.as_ref(), &mut errors);
+    if errors.is_empty() {
+        crate::files::check_fit(file, &vms, &table, &mut errors);
+    }
 
     let isolation_word = top
         .as_ref()
@@ -179,6 +196,7 @@ pub fn validate_str(
             switches,
             dma_isolation,
             warnings,
+            files: table.files,
         }),
         _ => {
             errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));

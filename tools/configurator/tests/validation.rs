@@ -192,7 +192,13 @@ fn missing_required_fields() {
         Some(0),
         "kernel.module",
     );
-    assert_eq!(kind, ErrorKind::MissingField);
+    assert_eq!(kind, ErrorKind::KernelMissing);
+    let kind = single(
+        &scenario(&[vm(&[("kernel.type", "-")])]),
+        Some(0),
+        "kernel.type",
+    );
+    assert_eq!(kind, ErrorKind::TypeRequired);
     let kind = single(&vm(&[]), None, "board");
     assert_eq!(kind, ErrorKind::MissingField);
 }
@@ -909,7 +915,8 @@ fn virtio_missing_required_fields() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(
         errors[0].to_string(),
-        "configs/bad.toml: vm \"a\" (vm[0]): virtio[0].module: missing required field"
+        "configs/bad.toml: vm \"a\" (vm[0]): virtio[0].module: missing: a blk device needs `module` \
+         (a boot module the build makes) or `file` (a disk image file, relative to the scenario file)"
     );
     let text = scenario(&[vm_with(
         &[],
@@ -959,7 +966,7 @@ fn virtio_field_not_for_type() {
             "type = \"blk\"; module = \"disk\"; mac = \"02:00:00:00:00:01\"",
             "virtio[0].mac",
             "blk",
-            "type, module, readonly",
+            "type, module or file, readonly",
         ),
         (
             "type = \"console\"; readonly = true",
