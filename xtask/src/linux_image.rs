@@ -1782,6 +1782,10 @@ mod tests {
             "bench-blk",
             "bench-net-server",
             "bench-net-client",
+            "passthrough-nic",
+            "passthrough-nvme",
+            "passthrough",
+            "bench-passthrough",
         ] {
             assert!(
                 INIT_SCRIPT.contains(&format!("\n    {mode})"))
@@ -1807,6 +1811,56 @@ mod tests {
         assert!(INIT_SCRIPT.contains(&format!("nc \"$peer\" {NET_PORT} < /tmp/tx")));
         assert_eq!(NET_BYTES, 16 * 1048576);
         assert!(INIT_SCRIPT.contains("dd if=/dev/urandom of=/tmp/tx bs=1048576 count=16 "));
+    }
+
+    /// The passthrough modes write what xtask checks on the host, and read the boot file name
+    /// the DHCP script keeps.
+    #[test]
+    fn passthrough_modes_match_the_host_side() {
+        use crate::passthrough_data::{nvme_written, NVME_WRITE_BYTES, NVME_WRITE_OFFSET};
+        // 32768 lines of "quercus nvme " + 18 digits + "\n" = 1 MiB, as nvme_written has them.
+        assert!(INIT_SCRIPT.contains(
+            r#"awk 'BEGIN { for (i = 0; i < 32768; i++) printf "quercus nvme %018d\n", i }'"#
+        ));
+        assert_eq!(32768 * 32, NVME_WRITE_BYTES);
+        assert_eq!(
+            &nvme_written()[32..64],
+            b"quercus nvme 000000000000000001\n"
+        );
+        assert_eq!(NVME_WRITE_OFFSET, 8 << 20);
+        assert!(INIT_SCRIPT.contains("bs=1048576 seek=8 count=1 oflag=direct conv=fsync,notrunc"));
+        assert!(INIT_SCRIPT.contains("bs=1048576 skip=8 count=1 iflag=direct"));
+        assert!(INIT_SCRIPT.contains("udhcpc -i \"$pt_if\" -s /etc/udhcpc.script "));
+        assert_eq!(format!("/{UDHCPC_SCRIPT_PATH}"), "/etc/udhcpc.script");
+        assert!(UDHCPC_SCRIPT.contains("echo \"$boot_file\" > /tmp/dhcp-bootfile"));
+        assert!(INIT_SCRIPT.contains("read -r pt_url < /tmp/dhcp-bootfile"));
+        assert!(UDHCPC_SCRIPT.contains("ip addr add \"$ip/${mask:-24}\" dev \"$interface\""));
+        for line in [
+            "QUERCUS-GUEST: nic $pt_if driver=${pt_driver:-none} addr=$addr",
+            "QUERCUS-GUEST: nic fetched bytes=$(stat -c %s /tmp/fetched) sha256=$sum",
+            "QUERCUS-GUEST: nic irqs=$1 kind=$2",
+            "QUERCUS-GUEST: nvme read sha256=$sum",
+            "QUERCUS-GUEST: nvme wrote sha256=$sum",
+            "QUERCUS-GUEST: nvme irqs=$1 kind=$2",
+            "QUERCUS-GUEST: passthrough done",
+            "QUERCUS-GUEST: passthrough error $*",
+        ] {
+            assert!(INIT_SCRIPT.contains(line), "{line}");
+        }
+    }
+
+    /// The passed-through devices' drivers are in the initramfs.
+    #[test]
+    fn module_roots_cover_the_passthrough_devices() {
+        for m in ["e1000e", "e1000", "nvme"] {
+            assert!(MODULE_ROOTS.contains(&m), "{m}");
+        }
+        let manifest = inputs_manifest(&debs("k.deb"));
+        assert!(manifest.contains(",e1000e,e1000,nvme\n"), "{manifest}");
+        assert!(manifest.contains(&format!(
+            "udhcpc={:016x}",
+            fnv1a64(UDHCPC_SCRIPT.as_bytes())
+        )));
     }
 
     /// ext4 needs its checksum driver loaded before it mounts a metadata_csum filesystem.

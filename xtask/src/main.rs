@@ -154,6 +154,14 @@ enum BenchWhat {
         #[arg(long, value_enum)]
         part: Vec<bench_virtio::Part>,
     },
+    /// Linux on passed-through devices: a download over QEMU's e1000e and direct reads and
+    /// writes of its NVMe drive (behind its intel-iommu or amd-iommu), natively and under Quercus,
+    /// in MiB/s with interrupts and VM exits per MiB and exits per interrupt.
+    Passthrough {
+        /// Only these IOMMUs (repeatable; default: intel).
+        #[arg(long, value_enum)]
+        iommu: Vec<bench_passthrough::Iommu>,
+    },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
         /// Boots of each kind.
@@ -546,6 +554,13 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Size { image },
         } => size::bench_size(image.as_deref()),
+        Command::Bench {
+            what: BenchWhat::Passthrough { iommu },
+        } => bench_passthrough::bench_passthrough(if iommu.is_empty() {
+            &[bench_passthrough::Iommu::Intel]
+        } else {
+            &iommu
+        }),
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),

@@ -26,7 +26,7 @@ fn device_args(board: &str) -> &'static [&'static str] {
 }
 
 /// The board's QEMU device arguments with the e1000e's user network defined as `net` says.
-fn device_args_net(board: &str, net: UserNet) -> &'static [&'static str] {
+pub(crate) fn device_args_net(board: &str, net: UserNet) -> &'static [&'static str] {
     let args = board::qemu_device_args_net(board, Path::new(NVME_IMAGE), net).unwrap_or_default();
     let args: Vec<&'static str> = args
         .into_iter()
@@ -110,9 +110,9 @@ pub const NIC_BOCHS_CMDLINE: &str =
     "console=ttyS0 quiet quercus.modules=1 quercus.test=passthrough-nic quercus.fetch=dhcp";
 
 /// Failure lines of the Linux passthrough cases under Quercus (a DMA fault of the IOMMU too).
-const LINUX_PT_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|Kernel panic|Attempted to kill init|general protection fault|DMA fault|QUERCUS-GUEST: passthrough error|QUERCUS-GUEST: unknown quercus\.test";
+pub(crate) const LINUX_PT_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|Kernel panic|Attempted to kill init|general protection fault|DMA fault|QUERCUS-GUEST: passthrough error|QUERCUS-GUEST: unknown quercus\.test";
 /// Failure lines of their native runs.
-const LINUX_PT_NATIVE_FAIL: &str = r"Kernel panic|Attempted to kill init|general protection fault|QUERCUS-GUEST: passthrough error|QUERCUS-GUEST: unknown quercus\.test";
+pub(crate) const LINUX_PT_NATIVE_FAIL: &str = r"Kernel panic|Attempted to kill init|general protection fault|QUERCUS-GUEST: passthrough error|QUERCUS-GUEST: unknown quercus\.test";
 
 /// The interrupt chips the guest may report: MSI or MSI-X (remapped or not), or the IOAPIC.
 const KIND_MSI: &str = r"(?:IR-)?PCI-MSIX?";
