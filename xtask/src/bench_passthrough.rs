@@ -66,6 +66,7 @@ fn bench_setup(dir: &Path) -> Result<Box<dyn std::any::Any>> {
 fn bench_case(iommu: Iommu) -> TestCase {
     TestCase {
         scenario: iommu.scenario(),
+        mem_mib: 1024,
         extra_qemu_args: device_args_net(iommu.board(), UserNet::Config(data::QEMU_NET_CONFIG)),
         setup: Some(bench_setup),
         expect: vec![r"^\[linux\] QUERCUS-BENCH: done$".into()],

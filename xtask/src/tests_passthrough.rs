@@ -192,6 +192,8 @@ fn linux_nic(
     expect.push(r"vm linux: stopped: .*powered off by the guest".into());
     TestCase {
         scenario,
+        // The VM's 256 MiB in one piece next to the hypervisor's own memory.
+        mem_mib: 1024,
         extra_qemu_args: device_args_net(board, UserNet::Config(data::QEMU_NET_CONFIG)),
         setup: Some(qemu_setup),
         dir_check: Some(nvme_written),
@@ -223,6 +225,7 @@ fn linux_nic_bochs() -> TestCase {
     expect.push(r"vm linux: stopped: .*powered off by the guest".into());
     TestCase {
         scenario: "passthrough-nic-bochs",
+        mem_mib: 1024,
         extra_bochsrc: Box::leak(lines.into_boxed_str()),
         setup: Some(bochs_setup),
         expect,
