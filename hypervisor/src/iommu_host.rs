@@ -303,6 +303,86 @@ pub fn attach_vm(vm: &VmConfig, ram: HostPhysAddr, layout: &vcpu::RamLayout) -> 
     Ok(())
 }
 
+/// The message function `bdf` must send to raise host `vector` on the CPU with APIC id `dest`
+/// through an interrupt remapping entry (the entry's index is the vector; VT-d checks the
+/// requester id): None when no unit remaps interrupts (the plain message is used then).
+pub fn remap_msi(bdf: u16, vector: u8, dest: u32) -> Option<Result<vdev::MsiMessage, String>> {
+    let mut guard = STATE.lock();
+    let state = guard.as_mut()?;
+    let r = match &mut state.units {
+        Units::Vtd(dmar, units) => {
+            let drhd = dmar.unit_for(0, Bdf(bdf), bridge_buses)?;
+            let i = dmar.units.iter().position(|u| core::ptr::eq(u, drhd))?;
+            let unit = &mut units[i];
+            if !unit.ir_enabled() {
+                return None;
+            }
+            unit.set_irte(
+                &mut state.mem,
+                u16::from(vector),
+                &vtd::Irte::fixed(vector, dest, Bdf(bdf)),
+            )
+            .map_err(|e| format!("VT-d interrupt remapping: {e}"))
+        }
+        Units::AmdVi(units) => {
+            let (ivhd, unit) = units.iter_mut().find(|(h, _)| h.covers(Bdf(bdf)))?;
+            let rid = ivhd.requester_id(Bdf(bdf));
+            let dest = u8::try_from(dest).ok()?;
+            unit.enable_irq_remapping(&mut state.mem, rid)
+                .and_then(|()| {
+                    unit.set_irte(
+                        &mut state.mem,
+                        rid,
+                        u16::from(vector),
+                        &amdvi::Irte::fixed(vector, dest),
+                    )
+                })
+                .map_err(|e| format!("AMD-Vi interrupt remapping: {e}"))
+        }
+    };
+    Some(r.map(|m| vdev::MsiMessage {
+        address: m.address,
+        data: m.data,
+    }))
+}
+
+/// The redirection entry (masked) that raises host `vector` on the CPU with APIC id `dest` from
+/// the I/O APIC with id `ioapic`, level-triggered and active-low (a PCI INTx), through an
+/// interrupt remapping entry when a VT-d unit remaps the I/O APIC's interrupts (it blocks the
+/// plain format then): None when the plain entry is the one to use.
+pub fn remap_ioapic(ioapic: u8, vector: u8, dest: u32) -> Option<Result<u64, String>> {
+    let mut guard = STATE.lock();
+    let state = guard.as_mut()?;
+    let Units::Vtd(dmar, units) = &mut state.units else {
+        // AMD-Vi remaps per device, and the I/O APIC's interrupts are not switched to it.
+        return None;
+    };
+    let (i, source) = dmar.units.iter().enumerate().find_map(|(i, u)| {
+        u.scopes
+            .iter()
+            .find(|s| s.kind == iommu::dmar::ScopeKind::IoApic && s.enumeration_id == ioapic)
+            .and_then(|s| s.bdf(|b| bridge_buses(b).map(|(sec, _)| sec)))
+            .map(|bdf| (i, bdf))
+    })?;
+    let unit = &mut units[i];
+    if !unit.ir_enabled() {
+        return None;
+    }
+    let irte = vtd::Irte {
+        vector,
+        dest,
+        logical: false,
+        level: true,
+        delivery: vtd::Delivery::Fixed,
+        source: vtd::SourceCheck::Exact(source),
+    };
+    Some(
+        unit.set_irte(&mut state.mem, u16::from(vector), &irte)
+            .map(|_| vtd::ioapic_rte(u16::from(vector), vector, true, true, true))
+            .map_err(|e| format!("VT-d interrupt remapping of I/O APIC {ioapic}: {e}")),
+    )
+}
+
 /// Drains every unit's faults (pCPU 0 calls this from its loop).
 pub fn poll_faults() {
     let Some(mut guard) = STATE.try_lock() else {

@@ -12,6 +12,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use arch_x86::ioapic::IoapicInput;
 use arch_x86::pci::{config_read32, config_write32, port_read, port_write, MmioRegion};
 use arch_x86::trap::TrapFrame;
 use log::{error, info, warn};
@@ -61,6 +62,15 @@ pub struct Owned {
     pub vectors: Vec<u8>,
     /// The LAPIC its messages go to (vCPU 0's pCPU).
     pub dest_apic: u32,
+    /// What the real function sends for each message: through an interrupt remapping entry
+    /// when the IOMMU remaps interrupts, else the plain message to `dest_apic`.
+    messages: Vec<MsiMessage>,
+    /// Whether `messages` go through interrupt remapping.
+    pub remapped: bool,
+    /// The I/O APIC input its INTx drives, routed to the hypervisor (None: INTx not given),
+    /// and the host vector it raises.
+    intx: Option<IoapicInput>,
+    pub intx_vector: Option<u8>,
     news: Once<Arc<AtomicBool>>,
     /// Host interrupts taken.
     pub interrupts: AtomicU64,
@@ -78,7 +88,9 @@ pub struct PciHost {
 }
 
 static PCI: Once<PciHost> = Once::new();
-/// Host vector -> (owned index + 1) << 8 | message.
+/// The message number of a route that is the function's INTx.
+const INTX_ROUTE: u32 = 0xFF;
+/// Host vector -> (owned index + 1) << 8 | message (or [`INTX_ROUTE`]).
 static ROUTES: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
 
 /// Enumerates the functions and prepares the scenario's passthrough: call before the VMs are
@@ -119,6 +131,10 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
                     .first()
                     .and_then(|&p| apic_of(usize::from(p)))
                     .unwrap_or(0),
+                messages: Vec::new(),
+                remapped: false,
+                intx: None,
+                intx_vector: None,
                 news: Once::new(),
                 interrupts: AtomicU64::new(0),
                 dma_faults: AtomicU64::new(0),
@@ -157,23 +173,80 @@ pub fn init(boot: &BootInfo, iommu: bool, apic_of: impl Fn(usize) -> Option<u32>
                 }
             }
         }
+        if let Err(e) = route_intx(o, i) {
+            o.problem = Some(e);
+        }
+        for &v in &o.vectors {
+            let plain = MsiMessage {
+                address: 0xFEE0_0000 | u64::from(o.dest_apic & 0xFF) << 12,
+                data: u32::from(v),
+            };
+            match crate::iommu_host::remap_msi(o.cfg.host_bdf, v, o.dest_apic) {
+                None => o.messages.push(plain),
+                Some(Ok(m)) => {
+                    o.remapped = true;
+                    o.messages.push(m);
+                }
+                Some(Err(e)) => {
+                    o.problem = Some(e);
+                    break;
+                }
+            }
+        }
     }
     for o in &owned {
         let bdf = Bdf::from_raw(o.cfg.host_bdf);
         match &o.problem {
             Some(p) => error!("vm {}: PCI {bdf} cannot be passed through: {p}", o.vm.name),
             None => info!(
-                "vm {}: owns PCI {bdf} as 00:{:02x}.{} ({} host vector(s) to APIC {}, reset: {})",
+                "vm {}: owns PCI {bdf} as 00:{:02x}.{} ({} host vector(s) to APIC {}{}, reset: {})",
                 o.vm.name,
                 o.cfg.guest_slot,
                 bdf.function(),
                 o.vectors.len(),
                 o.dest_apic,
+                if o.remapped {
+                    " through interrupt remapping"
+                } else {
+                    ""
+                },
                 o.reset_method
             ),
         }
     }
     PCI.call_once(|| PciHost { functions, owned });
+}
+
+/// Routes the INTx of owned function `o` (index `i`) to a host vector when the board names its
+/// GSI: the I/O APIC input is programmed masked (level, active-low, to vCPU 0's pCPU) and
+/// unmasked when its VM gets the function.
+fn route_intx(o: &mut Owned, i: usize) -> Result<(), String> {
+    let (Some(gsi), Some(phys)) = (o.cfg.host_gsi, &o.phys) else {
+        return Ok(());
+    };
+    if phys.interrupt_pin == 0 {
+        return Ok(());
+    }
+    let gsi = u32::from(gsi);
+    let ioapic = crate::boot::ioapics()
+        .iter()
+        .filter(|a| a.gsi_base <= gsi)
+        .max_by_key(|a| a.gsi_base)
+        .ok_or_else(|| format!("no I/O APIC serves its GSI {gsi}"))?;
+    let input = IoapicInput::new(ioapic.addr.0, gsi - ioapic.gsi_base)
+        .ok_or_else(|| format!("I/O APIC {} has no input for GSI {gsi}", ioapic.id))?;
+    let v = arch_x86::trap::allocate("passthrough INTx", Priority::Device, passthrough_intx)
+        .map_err(|e| format!("{e}"))?;
+    ROUTES[usize::from(v)].store(((i as u32 + 1) << 8) | INTX_ROUTE, Ordering::Release);
+    let rte = match crate::iommu_host::remap_ioapic(ioapic.id, v, o.dest_apic) {
+        Some(r) => r?,
+        // Fixed, physical destination, active-low (bit 13), level (bit 15), masked (bit 16).
+        None => u64::from(v) | 1 << 13 | 1 << 15 | 1 << 16 | u64::from(o.dest_apic & 0xFF) << 56,
+    };
+    input.program(rte);
+    o.intx = Some(input);
+    o.intx_vector = Some(v);
+    Ok(())
 }
 
 /// Why `cfg` cannot be passed through as found (`phys`).
@@ -292,11 +365,35 @@ fn passthrough_irq(frame: &mut TrapFrame) {
     }
 }
 
+/// The handler of a passed-through function's INTx: its input stays masked until the guest's
+/// EOI (a level that would fire again at once otherwise), the VM hears of it.
+fn passthrough_intx(frame: &mut TrapFrame) {
+    let route = ROUTES
+        .get(frame.vector as usize)
+        .map_or(0, |r| r.load(Ordering::Acquire));
+    let Some(pci) = PCI.get() else { return };
+    let Some(o) = (route >> 8)
+        .checked_sub(1)
+        .and_then(|i| pci.owned.get(i as usize))
+    else {
+        return;
+    };
+    if let Some(input) = &o.intx {
+        input.set_masked(true);
+    }
+    o.interrupts.fetch_add(1, Ordering::Relaxed);
+    o.irq.raise_intx();
+    if let Some(news) = o.news.get() {
+        news.store(true, Ordering::Release);
+    }
+}
+
 /// The real function behind a [`PassthroughDevice`].
 struct Function {
     bdf: u16,
     mem: Vec<(u8, MmioRegion)>,
     io: Vec<(u8, u16, u16)>,
+    intx: Option<IoapicInput>,
 }
 
 impl HostFunction for Function {
@@ -315,6 +412,12 @@ impl HostFunction for Function {
         match self.port(bar, offset, size) {
             Some(port) => u64::from(port_read(port, size)),
             None => u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8))),
+        }
+    }
+
+    fn intx_unmask(&mut self) {
+        if let Some(input) = &self.intx {
+            input.set_masked(false);
         }
     }
 
@@ -377,6 +480,7 @@ impl ::vmm::io::PassthroughProvider for Provider {
             bdf: phys.bdf.raw(),
             mem: Vec::new(),
             io: Vec::new(),
+            intx: o.intx,
         };
         for b in &phys.bars {
             if b.kind == BarKind::Io {
@@ -389,22 +493,21 @@ impl ::vmm::io::PassthroughProvider for Provider {
                 function.mem.push((b.index, region));
             }
         }
-        let messages = o
-            .vectors
-            .iter()
-            .map(|&v| MsiMessage {
-                address: 0xFEE0_0000 | u64::from(o.dest_apic & 0xFF) << 12,
-                data: u32::from(v),
-            })
-            .collect();
+        let messages = o.messages.clone();
         let device = PassthroughDevice::new(
             phys,
             Box::new(function),
             &placement[at],
             messages,
             o.irq.clone(),
+            o.intx.is_some(),
         )
         .map_err(|e| format!("{e}"))?;
+        // The function is quiet now (INTx disabled in its command register until the guest
+        // enables it): its input may be open.
+        if let Some(input) = &o.intx {
+            input.set_masked(false);
+        }
         Ok(Box::new(device))
     }
 }
@@ -432,9 +535,10 @@ pub fn shell_lines() -> Vec<shell::PciLine> {
                 ));
                 line.state = match &o.problem {
                     Some(p) => format!("refused: {p}"),
+                    None if o.irq.mode() == "off" && o.intx.is_some() => "intx".into(),
                     None => o.irq.mode().into(),
                 };
-                line.vectors = o.vectors.clone();
+                line.vectors = o.vectors.iter().copied().chain(o.intx_vector).collect();
                 line.interrupts = o.interrupts.load(Ordering::Relaxed);
                 line.resets = o.resets.load(Ordering::Relaxed);
                 line.reset_method = o.reset_method.into();

@@ -179,6 +179,7 @@ pub fn compare(file: &[PciFunction], found: &[PciFunction], addresses_only: bool
                     ),
                     ("msi", f.msi.to_string(), g.msi.to_string()),
                     ("msix", format!("{:?}", f.msix), format!("{:?}", g.msix)),
+                    ("gsi", format!("{:?}", f.gsi), format!("{:?}", g.gsi)),
                     ("bars", bars(&f.bars), bars(&g.bars)),
                 ];
                 for (name, want, have) in fields {
@@ -250,6 +251,9 @@ pub fn render(functions: &[PciFunction]) -> String {
         }
         if let Some(n) = f.msix {
             out += &format!("msix = {n}\n");
+        }
+        if let Some(g) = f.gsi {
+            out += &format!("gsi = {g}\n");
         }
         if !f.bars.is_empty() {
             out += &format!("bars = {}\n", bars(&f.bars));
@@ -440,6 +444,7 @@ pub fn parse_info_pci(text: &str) -> Result<Vec<PciFunction>> {
                 interrupt_pin: None,
                 msi: false,
                 msix: None,
+                gsi: None,
                 bars: Vec::new(),
                 iommu_unit: None,
             });
@@ -489,6 +494,7 @@ fn fill_from_config(qmp: &mut Qmp, f: &mut PciFunction) -> Result<()> {
     f.is_bridge = header == 1;
     let pin = (qmp.config_read(f.bdf, 0x3C)? >> 8) as u8;
     f.interrupt_pin = (1..=4).contains(&pin).then_some(pin);
+    f.gsi = f.interrupt_pin.and_then(|pin| q35_gsi(f.bdf, pin));
     let status = qmp.config_read(f.bdf, 0x04)? >> 16;
     if status & 0x10 == 0 {
         return Ok(());
@@ -506,6 +512,15 @@ fn fill_from_config(qmp: &mut Qmp, f: &mut PciFunction) -> Result<()> {
         pointer = ((header >> 8) & 0xFC) as u8;
     }
     Ok(())
+}
+
+/// The I/O APIC input a q35 root-bus function's INTx pin drives: QEMU's `_PRT` routes slots
+/// 1 to 24 through PIRQ E-H, which the ICH9 wires to GSIs 20-23 in APIC mode, swizzled by slot
+/// (seen: Debian's kernel with `pci=nomsi` puts e1000e at 00:05.0 on GSI 21, NVMe at 00:06.0 on
+/// 22). Other slots (25-31 are chipset functions) are not given a GSI.
+fn q35_gsi(bdf: Bdf, pin: u8) -> Option<u8> {
+    (bdf.bus == 0 && (1..=24).contains(&bdf.device) && (1..=4).contains(&pin))
+        .then(|| 20 + (bdf.device + pin - 1) % 4)
 }
 
 /// Names for the functions of the emulated boards.
@@ -595,6 +610,7 @@ fn read_bochs(board: &str) -> Result<Vec<PciFunction>> {
             interrupt_pin: None,
             msi: false,
             msix: None,
+            gsi: None,
             bars: Vec::new(),
             iommu_unit: None,
         });

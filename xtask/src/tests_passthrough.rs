@@ -12,10 +12,11 @@ use crate::runner::Emulator;
 use crate::tests::{all_modules_loaded, boot, Fail, Native, PostCheck, TestCase, GUEST_FAIL};
 
 /// The edu tests of the test guest (guests/test-guest/src/tests/edu.rs), in order.
-pub const EDU_TESTS: [&str; 5] = [
+pub const EDU_TESTS: [&str; 6] = [
     "edu-config",
     "edu-registers",
     "edu-msi",
+    "edu-intx",
     "edu-dma",
     "edu-dma-foreign",
 ];

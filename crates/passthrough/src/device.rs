@@ -24,7 +24,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use vdev::{
     Bar, ConfigError, ConfigSpace, Msi, MsiMessage, MsiX, PciDevice, PciIds, COMMAND_BUS_MASTER,
@@ -44,6 +44,10 @@ pub trait HostFunction: Send {
     fn bar_read(&mut self, bar: u8, offset: u64, size: u8) -> u64;
     /// A register write of `size` bytes at `offset` inside BAR `bar`.
     fn bar_write(&mut self, bar: u8, offset: u64, size: u8, value: u64);
+    /// Lets the real function's INTx interrupt again: the hypervisor masked its I/O APIC input
+    /// when it fired ([`IrqPending::raise_intx`]) and unmasks it once the guest ended the
+    /// interrupt (a level that is still asserted fires again at once).
+    fn intx_unmask(&mut self) {}
 }
 
 /// Host interrupts of one function not yet turned into guest messages: bit `n` for message `n`.
@@ -52,6 +56,7 @@ pub trait HostFunction: Send {
 #[derive(Debug, Default)]
 pub struct IrqPending {
     bits: AtomicU64,
+    intx: AtomicBool,
     mode: AtomicU8,
 }
 
@@ -63,9 +68,14 @@ impl IrqPending {
         }
     }
 
+    /// The real function's INTx fired (its I/O APIC input is masked until the guest's EOI).
+    pub fn raise_intx(&self) {
+        self.intx.store(true, Ordering::Release);
+    }
+
     /// Whether anything fired since the last [`IrqPending::take`].
     pub fn any(&self) -> bool {
-        self.bits.load(Ordering::Relaxed) != 0
+        self.bits.load(Ordering::Relaxed) != 0 || self.intx.load(Ordering::Relaxed)
     }
 
     /// Takes the bits raised so far.
@@ -162,20 +172,25 @@ pub struct PassthroughDevice {
     irq: Arc<IrqPending>,
     phys_msi_on: bool,
     phys_msix_on: bool,
+    /// The guest sees INTx asserted (from the host interrupt until the guest's EOI).
+    intx_line: bool,
     stats: PassthroughStats,
 }
 
 impl PassthroughDevice {
     /// The VM's view of `phys`, with BAR `i` at guest address `bar_addresses[i]` (memory) or
     /// port (I/O); `host_messages[n]` is what the real function sends for message `n` (at most
-    /// [`MAX_MESSAGES`] are used). The real function is quiesced first: decoding, bus mastering,
-    /// MSI and MSI-X off, until the guest turns them on.
+    /// [`MAX_MESSAGES`] are used). With `intx` the guest gets the function's INTx pin (the
+    /// hypervisor routes its I/O APIC input to [`IrqPending::raise_intx`]); without, the pin
+    /// reads 0. The real function is quiesced first: decoding, bus mastering, MSI and MSI-X
+    /// off, until the guest turns them on.
     pub fn new(
         phys: PhysFunction,
         host: Box<dyn HostFunction>,
         bar_addresses: &[(u8, u64)],
         mut host_messages: Vec<MsiMessage>,
         irq: Arc<IrqPending>,
+        intx: bool,
     ) -> Result<Self, PassthroughError> {
         host_messages.truncate(MAX_MESSAGES);
         let ids = PciIds {
@@ -224,6 +239,10 @@ impl PassthroughDevice {
                 cfg.set_bar_address(usize::from(b.index), address);
             }
         }
+        if intx && (1..=4).contains(&phys.interrupt_pin) {
+            cfg.set_interrupt_pin(phys.interrupt_pin)
+                .map_err(PassthroughError::Capability)?;
+        }
         let wants_vectors = phys.caps.msi.is_some() || phys.caps.msix.is_some();
         if wants_vectors && host_messages.is_empty() {
             return Err(PassthroughError::NoHostVectors);
@@ -257,6 +276,7 @@ impl PassthroughDevice {
             irq,
             phys_msi_on: true,
             phys_msix_on: true,
+            intx_line: false,
             stats: PassthroughStats::default(),
         };
         dev.quiesce();
@@ -460,6 +480,10 @@ impl PciDevice for PassthroughDevice {
     }
 
     fn poll(&mut self, out: &mut Vec<MsiMessage>) {
+        if self.irq.intx.swap(false, Ordering::Acquire) {
+            self.stats.interrupts += 1;
+            self.intx_line = true;
+        }
         let mut bits = self.irq.take();
         let before = out.len();
         while bits != 0 {
@@ -477,6 +501,16 @@ impl PciDevice for PassthroughDevice {
 
     fn has_input(&self) -> bool {
         self.irq.any()
+    }
+
+    fn intx_asserted(&self) -> bool {
+        self.intx_line
+    }
+
+    fn intx_eoi(&mut self) {
+        if core::mem::take(&mut self.intx_line) {
+            self.host.intx_unmask();
+        }
     }
 
     fn as_any(&self) -> Option<&dyn Any> {
@@ -523,6 +557,7 @@ mod tests {
             addresses,
             host_messages(4),
             irq.clone(),
+            true,
         )
         .unwrap();
         (dev, host, irq)
@@ -740,5 +775,66 @@ mod tests {
         for m in &out {
             assert_eq!(m.address & 0xFFF0_0000, 0xFEE0_0000, "bogus message {m:?}");
         }
+    }
+
+    #[test]
+    fn intx_forwarded_until_the_guest_eoi() {
+        use vdev::{PciInterrupt, PciSegment, SegmentLayout};
+        let (dev, host, irq) = make(SimFunction::edu(), &[(0, 0xD000_0000)]);
+        assert_eq!(dev.config().interrupt_pin(), 1);
+        let mut seg = PciSegment::new(SegmentLayout {
+            ecam_base: 0xE000_0000,
+            bus_end: 0,
+            mmio_window: 0xC000_0000..0xE000_0000,
+            io_window: 0xC000..0x1_0000,
+            intx_gsi_base: 16,
+        });
+        seg.add(Bdf::new(0, 4, 0).unwrap(), Box::new(dev)).unwrap();
+        // Slot 4, INTA -> GSI 16 + 4 % 4.
+        let gsi = 16;
+        seg.take_interrupts();
+        irq.raise_intx();
+        assert!(seg.has_input());
+        seg.poll();
+        assert_eq!(
+            seg.take_interrupts(),
+            [PciInterrupt::Intx { gsi, level: true }]
+        );
+        // Status bit 3 shows it (PCI 2.3).
+        let status = seg
+            .device(Bdf::new(0, 4, 0).unwrap())
+            .unwrap()
+            .config()
+            .status();
+        assert_ne!(status & vdev::STATUS_INTERRUPT, 0);
+        // An EOI on another GSI changes nothing; on its own, the line drops and the real input
+        // is unmasked once.
+        seg.intx_eoi(gsi + 1);
+        assert!(seg.take_interrupts().is_empty());
+        seg.intx_eoi(gsi);
+        assert_eq!(
+            seg.take_interrupts(),
+            [PciInterrupt::Intx { gsi, level: false }]
+        );
+        seg.intx_eoi(gsi);
+        assert!(seg.take_interrupts().is_empty());
+        host.with(|f| assert_eq!(f.intx_unmasks, 1));
+    }
+
+    #[test]
+    fn no_intx_pin_without_a_route() {
+        let mut bus = SimBus::default();
+        bus.add(Bdf::new(0, 4, 0).unwrap(), SimFunction::edu());
+        let phys = scan(&mut bus).remove(0);
+        let dev = PassthroughDevice::new(
+            phys,
+            Box::new(SimHost::new(SimFunction::edu())),
+            &[],
+            host_messages(1),
+            Arc::new(IrqPending::default()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(dev.config().interrupt_pin(), 0);
     }
 }

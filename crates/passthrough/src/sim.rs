@@ -18,6 +18,8 @@ pub struct SimFunction {
     pub bar_mem: Vec<Vec<u8>>,
     /// Config writes seen: (offset, value).
     pub writes: Vec<(u16, u32)>,
+    /// Times the hypervisor unmasked its INTx input.
+    pub intx_unmasks: u32,
 }
 
 impl SimFunction {
@@ -27,6 +29,7 @@ impl SimFunction {
             bar_masks: [0; 6],
             bar_mem: vec![Vec::new(); 6],
             writes: Vec::new(),
+            intx_unmasks: 0,
         };
         f.poke(0, u32::from(device) << 16 | u32::from(vendor));
         f.poke(0x08, class << 8 | 0x10);
@@ -202,6 +205,10 @@ impl crate::HostFunction for SimHost {
             v[..usize::from(size)].copy_from_slice(&mem[at..at + usize::from(size)]);
             u64::from_le_bytes(v)
         })
+    }
+
+    fn intx_unmask(&mut self) {
+        self.with(|f| f.intx_unmasks += 1);
     }
 
     fn bar_write(&mut self, bar: u8, offset: u64, size: u8, value: u64) {

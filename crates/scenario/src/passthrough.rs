@@ -13,6 +13,9 @@ pub struct PassthroughConfig {
     pub vendor_id: u16,
     /// Device ID the board file lists for it (checked against the hardware at boot).
     pub device_id: u16,
+    /// The I/O APIC input (GSI) its INTx pin drives, as the board file says (None: its INTx is
+    /// not given to the VM; it must use MSI or MSI-X).
+    pub host_gsi: Option<u8>,
 }
 
 impl PassthroughConfig {

@@ -69,6 +69,10 @@ pub trait PciDevice: Send {
     fn intx_asserted(&self) -> bool {
         false
     }
+    /// The guest ended an interrupt on the GSI the function's INTx pin drives (its EOI at the
+    /// vIOAPIC, before the line is sampled again): a function that forwards a level from
+    /// elsewhere (a passed-through function) lets the source assert again here.
+    fn intx_eoi(&mut self) {}
     /// How long a read at `offset` of BAR `bar` takes to answer, in
     /// nanoseconds (None: at once). The value is what [`PciDevice::bar_read`]
     /// returns; the VM gets it that much later (an asynchronous backend).
@@ -256,6 +260,22 @@ impl PciSegment {
     /// Takes the interrupts signalled since the last call.
     pub fn take_interrupts(&mut self) -> Vec<PciInterrupt> {
         core::mem::take(&mut self.pending)
+    }
+
+    /// The guest's EOI of an interrupt on `gsi`: each function whose INTx drives it hears of it
+    /// ([`PciDevice::intx_eoi`]), then the lines are sampled again (before the vIOAPIC looks
+    /// at its input).
+    pub fn intx_eoi(&mut self, gsi: u32) {
+        for i in 0..self.lines.len() {
+            let (bdf, line_gsi, _) = self.lines[i];
+            if line_gsi != Some(gsi) {
+                continue;
+            }
+            if let Some(f) = self.bus.function_mut(bdf) {
+                f.0.intx_eoi();
+            }
+        }
+        self.flush();
     }
 
     /// Serves backend input of every device that has some.

@@ -721,8 +721,32 @@ impl PcPlatform {
         self.irq.pic.acknowledge()
     }
 
-    /// The end of interrupt `vector` at a vLAPIC (level-triggered lines re-deliver).
+    /// The end of interrupt `vector` at a vLAPIC (level-triggered lines re-deliver). The PCI
+    /// functions behind a level-triggered vIOAPIC pin with that vector hear of it first, so a
+    /// line that dropped is not delivered again.
     pub fn eoi(&mut self, vector: u8) {
+        if let Some(i) = self.pci {
+            let host = self
+                .devices
+                .get_mut(i)
+                .and_then(|d| d.as_any_mut().downcast_mut::<PciHost>());
+            if let Some(host) = host {
+                let mut any = false;
+                for pin in 0..vdev::IOAPIC_PINS {
+                    let Some(rte) = self.irq.ioapic.redirection_entry(pin) else {
+                        continue;
+                    };
+                    // Vector (7:0) and level trigger (bit 15).
+                    if rte as u8 == vector && rte & (1 << 15) != 0 {
+                        host.0.intx_eoi(pin as u32);
+                        any = true;
+                    }
+                }
+                if any {
+                    host.deliver(&mut self.irq);
+                }
+            }
+        }
         self.irq.eoi(vector);
     }
 

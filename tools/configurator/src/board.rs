@@ -374,6 +374,7 @@ mod tests {
             ("bdf = \"00:02.0\"\nbridge = \"1e\"\n", "pci[2].bridge"),
             ("bdf = \"00:02.0\"\ninterrupt_pin = 5\n", "pci[2].interrupt_pin"),
             ("bdf = \"00:02.0\"\nmsix = 0\n", "pci[2].msix"),
+            ("bdf = \"00:02.0\"\ngsi = 20\n", "pci[2].gsi"),
             ("bdf = \"00:02.0\"\nmsix = 2049\n", "pci[2].msix"),
             ("bdf = \"00:02.0\"\nbars = [{ index = 0, kind = \"mem16\", size = 16 }]\n", "pci[2].bars[0].kind"),
             ("bdf = \"00:02.0\"\nbars = [{ index = 6, kind = \"mem32\", size = 16 }]\n", "pci[2].bars[0].index"),

@@ -115,11 +115,12 @@ fn pci_devices(vm: &Vm) -> String {
         .iter()
         .map(|device| {
             format!(
-                "PassthroughConfig {{ host_bdf: {:#06x}, guest_slot: {}, vendor_id: {:#06x}, device_id: {:#06x} }}",
+                "PassthroughConfig {{ host_bdf: {:#06x}, guest_slot: {}, vendor_id: {:#06x}, device_id: {:#06x}, host_gsi: {} }}",
                 device.host.to_u16(),
                 device.guest_slot,
                 device.vendor,
-                device.device
+                device.device,
+                device.gsi.map_or_else(|| "None".to_owned(), |g| format!("Some({g})"))
             )
         })
         .collect();
@@ -398,20 +399,22 @@ mod tests {
                 guest_slot: 4,
                 vendor: 0x1234,
                 device: 0x11E8,
+                gsi: Some(20),
             },
             Passthrough {
                 host: Bdf::parse("02:1f.3").unwrap(),
                 guest_slot: 6,
                 vendor: 0x8086,
                 device: 0x10D3,
+                gsi: None,
             },
         ];
         let mut scenario = validated(with_devices);
         scenario.dma_isolation = DmaIsolation::Off;
         let out = generate(&scenario);
         let expected = "\n            pci_devices: &[\
-            PassthroughConfig { host_bdf: 0x0020, guest_slot: 4, vendor_id: 0x1234, device_id: 0x11e8 }, \
-            PassthroughConfig { host_bdf: 0x02fb, guest_slot: 6, vendor_id: 0x8086, device_id: 0x10d3 }],\n";
+            PassthroughConfig { host_bdf: 0x0020, guest_slot: 4, vendor_id: 0x1234, device_id: 0x11e8, host_gsi: Some(20) }, \
+            PassthroughConfig { host_bdf: 0x02fb, guest_slot: 6, vendor_id: 0x8086, device_id: 0x10d3, host_gsi: None }],\n";
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
             out.ends_with("    dma_isolation: DmaIsolation::Off,\n};\n"),

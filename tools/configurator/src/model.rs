@@ -120,6 +120,8 @@ pub struct Passthrough {
     pub vendor: u16,
     /// Device ID from the board file.
     pub device: u16,
+    /// The GSI its INTx drives, from the board file.
+    pub gsi: Option<u8>,
 }
 
 /// A validated kernel (the owned counterpart of [`scenario::KernelConfig`]).

@@ -160,6 +160,7 @@ pub fn check_passthrough(
                 guest_slot,
                 vendor: function.vendor,
                 device: function.device,
+                gsi: function.gsi,
             });
         }
     }

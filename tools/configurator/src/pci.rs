@@ -173,6 +173,8 @@ pub struct PciFunction {
     pub msi: bool,
     /// MSI-X table size, when it has an MSI-X capability.
     pub msix: Option<u16>,
+    /// The I/O APIC input (GSI) its INTx pin drives (the firmware's `_PRT` routing).
+    pub gsi: Option<u8>,
     /// Its BARs, by index.
     pub bars: Vec<Bar>,
     /// The IOMMU unit covering it, when the board says (free text, e.g. a DRHD base).
@@ -217,6 +219,7 @@ pub struct RawPci {
     #[serde(default)]
     msi: bool,
     msix: Option<u16>,
+    gsi: Option<u8>,
     #[serde(default)]
     bars: Vec<RawBar>,
     iommu_unit: Option<String>,
@@ -286,6 +289,12 @@ pub fn check_board_pci(raw: &[RawPci], errors: &mut Vec<(String, ErrorKind)>) ->
                 )),
             ));
         }
+        if entry.gsi.is_some() && entry.interrupt_pin.is_none() {
+            errors.push((
+                field("gsi"),
+                bad("a GSI without an interrupt_pin: a function with no INTx pin drives no I/O APIC input".into()),
+            ));
+        }
         if let Some(n) = entry.msix.filter(|n| !(1..=MAX_MSIX).contains(n)) {
             errors.push((
                 field("msix"),
@@ -336,6 +345,7 @@ pub fn check_board_pci(raw: &[RawPci], errors: &mut Vec<(String, ErrorKind)>) ->
                     interrupt_pin: entry.interrupt_pin,
                     msi: entry.msi,
                     msix: entry.msix,
+                    gsi: entry.gsi,
                     bars,
                     iommu_unit: entry.iommu_unit.clone(),
                 });
@@ -485,6 +495,7 @@ mod tests {
             interrupt_pin: None,
             msi: false,
             msix: None,
+            gsi: None,
             bars: Vec::new(),
             iommu_unit: None,
         }

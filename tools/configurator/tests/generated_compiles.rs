@@ -205,13 +205,15 @@ fn passthrough_scenario_statics() {
                 host_bdf: 5 << 3,
                 guest_slot: 5,
                 vendor_id: 0x8086,
-                device_id: 0x10D3
+                device_id: 0x10D3,
+                host_gsi: Some(21)
             },
             PassthroughConfig {
                 host_bdf: 6 << 3,
                 guest_slot: 6,
                 vendor_id: 0x1B36,
-                device_id: 0x0010
+                device_id: 0x0010,
+                host_gsi: Some(22)
             },
         ]
     );
@@ -225,7 +227,8 @@ fn passthrough_scenario_statics() {
             host_bdf: 2 << 3,
             guest_slot: 2,
             vendor_id: 0x8086,
-            device_id: 0x100E
+            device_id: 0x100E,
+            host_gsi: None
         }]
     );
     // Scenarios without devices keep the default.

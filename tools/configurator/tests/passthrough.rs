@@ -88,19 +88,22 @@ fn plain_and_table_forms() {
                 host: bdf("00:02.0"),
                 guest_slot: 2,
                 vendor: 0x8086,
-                device: 0x10D3
+                device: 0x10D3,
+                gsi: None,
             },
             Passthrough {
                 host: bdf("00:03.0"),
                 guest_slot: 9,
                 vendor: 0x1234,
-                device: 0x0001
+                device: 0x0001,
+                gsi: None,
             },
             Passthrough {
                 host: bdf("00:03.1"),
                 guest_slot: 9,
                 vendor: 0x1234,
-                device: 0x0002
+                device: 0x0002,
+                gsi: None,
             },
         ]
     );

@@ -16,14 +16,17 @@
 //! `hv=ADDR` one of the hypervisor's.
 
 use super::Outcome::Pass;
-use super::{require_quercus, tsc_bound_ms, TestResult};
+use super::{require_quercus, tsc_bound_ms, wait_with_interrupts, TestResult};
 use crate::msg::{Ascii, Msg};
-use crate::pci::{Bdf, BAR0, CAP_ID_MSI, CAP_ID_MSIX, CMD_BUS_MASTER, CMD_MEMORY};
+use crate::pci::{
+    Bdf, BAR0, CAP_ID_MSI, CAP_ID_MSIX, CMD_BUS_MASTER, CMD_INTX_DISABLE, CMD_MEMORY,
+    STATUS_INTERRUPT,
+};
 use crate::tests::pci::{
-    expect_hits, lapic_on, msi_address, reset_hits, vector, want, Device, Mmio,
+    expect_hits, intx_gsi, lapic_on, msi_address, reset_hits, vector, want, Device, Mmio, SLOT_INTX,
 };
 use crate::vpci::{Area, Dma, AREA_SIZE};
-use crate::{cpu, msg, out, paging, Env, Global};
+use crate::{cpu, ioapic, lapic, msg, out, paging, Env, Global};
 
 /// Where the scenario puts edu in the VM.
 const EDU: Bdf = Bdf::new(0, 4, 0);
@@ -72,11 +75,12 @@ const fn pattern(i: u64) -> u8 {
 static AREA: Global<Area> = Global::new(Area::new());
 
 /// Tests of the passed-through edu, in the order they run: `edu-config`, `edu-registers`,
-/// `edu-msi`, `edu-dma`, `edu-dma-foreign`.
+/// `edu-msi`, `edu-intx`, `edu-dma`, `edu-dma-foreign`.
 pub const TESTS: &[(&str, super::TestFn)] = &[
     ("edu-config", config),
     ("edu-registers", registers),
     ("edu-msi", msi),
+    ("edu-intx", intx),
     ("edu-dma", dma),
     ("edu-dma-foreign", dma_foreign),
 ];
@@ -262,6 +266,84 @@ fn msi(env: &Env) -> TestResult {
     edu.w(REG_IRQ_RAISE, 1);
     expect_hits(env, "edu raise with MSI off", want(&[(0, 3)]))?;
     edu.w(REG_IRQ_ACK, u32::MAX);
+    Ok(Pass)
+}
+
+/// `edu-intx`: with MSI off, edu's INTA# reaches this VM through its vIOAPIC as a level
+/// interrupt: once per raise, again after an EOI while the device still asserts (the level
+/// stays), and no more once the device is acknowledged; Status bit 3 follows the line.
+fn intx(env: &Env) -> TestResult {
+    if let Some(skip) = require_quercus(env)? {
+        return Ok(skip);
+    }
+    let edu = Edu::open(false)?;
+    edu.dev.msi_off()?;
+    let pin = edu.dev.r8(0x3D);
+    ensure!(
+        pin == 1,
+        "Interrupt Pin {pin}, expected 1 (INTA#): INTx not passed through"
+    );
+    let gsi = intx_gsi(EDU.dev, pin - 1);
+    let line = edu.dev.r8(0x3C);
+    ensure!(line == gsi, "Interrupt Line {line}, expected GSI {gsi}");
+    ensure!(
+        ioapic::map(),
+        "cannot map the IOAPIC at {:#x}",
+        ioapic::BASE
+    );
+    let apic = lapic_on()?;
+    let command = edu.dev.command();
+    edu.dev
+        .set_command((command | CMD_MEMORY) & !CMD_INTX_DISABLE);
+    edu.w(REG_IRQ_ACK, u32::MAX);
+    reset_hits();
+    let rte = vector(SLOT_INTX) | ioapic::RTE_LEVEL | ioapic::RTE_ACTIVE_LOW;
+    ioapic::set_redirection(u32::from(gsi), apic, rte);
+    let hits = || crate::trap::PCI_HITS[SLOT_INTX].load(core::sync::atomic::Ordering::SeqCst);
+    let wait = |n: u32| wait_with_interrupts(tsc_bound_ms(env, 1000), || hits() >= n);
+    let r = (|| {
+        // One interrupt per raise: acknowledged in the device, then the EOI.
+        for round in 1..=2u32 {
+            edu.w(REG_IRQ_RAISE, 1);
+            wait(round);
+            ensure!(hits() == round, "raise {round}: {} interrupt(s)", hits());
+            let status = edu.dev.status();
+            ensure!(
+                status & STATUS_INTERRUPT != 0,
+                "Status {status:#06x}: interrupt bit clear while asserted"
+            );
+            edu.w(REG_IRQ_ACK, 1);
+            lapic::eoi();
+        }
+        // EOI while the device still asserts: the level brings it back.
+        edu.w(REG_IRQ_RAISE, 1);
+        wait(3);
+        lapic::eoi();
+        wait(4);
+        ensure!(
+            hits() == 4,
+            "an EOI with the line still asserted gave {} interrupt(s), expected one more",
+            hits() - 3
+        );
+        edu.w(REG_IRQ_ACK, 1);
+        lapic::eoi();
+        wait_with_interrupts(tsc_bound_ms(env, 100), || false);
+        ensure!(
+            hits() == 4,
+            "{} interrupt(s) after the acknowledge",
+            hits() - 4
+        );
+        let status = edu.dev.status();
+        ensure!(
+            status & STATUS_INTERRUPT == 0,
+            "Status {status:#06x}: interrupt bit set after the acknowledge"
+        );
+        Ok(())
+    })();
+    ioapic::set_redirection(u32::from(gsi), apic, rte | ioapic::RTE_MASKED);
+    edu.w(REG_IRQ_ACK, u32::MAX);
+    edu.dev.set_command(command);
+    r?;
     Ok(Pass)
 }
 

@@ -34,7 +34,7 @@ const HOST_BRIDGE_CLASS: u32 = 0x06_00_00;
 const TEST_DEVICE_CLASS: u32 = 0xFF_00_00;
 const TEST_DEVICE_REVISION: u8 = 1;
 /// INTx routing: slot s, pin p (0 = INTA) -> GSI 16 + (s + p) % 4.
-const fn intx_gsi(slot: u8, pin: u8) -> u8 {
+pub(super) const fn intx_gsi(slot: u8, pin: u8) -> u8 {
     16 + (slot + pin) % 4
 }
 
@@ -93,7 +93,7 @@ const MSIX_ENTRY_MASKED: u32 = 1;
 const SLOT_MSI: usize = 0;
 const SLOT_MSIX_ENTRY1: usize = 2;
 const SLOT_MSIX_ENTRY0: usize = 3;
-const SLOT_INTX: usize = (PCI_LEVEL_VECTOR - PCI_VECTOR_BASE) as usize;
+pub(super) const SLOT_INTX: usize = (PCI_LEVEL_VECTOR - PCI_VECTOR_BASE) as usize;
 
 /// How long an interrupt may take to arrive, and how long the tests wait
 /// for one that must not come (or for a duplicate).

@@ -29,7 +29,7 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
-            pci_devices: &[PassthroughConfig { host_bdf: 0x0028, guest_slot: 5, vendor_id: 0x8086, device_id: 0x10d3 }, PassthroughConfig { host_bdf: 0x0030, guest_slot: 6, vendor_id: 0x1b36, device_id: 0x0010 }],
+            pci_devices: &[PassthroughConfig { host_bdf: 0x0028, guest_slot: 5, vendor_id: 0x8086, device_id: 0x10d3, host_gsi: Some(21) }, PassthroughConfig { host_bdf: 0x0030, guest_slot: 6, vendor_id: 0x1b36, device_id: 0x0010, host_gsi: Some(22) }],
         },
     ],
     switches: &[],
