@@ -659,6 +659,7 @@ fn blk_case(emulator: Emulator) -> TestCase {
         mem_mib: 1024,
         cmdline: "",
         extra_qemu_args: &[],
+        extra_bochsrc: "",
         modules: Vec::new(),
         scenario: if qemu {
             "bench-virtio-blk"
@@ -727,6 +728,7 @@ fn net_case() -> TestCase {
         mem_mib: 1024,
         cmdline: "",
         extra_qemu_args: &[],
+        extra_bochsrc: "",
         modules: Vec::new(),
         scenario: "bench-virtio-net",
         expect: vec![vm_line("server", "QUERCUS-BENCH: net rx ")],

@@ -24,18 +24,40 @@ use crate::process::Guarded;
 /// The QEMU arguments that give board `board` its PCI functions, with `disk` as the NVMe drive's
 /// backing file (raw); `None` for a board that is not a QEMU board with devices.
 pub fn qemu_device_args(board: &str, disk: &Path) -> Option<Vec<String>> {
+    qemu_device_args_net(board, disk, UserNet::Plain)
+}
+
+/// How the e1000e's user network (netdev `pt0`) is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserNet<'a> {
+    /// `-netdev user,id=pt0`: QEMU's defaults.
+    Plain,
+    /// `-readconfig FILE`: a QEMU configuration file (read when QEMU starts, relative to its
+    /// working directory) whose `[netdev "pt0"]` section defines it, e.g. with a DHCP boot file
+    /// name chosen at run time; `-nic none` keeps QEMU from adding its default NIC beside it.
+    Config(&'a str),
+}
+
+/// [`qemu_device_args`] with the user network defined as `net` says.
+pub fn qemu_device_args_net(board: &str, disk: &Path, net: UserNet) -> Option<Vec<String>> {
     let iommu = match board {
         "qemu-vtd" => "intel-iommu",
         "qemu-amdvi" => "amd-iommu",
         _ => return None,
+    };
+    let netdev: [&str; 4] = match net {
+        UserNet::Plain => ["-netdev", "user,id=pt0", "", ""],
+        UserNet::Config(file) => ["-nic", "none", "-readconfig", file],
     };
     let args = [
         "-device",
         iommu,
         "-device",
         "edu,addr=04.0",
-        "-netdev",
-        "user,id=pt0",
+        netdev[0],
+        netdev[1],
+        netdev[2],
+        netdev[3],
         "-device",
         "e1000e,addr=05.0,netdev=pt0",
         "-drive",
@@ -43,16 +65,29 @@ pub fn qemu_device_args(board: &str, disk: &Path) -> Option<Vec<String>> {
         "-device",
         "nvme,serial=quercus-pt,drive=ptdisk,addr=06.0",
     ];
-    Some(args.iter().map(|s| s.to_string()).collect())
+    Some(
+        args.iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_string())
+            .collect(),
+    )
 }
 
 /// The bochsrc lines that give board `board` its PCI functions (the e1000 in slot 1, which Bochs
 /// puts at 00:02.0), with the e1000 on Bochs' slirp network; `None` for other boards.
 pub fn bochs_pci_lines(board: &str) -> Option<String> {
+    bochs_pci_lines_slirp(board, None)
+}
+
+/// [`bochs_pci_lines`] with `script` as the slirp configuration file (Bochs' `script=`, relative
+/// to its working directory), e.g. one with a DHCP boot file name chosen at run time.
+pub fn bochs_pci_lines_slirp(board: &str, script: Option<&str>) -> Option<String> {
     (board == "bochs").then(|| {
-        "pci: enabled=1, chipset=i440fx, slot1=e1000\n\
-         e1000: enabled=1, mac=52:54:00:12:34:56, ethmod=slirp\n"
-            .to_owned()
+        let script = script.map(|s| format!(", script={s}")).unwrap_or_default();
+        format!(
+            "pci: enabled=1, chipset=i440fx, slot1=e1000\n\
+             e1000: enabled=1, mac=52:54:00:12:34:56, ethmod=slirp{script}\n"
+        )
     })
 }
 
@@ -309,6 +344,7 @@ fn read_qemu(root: &Path, board: &str) -> Result<Vec<PciFunction>> {
         cmdline: String::new(),
         modules: Vec::new(),
         extra_qemu_args: devices,
+        extra_bochsrc: String::new(),
         expect: Vec::new(),
         parallel: Vec::new(),
         input: Vec::new(),
@@ -715,6 +751,24 @@ mod tests {
         assert!(amd.starts_with("-device amd-iommu "));
         assert_eq!(qemu_device_args("qemu", disk), None);
         assert!(bochs_pci_lines("bochs").unwrap().contains("slot1=e1000"));
+        assert!(bochs_pci_lines("bochs")
+            .unwrap()
+            .ends_with("ethmod=slirp\n"));
+        assert!(bochs_pci_lines_slirp("bochs", Some("s.conf"))
+            .unwrap()
+            .ends_with("ethmod=slirp, script=s.conf\n"));
+        let plain = qemu_device_args("qemu-vtd", disk).unwrap();
+        assert!(plain.windows(2).any(|w| w == ["-netdev", "user,id=pt0"]));
+        let configured = qemu_device_args_net("qemu-vtd", disk, UserNet::Config("n.cfg")).unwrap();
+        let joined = configured.join(" ");
+        assert!(
+            joined.contains(
+                "edu,addr=04.0 -nic none -readconfig n.cfg -device e1000e,addr=05.0,netdev=pt0"
+            ),
+            "{joined}"
+        );
+        assert!(!joined.contains("-netdev"));
+        assert_eq!(configured.len(), plain.len() + 2);
         assert_eq!(bochs_pci_lines("qemu"), None);
     }
 }

@@ -84,6 +84,8 @@ pub struct BochsrcParams<'a> {
     pub iso: &'a Path,
     pub serial: &'a Path,
     pub log: &'a Path,
+    /// Further lines (e.g. PCI devices), appended as they are.
+    pub extra: &'a str,
 }
 
 /// The bochsrc of one run. `fastboot` skips the BIOS's "Press F12" wait: 3 emulated seconds that
@@ -113,7 +115,7 @@ info: action=ignore
         iso = p.iso.display(),
         serial = p.serial.display(),
         log = p.log.display(),
-    )
+    ) + p.extra
 }
 
 /// Names of the modules inside the ISO's `boot/` directory (their file names, which must differ).
@@ -223,6 +225,7 @@ pub fn write_config(cfg: &RunConfig, dir: &Path, iso: &Path) -> Result<BochsFile
         iso,
         serial: &files.serial,
         log: &files.log,
+        extra: &cfg.extra_bochsrc,
     });
     std::fs::write(&files.bochsrc, text)?;
     std::fs::write(&files.rc, DEBUGGER_RC)?;
@@ -339,6 +342,7 @@ mod tests {
             iso: Path::new("/r/q.iso"),
             serial: Path::new("/r/serial.out"),
             log: Path::new("/r/bochs.log"),
+            extra: "pci: enabled=1\n",
         });
         for expected in [
             "memory: guest=512, host=512",
@@ -356,6 +360,7 @@ mod tests {
             "panic: action=fatal",
             "error: action=report",
             "info: action=ignore",
+            "pci: enabled=1",
         ] {
             assert!(text.lines().any(|l| l == expected), "missing `{expected}`");
         }

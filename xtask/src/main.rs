@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the Quercus image, boots it in QEMU or Bochs, runs the test suite and benchmarks.
 
 mod bench;
+mod bench_passthrough;
 mod bench_virtio;
 mod board;
 mod bochs;
@@ -11,6 +12,7 @@ mod fuzz;
 mod linux_image;
 mod own_guest;
 mod packages;
+mod passthrough_data;
 mod process;
 mod qemu;
 mod runner;
@@ -151,6 +153,14 @@ enum BenchWhat {
         /// Only these parts (repeatable; default: blk, net; net runs on QEMU only).
         #[arg(long, value_enum)]
         part: Vec<bench_virtio::Part>,
+    },
+    /// Linux on passed-through devices: a download over QEMU's e1000e and direct reads and
+    /// writes of its NVMe drive (behind its intel-iommu or amd-iommu), natively and under Quercus,
+    /// in MiB/s with interrupts and VM exits per MiB and exits per interrupt.
+    Passthrough {
+        /// Only these IOMMUs (repeatable; default: intel).
+        #[arg(long, value_enum)]
+        iommu: Vec<bench_passthrough::Iommu>,
     },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
@@ -429,6 +439,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .chain(args.modules.iter().map(|m| parse_module(m)))
             .collect::<Result<_>>()?,
         extra_qemu_args: Vec::new(),
+        extra_bochsrc: String::new(),
         expect,
         parallel: Vec::new(),
         input: Vec::new(),
@@ -543,6 +554,13 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Size { image },
         } => size::bench_size(image.as_deref()),
+        Command::Bench {
+            what: BenchWhat::Passthrough { iommu },
+        } => bench_passthrough::bench_passthrough(if iommu.is_empty() {
+            &[bench_passthrough::Iommu::Intel]
+        } else {
+            &iommu
+        }),
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),

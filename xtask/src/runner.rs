@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub cmdline: String,
     pub modules: Vec<BootModule>,
     pub extra_qemu_args: Vec<String>,
+    /// Lines appended to the bochsrc of a Bochs run (e.g. the board's PCI devices).
+    pub extra_bochsrc: String,
     /// Console regexes that must all be seen, in order; the run ends at the last one.
     /// Empty: an interactive run that lasts until the emulator exits or Ctrl-C.
     pub expect: Vec<Regex>,

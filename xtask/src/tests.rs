@@ -48,6 +48,8 @@ pub struct TestCase {
     pub mem_mib: u32,
     pub cmdline: &'static str,
     pub extra_qemu_args: &'static [&'static str],
+    /// Lines appended to the bochsrc (Bochs only), e.g. [`crate::board::bochs_pci_lines`].
+    pub extra_bochsrc: &'static str,
     pub modules: Vec<BootModule>,
     /// The scenario (`configs/<name>.toml`) the image is built with; its guest modules are added.
     pub scenario: &'static str,
@@ -66,9 +68,11 @@ pub struct TestCase {
     /// A check of the native runs' logs once each saw its expected lines.
     pub native_check: Option<NativeCheck>,
     /// Prepares the Quercus run's directory before the emulator starts (e.g. the disk of a
-    /// passed-through NVMe, a file server); what it returns lives until the run ended.
+    /// passed-through NVMe, a file server); what it returns lives until the run ended. The
+    /// directory of the main native run (not its companions') is prepared the same way.
     pub setup: Option<Setup>,
-    /// A check of the Quercus run's directory once the run passed (e.g. what the guest wrote).
+    /// A check of the Quercus run's directory once the run passed (e.g. what the guest wrote);
+    /// also of the main native run's directory.
     pub dir_check: Option<DirCheck>,
 }
 
@@ -209,6 +213,7 @@ pub fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         mem_mib: 512,
         cmdline: "",
         extra_qemu_args: &[],
+        extra_bochsrc: "",
         modules: Vec::new(),
         scenario: "guest",
         expect: vec![ready(cpus)],
@@ -1805,6 +1810,7 @@ impl TestCase {
                 .cloned()
                 .collect(),
             extra_qemu_args: self.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
+            extra_bochsrc: self.extra_bochsrc.to_string(),
             expect,
             fail,
             timeout: Duration::from_secs(self.timeout_secs),
@@ -1969,6 +1975,7 @@ impl Native {
             cmdline: self.cmdline.to_string(),
             modules,
             extra_qemu_args,
+            extra_bochsrc: case.extra_bochsrc.to_string(),
             expect,
             parallel: Vec::new(),
             input: Vec::new(),
@@ -2151,7 +2158,7 @@ pub fn run_tests(
 }
 
 /// Guest lines worth timing in a native run's log: the Linux guest's progress and results.
-const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net)";
+const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net|nic|nvme|passthrough)";
 
 /// `SECONDS s  LINE` for each line of `outcome` matching `milestone` (from the match on, without
 /// the firmware's terminal codes before it).
@@ -2337,6 +2344,8 @@ pub(crate) fn run_native(
     let disk_dir = workspace_root().join("target").join("runs");
     std::fs::create_dir_all(&disk_dir)?;
     let mut planned = Vec::new();
+    // The case's setup prepares the main run's directory too (its guard lives until the runs end).
+    let mut guards: Vec<Box<dyn std::any::Any>> = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let slot = NativeSlot {
             name: match i {
@@ -2352,19 +2361,33 @@ pub(crate) fn run_native(
                 .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
         }
         let cfg = run.run_config(case, modules, &slot)?;
-        planned.push((cfg, run.connects_to(&ports), copies));
+        let dir = match (i, case.setup) {
+            (0, Some(setup)) => {
+                let dir = runner::fresh_run_dir(&cfg.name)?;
+                guards.push(
+                    setup(&dir)
+                        .with_context(|| format!("{}: setting up {}", case.name, dir.display()))?,
+                );
+                Some(dir)
+            }
+            _ => None,
+        };
+        planned.push((cfg, run.connects_to(&ports), copies, dir));
     }
     let outcomes: Vec<Result<runner::RunOutcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = planned
             .iter()
-            .map(|(cfg, connects, _)| {
+            .map(|(cfg, connects, _, dir)| {
                 scope.spawn(move || {
                     for &port in connects {
                         if !wait_listening(port, Duration::from_secs(60)) {
                             bail!("{}: nothing listens on 127.0.0.1:{port}", cfg.name);
                         }
                     }
-                    runner::run(cfg)
+                    match dir {
+                        Some(dir) => runner::run_in(cfg, dir),
+                        None => runner::run(cfg),
+                    }
                 })
             })
             .collect();
@@ -2378,7 +2401,8 @@ pub(crate) fn run_native(
     });
     let mut named = Vec::new();
     let mut verdict = None;
-    for ((cfg, _, copies), outcome) in planned.iter().zip(outcomes) {
+    drop(guards);
+    for ((cfg, _, copies, dir), outcome) in planned.iter().zip(outcomes) {
         let outcome = outcome?;
         if outcome.matched {
             for (_, dst) in copies {
@@ -2391,7 +2415,17 @@ pub(crate) fn run_native(
             } else {
                 format!("native run {}: ", cfg.name)
             };
-            let v = judge(&label, outcome.clone(), None);
+            let mut v = judge(&label, outcome.clone(), None);
+            // The case's dir_check looks at the directory its setup prepared.
+            if let (Verdict::Pass(_), Some(check), Some(dir)) = (&v, case.dir_check, dir) {
+                if let Err(why) = check(dir) {
+                    v = Verdict::Fail {
+                        why: format!("{label}{why}"),
+                        diagnostics: Vec::new(),
+                        tail: Vec::new(),
+                    };
+                }
+            }
             if matches!(v, Verdict::Fail { .. }) {
                 verdict = Some(v);
             }

@@ -21,7 +21,7 @@ pub static SCENARIO: Scenario = Scenario {
             kernel: KernelConfig {
                 module: "linux",
                 kind: KernelKind::BzImage,
-                cmdline: "console=ttyS0 quiet",
+                cmdline: "console=ttyS0 quiet quercus.modules=1 quercus.test=passthrough quercus.fetch=dhcp",
             },
             initrd: Some("initrd"),
             modules: &[],
