@@ -9,16 +9,18 @@
 //! vCPU's VM exits). The table gives MiB/s, the device's interrupts per MiB, and the exits per
 //! MiB and per interrupt.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::bench_virtio::{bench_lines, fmt_num, null_cost, vm_lines, BenchLine, NullCost};
+use crate::bench_virtio::{
+    bench_lines, fmt_num, image, null_cost, passed, vm_lines, BenchLine, NullCost,
+};
 use crate::board::UserNet;
-use crate::build::{self, BuildOptions, Profile};
+use crate::build;
 use crate::passthrough_data as data;
-use crate::runner::{self, BootModule, Emulator, RunOutcome};
+use crate::runner::{self, Emulator};
 use crate::tests::{boot, Fail, Native, TestCase};
 use crate::tests_passthrough::{device_args_net, LINUX_PT_FAIL, LINUX_PT_NATIVE_FAIL};
 use crate::{packages, process, workspace_root};
@@ -169,32 +171,6 @@ pub fn table(columns: &[Column]) -> Vec<String> {
         }
     }
     out
-}
-
-/// The hypervisor image and boot modules of `scenario`.
-fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
-    let path = root.join("configs").join(format!("{scenario}.toml"));
-    let opts = BuildOptions {
-        profile: Profile::Release,
-        scenario: Some(path.clone()),
-    };
-    let modules = build::scenario_modules(root, &path, &opts)?;
-    Ok((build::build_hypervisor(&opts)?, modules))
-}
-
-/// Reports a run; `true` if it passed.
-fn passed(label: &str, outcome: &RunOutcome) -> bool {
-    if outcome.matched {
-        return true;
-    }
-    println!("{label}: FAIL {}", outcome.reason);
-    for line in &outcome.diagnostics {
-        println!("  {line}");
-    }
-    for line in crate::console::tail(&outcome.lines, 15) {
-        println!("  | {line}");
-    }
-    false
 }
 
 /// `cargo xtask bench passthrough`.

@@ -760,7 +760,7 @@ pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// The hypervisor image and boot modules of `scenario`.
-fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
+pub(crate) fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
     let path = root.join("configs").join(format!("{scenario}.toml"));
     let opts = BuildOptions {
         profile: Profile::Release,
@@ -771,7 +771,7 @@ fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
 }
 
 /// Reports a run that failed; `true` if it passed.
-fn passed(label: &str, outcome: &RunOutcome) -> bool {
+pub(crate) fn passed(label: &str, outcome: &RunOutcome) -> bool {
     if outcome.matched {
         if let Err(why) = crate::tests::all_modules_loaded(&outcome.lines) {
             println!("{label}: FAIL {why}");
