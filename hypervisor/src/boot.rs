@@ -227,6 +227,35 @@ fn init_memory(boot: &BootInfo) -> FrameAllocator {
         Ok(u) => u,
         Err(e) => fatal!("memory map from the boot loader is unusable: {e}"),
     };
+    // VMs placed at a fixed host address (scenario `host_base`) get exactly that range, kept
+    // out of the frame allocator; one that is not free RAM does not start.
+    let mut fixed = Vec::new();
+    for vm in crate::vmm::SCENARIO.vms {
+        let Some(base) = vm.memory.host_base else {
+            continue;
+        };
+        let range = PhysRange::from_base_len(HostPhysAddr(base), vm.memory.size);
+        let placed = match range {
+            Some(r) if usable.iter().any(|u| u.contains_range(&r)) => {
+                exclude.push(r);
+                Ok(r.start)
+            }
+            _ => Err(alloc::format!(
+                "its host_base {base:#x}+{:#x} is not free RAM on this machine",
+                vm.memory.size
+            )),
+        };
+        fixed.push((vm.id, placed));
+    }
+    let usable = if fixed.iter().any(|(_, p)| p.is_ok()) {
+        match map.usable_ranges(&exclude) {
+            Ok(u) => u,
+            Err(e) => fatal!("memory map from the boot loader is unusable: {e}"),
+        }
+    } else {
+        usable
+    };
+    FIXED_RAM.call_once(|| fixed);
     crate::shell_host::set_host_ram(
         map.regions()
             .iter()
@@ -257,6 +286,7 @@ fn init_memory(boot: &BootInfo) -> FrameAllocator {
             frames.stats().free_frames
         )
     };
+    info!("heap: {:#x}..{:#x}", heap.0, heap.0 + HEAP_BYTES);
     #[allow(unsafe_code)]
     // SAFETY: these frames were just taken from the allocator and are never freed.
     unsafe {
@@ -279,6 +309,7 @@ fn read_topology(boot: &BootInfo) -> Topology {
             fatal!("test hook {TEST_CORRUPT_MADT}: the firmware has no MADT to break");
         }
     }
+    read_pci_tables(&tables);
     let topo = match Topology::from_acpi_via(&tables, &IdentityMemory) {
         Ok(t) => t,
         Err(e) => fatal!("ACPI MADT unusable: {e}"),
@@ -301,6 +332,50 @@ fn read_topology(boot: &BootInfo) -> Topology {
         );
     }
     topo
+}
+
+/// RAM of the VMs with a fixed host address: (VM id, its base or why it cannot have it).
+static FIXED_RAM: spin::Once<Vec<(u16, Result<HostPhysAddr, alloc::string::String>)>> =
+    spin::Once::new();
+
+/// The fixed host base of VM `id`'s RAM (None: it has none, the frame allocator places it).
+pub fn fixed_ram(id: u16) -> Option<Result<HostPhysAddr, alloc::string::String>> {
+    FIXED_RAM
+        .get()?
+        .iter()
+        .find(|(vm, _)| *vm == id)
+        .map(|(_, r)| r.clone())
+}
+
+/// Copies of the firmware's DMAR (VT-d) and IVRS (AMD-Vi) tables for the IOMMU drivers.
+pub struct FirmwarePci {
+    pub dmar: Option<Vec<u8>>,
+    pub ivrs: Option<Vec<u8>>,
+}
+
+static FIRMWARE_PCI: spin::Once<FirmwarePci> = spin::Once::new();
+
+/// The firmware's PCI tables (empty before the ACPI tables are read).
+pub fn firmware_pci() -> &'static FirmwarePci {
+    FIRMWARE_PCI.call_once(|| FirmwarePci {
+        dmar: None,
+        ivrs: None,
+    })
+}
+
+fn read_pci_tables(tables: &acpi::AcpiTables<arch_x86::acpi_handler::IdentityMapped>) {
+    use arch_x86::acpi_handler::{ecam_window, table_bytes, RawTable};
+    let ecam = ecam_window(tables);
+    if let Some((base, last_bus)) = ecam {
+        arch_x86::pci::set_ecam(base, last_bus);
+        info!("PCI: ECAM at {base:#x} for buses 0-{last_bus}");
+    } else {
+        info!("PCI: no MCFG, configuration mechanism #1 (0xCF8)");
+    }
+    FIRMWARE_PCI.call_once(|| FirmwarePci {
+        dmar: table_bytes(tables, RawTable::Dmar),
+        ivrs: table_bytes(tables, RawTable::Ivrs),
+    });
 }
 
 fn start_aps(topology: &Topology, bsp_apic: u32) {

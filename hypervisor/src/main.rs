@@ -11,7 +11,9 @@
 extern crate alloc;
 
 mod boot;
+mod iommu_host;
 mod mailbox;
+mod pci_host;
 mod shell_host;
 mod vmm;
 

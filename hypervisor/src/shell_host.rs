@@ -156,6 +156,14 @@ impl ::vmm::shell::Machine for Machine {
         }
     }
 
+    fn pci(&self) -> Vec<shell::PciLine> {
+        crate::pci_host::shell_lines()
+    }
+
+    fn iommu(&self) -> Vec<shell::IommuLine> {
+        crate::iommu_host::shell_lines()
+    }
+
     fn interrupts(&self) -> Vec<IrqLine> {
         arch_x86::trap::vector_counts()
             .into_iter()
@@ -232,6 +240,8 @@ pub fn run(pcpus: u16) -> ! {
             perform(&host, actions);
         });
         mailbox::service(0, None);
+        crate::iommu_host::poll_faults();
+        crate::pci_host::report_storms();
         cpu::wait_for_interrupt();
     }
 }

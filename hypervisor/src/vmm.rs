@@ -233,6 +233,8 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             MAX_CPUS,
         )
     });
+    let iommu = crate::iommu_host::init();
+    crate::pci_host::init(boot, iommu, crate::boot::apic_of);
     let hub = alloc::sync::Arc::new(io_hub(boot));
     for cfg in SCENARIO.vms {
         if cfg.load_order != LoadOrder::PreLaunched {
@@ -306,6 +308,7 @@ fn io_hub(boot: &BootInfo) -> IoHub {
     use alloc::vec::Vec;
     use scenario::VirtioKind;
     let mut hub = IoHub::empty(|pcpu| kick(usize::from(pcpu)));
+    hub.passthrough = Some(&crate::pci_host::PROVIDER);
     let mut names: Vec<&'static str> = Vec::new();
     for v in SCENARIO.vms.iter().flat_map(|vm| vm.virtio) {
         if let VirtioKind::Blk { module, .. } = v.kind {
@@ -408,15 +411,22 @@ fn create(
     use alloc::format;
     let size = cfg.memory.size;
     let frames = (size / 4096) as usize;
-    let hpa = FRAMES.lock().alloc(frames).ok_or_else(|| {
-        format!(
-            "no {} MiB of contiguous free memory for its RAM",
-            size >> 20
-        )
-    })?;
+    let hpa = match crate::boot::fixed_ram(cfg.id) {
+        Some(placed) => placed?,
+        None => FRAMES.lock().alloc(frames).ok_or_else(|| {
+            format!(
+                "no {} MiB of contiguous free memory for its RAM",
+                size >> 20
+            )
+        })?,
+    };
     #[allow(unsafe_code)]
-    // SAFETY: the frames were just taken from the allocator for this VM alone.
+    // SAFETY: the frames were just taken from the allocator for this VM alone, or are its
+    // fixed range, which boot kept out of the allocator and gives to this VM only.
     let ram = unsafe { GuestRam::new(hpa.0, vcpu::RamLayout::new(size)) };
+    if !cfg.pci_devices.is_empty() && crate::iommu_host::active() {
+        crate::iommu_host::attach_vm(cfg, hpa, &vcpu::GuestMemory::layout(&ram))?;
+    }
 
     let module = boot
         .modules
@@ -481,9 +491,40 @@ fn create(
         modules,
     };
     let mut vm = Vm::new(x86, cfg, ram, slat_root, image);
+    if !cfg.pci_devices.is_empty() {
+        // Passed-through BARs go straight into the tables where the guest puts them.
+        vm.set_slat_editor(alloc::boxed::Box::new(VmSlat(spin::Mutex::new(slat))));
+    }
     vm.attach_io(hub.clone());
     vm.load(x86)?;
     Ok(vm)
+}
+
+/// A VM's second-level tables, kept for its passed-through BARs.
+struct VmSlat<M: paging::TableMemory>(spin::Mutex<SecondLevelTables<M>>);
+
+impl<M: paging::TableMemory + Send> ::vmm::SlatEditor for VmSlat<M> {
+    fn map_mmio(&self, gpa: u64, len: u64, host: u64) -> Result<(), String> {
+        self.0
+            .lock()
+            .map(
+                GuestPhysAddr(gpa),
+                HostPhysAddr(host),
+                len,
+                Perms::RW,
+                MemType::Uncacheable,
+            )
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e}"))
+    }
+
+    fn unmap(&self, gpa: u64, len: u64) -> Result<(), String> {
+        self.0
+            .lock()
+            .unmap(GuestPhysAddr(gpa), len)
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e}"))
+    }
 }
 
 /// The bytes of the boot module called `name` (a word of its command line), which the scenario

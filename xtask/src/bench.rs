@@ -57,6 +57,7 @@ pub fn bench_boot(runs: usize) -> Result<ExitCode> {
                 cmdline: String::new(),
                 modules: Vec::new(),
                 extra_qemu_args: Vec::new(),
+                extra_bochsrc: String::new(),
                 expect: vec![expect.clone()],
                 parallel: Vec::new(),
                 input: Vec::new(),
@@ -169,6 +170,7 @@ pub fn bench_linux(runs: usize, emulator: Emulator) -> Result<ExitCode> {
                 cmdline,
                 modules: mods,
                 extra_qemu_args: Vec::new(),
+                extra_bochsrc: String::new(),
                 expect,
                 parallel: Vec::new(),
                 input,
@@ -338,6 +340,7 @@ impl BenchSetup {
                     self.modules.clone()
                 },
                 extra_qemu_args: Vec::new(),
+                extra_bochsrc: String::new(),
                 expect: if native {
                     native_expect
                 } else {

@@ -659,6 +659,7 @@ fn blk_case(emulator: Emulator) -> TestCase {
         mem_mib: 1024,
         cmdline: "",
         extra_qemu_args: &[],
+        extra_bochsrc: "",
         modules: Vec::new(),
         scenario: if qemu {
             "bench-virtio-blk"
@@ -697,6 +698,8 @@ fn blk_case(emulator: Emulator) -> TestCase {
             ..Default::default()
         }),
         native_check: None,
+        setup: None,
+        dir_check: None,
     }
 }
 
@@ -725,6 +728,7 @@ fn net_case() -> TestCase {
         mem_mib: 1024,
         cmdline: "",
         extra_qemu_args: &[],
+        extra_bochsrc: "",
         modules: Vec::new(),
         scenario: "bench-virtio-net",
         expect: vec![vm_line("server", "QUERCUS-BENCH: net rx ")],
@@ -743,6 +747,8 @@ fn net_case() -> TestCase {
             ..native(NET_SERVER_CMDLINE, true, 1, "QUERCUS-BENCH: net rx ")
         }),
         native_check: None,
+        setup: None,
+        dir_check: None,
     }
 }
 
@@ -754,7 +760,7 @@ pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// The hypervisor image and boot modules of `scenario`.
-fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
+pub(crate) fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
     let path = root.join("configs").join(format!("{scenario}.toml"));
     let opts = BuildOptions {
         profile: Profile::Release,
@@ -765,7 +771,7 @@ fn image(root: &Path, scenario: &str) -> Result<(PathBuf, Vec<BootModule>)> {
 }
 
 /// Reports a run that failed; `true` if it passed.
-fn passed(label: &str, outcome: &RunOutcome) -> bool {
+pub(crate) fn passed(label: &str, outcome: &RunOutcome) -> bool {
     if outcome.matched {
         if let Err(why) = crate::tests::all_modules_loaded(&outcome.lines) {
             println!("{label}: FAIL {why}");

@@ -87,6 +87,8 @@ pub struct BochsrcParams<'a> {
     /// output) instead of the `serial` file: the runs that type at the console.
     pub serial_socket: Option<u16>,
     pub log: &'a Path,
+    /// Further lines (e.g. PCI devices), appended as they are.
+    pub extra: &'a str,
 }
 
 /// The bochsrc of one run. `fastboot` skips the BIOS's "Press F12" wait: 3 emulated seconds that
@@ -119,7 +121,7 @@ info: action=ignore
         cpus = p.cpus,
         iso = p.iso.display(),
         log = p.log.display(),
-    )
+    ) + p.extra
 }
 
 /// Names of the modules inside the ISO's `boot/` directory (their file names, which must differ).
@@ -235,6 +237,7 @@ pub fn write_config(
         serial: &files.serial,
         serial_socket,
         log: &files.log,
+        extra: &cfg.extra_bochsrc,
     });
     std::fs::write(&files.bochsrc, text)?;
     std::fs::write(&files.rc, DEBUGGER_RC)?;
@@ -352,6 +355,7 @@ mod tests {
             serial: Path::new("/r/serial.out"),
             serial_socket: None,
             log: Path::new("/r/bochs.log"),
+            extra: "pci: enabled=1\n",
         });
         for expected in [
             "memory: guest=512, host=512",
@@ -369,11 +373,13 @@ mod tests {
             "panic: action=fatal",
             "error: action=report",
             "info: action=ignore",
+            "pci: enabled=1",
         ] {
             assert!(text.lines().any(|l| l == expected), "missing `{expected}`");
         }
         assert_eq!(cpu_model(Emulator::Bochs), "tigerlake");
     }
+
     #[test]
     fn bochsrc_with_a_console_socket() {
         let text = bochsrc(&BochsrcParams {
@@ -384,6 +390,7 @@ mod tests {
             serial: Path::new("/r/serial.out"),
             serial_socket: Some(40123),
             log: Path::new("/r/bochs.log"),
+            extra: "",
         });
         assert!(text
             .lines()

@@ -106,8 +106,12 @@ pub fn build_baremetal(package: &str, bin_name: &str, opts: &BuildOptions) -> Re
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags());
     match &opts.scenario {
-        Some(path) => cmd.env("QUERCUS_SCENARIO", path),
-        None => cmd.env_remove("QUERCUS_SCENARIO"),
+        Some(path) => cmd
+            .env("QUERCUS_SCENARIO", path)
+            .env("QUERCUS_BOARDS", crate::own_guest::boards_for(&root, path)),
+        None => cmd
+            .env_remove("QUERCUS_SCENARIO")
+            .env_remove("QUERCUS_BOARDS"),
     };
     let status = cmd
         .status()
@@ -285,8 +289,9 @@ pub fn module_path(root: &Path, name: &str, opts: &BuildOptions) -> Result<PathB
     })
 }
 
-/// The boot modules a scenario names (see [`module_path`]), each passed with its module name as
-/// the command line (the hypervisor finds modules by that name).
+/// The boot modules a scenario names (see [`module_path`]; a file the scenario names is linked
+/// under `target/modules/files/`), each passed with its module name as the command line (the
+/// hypervisor finds modules by that name).
 pub fn scenario_modules(
     root: &Path,
     scenario: &Path,
@@ -295,8 +300,12 @@ pub fn scenario_modules(
     let validated = validate(root, scenario)?;
     let mut modules = Vec::new();
     for name in validated.modules() {
+        let path = match validated.file(name) {
+            Some(file) => crate::own_guest::stage(root, file)?,
+            None => module_path(root, name, opts)?,
+        };
         modules.push(crate::runner::BootModule {
-            path: module_path(root, name, opts)?,
+            path,
             cmdline: name.to_string(),
         });
     }
@@ -304,7 +313,7 @@ pub fn scenario_modules(
 }
 
 /// A scenario checked against the board and the modules the build provides.
-fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
+pub fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
     let guests = guest_packages(root);
     let mut names: Vec<&str> = guests.iter().map(String::as_str).collect();
     names.extend([
@@ -317,7 +326,8 @@ fn validate(root: &Path, scenario: &Path) -> Result<configurator::Validated> {
         TESTDISK2_MODULE,
         LOWLOAD_MODULE,
     ]);
-    configurator::load_and_validate(scenario, &names).map_err(|errors| {
+    let boards = crate::own_guest::boards_for(root, scenario);
+    configurator::load(scenario, &boards, configurator::Modules::Known(&names)).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid scenario:\n{}", lines.join("\n"))
     })

@@ -33,7 +33,10 @@ pub const BUSYBOX: &str = "busybox-static";
 /// (a soft dependency `depends=` does not show) when they mount a filesystem with metadata
 /// checksums, and nothing in the initramfs could load it on demand. (`crc32c-intel` would need
 /// SSE4.2, which QEMU's `qemu64` CPU lacks.) `cpuid` gives user space `/dev/cpu/N/cpuid`, through
-/// which the benchmark modes read Quercus's statistics leaf 0x4000_0001.
+/// which the benchmark modes read Quercus's statistics leaf 0x4000_0001. `e1000e` (QEMU's 82574),
+/// `e1000` (Bochs' 82540EM) and `nvme` drive the passed-through devices of the `passthrough*`
+/// modes; `nvme` brings `nvme_core`, `t10_pi`, `crc_t10dif`, `crc64_rocksoft` and `crc64` (the
+/// CRC libraries fall back to their generic code when no crypto driver is loaded).
 pub const MODULE_ROOTS: &[&str] = &[
     "virtio_pci",
     "virtio_mmio",
@@ -44,6 +47,9 @@ pub const MODULE_ROOTS: &[&str] = &[
     "crc32c_generic",
     "ext4",
     "cpuid",
+    "e1000e",
+    "e1000",
+    "nvme",
 ];
 /// Bump when the image layout changes in a way the other inputs do not show (cpio writer, file list).
 const LAYOUT_VERSION: u32 = 1;
@@ -110,6 +116,32 @@ pub const NET_BYTES: u64 = 16 << 20;
 /// - `quercus.test=bench-net-client` (with `quercus.ip=`, `quercus.peer=`, `quercus.bench_mib=N`):
 ///   eth0 up, pings the peer, sends N MiB of zeros to peer:5001 (`dd | nc`, connecting again for
 ///   up to 30 s while the server is not listening yet).
+/// - `quercus.test=passthrough-nic` (with `quercus.modules=1` and `quercus.fetch=URL`, or
+///   `quercus.fetch=dhcp`: the boot file name of the DHCP offer is the URL): the first network
+///   interface that is not `lo` (waiting up to 10 s), up, configured by DHCP (busybox `udhcpc`
+///   with [`UDHCPC_SCRIPT`] applying address and router): `QUERCUS-GUEST: nic IFACE
+///   driver=DRIVER addr=A.B.C.D/NN`; the URL downloaded with busybox `wget` into /tmp:
+///   `QUERCUS-GUEST: nic fetched bytes=N sha256=HEX`; the interface's interrupts (every
+///   `/proc/interrupts` line whose action is IFACE or IFACE-*, all CPUs) and the chip of the
+///   first: `QUERCUS-GUEST: nic irqs=N kind=K` (K e.g. `PCI-MSI`, `IR-PCI-MSI`, `IO-APIC`); then
+///   `QUERCUS-GUEST: passthrough done` and `poweroff -f`.
+/// - `quercus.test=passthrough-nvme` (with `quercus.modules=1`): waits up to 20 s for
+///   `/dev/nvme0n1`, reads its first 4 KiB, then its first MiB with direct I/O:
+///   `QUERCUS-GUEST: nvme read sha256=HEX`; writes 1 MiB of `quercus nvme N` lines (32 bytes
+///   each, N from 0 in 18 digits) at 8 MiB (`dd oflag=direct conv=fsync,notrunc`) and reads it
+///   back with direct I/O: `QUERCUS-GUEST: nvme wrote sha256=HEX` (of what was read back);
+///   `QUERCUS-GUEST: nvme irqs=N kind=K` (actions `nvme0qN`); then `passthrough done` and
+///   `poweroff -f`.
+/// - `quercus.test=passthrough`: the NIC's steps, then the NVMe drive's, then `passthrough done`
+///   and `poweroff -f`. Any failing step prints `QUERCUS-GUEST: passthrough error WHAT` (then the
+///   shell).
+/// - `quercus.test=bench-passthrough` (with `quercus.modules=1`, `quercus.fetch=`,
+///   `quercus.bench_mib=N`): the NIC as in `passthrough-nic`, then the benchmark lines (below):
+///   `QUERCUS-BENCH: nic fetch bytes=N packets=P irqs=I kind=K FIELDS` (the download with `wget`
+///   into /tmp; P: packets received), `QUERCUS-BENCH: nvme read|write bs=1048576 count=N
+///   bytes=N reqs=R irqs=I kind=K FIELDS` (direct I/O at the start of `/dev/nvme0n1`, which the
+///   write overwrites with zeros; R from `/sys/block/nvme0n1/stat`), `QUERCUS-BENCH: done`,
+///   `passthrough done`, `poweroff -f`.
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
 ///
 /// The benchmark modes print machine-readable lines: first `QUERCUS-BENCH: hv=quercus|none
@@ -151,6 +183,7 @@ bench_mib=16
 bench_4k=1024
 bench_pause=0
 bench_sched=
+fetch=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         quercus.test=*) test="${arg#quercus.test=}" ;;
@@ -162,6 +195,7 @@ for arg in $(cat /proc/cmdline); do
         quercus.bench_4k=*) bench_4k="${arg#quercus.bench_4k=}" ;;
         quercus.bench_pause=*) bench_pause="${arg#quercus.bench_pause=}" ;;
         quercus.bench_sched=*) bench_sched="${arg#quercus.bench_sched=}" ;;
+        quercus.fetch=*) fetch="${arg#quercus.fetch=}" ;;
     esac
 done
 if [ "$modules" = 1 ]; then
@@ -319,6 +353,129 @@ demo() {
     echo "    cat /dev/hvc0 &                    shows here what is typed after vm_console linux hvc"
     echo "    head -c 16 /dev/hwrng | od -An -tx1   virtio-rng"
     echo "  and at quercus>: vm_list, stats linux, vm_log responder, help"
+}
+
+# --- Passed-through devices ---------------------------------------------------------------------
+
+pt_error() {
+    echo "QUERCUS-GUEST: passthrough error $*"
+}
+
+# "N KIND": the interrupts so far (every CPU) of the /proc/interrupts lines with an action name
+# matching the awk regex $1, and the interrupt chip of the first of them (PCI-MSI, PCI-MSIX,
+# IO-APIC...; the device suffix newer kernels add is dropped), "0 none" when there is none.
+irq_info() {
+    awk -v re="$1" '
+        NR == 1 { n = NF; next }
+        {
+            hit = 0
+            for (i = n + 4; i <= NF; i++) {
+                name = $i
+                sub(/,$/, "", name)
+                if (name ~ re) hit = 1
+            }
+            if (!hit) next
+            for (i = 2; i <= n + 1; i++) total += $i
+            if (kind == "") kind = $(n + 2)
+        }
+        END {
+            sub(/-[0-9a-f]+:[0-9a-f:.]+$/, "", kind)
+            print total + 0, (kind == "" ? "none" : kind)
+        }' /proc/interrupts
+}
+
+# The awk regexes of the NIC's ($pt_if: eth0, eth0-rx-0, ...) and the NVMe drive's (nvme0q0, ...)
+# interrupt action names.
+nic_irq_re() {
+    echo "^$pt_if(-.*)?\$"
+}
+NVME_IRQ_RE='^nvme0q[0-9]+$'
+
+# The first network interface that is not lo (waiting up to 10 s), up, configured by DHCP
+# (busybox udhcpc with /etc/udhcpc.script); sets pt_if, pt_driver and pt_url (quercus.fetch=, or
+# with quercus.fetch=dhcp the boot file name of the DHCP offer) and prints the nic line.
+pt_nic_up() {
+    pt_if=
+    n=0
+    while true; do
+        for d in /sys/class/net/*; do
+            [ "${d##*/}" = lo ] || [ ! -e "$d/device" ] || { pt_if=${d##*/}; break; }
+        done
+        [ -n "$pt_if" ] && break
+        [ "$n" -ge 100 ] && { pt_error "nic: no network interface but lo after 10 s"; return 1; }
+        n=$((n + 1))
+        sleep 0.1
+    done
+    pt_driver=$(readlink "/sys/class/net/$pt_if/device/driver")
+    pt_driver=${pt_driver##*/}
+    ip link set lo up
+    ip link set "$pt_if" up || { pt_error "nic: ip link set $pt_if up failed"; return 1; }
+    rm -f /tmp/dhcp-bootfile
+    udhcpc -i "$pt_if" -s /etc/udhcpc.script -f -q -n -t 10 -T 2 > /tmp/udhcpc.log 2>&1 \
+        || { pt_error "nic: no DHCP lease on $pt_if: $(tr '\n' ' ' < /tmp/udhcpc.log)"; return 1; }
+    addr=$(ip -o -4 addr show dev "$pt_if" | awk '{ print $4; exit }')
+    [ -n "$addr" ] || { pt_error "nic: $pt_if has no IPv4 address after DHCP"; return 1; }
+    echo "QUERCUS-GUEST: nic $pt_if driver=${pt_driver:-none} addr=$addr"
+    pt_url=$fetch
+    if [ "$fetch" = dhcp ]; then
+        pt_url=
+        [ -r /tmp/dhcp-bootfile ] && read -r pt_url < /tmp/dhcp-bootfile
+    fi
+    [ -n "$pt_url" ] || { pt_error "nic: nothing to fetch (quercus.fetch=URL, or dhcp: the DHCP boot file name; got '$fetch')"; return 1; }
+}
+
+# $pt_url into /tmp/fetched with busybox wget, for at most $1 seconds (`timeout`: this static
+# busybox's own `wget -T` crashes), its messages in /tmp/wget.err.
+fetch_url() {
+    timeout "$1" wget -q -O /tmp/fetched "$pt_url" 2> /tmp/wget.err
+}
+
+pt_nic() {
+    pt_nic_up || return 1
+    fetch_url 120 \
+        || { pt_error "nic: wget $pt_url failed: $(tr '\n' ' ' < /tmp/wget.err)"; return 1; }
+    sum=$(sha /tmp/fetched) || { pt_error "nic: reading /tmp/fetched"; return 1; }
+    echo "QUERCUS-GUEST: nic fetched bytes=$(stat -c %s /tmp/fetched) sha256=$sum"
+    set -- $(irq_info "$(nic_irq_re)")
+    echo "QUERCUS-GUEST: nic irqs=$1 kind=$2"
+}
+
+# dd with its messages in /tmp/dd.err; fails unless all $1 blocks went through.
+dd_all() {
+    want=$1
+    shift
+    dd "$@" 2> /tmp/dd.err && grep -q "^$want+0 records out" /tmp/dd.err
+}
+
+# 1 MiB the guest writes to the NVMe drive: 32768 lines of 32 bytes, `quercus nvme N` with N
+# (0-based) in 18 digits (xtask's passthrough_data::nvme_written makes the same bytes).
+nvme_pattern() {
+    awk 'BEGIN { for (i = 0; i < 32768; i++) printf "quercus nvme %018d\n", i }'
+}
+
+pt_nvme() {
+    wait_for /dev/nvme0n1 200 || { pt_error "nvme: no /dev/nvme0n1 after 20 s"; return 1; }
+    dd_all 1 if=/dev/nvme0n1 of=/tmp/nvme-4k bs=4096 count=1 \
+        || { pt_error "nvme: reading the first 4 KiB failed: $(tr '\n' ' ' < /tmp/dd.err)"; return 1; }
+    dd_all 1 if=/dev/nvme0n1 of=/tmp/nvme-head bs=1048576 count=1 iflag=direct \
+        || { pt_error "nvme: reading the first MiB failed: $(tr '\n' ' ' < /tmp/dd.err)"; return 1; }
+    sum=$(sha /tmp/nvme-head) || { pt_error "nvme: reading /tmp/nvme-head"; return 1; }
+    echo "QUERCUS-GUEST: nvme read sha256=$sum"
+    nvme_pattern > /tmp/nvme-pattern
+    dd_all 1 if=/tmp/nvme-pattern of=/dev/nvme0n1 bs=1048576 seek=8 count=1 oflag=direct conv=fsync,notrunc \
+        || { pt_error "nvme: writing 1 MiB at 8 MiB failed: $(tr '\n' ' ' < /tmp/dd.err)"; return 1; }
+    dd_all 1 if=/dev/nvme0n1 of=/tmp/nvme-back bs=1048576 skip=8 count=1 iflag=direct \
+        || { pt_error "nvme: reading back the written MiB failed: $(tr '\n' ' ' < /tmp/dd.err)"; return 1; }
+    sum=$(sha /tmp/nvme-back) || { pt_error "nvme: reading /tmp/nvme-back"; return 1; }
+    echo "QUERCUS-GUEST: nvme wrote sha256=$sum"
+    set -- $(irq_info "$NVME_IRQ_RE")
+    echo "QUERCUS-GUEST: nvme irqs=$1 kind=$2"
+}
+
+pt_done() {
+    echo "QUERCUS-GUEST: passthrough done"
+    poweroff -f
+    pt_error "poweroff failed"
 }
 
 # --- Benchmarks -------------------------------------------------------------------------------
@@ -525,6 +682,39 @@ bench_net_client() {
     echo "QUERCUS-BENCH: net tx bytes=$((bench_mib * 1048576)) packets=$((p1 - p0)) irqs=$((i1 - i0)) $b_fields"
 }
 
+# The passed-through devices' benchmark: a download of the quercus.fetch= file over the NIC,
+# then direct reads and writes of quercus.bench_mib MiB at the start of the NVMe drive.
+bench_passthrough() {
+    pt_nic_up || return
+    wait_for /dev/nvme0n1 200 || { pt_error "nvme: no /dev/nvme0n1 after 20 s"; return; }
+    bench_setup
+    i0=$(irq_info "$(nic_irq_re)")
+    read -r p0 < "/sys/class/net/$pt_if/statistics/rx_packets"
+    bracket fetch_url 300 \
+        || { pt_error "bench: wget $pt_url failed: $(tr '\n' ' ' < /tmp/wget.err)"; return; }
+    f=$b_fields
+    read -r p1 < "/sys/class/net/$pt_if/statistics/rx_packets"
+    i1=$(irq_info "$(nic_irq_re)")
+    echo "QUERCUS-BENCH: nic fetch bytes=$(stat -c %s /tmp/fetched) packets=$((p1 - p0)) irqs=$((${i1% *} - ${i0% *})) kind=${i1#* } $f"
+    rm -f /tmp/fetched
+    for step in read write; do
+        i0=$(irq_info "$NVME_IRQ_RE")
+        read -r r0 _ _ _ w0 _ < /sys/block/nvme0n1/stat
+        if [ "$step" = read ]; then
+            bracket dd_all "$bench_mib" if=/dev/nvme0n1 of=/dev/null bs=1048576 count="$bench_mib" iflag=direct
+        else
+            bracket dd_all "$bench_mib" if=/dev/zero of=/dev/nvme0n1 bs=1048576 count="$bench_mib" oflag=direct conv=notrunc
+        fi || { pt_error "bench: dd $step failed: $(tr '\n' ' ' < /tmp/dd.err)"; return; }
+        read -r r1 _ _ _ w1 _ < /sys/block/nvme0n1/stat
+        i1=$(irq_info "$NVME_IRQ_RE")
+        reqs=$((r1 - r0))
+        [ "$step" = write ] && reqs=$((w1 - w0))
+        echo "QUERCUS-BENCH: nvme $step bs=1048576 count=$bench_mib bytes=$((bench_mib * 1048576)) reqs=$reqs irqs=$((${i1% *} - ${i0% *})) kind=${i1#* } $b_fields"
+    done
+    echo "QUERCUS-BENCH: done"
+    pt_done
+}
+
 case "$test" in
     poweroff)
         echo "QUERCUS-GUEST: powering off"
@@ -564,6 +754,18 @@ case "$test" in
     bench-net-client)
         bench_net_client
         ;;
+    passthrough-nic)
+        pt_nic && pt_done
+        ;;
+    passthrough-nvme)
+        pt_nvme && pt_done
+        ;;
+    passthrough)
+        pt_nic && pt_nvme && pt_done
+        ;;
+    bench-passthrough)
+        bench_passthrough
+        ;;
     "")
         ;;
     *)
@@ -576,6 +778,32 @@ while true; do
     echo "QUERCUS-GUEST: shell exited, starting another"
 done
 "#;
+
+/// `/etc/udhcpc.script`: what busybox `udhcpc -s` runs on each DHCP event (`$1`: `deconfig`,
+/// `bound`, `renew`, ...; the lease in the environment: `interface`, `ip`, `mask` as a prefix
+/// length, `router`, `boot_file`). It applies the address and the default route and keeps the
+/// offer's boot file name in /tmp/dhcp-bootfile (`quercus.fetch=dhcp`).
+pub const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+# udhcpc's event script in the Quercus Linux test guest (written by cargo xtask: xtask/src/linux_image.rs).
+case "$1" in
+    deconfig)
+        ip addr flush dev "$interface"
+        ip link set "$interface" up
+        ;;
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
+        for r in $router; do
+            ip route add default via "$r" dev "$interface"
+            break
+        done
+        echo "$boot_file" > /tmp/dhcp-bootfile
+        ;;
+esac
+exit 0
+"#;
+/// Where [`UDHCPC_SCRIPT`] goes in the initramfs.
+const UDHCPC_SCRIPT_PATH: &str = "etc/udhcpc.script";
 
 /// The built image.
 #[derive(Clone, Debug)]
@@ -717,6 +945,7 @@ fn assemble(
     cpio.file("bin/busybox", 0o755, &busybox);
     cpio.symlink("bin/sh", "busybox");
     cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
     let mut list = String::new();
     let mut made: BTreeSet<String> = BTreeSet::new();
     for name in &order {
@@ -1097,13 +1326,14 @@ pub fn parse_print_uris(text: &str) -> Result<Vec<DebFile>> {
 /// Every input of the image, one `key=value` a line (the stamp file starts with these lines).
 pub fn inputs_manifest(debs: &Debs) -> String {
     format!(
-        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\n",
+        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\nudhcpc={:016x}\n",
         debs.kernel.filename,
         debs.kernel.hash,
         debs.busybox.filename,
         debs.busybox.hash,
         MODULE_ROOTS.join(","),
         fnv1a64(INIT_SCRIPT.as_bytes()),
+        fnv1a64(UDHCPC_SCRIPT.as_bytes()),
     )
 }
 
@@ -1131,7 +1361,8 @@ pub fn stamp_matches(stamp: &str, hash: u64) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 
 /// The `depends=` list of a kernel module (an ELF64 relocatable with a `.modinfo` section of
-/// NUL-separated `key=value` strings).
+/// NUL-separated `key=value` strings), each name with `-` read as `_` (as the kernel and
+/// [`module_files`] do: `nvme` depends on `nvme-core`, the file `nvme-core.ko`).
 pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>> {
     let modinfo = elf_section(elf, ".modinfo")?.context("no .modinfo section")?;
     Ok(modinfo
@@ -1141,7 +1372,7 @@ pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>> {
             String::from_utf8_lossy(deps)
                 .split(',')
                 .filter(|d| !d.is_empty())
-                .map(str::to_string)
+                .map(|d| d.replace('-', "_"))
                 .collect::<Vec<_>>()
         })
         .collect())
@@ -1551,6 +1782,10 @@ mod tests {
             "bench-blk",
             "bench-net-server",
             "bench-net-client",
+            "passthrough-nic",
+            "passthrough-nvme",
+            "passthrough",
+            "bench-passthrough",
         ] {
             assert!(
                 INIT_SCRIPT.contains(&format!("\n    {mode})"))
@@ -1576,6 +1811,56 @@ mod tests {
         assert!(INIT_SCRIPT.contains(&format!("nc \"$peer\" {NET_PORT} < /tmp/tx")));
         assert_eq!(NET_BYTES, 16 * 1048576);
         assert!(INIT_SCRIPT.contains("dd if=/dev/urandom of=/tmp/tx bs=1048576 count=16 "));
+    }
+
+    /// The passthrough modes write what xtask checks on the host, and read the boot file name
+    /// the DHCP script keeps.
+    #[test]
+    fn passthrough_modes_match_the_host_side() {
+        use crate::passthrough_data::{nvme_written, NVME_WRITE_BYTES, NVME_WRITE_OFFSET};
+        // 32768 lines of "quercus nvme " + 18 digits + "\n" = 1 MiB, as nvme_written has them.
+        assert!(INIT_SCRIPT.contains(
+            r#"awk 'BEGIN { for (i = 0; i < 32768; i++) printf "quercus nvme %018d\n", i }'"#
+        ));
+        assert_eq!(32768 * 32, NVME_WRITE_BYTES);
+        assert_eq!(
+            &nvme_written()[32..64],
+            b"quercus nvme 000000000000000001\n"
+        );
+        assert_eq!(NVME_WRITE_OFFSET, 8 << 20);
+        assert!(INIT_SCRIPT.contains("bs=1048576 seek=8 count=1 oflag=direct conv=fsync,notrunc"));
+        assert!(INIT_SCRIPT.contains("bs=1048576 skip=8 count=1 iflag=direct"));
+        assert!(INIT_SCRIPT.contains("udhcpc -i \"$pt_if\" -s /etc/udhcpc.script "));
+        assert_eq!(format!("/{UDHCPC_SCRIPT_PATH}"), "/etc/udhcpc.script");
+        assert!(UDHCPC_SCRIPT.contains("echo \"$boot_file\" > /tmp/dhcp-bootfile"));
+        assert!(INIT_SCRIPT.contains("read -r pt_url < /tmp/dhcp-bootfile"));
+        assert!(UDHCPC_SCRIPT.contains("ip addr add \"$ip/${mask:-24}\" dev \"$interface\""));
+        for line in [
+            "QUERCUS-GUEST: nic $pt_if driver=${pt_driver:-none} addr=$addr",
+            "QUERCUS-GUEST: nic fetched bytes=$(stat -c %s /tmp/fetched) sha256=$sum",
+            "QUERCUS-GUEST: nic irqs=$1 kind=$2",
+            "QUERCUS-GUEST: nvme read sha256=$sum",
+            "QUERCUS-GUEST: nvme wrote sha256=$sum",
+            "QUERCUS-GUEST: nvme irqs=$1 kind=$2",
+            "QUERCUS-GUEST: passthrough done",
+            "QUERCUS-GUEST: passthrough error $*",
+        ] {
+            assert!(INIT_SCRIPT.contains(line), "{line}");
+        }
+    }
+
+    /// The passed-through devices' drivers are in the initramfs.
+    #[test]
+    fn module_roots_cover_the_passthrough_devices() {
+        for m in ["e1000e", "e1000", "nvme"] {
+            assert!(MODULE_ROOTS.contains(&m), "{m}");
+        }
+        let manifest = inputs_manifest(&debs("k.deb"));
+        assert!(manifest.contains(",e1000e,e1000,nvme\n"), "{manifest}");
+        assert!(manifest.contains(&format!(
+            "udhcpc={:016x}",
+            fnv1a64(UDHCPC_SCRIPT.as_bytes())
+        )));
     }
 
     /// ext4 needs its checksum driver loaded before it mounts a metadata_csum filesystem.
@@ -1667,6 +1952,8 @@ mod tests {
     fn modinfo_depends_from_elf() {
         let elf = tiny_elf(b"license=GPL\0depends=virtio_ring,virtio\0name=virtio_blk\0");
         assert_eq!(modinfo_depends(&elf).unwrap(), ["virtio_ring", "virtio"]);
+        let dashed = tiny_elf(b"depends=nvme-core\0name=nvme\0");
+        assert_eq!(modinfo_depends(&dashed).unwrap(), ["nvme_core"]);
         let none = tiny_elf(b"license=GPL\0depends=\0name=virtio\0");
         assert!(modinfo_depends(&none).unwrap().is_empty());
         assert!(modinfo_depends(b"not an elf").is_err());

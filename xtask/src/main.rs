@@ -1,18 +1,24 @@
 //! `cargo xtask`: builds the Quercus image, boots it in QEMU or Bochs, runs the test suite and benchmarks.
 
 mod bench;
+mod bench_passthrough;
 mod bench_virtio;
+mod board;
 mod bochs;
 mod build;
 mod console;
 mod disk_image;
+mod fuzz;
 mod linux_image;
+mod own_guest;
 mod packages;
+mod passthrough_data;
 mod process;
 mod qemu;
 mod runner;
 mod size;
 mod tests;
+mod tests_passthrough;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,7 +53,7 @@ enum Command {
         debug: bool,
     },
     /// Build the image and boot it in an emulator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the host unit tests, then boot the image through the emulator test table.
     Test {
         /// Only the host unit tests.
@@ -77,6 +83,26 @@ enum Command {
         /// Rebuild even when the cached image's inputs are unchanged.
         #[arg(long)]
         force: bool,
+    },
+    /// An emulated board's PCI functions, read from the emulator (QEMU: `info pci` and config
+    /// space over QMP; Bochs: the addresses in its log): printed as `[[pci]]` tables, or with
+    /// `--check` compared with configs/boards/BOARD.toml (fails on a difference).
+    Board {
+        /// qemu-vtd, qemu-amdvi or bochs.
+        board: String,
+        /// Compare with the board file instead of printing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the fuzz targets (every cargo-fuzz target under crates/*/fuzz and tools/*/fuzz) under
+    /// libFuzzer on the nightly toolchain, installing cargo-fuzz if needed; print runs, time,
+    /// corpus size and result per target. Fails if any target finds a crash, leak or timeout.
+    Fuzz {
+        /// Only this target (`pvh`, or `loader/pvh`).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Measure things.
     Bench {
@@ -128,6 +154,14 @@ enum BenchWhat {
         #[arg(long, value_enum)]
         part: Vec<bench_virtio::Part>,
     },
+    /// Linux on passed-through devices: a download over QEMU's e1000e and direct reads and
+    /// writes of its NVMe drive (behind its intel-iommu or amd-iommu), natively and under Quercus,
+    /// in MiB/s with interrupts and VM exits per MiB and exits per interrupt.
+    Passthrough {
+        /// Only these IOMMUs (repeatable; default: intel).
+        #[arg(long, value_enum)]
+        iommu: Vec<bench_passthrough::Iommu>,
+    },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
         /// Boots of each kind.
@@ -140,18 +174,45 @@ enum BenchWhat {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Scenario name: configs/NAME.toml. The default is the demo: Linux with a virtio disk and
-    /// network, pinging a second VM over a virtual switch (configs/default.toml).
-    #[arg(long, default_value = DEFAULT_SCENARIO)]
-    scenario: String,
+    /// Scenario: a name (configs/NAME.toml) or a file path (FILE.toml, anywhere; its file paths
+    /// are relative to it). The default is the demo: Linux with a virtio disk and network,
+    /// pinging a second VM over a virtual switch (configs/default.toml); with --guest, a scenario
+    /// of one VM made for the run.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Your own guest kernel (Multiboot1, ELF64, bzImage or PVH vmlinux; the type is detected):
+    /// booted in a VM `guest` of its own (pCPU 1, COM1 console), or with --scenario in place of
+    /// the kernel of its first VM (or --vm NAME).
+    #[arg(long, value_name = "FILE")]
+    guest: Option<PathBuf>,
+    /// The guest kernel's type when it cannot or should not be detected
+    /// (multiboot, elf64, bzimage, pvh).
+    #[arg(long, value_name = "TYPE", requires = "guest")]
+    guest_type: Option<String>,
+    /// An initrd file for the guest kernel (bzImage or PVH).
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// The guest kernel's command line (default for Linux: console=ttyS0).
+    #[arg(long, value_name = "STR")]
+    append: Option<String>,
+    /// A disk image file, served to the guest as a writable virtio-blk disk (repeatable); the
+    /// file is read at boot and never written.
+    #[arg(long, value_name = "FILE")]
+    disk: Vec<PathBuf>,
+    /// The guest VM's RAM in MiB (default: 256, more for large images).
+    #[arg(long, value_name = "MIB")]
+    guest_mem: Option<u64>,
+    /// With --scenario: the VM that gets the --guest, --initrd, --append and --disk files.
+    #[arg(long, value_name = "NAME", requires = "scenario")]
+    vm: Option<String>,
     #[arg(long, value_enum, default_value_t = Emulator::Qemu)]
     emulator: Emulator,
     /// Number of CPUs (default: what the scenario's VMs need, at least 2).
     #[arg(long)]
     cpus: Option<u32>,
-    /// Memory in MiB.
-    #[arg(long, default_value_t = 512)]
-    mem: u32,
+    /// Memory in MiB (default: 512, or more when the VMs and boot modules need it).
+    #[arg(long)]
+    mem: Option<u32>,
     /// Hypervisor command line.
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -175,7 +236,7 @@ struct RunArgs {
     kernel: Option<PathBuf>,
     /// Boot the Linux guest image natively (no hypervisor), for comparison; `--cmdline` is then
     /// added to its kernel command line (`console=ttyS0 quiet`), e.g. `quercus.test=poweroff`.
-    #[arg(long, conflicts_with_all = ["debug", "kernel", "modules"])]
+    #[arg(long, conflicts_with_all = ["debug", "kernel", "modules", "guest", "initrd", "disk"])]
     native_linux: bool,
 }
 
@@ -192,8 +253,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `configs/NAME.toml`, or an error listing the scenarios that exist.
+/// `configs/NAME.toml`, or an error listing the scenarios that exist; a `name` ending in `.toml`
+/// or holding a `/` is a file path (relative to the current directory).
 fn scenario_path(root: &Path, name: &str) -> Result<PathBuf> {
+    if name.ends_with(".toml") || name.contains('/') {
+        let path = std::path::absolute(name).with_context(|| format!("scenario path `{name}`"))?;
+        if !path.is_file() {
+            bail!("scenario file {} does not exist", path.display());
+        }
+        return Ok(path);
+    }
     let dir = root.join("configs");
     let path = dir.join(format!("{name}.toml"));
     if path.is_file() {
@@ -247,11 +316,54 @@ fn parse_module(spec: &str) -> Result<runner::BootModule> {
     })
 }
 
+/// The scenario file `cargo xtask run` builds with: `--scenario` (default: the demo), or one
+/// written for the run when the user's own files are given.
+fn run_scenario(root: &Path, args: &RunArgs) -> Result<PathBuf> {
+    let guest = own_guest::GuestFiles {
+        kernel: args.guest.clone(),
+        kind: args.guest_type.clone(),
+        initrd: args.initrd.clone(),
+        cmdline: args.append.clone(),
+        disks: args.disk.clone(),
+        mem_mib: args.guest_mem,
+        vm: args.vm.clone(),
+    };
+    let scenario = args.scenario.as_deref();
+    if !guest.any() {
+        if args.append.is_some() || args.guest_mem.is_some() {
+            bail!("--append and --guest-mem go with --guest, --initrd or --disk");
+        }
+        return scenario_path(root, scenario.unwrap_or(DEFAULT_SCENARIO));
+    }
+    let path = match scenario {
+        None => own_guest::one_vm_scenario(root, args.emulator, &guest)?,
+        Some(name) => own_guest::override_scenario(root, &scenario_path(root, name)?, &guest)?,
+    };
+    eprintln!("scenario: {}", path.display());
+    Ok(path)
+}
+
+/// RAM the emulated machine needs for `scenario`: twice its VMs' RAM (each VM needs one
+/// contiguous 2 MiB-aligned block, and boot modules sit where the loader put them), its boot
+/// modules and 128 MiB for the hypervisor, in MiB rounded up to 128, at least 512.
+fn machine_mem_mib(root: &Path, scenario: &Path, modules: &[runner::BootModule]) -> Result<u32> {
+    let validated = build::validate(root, scenario)?;
+    let vms: u64 = validated.vms.iter().map(|vm| vm.memory_bytes).sum();
+    let files: u64 = modules
+        .iter()
+        .map(|m| std::fs::metadata(&m.path).map_or(0, |meta| meta.len()))
+        .sum();
+    let need = (2 * vms + files + (128 << 20)).div_ceil(128 << 20) * 128;
+    Ok(u32::try_from(need).unwrap_or(u32::MAX).max(512))
+}
+
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let root = workspace_root();
     let mut scenario_modules = Vec::new();
-    let mut cmdline = args.cmdline;
+    let mut cmdline = args.cmdline.clone();
     let mut cpus = args.cpus.unwrap_or(2);
+    let mut mem = args.mem.unwrap_or(512);
+    let mut name = args.scenario.clone().unwrap_or(DEFAULT_SCENARIO.into());
     let kernel = match args.kernel {
         None if args.native_linux => {
             let image = linux_image::linux_guest(&root)?;
@@ -268,7 +380,10 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             std::path::absolute(&path).with_context(|| format!("kernel path {}", path.display()))?
         }
         None => {
-            let scenario = scenario_path(&root, &args.scenario)?;
+            let scenario = run_scenario(&root, &args)?;
+            name = scenario
+                .file_stem()
+                .map_or(name, |s| s.to_string_lossy().into_owned());
             let opts = BuildOptions {
                 profile: if args.debug {
                     Profile::Debug
@@ -280,6 +395,15 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             scenario_modules = build::scenario_modules(&root, &scenario, &opts)?;
             if args.cpus.is_none() {
                 cpus = cpus.max(build::scenario_cpus(&root, &scenario)?);
+            }
+            let need = machine_mem_mib(&root, &scenario, &scenario_modules)?;
+            match args.mem {
+                None => mem = need,
+                Some(given) if given < need => eprintln!(
+                    "warning: --mem {given} is less than the {need} MiB the VMs and boot modules of {} need",
+                    scenario.display()
+                ),
+                Some(_) => {}
             }
             build::build_hypervisor(&opts)?
         }
@@ -302,12 +426,12 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         name: if args.native_linux {
             "native-linux".to_string()
         } else {
-            args.scenario.clone()
+            name
         },
         kernel,
         emulator: args.emulator,
         cpus,
-        mem_mib: args.mem,
+        mem_mib: mem,
         cmdline,
         modules: scenario_modules
             .into_iter()
@@ -315,6 +439,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .chain(args.modules.iter().map(|m| parse_module(m)))
             .collect::<Result<_>>()?,
         extra_qemu_args: Vec::new(),
+        extra_bochsrc: String::new(),
         expect,
         parallel: Vec::new(),
         input: Vec::new(),
@@ -376,7 +501,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run(args) => cmd_run(args),
+        Command::Run(args) => cmd_run(*args),
         Command::LinuxImage { force } => {
             linux_image::build(&workspace_root(), force).map(|image| {
                 for path in [&image.bzimage, &image.vmlinux, &image.initrd] {
@@ -396,6 +521,7 @@ fn main() -> ExitCode {
             println!("written.txt sha256={written} (what the guest writes)");
             ExitCode::SUCCESS
         }),
+        Command::Board { board, check } => board::cmd_board(&board, check),
         Command::Test {
             unit_only,
             emulator_only,
@@ -407,6 +533,9 @@ fn main() -> ExitCode {
             filter.as_deref(),
             native_only,
         ),
+        Command::Fuzz { target, seconds } => {
+            fuzz::fuzz(&workspace_root(), target.as_deref(), seconds)
+        }
         Command::Bench {
             what: BenchWhat::Boot { runs },
         } => bench::bench_boot(runs),
@@ -425,6 +554,13 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Size { image },
         } => size::bench_size(image.as_deref()),
+        Command::Bench {
+            what: BenchWhat::Passthrough { iommu },
+        } => bench_passthrough::bench_passthrough(if iommu.is_empty() {
+            &[bench_passthrough::Iommu::Intel]
+        } else {
+            &iommu
+        }),
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),

@@ -78,6 +78,7 @@ mod tests {
             cmdline: "a=1 b".into(),
             modules: Vec::new(),
             extra_qemu_args: vec!["-machine".into(), "acpi=off".into()],
+            extra_bochsrc: String::new(),
             expect: Vec::new(),
             parallel: Vec::new(),
             input: Vec::new(),

@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub cmdline: String,
     pub modules: Vec<BootModule>,
     pub extra_qemu_args: Vec<String>,
+    /// Lines appended to the bochsrc of a Bochs run (e.g. the board's PCI devices).
+    pub extra_bochsrc: String,
     /// Console regexes that must all be seen, in order; the run ends at the last one.
     /// Empty: an interactive run that lasts until the emulator exits or Ctrl-C.
     pub expect: Vec<Regex>,
@@ -112,7 +114,7 @@ pub fn run_dir(name: &str) -> PathBuf {
 }
 
 /// A fresh [`run_dir`].
-fn fresh_run_dir(name: &str) -> Result<PathBuf> {
+pub fn fresh_run_dir(name: &str) -> Result<PathBuf> {
     let dir = run_dir(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -124,6 +126,12 @@ fn fresh_run_dir(name: &str) -> Result<PathBuf> {
 /// Boot `cfg.kernel` and watch the console as `cfg` says.
 pub fn run(cfg: &RunConfig) -> Result<RunOutcome> {
     let dir = fresh_run_dir(&cfg.name)?;
+    run_in(cfg, &dir)
+}
+
+/// Like [`run`], in `dir` as it is (prepared by the caller, see [`fresh_run_dir`]).
+pub fn run_in(cfg: &RunConfig, dir: &Path) -> Result<RunOutcome> {
+    let dir = dir.to_path_buf();
     match cfg.emulator {
         Emulator::Qemu => run_qemu(cfg, &dir),
         Emulator::Bochs | Emulator::BochsAmd | Emulator::BochsHaswell => run_bochs(cfg, &dir),

@@ -48,6 +48,8 @@ pub struct TestCase {
     pub mem_mib: u32,
     pub cmdline: &'static str,
     pub extra_qemu_args: &'static [&'static str],
+    /// Lines appended to the bochsrc (Bochs only), e.g. [`crate::board::bochs_pci_lines`].
+    pub extra_bochsrc: &'static str,
     pub modules: Vec<BootModule>,
     /// The scenario (`configs/<name>.toml`) the image is built with; its guest modules are added.
     pub scenario: &'static str,
@@ -66,7 +68,19 @@ pub struct TestCase {
     pub native: Option<Native>,
     /// A check of the native runs' logs once each saw its expected lines.
     pub native_check: Option<NativeCheck>,
+    /// Prepares the Quercus run's directory before the emulator starts (e.g. the disk of a
+    /// passed-through NVMe, a file server); what it returns lives until the run ended. The
+    /// directory of the main native run (not its companions') is prepared the same way.
+    pub setup: Option<Setup>,
+    /// A check of the Quercus run's directory once the run passed (e.g. what the guest wrote);
+    /// also of the main native run's directory.
+    pub dir_check: Option<DirCheck>,
 }
+
+/// See [`TestCase::setup`].
+pub type Setup = fn(&Path) -> Result<Box<dyn std::any::Any>>;
+/// See [`TestCase::dir_check`].
+pub type DirCheck = fn(&Path) -> Result<(), String>;
 
 /// A run of one of the scenario's guests booted directly by the case's emulator (no
 /// hypervisor), with [`NATIVE_FAIL`] (or its own `fail`) as its failure pattern: the baseline that
@@ -191,7 +205,7 @@ pub fn ready(cpus: u32) -> String {
 }
 
 /// A plain boot to the ready line, of the `guest` scenario (one test-guest VM).
-fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
+pub fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
     let qemu = emulator == Emulator::Qemu;
     TestCase {
         name,
@@ -200,6 +214,7 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         mem_mib: 512,
         cmdline: "",
         extra_qemu_args: &[],
+        extra_bochsrc: "",
         modules: Vec::new(),
         scenario: "guest",
         expect: vec![ready(cpus)],
@@ -210,6 +225,8 @@ fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         timeout_secs: if qemu { 60 } else { 180 },
         native: None,
         native_check: None,
+        setup: None,
+        dir_check: None,
     }
 }
 
@@ -232,7 +249,7 @@ pub const GUEST_TESTS: [&str; 14] = [
 ];
 
 /// Under Quercus no guest test may skip or fail.
-const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: .*(?:unhandled|cannot|unsupported|refused)";
+pub const GUEST_FAIL: &str = r"(?i)panic|fatal|exception|TEST \S+ (FAIL|SKIP)|stopped: .*(?:unhandled|cannot|unsupported|refused)";
 
 /// The test guest's tests of a second vCPU (cmdline word `smp`), after [`GUEST_TESTS`].
 pub const GUEST_SMP_TESTS: [&str; 2] = ["smp-ap-start", "smp-ap-restart"];
@@ -272,6 +289,29 @@ fn guest_passes(vm: &str, extra: &[&str]) -> Vec<String> {
     ));
     v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
     v
+}
+
+/// The scenario name of the `own-guest-*` cases: not a file in `configs/` but a user's directory
+/// that [`own_guest::test_scenario`] writes (the test guest's ELF and a disk image as files next
+/// to the scenario, named by path, the kernel's type detected).
+pub const OWN_GUEST_SCENARIO: &str = "own-guest";
+
+/// A user's own kernel and disk image, named by file in a scenario outside `configs/`: the test
+/// guest (copied) boots as VM `own`, runs its tests and powers off; the disk file is served.
+fn own_guest(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: OWN_GUEST_SCENARIO,
+        expect: guest_passes("own", &[]),
+        parallel: vec![
+            vec![
+                r#"vm own \(id 0\): 32 MiB at host 0x[0-9a-f]+, kernel "file-my-kernel\.elf""#
+                    .into(),
+            ],
+            vec![r#"disk "file-my-disk\.img": 64 KiB at host"#.into()],
+        ],
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot(name, emulator, 2)
+    }
 }
 
 /// The `smp` scenario's test guest (vm0, two vCPUs on pCPUs 1 and 2) under `emulator`.
@@ -1877,6 +1917,7 @@ pub fn cases() -> Vec<TestCase> {
         lowload("lowload-qemu-svm", Emulator::Qemu),
         lowload("lowload-bochs-vmx", Emulator::Bochs),
         lowload("lowload-bochs-svm", Emulator::BochsAmd),
+        own_guest("own-guest-qemu-svm", Emulator::Qemu),
         virtio_drivers("virtio-drivers-qemu-svm", Emulator::Qemu),
         virtio_drivers("virtio-drivers-bochs-vmx", Emulator::Bochs),
         virtio_drivers("virtio-drivers-bochs-svm", Emulator::BochsAmd),
@@ -1994,6 +2035,9 @@ pub fn cases() -> Vec<TestCase> {
             ..boot("bad-memory-map", Emulator::Qemu, 2)
         },
     ]
+    .into_iter()
+    .chain(crate::tests_passthrough::cases())
+    .collect()
 }
 
 impl TestCase {
@@ -2041,6 +2085,7 @@ impl TestCase {
                 .cloned()
                 .collect(),
             extra_qemu_args: self.extra_qemu_args.iter().map(|s| s.to_string()).collect(),
+            extra_bochsrc: self.extra_bochsrc.to_string(),
             expect,
             fail,
             timeout: Duration::from_secs(self.timeout_secs),
@@ -2205,6 +2250,7 @@ impl Native {
             cmdline: self.cmdline.to_string(),
             modules,
             extra_qemu_args,
+            extra_bochsrc: case.extra_bochsrc.to_string(),
             expect,
             parallel: Vec::new(),
             input: Vec::new(),
@@ -2393,7 +2439,7 @@ pub fn run_tests(
 }
 
 /// Guest lines worth timing in a native run's log: the Linux guest's progress and results.
-const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net)";
+const MILESTONE: &str = r"QUERCUS-GUEST: (up|modules|hwrng|blk|net|nic|nvme|passthrough)";
 
 /// `SECONDS s  LINE` for each line of `outcome` matching `milestone` (from the match on, without
 /// the firmware's terminal codes before it).
@@ -2502,7 +2548,24 @@ fn run_case(case: &TestCase, kernel: &Path, modules: &[BootModule]) -> Result<Ve
         ""
     };
     let cfg = case.run_config(kernel, modules)?;
-    Ok(judge(label, runner::run(&cfg)?, case.post_check))
+    let dir = runner::fresh_run_dir(&cfg.name)?;
+    let _guard = match case.setup {
+        Some(setup) => Some(
+            setup(&dir).with_context(|| format!("{}: setting up {}", case.name, dir.display()))?,
+        ),
+        None => None,
+    };
+    let verdict = judge(label, runner::run_in(&cfg, &dir)?, case.post_check);
+    if let (Verdict::Pass(_), Some(check)) = (&verdict, case.dir_check) {
+        if let Err(why) = check(&dir) {
+            return Ok(Verdict::Fail {
+                why: format!("{label}{why}"),
+                diagnostics: Vec::new(),
+                tail: Vec::new(),
+            });
+        }
+    }
+    Ok(verdict)
 }
 
 /// Whether `/proc/net/tcp` text lists a socket listening on 127.0.0.1 or any address at `port`.
@@ -2562,6 +2625,8 @@ pub(crate) fn run_native(
     let disk_dir = workspace_root().join("target").join("runs");
     std::fs::create_dir_all(&disk_dir)?;
     let mut planned = Vec::new();
+    // The case's setup prepares the main run's directory too (its guard lives until the runs end).
+    let mut guards: Vec<Box<dyn std::any::Any>> = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let slot = NativeSlot {
             name: match i {
@@ -2577,19 +2642,33 @@ pub(crate) fn run_native(
                 .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
         }
         let cfg = run.run_config(case, modules, &slot)?;
-        planned.push((cfg, run.connects_to(&ports), copies));
+        let dir = match (i, case.setup) {
+            (0, Some(setup)) => {
+                let dir = runner::fresh_run_dir(&cfg.name)?;
+                guards.push(
+                    setup(&dir)
+                        .with_context(|| format!("{}: setting up {}", case.name, dir.display()))?,
+                );
+                Some(dir)
+            }
+            _ => None,
+        };
+        planned.push((cfg, run.connects_to(&ports), copies, dir));
     }
     let outcomes: Vec<Result<runner::RunOutcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = planned
             .iter()
-            .map(|(cfg, connects, _)| {
+            .map(|(cfg, connects, _, dir)| {
                 scope.spawn(move || {
                     for &port in connects {
                         if !wait_listening(port, Duration::from_secs(60)) {
                             bail!("{}: nothing listens on 127.0.0.1:{port}", cfg.name);
                         }
                     }
-                    runner::run(cfg)
+                    match dir {
+                        Some(dir) => runner::run_in(cfg, dir),
+                        None => runner::run(cfg),
+                    }
                 })
             })
             .collect();
@@ -2603,7 +2682,8 @@ pub(crate) fn run_native(
     });
     let mut named = Vec::new();
     let mut verdict = None;
-    for ((cfg, _, copies), outcome) in planned.iter().zip(outcomes) {
+    drop(guards);
+    for ((cfg, _, copies, dir), outcome) in planned.iter().zip(outcomes) {
         let outcome = outcome?;
         if outcome.matched {
             for (_, dst) in copies {
@@ -2616,7 +2696,17 @@ pub(crate) fn run_native(
             } else {
                 format!("native run {}: ", cfg.name)
             };
-            let v = judge(&label, outcome.clone(), None);
+            let mut v = judge(&label, outcome.clone(), None);
+            // The case's dir_check looks at the directory its setup prepared.
+            if let (Verdict::Pass(_), Some(check), Some(dir)) = (&v, case.dir_check, dir) {
+                if let Err(why) = check(dir) {
+                    v = Verdict::Fail {
+                        why: format!("{label}{why}"),
+                        diagnostics: Vec::new(),
+                        tail: Vec::new(),
+                    };
+                }
+            }
             if matches!(v, Verdict::Fail { .. }) {
                 verdict = Some(v);
             }
@@ -2658,7 +2748,11 @@ fn image_for<'a>(
     if let Some(hit) = cache.get(scenario) {
         return Ok(hit.clone());
     }
-    let path = root.join("configs").join(format!("{scenario}.toml"));
+    let mut path = root.join("configs").join(format!("{scenario}.toml"));
+    if scenario == OWN_GUEST_SCENARIO {
+        let test_guest = build::module_path(root, "test-guest", &BuildOptions::default())?;
+        path = crate::own_guest::test_scenario(&root.join("target/tmp/own-guest"), &test_guest)?;
+    }
     let opts = BuildOptions {
         profile: Profile::Release,
         scenario: Some(path.clone()),
@@ -2768,7 +2862,10 @@ mod unit {
 
     #[test]
     fn every_case_has_its_scenario_file() {
-        for c in cases() {
+        for c in cases()
+            .into_iter()
+            .filter(|c| c.scenario != OWN_GUEST_SCENARIO)
+        {
             let path = workspace_root()
                 .join("configs")
                 .join(format!("{}.toml", c.scenario));

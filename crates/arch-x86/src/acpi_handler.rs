@@ -4,6 +4,8 @@
 //! the physical address reinterpreted as a pointer. Host tests use the same
 //! handler by handing the ACPI crate the addresses of tables built in a buffer.
 
+extern crate alloc;
+
 use core::ptr::NonNull;
 
 use acpi::{AcpiHandler, PhysicalMapping};
@@ -84,4 +86,73 @@ pub fn corrupt_madt_signature(tables: &acpi::AcpiTables<IdentityMapped>) -> bool
     // there); overwriting one signature byte only affects later lookups.
     unsafe { (addr as *mut u8).write_volatile(b'X') };
     true
+}
+
+/// A table the acpi crate knows only by signature, read as its header.
+macro_rules! raw_table {
+    ($name:ident, $sig:ident) => {
+        #[cfg(feature = "bare-metal")]
+        #[repr(transparent)]
+        struct $name {
+            header: acpi::sdt::SdtHeader,
+        }
+
+        // SAFETY: the type is exactly the table's header, which every ACPI table starts with;
+        // the body is read as bytes through `phys::read`, never through this type.
+        #[cfg(feature = "bare-metal")]
+        unsafe impl acpi::AcpiTable for $name {
+            const SIGNATURE: acpi::sdt::Signature = acpi::sdt::Signature::$sig;
+
+            fn header(&self) -> &acpi::sdt::SdtHeader {
+                &self.header
+            }
+        }
+    };
+}
+
+raw_table!(RawDmar, DMAR);
+raw_table!(RawIvrs, IVRS);
+
+/// Which whole tables [`table_bytes`] can copy out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawTable {
+    /// Intel's DMA Remapping table (VT-d units).
+    Dmar,
+    /// AMD's I/O Virtualization Reporting Structure (AMD-Vi units).
+    Ivrs,
+}
+
+/// A copy of the whole table (header included, as long as its length field says, at most
+/// 64 KiB), or None when the firmware has none.
+#[cfg(feature = "bare-metal")]
+pub fn table_bytes(
+    tables: &acpi::AcpiTables<IdentityMapped>,
+    which: RawTable,
+) -> Option<alloc::vec::Vec<u8>> {
+    let (addr, len) = match which {
+        RawTable::Dmar => {
+            let t = tables.find_table::<RawDmar>().ok()?;
+            (t.physical_start() as u64, t.header.length)
+        }
+        RawTable::Ivrs => {
+            let t = tables.find_table::<RawIvrs>().ok()?;
+            (t.physical_start() as u64, t.header.length)
+        }
+    };
+    let mut buf = alloc::vec![0u8; (len as usize).min(64 << 10)];
+    crate::phys::read(addr, &mut buf).then_some(buf)
+}
+
+/// The ECAM window of PCI segment 0 from the MCFG: (base of bus 0, last bus).
+pub fn ecam_window(tables: &acpi::AcpiTables<IdentityMapped>) -> Option<(u64, u8)> {
+    let mcfg = tables.find_table::<acpi::mcfg::Mcfg>().ok()?;
+    mcfg.entries().iter().find_map(|e| {
+        let (segment, start, end, base) = (
+            e.pci_segment_group,
+            e.bus_number_start,
+            e.bus_number_end,
+            e.base_address,
+        );
+        (segment == 0 && start == 0).then_some((base, end))
+    })
 }

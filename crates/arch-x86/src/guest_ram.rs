@@ -125,6 +125,8 @@ impl GuestMemory for GuestRam {
 /// entries read and written in place (identity-mapped).
 pub struct FrameTables<F: FnMut() -> Option<u64>> {
     alloc: F,
+    /// Write back each entry written (for an IOMMU whose walks do not snoop).
+    flush: bool,
 }
 
 impl<F: FnMut() -> Option<u64>> FrameTables<F> {
@@ -132,7 +134,20 @@ impl<F: FnMut() -> Option<u64>> FrameTables<F> {
     /// Every address `alloc` returns must be a 4 KiB-aligned, identity-mapped
     /// frame owned by the tables for as long as they are in use.
     pub unsafe fn new(alloc: F) -> Self {
-        Self { alloc }
+        Self {
+            alloc,
+            flush: false,
+        }
+    }
+
+    /// Like [`FrameTables::new`], for tables an IOMMU walks: every entry
+    /// written is flushed from the CPU caches.
+    ///
+    /// # Safety
+    /// As for [`FrameTables::new`].
+    #[cfg(feature = "bare-metal")]
+    pub unsafe fn for_iommu(alloc: F) -> Self {
+        Self { alloc, flush: true }
     }
 }
 
@@ -141,6 +156,10 @@ impl<F: FnMut() -> Option<u64>> paging::TableMemory for FrameTables<F> {
         let frame = (self.alloc)()?;
         // SAFETY: the frame is owned by these tables (constructor contract).
         unsafe { core::ptr::write_bytes(frame as *mut u8, 0, 4096) };
+        #[cfg(feature = "bare-metal")]
+        if self.flush {
+            crate::dma::flush_lines(frame, 4096);
+        }
         Some(platform::HostPhysAddr(frame))
     }
 
@@ -154,5 +173,9 @@ impl<F: FnMut() -> Option<u64>> paging::TableMemory for FrameTables<F> {
         debug_assert!(index < 512);
         // SAFETY: as for `read_entry`.
         unsafe { ((table.0 as *mut u64).add(index % 512)).write_volatile(value) }
+        #[cfg(feature = "bare-metal")]
+        if self.flush {
+            crate::dma::flush_lines(table.0 + 8 * (index % 512) as u64, 8);
+        }
     }
 }

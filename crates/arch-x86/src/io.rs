@@ -44,3 +44,23 @@ pub fn inl(port: u16) -> u32 {
     }
     value
 }
+
+/// Writes a word to an I/O port.
+#[inline]
+pub fn outw(port: u16, value: u16) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Reads a word from an I/O port.
+#[inline]
+pub fn inw(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: as for `outb`.
+    unsafe {
+        core::arch::asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}

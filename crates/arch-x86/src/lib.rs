@@ -11,6 +11,8 @@ pub mod boot;
 pub mod console;
 pub mod cpu;
 #[cfg(feature = "bare-metal")]
+pub mod dma;
+#[cfg(feature = "bare-metal")]
 pub mod guest_ram;
 pub mod guest_state;
 #[cfg(feature = "bare-metal")]
@@ -21,6 +23,8 @@ pub mod ioapic;
 pub mod lapic;
 #[cfg(feature = "bare-metal")]
 pub mod mem;
+#[cfg(feature = "bare-metal")]
+pub mod pci;
 #[cfg(feature = "bare-metal")]
 pub mod percpu;
 #[cfg(feature = "bare-metal")]

@@ -74,6 +74,17 @@ impl Level {
         1 << self.shift()
     }
 
+    /// The level's number in the hardware's counting: 4 for the PML4 down
+    /// to 1 for the page table.
+    pub(crate) const fn number(self) -> u8 {
+        match self {
+            Self::Pml4 => 4,
+            Self::Pdpt => 3,
+            Self::Pd => 2,
+            Self::Pt => 1,
+        }
+    }
+
     /// The page a leaf at this level maps, or `None` for the root.
     pub(crate) const fn leaf_size(self) -> Option<PageSize> {
         match self {

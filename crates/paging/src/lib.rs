@@ -1,7 +1,9 @@
 //! Second-level page tables: the Intel EPT and AMD NPT structures that map a
-//! VM's guest-physical address space onto host-physical memory.
+//! VM's guest-physical address space onto host-physical memory, and the
+//! IOMMU tables (VT-d second-level, AMD-Vi) that map the same space for the
+//! VM's passed-through devices' DMA.
 //!
-//! [`SecondLevelTables`] builds 4-level tables in either [`Format`] through a
+//! [`SecondLevelTables`] builds 4-level tables in any [`Format`] through a
 //! [`TableMemory`], so this crate never touches raw memory: the hypervisor
 //! implements the trait over identity-mapped frames, host tests over a
 //! `Vec` (see `ArenaMemory` behind the `test-utils` feature).
@@ -19,6 +21,7 @@
 extern crate alloc;
 
 mod addr;
+mod amdvi;
 mod attrs;
 mod ept;
 mod format;
@@ -28,6 +31,7 @@ mod memory;
 mod mock;
 mod npt;
 mod tables;
+mod vtd_sl;
 
 pub use addr::{GuestPhysAddr, GUEST_PHYS_BITS, HOST_PHYS_BITS};
 pub use attrs::{MemType, PageSizes, Perms};

@@ -8,7 +8,9 @@
 //!
 //! Nothing here invalidates TLBs or paging-structure caches: after
 //! [`unmap`](SecondLevelTables::unmap) (or before reusing its frames) the
-//! caller flushes with INVEPT (EPT) or a VMCB TLB flush (NPT). A
+//! caller flushes with INVEPT (EPT), a VMCB TLB flush (NPT) or the IOMMU
+//! driver's domain flush (VT-d second-level, AMD-Vi; after a `map` too,
+//! since a unit may cache not-present entries). A
 //! [`map`](SecondLevelTables::map) while the VM runs needs no flush, but a
 //! vCPU touching the range during the call may exit once for an address that
 //! is mapped by the time the exit is handled; the handler re-checks with
@@ -29,6 +31,8 @@ use crate::memory::{TableMemory, ENTRIES_PER_TABLE, TABLE_SIZE};
 const GPA_LIMIT: u64 = 1 << GUEST_PHYS_BITS;
 /// First host-physical address an entry cannot hold.
 const HPA_LIMIT: u64 = 1 << HOST_PHYS_BITS;
+/// First guest-physical address a 3-level IOMMU walk cannot reach (512 GiB).
+const DMA3_LIMIT: u64 = 1 << 39;
 
 /// Why tables could not be created, or a range mapped or unmapped.
 ///
@@ -94,6 +98,20 @@ pub enum MapError {
         /// Its size.
         page_size: PageSize,
     },
+    /// An IOMMU walk of this many levels is not offered (3 and 4 are).
+    UnsupportedDmaLevels {
+        /// The levels asked for.
+        levels: u8,
+    },
+    /// The address lies beyond what a 3-level IOMMU walk reaches (512 GiB):
+    /// either it is mapped already when the 3-level root is asked for, or a
+    /// mapping for it is asked after.
+    BeyondDmaReach {
+        /// The first guest-physical address out of reach.
+        gpa: GuestPhysAddr,
+        /// The IOMMU's walk depth.
+        levels: u8,
+    },
 }
 
 impl fmt::Display for MapError {
@@ -135,6 +153,16 @@ impl fmt::Display for MapError {
                 f,
                 "the {page_size} page at guest-physical {gpa} lies partly outside the \
                  range to unmap, and large pages are not split"
+            ),
+            Self::UnsupportedDmaLevels { levels } => write!(
+                f,
+                "an IOMMU walk of {levels} levels is not supported (3 or 4 are)"
+            ),
+            Self::BeyondDmaReach { gpa, levels } => write!(
+                f,
+                "guest-physical address {gpa} is beyond the {:#x} bytes a {levels}-level \
+                 IOMMU walk reaches",
+                DMA3_LIMIT
             ),
         }
     }
@@ -183,6 +211,9 @@ pub struct SecondLevelTables<M: TableMemory> {
     format: Format,
     page_sizes: PageSizes,
     root: HostPhysAddr,
+    /// Set once an IOMMU walks the tables from below the root (3 levels):
+    /// mappings must then stay below [`DMA3_LIMIT`].
+    three_level_dma: bool,
     mem: M,
 }
 
@@ -197,8 +228,52 @@ impl<M: TableMemory> SecondLevelTables<M> {
             format,
             page_sizes,
             root,
+            three_level_dma: false,
             mem,
         })
+    }
+
+    /// The table an IOMMU walking `levels` levels starts from, for the
+    /// VT-d context entry (address width 39 bits for 3 levels, 48 for 4) or
+    /// the AMD-Vi device table entry (Mode = `levels`).
+    ///
+    /// With 4 levels that is the root (PML4). With 3 levels (a VT-d unit
+    /// whose `CAP.SAGAW` offers only 39-bit widths, like QEMU's default
+    /// `aw-bits=39`) it is the table under the root's first entry, linked in
+    /// here if missing: the IOMMU then reaches only guest-physical addresses
+    /// below 512 GiB, so the VM's RAM must lie there. Refused if anything is
+    /// mapped above; once asked, later [`map`](Self::map) calls above
+    /// 512 GiB are refused too. Any format may be asked (the walk is the
+    /// same), but only [`Format::VtdSl`] and [`Format::AmdVi`] tables are
+    /// meant for an IOMMU.
+    pub fn dma_root(&mut self, levels: u8) -> Result<HostPhysAddr, MapError> {
+        match levels {
+            4 => Ok(self.root),
+            3 => {
+                if let Some((base, _, _)) = self.next_leaf(DMA3_LIMIT, GPA_LIMIT) {
+                    return Err(MapError::BeyondDmaReach {
+                        gpa: GuestPhysAddr(base.max(DMA3_LIMIT)),
+                        levels,
+                    });
+                }
+                let raw = self.mem.read_entry(self.root, 0);
+                let table = match self.format.decode(Level::Pml4, raw) {
+                    Entry::Table(table) => table,
+                    Entry::Empty | Entry::Leaf(_) => {
+                        let table = self.mem.alloc_table().ok_or(MapError::OutOfTables {
+                            gpa: GuestPhysAddr(0),
+                        })?;
+                        check_new_table(&self.mem, table);
+                        let raw = self.format.table_entry(Level::Pml4, table);
+                        self.mem.write_entry(self.root, 0, raw);
+                        table
+                    }
+                };
+                self.three_level_dma = true;
+                Ok(table)
+            }
+            _ => Err(MapError::UnsupportedDmaLevels { levels }),
+        }
     }
 
     /// The tables' format.
@@ -260,6 +335,12 @@ impl<M: TableMemory> SecondLevelTables<M> {
         mem_type: MemType,
     ) -> Result<(), MapError> {
         let end = check_gpa_range(gpa, len)?;
+        if self.three_level_dma && end > DMA3_LIMIT {
+            return Err(MapError::BeyondDmaReach {
+                gpa: GuestPhysAddr(gpa.0.max(DMA3_LIMIT)),
+                levels: 3,
+            });
+        }
         if !hpa.is_aligned(TABLE_SIZE) {
             return Err(MapError::HpaMisaligned { hpa });
         }
@@ -445,7 +526,7 @@ impl<M: TableMemory> SecondLevelTables<M> {
                         gpa: GuestPhysAddr(gpa),
                     })?;
                     check_new_table(&self.mem, next);
-                    let raw = self.format.table_entry(next);
+                    let raw = self.format.table_entry(level, next);
                     self.mem.write_entry(table, index, raw);
                     table = next;
                 }

@@ -1,5 +1,6 @@
 //! The whole scenario: its name, the board it was validated for, and its VMs.
 
+use crate::passthrough::DmaIsolation;
 use crate::virtio::SwitchConfig;
 use crate::vm::VmConfig;
 
@@ -15,6 +16,8 @@ pub struct Scenario {
     /// The virtual switches the VMs' virtio-net ports name, indexed as
     /// [`VirtioKind::Net::switch`](crate::VirtioKind::Net) refers to them.
     pub switches: &'static [SwitchConfig],
+    /// Whether passed-through devices need an IOMMU ([`DmaIsolation::Iommu`], the default).
+    pub dma_isolation: DmaIsolation,
 }
 
 impl Scenario {
@@ -62,6 +65,7 @@ mod tests {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
+            pci_devices: &[],
         }
     }
 
@@ -70,6 +74,7 @@ mod tests {
         board: "qemu",
         vms: &[vm(0, "a", &[1]), vm(1, "b", &[2, 3])],
         switches: &[],
+        dma_isolation: crate::DmaIsolation::Iommu,
     };
 
     #[test]

@@ -4,6 +4,7 @@ use crate::console::VuartConfig;
 use crate::id::VmId;
 use crate::kernel::{KernelConfig, ModuleConfig};
 use crate::memory::MemoryConfig;
+use crate::passthrough::PassthroughConfig;
 use crate::virtio::VirtioConfig;
 
 /// When and by whom a VM is started.
@@ -62,6 +63,8 @@ pub struct VmConfig {
     pub pci_test_device: bool,
     /// Virtio devices the hypervisor serves to this VM, each at its own slot.
     pub virtio: &'static [VirtioConfig],
+    /// Physical PCI functions the VM owns (passthrough).
+    pub pci_devices: &'static [PassthroughConfig],
 }
 
 impl VmConfig {

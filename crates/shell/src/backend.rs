@@ -318,6 +318,40 @@ pub struct SwitchLine {
     pub learned: Vec<([u8; 6], String)>,
 }
 
+/// One physical PCI function, as `pci` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PciLine {
+    /// `bus:device.function` on segment 0.
+    pub bdf: String,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    /// Base class << 16 | subclass << 8 | programming interface.
+    pub class: u32,
+    /// The VM that owns it and where it sees it (None: hidden from every VM).
+    pub owner: Option<(String, String)>,
+    /// How the owner uses it: `msi-x`, `msi`, `off`, or why it could not be given.
+    pub state: String,
+    /// Host vectors its messages arrive on.
+    pub vectors: Vec<u8>,
+    /// Host interrupts taken, resets done and how, DMA faults the IOMMU reported.
+    pub interrupts: u64,
+    pub resets: u64,
+    pub reset_method: String,
+    pub dma_faults: u64,
+}
+
+/// One IOMMU, as `iommu` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IommuLine {
+    /// E.g. `VT-d dmar0 at 0xfed90000`.
+    pub name: String,
+    /// What is on: translation, interrupt remapping, domains.
+    pub state: String,
+    pub faults: u64,
+    /// The most recent faults, oldest first, one line each.
+    pub recent: Vec<String>,
+}
+
 /// Why the hypervisor refused or failed a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendError {
@@ -439,6 +473,10 @@ pub trait ShellBackend {
     fn virtio(&self, vm: VmId) -> Result<Vec<VirtioLine>, BackendError>;
     /// The virtual switches, in the scenario's order.
     fn switches(&self) -> Vec<SwitchLine>;
+    /// The physical PCI functions, in address order, with their owners.
+    fn pci(&self) -> Vec<PciLine>;
+    /// The IOMMUs (none: an empty list).
+    fn iommu(&self) -> Vec<IommuLine>;
 }
 
 #[cfg(test)]

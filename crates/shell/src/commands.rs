@@ -394,6 +394,26 @@ pub static COMMANDS: &[Command] = &[
         handler: io::switches,
     },
     Command {
+        name: "pci",
+        aliases: &["lspci"],
+        args: "",
+        summary: "list the physical PCI functions: owner VM, interrupts, resets, DMA faults",
+        details: "OWNER is the VM a function is passed through to and where that VM sees it; a \
+            function nobody owns\nis hidden from every VM. STATE is the owner's interrupt mode \
+            (msi-x, msi, off) or why the function\ncould not be given. VECTORS are the host \
+            vectors its messages arrive on, remapped to the guest's.",
+        handler: io::pci,
+    },
+    Command {
+        name: "iommu",
+        aliases: &[],
+        args: "",
+        summary: "show the IOMMUs: DMA and interrupt remapping, faults",
+        details: "Every DMA a device makes outside its VM's RAM is blocked and counted here (and \
+            per function in `pci`).",
+        handler: io::iommu,
+    },
+    Command {
         name: "loglevel",
         aliases: &[],
         args: "[level]",

@@ -24,9 +24,9 @@ pub mod parse;
 mod ring;
 
 pub use backend::{
-    BackendError, IoapicLine, IrqLine, Lifecycle, MemUsage, RegDump, ShellBackend, StatsLine,
-    SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine,
-    VmId, VmInfo, VmState, VIRTIO_STATUS_BITS,
+    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, MemUsage, PciLine, RegDump,
+    ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
+    VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState, VIRTIO_STATUS_BITS,
 };
 pub use commands::{execute, CmdError, Command, Outcome, ShellError, COMMANDS};
 pub use console::{Action, Console, Mode, Port, DETACH_KEY, ESCAPE_BYTE, PROMPT};

@@ -16,9 +16,9 @@ use vcpu::{ExitKind, Gprs, IoAccess, SegmentState, SystemState, VmExit};
 use vm::ExitStats;
 
 use crate::backend::{
-    BackendError, IoapicLine, IrqLine, Lifecycle, MemUsage, RegDump, ShellBackend, StatsLine,
-    SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine,
-    VmId, VmInfo, VmState,
+    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, MemUsage, PciLine, RegDump,
+    ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
+    VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState,
 };
 
 /// Where [`MockBackend`]'s readable host memory starts.
@@ -47,6 +47,10 @@ pub struct MockBackend {
     pub virtio: Vec<Vec<VirtioLine>>,
     /// `lan0` (two ports, two learned addresses) and `lan1` (empty) ([`mock_switches`]).
     pub switches: Vec<SwitchLine>,
+    /// Two physical functions: edu passed to `linux` as 00:04.0, a hidden NIC.
+    pub pci: Vec<PciLine>,
+    /// One VT-d unit with one fault.
+    pub iommu: Vec<IommuLine>,
 }
 
 /// `linux`'s virtio devices in the mock: every counter distinct and non-zero somewhere.
@@ -217,6 +221,34 @@ impl MockBackend {
             calls: Vec::new(),
             virtio: vec![Vec::new(), mock_virtio()],
             switches: mock_switches(),
+            pci: vec![
+                PciLine {
+                    bdf: "00:04.0".into(),
+                    vendor_id: 0x1234,
+                    device_id: 0x11e8,
+                    class: 0x00ff00,
+                    owner: Some(("linux".into(), "00:04.0".into())),
+                    state: "msi".into(),
+                    vectors: vec![0x30],
+                    interrupts: 7,
+                    resets: 1,
+                    reset_method: "none".into(),
+                    dma_faults: 2,
+                },
+                PciLine {
+                    bdf: "00:05.0".into(),
+                    vendor_id: 0x8086,
+                    device_id: 0x10d3,
+                    class: 0x020000,
+                    ..PciLine::default()
+                },
+            ],
+            iommu: vec![IommuLine {
+                name: "VT-d dmar0 at 0xfed90000".into(),
+                state: "translation on, interrupt remapping on, 1 domain".into(),
+                faults: 2,
+                recent: vec!["00:04.0 write at 0x9000000: not present".into()],
+            }],
         }
     }
 
@@ -497,6 +529,14 @@ impl ShellBackend for MockBackend {
 
     fn switches(&self) -> Vec<SwitchLine> {
         self.switches.clone()
+    }
+
+    fn pci(&self) -> Vec<PciLine> {
+        self.pci.clone()
+    }
+
+    fn iommu(&self) -> Vec<IommuLine> {
+        self.iommu.clone()
     }
 
     fn interrupts(&self) -> Vec<IrqLine> {

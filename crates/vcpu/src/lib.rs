@@ -128,4 +128,7 @@ pub trait VcpuBackend {
     fn break_next_entry(&mut self) -> bool {
         false
     }
+    /// The second-level tables lost a translation (a passed-through BAR moved): whatever this
+    /// vCPU's TLBs cached of them is dropped before the next entry.
+    fn flush_slat(&mut self) {}
 }

@@ -69,6 +69,10 @@ pub trait PciDevice: Send {
     fn intx_asserted(&self) -> bool {
         false
     }
+    /// The guest ended an interrupt on the GSI the function's INTx pin drives (its EOI at the
+    /// vIOAPIC, before the line is sampled again): a function that forwards a level from
+    /// elsewhere (a passed-through function) lets the source assert again here.
+    fn intx_eoi(&mut self) {}
     /// How long a read at `offset` of BAR `bar` takes to answer, in
     /// nanoseconds (None: at once). The value is what [`PciDevice::bar_read`]
     /// returns; the VM gets it that much later (an asynchronous backend).
@@ -87,6 +91,28 @@ pub trait PciDevice: Send {
     fn as_any(&self) -> Option<&dyn Any> {
         None
     }
+    /// Parts of memory BAR `bar` the guest may reach without an exit: each maps
+    /// `[offset, offset + len)` of the BAR to host-physical `host` (page-aligned; a
+    /// passed-through function's registers, less its MSI-X table and PBA).
+    fn direct_ranges(&self, _bar: usize, _out: &mut Vec<DirectRange>) {}
+}
+
+/// A part of a BAR backed directly by host memory ([`PciDevice::direct_ranges`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectRange {
+    pub offset: u64,
+    pub len: u64,
+    pub host: u64,
+}
+
+/// A change the VM's second-level tables need after the guest moved or switched a BAR with
+/// direct ranges: the caller applies it (and flushes the vCPUs' TLBs after an unmap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlatOp {
+    /// Map guest-physical `[gpa, gpa + len)` to host-physical `host`, uncached.
+    Map { gpa: u64, len: u64, host: u64 },
+    /// Remove the translation of `[gpa, gpa + len)`.
+    Unmap { gpa: u64, len: u64 },
 }
 
 impl PciDevice for ConfigSpace {
@@ -191,6 +217,10 @@ pub struct PciSegment {
     pending: Vec<PciInterrupt>,
     counters: SegmentCounters,
     scratch: Vec<MsiMessage>,
+    /// Direct ranges mapped now (guest-physical start, length, host-physical start).
+    direct: Vec<(u64, u64, u64)>,
+    /// Second-level changes not yet taken ([`PciSegment::take_slat_ops`]).
+    slat_ops: Vec<SlatOp>,
 }
 
 impl PciSegment {
@@ -205,7 +235,20 @@ impl PciSegment {
             pending: Vec::new(),
             counters: SegmentCounters::default(),
             scratch: Vec::new(),
+            direct: Vec::new(),
+            slat_ops: Vec::new(),
         }
+    }
+
+    /// Takes the second-level changes the guest's BAR programming asked for since the last
+    /// call (in the order they must be applied: unmaps first).
+    pub fn take_slat_ops(&mut self) -> Vec<SlatOp> {
+        core::mem::take(&mut self.slat_ops)
+    }
+
+    /// Whether [`PciSegment::take_slat_ops`] has something (cheap).
+    pub fn has_slat_ops(&self) -> bool {
+        !self.slat_ops.is_empty()
     }
 
     /// The windows it claims.
@@ -256,6 +299,22 @@ impl PciSegment {
     /// Takes the interrupts signalled since the last call.
     pub fn take_interrupts(&mut self) -> Vec<PciInterrupt> {
         core::mem::take(&mut self.pending)
+    }
+
+    /// The guest's EOI of an interrupt on `gsi`: each function whose INTx drives it hears of it
+    /// ([`PciDevice::intx_eoi`]), then the lines are sampled again (before the vIOAPIC looks
+    /// at its input).
+    pub fn intx_eoi(&mut self, gsi: u32) {
+        for i in 0..self.lines.len() {
+            let (bdf, line_gsi, _) = self.lines[i];
+            if line_gsi != Some(gsi) {
+                continue;
+            }
+            if let Some(f) = self.bus.function_mut(bdf) {
+                f.0.intx_eoi();
+            }
+        }
+        self.flush();
     }
 
     /// Serves backend input of every device that has some.
@@ -481,6 +540,46 @@ impl PciSegment {
         }
         self.counters.declined_bars += declined;
         self.mappings = maps;
+        self.sync_direct();
+    }
+
+    /// Works out which direct ranges the decoding BARs ask for now and queues the second-level
+    /// changes from the ranges mapped before: every old range not wanted any more is unmapped,
+    /// then every new one mapped.
+    fn sync_direct(&mut self) {
+        let mut want: Vec<(u64, u64, u64)> = Vec::new();
+        let mut ranges = Vec::new();
+        for m in self.mappings.iter().filter(|m| !m.io) {
+            let Some(f) = self.bus.function(m.bdf) else {
+                continue;
+            };
+            ranges.clear();
+            f.0.direct_ranges(m.bar, &mut ranges);
+            for r in &ranges {
+                let page = |v: u64| v % 4096 == 0;
+                let inside = r.offset.checked_add(r.len).is_some_and(|end| end <= m.len);
+                if inside
+                    && r.len > 0
+                    && page(r.offset)
+                    && page(r.len)
+                    && page(r.host)
+                    && page(m.start)
+                {
+                    want.push((m.start + r.offset, r.len, r.host));
+                }
+            }
+        }
+        for &(gpa, len, host) in &self.direct {
+            if !want.contains(&(gpa, len, host)) {
+                self.slat_ops.push(SlatOp::Unmap { gpa, len });
+            }
+        }
+        for &(gpa, len, host) in &want {
+            if !self.direct.contains(&(gpa, len, host)) {
+                self.slat_ops.push(SlatOp::Map { gpa, len, host });
+            }
+        }
+        self.direct = want;
     }
 
     /// Updates each function's Status bit 3 and line, and the GSI levels.

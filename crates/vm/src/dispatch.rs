@@ -352,6 +352,13 @@ impl VcpuExits {
         if self.pull(host).init {
             return self.on_init();
         }
+        if host
+            .inboxes()
+            .get(self.vcpu)
+            .is_some_and(crate::VcpuInbox::take_slat_flush)
+        {
+            vcpu.flush_slat();
+        }
         self.lapic.poll(now);
         self.inject_events(vcpu, host);
         vcpu.set_hw_cr8(self.lapic.cr8(), self.lapic.tpr_blocked_class());

@@ -721,8 +721,32 @@ impl PcPlatform {
         self.irq.pic.acknowledge()
     }
 
-    /// The end of interrupt `vector` at a vLAPIC (level-triggered lines re-deliver).
+    /// The end of interrupt `vector` at a vLAPIC (level-triggered lines re-deliver). The PCI
+    /// functions behind a level-triggered vIOAPIC pin with that vector hear of it first, so a
+    /// line that dropped is not delivered again.
     pub fn eoi(&mut self, vector: u8) {
+        if let Some(i) = self.pci {
+            let host = self
+                .devices
+                .get_mut(i)
+                .and_then(|d| d.as_any_mut().downcast_mut::<PciHost>());
+            if let Some(host) = host {
+                let mut any = false;
+                for pin in 0..vdev::IOAPIC_PINS {
+                    let Some(rte) = self.irq.ioapic.redirection_entry(pin) else {
+                        continue;
+                    };
+                    // Vector (7:0) and level trigger (bit 15).
+                    if rte as u8 == vector && rte & (1 << 15) != 0 {
+                        host.0.intx_eoi(pin as u32);
+                        any = true;
+                    }
+                }
+                if any {
+                    host.deliver(&mut self.irq);
+                }
+            }
+        }
         self.irq.eoi(vector);
     }
 
@@ -760,6 +784,28 @@ impl PcPlatform {
             return Err(vdev::PciError::Duplicate { bdf });
         };
         host.0.add(bdf, device)
+    }
+
+    /// Plugs `device` in at `bdf` of the VM's segment (a passthrough function keeps its
+    /// function number).
+    pub fn add_pci_function(
+        &mut self,
+        bdf: Bdf,
+        device: Box<dyn vdev::PciDevice>,
+    ) -> Result<(), vdev::PciError> {
+        let Some(host) = self.pci_host() else {
+            return Err(vdev::PciError::Duplicate { bdf });
+        };
+        host.0.add(bdf, device)
+    }
+
+    /// Takes the second-level changes the guest's BAR programming asked for
+    /// ([`vdev::PciSegment::take_slat_ops`]).
+    pub fn take_slat_ops(&mut self) -> Vec<vdev::SlatOp> {
+        match self.pci_host() {
+            Some(host) if host.0.has_slat_ops() => host.0.take_slat_ops(),
+            _ => Vec::new(),
+        }
     }
 
     /// Serves what device backends brought in (frames, console input) and

@@ -55,6 +55,8 @@ pub struct VcpuInbox {
     /// The ticket of a completed deferred access (0: none) and its value.
     io_ticket: AtomicU64,
     io_value: AtomicU64,
+    /// The second-level tables lost a translation since the owner last entered.
+    slat_flush: AtomicBool,
 }
 
 impl Default for VcpuInbox {
@@ -102,6 +104,17 @@ pub struct IpiOutcome {
 }
 
 impl VcpuInbox {
+    /// Asks the owner to flush its second-level TLB entries before its next entry.
+    pub fn request_slat_flush(&self) {
+        self.slat_flush.store(true, Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether a flush was asked for since the last call.
+    pub fn take_slat_flush(&self) -> bool {
+        self.slat_flush.load(Ordering::Relaxed) && self.slat_flush.swap(false, Ordering::AcqRel)
+    }
+
     /// An empty inbox for the vCPU whose APIC ID is `apic_id` (LDR 0, flat DFR).
     pub fn new(apic_id: u32) -> Self {
         VcpuInbox {
@@ -116,6 +129,7 @@ impl VcpuInbox {
             dfr: AtomicU32::new(0xFFFF_FFFF),
             io_ticket: AtomicU64::new(0),
             io_value: AtomicU64::new(0),
+            slat_flush: AtomicBool::new(false),
         }
     }
 

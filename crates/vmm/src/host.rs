@@ -50,11 +50,14 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     fn pio_write(&self, port: u16, size: u8, value: u32) -> vm::PioEffect {
         let mut out = Vec::new();
         let now = self.tsc_to_ns(self.p.now());
-        let effect = self.vm.platform.with(|p| {
+        let (effect, slat) = self.vm.platform.with(|p| {
             let effect = p.pio_write(port, size, value, now);
             p.take_console_output(&mut out);
-            effect
+            (effect, p.take_slat_ops())
         });
+        if !slat.is_empty() {
+            self.vm.apply_slat_ops(slat, &|v| self.kick(v));
+        }
         if !out.is_empty() {
             self.vm.console.push_out(&out);
         }
@@ -86,9 +89,14 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
 
     fn mmio_write(&self, gpa: u64, size: u8, value: u64) -> bool {
         let now = self.tsc_to_ns(self.p.now());
-        self.vm
+        let (done, slat) = self
+            .vm
             .platform
-            .with(|p| p.mmio_write(gpa, size, value, now))
+            .with(|p| (p.mmio_write(gpa, size, value, now), p.take_slat_ops()));
+        if !slat.is_empty() {
+            self.vm.apply_slat_ops(slat, &|v| self.kick(v));
+        }
+        done
     }
 
     fn poll_devices(&self, deliver: &mut dyn FnMut(&vm::Delivery)) {

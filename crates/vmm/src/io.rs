@@ -15,7 +15,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use scenario::{VirtioKind, VmConfig};
+use scenario::{PassthroughConfig, VirtioKind, VmConfig};
 use spin::Mutex;
 use vcpu::GuestMemory;
 use virtio::blk::{Blk, MemDisk};
@@ -36,6 +36,21 @@ pub struct IoHub {
     pub entropy: Option<fn() -> Box<dyn EntropySource>>,
     /// Kicks a pCPU out of the guest or its halt.
     pub kick: fn(u16),
+    /// Hands out the physical PCI functions VMs own (None: the machine passes none through).
+    pub passthrough: Option<&'static dyn PassthroughProvider>,
+}
+
+/// Gives VMs the physical functions they own.
+pub trait PassthroughProvider: Sync {
+    /// VM `vm`'s view of its function `dev`, made at each load of the VM (the function is
+    /// reset first, so the VM never inherits its earlier state). `news` is the VM's backend
+    /// flag: the function's interrupts set it.
+    fn device(
+        &self,
+        vm: &VmConfig,
+        dev: &PassthroughConfig,
+        news: &Arc<AtomicBool>,
+    ) -> Result<Box<dyn vdev::PciDevice>, String>;
 }
 
 impl IoHub {
@@ -46,6 +61,7 @@ impl IoHub {
             switches: Vec::new(),
             entropy: None,
             kick,
+            passthrough: None,
         }
     }
 
@@ -165,6 +181,31 @@ pub fn attach_virtio<M: GuestMemory + Clone + Send + 'static>(
         platform
             .add_pci_device(v.slot, Box::new(dev))
             .map_err(|e| format!("virtio[{i}]: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Plugs VM `cfg`'s physical functions into `platform`.
+pub fn attach_passthrough(
+    cfg: &VmConfig,
+    io: &VmIo,
+    platform: &mut vm::PcPlatform,
+) -> Result<(), String> {
+    if cfg.pci_devices.is_empty() {
+        return Ok(());
+    }
+    let provider = io
+        .hub
+        .passthrough
+        .ok_or_else(|| String::from("PCI passthrough is not available on this machine"))?;
+    for dev in cfg.pci_devices {
+        let bdf = vdev::Bdf::from_raw(dev.host_bdf);
+        let device = provider
+            .device(cfg, dev, &io.news)
+            .map_err(|e| format!("pci_devices {bdf}: {e}"))?;
+        platform
+            .add_pci_function(vdev::Bdf::from_raw(dev.guest_bdf()), device)
+            .map_err(|e| format!("pci_devices {bdf}: {e}"))?;
     }
     Ok(())
 }

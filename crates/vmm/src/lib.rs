@@ -34,7 +34,7 @@ pub use lifecycle::{
     ResetPlan, StopKind, VcpuEvent, VcpuRun, VcpuStep, VmState,
 };
 pub use manager::{ControlError, Vmm, OPERATOR_WAIT_US};
-pub use platform::{Platform, VcpuSpec, WithVcpu};
+pub use platform::{Platform, SlatEditor, VcpuSpec, WithVcpu};
 pub use scenario::VmId;
 pub use table::{TableEntry, TableError, VmTable};
 pub use vm::{initial_state, new_platform, Entry, GuestImage, ImageKind, VcpuSlot, Vm};

@@ -312,6 +312,7 @@ pub fn config(id: u16, name: &'static str, pcpus: &'static [u16]) -> &'static Vm
         restart_on_reset: false,
         pci_test_device: false,
         virtio: &[],
+        pci_devices: &[],
     }))
 }
 

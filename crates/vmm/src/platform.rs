@@ -27,6 +27,15 @@ pub trait WithVcpu {
 
 /// The host services the VMs run on. Every method is called on the pCPU it concerns unless it
 /// takes a `pcpu`.
+/// Changes a VM's second-level tables at run time (passed-through BARs mapped where the guest
+/// put them).
+pub trait SlatEditor: Send + Sync {
+    /// Maps guest-physical `[gpa, gpa + len)` to host-physical `host`, uncached, read-write.
+    fn map_mmio(&self, gpa: u64, len: u64, host: u64) -> Result<(), alloc::string::String>;
+    /// Removes the translation of `[gpa, gpa + len)`.
+    fn unmap(&self, gpa: u64, len: u64) -> Result<(), alloc::string::String>;
+}
+
 pub trait Platform: Send + Sync {
     /// A VM's RAM.
     /// A handle to a VM's RAM: clones reach the same memory, and access

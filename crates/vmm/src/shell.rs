@@ -14,9 +14,9 @@ use paging::GuestPhysAddr;
 use platform::HostPhysAddr;
 use scenario::VirtioKind;
 use shell::{
-    Action, BackendError, IoapicLine, IrqLine, Lifecycle as ShellOp, MemUsage, Port, RegDump,
-    ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
-    VirtioLine, VirtioQueueLine, VmInfo, VmState as ShellState,
+    Action, BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle as ShellOp, MemUsage, PciLine,
+    Port, RegDump, ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState,
+    VirtioBackend, VirtioLine, VirtioQueueLine, VmInfo, VmState as ShellState,
 };
 use vcpu::GuestMemory;
 use virtio::switch::Switch;
@@ -58,6 +58,10 @@ pub trait Machine {
     fn interrupts(&self) -> Vec<IrqLine>;
     /// The frame allocator's and the heap's usage.
     fn mem_usage(&self) -> MemUsage;
+    /// The physical PCI functions and their owners.
+    fn pci(&self) -> Vec<PciLine>;
+    /// The IOMMUs.
+    fn iommu(&self) -> Vec<IommuLine>;
 }
 
 /// The shell's backend: the VMs of a [`Vmm`] plus the [`Machine`].
@@ -423,6 +427,14 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
     fn mem_usage(&self) -> MemUsage {
         self.machine.mem_usage()
     }
+
+    fn pci(&self) -> Vec<PciLine> {
+        self.machine.pci()
+    }
+
+    fn iommu(&self) -> Vec<IommuLine> {
+        self.machine.iommu()
+    }
 }
 
 #[cfg(test)]
@@ -481,6 +493,12 @@ mod tests {
         }
         fn mem_usage(&self) -> MemUsage {
             MemUsage::default()
+        }
+        fn pci(&self) -> Vec<PciLine> {
+            Vec::new()
+        }
+        fn iommu(&self) -> Vec<IommuLine> {
+            Vec::new()
         }
     }
 

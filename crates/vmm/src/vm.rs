@@ -14,9 +14,9 @@ use virtio::console::ConsolePipe;
 use alloc::sync::Arc;
 
 use crate::console::ConsoleQueues;
-use crate::io::{attach_virtio, IoHub, VmIo};
+use crate::io::{attach_passthrough, attach_virtio, IoHub, VmIo};
 use crate::lifecycle::{AtomicLifecycle, AtomicVcpuRun, Request, VcpuEvent, VcpuRun, VmState};
-use crate::platform::{tsc_to_ns, Platform};
+use crate::platform::{tsc_to_ns, Platform, SlatEditor};
 use crate::platform_cell::PlatformCell;
 use crate::table::TableEntry;
 
@@ -210,6 +210,10 @@ pub struct Vm<P: Platform> {
     pub(crate) inboxes: Vec<vm::VcpuInbox>,
     /// The backends of its virtio devices ([`Vm::attach_io`]).
     pub io: Option<VmIo>,
+    /// Edits its second-level tables at run time ([`Vm::set_slat_editor`]).
+    slat_editor: Option<alloc::boxed::Box<dyn SlatEditor>>,
+    /// Direct BAR ranges mapped now (guest-physical start, length).
+    direct: Mutex<Vec<(u64, u64)>>,
 }
 
 impl<P: Platform> TableEntry for Vm<P> {
@@ -243,8 +247,68 @@ impl<P: Platform> Vm<P> {
             lifecycle: AtomicLifecycle::new(),
             image,
             entry: Mutex::new(None),
+            slat_editor: None,
+            direct: Mutex::new(Vec::new()),
             inboxes: (0..u32::from(cfg.vcpus)).map(vm::VcpuInbox::new).collect(),
             io: None,
+        }
+    }
+
+    /// Lets the VM's passed-through BARs be mapped into its second-level tables (without it
+    /// every access to them exits and is forwarded).
+    pub fn set_slat_editor(&mut self, editor: alloc::boxed::Box<dyn SlatEditor>) {
+        self.slat_editor = Some(editor);
+    }
+
+    /// Applies the second-level changes the platform asked for; after an unmap every vCPU
+    /// flushes its TLB before its next entry (the caller's own vCPU included; the others are
+    /// kicked by `kick`).
+    pub(crate) fn apply_slat_ops(&self, ops: Vec<vdev::SlatOp>, kick: &dyn Fn(usize)) {
+        let Some(editor) = &self.slat_editor else {
+            return;
+        };
+        let mut direct = self.direct.lock();
+        let mut flush = false;
+        for op in ops {
+            match op {
+                vdev::SlatOp::Unmap { gpa, len } => {
+                    if let Err(e) = editor.unmap(gpa, len) {
+                        log::error!(
+                            "vm {}: unmapping BAR range {gpa:#x}+{len:#x}: {e}",
+                            self.cfg.name
+                        );
+                    }
+                    direct.retain(|&r| r != (gpa, len));
+                    flush = true;
+                }
+                vdev::SlatOp::Map { gpa, len, host } => match editor.map_mmio(gpa, len, host) {
+                    Ok(()) => direct.push((gpa, len)),
+                    Err(e) => log::warn!(
+                        "vm {}: BAR range {gpa:#x}+{len:#x} stays trapped: {e}",
+                        self.cfg.name
+                    ),
+                },
+            }
+        }
+        drop(direct);
+        if flush {
+            for (i, inbox) in self.inboxes.iter().enumerate() {
+                inbox.request_slat_flush();
+                kick(i);
+            }
+        }
+    }
+
+    /// Unmaps every direct BAR range (the platform they came from is gone).
+    fn unmap_direct(&self) {
+        let ops: Vec<vdev::SlatOp> = self
+            .direct
+            .lock()
+            .iter()
+            .map(|&(gpa, len)| vdev::SlatOp::Unmap { gpa, len })
+            .collect();
+        if !ops.is_empty() {
+            self.apply_slat_ops(ops, &|_| {});
         }
     }
 
@@ -259,6 +323,9 @@ impl<P: Platform> Vm<P> {
         let mut platform = new_platform(self.cfg, tsc_to_ns(p.tsc_hz(), p.now()));
         if let Some(io) = &self.io {
             attach_virtio(self.cfg, io, &self.ram, &mut platform)?;
+            attach_passthrough(self.cfg, io, &mut platform)?;
+        } else if !self.cfg.pci_devices.is_empty() {
+            return Err("its PCI functions have no provider".into());
         }
         Ok(platform)
     }
@@ -357,6 +424,7 @@ impl<P: Platform> Vm<P> {
         let platform = self.fresh_platform(p)?;
         *self.entry.lock() = Some(entry);
         self.platform.replace(platform);
+        self.unmap_direct();
         for (id, inbox) in (0u32..).zip(&self.inboxes) {
             inbox.clear(id);
         }

@@ -133,6 +133,11 @@ pub struct Env {
     /// Run no tests: a heartbeat with its pace, the hostile guest's
     /// well-behaved neighbour.
     pub heartbeat: bool,
+    /// Run only the `edu-*` tests of a passed-through QEMU edu device.
+    pub passthrough_edu: bool,
+    /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
+    /// tests aim at it from another VM).
+    pub victim: bool,
 }
 
 /// Signatures of hypervisors that are not Quercus (the "native" baselines).
@@ -187,6 +192,8 @@ impl Env {
             net_responder: boot.has_word(b"net-responder"),
             hostile: boot.has_word(b"hostile"),
             heartbeat: boot.has_word(b"heartbeat"),
+            passthrough_edu: boot.has_word(b"passthrough-edu"),
+            victim: boot.has_word(b"victim"),
             boot,
         }
     }
@@ -242,6 +249,9 @@ extern "C" fn guest_main(magic: u32, info: u32) -> ! {
     }
     if env.hostile {
         tests::hostile::run(&env);
+    }
+    if env.victim {
+        tests::victim(&env);
     }
     let tally = tests::run_all(&env);
     out!("TESTS DONE {} passed {} failed", tally.passed, tally.failed);

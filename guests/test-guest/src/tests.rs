@@ -96,11 +96,14 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 
 mod bench;
 pub mod hostile;
+mod edu;
 mod pci;
 pub mod pic_only;
 pub mod responder;
 mod virtio;
 mod virtio_hostile;
+
+pub use edu::victim;
 
 /// Tests of the virtual PCI segment (cmdline word `pci`), in the order they
 /// run (the harness's table lists them so): `pci-cf8-enum`, `pci-ecam-enum`,
@@ -153,6 +156,17 @@ pub fn run_all(env: &Env) -> Tally {
             let (name, test) = virtio_hostile::AWAIT_TEST;
             run_one(env, name, test, &mut tally);
         }
+        for &(name, test) in tests {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.passthrough_edu {
+        let tests = if env.boot.has_word(b"storm") {
+            edu::STORM_TESTS
+        } else {
+            edu::TESTS
+        };
         for &(name, test) in tests {
             run_one(env, name, test, &mut tally);
         }

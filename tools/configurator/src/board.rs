@@ -7,8 +7,18 @@
 //! pcpus = 4                               # logical CPUs, numbered 0 (BSP) .. pcpus-1
 //! memory_mib = 2048                       # RAM, MiB
 //! hv_memory_mib = 64                      # RAM kept by the hypervisor, MiB (multiple of 2)
+//! iommu = "amd"                           # intel | amd | none (default none)
 //! [uarts]                                 # optional: physical legacy UARTs, name = I/O port
 //! com1 = 0x3F8
+//! [[pci]]                                 # optional, repeated: the PCI functions (see `pci`)
+//! bdf = "00:04.0"
+//! vendor = 0x1234
+//! device = 0x11e8
+//! class = 0x00ff00
+//! name = "edu"
+//! interrupt_pin = 1
+//! msi = true
+//! bars = [{ index = 0, kind = "mem32", size = 0x100000 }]
 //! ```
 
 use std::fs;
@@ -17,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, ErrorKind};
+use crate::pci::{check_board_pci, Bdf, Iommu, PciFunction, RawPci};
 use crate::toml_doc;
 
 /// Which CPU virtualization extension a board offers; the hypervisor picks its backend by CPUID
@@ -98,6 +109,17 @@ pub struct Board {
     pub hv_memory_mib: u64,
     /// Physical UARTs.
     pub uarts: Uarts,
+    /// The IOMMU, if any.
+    pub iommu: Iommu,
+    /// The PCI functions, in file order.
+    pub pci: Vec<PciFunction>,
+}
+
+impl Board {
+    /// The function at `bdf`, if the board lists it.
+    pub fn pci_function(&self, bdf: Bdf) -> Option<&PciFunction> {
+        self.pci.iter().find(|f| f.bdf == bdf)
+    }
 }
 
 #[derive(Deserialize)]
@@ -111,6 +133,9 @@ struct RawBoard {
     hv_memory_mib: u64,
     #[serde(default)]
     uarts: Uarts,
+    iommu: Option<String>,
+    #[serde(default)]
+    pci: Vec<RawPci>,
 }
 
 impl Board {
@@ -201,8 +226,26 @@ impl Board {
                 )),
             ));
         }
-        match vendor {
-            Some(vendor) if errors.is_empty() => Ok(Self {
+        let iommu_word = raw.iommu.as_deref().unwrap_or("none");
+        let iommu = Iommu::from_name(iommu_word);
+        if iommu.is_none() {
+            errors.push(error(
+                "iommu",
+                ErrorKind::UnknownValue {
+                    value: iommu_word.to_owned(),
+                    expected: Iommu::EXPECTED,
+                },
+            ));
+        }
+        let mut pci_errors = Vec::new();
+        let pci = check_board_pci(&raw.pci, &mut pci_errors);
+        errors.extend(
+            pci_errors
+                .into_iter()
+                .map(|(field, kind)| error(&field, kind)),
+        );
+        match (vendor, iommu) {
+            (Some(vendor), Some(iommu)) if errors.is_empty() => Ok(Self {
                 name: name.to_owned(),
                 file: file.to_owned(),
                 description: raw.description,
@@ -211,6 +254,8 @@ impl Board {
                 memory_mib: raw.memory_mib,
                 hv_memory_mib: raw.hv_memory_mib,
                 uarts: raw.uarts,
+                iommu,
+                pci,
             }),
             _ => Err(errors),
         }
@@ -238,6 +283,7 @@ fn available_boards(boards_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pci::{Bdf, Iommu};
 
     const GOOD: &str = "vendor = \"amd\"\npcpus = 4\nmemory_mib = 2048\nhv_memory_mib = 64\n[uarts]\ncom1 = 0x3F8\n";
 
@@ -277,5 +323,81 @@ mod tests {
         for v in [Vendor::Intel, Vendor::Amd, Vendor::IntelOrAmd] {
             assert_eq!(Vendor::from_name(v.name()), Some(v));
         }
+    }
+
+    const PCI: &str = "\
+        [[pci]]\nbdf = \"00:1e.0\"\nvendor = 0x8086\ndevice = 0x244e\nclass = 0x060401\nname = \"bridge\"\nis_bridge = true\n\
+        [[pci]]\nbdf = \"01:00.0\"\nvendor = 0x10ec\ndevice = 0x8139\nclass = 0x020000\nname = \"nic\"\n\
+        bridge = \"00:1e.0\"\ninterrupt_pin = 1\nmsi = true\nmsix = 4\niommu_unit = \"drhd0\"\n\
+        bars = [{ index = 0, kind = \"mem64\", size = 0x4000, prefetchable = true }, { index = 2, kind = \"io\", size = 0x100 }]\n";
+
+    #[test]
+    fn parses_pci_functions_and_iommu() {
+        let board = parse(&format!("iommu = \"intel\"\n{GOOD}{PCI}")).unwrap();
+        assert_eq!(board.iommu, Iommu::Intel);
+        assert_eq!(board.pci.len(), 2);
+        let nic = board.pci_function(Bdf::parse("01:00.0").unwrap()).unwrap();
+        assert_eq!(
+            (nic.vendor, nic.device, nic.class),
+            (0x10EC, 0x8139, 0x02_0000)
+        );
+        assert_eq!(nic.bridge, Bdf::parse("00:1e.0").ok());
+        assert_eq!(
+            (nic.interrupt_pin, nic.msi, nic.msix),
+            (Some(1), true, Some(4))
+        );
+        assert_eq!(nic.iommu_unit.as_deref(), Some("drhd0"));
+        assert_eq!(nic.bars.len(), 2);
+        assert!(nic.bars[0].prefetchable && nic.bars[0].kind == crate::pci::BarKind::Mem64);
+        assert!(board.pci[0].is_bridge);
+        // The defaults: no IOMMU, no functions.
+        let plain = parse(GOOD).unwrap();
+        assert_eq!((plain.iommu, plain.pci.len()), (Iommu::None, 0));
+    }
+
+    /// The fields of the errors of a board made of GOOD, PCI and `extra`.
+    fn pci_error_fields(extra: &str) -> Vec<String> {
+        let errors = parse(&format!("iommu = \"intel\"\n{GOOD}{PCI}{extra}")).unwrap_err();
+        assert!(errors.iter().all(|e| e.file == Path::new("boards/b.toml")));
+        errors.into_iter().map(|e| e.field).collect()
+    }
+
+    const FN: &str = "[[pci]]\nvendor = 0x1234\ndevice = 1\nclass = 0xff00\nname = \"x\"\n";
+
+    #[test]
+    fn rejects_bad_pci_functions() {
+        for (extra, field) in [
+            ("bdf = \"00:1e\"\n", "pci[2].bdf"),
+            ("bdf = \"01:00.0\"\n", "pci[2].bdf"),
+            ("bdf = \"00:02.0\"\nbridge = \"00:09.0\"\n", "pci[2].bridge"),
+            ("bdf = \"00:02.0\"\nbridge = \"01:00.0\"\n", "pci[2].bridge"),
+            ("bdf = \"00:02.0\"\nbridge = \"1e\"\n", "pci[2].bridge"),
+            ("bdf = \"00:02.0\"\ninterrupt_pin = 5\n", "pci[2].interrupt_pin"),
+            ("bdf = \"00:02.0\"\nmsix = 0\n", "pci[2].msix"),
+            ("bdf = \"00:02.0\"\ngsi = 20\n", "pci[2].gsi"),
+            ("bdf = \"00:02.0\"\nmsix = 2049\n", "pci[2].msix"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 0, kind = \"mem16\", size = 16 }]\n", "pci[2].bars[0].kind"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 6, kind = \"mem32\", size = 16 }]\n", "pci[2].bars[0].index"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 5, kind = \"mem64\", size = 16 }]\n", "pci[2].bars[0].index"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 0, kind = \"mem64\", size = 16 }, { index = 1, kind = \"io\", size = 4 }]\n", "pci[2].bars[1].index"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 0, kind = \"mem32\", size = 24 }]\n", "pci[2].bars[0].size"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 0, kind = \"mem32\", size = 8 }]\n", "pci[2].bars[0].size"),
+            ("bdf = \"00:02.0\"\nbars = [{ index = 0, kind = \"io\", size = 4, prefetchable = true }]\n", "pci[2].bars[0].prefetchable"),
+
+            ("bdf = \"00:02.0\"\nlanes = 4\n", "pci[2].lanes"),
+        ] {
+            let fields = pci_error_fields(&format!("{FN}{extra}"));
+            assert_eq!(fields, [field], "{extra}");
+        }
+        let fields = pci_error_fields(
+            "[[pci]]\nbdf = \"00:02.0\"\nvendor = 0xffff\ndevice = 1\nclass = 0\nname = \"x\"\n",
+        );
+        assert_eq!(fields, ["pci[2].vendor"]);
+        let fields = pci_error_fields(
+            "[[pci]]\nbdf = \"00:02.0\"\nvendor = 1\ndevice = 1\nclass = 0x1000000\nname = \"x\"\n",
+        );
+        assert_eq!(fields, ["pci[2].class"]);
+        let errors = parse(&format!("iommu = \"vt-d\"\n{GOOD}")).unwrap_err();
+        assert_eq!(errors[0].field, "iommu");
     }
 }

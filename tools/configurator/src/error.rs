@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::pci::Bdf;
+
 /// One problem found in a scenario or board file.
 ///
 /// `Display` renders the whole line, e.g.
@@ -373,12 +375,256 @@ pub enum ErrorKind {
         /// The limit.
         max: usize,
     },
+    /// Neither `kernel.module` nor `kernel.file`.
+    #[error("missing: give kernel.module (a boot module the build makes) or kernel.file (a kernel file, relative to the scenario file)")]
+    KernelMissing,
+    /// A blk device with neither `module` nor `file`.
+    #[error("missing: a blk device needs `module` (a boot module the build makes) or `file` (a disk image file, relative to the scenario file)")]
+    DiskMissing,
+    /// Two fields that say the same thing in two ways.
+    #[error("cannot be given together with `{other}`: give one of them")]
+    BothGiven {
+        /// The other field.
+        other: String,
+    },
+    /// `kernel.type` missing for a boot module (only a file's type is detected).
+    #[error("missing: required with kernel.module (the type is detected only for a kernel.file)")]
+    TypeRequired,
+    /// A file named by the scenario that cannot be read.
+    #[error("cannot read {path} ({written:?} relative to the scenario's directory): {reason}")]
+    FileUnreadable {
+        /// The resolved path.
+        path: PathBuf,
+        /// The path as written.
+        written: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// A path that is a directory or another non-file.
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// A kernel file of no format Quercus loads or detects.
+    #[error("{path} ({size} bytes) is not a kernel image Quercus recognizes: {found}; recognized are a Multiboot1 kernel (header magic 0x1BADB002 in the first 8 KiB), an x86-64 ELF64 executable (with a Xen PVH entry note: a PVH kernel), a Linux bzImage (\"HdrS\" at offset 0x202); a flat binary needs type = \"raw\" with load_addr and entry")]
+    UnrecognizedImage {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// What the file looks like instead.
+        found: String,
+    },
+    /// `kernel.type` given and the file is something else.
+    #[error("{given:?} does not match {path}, which is {found}")]
+    TypeMismatch {
+        /// The type given.
+        given: String,
+        /// The file.
+        path: PathBuf,
+        /// What the file is.
+        found: String,
+    },
+    /// A kernel or initrd file larger than the VM's RAM.
+    #[error("{what} {path} is {size} bytes ({size_mib} MiB), larger than the VM's {ram_mib} MiB of RAM (memory_mib)", size_mib = mib_up(*.size))]
+    ImageLargerThanRam {
+        /// `kernel` or `initrd`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The VM's RAM.
+        ram_mib: u64,
+    },
+    /// Kernel and initrd together larger than the VM's RAM.
+    #[error("kernel ({kernel_size} bytes) and initrd {path} ({initrd_size} bytes) together are {total} bytes ({total_mib} MiB), more than the VM's {ram_mib} MiB of RAM (memory_mib)", total = .kernel_size + .initrd_size, total_mib = mib_up(.kernel_size + .initrd_size))]
+    KernelAndInitrdLargerThanRam {
+        /// The initrd file.
+        path: PathBuf,
+        /// The kernel's size in bytes.
+        kernel_size: u64,
+        /// The initrd's size in bytes.
+        initrd_size: u64,
+        /// The VM's RAM.
+        ram_mib: u64,
+    },
+    /// The loader refuses the kernel file for this VM.
+    #[error(
+        "{path} does not load as a {kind:?} kernel into the VM's {ram_mib} MiB of RAM: {message}"
+    )]
+    ImageDoesNotLoad {
+        /// The file.
+        path: PathBuf,
+        /// The kernel type.
+        kind: &'static str,
+        /// The VM's RAM.
+        ram_mib: u64,
+        /// The loader's reason.
+        message: String,
+    },
+    /// A disk image file the virtio-blk device cannot serve.
+    #[error("disk image {path} is {size} bytes: {problem}")]
+    BadDiskImage {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// What is wrong with that size.
+        problem: &'static str,
+    },
+    /// A disk image larger than the whole board (the hypervisor keeps disks in its memory).
+    #[error("disk image {path} is {size} bytes ({size_mib} MiB), more than the {board_mib} MiB of RAM of board {board:?} (the hypervisor keeps each disk in memory)", size_mib = mib_up(*.size))]
+    DiskLargerThanBoard {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The board's RAM.
+        board_mib: u64,
+        /// The board.
+        board: String,
+    },
     /// A `[[vm]]` entry that is not a table.
     #[error("expected a table ([[vm]]), found {0}")]
     VmNotTable(&'static str),
     /// A board file whose values contradict each other or the design.
     #[error("{0}")]
     BadBoard(String),
+    /// A PCI address not written `"BB:DD.F"`.
+    #[error("invalid PCI function {0:?} (expected bus:device.function in hex, e.g. \"00:1f.3\": two digits of bus, two of device (at most 1f), one of function (0-7))")]
+    BdfSyntax(String),
+    /// A `pci_devices` function that the board file does not list.
+    #[error("function {bdf} is not on board {board:?} (its functions: {available})")]
+    PciNotOnBoard {
+        /// The function.
+        bdf: Bdf,
+        /// The board.
+        board: String,
+        /// The board's functions, comma-separated (or `none`).
+        available: String,
+    },
+    /// A function listed twice in one VM.
+    #[error("function {bdf} is listed more than once (first as pci_devices[{first}])")]
+    PciListedTwice {
+        /// The function.
+        bdf: Bdf,
+        /// Index of the first listing.
+        first: usize,
+    },
+    /// A function owned by two VMs.
+    #[error("function {bdf} is already owned by {owner} (a physical function belongs to one VM)")]
+    PciTaken {
+        /// The function.
+        bdf: Bdf,
+        /// The VM that listed it first.
+        owner: VmRef,
+    },
+    /// The console UART's function.
+    #[error("function {bdf} ({name}) is the console UART's device (`uart = true` in the board file): it stays with the hypervisor")]
+    PciConsoleUart {
+        /// The function.
+        bdf: Bdf,
+        /// Its board name.
+        name: String,
+    },
+    /// A bridge, the IOMMU or another platform function.
+    #[error("function {bdf} ({name}) is {what}: it cannot be given to a VM")]
+    PciNotAssignable {
+        /// The function.
+        bdf: Bdf,
+        /// Its board name.
+        name: String,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A function behind an aliasing bridge whose siblings do not all go to the same VM.
+    #[error("function {bdf} sits behind bridge {bridge}, which may alias its requester ID with {other}'s, and {other} {where_}: every function behind {bridge} must go to the same VM (pass them whole)", where_ = match .other_owner { Some(owner) => format!("is owned by {owner}"), None => "is not given to this VM".to_owned() })]
+    PciNotWhole {
+        /// The function.
+        bdf: Bdf,
+        /// The bridge.
+        bridge: Bdf,
+        /// A function behind the same bridge that goes elsewhere.
+        other: Bdf,
+        /// Its owner, when another VM owns it.
+        other_owner: Option<VmRef>,
+    },
+    /// A non-zero function without function 0 of its device at the same guest slot.
+    #[error("function {bdf} needs function {function0} of the same device in this VM at the same guest slot {slot} (guests look for functions 1-7 only where function 0 exists){note}", note = if *.elsewhere { format!("; {function0} is at another slot") } else { String::new() })]
+    PciNoFunctionZero {
+        /// The function.
+        bdf: Bdf,
+        /// Function 0 of its device.
+        function0: Bdf,
+        /// The guest slot the function is given.
+        slot: u64,
+        /// Whether function 0 is in the VM but at another guest slot.
+        elsewhere: bool,
+    },
+    /// A guest slot that something else always has, or past the bus.
+    #[error("guest slot {slot} {reason}; choose another with {{ bdf = \"{bdf}\", slot = N }}")]
+    GuestSlotReserved {
+        /// The slot.
+        slot: u64,
+        /// The passed-through function.
+        bdf: Bdf,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A guest slot that a virtio device of the VM takes.
+    #[error("guest slot {slot} is taken by virtio[{virtio}] (virtio devices take slots {first} and on, in list order); choose another with {{ bdf = \"{bdf}\", slot = N }}", first = scenario::VIRTIO_FIRST_SLOT)]
+    GuestSlotVirtio {
+        /// The slot.
+        slot: u64,
+        /// Index of the virtio device.
+        virtio: usize,
+        /// The passed-through function.
+        bdf: Bdf,
+    },
+    /// Two functions at one guest slot and function.
+    #[error(
+        "guest slot {slot} function {function} is already pci_devices[{other}]'s ({other_bdf})"
+    )]
+    GuestSlotTaken {
+        /// The slot.
+        slot: u64,
+        /// The function number (the host's).
+        function: u8,
+        /// Index of the other entry.
+        other: usize,
+        /// Its host function.
+        other_bdf: Bdf,
+    },
+    /// More functions than a VM may own.
+    #[error("{count} functions, more than the {max} a VM may own")]
+    TooManyPassthrough {
+        /// How many were listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Passthrough in a VM that is not pre-launched.
+    #[error("not yet: only pre-launched VMs may own PCI functions (this VM is {load_order:?})")]
+    PassthroughNotPreLaunched {
+        /// The load order given.
+        load_order: &'static str,
+    },
+    /// Passthrough on a board without an IOMMU, with DMA isolation required.
+    #[error("board {board:?} has no IOMMU (iommu = \"none\"), so nothing can keep these functions' DMA inside this VM; if that is acceptable, add `dma_isolation = \"off\"` at the top of the scenario: the devices can then read and write all of the machine's memory (other VMs' and the hypervisor's included), and the console says so at every boot")]
+    PassthroughWithoutIommu {
+        /// The board.
+        board: String,
+    },
+    /// (Warning) DMA isolation off on a board that has an IOMMU.
+    #[error("DMA isolation is off although board {board:?} has an IOMMU ({iommu}): passed-through devices can read and write all of memory; remove `dma_isolation = \"off\"` to use the IOMMU")]
+    DmaIsolationOffWithIommu {
+        /// The board.
+        board: String,
+        /// Its IOMMU, `intel` or `amd`.
+        iommu: &'static str,
+    },
 }
 
 fn access(readonly: bool) -> &'static str {
@@ -395,4 +641,9 @@ fn derived_note(derived: bool) -> &'static str {
     } else {
         ""
     }
+}
+
+/// `bytes` in MiB, rounded up.
+fn mib_up(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }

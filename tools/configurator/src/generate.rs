@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use scenario::{KernelKind, LoadOrder, VmType, VuartConfig};
+use scenario::{DmaIsolation, KernelKind, LoadOrder, VmType, VuartConfig};
 
 use crate::model::{Validated, VirtioDevice, Vm};
 
@@ -45,8 +45,12 @@ pub fn generate(validated: &Validated) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "    ],\n    switches: &[{}],\n}};",
-        switches.join(", ")
+        "    ],\n    switches: &[{}],\n    dma_isolation: DmaIsolation::{},\n}};",
+        switches.join(", "),
+        match validated.dma_isolation {
+            DmaIsolation::Iommu => "Iommu",
+            DmaIsolation::Off => "Off",
+        }
     );
     out
 }
@@ -84,6 +88,7 @@ fn render_vm(out: &mut String, vm: &Vm) {
             restart_on_reset: {restart},
             pci_test_device: {pci_test},
             virtio: &[{virtio}],
+            pci_devices: &[{pci_devices}],
         }},",
         id = vm.id,
         name = vm.name,
@@ -100,7 +105,26 @@ fn render_vm(out: &mut String, vm: &Vm) {
         restart = vm.restart_on_reset,
         pci_test = vm.pci_test_device,
         virtio = virtio(vm),
+        pci_devices = pci_devices(vm),
     );
+}
+
+fn pci_devices(vm: &Vm) -> String {
+    let entries: Vec<String> = vm
+        .pci_devices
+        .iter()
+        .map(|device| {
+            format!(
+                "PassthroughConfig {{ host_bdf: {:#06x}, guest_slot: {}, vendor_id: {:#06x}, device_id: {:#06x}, host_gsi: {} }}",
+                device.host.to_u16(),
+                device.guest_slot,
+                device.vendor,
+                device.device,
+                device.gsi.map_or_else(|| "None".to_owned(), |g| format!("Some({g})"))
+            )
+        })
+        .collect();
+    entries.join(", ")
 }
 
 fn virtio(vm: &Vm) -> String {
@@ -183,7 +207,8 @@ mod tests {
 
     use super::*;
     use crate::board::{Board, Uarts, Vendor};
-    use crate::model::{Kernel, Module, Virtio};
+    use crate::model::{Kernel, Module, Passthrough, Virtio};
+    use crate::pci::{Bdf, Iommu};
 
     fn validated(vm: Vm) -> Validated {
         Validated {
@@ -198,9 +223,14 @@ mod tests {
                 memory_mib: 2048,
                 hv_memory_mib: 64,
                 uarts: Uarts::default(),
+                iommu: Iommu::None,
+                pci: Vec::new(),
             },
             vms: vec![vm],
             switches: Vec::new(),
+            dma_isolation: DmaIsolation::Iommu,
+            warnings: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -236,6 +266,7 @@ mod tests {
             restart_on_reset: true,
             pci_test_device: false,
             virtio: Vec::new(),
+            pci_devices: Vec::new(),
         }
     }
 
@@ -247,7 +278,9 @@ mod tests {
         ));
         assert!(out.contains("\nuse scenario::*;\n"));
         assert!(out.contains("pub static SCENARIO: Scenario = Scenario {\n    name: \"one\",\n    board: \"qemu\",\n"));
-        assert!(out.ends_with("    ],\n    switches: &[],\n};\n"));
+        assert!(out.ends_with(
+            "    ],\n    switches: &[],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
+        ));
     }
 
     #[test]
@@ -270,6 +303,7 @@ mod tests {
             "console: None,",
             "restart_on_reset: true,",
             "virtio: &[],",
+            "pci_devices: &[],",
         ] {
             assert!(
                 out.contains(&format!("\n            {line}\n"))
@@ -350,8 +384,40 @@ mod tests {
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
             out.ends_with(
-                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n};\n"
+                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
             ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn renders_passthrough_and_dma_isolation() {
+        let mut with_devices = vm();
+        with_devices.pci_devices = vec![
+            Passthrough {
+                host: Bdf::parse("00:04.0").unwrap(),
+                guest_slot: 4,
+                vendor: 0x1234,
+                device: 0x11E8,
+                gsi: Some(20),
+            },
+            Passthrough {
+                host: Bdf::parse("02:1f.3").unwrap(),
+                guest_slot: 6,
+                vendor: 0x8086,
+                device: 0x10D3,
+                gsi: None,
+            },
+        ];
+        let mut scenario = validated(with_devices);
+        scenario.dma_isolation = DmaIsolation::Off;
+        let out = generate(&scenario);
+        let expected = "\n            pci_devices: &[\
+            PassthroughConfig { host_bdf: 0x0020, guest_slot: 4, vendor_id: 0x1234, device_id: 0x11e8, host_gsi: Some(20) }, \
+            PassthroughConfig { host_bdf: 0x02fb, guest_slot: 6, vendor_id: 0x8086, device_id: 0x10d3, host_gsi: None }],\n";
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+        assert!(
+            out.ends_with("    dma_isolation: DmaIsolation::Off,\n};\n"),
             "{out}"
         );
     }

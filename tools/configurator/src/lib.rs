@@ -9,11 +9,15 @@
 mod board;
 mod cross_checks;
 mod error;
+mod files;
 mod generate;
+mod image;
 mod input;
 mod load;
 mod model;
 mod name;
+mod passthrough_checks;
+mod pci;
 mod toml_doc;
 mod validate;
 mod virtio_checks;
@@ -22,8 +26,11 @@ mod words;
 
 pub use board::{Board, Uarts, Vendor};
 pub use error::{ConfigError, ErrorKind, VmRef};
+pub use files::{dry_load, resolve_path, FileModule, FileRole, FILE_MODULE_PREFIX};
 pub use generate::generate;
+pub use image::Detected;
 pub use load::{boards_dir_for, load, load_and_validate};
-pub use model::{Kernel, Validated, Virtio, VirtioDevice, Vm};
+pub use model::{Kernel, Passthrough, Validated, Virtio, VirtioDevice, Vm};
 pub use name::MAX_NAME_LEN;
+pub use pci::{Bar, BarKind, Bdf, Iommu, PciFunction};
 pub use validate::{validate_str, Modules};

@@ -76,6 +76,9 @@ fn main() -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    for warning in &validated.warnings {
+        eprintln!("warning: {warning}");
+    }
     match output {
         None => println!("ok: {} VMs", validated.vms.len()),
         Some(output) => write(output, &generate(&validated))?,

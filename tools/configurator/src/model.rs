@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use scenario::{KernelKind, LoadOrder, VmType, VuartConfig};
+use scenario::{DmaIsolation, KernelKind, LoadOrder, VmType, VuartConfig};
 
 use crate::board::Board;
+use crate::error::ConfigError;
+use crate::pci::Bdf;
 
 /// A scenario that passed every check, with the board it was checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,14 @@ pub struct Validated {
     /// The virtual switches the VMs' net devices name, in order of first appearance (VM file
     /// order, then `virtio` list order); [`VirtioDevice::Net::switch`] indexes this list.
     pub switches: Vec<String>,
+    /// How passed-through devices' DMA is isolated (`dma_isolation`, default `iommu`).
+    pub dma_isolation: DmaIsolation,
+    /// Things that are allowed but probably not meant (e.g. DMA isolation off on a board with an
+    /// IOMMU): tools print them as warnings.
+    pub warnings: Vec<ConfigError>,
+    /// The files the scenario names (kernels, initrds, disks), each with the boot-module name
+    /// the hypervisor finds it by; [`Validated::modules`] lists these names too.
+    pub files: Vec<crate::files::FileModule>,
 }
 
 impl Validated {
@@ -50,6 +60,11 @@ impl Validated {
             }
         }
         names
+    }
+
+    /// The file behind boot module `name`, when the scenario named a file.
+    pub fn file(&self, name: &str) -> Option<&crate::files::FileModule> {
+        self.files.iter().find(|f| f.name == name)
     }
 
     /// The VM with this name, if any.
@@ -89,6 +104,24 @@ pub struct Vm {
     pub pci_test_device: bool,
     /// Virtio devices, in list order.
     pub virtio: Vec<Virtio>,
+    /// Physical PCI functions it owns, in list order.
+    pub pci_devices: Vec<Passthrough>,
+}
+
+/// A validated passed-through function (the owned counterpart of
+/// [`scenario::PassthroughConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passthrough {
+    /// The function on the host.
+    pub host: Bdf,
+    /// Device number on the VM's bus 0 (the function number stays the host's).
+    pub guest_slot: u8,
+    /// Vendor ID from the board file.
+    pub vendor: u16,
+    /// Device ID from the board file.
+    pub device: u16,
+    /// The GSI its INTx drives, from the board file.
+    pub gsi: Option<u8>,
 }
 
 /// A validated kernel (the owned counterpart of [`scenario::KernelConfig`]).

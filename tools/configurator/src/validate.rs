@@ -10,6 +10,7 @@ use crate::cross_checks::check_across;
 use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::{RawScenario, RawVm};
 use crate::model::Validated;
+use crate::passthrough_checks::{check_passthrough_across, dma_isolation, DMA_ISOLATIONS};
 use crate::toml_doc;
 use crate::virtio_checks::{collect_switches, MAX_SWITCHES};
 use crate::vm_checks::{check_vm, Report};
@@ -126,6 +127,20 @@ pub fn validate_str(
         }
     }
 
+    let table = crate::files::resolve(file, &mut parsed, board.as_ref(), &mut errors);
+    // A file's generated module name is as good as a module the build makes.
+    let known: Vec<&str> = match modules {
+        Modules::Known(names) => names
+            .iter()
+            .copied()
+            .chain(table.files.iter().map(|f| f.name.as_str()))
+            .collect(),
+        Modules::Unchecked => Vec::new(),
+    };
+    let modules = match modules {
+        Modules::Known(_) => Modules::Known(&known),
+        Modules::Unchecked => Modules::Unchecked,
+    };
     let switches = collect_switches(parsed.iter().map(|(_, raw)| raw), MAX_SWITCHES);
     let mut vms = Vec::new();
     for (vm, raw) in &parsed {
@@ -144,14 +159,44 @@ pub fn validate_str(
     }
     let refs: Vec<(VmRef, &RawVm)> = parsed.iter().map(|(vm, raw)| (vm.clone(), raw)).collect();
     check_across(file, &refs, board.as_ref(), &mut errors);
+    if errors.is_empty() {
+        crate::files::check_fit(file, &vms, &table, &mut errors);
+    }
 
-    match (name, board) {
-        (Some(name), Some(board)) if errors.is_empty() => Ok(Validated {
+    let isolation_word = top
+        .as_ref()
+        .and_then(|top| top.dma_isolation.as_deref())
+        .unwrap_or("iommu");
+    let isolation = dma_isolation(isolation_word);
+    if isolation.is_none() {
+        errors.push(file_error(
+            "dma_isolation",
+            ErrorKind::UnknownValue {
+                value: isolation_word.to_owned(),
+                expected: DMA_ISOLATIONS,
+            },
+        ));
+    }
+    let mut warnings = Vec::new();
+    check_passthrough_across(
+        file,
+        &refs,
+        board.as_ref(),
+        isolation,
+        &mut errors,
+        &mut warnings,
+    );
+
+    match (name, board, isolation) {
+        (Some(name), Some(board), Some(dma_isolation)) if errors.is_empty() => Ok(Validated {
             file: file.to_owned(),
             name,
             board,
             vms,
             switches,
+            dma_isolation,
+            warnings,
+            files: table.files,
         }),
         _ => {
             errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));

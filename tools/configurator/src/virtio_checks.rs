@@ -67,19 +67,23 @@ pub fn check_virtio(
         };
         let mut ok = check_fields_for_type(report, index, device, kind);
         let resolved = match kind {
-            VirtioType::Blk => match &device.module {
-                None => {
-                    report.push(&field("module"), ErrorKind::MissingField);
+            VirtioType::Blk => match (&device.module, &device.file) {
+                (None, None) => {
+                    report.push(&field("module"), ErrorKind::DiskMissing);
                     None
                 }
-                Some(module) => {
-                    check_module(report, &field("module"), module, modules).then(|| {
-                        VirtioDevice::Blk {
-                            module: module.clone(),
-                            readonly: device.readonly.unwrap_or(false),
-                        }
-                    })
-                }
+                // The file could not be used: `files::resolve` said why.
+                (None, Some(_)) => None,
+                // A file's generated module name: `files::resolve` checked the file.
+                (Some(module), Some(_)) => Some(VirtioDevice::Blk {
+                    module: module.clone(),
+                    readonly: device.readonly.unwrap_or(false),
+                }),
+                (Some(module), None) => check_module(report, &field("module"), module, modules)
+                    .then(|| VirtioDevice::Blk {
+                        module: module.clone(),
+                        readonly: device.readonly.unwrap_or(false),
+                    }),
             },
             VirtioType::Net => {
                 let port = net_ports;
@@ -167,6 +171,7 @@ fn check_fields_for_type(
 ) -> bool {
     let present = [
         ("module", device.module.is_some(), VirtioType::Blk),
+        ("file", device.file.is_some(), VirtioType::Blk),
         ("readonly", device.readonly.is_some(), VirtioType::Blk),
         ("switch", device.switch.is_some(), VirtioType::Net),
         ("mac", device.mac.is_some(), VirtioType::Net),
@@ -239,6 +244,8 @@ enum Seen<'a> {
     Blk {
         module: &'a str,
         readonly: bool,
+        /// `module`, or `file` when the disk is a file.
+        field: &'static str,
     },
     Net {
         switch: Option<&'a str>,
@@ -256,7 +263,19 @@ fn seen<'a>(vm: &VmRef, raw: &'a RawVm) -> Vec<(usize, Seen<'a>)> {
             Some(VirtioType::Blk) => {
                 if let Some(module) = device.module.as_deref().filter(|m| !m.is_empty()) {
                     let readonly = device.readonly.unwrap_or(false);
-                    out.push((index, Seen::Blk { module, readonly }));
+                    let field = if device.file.is_some() {
+                        "file"
+                    } else {
+                        "module"
+                    };
+                    out.push((
+                        index,
+                        Seen::Blk {
+                            module,
+                            readonly,
+                            field,
+                        },
+                    ));
                 }
             }
             Some(VirtioType::Net) => {
@@ -287,8 +306,21 @@ pub fn check_virtio_across(file: &Path, vms: &[(VmRef, &RawVm)], errors: &mut Ve
     let booted: Vec<(&str, &VmRef, &'static str)> = vms
         .iter()
         .flat_map(|(vm, raw)| {
-            std::iter::once((raw.kernel.module.as_str(), vm, "kernel.module"))
-                .chain(raw.initrd.as_deref().map(|initrd| (initrd, vm, "initrd")))
+            let kernel_field = if raw.kernel.file.is_some() {
+                "kernel.file"
+            } else {
+                "kernel.module"
+            };
+            let initrd_field = if raw.initrd_file.is_some() {
+                "initrd_file"
+            } else {
+                "initrd"
+            };
+            std::iter::once((raw.kernel.module_name(), vm, kernel_field)).chain(
+                raw.initrd
+                    .as_deref()
+                    .map(|initrd| (initrd, vm, initrd_field)),
+            )
         })
         .collect();
     let mut disks: Vec<(&str, &VmRef, String, bool)> = Vec::new();
@@ -303,8 +335,12 @@ pub fn check_virtio_across(file: &Path, vms: &[(VmRef, &RawVm)], errors: &mut Ve
         };
         for (index, device) in seen(vm, raw) {
             match device {
-                Seen::Blk { module, readonly } => {
-                    let field = format!("virtio[{index}].module");
+                Seen::Blk {
+                    module,
+                    readonly,
+                    field,
+                } => {
+                    let field = format!("virtio[{index}].{field}");
                     if let Some(&(_, user, boot_field)) =
                         booted.iter().find(|(name, _, _)| *name == module)
                     {

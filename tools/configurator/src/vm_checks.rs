@@ -9,6 +9,7 @@ use crate::board::Board;
 use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::{RawKernel, RawVm};
 use crate::model::{Kernel, Module, Vm};
+use crate::passthrough_checks::check_passthrough;
 use crate::validate::Modules;
 use crate::virtio_checks::check_virtio;
 use crate::words::{self, KernelType};
@@ -76,12 +77,18 @@ pub fn check_vm(
     let memory_bytes = check_memory(report, raw, board);
     let kernel = check_kernel(report, &raw.kernel, memory_bytes, modules);
     if let Some(initrd) = &raw.initrd {
-        check_module(report, "initrd", initrd, modules);
+        // A file's generated name is known: `files::resolve` checked the file.
+        let field = if raw.initrd_file.is_some() {
+            "initrd_file"
+        } else {
+            "initrd"
+        };
+        check_module(report, field, initrd, modules);
         if kernel_type_is(raw, |k| !matches!(k, KernelType::BzImage | KernelType::Pvh)) {
             report.push(
-                "initrd",
+                field,
                 ErrorKind::InitrdNotLinux {
-                    kind: raw.kernel.kind.clone(),
+                    kind: raw.kernel.kind_word().to_owned(),
                 },
             );
         }
@@ -95,6 +102,7 @@ pub fn check_vm(
         vuart
     });
     let virtio = check_virtio(report, raw, id, modules, switches);
+    let pci_devices = check_passthrough(report, raw, board);
 
     if report.errors.len() != before {
         return None;
@@ -114,12 +122,13 @@ pub fn check_vm(
         restart_on_reset: raw.restart_on_reset,
         pci_test_device: raw.pci_test_device,
         virtio,
+        pci_devices,
     })
 }
 
 /// Whether the kernel type is a known word for which `test` holds.
 fn kernel_type_is(raw: &RawVm, test: impl Fn(KernelType) -> bool) -> bool {
-    words::kernel_type(&raw.kernel.kind).is_some_and(test)
+    words::kernel_type(raw.kernel.kind_word()).is_some_and(test)
 }
 
 /// Checks `modules`: only for a multiboot kernel, at most [`scenario::MAX_MODULES`], each a known
@@ -132,7 +141,7 @@ fn check_boot_modules(report: &mut Report<'_>, raw: &RawVm, modules: Modules<'_>
         report.push(
             "modules",
             ErrorKind::ModulesNotMultiboot {
-                kind: raw.kernel.kind.clone(),
+                kind: raw.kernel.kind_word().to_owned(),
             },
         );
     }
@@ -245,12 +254,20 @@ fn check_kernel(
     memory_bytes: Option<u64>,
     modules: Modules<'_>,
 ) -> Option<Kernel> {
-    let module_ok = check_module(report, "kernel.module", &raw.module, modules);
+    // A missing module or type, and everything about a file, were reported by `files::resolve`.
+    let module_ok = match &raw.module {
+        Some(module) if raw.file.is_none() => {
+            check_module(report, "kernel.module", module, modules)
+        }
+        Some(_) => true,
+        None => false,
+    };
     if let Some(offset) = raw.cmdline.find('\0') {
         report.push("kernel.cmdline", ErrorKind::CmdlineNul(offset));
     }
-    let Some(kind) = words::kernel_type(&raw.kind) else {
-        report.push("kernel.type", unknown(&raw.kind, words::KERNEL_TYPES));
+    let word = raw.kind.as_deref()?;
+    let Some(kind) = words::kernel_type(word) else {
+        report.push("kernel.type", unknown(word, words::KERNEL_TYPES));
         return None;
     };
     let addresses = [
@@ -262,7 +279,7 @@ fn check_kernel(
             report.push(
                 field,
                 ErrorKind::AddressNotRaw {
-                    kind: raw.kind.clone(),
+                    kind: word.to_owned(),
                 },
             );
         }
@@ -293,7 +310,7 @@ fn check_kernel(
         }
     };
     module_ok.then(|| Kernel {
-        module: raw.module.clone(),
+        module: raw.module_name().to_owned(),
         kind,
         cmdline: raw.cmdline.clone(),
     })

@@ -8,6 +8,17 @@ pub const LOAD_ORDERS: &str = "pre-launched, service, post-launched";
 pub const VM_TYPES: &str = "standard, rt";
 /// Accepted `kernel.type` values.
 pub const KERNEL_TYPES: &str = "elf64, multiboot, raw, bzimage, pvh";
+
+/// The file spelling of a kernel type.
+pub fn kernel_type_name(kind: KernelType) -> &'static str {
+    match kind {
+        KernelType::Elf64 => "elf64",
+        KernelType::Multiboot => "multiboot",
+        KernelType::Raw => "raw",
+        KernelType::BzImage => "bzimage",
+        KernelType::Pvh => "pvh",
+    }
+}
 /// Accepted `console.vuart` values.
 pub const VUARTS: &str = "com1, com2";
 /// Accepted `virtio[i].type` values.
@@ -55,7 +66,7 @@ impl VirtioType {
     /// The fields a device of this type may have, for messages.
     pub fn fields(self) -> &'static str {
         match self {
-            Self::Blk => "type, module, readonly",
+            Self::Blk => "type, module or file, readonly",
             Self::Net => "type, switch, mac",
             Self::Console | Self::Rng => "type only",
         }

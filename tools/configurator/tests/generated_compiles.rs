@@ -18,9 +18,17 @@ mod virtio_scenario {
     include!("golden/virtio.rs");
 }
 
+mod passthrough_nic_vtd_scenario {
+    include!("golden/passthrough_nic_vtd.rs");
+}
+
+mod passthrough_nic_bochs_scenario {
+    include!("golden/passthrough_nic_bochs.rs");
+}
+
 use scenario::{
-    KernelKind, LoadOrder, SwitchConfig, VirtioConfig, VirtioKind, VmType, VuartConfig,
-    VIRTIO_FIRST_SLOT,
+    DmaIsolation, KernelKind, LoadOrder, PassthroughConfig, SwitchConfig, VirtioConfig, VirtioKind,
+    VmType, VuartConfig, VIRTIO_FIRST_SLOT,
 };
 
 #[test]
@@ -180,4 +188,50 @@ fn virtio_scenario_static() {
             },
         ]
     );
+}
+
+#[test]
+fn passthrough_scenario_statics() {
+    let s = &passthrough_nic_vtd_scenario::SCENARIO;
+    assert_eq!(
+        (s.board, s.dma_isolation),
+        ("qemu-vtd", DmaIsolation::Iommu)
+    );
+    let vm = s.vm_by_name("linux").unwrap();
+    assert_eq!(
+        vm.pci_devices,
+        [
+            PassthroughConfig {
+                host_bdf: 5 << 3,
+                guest_slot: 5,
+                vendor_id: 0x8086,
+                device_id: 0x10D3,
+                host_gsi: Some(21)
+            },
+            PassthroughConfig {
+                host_bdf: 6 << 3,
+                guest_slot: 6,
+                vendor_id: 0x1B36,
+                device_id: 0x0010,
+                host_gsi: Some(22)
+            },
+        ]
+    );
+    assert_eq!(vm.pci_devices[1].guest_bdf(), 0x30);
+    let s = &passthrough_nic_bochs_scenario::SCENARIO;
+    assert_eq!((s.board, s.dma_isolation), ("bochs", DmaIsolation::Off));
+    let vm = s.vm_by_name("linux").unwrap();
+    assert_eq!(
+        vm.pci_devices,
+        [PassthroughConfig {
+            host_bdf: 2 << 3,
+            guest_slot: 2,
+            vendor_id: 0x8086,
+            device_id: 0x100E,
+            host_gsi: None
+        }]
+    );
+    // Scenarios without devices keep the default.
+    assert!(guest_scenario::SCENARIO.vms[0].pci_devices.is_empty());
+    assert_eq!(guest_scenario::SCENARIO.dma_isolation, DmaIsolation::Iommu);
 }

@@ -8,7 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use configurator::{generate, load, load_and_validate, Board, Modules, Validated, Vendor};
+use configurator::{
+    generate, load, load_and_validate, Bdf, Board, Iommu, Modules, Validated, Vendor,
+};
 
 /// The module names xtask builds for the shipped scenarios.
 const GUESTS: &[&str] = &[
@@ -67,6 +69,47 @@ fn shipped_boards() {
         (bochs.vendor, bochs.pcpus, bochs.memory_mib),
         (Vendor::IntelOrAmd, 2, 512)
     );
+    assert_eq!(bochs.iommu, Iommu::None);
+    let e1000 = bochs.pci_function(Bdf::parse("00:02.0").unwrap()).unwrap();
+    assert_eq!(
+        (e1000.vendor, e1000.device, e1000.class),
+        (0x8086, 0x100E, 0x02_0000)
+    );
+}
+
+/// The passthrough boards: the qemu board plus an IOMMU and the devices at fixed addresses.
+#[test]
+fn passthrough_boards() {
+    let boards = configs().join("boards");
+    let here = Path::new("scenario.toml");
+    for (name, iommu, count) in [("qemu-vtd", Iommu::Intel, 8), ("qemu-amdvi", Iommu::Amd, 9)] {
+        let board = Board::load(&boards, name, here).unwrap();
+        assert_eq!(
+            (board.vendor, board.pcpus, board.memory_mib, board.iommu),
+            (Vendor::Amd, 4, 2048, iommu),
+            "{name}"
+        );
+        assert_eq!(board.pci.len(), count, "{name}");
+        let ids: Vec<(String, u16, u16, u32)> = ["00:04.0", "00:05.0", "00:06.0"]
+            .iter()
+            .map(|bdf| {
+                let f = board.pci_function(Bdf::parse(bdf).unwrap()).unwrap();
+                (f.bdf.to_string(), f.vendor, f.device, f.class)
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("00:04.0".to_owned(), 0x1234, 0x11E8, 0x00_FF00),
+                ("00:05.0".to_owned(), 0x8086, 0x10D3, 0x02_0000),
+                ("00:06.0".to_owned(), 0x1B36, 0x0010, 0x01_0802),
+            ],
+            "{name}"
+        );
+    }
+    let amd = Board::load(&boards, "qemu-amdvi", here).unwrap();
+    let iommu = amd.pci_function(Bdf::parse("00:02.0").unwrap()).unwrap();
+    assert_eq!((iommu.vendor, iommu.class), (0x1022, 0x08_0600));
 }
 
 #[test]
@@ -134,13 +177,21 @@ fn test_scenario(name: &str) -> Validated {
 
 #[test]
 fn generated_files_match_golden() {
-    for name in ["guest", "default", "partitioned", "virtio"] {
+    for name in [
+        "guest",
+        "default",
+        "partitioned",
+        "virtio",
+        "passthrough-nic-vtd",
+        "passthrough-nic-bochs",
+    ] {
         let v = match name {
             "virtio" => test_scenario(name),
             _ => load_and_validate(&configs().join(format!("{name}.toml")), GUESTS).unwrap(),
         };
         let generated = generate(&v);
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.rs"));
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/golden/{}.rs", name.replace('-', "_")));
         if std::env::var_os("QUERCUS_BLESS").is_some() {
             fs::write(&golden, &generated).unwrap();
         }

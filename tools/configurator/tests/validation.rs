@@ -192,7 +192,13 @@ fn missing_required_fields() {
         Some(0),
         "kernel.module",
     );
-    assert_eq!(kind, ErrorKind::MissingField);
+    assert_eq!(kind, ErrorKind::KernelMissing);
+    let kind = single(
+        &scenario(&[vm(&[("kernel.type", "-")])]),
+        Some(0),
+        "kernel.type",
+    );
+    assert_eq!(kind, ErrorKind::TypeRequired);
     let kind = single(&vm(&[]), None, "board");
     assert_eq!(kind, ErrorKind::MissingField);
 }
@@ -684,7 +690,7 @@ fn unknown_board() {
     let text = format!("board = \"rpi\"\n{}", vm(&[]));
     let kind = single(&text, None, "board");
     assert!(
-        matches!(&kind, ErrorKind::UnknownBoard { board, available, .. } if board == "rpi" && available == "bochs, qemu, qemu-8g"),
+        matches!(&kind, ErrorKind::UnknownBoard { board, available, .. } if board == "rpi" && available == "bochs, qemu, qemu-8g, qemu-amdvi, qemu-vtd"),
         "{kind:?}"
     );
     // A board name cannot walk out of the boards directory.
@@ -841,7 +847,7 @@ fn virtio_devices_resolve_and_generate() {
         "virtio: &[VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x00] }, slot: 8 }, \
          VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01] }, slot: 9 }, \
          VirtioConfig { kind: VirtioKind::Blk { module: \"shared\", readonly: true }, slot: 10 }],\n",
-        "\n    switches: &[SwitchConfig { name: \"lan\" }, SwitchConfig { name: \"wan\" }],\n};\n",
+        "\n    switches: &[SwitchConfig { name: \"lan\" }, SwitchConfig { name: \"wan\" }],\n",
     ] {
         assert!(out.contains(fragment), "missing {fragment:?} in\n{out}");
     }
@@ -858,7 +864,7 @@ fn virtio_as_inline_array_and_empty() {
     assert_eq!(v.vms[0].virtio[1].slot, 9);
     assert!(v.vms[1].virtio.is_empty());
     assert!(v.switches.is_empty());
-    assert!(generate(&v).ends_with("    switches: &[],\n};\n"));
+    assert!(generate(&v).contains("    switches: &[],\n"));
 }
 
 #[test]
@@ -909,7 +915,8 @@ fn virtio_missing_required_fields() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(
         errors[0].to_string(),
-        "configs/bad.toml: vm \"a\" (vm[0]): virtio[0].module: missing required field"
+        "configs/bad.toml: vm \"a\" (vm[0]): virtio[0].module: missing: a blk device needs `module` \
+         (a boot module the build makes) or `file` (a disk image file, relative to the scenario file)"
     );
     let text = scenario(&[vm_with(
         &[],
@@ -959,7 +966,7 @@ fn virtio_field_not_for_type() {
             "type = \"blk\"; module = \"disk\"; mac = \"02:00:00:00:00:01\"",
             "virtio[0].mac",
             "blk",
-            "type, module, readonly",
+            "type, module or file, readonly",
         ),
         (
             "type = \"console\"; readonly = true",

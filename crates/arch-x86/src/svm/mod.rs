@@ -664,4 +664,9 @@ impl VcpuBackend for SvmVcpu {
                 .write_u32(ctl::INTERCEPT_MISC1, misc & !misc1::VINTR);
         }
     }
+
+    fn flush_slat(&mut self) {
+        // Without flush-by-ASID (QEMU's TCG has none) only a whole-TLB flush exists.
+        self.vmcb.write_u8(ctl::TLB_CONTROL, 1);
+    }
 }

@@ -784,6 +784,10 @@ impl VcpuBackend for VmxVcpu {
         self.vmread(guest::INTERRUPTIBILITY_STATE) & u64::from(blocking) == 0
             && self.vmread(control::VMENTRY_INTERRUPTION_INFO_FIELD) & u64::from(intr::VALID) == 0
     }
+
+    fn flush_slat(&mut self) {
+        self.flush_tlb();
+    }
 }
 
 impl Drop for VmxVcpu {

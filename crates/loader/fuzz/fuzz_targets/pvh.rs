@@ -24,8 +24,25 @@ fuzz_target!(|data: &[u8]| {
     };
     let initrd = [0xA5u8; 0x1000];
     let initrd = (sel & 4 != 0).then_some(&initrd[..]);
-    let mut mem = CountingMemory::new(RAM as usize, 0);
-    match load_pvh(image, "console=ttyS0", initrd, &layout, &mut mem) {
+    // One RAM for every input: zeroing 8 MiB per input held the target to ~100 inputs/s. A load
+    // that wrote anything is followed by a zeroing, so each input starts from zeroed RAM.
+    MEM.with(|mem| {
+        let mut mem = mem.borrow_mut();
+        mem.writes = 0;
+        check(image, initrd, &layout, &mut mem);
+        if mem.writes != 0 {
+            mem.mem.0.fill(0);
+        }
+    });
+});
+
+thread_local! {
+    static MEM: std::cell::RefCell<CountingMemory> =
+        std::cell::RefCell::new(CountingMemory::new(RAM as usize, 0));
+}
+
+fn check(image: &[u8], initrd: Option<&[u8]>, layout: &VmLayout<'_>, mem: &mut CountingMemory) {
+    match load_pvh(image, "console=ttyS0", initrd, layout, mem) {
         Ok(boot) => {
             assert!(boot.entry < 1 << 32 && boot.entry < RAM);
             assert_eq!(boot.start_info, PVH_START_INFO_GPA);
@@ -38,4 +55,4 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(_) => assert_eq!(mem.writes, 0, "RAM written by a failed load"),
     }
-});
+}

@@ -55,7 +55,8 @@ struct Walk {
 fn present(format: Format, raw: u64) -> bool {
     match format {
         Format::Ept => raw & 0b111 != 0,
-        Format::Npt => raw & 1 != 0,
+        Format::Npt | Format::AmdVi => raw & 1 != 0,
+        Format::VtdSl => raw & 0b11 != 0,
     }
 }
 
@@ -83,7 +84,12 @@ fn walk_table(
             continue;
         }
         let gpa = base + i as u64 * span;
-        let leaf = level == 1 || (level < 4 && raw & (1 << 7) != 0);
+        let large = match format {
+            // NextLevel 0 marks an AMD-Vi leaf.
+            Format::AmdVi => raw & (0b111 << 9) == 0,
+            _ => raw & (1 << 7) != 0,
+        };
+        let leaf = level == 1 || (level < 4 && large);
         if leaf {
             out.leaves.push(RawLeaf {
                 gpa,
@@ -400,6 +406,7 @@ fn running_out_of_tables_maps_nothing() {
             format,
             page_sizes: PageSizes::default(),
             root: h(ARENA),
+            three_level_dma: false,
             mem,
         };
         t.map(g(0), h(0), 2 * GIB1, Perms::RWX, MemType::WriteBack)
@@ -789,5 +796,132 @@ fn error_messages_name_the_values() {
         for word in words {
             assert!(text.contains(word), "{text:?} lacks {word:?}");
         }
+    }
+}
+
+const IOMMU_FORMATS: [Format; 2] = [Format::VtdSl, Format::AmdVi];
+
+#[test]
+fn iommu_formats_map_and_translate() {
+    for format in IOMMU_FORMATS {
+        let mut t = tables(format, false);
+        // 4 KiB, 2 MiB and 4 KiB again; RW device memory, R firmware.
+        t.map(g(0x1000), h(0x5000), KIB4, Perms::RW, MemType::WriteBack)
+            .unwrap();
+        t.map(
+            g(MIB2),
+            h(0x40_0000),
+            MIB2,
+            Perms::RWX,
+            MemType::Uncacheable,
+        )
+        .unwrap();
+        t.map(g(2 * MIB2), h(0x9000), KIB4, Perms::R, MemType::WriteBack)
+            .unwrap();
+        let walk = walk_all(&t);
+        assert_eq!(
+            layout(&walk),
+            [(0x1000, KIB4), (MIB2, MIB2), (2 * MIB2, KIB4)],
+            "{format}"
+        );
+        let rw_no_exec = Perms::RW;
+        let got = t.translate(g(MIB2 + 0x1234)).unwrap();
+        assert_eq!(got.hpa, h(0x40_1234));
+        assert_eq!(
+            (got.page_size, got.perms, got.mem_type),
+            (PageSize::Size2M, rw_no_exec, MemType::WriteBack)
+        );
+        assert_eq!(t.translate(g(2 * MIB2 + 8)).unwrap().perms, Perms::R);
+        assert_eq!(t.translate(g(0)), None);
+        assert_eq!(t.translate(g(0x2000)), None);
+        assert_eq!(t.unmap(g(0x1000), KIB4), Ok(KIB4));
+        assert_eq!(t.translate(g(0x1000)), None);
+        // What the entries are, bit for bit.
+        let leaf_2m = walk.leaves[1].raw;
+        let leaf_4k_ro = walk.leaves[2].raw;
+        match format {
+            Format::VtdSl => {
+                assert_eq!(leaf_2m, 0x40_0000 | 0x83);
+                assert_eq!(leaf_4k_ro, 0x9001);
+                // Table entries: R|W only, nothing QEMU calls reserved.
+                for p in &walk.pointers {
+                    assert_eq!(p & !ADDR, 0b11, "{p:#x}");
+                }
+            }
+            _ => {
+                assert_eq!(leaf_2m, 0x6000_0000_0040_0001);
+                assert_eq!(leaf_4k_ro, 0x2000_0000_0000_9001);
+                // PML4E NextLevel 3, PDPTE 2, two PDEs 1, all with IR|IW.
+                let levels: Vec<u64> = walk.pointers.iter().map(|p| (p >> 9) & 7).collect();
+                assert_eq!(levels, [3, 2, 1, 1], "{levels:?}");
+                for p in &walk.pointers {
+                    assert_eq!(p & !ADDR, 0x6000_0000_0000_0001 | ((p >> 9) & 7) << 9);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn iommu_formats_use_1g_pages_when_allowed() {
+    for format in IOMMU_FORMATS {
+        let mut t = tables(format, true);
+        t.map(g(0), h(GIB1), 2 * GIB1, Perms::RW, MemType::WriteBack)
+            .unwrap();
+        let walk = walk_all(&t);
+        assert_eq!(layout(&walk), [(0, GIB1), (GIB1, GIB1)], "{format}");
+        assert_offset(&walk, GIB1);
+        assert_eq!(
+            t.translate(g(GIB1 + 5)).map(|x| (x.hpa, x.page_size)),
+            Some((h(2 * GIB1 + 5), PageSize::Size1G))
+        );
+    }
+}
+
+#[test]
+fn dma_root_for_three_and_four_levels() {
+    for format in IOMMU_FORMATS {
+        let mut t = tables(format, false);
+        assert_eq!(t.dma_root(4), Ok(t.root()));
+        assert_eq!(
+            t.dma_root(5),
+            Err(MapError::UnsupportedDmaLevels { levels: 5 })
+        );
+        // Nothing mapped yet: the 3-level root is created under PML4[0].
+        let before = t.memory().tables_allocated();
+        let root3 = t.dma_root(3).unwrap();
+        assert_eq!(t.memory().tables_allocated(), before + 1);
+        let pml4e = t.memory().read_entry(t.root(), 0);
+        assert_eq!(pml4e & ADDR, root3.0);
+        assert_eq!(t.dma_root(3), Ok(root3), "asked twice, the same table");
+        // Mapping goes through it.
+        t.map(g(0), h(0x20_0000), MIB2, Perms::RW, MemType::WriteBack)
+            .unwrap();
+        let pdpte = t.memory().read_entry(root3, 0);
+        assert_ne!(pdpte, 0);
+        // Beyond 512 GiB is refused from now on.
+        assert_eq!(
+            t.map(g(1 << 39), h(0), KIB4, Perms::RW, MemType::WriteBack),
+            Err(MapError::BeyondDmaReach {
+                gpa: g(1 << 39),
+                levels: 3
+            })
+        );
+        // Tables with a mapping above 512 GiB cannot be walked in 3 levels.
+        let mut high = tables(format, false);
+        high.map(g(3 << 39), h(0), KIB4, Perms::RW, MemType::WriteBack)
+            .unwrap();
+        assert_eq!(
+            high.dma_root(3),
+            Err(MapError::BeyondDmaReach {
+                gpa: g(3 << 39),
+                levels: 3
+            })
+        );
+        let text = format!("{}", high.dma_root(3).unwrap_err());
+        assert!(
+            text.contains("0x8000000000") && text.contains("3-level"),
+            "{text}"
+        );
     }
 }

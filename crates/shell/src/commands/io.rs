@@ -180,6 +180,69 @@ pub(super) fn switches(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome
     Ok(Outcome::Done)
 }
 
+pub(super) fn pci(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let lines = ctx.backend.pci();
+    if lines.is_empty() {
+        ctx.out.line("no PCI functions found");
+        return Ok(Outcome::Done);
+    }
+    let mut t = Table::new(&[
+        "BDF", "ID", "CLASS", "OWNER", "AS", "STATE", "VECTORS", "IRQS", "RESETS", "FAULTS",
+    ]);
+    for l in &lines {
+        let (owner, at) = match &l.owner {
+            Some((vm, at)) => (vm.clone(), at.clone()),
+            None => ("-".into(), "-".into()),
+        };
+        let vectors: Vec<String> = l.vectors.iter().map(|v| format!("{v:#04x}")).collect();
+        let resets = if l.owner.is_some() {
+            format!("{} ({})", l.resets, l.reset_method)
+        } else {
+            "-".into()
+        };
+        t.row(vec![
+            l.bdf.clone(),
+            format!("{:04x}:{:04x}", l.vendor_id, l.device_id),
+            format!("{:06x}", l.class),
+            owner,
+            at,
+            if l.state.is_empty() {
+                "-".into()
+            } else {
+                l.state.clone()
+            },
+            if vectors.is_empty() {
+                "-".into()
+            } else {
+                vectors.join(",")
+            },
+            l.interrupts.to_string(),
+            resets,
+            l.dma_faults.to_string(),
+        ]);
+    }
+    t.write_to(ctx.out);
+    Ok(Outcome::Done)
+}
+
+pub(super) fn iommu(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let units = ctx.backend.iommu();
+    if units.is_empty() {
+        ctx.out
+            .line("no IOMMU: passed-through devices are not DMA-isolated (see `pci`)");
+    }
+    for u in &units {
+        ctx.out
+            .line(&format!("{}: {}; {} fault(s)", u.name, u.state, u.faults));
+        for f in &u.recent {
+            ctx.out.line(&format!("  {f}"));
+        }
+    }
+    Ok(Outcome::Done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

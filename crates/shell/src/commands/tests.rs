@@ -80,6 +80,8 @@ fn valid_lines() -> Vec<Script> {
         ("dump_ioapic", nothing),
         ("virtio linux", nothing),
         ("switches", nothing),
+        ("pci", nothing),
+        ("iommu", nothing),
         ("loglevel warn", nothing),
         ("cpuid 2 0x7 0", nothing),
         ("rdmsr 2 0x1b", nothing),
@@ -894,4 +896,59 @@ fn switches_with_ports_and_learned_addresses() {
     assert!(ok(&mut b, "switches").starts_with("switch lan0: 1 port, 7 frames flooded\n"));
     b.switches.clear();
     assert_eq!(ok(&mut b, "switches"), "no virtual switches\n");
+}
+
+#[test]
+fn pci_functions_with_owners_and_iommu_faults() {
+    let mut b = MockBackend::new();
+    let out = ok(&mut b, "pci");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for word in ["BDF", "OWNER", "VECTORS", "FAULTS"] {
+        assert!(lines[0].contains(word), "{out}");
+    }
+    let edu: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        edu,
+        [
+            "00:04.0",
+            "1234:11e8",
+            "00ff00",
+            "linux",
+            "00:04.0",
+            "msi",
+            "0x30",
+            "7",
+            "1",
+            "(none)",
+            "2"
+        ]
+    );
+    let nic: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        nic,
+        [
+            "00:05.0",
+            "8086:10d3",
+            "020000",
+            "-",
+            "-",
+            "-",
+            "-",
+            "0",
+            "-",
+            "0"
+        ]
+    );
+    assert_eq!(ok(&mut b, "lspci"), out);
+    b.pci.clear();
+    assert_eq!(ok(&mut b, "pci"), "no PCI functions found\n");
+
+    assert_eq!(
+        ok(&mut b, "iommu"),
+        "VT-d dmar0 at 0xfed90000: translation on, interrupt remapping on, 1 domain; 2 fault(s)\n\
+         \x20 00:04.0 write at 0x9000000: not present\n"
+    );
+    b.iommu.clear();
+    assert!(ok(&mut b, "iommu").starts_with("no IOMMU"));
 }

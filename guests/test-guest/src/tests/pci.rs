@@ -34,7 +34,7 @@ const HOST_BRIDGE_CLASS: u32 = 0x06_00_00;
 const TEST_DEVICE_CLASS: u32 = 0xFF_00_00;
 const TEST_DEVICE_REVISION: u8 = 1;
 /// INTx routing: slot s, pin p (0 = INTA) -> GSI 16 + (s + p) % 4.
-const fn intx_gsi(slot: u8, pin: u8) -> u8 {
+pub(super) const fn intx_gsi(slot: u8, pin: u8) -> u8 {
     16 + (slot + pin) % 4
 }
 
@@ -93,7 +93,7 @@ const MSIX_ENTRY_MASKED: u32 = 1;
 const SLOT_MSI: usize = 0;
 const SLOT_MSIX_ENTRY1: usize = 2;
 const SLOT_MSIX_ENTRY0: usize = 3;
-const SLOT_INTX: usize = (PCI_LEVEL_VECTOR - PCI_VECTOR_BASE) as usize;
+pub(super) const SLOT_INTX: usize = (PCI_LEVEL_VECTOR - PCI_VECTOR_BASE) as usize;
 
 /// How long an interrupt may take to arrive, and how long the tests wait
 /// for one that must not come (or for a duplicate).
@@ -384,61 +384,68 @@ pub fn ecam_enum(env: &Env) -> TestResult {
 // ---------------------------------------------------------------- the test device
 
 /// The test device at 00:03.0, configured through 0xCF8/0xCFC.
-struct Device {
+pub(super) struct Device {
     cfg: PortIo,
+    bdf: Bdf,
 }
 
 impl Device {
     fn find() -> Result<Self, Msg> {
+        Self::at(TEST_DEVICE, TEST_DEVICE_IDS, "Quercus PCI test device")
+    }
+
+    /// The function at `bdf`, which must have vendor and device `ids` (as the dword at offset
+    /// 0 reads them).
+    pub(super) fn at(bdf: Bdf, ids: u32, name: &str) -> Result<Self, Msg> {
         let cfg = PortIo;
-        let ids = cfg.read32(TEST_DEVICE, VENDOR_ID);
+        let found = cfg.read32(bdf, VENDOR_ID);
         ensure!(
-            ids == TEST_DEVICE_IDS,
-            "no Quercus PCI test device at {TEST_DEVICE} (vendor:device {:04x}:{:04x})",
-            ids & 0xFFFF,
-            ids >> 16
+            found == ids,
+            "no {name} at {bdf} (vendor:device {:04x}:{:04x})",
+            found & 0xFFFF,
+            found >> 16
         );
-        Ok(Self { cfg })
+        Ok(Self { cfg, bdf })
     }
 
-    fn r8(&self, off: u16) -> u8 {
-        self.cfg.read8(TEST_DEVICE, off)
+    pub(super) fn r8(&self, off: u16) -> u8 {
+        self.cfg.read8(self.bdf, off)
     }
 
-    fn r16(&self, off: u16) -> u16 {
-        self.cfg.read16(TEST_DEVICE, off)
+    pub(super) fn r16(&self, off: u16) -> u16 {
+        self.cfg.read16(self.bdf, off)
     }
 
-    fn r32(&self, off: u16) -> u32 {
-        self.cfg.read32(TEST_DEVICE, off)
+    pub(super) fn r32(&self, off: u16) -> u32 {
+        self.cfg.read32(self.bdf, off)
     }
 
-    fn w16(&self, off: u16, v: u16) {
-        self.cfg.write16(TEST_DEVICE, off, v);
+    pub(super) fn w16(&self, off: u16, v: u16) {
+        self.cfg.write16(self.bdf, off, v);
     }
 
-    fn w32(&self, off: u16, v: u32) {
-        self.cfg.write32(TEST_DEVICE, off, v);
+    pub(super) fn w32(&self, off: u16, v: u32) {
+        self.cfg.write32(self.bdf, off, v);
     }
 
-    fn command(&self) -> u16 {
+    pub(super) fn command(&self) -> u16 {
         self.r16(COMMAND)
     }
 
-    fn set_command(&self, v: u16) {
+    pub(super) fn set_command(&self, v: u16) {
         self.w16(COMMAND, v);
     }
 
-    fn status(&self) -> u16 {
+    pub(super) fn status(&self) -> u16 {
         self.r16(STATUS)
     }
 
-    fn bar(&self, i: u16) -> u32 {
+    pub(super) fn bar(&self, i: u16) -> u32 {
         self.r32(BAR0 + 4 * i)
     }
 
     /// The address of memory BAR `i`.
-    fn mem_bar(&self, i: u16) -> Result<u64, Msg> {
+    pub(super) fn mem_bar(&self, i: u16) -> Result<u64, Msg> {
         let bar = self.bar(i);
         ensure!(
             bar & 1 == 0 && bar & 0x6 == 0,
@@ -448,7 +455,7 @@ impl Device {
     }
 
     /// The first port of I/O BAR `i`.
-    fn io_bar(&self, i: u16) -> Result<u16, Msg> {
+    pub(super) fn io_bar(&self, i: u16) -> Result<u16, Msg> {
         let bar = self.bar(i);
         ensure!(
             bar & 1 == 1 && bar <= 0xFFFF,
@@ -457,20 +464,20 @@ impl Device {
         Ok((bar & !0x3) as u16)
     }
 
-    fn capability(&self, id: u8) -> Result<Option<u16>, Msg> {
-        pci::find_capability(&self.cfg, TEST_DEVICE, id)
-            .map_err(|e| msg!("{TEST_DEVICE} capability list: {e}"))
+    pub(super) fn capability(&self, id: u8) -> Result<Option<u16>, Msg> {
+        pci::find_capability(&self.cfg, self.bdf, id)
+            .map_err(|e| msg!("{} capability list: {e}", self.bdf))
     }
 
-    fn require_capability(&self, id: u8, name: &str) -> Result<u16, Msg> {
+    pub(super) fn require_capability(&self, id: u8, name: &str) -> Result<u16, Msg> {
         match self.capability(id)? {
             Some(at) => Ok(at),
-            None => fail!("{TEST_DEVICE} has no {name} capability (ID {id:#04x})"),
+            None => fail!("{} has no {name} capability (ID {id:#04x})", self.bdf),
         }
     }
 
     /// Turns MSI and MSI-X off (if the device has them).
-    fn msi_off(&self) -> Result<(), Msg> {
+    pub(super) fn msi_off(&self) -> Result<(), Msg> {
         for (id, enable) in [(CAP_ID_MSI, MSI_ENABLE), (CAP_ID_MSIX, MSIX_ENABLE)] {
             if let Some(at) = self.capability(id)? {
                 let control = self.r16(at + 2);
@@ -483,12 +490,12 @@ impl Device {
 
 /// A 2 MiB uncached window onto device memory (outside RAM); lives until
 /// the test ends (`run_one` removes every extra mapping).
-struct Mmio {
+pub(super) struct Mmio {
     page: u64,
 }
 
 impl Mmio {
-    fn map(addr: u64) -> Result<Self, Msg> {
+    pub(super) fn map(addr: u64) -> Result<Self, Msg> {
         let page = addr - addr % paging::PAGE_2M;
         ensure!(
             paging::map_extra_2m(page),
@@ -497,7 +504,7 @@ impl Mmio {
         Ok(Self { page })
     }
 
-    fn check(&self, addr: u64, width: u64) {
+    pub(super) fn check(&self, addr: u64, width: u64) {
         assert!(
             addr >= self.page
                 && addr + width <= self.page + paging::PAGE_2M
@@ -507,7 +514,7 @@ impl Mmio {
         );
     }
 
-    fn read32(&self, addr: u64) -> u32 {
+    pub(super) fn read32(&self, addr: u64) -> u32 {
         self.check(addr, 4);
         // SAFETY: inside the uncached window `map` made onto a non-RAM page
         // (no Rust object there); aligned. Device registers read here have
@@ -515,13 +522,13 @@ impl Mmio {
         unsafe { cpu::mmio_read32(addr) }
     }
 
-    fn read16(&self, addr: u64) -> u16 {
+    pub(super) fn read16(&self, addr: u64) -> u16 {
         self.check(addr, 2);
         // SAFETY: as in read32.
         unsafe { cpu::mmio_read16(addr) }
     }
 
-    fn write32(&self, addr: u64, v: u32) {
+    pub(super) fn write32(&self, addr: u64, v: u32) {
         self.check(addr, 4);
         // SAFETY: as in read32; the write is one the test means.
         unsafe { cpu::mmio_write32(addr, v) };
@@ -742,18 +749,18 @@ fn bar_move_steps(dev: &Device, on: u16) -> Result<(), Msg> {
 
 // ---------------------------------------------------------------- interrupts
 
-fn hits() -> [u32; PCI_VECTOR_COUNT] {
+pub(super) fn hits() -> [u32; PCI_VECTOR_COUNT] {
     core::array::from_fn(|i| PCI_HITS[i].load(Ordering::SeqCst))
 }
 
-fn reset_hits() {
+pub(super) fn reset_hits() {
     for h in &PCI_HITS {
         h.store(0, Ordering::SeqCst);
     }
 }
 
 /// The interrupt counts expected: `n[slot]` for the slots named.
-fn want(counts: &[(usize, u32)]) -> [u32; PCI_VECTOR_COUNT] {
+pub(super) fn want(counts: &[(usize, u32)]) -> [u32; PCI_VECTOR_COUNT] {
     let mut w = [0; PCI_VECTOR_COUNT];
     for &(slot, n) in counts {
         w[slot] = n;
@@ -763,7 +770,7 @@ fn want(counts: &[(usize, u32)]) -> [u32; PCI_VECTOR_COUNT] {
 
 /// Waits with interrupts on until every vector has its count in `want`
 /// (bounded), then a little longer for anything extra, and compares.
-fn expect_hits(env: &Env, what: &str, want: [u32; PCI_VECTOR_COUNT]) -> Result<(), Msg> {
+pub(super) fn expect_hits(env: &Env, what: &str, want: [u32; PCI_VECTOR_COUNT]) -> Result<(), Msg> {
     wait_with_interrupts(tsc_bound_ms(env, ARRIVE_MS), || {
         hits().iter().zip(want.iter()).all(|(h, w)| h >= w)
     });
@@ -777,7 +784,7 @@ fn expect_hits(env: &Env, what: &str, want: [u32; PCI_VECTOR_COUNT]) -> Result<(
 }
 
 /// Maps and enables the local APIC; returns this vCPU's APIC ID.
-fn lapic_on() -> Result<u8, Msg> {
+pub(super) fn lapic_on() -> Result<u8, Msg> {
     ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
     lapic::write(
         lapic::REG_SVR,
@@ -788,15 +795,15 @@ fn lapic_on() -> Result<u8, Msg> {
 }
 
 /// An MSI address for APIC ID `apic` (physical destination).
-fn msi_address(apic: u8) -> u32 {
+pub(super) fn msi_address(apic: u8) -> u32 {
     lapic::BASE as u32 | u32::from(apic) << 12
 }
 
-fn vector(slot: usize) -> u32 {
+pub(super) fn vector(slot: usize) -> u32 {
     (PCI_VECTOR_BASE + slot as u64) as u32
 }
 
-fn stray() -> u32 {
+pub(super) fn stray() -> u32 {
     trap::STRAY_INTERRUPTS.load(Ordering::SeqCst)
 }
 

@@ -29,6 +29,7 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[VirtioConfig { kind: VirtioKind::Blk { module: "disk", readonly: false }, slot: 8 }, VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x00] }, slot: 9 }, VirtioConfig { kind: VirtioKind::Rng, slot: 10 }, VirtioConfig { kind: VirtioKind::Console, slot: 11 }],
+            pci_devices: &[],
         },
         VmConfig {
             id: 1,
@@ -52,7 +53,9 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x00] }, slot: 8 }],
+            pci_devices: &[],
         },
     ],
     switches: &[SwitchConfig { name: "lan0" }],
+    dma_isolation: DmaIsolation::Iommu,
 };

@@ -29,7 +29,9 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
+            pci_devices: &[],
         },
     ],
     switches: &[],
+    dma_isolation: DmaIsolation::Iommu,
 };

@@ -29,6 +29,7 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
+            pci_devices: &[],
         },
         VmConfig {
             id: 1,
@@ -52,6 +53,7 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
+            pci_devices: &[],
         },
         VmConfig {
             id: 2,
@@ -75,7 +77,9 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
+            pci_devices: &[],
         },
     ],
     switches: &[],
+    dma_isolation: DmaIsolation::Iommu,
 };

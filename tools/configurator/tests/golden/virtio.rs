@@ -29,6 +29,7 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[VirtioConfig { kind: VirtioKind::Blk { module: "disk", readonly: false }, slot: 8 }, VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x00] }, slot: 9 }, VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x02, 0x51, 0x00, 0x00, 0x00, 0x01] }, slot: 10 }, VirtioConfig { kind: VirtioKind::Console, slot: 11 }, VirtioConfig { kind: VirtioKind::Rng, slot: 12 }, VirtioConfig { kind: VirtioKind::Blk { module: "shared", readonly: true }, slot: 13 }],
+            pci_devices: &[],
         },
         VmConfig {
             id: 1,
@@ -52,7 +53,9 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[VirtioConfig { kind: VirtioKind::Net { switch: 1, mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56] }, slot: 8 }, VirtioConfig { kind: VirtioKind::Net { switch: 0, mac: [0x02, 0x51, 0x00, 0x00, 0x01, 0x01] }, slot: 9 }, VirtioConfig { kind: VirtioKind::Blk { module: "shared", readonly: true }, slot: 10 }],
+            pci_devices: &[],
         },
     ],
     switches: &[SwitchConfig { name: "lan0" }, SwitchConfig { name: "lan1" }],
+    dma_isolation: DmaIsolation::Iommu,
 };
