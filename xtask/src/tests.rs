@@ -1997,9 +1997,17 @@ pub fn cases() -> Vec<TestCase> {
             cmdline: "",
             input: vec![(r"^\[vm0\] TEST pio-uart PASS$", "vcpu_break_entry vm0 0\r")],
             expect: vec![
-                r"^vm0 vCPU 0: its next VM entry will fail \(fault injection\)$".into(),
                 r"vm vm0: vCPU 0: fault injection: the next entry is made to fail$".into(),
                 r"vm vm0: stopped: vCPU 0: the CPU refused to enter the guest".into(),
+            ],
+            // The shell's answer and pCPU 1's log lines come in either order.
+            parallel: vec![
+                vec![
+                    r"^\[vm1\] TESTS DONE 15 passed 0 failed$".into(),
+                    r"^\[vm1\] TEST triple-fault ARMED$".into(),
+                    r"vm vm1: stopped: .*triple fault".into(),
+                ],
+                vec![r"vm0 vCPU 0: its next VM entry will fail \(fault injection\)$".into()],
             ],
             ..entry_fault("entry-fault-shell-qemu-svm", Emulator::Qemu)
         },
