@@ -523,6 +523,83 @@ mod tests {
         (vm.load(&p), ram)
     }
 
+    /// Records what the VM asks of its second-level tables.
+    struct RecordingSlat(Arc<Mutex<Vec<vdev::SlatOp>>>);
+
+    impl SlatEditor for RecordingSlat {
+        fn map_mmio(&self, gpa: u64, len: u64, host: u64) -> Result<(), String> {
+            if host == 0xBAD {
+                return Err("refused".into());
+            }
+            self.0.lock().push(vdev::SlatOp::Map { gpa, len, host });
+            Ok(())
+        }
+
+        fn unmap(&self, gpa: u64, len: u64) -> Result<(), String> {
+            self.0.lock().push(vdev::SlatOp::Unmap { gpa, len });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn direct_bar_ranges_follow_the_platform_and_unmaps_flush_every_vcpu() {
+        let p = MockPlatform::new();
+        let cfg = config(0, "pt", &[1, 2]);
+        let image = GuestImage {
+            kernel: &KERNEL,
+            kind: ImageKind::of(cfg.kernel.kind),
+            initrd: None,
+            modules: Vec::new(),
+        };
+        let mut vm = Vm::new(&p, cfg, SharedMemory::new(2 << 20), 0, image);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        vm.set_slat_editor(Box::new(RecordingSlat(log.clone())));
+        let kicked = Mutex::new(Vec::new());
+        let kick = |v: usize| kicked.lock().push(v);
+        let map = vdev::SlatOp::Map {
+            gpa: 0xD000_0000,
+            len: 0x2_0000,
+            host: 0xFEB0_0000,
+        };
+        // A map needs no flush; a refused map stays trapped (not remembered).
+        vm.apply_slat_ops(
+            vec![
+                map,
+                vdev::SlatOp::Map {
+                    gpa: 0xD010_0000,
+                    len: 0x1000,
+                    host: 0xBAD,
+                },
+            ],
+            &kick,
+        );
+        assert_eq!(*log.lock(), [map]);
+        assert!(kicked.lock().is_empty());
+        assert!(vm.inboxes.iter().all(|i| !i.take_slat_flush()));
+        // An unmap flushes both vCPUs.
+        vm.apply_slat_ops(
+            vec![vdev::SlatOp::Unmap {
+                gpa: 0xD000_0000,
+                len: 0x2_0000,
+            }],
+            &kick,
+        );
+        assert_eq!(*kicked.lock(), [0, 1]);
+        assert!(vm.inboxes.iter().all(|i| i.take_slat_flush()));
+        // A reload unmaps whatever the old platform had mapped.
+        vm.apply_slat_ops(vec![map], &kick);
+        log.lock().clear();
+        vm.load(&p).unwrap();
+        assert_eq!(
+            *log.lock(),
+            [vdev::SlatOp::Unmap {
+                gpa: 0xD000_0000,
+                len: 0x2_0000
+            }]
+        );
+        assert!(vm.inboxes.iter().all(|i| i.take_slat_flush()));
+    }
+
     #[test]
     fn scenario_modules_reach_the_multiboot_information() {
         static MODS: [ModuleConfig; 2] = [
