@@ -388,7 +388,11 @@ impl VLapic {
             REG_EOI => {
                 if let Some(v) = Self::highest(&self.isr) {
                     Self::clear_bit(&mut self.isr, v);
-                    return LapicAction::Eoi { vector: v };
+                    // Only a level-triggered interrupt's EOI goes on to the IOAPICs (SDM vol.
+                    // 3, 11.8.5): an edge one ends here, with no exit to the platform.
+                    if self.tmr[usize::from(v / 32)] & (1 << (v % 32)) != 0 {
+                        return LapicAction::Eoi { vector: v };
+                    }
                 }
             }
             REG_LDR => self.ldr = value & 0xFF00_0000,
@@ -695,10 +699,9 @@ mod tests {
         l.accept(0x40);
         assert_eq!(l.pending(), None);
         assert_eq!(l.read(REG_ISR + 0x20, 10_002), 1);
-        assert_eq!(
-            l.write(REG_EOI, 0, 10_003),
-            LapicAction::Eoi { vector: 0x40 }
-        );
+        // The timer is edge-triggered: its EOI stays in the local APIC.
+        assert_eq!(l.write(REG_EOI, 0, 10_003), LapicAction::None);
+        assert_eq!(l.read(REG_ISR + 0x20, 10_004), 0);
         assert_eq!(l.read(REG_ISR + 0x20, 10_004), 0);
     }
 
@@ -854,13 +857,18 @@ mod tests {
             })
         );
         assert_eq!(l.read_msr(0x830, 0), Some(0x0000_0007_0000_4041));
-        // EOI through the MSR retires the in-service vector.
-        assert!(l.raise(0x61, false));
+        // EOI through the MSR retires the in-service vector; a level-triggered one is told to
+        // the IOAPIC, an edge-triggered one is not.
+        assert!(l.raise(0x61, true));
         l.accept(0x61);
         assert_eq!(
             l.write_msr(0x80B, 0, 0),
             Some(LapicAction::Eoi { vector: 0x61 })
         );
+        assert!(l.raise(0x62, false));
+        l.accept(0x62);
+        assert_eq!(l.write_msr(0x80B, 0, 0), Some(LapicAction::None));
+        assert_eq!(l.read(REG_ISR + 0x30, 0), 0, "0x62 retired all the same");
     }
 
     #[test]
