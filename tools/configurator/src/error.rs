@@ -513,6 +513,17 @@ pub enum ErrorKind {
         /// Index of the first listing.
         first: usize,
     },
+    /// Two VMs' functions drive the same I/O APIC input.
+    #[error("function {bdf}'s INTx drives GSI {gsi}, as {other} of {owner} does (a level line shared by two VMs would let one hold the other's interrupts off): give one of them to the other VM, or leave INTx out of the board file (`gsi`) for one and let its guest use MSI")]
+    PciGsiShared {
+        /// The function.
+        bdf: Bdf,
+        /// The GSI both drive.
+        gsi: u8,
+        /// The other VM's function and that VM.
+        other: Bdf,
+        owner: VmRef,
+    },
     /// A function owned by two VMs.
     #[error("function {bdf} is already owned by {owner} (a physical function belongs to one VM)")]
     PciTaken {

@@ -280,6 +280,29 @@ pub fn check_passthrough_across(
                 );
             }
         }
+        for (index, bdf) in listed(raw) {
+            let Some(gsi) = board.pci_function(bdf).and_then(|f| f.gsi) else {
+                continue;
+            };
+            let other = board.pci.iter().find(|f| {
+                f.bdf != bdf
+                    && f.gsi == Some(gsi)
+                    && owners
+                        .get(&f.bdf)
+                        .is_some_and(|owner| owner.index < vm.index)
+            });
+            if let Some(other) = other {
+                report.push(
+                    &raw.pci_devices[index].bdf_field(index),
+                    ErrorKind::PciGsiShared {
+                        bdf,
+                        gsi,
+                        other: other.bdf,
+                        owner: owners[&other.bdf].clone(),
+                    },
+                );
+            }
+        }
         if board.iommu == Iommu::None
             && isolation == Some(DmaIsolation::Iommu)
             && !raw.pci_devices.is_empty()

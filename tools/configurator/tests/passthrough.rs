@@ -89,7 +89,7 @@ fn plain_and_table_forms() {
                 guest_slot: 2,
                 vendor: 0x8086,
                 device: 0x10D3,
-                gsi: None,
+                gsi: Some(20),
             },
             Passthrough {
                 host: bdf("00:03.0"),
@@ -189,6 +189,28 @@ fn function_given_to_two_vms() {
     assert!(error
         .to_string()
         .contains("already owned by vm \"a\" (vm[0])"));
+}
+
+#[test]
+fn intx_line_shared_by_two_vms() {
+    // 00:02.0 and 00:09.0 both drive GSI 20 on the test board.
+    let text = pt(&[
+        vm("a", 1, "pci_devices = [\"00:02.0\"]"),
+        vm("b", 2, "pci_devices = [\"00:09.0\"]"),
+    ]);
+    let error = single(&text, Some(1), "pci_devices[0]");
+    assert!(
+        matches!(&error.kind, ErrorKind::PciGsiShared { bdf: b, gsi: 20, other, owner }
+            if *b == bdf("00:09.0") && *other == bdf("00:02.0") && owner.index == 0),
+        "{error}"
+    );
+    assert!(error.to_string().contains("GSI 20"), "{error}");
+    // One VM may own both.
+    ok(&pt(&[vm(
+        "a",
+        1,
+        "pci_devices = [\"00:02.0\", \"00:09.0\"]",
+    )]));
 }
 
 #[test]
