@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use platform::HostPhysAddr;
 
 use crate::bdf::Bdf;
-use crate::sdt::{check_table, u16_at, u64_at, u8_at, TableError};
+use crate::sdt::{check_table, structures, u16_at, u64_at, u8_at, TableError};
 
 const SIGNATURE: [u8; 4] = *b"DMAR";
 /// Header plus the DMAR's own fixed fields.
@@ -174,27 +174,14 @@ impl Dmar {
             units: Vec::new(),
             reserved_regions: Vec::new(),
         };
-        let mut offset = FIXED_LEN;
-        while offset < table.len() {
-            let available = table.len() - offset;
-            let kind = u16_at(table, offset);
-            let length = usize::from(u16_at(table, offset + 2));
-            if available < 4 || length < 4 || length > available {
-                return Err(TableError::BadStructLength {
-                    what: "remapping structure",
-                    offset,
-                    length,
-                    available,
-                });
-            }
-            let body = &table[offset..offset + length];
-            match kind {
+        structures(table, FIXED_LEN, "remapping structure", |body, offset| {
+            match u16_at(body, 0) {
                 TYPE_DRHD => dmar.units.push(parse_drhd(body, offset)?),
                 TYPE_RMRR => dmar.reserved_regions.push(parse_rmrr(body, offset)?),
                 _ => {}
             }
-            offset += length;
-        }
+            Ok(())
+        })?;
         Ok(dmar)
     }
 

@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use platform::HostPhysAddr;
 
 use crate::bdf::Bdf;
-use crate::sdt::{check_table, u16_at, u32_at, u64_at, u8_at, TableError};
+use crate::sdt::{check_table, structures, u16_at, u32_at, u64_at, u8_at, TableError};
 
 const SIGNATURE: [u8; 4] = *b"IVRS";
 const FIXED_LEN: usize = 48;
@@ -223,27 +223,19 @@ impl Ivrs {
             blocks: Vec::new(),
             memory: Vec::new(),
         };
-        let mut offset = FIXED_LEN;
-        while offset < table.len() {
-            let available = table.len() - offset;
-            let kind = u8_at(table, offset);
-            let length = usize::from(u16_at(table, offset + 2));
-            if available < 4 || length < 4 || length > available {
-                return Err(TableError::BadStructLength {
-                    what: "IVRS definition block",
-                    offset,
-                    length,
-                    available,
-                });
-            }
-            let block = &table[offset..offset + length];
-            match kind {
-                0x10 | 0x11 | 0x40 => ivrs.blocks.push(parse_ivhd(block, offset)?),
-                0x20..=0x22 => ivrs.memory.push(parse_ivmd(block, offset)?),
-                _ => {}
-            }
-            offset += length;
-        }
+        structures(
+            table,
+            FIXED_LEN,
+            "IVRS definition block",
+            |block, offset| {
+                match u8_at(block, 0) {
+                    0x10 | 0x11 | 0x40 => ivrs.blocks.push(parse_ivhd(block, offset)?),
+                    0x20..=0x22 => ivrs.memory.push(parse_ivmd(block, offset)?),
+                    _ => {}
+                }
+                Ok(())
+            },
+        )?;
         Ok(ivrs)
     }
 

@@ -189,6 +189,38 @@ pub(crate) fn check_table(
     Ok(table)
 }
 
+/// Walks the variable-length structures of a table from byte `start` to its end: each begins
+/// with its type and has its 16-bit length at offset 2 (DMAR remapping structures, IVRS blocks);
+/// `f` gets each structure's bytes and offset. A length below 4 or past the end is an error
+/// naming `what`.
+pub(crate) fn structures<'a>(
+    table: &'a [u8],
+    start: usize,
+    what: &'static str,
+    mut f: impl FnMut(&'a [u8], usize) -> Result<(), TableError>,
+) -> Result<(), TableError> {
+    let mut offset = start;
+    while offset < table.len() {
+        let available = table.len() - offset;
+        let length = if available < 4 {
+            0
+        } else {
+            usize::from(u16_at(table, offset + 2))
+        };
+        if length < 4 || length > available {
+            return Err(TableError::BadStructLength {
+                what,
+                offset,
+                length,
+                available,
+            });
+        }
+        f(&table[offset..offset + length], offset)?;
+        offset += length;
+    }
+    Ok(())
+}
+
 /// Little-endian reads at offsets already checked to be in bounds by the
 /// caller; out-of-bounds reads yield 0 rather than a panic (a parser bug
 /// then shows as a wrong value, never as a crash on firmware input).
