@@ -420,10 +420,29 @@ fn create(
             )
         })?,
     };
+    // A VM driving devices without an IOMMU has its RAM at its host addresses (the devices
+    // DMA to the guest's physical addresses as if they were host ones).
+    let layout = if SCENARIO.ram_at_host_addresses(cfg) {
+        let layout = vcpu::RamLayout::identity(hpa.0, size).ok_or_else(|| {
+            format!(
+                "its RAM at host {hpa}+{size:#x} cannot have guest-physical = host-physical \
+                 addresses (it must lie between 2 MiB and 3 GiB)"
+            )
+        })?;
+        info!(
+            "vm {}: RAM at host {hpa}..{:#x}, guest-physical = host-physical above 1 MiB \
+             (its devices DMA without an IOMMU)",
+            cfg.name,
+            hpa.0 + size
+        );
+        layout
+    } else {
+        vcpu::RamLayout::new(size)
+    };
     #[allow(unsafe_code)]
     // SAFETY: the frames were just taken from the allocator for this VM alone, or are its
     // fixed range, which boot kept out of the allocator and gives to this VM only.
-    let ram = unsafe { GuestRam::new(hpa.0, vcpu::RamLayout::new(size)) };
+    let ram = unsafe { GuestRam::new(hpa.0, layout) };
     if !cfg.pci_devices.is_empty() && crate::iommu_host::active() {
         crate::iommu_host::attach_vm(cfg, hpa, &vcpu::GuestMemory::layout(&ram))?;
     }

@@ -35,6 +35,15 @@ impl Scenario {
     pub fn vm_for_pcpu(&self, pcpu: u16) -> Option<&'static VmConfig> {
         self.vms.iter().find(|vm| vm.pcpus.contains(&pcpu))
     }
+
+    /// Whether `vm`'s RAM sits at its host-physical addresses (guest-physical = host-physical
+    /// above 1 MiB): a VM that drives passed-through devices without an IOMMU, whose DMA uses
+    /// the guest's physical addresses as host ones. The configurator makes such a VM give its
+    /// `host_base` (the hypervisor needs the range before it loads the kernel, the loader's
+    /// checks need it on the host).
+    pub fn ram_at_host_addresses(&self, vm: &VmConfig) -> bool {
+        self.dma_isolation == DmaIsolation::Off && !vm.pci_devices.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -401,7 +401,7 @@ impl<P: Platform> Vm<P> {
                     kind: loader::ReservedKind::Reserved,
                 }];
                 let layout = loader::VmLayout {
-                    ram_size: self.cfg.memory.size,
+                    ram: ram.layout(),
                     reserved: &ecam,
                     acpi_rsdp: Some(tables.rsdp_gpa),
                 };

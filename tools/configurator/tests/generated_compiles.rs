@@ -228,9 +228,14 @@ fn passthrough_scenario_statics() {
             guest_slot: 2,
             vendor_id: 0x8086,
             device_id: 0x100E,
-            host_gsi: None
+            host_gsi: Some(9)
         }]
     );
+    // Without an IOMMU its RAM sits at its host addresses; other VMs' does not.
+    assert_eq!(vm.memory.host_base, Some(0x1000_0000));
+    assert!(s.ram_at_host_addresses(vm));
+    let vtd = &passthrough_nic_vtd_scenario::SCENARIO;
+    assert!(!vtd.ram_at_host_addresses(vtd.vm_by_name("linux").unwrap()));
     // Scenarios without devices keep the default.
     assert!(guest_scenario::SCENARIO.vms[0].pci_devices.is_empty());
     assert_eq!(guest_scenario::SCENARIO.dma_isolation, DmaIsolation::Iommu);
