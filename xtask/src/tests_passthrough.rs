@@ -112,6 +112,8 @@ fn edu_storm() -> TestCase {
         ],
         fail: Fail::Custom(Box::leak(format!("{GUEST_FAIL}|CORRUPTED").into_boxed_str())),
         timeout_secs: 120,
+        // The storm must outrun 50 interrupts per 100 ms of wall clock: alone on the cores.
+        solo: true,
         ..boot("passthrough-edu-storm-intel-iommu", Emulator::Qemu, 3)
     }
 }
