@@ -218,12 +218,12 @@ impl Region {
                 }
                 return verdict;
             }
-            Err(_) => {
+            Err(e) => {
                 sender.counters.dropped += 1;
                 let c = sender.counters.dropped;
                 if c.is_power_of_two() {
                     log::warn!(
-                        "shm {}: vm {} rang peer {to} vector {vector}: {verdict:?} ({c} dropped so far)",
+                        "shm {}: vm {} rang peer {to} vector {vector}: {e:?} ({c} dropped so far)",
                         self.name,
                         sender.info.name
                     );
