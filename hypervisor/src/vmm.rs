@@ -347,6 +347,7 @@ fn io_hub(boot: &BootInfo) -> IoHub {
         .iter()
         .map(|s| virtio::switch::Switch::new(s.name))
         .collect();
+    hub.shm = shared_regions();
     match cpu::hw_random() {
         Some(cpu::HwRandom::Rdseed) => {
             hub.entropy = Some(|| alloc::boxed::Box::new(HwEntropy(cpu::HwRandom::Rdseed)))
@@ -366,6 +367,61 @@ fn io_hub(boot: &BootInfo) -> IoHub {
         }
     }
     hub
+}
+
+/// Reserves and zeroes the memory of each of the scenario's shared regions (contiguous frames,
+/// aligned to the region's size where the allocator can) and makes its doorbells. A region that
+/// does not fit is left out with an error: its VMs run without its device.
+fn shared_regions() -> alloc::vec::Vec<::vmm::shm::SharedRegion> {
+    use alloc::vec::Vec;
+    let mut regions = Vec::new();
+    for shm in SCENARIO.shm {
+        let frames = (shm.size / 4096) as usize;
+        let block = {
+            let mut f = FRAMES.lock();
+            f.alloc_aligned(frames, shm.size)
+                .or_else(|| f.alloc(frames))
+        };
+        let Some(host) = block else {
+            error!(
+                "shm {}: no {} KiB of contiguous free memory; its VMs do not get it",
+                shm.name,
+                shm.size >> 10
+            );
+            continue;
+        };
+        {
+            #[allow(unsafe_code)]
+            // SAFETY: the frames were just allocated for this region and are never freed; no
+            // VM maps them yet (VMs are created after the hub), and the slice is dropped at the
+            // end of this block.
+            let bytes = unsafe { arch_x86::phys::owned_slice(host.0, shm.size as usize) };
+            bytes.fill(0);
+        }
+        let peers: Vec<ivshmem::PeerInfo> = shm
+            .peers
+            .iter()
+            .map(|p| ivshmem::PeerInfo {
+                vm: p.vm,
+                name: SCENARIO.vm_by_id(p.vm).map_or("?", |vm| vm.name),
+                readonly: p.readonly,
+            })
+            .collect();
+        info!(
+            "shm {}: {} KiB at host {:#x}, VMs {:?}",
+            shm.name,
+            shm.size >> 10,
+            host.0,
+            peers.iter().map(|p| p.name).collect::<Vec<_>>()
+        );
+        regions.push(::vmm::shm::SharedRegion {
+            cfg: shm,
+            region: ivshmem::Region::new(shm.name, shm.size, host.0, &peers, || {
+                arch_x86::time::uptime_us().saturating_mul(1000)
+            }),
+        });
+    }
+    regions
 }
 
 /// Entropy from the CPU's RDSEED or RDRAND.
@@ -510,8 +566,9 @@ fn create(
         modules,
     };
     let mut vm = Vm::new(x86, cfg, ram, slat_root, image);
-    if !cfg.pci_devices.is_empty() {
-        // Passed-through BARs go straight into the tables where the guest puts them.
+    if !cfg.pci_devices.is_empty() || SCENARIO.shm.iter().any(|r| r.peer_of(cfg.id).is_some()) {
+        // Passed-through BARs and shared regions go straight into the tables where the guest
+        // puts them.
         vm.set_slat_editor(alloc::boxed::Box::new(VmSlat(spin::Mutex::new(slat))));
     }
     vm.attach_io(hub.clone());
@@ -532,6 +589,20 @@ impl<M: paging::TableMemory + Send> ::vmm::SlatEditor for VmSlat<M> {
                 len,
                 Perms::RW,
                 MemType::Uncacheable,
+            )
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e}"))
+    }
+
+    fn map_ram(&self, gpa: u64, len: u64, host: u64, writable: bool) -> Result<(), String> {
+        self.0
+            .lock()
+            .map(
+                GuestPhysAddr(gpa),
+                HostPhysAddr(host),
+                len,
+                if writable { Perms::RW } else { Perms::R },
+                MemType::WriteBack,
             )
             .map(|_| ())
             .map_err(|e| alloc::format!("{e}"))

@@ -18,6 +18,7 @@ mod qemu;
 mod runner;
 mod size;
 mod tests;
+mod tests_ipc;
 mod tests_passthrough;
 
 use std::path::{Path, PathBuf};

@@ -2051,6 +2051,7 @@ pub fn cases() -> Vec<TestCase> {
     ]
     .into_iter()
     .chain(crate::tests_passthrough::cases())
+    .chain(crate::tests_ipc::cases())
     .collect()
 }
 

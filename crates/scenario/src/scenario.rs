@@ -1,6 +1,7 @@
 //! The whole scenario: its name, the board it was validated for, and its VMs.
 
 use crate::passthrough::DmaIsolation;
+use crate::shm::ShmConfig;
 use crate::virtio::SwitchConfig;
 use crate::vm::VmConfig;
 
@@ -18,6 +19,8 @@ pub struct Scenario {
     pub switches: &'static [SwitchConfig],
     /// Whether passed-through devices need an IOMMU ([`DmaIsolation::Iommu`], the default).
     pub dma_isolation: DmaIsolation,
+    /// Shared-memory regions between VMs (ivshmem devices).
+    pub shm: &'static [ShmConfig],
 }
 
 impl Scenario {
@@ -84,6 +87,7 @@ mod tests {
         vms: &[vm(0, "a", &[1]), vm(1, "b", &[2, 3])],
         switches: &[],
         dma_isolation: crate::DmaIsolation::Iommu,
+        shm: &[],
     };
 
     #[test]

@@ -394,6 +394,17 @@ pub static COMMANDS: &[Command] = &[
         handler: io::switches,
     },
     Command {
+        name: "shm",
+        aliases: &[],
+        args: "",
+        summary: "list the shared-memory regions: their VMs, doorbell counters",
+        details: "PEER is the id a VM's doorbells name (its IV position). SENT and RECEIVED count \
+            doorbells accepted,\nDELIVERED the interrupts the receiver's device raised for them \
+            (COALESCED: merged into a vector\nalready pending), DROPPED doorbells to no peer, no \
+            vector or a peer not loaded, RATE-LIMITED those\nover the sender's rate.",
+        handler: io::shm,
+    },
+    Command {
         name: "pci",
         aliases: &["lspci"],
         args: "",

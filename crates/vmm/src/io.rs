@@ -38,6 +38,8 @@ pub struct IoHub {
     pub kick: fn(u16),
     /// Hands out the physical PCI functions VMs own (None: the machine passes none through).
     pub passthrough: Option<&'static dyn PassthroughProvider>,
+    /// The scenario's shared-memory regions, each with its configuration.
+    pub shm: Vec<crate::shm::SharedRegion>,
 }
 
 /// Gives VMs the physical functions they own.
@@ -62,6 +64,7 @@ impl IoHub {
             entropy: None,
             kick,
             passthrough: None,
+            shm: Vec::new(),
         }
     }
 
@@ -100,11 +103,11 @@ impl VmIo {
     }
 }
 
-/// Tells a VM that its switch port has frames.
-struct VmWaker {
-    news: Arc<AtomicBool>,
-    pcpu: u16,
-    kick: fn(u16),
+/// Tells a VM that its switch port has frames (or a shared region's doorbell rang).
+pub(crate) struct VmWaker {
+    pub(crate) news: Arc<AtomicBool>,
+    pub(crate) pcpu: u16,
+    pub(crate) kick: fn(u16),
 }
 
 impl PortWaker for VmWaker {

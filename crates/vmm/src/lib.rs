@@ -22,6 +22,7 @@ mod platform;
 mod platform_cell;
 mod run;
 pub mod shell;
+pub mod shm;
 mod table;
 mod vm;
 

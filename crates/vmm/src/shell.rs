@@ -420,6 +420,20 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
         seen.iter().map(|s| switch_line(s)).collect()
     }
 
+    fn shm(&self) -> Vec<shell::ShmLine> {
+        // Like the switches: each region once, in the order of its hub.
+        let mut seen: Vec<crate::shm::SharedRegion> = Vec::new();
+        for vm in self.vmm.table().snapshot() {
+            let Some(io) = &vm.io else { continue };
+            for r in &io.hub.shm {
+                if !seen.iter().any(|x| Arc::ptr_eq(&x.region, &r.region)) {
+                    seen.push(r.clone());
+                }
+            }
+        }
+        seen.iter().map(crate::shm::region_line).collect()
+    }
+
     fn interrupts(&self) -> Vec<IrqLine> {
         self.machine.interrupts()
     }

@@ -288,6 +288,18 @@ impl<P: Platform> Vm<P> {
                         self.cfg.name
                     ),
                 },
+                vdev::SlatOp::MapRam {
+                    gpa,
+                    len,
+                    host,
+                    writable,
+                } => match editor.map_ram(gpa, len, host, writable) {
+                    Ok(()) => direct.push((gpa, len)),
+                    Err(e) => log::warn!(
+                        "vm {}: shared memory {gpa:#x}+{len:#x} not mapped (its accesses exit): {e}",
+                        self.cfg.name
+                    ),
+                },
             }
         }
         drop(direct);
@@ -324,6 +336,7 @@ impl<P: Platform> Vm<P> {
         if let Some(io) = &self.io {
             attach_virtio(self.cfg, io, &self.ram, &mut platform)?;
             attach_passthrough(self.cfg, io, &mut platform)?;
+            crate::shm::attach_shm(self.cfg, io, &mut platform)?;
         } else if !self.cfg.pci_devices.is_empty() {
             return Err("its PCI functions have no provider".into());
         }
@@ -425,6 +438,12 @@ impl<P: Platform> Vm<P> {
         *self.entry.lock() = Some(entry);
         self.platform.replace(platform);
         self.unmap_direct();
+        // BARs firmware placed with direct ranges (shared memory) are mapped before the guest
+        // runs.
+        let initial = self.platform.with(|p| p.take_slat_ops());
+        if !initial.is_empty() {
+            self.apply_slat_ops(initial, &|_| {});
+        }
         for (id, inbox) in (0u32..).zip(&self.inboxes) {
             inbox.clear(id);
         }
@@ -537,6 +556,16 @@ mod tests {
 
         fn unmap(&self, gpa: u64, len: u64) -> Result<(), String> {
             self.0.lock().push(vdev::SlatOp::Unmap { gpa, len });
+            Ok(())
+        }
+
+        fn map_ram(&self, gpa: u64, len: u64, host: u64, writable: bool) -> Result<(), String> {
+            self.0.lock().push(vdev::SlatOp::MapRam {
+                gpa,
+                len,
+                host,
+                writable,
+            });
             Ok(())
         }
     }

@@ -25,6 +25,8 @@
 //! `hostile` (no tests: every abuse of the hypervisor, phase by phase,
 //! ending in every reset path and a triple fault; `tests/hostile.rs`),
 //! `heartbeat` (no tests: `heartbeat N work=W` every 200 ms, W its pace).
+//! `ivshmem` (with `role=writer|reader|outsider`: only the `ivshmem-*` tests, inter-VM shared
+//! memory and doorbells between three VMs; `tests/ivshmem.rs`).
 
 #![no_std]
 #![no_main]
@@ -135,6 +137,8 @@ pub struct Env {
     pub heartbeat: bool,
     /// Run only the `edu-*` tests of a passed-through QEMU edu device.
     pub passthrough_edu: bool,
+    /// Run only the `ivshmem-*` tests (`role=writer|reader|outsider`; scenario `ipc-ivshmem`).
+    pub ivshmem: bool,
     /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
     /// tests aim at it from another VM).
     pub victim: bool,
@@ -193,6 +197,7 @@ impl Env {
             hostile: boot.has_word(b"hostile"),
             heartbeat: boot.has_word(b"heartbeat"),
             passthrough_edu: boot.has_word(b"passthrough-edu"),
+            ivshmem: boot.has_word(b"ivshmem"),
             victim: boot.has_word(b"victim"),
             boot,
         }

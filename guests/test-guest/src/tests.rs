@@ -95,8 +95,9 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 ];
 
 mod bench;
-pub mod hostile;
 mod edu;
+pub mod hostile;
+mod ivshmem;
 mod pci;
 pub mod pic_only;
 pub mod responder;
@@ -157,6 +158,12 @@ pub fn run_all(env: &Env) -> Tally {
             run_one(env, name, test, &mut tally);
         }
         for &(name, test) in tests {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.ivshmem {
+        for &(name, test) in ivshmem::tests(env) {
             run_one(env, name, test, &mut tally);
         }
         return tally;

@@ -492,6 +492,9 @@ pub enum ErrorKind {
     /// A board file whose values contradict each other or the design.
     #[error("{0}")]
     BadBoard(String),
+    /// Something wrong with a shared-memory region (`[[shm]]`).
+    #[error(transparent)]
+    Shm(#[from] crate::shm_checks::ShmError),
     /// A PCI address not written `"BB:DD.F"`.
     #[error("invalid PCI function {0:?} (expected bus:device.function in hex, e.g. \"00:1f.3\": two digits of bus, two of device (at most 1f), one of function (0-7))")]
     BdfSyntax(String),

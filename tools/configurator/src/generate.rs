@@ -45,14 +45,41 @@ pub fn generate(validated: &Validated) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "    ],\n    switches: &[{}],\n    dma_isolation: DmaIsolation::{},\n}};",
+        "    ],\n    switches: &[{}],\n    dma_isolation: DmaIsolation::{},\n    shm: &[{}],\n}};",
         switches.join(", "),
         match validated.dma_isolation {
             DmaIsolation::Iommu => "Iommu",
             DmaIsolation::Off => "Off",
-        }
+        },
+        shm(validated),
     );
     out
+}
+
+fn shm(validated: &Validated) -> String {
+    let regions: Vec<String> = validated
+        .shm
+        .iter()
+        .map(|r| {
+            let peers: Vec<String> = r
+                .peers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "ShmPeer {{ vm: {}, readonly: {}, slot: {}, bar2: {:#x} }}",
+                        p.vm, p.readonly, p.slot, p.bar2
+                    )
+                })
+                .collect();
+            format!(
+                "\n        ShmConfig {{\n            name: {:?},\n            size: {:#x},\n            peers: &[\n                {},\n            ],\n        }},\n    ",
+                r.name,
+                r.size,
+                peers.join(",\n                ")
+            )
+        })
+        .collect();
+    regions.concat()
 }
 
 fn render_vm(out: &mut String, vm: &Vm) {
@@ -231,6 +258,7 @@ mod tests {
             dma_isolation: DmaIsolation::Iommu,
             warnings: Vec::new(),
             files: Vec::new(),
+            shm: Vec::new(),
         }
     }
 
@@ -279,7 +307,7 @@ mod tests {
         assert!(out.contains("\nuse scenario::*;\n"));
         assert!(out.contains("pub static SCENARIO: Scenario = Scenario {\n    name: \"one\",\n    board: \"qemu\",\n"));
         assert!(out.ends_with(
-            "    ],\n    switches: &[],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
+            "    ],\n    switches: &[],\n    dma_isolation: DmaIsolation::Iommu,\n    shm: &[],\n};\n"
         ));
     }
 
@@ -384,7 +412,7 @@ mod tests {
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
             out.ends_with(
-                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
+                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n    dma_isolation: DmaIsolation::Iommu,\n    shm: &[],\n};\n"
             ),
             "{out}"
         );
@@ -417,7 +445,7 @@ mod tests {
             PassthroughConfig { host_bdf: 0x02fb, guest_slot: 6, vendor_id: 0x8086, device_id: 0x10d3, host_gsi: None }],\n";
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
-            out.ends_with("    dma_isolation: DmaIsolation::Off,\n};\n"),
+            out.ends_with("    dma_isolation: DmaIsolation::Off,\n    shm: &[],\n};\n"),
             "{out}"
         );
     }

@@ -19,6 +19,9 @@ pub struct RawScenario {
     /// Checked for shape only here; see `validate`.
     #[serde(default, rename = "vm")]
     _vm: Vec<IgnoredAny>,
+    /// `[[shm]]` tables: checked one by one by `shm_checks`.
+    #[serde(default, rename = "shm")]
+    _shm: Vec<IgnoredAny>,
 }
 
 /// One `[[vm]]` table.

@@ -30,6 +30,8 @@ pub struct Validated {
     /// The files the scenario names (kernels, initrds, disks), each with the boot-module name
     /// the hypervisor finds it by; [`Validated::modules`] lists these names too.
     pub files: Vec<crate::files::FileModule>,
+    /// Shared-memory regions (`[[shm]]`), in file order, each VM's device placed.
+    pub shm: Vec<crate::shm_checks::Shm>,
 }
 
 impl Validated {

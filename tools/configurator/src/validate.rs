@@ -159,6 +159,8 @@ pub fn validate_str(
     }
     let refs: Vec<(VmRef, &RawVm)> = parsed.iter().map(|(vm, raw)| (vm.clone(), raw)).collect();
     check_across(file, &refs, board.as_ref(), &mut errors);
+    let shm =
+        crate::shm_checks::check_shm(file, text, &doc, &refs, &vms, board.as_ref(), &mut errors);
     let isolation_word = top
         .as_ref()
         .and_then(|top| top.dma_isolation.as_deref())
@@ -197,6 +199,7 @@ pub fn validate_str(
             dma_isolation,
             warnings,
             files: table.files,
+            shm,
         }),
         _ => {
             errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));

@@ -26,6 +26,61 @@ mod passthrough_nic_bochs_scenario {
     include!("golden/passthrough_nic_bochs.rs");
 }
 
+mod ipc_ivshmem_scenario {
+    include!("golden/ipc_ivshmem.rs");
+}
+
+#[test]
+fn ipc_ivshmem_regions_mean_what_the_toml_says() {
+    use scenario::{ShmPeer, SHM_BAR2_BASE};
+    let s = &ipc_ivshmem_scenario::SCENARIO;
+    assert_eq!(s.shm.len(), 2);
+    let (ipc0, ro0) = (&s.shm[0], &s.shm[1]);
+    assert_eq!((ipc0.name, ipc0.size), ("ipc0", 0x10000));
+    assert_eq!(
+        ipc0.peers,
+        [
+            ShmPeer {
+                vm: 0,
+                readonly: false,
+                slot: 31,
+                bar2: SHM_BAR2_BASE
+            },
+            ShmPeer {
+                vm: 1,
+                readonly: false,
+                slot: 31,
+                bar2: SHM_BAR2_BASE
+            },
+        ]
+    );
+    // Each VM's second region: the next slot down, BAR 2 after the larger region's.
+    assert_eq!((ro0.name, ro0.size), ("ro0", 0x1000));
+    assert_eq!(
+        ro0.peers,
+        [
+            ShmPeer {
+                vm: 0,
+                readonly: false,
+                slot: 30,
+                bar2: SHM_BAR2_BASE + 0x10000
+            },
+            ShmPeer {
+                vm: 1,
+                readonly: true,
+                slot: 30,
+                bar2: SHM_BAR2_BASE + 0x10000
+            },
+        ]
+    );
+    assert_eq!(
+        ro0.peer_of(1).map(|(id, p)| (id, p.readonly)),
+        Some((1, true))
+    );
+    assert!(ro0.peer_of(2).is_none(), "carol maps nothing");
+    assert!(default_scenario::SCENARIO.shm.is_empty());
+}
+
 use scenario::{
     DmaIsolation, KernelKind, LoadOrder, PassthroughConfig, SwitchConfig, VirtioConfig, VirtioKind,
     VmType, VuartConfig, VIRTIO_FIRST_SLOT,

@@ -184,6 +184,7 @@ fn generated_files_match_golden() {
         "virtio",
         "passthrough-nic-vtd",
         "passthrough-nic-bochs",
+        "ipc-ivshmem",
     ] {
         let v = match name {
             "virtio" => test_scenario(name),

@@ -180,6 +180,58 @@ pub(super) fn switches(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome
     Ok(Outcome::Done)
 }
 
+pub(super) fn shm(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let regions = ctx.backend.shm();
+    if regions.is_empty() {
+        ctx.out.line("no shared-memory regions");
+    }
+    for (i, r) in regions.iter().enumerate() {
+        if i > 0 {
+            ctx.out.line("");
+        }
+        ctx.out.line(&format!(
+            "shm {}: {} KiB at host {:#x}, {} VMs",
+            r.name,
+            r.size >> 10,
+            r.host,
+            r.peers.len()
+        ));
+        let mut t = Table::new(&[
+            "  PEER",
+            "VM",
+            "ACCESS",
+            "SLOT",
+            "BAR2",
+            "STATE",
+            "SENT",
+            "RECEIVED",
+            "DELIVERED",
+            "COALESCED",
+            "DROPPED",
+            "RATE-LIMITED",
+        ]);
+        for (id, p) in r.peers.iter().enumerate() {
+            t.row(vec![
+                format!("  {id}"),
+                p.vm.clone(),
+                String::from(if p.readonly { "ro" } else { "rw" }),
+                p.slot.to_string(),
+                format!("{:#x}", p.bar2),
+                String::from(if p.attached { "attached" } else { "absent" }),
+                p.sent.to_string(),
+                p.received.to_string(),
+                p.delivered.to_string(),
+                p.coalesced.to_string(),
+                p.dropped.to_string(),
+                p.rate_limited.to_string(),
+            ]);
+        }
+        t.write_to(ctx.out);
+    }
+    Ok(Outcome::Done)
+}
+
 pub(super) fn pci(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
     args.finish()?;
     let lines = ctx.backend.pci();

@@ -80,6 +80,7 @@ fn valid_lines() -> Vec<Script> {
         ("dump_ioapic", nothing),
         ("virtio linux", nothing),
         ("switches", nothing),
+        ("shm", nothing),
         ("pci", nothing),
         ("iommu", nothing),
         ("loglevel warn", nothing),
@@ -951,4 +952,25 @@ fn pci_functions_with_owners_and_iommu_faults() {
     );
     b.iommu.clear();
     assert!(ok(&mut b, "iommu").starts_with("no IOMMU"));
+}
+
+#[test]
+fn shm_regions_with_their_vms_and_doorbell_counters() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "shm"),
+        "shm ipc0: 64 KiB at host 0x40000000, 2 VMs\n\
+         \x20 PEER  VM     ACCESS  SLOT  BAR2        STATE     SENT  RECEIVED  DELIVERED  \
+         COALESCED  DROPPED  RATE-LIMITED\n\
+         \x20 0     linux  rw      31    0xd0000000  attached  7     3         3          \
+         0          2        5\n\
+         \x20 1     rtvm   ro      31    0xd0000000  absent    3     7         7          \
+         1          0        0\n"
+    );
+    assert_eq!(
+        fails(&mut b, "shm x"),
+        "shm: unexpected argument \"x\" (usage: shm)"
+    );
+    b.shm.clear();
+    assert_eq!(ok(&mut b, "shm"), "no shared-memory regions\n");
 }

@@ -58,4 +58,5 @@ pub static SCENARIO: Scenario = Scenario {
     ],
     switches: &[SwitchConfig { name: "lan0" }],
     dma_isolation: DmaIsolation::Iommu,
+    shm: &[],
 };

@@ -34,4 +34,5 @@ pub static SCENARIO: Scenario = Scenario {
     ],
     switches: &[],
     dma_isolation: DmaIsolation::Off,
+    shm: &[],
 };

@@ -1,0 +1,123 @@
+//! The `ipc-*` emulator cases (issue 14, inter-VM communication): the `ipc-ivshmem` scenario's
+//! three test guests in `ivshmem` mode. alice and bob share `ipc0` (and `ro0`, read-only for bob)
+//! through their ivshmem devices and exchange a pattern with doorbells, by MSI-X and by INTx;
+//! carol, outside every region, must not see a device. alice then rings peers and vectors that do
+//! not exist and floods bob: the hypervisor's console must show those dropped and rate-limited,
+//! and the shell's `shm` command the counters.
+
+use crate::runner::Emulator;
+use crate::tests::{boot, Fail, TestCase, GUEST_FAIL};
+
+/// The test guest's `ivshmem-*` tests (guests/test-guest/src/tests/ivshmem.rs), in order.
+pub const IVSHMEM_TESTS: [&str; 4] = [
+    "ivshmem-enum",
+    "ivshmem-msix",
+    "ivshmem-intx",
+    "ivshmem-readonly",
+];
+
+/// A member VM's lines: every test passes, then it powers off.
+fn member_lines(vm: &str) -> Vec<String> {
+    let mut v: Vec<String> = IVSHMEM_TESTS
+        .iter()
+        .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$"))
+        .collect();
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        IVSHMEM_TESTS.len()
+    ));
+    v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
+    v
+}
+
+/// The `ipc-ivshmem` scenario (QEMU) or `ipc-ivshmem-bochs` (the four-CPU Bochs board).
+fn ivshmem(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    let mut expect = member_lines("alice");
+    // The shell, once alice is done: both regions, alice's doorbells dropped and rate-limited.
+    expect.extend([
+        r"^shm ipc0: 64 KiB at host 0x[0-9a-f]+, 2 VMs$".to_string(),
+        r"^\s+PEER\s+VM\s+ACCESS\s+SLOT\s+BAR2\s+STATE\s+SENT\s+RECEIVED\s+DELIVERED\s+COALESCED\s+DROPPED\s+RATE-LIMITED$".into(),
+        r"^\s+0\s+alice\s+rw\s+31\s+0xd0000000\s+\w+\s+[1-9]\d*\s+[1-9]\d*\s+[1-9]\d*\s+\d+\s+[1-9]\d*\s+[1-9]\d*$".into(),
+        r"^\s+1\s+bob\s+rw\s+31\s+0xd0000000\s+\w+\s+2\s+[1-9]\d*\s+[1-9]\d*\s+\d+\s+0\s+0$".into(),
+        r"^shm ro0: 4 KiB at host 0x[0-9a-f]+, 2 VMs$".into(),
+        r"^\s+1\s+bob\s+ro\s+30\s+0xd0010000\s+".into(),
+    ]);
+    TestCase {
+        scenario: if qemu {
+            "ipc-ivshmem"
+        } else {
+            "ipc-ivshmem-bochs"
+        },
+        cpus: 4,
+        expect,
+        parallel: vec![
+            member_lines("bob"),
+            vec![
+                r"^\[carol\] ivshmem: no ivshmem device on bus 0, nothing at 0xd0000000$".into(),
+                r"^\[carol\] TEST ivshmem-enum PASS$".into(),
+                r"^\[carol\] TESTS DONE 1 passed 0 failed$".into(),
+            ],
+            vec![
+                r"shm ipc0: vm alice rang peer 5 vector 0: NoSuchPeer \(1 dropped so far\)".into(),
+                r"shm ipc0: vm alice rings doorbells faster than 20000/s: 1 dropped so far".into(),
+            ],
+        ],
+        input: vec![(r"vm alice: stopped: ", "shm\r")],
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if qemu { 120 } else { 600 },
+        ..boot(name, emulator, 4)
+    }
+}
+
+/// The `ipc-*` cases.
+pub fn cases() -> Vec<TestCase> {
+    vec![
+        ivshmem("ipc-ivshmem-qemu-svm", Emulator::Qemu),
+        ivshmem("ipc-ivshmem-bochs-vmx", Emulator::Bochs),
+        ivshmem("ipc-ivshmem-bochs-svm", Emulator::BochsAmd),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::Regex;
+
+    #[test]
+    fn the_expected_lines_match_what_the_guests_and_the_shell_print() {
+        let case = ivshmem("x", Emulator::Qemu);
+        let lines = [
+            "[alice] TEST ivshmem-enum PASS",
+            "[alice] TEST ivshmem-msix PASS",
+            "[alice] TEST ivshmem-intx PASS",
+            "[alice] TEST ivshmem-readonly PASS",
+            "[alice] TESTS DONE 4 passed 0 failed",
+            "quercus: vm alice: stopped: vCPU 0: powered off by the guest",
+            "shm ipc0: 64 KiB at host 0x7e00000, 2 VMs",
+            "  PEER  VM     ACCESS  SLOT  BAR2        STATE     SENT  RECEIVED  DELIVERED  COALESCED  DROPPED  RATE-LIMITED",
+            "  0     alice  rw      31    0xd0000000  attached  70    2         2          0          3        4934",
+            "  1     bob    rw      31    0xd0000000  attached  2     66        3          63         0        0",
+            "shm ro0: 4 KiB at host 0x7f00000, 2 VMs",
+            "  PEER  VM     ACCESS  SLOT  BAR2        STATE     SENT  RECEIVED  DELIVERED  COALESCED  DROPPED  RATE-LIMITED",
+            "  0     alice  rw      30    0xd0010000  attached  0     0         0          0          0        0",
+            "  1     bob    ro      30    0xd0010000  attached  0     0         0          0          0        0",
+        ];
+        let mut at = 0;
+        for re in &case.expect {
+            let re = Regex::new(re).unwrap();
+            at += lines[at..]
+                .iter()
+                .position(|l| re.is_match(l))
+                .unwrap_or_else(|| panic!("{re} not matched after line {at}"))
+                + 1;
+        }
+        let fail = Regex::new(GUEST_FAIL).unwrap();
+        assert!(lines.iter().all(|l| !fail.is_match(l)));
+        assert!(fail.is_match("[bob] TEST ivshmem-intx FAIL no interrupt"));
+        let warn = Regex::new(&case.parallel[2][1]).unwrap();
+        assert!(warn.is_match(
+            "[    1.234567] cpu1 WARN  shm ipc0: vm alice rings doorbells faster than 20000/s: 1 dropped so far"
+        ));
+    }
+}
