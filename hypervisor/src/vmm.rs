@@ -348,6 +348,11 @@ fn io_hub(boot: &BootInfo) -> IoHub {
         .map(|s| virtio::switch::Switch::new(s.name))
         .collect();
     hub.shm = shared_regions();
+    hub.links = SCENARIO
+        .vuart_links
+        .iter()
+        .map(|l| (vmm::uart_link::UartLink::new(l.name), l.ends))
+        .collect();
     match cpu::hw_random() {
         Some(cpu::HwRandom::Rdseed) => {
             hub.entropy = Some(|| alloc::boxed::Box::new(HwEntropy(cpu::HwRandom::Rdseed)))

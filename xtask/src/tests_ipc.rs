@@ -70,12 +70,70 @@ fn ivshmem(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// The test guest's `vuart-link-*` tests (guests/test-guest/src/tests/vuart_link.rs) on each side.
+pub const LINK_LEFT_TESTS: [&str; 4] = [
+    "vuart-link-open",
+    "vuart-link-send",
+    "vuart-link-receive",
+    "vuart-link-peer-gone",
+];
+pub const LINK_RIGHT_TESTS: [&str; 3] =
+    ["vuart-link-open", "vuart-link-receive", "vuart-link-send"];
+
+/// `vm`'s lines: `tests` pass in order, then it powers off.
+fn link_lines(vm: &str, tests: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = tests
+        .iter()
+        .map(|t| format!(r"^\[{vm}\] TEST {t} PASS$"))
+        .collect();
+    v.push(format!(
+        r"^\[{vm}\] TESTS DONE {} passed 0 failed$",
+        tests.len()
+    ));
+    v.push(format!(r"vm {vm}: stopped: .*powered off by the guest"));
+    v
+}
+
+/// The `ipc-vuart-link` scenario (QEMU) or `ipc-vuart-link-bochs` (the four-CPU Bochs board):
+/// left and right exchange 32 KiB each way through the link (left must wait for the slow
+/// reader: flow control, every byte checked), right powers off, left keeps sending into the dead
+/// cable without being held; then the shell's `vuart` shows the counters: nothing dropped while
+/// both were there, left's last 64 KiB dropped, left stalled at least once.
+fn vuart_link(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    let mut expect = link_lines("left", &LINK_LEFT_TESTS);
+    expect.extend([
+        r"^vuart wire: left 0x2f8 <-> right 0x2f8$".to_string(),
+        r"^\s+VM\s+PORT\s+STATE\s+DTR\s+RTS\s+SENT\s+DELIVERED\s+DROPPED\s+STALLS\s+QUEUED$".into(),
+        // left sent 32 KiB, all delivered, then 64 KiB into the dead cable, after waiting.
+        r"^\s+left\s+0x2f8\s+absent\s+off\s+off\s+32768\s+32768\s+65536\s+[1-9]\d*\s+0$".into(),
+        r"^\s+right\s+0x2f8\s+absent\s+off\s+off\s+32768\s+32768\s+0\s+\d+\s+0$".into(),
+    ]);
+    TestCase {
+        scenario: if qemu {
+            "ipc-vuart-link"
+        } else {
+            "ipc-vuart-link-bochs"
+        },
+        cpus: 4,
+        expect,
+        parallel: vec![link_lines("right", &LINK_RIGHT_TESTS)],
+        input: vec![(r"vm left: stopped: ", "vuart\r")],
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if qemu { 120 } else { 600 },
+        ..boot(name, emulator, 4)
+    }
+}
+
 /// The `ipc-*` cases.
 pub fn cases() -> Vec<TestCase> {
     vec![
         ivshmem("ipc-ivshmem-qemu-svm", Emulator::Qemu),
         ivshmem("ipc-ivshmem-bochs-vmx", Emulator::Bochs),
         ivshmem("ipc-ivshmem-bochs-svm", Emulator::BochsAmd),
+        vuart_link("ipc-vuart-link-qemu-svm", Emulator::Qemu),
+        vuart_link("ipc-vuart-link-bochs-vmx", Emulator::Bochs),
+        vuart_link("ipc-vuart-link-bochs-svm", Emulator::BochsAmd),
     ]
 }
 
@@ -83,6 +141,39 @@ pub fn cases() -> Vec<TestCase> {
 mod tests {
     use super::*;
     use regex::Regex;
+
+    #[test]
+    fn the_link_lines_match_what_the_guests_and_the_shell_print() {
+        let case = vuart_link("x", Emulator::Bochs);
+        assert_eq!(case.scenario, "ipc-vuart-link-bochs");
+        let mut lines: Vec<String> = LINK_LEFT_TESTS
+            .iter()
+            .map(|t| format!("[left] TEST {t} PASS"))
+            .collect();
+        lines.extend([
+            "[left] TESTS DONE 4 passed 0 failed".to_string(),
+            "quercus: vm left: stopped: vCPU 0: powered off by the guest".into(),
+            "vuart wire: left 0x2f8 <-> right 0x2f8".into(),
+            "  VM     PORT   STATE   DTR  RTS  SENT   DELIVERED  DROPPED  STALLS  QUEUED".into(),
+            "  left   0x2f8  absent  off  off  32768  32768      65536    17      0".into(),
+            "  right  0x2f8  absent  off  off  32768  32768      0        0       0".into(),
+        ]);
+        let mut at = 0;
+        for re in &case.expect {
+            let re = Regex::new(re).unwrap();
+            at += lines[at..]
+                .iter()
+                .position(|l| re.is_match(l))
+                .unwrap_or_else(|| panic!("{re} not matched after line {at}"))
+                + 1;
+        }
+        // A left that never waited (no flow control) or lost bytes does not pass.
+        let left = Regex::new(&case.expect[8]).unwrap();
+        assert!(!left
+            .is_match("  left   0x2f8  absent  off  off  32768  32768      65536    0       0"));
+        assert!(!left
+            .is_match("  left   0x2f8  absent  off  off  32768  32000      66304    3       0"));
+    }
 
     #[test]
     fn the_expected_lines_match_what_the_guests_and_the_shell_print() {

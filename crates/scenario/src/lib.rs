@@ -18,7 +18,7 @@ mod shm;
 mod virtio;
 mod vm;
 
-pub use console::VuartConfig;
+pub use console::{VuartConfig, VuartLinkConfig, VuartLinkEnd};
 pub use id::VmId;
 pub use kernel::{KernelConfig, KernelKind, ModuleConfig, MAX_MODULES, MODULE_CMDLINE_MAX};
 pub use memory::MemoryConfig;

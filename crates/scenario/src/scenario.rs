@@ -1,5 +1,6 @@
 //! The whole scenario: its name, the board it was validated for, and its VMs.
 
+use crate::console::VuartLinkConfig;
 use crate::passthrough::DmaIsolation;
 use crate::shm::ShmConfig;
 use crate::virtio::SwitchConfig;
@@ -21,6 +22,8 @@ pub struct Scenario {
     pub dma_isolation: DmaIsolation,
     /// Shared-memory regions between VMs (ivshmem devices).
     pub shm: &'static [ShmConfig],
+    /// Wires between VMs' UARTs.
+    pub vuart_links: &'static [VuartLinkConfig],
 }
 
 impl Scenario {
@@ -88,6 +91,7 @@ mod tests {
         switches: &[],
         dma_isolation: crate::DmaIsolation::Iommu,
         shm: &[],
+        vuart_links: &[],
     };
 
     #[test]

@@ -330,6 +330,34 @@ pub struct ShmLine {
     pub peers: Vec<ShmPeerLine>,
 }
 
+/// One vUART link, as `vuart` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkLine {
+    pub name: String,
+    /// Its two ends.
+    pub ends: [LinkEndLine; 2],
+}
+
+/// One end of a vUART link, with the bytes it sent toward the other end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEndLine {
+    pub vm: String,
+    /// The UART's I/O port in that VM.
+    pub port: u16,
+    /// Whether the VM is loaded (not stopped) and its DTR and RTS outputs.
+    pub attached: bool,
+    pub dtr: bool,
+    pub rts: bool,
+    /// Bytes the link took from it, those the other end read, those discarded (the other end
+    /// was not there), and the times it waited for room.
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub stalls: u64,
+    /// Bytes waiting for the other end.
+    pub queued: usize,
+}
+
 /// One VM of a shared region, with its doorbell counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShmPeerLine {
@@ -508,6 +536,8 @@ pub trait ShellBackend {
     fn switches(&self) -> Vec<SwitchLine>;
     /// The inter-VM shared-memory regions, in the scenario's order.
     fn shm(&self) -> Vec<ShmLine>;
+    /// The vUART links, in the scenario's order.
+    fn vuart_links(&self) -> Vec<LinkLine>;
     /// The physical PCI functions, in address order, with their owners.
     fn pci(&self) -> Vec<PciLine>;
     /// The IOMMUs (none: an empty list).

@@ -405,6 +405,17 @@ pub static COMMANDS: &[Command] = &[
         handler: io::shm,
     },
     Command {
+        name: "vuart",
+        aliases: &["links"],
+        args: "",
+        summary: "list the vUART links: their ends, modem lines, byte counters",
+        details: "SENT counts the bytes the link took from an end, DELIVERED those the other end \
+            read, DROPPED those\ndiscarded because the other end was not there (stopped, or its \
+            port closed: DTR low), STALLS the\ntimes an end waited for room (flow control: its \
+            UART's THRE stayed low), QUEUED the bytes waiting.",
+        handler: io::vuart_links,
+    },
+    Command {
         name: "pci",
         aliases: &["lspci"],
         args: "",

@@ -16,9 +16,9 @@ use vcpu::{ExitKind, Gprs, IoAccess, SegmentState, SystemState, VmExit};
 use vm::ExitStats;
 
 use crate::backend::{
-    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, MemUsage, PciLine, RegDump,
-    ShellBackend, ShmLine, ShmPeerLine, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState,
-    VirtioBackend, VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState,
+    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, LinkEndLine, LinkLine, MemUsage,
+    PciLine, RegDump, ShellBackend, ShmLine, ShmPeerLine, StatsLine, SwitchLine, SwitchPortLine,
+    VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState,
 };
 
 /// Where [`MockBackend`]'s readable host memory starts.
@@ -49,6 +49,8 @@ pub struct MockBackend {
     pub switches: Vec<SwitchLine>,
     /// `ipc0` ([`mock_shm`]).
     pub shm: Vec<ShmLine>,
+    /// `ctl` ([`mock_links`]).
+    pub links: Vec<LinkLine>,
     /// Two physical functions: edu passed to `linux` as 00:04.0, a hidden NIC.
     pub pci: Vec<PciLine>,
     /// One VT-d unit with one fault.
@@ -161,6 +163,39 @@ pub fn mock_shm() -> Vec<ShmLine> {
     }]
 }
 
+/// The mock's vUART link: `ctl`, linux COM2 (open) to rtvm COM2 (stopped).
+pub fn mock_links() -> Vec<LinkLine> {
+    vec![LinkLine {
+        name: "ctl".into(),
+        ends: [
+            LinkEndLine {
+                vm: "linux".into(),
+                port: 0x2F8,
+                attached: true,
+                dtr: true,
+                rts: true,
+                sent: 1200,
+                delivered: 1100,
+                dropped: 100,
+                stalls: 4,
+                queued: 0,
+            },
+            LinkEndLine {
+                vm: "rtvm".into(),
+                port: 0x2F8,
+                attached: false,
+                dtr: false,
+                rts: false,
+                sent: 1100,
+                delivered: 1100,
+                dropped: 0,
+                stalls: 0,
+                queued: 0,
+            },
+        ],
+    }]
+}
+
 /// The mock's switches.
 pub fn mock_switches() -> Vec<SwitchLine> {
     vec![
@@ -257,6 +292,7 @@ impl MockBackend {
             virtio: vec![Vec::new(), mock_virtio()],
             switches: mock_switches(),
             shm: mock_shm(),
+            links: mock_links(),
             pci: vec![
                 PciLine {
                     bdf: "00:04.0".into(),
@@ -569,6 +605,10 @@ impl ShellBackend for MockBackend {
 
     fn shm(&self) -> Vec<ShmLine> {
         self.shm.clone()
+    }
+
+    fn vuart_links(&self) -> Vec<LinkLine> {
+        self.links.clone()
     }
 
     fn pci(&self) -> Vec<PciLine> {

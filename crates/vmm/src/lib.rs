@@ -24,6 +24,7 @@ mod run;
 pub mod shell;
 pub mod shm;
 mod table;
+pub mod uart_link;
 mod vm;
 
 #[cfg(test)]

@@ -337,6 +337,7 @@ impl<P: Platform> Vm<P> {
             attach_virtio(self.cfg, io, &self.ram, &mut platform)?;
             attach_passthrough(self.cfg, io, &mut platform)?;
             crate::shm::attach_shm(self.cfg, io, &mut platform)?;
+            crate::io::attach_links(self.cfg, io, &mut platform)?;
         } else if !self.cfg.pci_devices.is_empty() {
             return Err("its PCI functions have no provider".into());
         }

@@ -26,7 +26,9 @@
 //! ending in every reset path and a triple fault; `tests/hostile.rs`),
 //! `heartbeat` (no tests: `heartbeat N work=W` every 200 ms, W its pace).
 //! `ivshmem` (with `role=writer|reader|outsider`: only the `ivshmem-*` tests, inter-VM shared
-//! memory and doorbells between three VMs; `tests/ivshmem.rs`).
+//! memory and doorbells between three VMs; `tests/ivshmem.rs`). `vuart-link` (with
+//! `role=left|right`: only the `vuart-link-*` tests, two VMs talking through a vUART link;
+//! `tests/vuart_link.rs`).
 
 #![no_std]
 #![no_main]
@@ -139,6 +141,8 @@ pub struct Env {
     pub passthrough_edu: bool,
     /// Run only the `ivshmem-*` tests (`role=writer|reader|outsider`; scenario `ipc-ivshmem`).
     pub ivshmem: bool,
+    /// Run only the `vuart-link-*` tests (`role=left|right`; scenario `ipc-vuart-link`).
+    pub vuart_link: bool,
     /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
     /// tests aim at it from another VM).
     pub victim: bool,
@@ -198,6 +202,7 @@ impl Env {
             heartbeat: boot.has_word(b"heartbeat"),
             passthrough_edu: boot.has_word(b"passthrough-edu"),
             ivshmem: boot.has_word(b"ivshmem"),
+            vuart_link: boot.has_word(b"vuart-link"),
             victim: boot.has_word(b"victim"),
             boot,
         }

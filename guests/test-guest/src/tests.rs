@@ -103,6 +103,7 @@ pub mod pic_only;
 pub mod responder;
 mod virtio;
 mod virtio_hostile;
+mod vuart_link;
 
 pub use edu::victim;
 
@@ -164,6 +165,12 @@ pub fn run_all(env: &Env) -> Tally {
     }
     if env.ivshmem {
         for &(name, test) in ivshmem::tests(env) {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.vuart_link {
+        for &(name, test) in vuart_link::tests(env) {
             run_one(env, name, test, &mut tally);
         }
         return tally;

@@ -495,6 +495,9 @@ pub enum ErrorKind {
     /// Something wrong with a shared-memory region (`[[shm]]`).
     #[error(transparent)]
     Shm(#[from] crate::shm_checks::ShmError),
+    /// Something wrong with a vUART link (`[[vuart_link]]`).
+    #[error(transparent)]
+    VuartLink(#[from] crate::vuart_checks::LinkError),
     /// A PCI address not written `"BB:DD.F"`.
     #[error("invalid PCI function {0:?} (expected bus:device.function in hex, e.g. \"00:1f.3\": two digits of bus, two of device (at most 1f), one of function (0-7))")]
     BdfSyntax(String),

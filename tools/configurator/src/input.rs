@@ -22,6 +22,9 @@ pub struct RawScenario {
     /// `[[shm]]` tables: checked one by one by `shm_checks`.
     #[serde(default, rename = "shm")]
     _shm: Vec<IgnoredAny>,
+    /// `[[vuart_link]]` tables: checked one by one by `vuart_checks`.
+    #[serde(default, rename = "vuart_link")]
+    _vuart_link: Vec<IgnoredAny>,
 }
 
 /// One `[[vm]]` table.

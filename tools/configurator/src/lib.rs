@@ -23,6 +23,7 @@ mod toml_doc;
 mod validate;
 mod virtio_checks;
 mod vm_checks;
+mod vuart_checks;
 mod words;
 
 pub use board::{Board, Uarts, Vendor};
@@ -36,3 +37,4 @@ pub use name::MAX_NAME_LEN;
 pub use pci::{Bar, BarKind, Bdf, Iommu, PciFunction};
 pub use shm_checks::{Shm, ShmError};
 pub use validate::{validate_str, Modules};
+pub use vuart_checks::{Link, LinkError};

@@ -161,6 +161,7 @@ pub fn validate_str(
     check_across(file, &refs, board.as_ref(), &mut errors);
     let shm =
         crate::shm_checks::check_shm(file, text, &doc, &refs, &vms, board.as_ref(), &mut errors);
+    let vuart_links = crate::vuart_checks::check_links(file, text, &doc, &refs, &vms, &mut errors);
     let isolation_word = top
         .as_ref()
         .and_then(|top| top.dma_isolation.as_deref())
@@ -200,6 +201,7 @@ pub fn validate_str(
             warnings,
             files: table.files,
             shm,
+            vuart_links,
         }),
         _ => {
             errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));

@@ -30,6 +30,48 @@ mod ipc_ivshmem_scenario {
     include!("golden/ipc_ivshmem.rs");
 }
 
+mod ipc_vuart_link_scenario {
+    include!("golden/ipc_vuart_link.rs");
+}
+
+#[test]
+fn ipc_vuart_link_means_what_the_toml_says() {
+    let s = &ipc_vuart_link_scenario::SCENARIO;
+    assert_eq!(s.vuart_links.len(), 1);
+    let wire = &s.vuart_links[0];
+    assert_eq!(wire.name, "wire");
+    let com2 = scenario::VuartConfig {
+        port: 0x2F8,
+        irq: 3,
+    };
+    let (left, right) = (
+        s.vm_by_name("left").unwrap(),
+        s.vm_by_name("right").unwrap(),
+    );
+    assert_eq!(
+        wire.ends,
+        [
+            scenario::VuartLinkEnd {
+                vm: left.id,
+                uart: com2
+            },
+            scenario::VuartLinkEnd {
+                vm: right.id,
+                uart: com2
+            }
+        ]
+    );
+    assert_eq!(
+        wire.ends_of(right.id)
+            .map(|(side, _)| side)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    // The consoles stay where they were.
+    assert_eq!(left.console.map(|c| c.port), Some(0x3F8));
+    assert!(ipc_ivshmem_scenario::SCENARIO.vuart_links.is_empty());
+}
+
 #[test]
 fn ipc_ivshmem_regions_mean_what_the_toml_says() {
     use scenario::{ShmPeer, SHM_BAR2_BASE};

@@ -185,6 +185,7 @@ fn generated_files_match_golden() {
         "passthrough-nic-vtd",
         "passthrough-nic-bochs",
         "ipc-ivshmem",
+        "ipc-vuart-link",
     ] {
         let v = match name {
             "virtio" => test_scenario(name),

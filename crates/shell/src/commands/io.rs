@@ -180,6 +180,52 @@ pub(super) fn switches(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome
     Ok(Outcome::Done)
 }
 
+pub(super) fn vuart_links(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let links = ctx.backend.vuart_links();
+    if links.is_empty() {
+        ctx.out.line("no vUART links");
+    }
+    for (i, l) in links.iter().enumerate() {
+        if i > 0 {
+            ctx.out.line("");
+        }
+        ctx.out.line(&format!(
+            "vuart {}: {} {:#x} <-> {} {:#x}",
+            l.name, l.ends[0].vm, l.ends[0].port, l.ends[1].vm, l.ends[1].port
+        ));
+        let mut t = Table::new(&[
+            "  VM",
+            "PORT",
+            "STATE",
+            "DTR",
+            "RTS",
+            "SENT",
+            "DELIVERED",
+            "DROPPED",
+            "STALLS",
+            "QUEUED",
+        ]);
+        let flag = |on: bool| String::from(if on { "on" } else { "off" });
+        for e in &l.ends {
+            t.row(vec![
+                format!("  {}", e.vm),
+                format!("{:#x}", e.port),
+                String::from(if e.attached { "attached" } else { "absent" }),
+                flag(e.dtr),
+                flag(e.rts),
+                e.sent.to_string(),
+                e.delivered.to_string(),
+                e.dropped.to_string(),
+                e.stalls.to_string(),
+                e.queued.to_string(),
+            ]);
+        }
+        t.write_to(ctx.out);
+    }
+    Ok(Outcome::Done)
+}
+
 pub(super) fn shm(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
     args.finish()?;
     let regions = ctx.backend.shm();

@@ -81,6 +81,7 @@ fn valid_lines() -> Vec<Script> {
         ("virtio linux", nothing),
         ("switches", nothing),
         ("shm", nothing),
+        ("vuart", nothing),
         ("pci", nothing),
         ("iommu", nothing),
         ("loglevel warn", nothing),
@@ -952,6 +953,25 @@ fn pci_functions_with_owners_and_iommu_faults() {
     );
     b.iommu.clear();
     assert!(ok(&mut b, "iommu").starts_with("no IOMMU"));
+}
+
+#[test]
+fn vuart_links_with_their_ends_and_counters() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "vuart"),
+        "vuart ctl: linux 0x2f8 <-> rtvm 0x2f8\n\
+         \x20 VM     PORT   STATE     DTR  RTS  SENT  DELIVERED  DROPPED  STALLS  QUEUED\n\
+         \x20 linux  0x2f8  attached  on   on   1200  1100       100      4       0\n\
+         \x20 rtvm   0x2f8  absent    off  off  1100  1100       0        0       0\n"
+    );
+    assert_eq!(ok(&mut b, "links"), ok(&mut b, "vuart"));
+    assert_eq!(
+        fails(&mut b, "vuart x"),
+        "vuart: unexpected argument \"x\" (usage: vuart)"
+    );
+    b.links.clear();
+    assert_eq!(ok(&mut b, "vuart"), "no vUART links\n");
 }
 
 #[test]

@@ -101,4 +101,5 @@ pub static SCENARIO: Scenario = Scenario {
             ],
         },
     ],
+    vuart_links: &[],
 };

@@ -83,4 +83,5 @@ pub static SCENARIO: Scenario = Scenario {
     switches: &[],
     dma_isolation: DmaIsolation::Iommu,
     shm: &[],
+    vuart_links: &[],
 };
