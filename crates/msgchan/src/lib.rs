@@ -390,5 +390,7 @@ fn record_len(len: usize) -> u32 {
     (4 + len as u32).next_multiple_of(RECORD_ALIGN)
 }
 
+pub mod exchange;
+
 #[cfg(test)]
 mod tests;
