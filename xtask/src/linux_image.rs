@@ -265,7 +265,13 @@ iv_setup() {
     devmem $((iv_regs + 0)) 32 0xffffffff
     # Whatever was latched goes; the uio interrupt is (re-)enabled.
     devmem $((iv_regs + 4)) 32 > /dev/null
-    printf '\001\000\000\000' > "$iv_uio"
+    printf '\001\000\000\000' > /tmp/iv-one
+    iv_arm
+}
+# Writes 1 (one 4-byte write) to the uio device: uio_pci_generic clears Command bit 10 (INTx on).
+iv_arm() {
+    dd if=/tmp/iv-one of="$iv_uio" bs=4 count=1 2> /dev/null \
+        || { iv_error "writing 1 to $iv_uio"; return 1; }
 }
 # Waits up to 60 s for the doorbell interrupt, clears it at the device, re-arms it.
 iv_wait_irq() {
@@ -273,7 +279,7 @@ iv_wait_irq() {
         || { iv_error "no doorbell interrupt within 60 s"; return 1; }
     status=$(devmem $((iv_regs + 4)) 32)
     [ $((status)) -eq 1 ] || { iv_error "interrupt status $status, expected 1"; return 1; }
-    printf '\001\000\000\000' > "$iv_uio"
+    iv_arm
 }
 iv_irqs() {
     set -- $(od -An -tu4 /tmp/iv-count)
