@@ -50,6 +50,7 @@ pub const MODULE_ROOTS: &[&str] = &[
     "e1000e",
     "e1000",
     "nvme",
+    "uio_pci_generic",
 ];
 /// Bump when the image layout changes in a way the other inputs do not show (cpio writer, file list).
 const LAYOUT_VERSION: u32 = 1;
@@ -142,6 +143,17 @@ pub const NET_BYTES: u64 = 16 << 20;
 ///   bytes=N reqs=R irqs=I kind=K FIELDS` (direct I/O at the start of `/dev/nvme0n1`, which the
 ///   write overwrites with zeros; R from `/sys/block/nvme0n1/stat`), `QUERCUS-BENCH: done`,
 ///   `passthrough done`, `poweroff -f`.
+/// - `quercus.test=ivshmem-send` and `quercus.test=ivshmem-recv` (with `quercus.modules=1`; issue
+///   14): the VM's ivshmem device (1af4:1110) is bound to the stock `uio_pci_generic` (`new_id`),
+///   its registers and shared memory reached with busybox `devmem` at the addresses sysfs gives,
+///   its INTx doorbell interrupts taken by reading `/dev/uio0` (and re-armed by writing 1 to it).
+///   The receiver writes READY into the region and waits for the interrupt; the sender waits for
+///   READY, writes a 1 KiB file (lines `ivshmem file line N`) into the region, its length and
+///   SENT, rings peer 1 and waits for the answer interrupt. The receiver rebuilds the file from
+///   the region, prints `QUERCUS-GUEST: ivshmem received bytes=N sha256=HEX irqs=I`, writes DONE
+///   and rings peer 0; the sender prints `QUERCUS-GUEST: ivshmem sent bytes=N sha256=HEX irqs=I`
+///   (I: the uio interrupt count). Both then power off. A failure prints
+///   `QUERCUS-GUEST: ivshmem error WHAT` (then the shell).
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
 ///
 /// The benchmark modes print machine-readable lines: first `QUERCUS-BENCH: hv=quercus|none
@@ -221,6 +233,111 @@ wait_for() {
         n=$((n + 1))
         sleep 0.1
     done
+}
+
+# The ivshmem device (1af4:1110) under uio_pci_generic: sets iv_dev, iv_regs (BAR 0), iv_shm
+# (BAR 2) and iv_uio (/dev/uioN); the doorbell interrupt is armed (interrupt mask all ones).
+iv_error() {
+    echo "QUERCUS-GUEST: ivshmem error $*"
+    return 1
+}
+iv_setup() {
+    iv_dev=
+    for d in /sys/bus/pci/devices/*; do
+        if [ "$(cat "$d/vendor")" = 0x1af4 ] && [ "$(cat "$d/device")" = 0x1110 ]; then
+            iv_dev=$d
+        fi
+    done
+    [ -n "$iv_dev" ] || { iv_error "no 1af4:1110 device"; return 1; }
+    iv_regs=$(sed -n 1p "$iv_dev/resource" | cut -d' ' -f1)
+    iv_shm=$(sed -n 3p "$iv_dev/resource" | cut -d' ' -f1)
+    echo "1af4 1110" > /sys/bus/pci/drivers/uio_pci_generic/new_id \
+        || { iv_error "uio_pci_generic new_id"; return 1; }
+    n=0
+    while [ ! -d "$iv_dev/uio" ]; do
+        [ "$n" -ge 50 ] && { iv_error "uio_pci_generic did not bind ${iv_dev##*/}"; return 1; }
+        n=$((n + 1))
+        sleep 0.1
+    done
+    iv_uio=/dev/$(ls "$iv_dev/uio")
+    wait_for "$iv_uio" 50 || { iv_error "no $iv_uio"; return 1; }
+    echo "QUERCUS-GUEST: ivshmem ${iv_dev##*/} regs=$iv_regs shm=$iv_shm $iv_uio id=$(devmem $((iv_regs + 8)) 32)"
+    devmem $((iv_regs + 0)) 32 0xffffffff
+    # Whatever was latched goes; the uio interrupt is (re-)enabled.
+    devmem $((iv_regs + 4)) 32 > /dev/null
+    printf '\001\000\000\000' > /tmp/iv-one
+    iv_arm
+}
+# Writes 1 (one 4-byte write) to the uio device: uio_pci_generic clears Command bit 10 (INTx on).
+iv_arm() {
+    dd if=/tmp/iv-one of="$iv_uio" bs=4 count=1 2> /dev/null \
+        || { iv_error "writing 1 to $iv_uio"; return 1; }
+}
+# Waits up to 60 s for the doorbell interrupt, clears it at the device, re-arms it.
+iv_wait_irq() {
+    timeout 60 dd if="$iv_uio" of=/tmp/iv-count bs=4 count=1 2> /dev/null \
+        || { iv_error "no doorbell interrupt within 60 s"; return 1; }
+    status=$(devmem $((iv_regs + 4)) 32)
+    [ $((status)) -eq 1 ] || { iv_error "interrupt status $status, expected 1"; return 1; }
+    iv_arm
+}
+iv_irqs() {
+    set -- $(od -An -tu4 /tmp/iv-count)
+    echo "$1"
+}
+# Shared-region words: READY 0x0, LEN 0x4, SENT 0x8, DONE 0xC, the file from 0x100.
+iv_peek() {
+    echo $(($(devmem $((iv_shm + $1)) 32)))
+}
+iv_poke() {
+    devmem $((iv_shm + $1)) 32 "$2"
+}
+ivshmem_send() {
+    iv_setup || return
+    n=0
+    while [ "$(iv_peek 0)" != 1 ]; do
+        [ "$n" -ge 600 ] && { iv_error "receiver not ready within 60 s"; return; }
+        n=$((n + 1))
+        sleep 0.1
+    done
+    seq 1 64 | while read -r i; do printf 'ivshmem file line %5d\n' "$i"; done > /tmp/tx
+    bytes=$(wc -c < /tmp/tx)
+    sum=$(sha /tmp/tx) || { iv_error "reading /tmp/tx"; return; }
+    off=256
+    for w in $(od -An -v -tx4 /tmp/tx); do
+        iv_poke $off "0x$w"
+        off=$((off + 4))
+    done
+    iv_poke 4 "$bytes"
+    iv_poke 8 1
+    devmem $((iv_regs + 12)) 32 $((1 << 16))
+    iv_wait_irq || return
+    [ "$(iv_peek 12)" = 1 ] || { iv_error "interrupt but DONE is $(iv_peek 12)"; return; }
+    echo "QUERCUS-GUEST: ivshmem sent bytes=$bytes sha256=$sum irqs=$(iv_irqs)"
+    poweroff -f
+}
+ivshmem_recv() {
+    iv_setup || return
+    iv_poke 0 1
+    iv_wait_irq || return
+    [ "$(iv_peek 8)" = 1 ] || { iv_error "interrupt but SENT is $(iv_peek 8)"; return; }
+    bytes=$(iv_peek 4)
+    [ "$bytes" -gt 0 ] && [ "$bytes" -le 4096 ] || { iv_error "length $bytes"; return; }
+    : > /tmp/rx.hex
+    off=0
+    while [ "$off" -lt "$bytes" ]; do
+        v=$(iv_peek $((256 + off)))
+        printf '%02x%02x%02x%02x' $((v & 255)) $(((v >> 8) & 255)) $(((v >> 16) & 255)) \
+            $(((v >> 24) & 255)) >> /tmp/rx.hex
+        off=$((off + 4))
+    done
+    xxd -r -p /tmp/rx.hex | head -c "$bytes" > /tmp/rx
+    sum=$(sha /tmp/rx) || { iv_error "reading /tmp/rx"; return; }
+    echo "QUERCUS-GUEST: ivshmem received bytes=$(wc -c < /tmp/rx) sha256=$sum irqs=$(iv_irqs)"
+    iv_poke 12 1
+    devmem $((iv_regs + 12)) 32 0
+    sleep 1
+    poweroff -f
 }
 
 # The SHA-256 of file $1 (64 hex digits); fails when it cannot be read.
@@ -765,6 +882,12 @@ case "$test" in
         ;;
     bench-passthrough)
         bench_passthrough
+        ;;
+    ivshmem-send)
+        ivshmem_send
+        ;;
+    ivshmem-recv)
+        ivshmem_recv
         ;;
     "")
         ;;
@@ -1856,7 +1979,10 @@ mod tests {
             assert!(MODULE_ROOTS.contains(&m), "{m}");
         }
         let manifest = inputs_manifest(&debs("k.deb"));
-        assert!(manifest.contains(",e1000e,e1000,nvme\n"), "{manifest}");
+        assert!(
+            manifest.contains(",e1000e,e1000,nvme,uio_pci_generic\n"),
+            "{manifest}"
+        );
         assert!(manifest.contains(&format!(
             "udhcpc={:016x}",
             fnv1a64(UDHCPC_SCRIPT.as_bytes())

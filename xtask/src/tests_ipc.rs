@@ -125,9 +125,61 @@ fn vuart_link(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// Failure lines of the Linux case.
+const LINUX_IVSHMEM_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: ivshmem error|QUERCUS-GUEST: unknown quercus\.test";
+
+/// The `ipc-ivshmem-linux` scenario: two Linux VMs exchange a 1 KiB file through the region with
+/// the stock `uio_pci_generic` and INTx doorbells (each side takes exactly one interrupt); the
+/// file's SHA-256 is the same on both sides. carol, outside the region, sees no device.
+fn ivshmem_linux() -> TestCase {
+    TestCase {
+        scenario: "ipc-ivshmem-linux",
+        cpus: 4,
+        mem_mib: 1024,
+        expect: vec![
+            r"^\[alice\] QUERCUS-GUEST: ivshmem 0000:00:1f\.0 regs=0x[0-9a-f]+ shm=0x[0-9a-f]+ /dev/uio0 id=0x0+$".into(),
+            r"^\[alice\] QUERCUS-GUEST: ivshmem sent bytes=1536 sha256=(?P<sum>[0-9a-f]{64}) irqs=1$".into(),
+            r"vm alice: stopped: .*powered off by the guest".into(),
+        ],
+        parallel: vec![
+            vec![
+                r"^\[bob\] QUERCUS-GUEST: ivshmem 0000:00:1f\.0 regs=0x[0-9a-f]+ shm=0x[0-9a-f]+ /dev/uio0 id=0x0+1$".into(),
+                r"^\[bob\] QUERCUS-GUEST: ivshmem received bytes=1536 sha256=[0-9a-f]{64} irqs=1$".into(),
+                r"vm bob: stopped: .*powered off by the guest".into(),
+            ],
+            vec![
+                r"^\[carol\] ivshmem: no ivshmem device on bus 0, nothing at 0xd0000000$".into(),
+                r"^\[carol\] TESTS DONE 1 passed 0 failed$".into(),
+            ],
+        ],
+        post_check: Some(same_file_both_sides),
+        fail: Fail::Custom(LINUX_IVSHMEM_FAIL),
+        timeout_secs: 600,
+        ..boot("ipc-ivshmem-linux-qemu-svm", Emulator::Qemu, 4)
+    }
+}
+
+/// The sha256 alice sent is the one bob received.
+fn same_file_both_sides(lines: &[String]) -> Result<(), String> {
+    let sum = |tag: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.split(tag).nth(1)?.split("sha256=").nth(1)?.get(..64))
+            .map(str::to_owned)
+    };
+    let sent = sum("[alice] QUERCUS-GUEST: ivshmem sent ").ok_or("no sent line")?;
+    let received = sum("[bob] QUERCUS-GUEST: ivshmem received ").ok_or("no received line")?;
+    if sent == received {
+        Ok(())
+    } else {
+        Err(format!("alice sent sha256 {sent}, bob received {received}"))
+    }
+}
+
 /// The `ipc-*` cases.
 pub fn cases() -> Vec<TestCase> {
     vec![
+        ivshmem_linux(),
         ivshmem("ipc-ivshmem-qemu-svm", Emulator::Qemu),
         ivshmem("ipc-ivshmem-bochs-vmx", Emulator::Bochs),
         ivshmem("ipc-ivshmem-bochs-svm", Emulator::BochsAmd),
@@ -210,5 +262,32 @@ mod tests {
         assert!(warn.is_match(
             "[    1.234567] cpu1 WARN  shm ipc0: vm alice rings doorbells faster than 20000/s: 1 dropped so far"
         ));
+    }
+
+    #[test]
+    fn the_linux_case_compares_both_sides() {
+        let line = |s: &str| s.to_string();
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let ok = [
+            line(&format!(
+                "[alice] QUERCUS-GUEST: ivshmem sent bytes=1536 sha256={a} irqs=1"
+            )),
+            line(&format!(
+                "[bob] QUERCUS-GUEST: ivshmem received bytes=1536 sha256={a} irqs=1"
+            )),
+        ];
+        assert_eq!(same_file_both_sides(&ok), Ok(()));
+        let bad = [ok[0].clone(), ok[1].replace(&a, &b)];
+        assert!(same_file_both_sides(&bad).is_err());
+        assert!(same_file_both_sides(&ok[..1]).is_err());
+        let case = ivshmem_linux();
+        let re = Regex::new(&case.expect[1]).unwrap();
+        assert!(re.is_match(&ok[0]));
+        let fail = Regex::new(LINUX_IVSHMEM_FAIL).unwrap();
+        assert!(
+            fail.is_match("[bob] QUERCUS-GUEST: ivshmem error no doorbell interrupt within 60 s")
+        );
+        assert!(!fail.is_match(&ok[1]));
     }
 }
