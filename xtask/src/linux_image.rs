@@ -154,6 +154,11 @@ pub const NET_BYTES: u64 = 16 << 20;
 ///   and rings peer 0; the sender prints `QUERCUS-GUEST: ivshmem sent bytes=N sha256=HEX irqs=I`
 ///   (I: the uio interrupt count). Both then power off. A failure prints
 ///   `QUERCUS-GUEST: ivshmem error WHAT` (then the shell).
+/// - `quercus.test=msgchan` (with `quercus.modules=1`; issue 14): `/bin/qmsg exchange --count
+///   10000` (tools/qmsg, built static by xtask; it binds the ivshmem device to
+///   `uio_pci_generic` itself) against the other peer of the region; its output lines are echoed as
+///   `QUERCUS-GUEST: qmsg: exchange peer=P sent=N received=N doorbells=D waits=W irqs=I ms=T`
+///   (or `QUERCUS-GUEST: qmsg: error WHY` and `QUERCUS-GUEST: msgchan error ...`), then power off.
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
 ///
 /// The benchmark modes print machine-readable lines: first `QUERCUS-BENCH: hv=quercus|none
@@ -337,6 +342,17 @@ ivshmem_recv() {
     iv_poke 12 1
     devmem $((iv_regs + 12)) 32 0
     sleep 1
+    poweroff -f
+}
+
+# The Quercus message channel (issue 14) with the stock kernel: /bin/qmsg (tools/qmsg, static)
+# binds the ivshmem device to uio_pci_generic and exchanges 10,000 checked messages each way
+# with the peer; its result line is echoed as `QUERCUS-GUEST: qmsg: ...`.
+msgchan() {
+    qmsg exchange --count 10000 > /tmp/qmsg.out 2>&1
+    rc=$?
+    sed 's/^/QUERCUS-GUEST: /' /tmp/qmsg.out
+    [ "$rc" = 0 ] || { echo "QUERCUS-GUEST: msgchan error qmsg exit $rc"; return; }
     poweroff -f
 }
 
@@ -889,6 +905,9 @@ case "$test" in
     ivshmem-recv)
         ivshmem_recv
         ;;
+    msgchan)
+        msgchan
+        ;;
     "")
         ;;
     *)
@@ -974,9 +993,11 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     };
     let stamp_path = out.join("stamp");
 
+    let qmsg = build_qmsg(root)?;
+    let qmsg_hash = fnv1a64(&qmsg);
     let mut apt = Apt::default();
     let debs = apt.resolve()?;
-    let manifest = inputs_manifest(&debs);
+    let manifest = inputs_manifest(&debs, qmsg_hash);
     let hash = fnv1a64(manifest.as_bytes());
     if !force && image.bzimage.is_file() && image.vmlinux.is_file() && image.initrd.is_file() {
         if let Ok(text) = std::fs::read_to_string(&stamp_path) {
@@ -993,7 +1014,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     let started = Instant::now();
     let debs = apt.download(debs, &debs_dir)?;
     // The lists may have changed under an `apt-get update` during the download.
-    let manifest = inputs_manifest(&debs);
+    let manifest = inputs_manifest(&debs, qmsg_hash);
     let hash = fnv1a64(manifest.as_bytes());
     let t_download = started.elapsed();
 
@@ -1011,7 +1032,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     let t_extract = started.elapsed();
 
     let started = Instant::now();
-    let result = assemble(&kernel_root, &busybox_root, &image);
+    let result = assemble(&kernel_root, &busybox_root, &qmsg, &image);
     let _ = std::fs::remove_dir_all(&staging);
     let (kernel_version, module_count) = result?;
     let t_initramfs = started.elapsed();
@@ -1035,6 +1056,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
 fn assemble(
     kernel_root: &Path,
     busybox_root: &Path,
+    qmsg: &[u8],
     image: &LinuxImage,
 ) -> Result<(String, usize)> {
     let (vmlinuz, version) = find_vmlinuz(&kernel_root.join("boot"))?;
@@ -1067,6 +1089,7 @@ fn assemble(
     cpio.char_dev("dev/ttyS0", 0o660, 4, 64);
     cpio.file("bin/busybox", 0o755, &busybox);
     cpio.symlink("bin/sh", "busybox");
+    cpio.file("bin/qmsg", 0o755, qmsg);
     cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
     cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
     let mut list = String::new();
@@ -1446,10 +1469,40 @@ pub fn parse_print_uris(text: &str) -> Result<Vec<DebFile>> {
 // Stamp
 // ---------------------------------------------------------------------------------------------
 
-/// Every input of the image, one `key=value` a line (the stamp file starts with these lines).
-pub fn inputs_manifest(debs: &Debs) -> String {
+/// `/bin/qmsg`: tools/qmsg built for Linux userspace and linked statically (the initramfs has
+/// busybox and no libc), in its own target directory so the host build keeps its flags.
+fn build_qmsg(root: &Path) -> Result<Vec<u8>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = root.join("target").join("qmsg");
+    let target = "x86_64-unknown-linux-gnu";
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "qmsg",
+            "--target",
+            target,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("running cargo build -p qmsg")?;
+    if !status.success() {
+        bail!("building tools/qmsg failed ({status})");
+    }
+    let path = target_dir.join(target).join("release").join("qmsg");
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Every input of the image, one `key=value` a line (the stamp file starts with these lines);
+/// `qmsg` is the hash of the `/bin/qmsg` binary.
+pub fn inputs_manifest(debs: &Debs, qmsg: u64) -> String {
     format!(
-        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\nudhcpc={:016x}\n",
+        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\nudhcpc={:016x}\nqmsg={qmsg:016x}\n",
         debs.kernel.filename,
         debs.kernel.hash,
         debs.busybox.filename,
@@ -1850,7 +1903,7 @@ mod tests {
 
     #[test]
     fn stamp_round_trip_and_invalidation() {
-        let manifest = inputs_manifest(&debs("linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
+        let manifest = inputs_manifest(&debs("linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"), 1);
         assert!(manifest.contains("kernel_deb=linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
         assert!(manifest.contains("modules=virtio_pci,"));
         assert!(manifest.contains(&format!("init={:016x}", fnv1a64(INIT_SCRIPT.as_bytes()))));
@@ -1861,7 +1914,7 @@ mod tests {
             Some("6.1.0-56-amd64")
         );
         // A new kernel package changes the hash.
-        let newer = inputs_manifest(&debs("linux-image-6.1.0-57-amd64_6.1.200-1_amd64.deb"));
+        let newer = inputs_manifest(&debs("linux-image-6.1.0-57-amd64_6.1.200-1_amd64.deb"), 1);
         assert_ne!(fnv1a64(newer.as_bytes()), hash);
         assert_eq!(stamp_matches(&stamp, fnv1a64(newer.as_bytes())), None);
         assert_eq!(stamp_matches("hash=zz\nkernel_version=x\n", hash), None);
@@ -1978,7 +2031,7 @@ mod tests {
         for m in ["e1000e", "e1000", "nvme"] {
             assert!(MODULE_ROOTS.contains(&m), "{m}");
         }
-        let manifest = inputs_manifest(&debs("k.deb"));
+        let manifest = inputs_manifest(&debs("k.deb"), 1);
         assert!(
             manifest.contains(",e1000e,e1000,nvme,uio_pci_generic\n"),
             "{manifest}"

@@ -27,8 +27,9 @@
 //!
 //! Ordering: the writer fills the record, then publishes `head` (release); the reader reads
 //! `head` (acquire), the record, then publishes `tail` (release). A reader about to sleep sets
-//! `wait`, then looks at `head` once more; a writer publishes `head`, then looks at `wait`: with
-//! a full fence between each pair, one of the two always sees the other (no lost wake-up).
+//! `wait`, then looks at `head` once more; a writer publishes `head`, then looks at `wait` and,
+//! finding it set, clears it and rings once: with a full fence between each pair, one of the two
+//! always sees the other (no lost wake-up), and a burst of messages rings one doorbell.
 //!
 //! Peer 0 formats the region on its first attach (the hypervisor hands it zeroed); peer 1 waits
 //! for the magic. A peer that attaches again (its VM rebooted) drops what waited for it.
@@ -84,6 +85,27 @@ pub trait Shared {
     fn write(&self, off: usize, data: &[u8]);
     /// A full memory fence (orders earlier stores before later loads).
     fn fence(&self);
+}
+
+impl<T: Shared + ?Sized> Shared for &T {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn load(&self, off: usize) -> u32 {
+        (**self).load(off)
+    }
+    fn store(&self, off: usize, value: u32) {
+        (**self).store(off, value)
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) {
+        (**self).read(off, buf)
+    }
+    fn write(&self, off: usize, data: &[u8]) {
+        (**self).write(off, data)
+    }
+    fn fence(&self) {
+        (**self).fence()
+    }
 }
 
 /// The largest ring (a power of two) that a region of `size` bytes holds twice, if any.
@@ -307,7 +329,9 @@ impl<S: Shared> Channel<S> {
         self.tx_head = head;
         self.mem.store(off_head(ring), head);
         self.mem.fence();
+        // One doorbell per sleep: the writer that rings takes the flag down.
         Ok(Some(if self.mem.load(off_wait(ring)) != 0 {
+            self.mem.store(off_wait(ring), 0);
             Notify::Doorbell
         } else {
             Notify::NotNeeded

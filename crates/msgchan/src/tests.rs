@@ -177,8 +177,12 @@ fn a_sleeping_reader_asks_for_the_doorbell() {
     let (_, mut a, mut b) = pair(SIZE);
     assert!(b.prepare_wait(), "nothing waits: b may sleep");
     assert_eq!(a.send(b"x"), Ok(Some(Notify::Doorbell)));
+    assert_eq!(
+        a.send(b"y"),
+        Ok(Some(Notify::NotNeeded)),
+        "one doorbell per sleep"
+    );
     b.end_wait();
-    assert_eq!(a.send(b"y"), Ok(Some(Notify::NotNeeded)));
     // A message already there: do not sleep.
     assert!(!b.prepare_wait());
     b.end_wait();

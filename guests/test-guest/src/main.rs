@@ -143,6 +143,9 @@ pub struct Env {
     pub ivshmem: bool,
     /// Run only the `vuart-link-*` tests (`role=left|right`; scenario `ipc-vuart-link`).
     pub vuart_link: bool,
+    /// Run only the `msgchan-*` tests (the bare-metal end of the message channel; scenario
+    /// `ipc-channel`).
+    pub msgchan: bool,
     /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
     /// tests aim at it from another VM).
     pub victim: bool,
@@ -203,6 +206,7 @@ impl Env {
             passthrough_edu: boot.has_word(b"passthrough-edu"),
             ivshmem: boot.has_word(b"ivshmem"),
             vuart_link: boot.has_word(b"vuart-link"),
+            msgchan: boot.has_word(b"msgchan"),
             victim: boot.has_word(b"victim"),
             boot,
         }

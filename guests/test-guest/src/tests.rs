@@ -102,6 +102,7 @@ mod pci;
 pub mod pic_only;
 pub mod responder;
 mod virtio;
+mod msgchan;
 mod virtio_hostile;
 mod vuart_link;
 
@@ -165,6 +166,12 @@ pub fn run_all(env: &Env) -> Tally {
     }
     if env.ivshmem {
         for &(name, test) in ivshmem::tests(env) {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.msgchan {
+        for &(name, test) in msgchan::TESTS {
             run_one(env, name, test, &mut tally);
         }
         return tally;

@@ -12,12 +12,12 @@
 //! ```
 //!
 //! Without `--poll` a reader with nothing to read sleeps until the peer's doorbell (it tells
-//! the peer through the channel's wait flag); with `--poll` it spins. The device must be bound
-//! to `uio_pci_generic` first (`echo "1af4 1110" > /sys/bus/pci/drivers/uio_pci_generic/new_id`)
-//! unless `--poll` is given.
+//! the peer through the channel's wait flag); with `--poll` it spins. Unless `--poll` is given,
+//! a device that has no uio driver yet is bound to `uio_pci_generic` (its `new_id`; the module
+//! must be loaded).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,7 +94,7 @@ impl Drop for Mapping {
     }
 }
 
-impl Shared for &Mapping {
+impl Shared for Mapping {
     fn size(&self) -> usize {
         self.len
     }
@@ -128,6 +128,9 @@ struct Device {
     regs: Mapping,
     shm: Mapping,
     uio: Option<File>,
+    /// The function's configuration space (sysfs `config`): uio_pci_generic's handler masks
+    /// INTx with Command bit 10 (Interrupt Disable), which userspace clears to take the next.
+    config: Option<File>,
     /// Interrupts taken, as uio counts them.
     irqs: std::cell::Cell<u32>,
 }
@@ -139,6 +142,7 @@ impl Device {
         let uio = if poll {
             None
         } else {
+            bind_uio(dev)?;
             let name = std::fs::read_dir(dev.join("uio"))
                 .map_err(|e| {
                     format!(
@@ -158,34 +162,53 @@ impl Device {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             Some(f)
         };
+        let config = match uio {
+            None => None,
+            Some(_) => Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dev.join("config"))
+                    .map_err(|e| format!("{}/config: {e}", dev.display()))?,
+            ),
+        };
         let d = Device {
             regs,
             shm,
             uio,
+            config,
             irqs: std::cell::Cell::new(0),
         };
         if d.uio.is_some() {
-            (&d.regs).store(REG_INTR_MASK, u32::MAX);
-            let _ = (&d.regs).load(REG_INTR_STATUS);
+            d.regs.store(REG_INTR_MASK, u32::MAX);
+            let _ = d.regs.load(REG_INTR_STATUS);
             d.arm()?;
         }
         Ok(d)
     }
 
     fn peer_id(&self) -> usize {
-        (&self.regs).load(REG_IV_POSITION) as usize
+        self.regs.load(REG_IV_POSITION) as usize
     }
 
     fn ring(&self, peer: usize) {
-        (&self.regs).store(REG_DOORBELL, (peer as u32) << 16);
+        self.regs.store(REG_DOORBELL, (peer as u32) << 16);
     }
 
+    /// Lets the function raise INTx again: clears Command's Interrupt Disable bit.
     fn arm(&self) -> Result<(), String> {
-        if let Some(mut f) = self.uio.as_ref() {
-            f.write_all(&1u32.to_ne_bytes())
-                .map_err(|e| format!("re-enabling the uio interrupt: {e}"))?;
-        }
-        Ok(())
+        use std::os::unix::fs::FileExt;
+        const COMMAND: u64 = 4;
+        const INTX_DISABLE: u16 = 1 << 10;
+        let Some(f) = self.config.as_ref() else {
+            return Ok(());
+        };
+        let mut cmd = [0u8; 2];
+        f.read_exact_at(&mut cmd, COMMAND)
+            .map_err(|e| format!("reading the Command register: {e}"))?;
+        let v = u16::from_le_bytes(cmd) & !INTX_DISABLE;
+        f.write_all_at(&v.to_le_bytes(), COMMAND)
+            .map_err(|e| format!("re-enabling INTx in the Command register: {e}"))
     }
 
     /// Sleeps until the doorbell interrupt or `timeout`; clears and re-arms it.
@@ -207,11 +230,37 @@ impl Device {
                 .map_err(|e| format!("reading the uio interrupt count: {e}"))?;
             self.irqs.set(u32::from_ne_bytes(count));
             // Clear the device's status (the INTx line drops), then let uio take the next one.
-            let _ = (&self.regs).load(REG_INTR_STATUS);
+            let _ = self.regs.load(REG_INTR_STATUS);
             self.arm()?;
         }
         Ok(())
     }
+}
+
+/// Binds `dev` to `uio_pci_generic` unless it has a uio device already, and waits (5 s at most)
+/// for its `uio` directory.
+fn bind_uio(dev: &Path) -> Result<(), String> {
+    if dev.join("uio").is_dir() {
+        return Ok(());
+    }
+    let new_id = Path::new("/sys/bus/pci/drivers/uio_pci_generic/new_id");
+    // An id added before (another device) makes this write fail with EEXIST: harmless.
+    if let Err(e) = std::fs::write(new_id, "1af4 1110") {
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(format!(
+                "{}: {e} (is uio_pci_generic loaded?)",
+                new_id.display()
+            ));
+        }
+    }
+    let t0 = Instant::now();
+    while !dev.join("uio").is_dir() {
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(format!("uio_pci_generic did not bind {}", dev.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// The first ivshmem device in sysfs.
@@ -268,13 +317,22 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
-/// Opens the channel as this VM's peer id (peer 1 waits up to 60 s for peer 0's format).
+/// Opens the channel as this VM's peer id and waits for the peer to attach (what is sent
+/// before that is dropped when it does), 60 s at most for each.
 fn open_channel(dev: &Device) -> Result<Channel<&Mapping>, String> {
     let me = dev.peer_id();
     let t0 = Instant::now();
     loop {
         match Channel::open(&dev.shm, me) {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                while !c.peer_attached() {
+                    if t0.elapsed() > Duration::from_secs(60) {
+                        return Err(format!("peer {} never attached", 1 - me));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return Ok(c);
+            }
             Err(msgchan::ChannelError::NotFormatted) if t0.elapsed() < Duration::from_secs(60) => {
                 std::thread::sleep(Duration::from_millis(10));
             }
