@@ -146,6 +146,8 @@ pub struct Env {
     /// Run only the `msgchan-*` tests (the bare-metal end of the message channel; scenario
     /// `ipc-channel`).
     pub msgchan: bool,
+    /// Run only the `ipc-bench` measurements (`role=ping|pong`; scenario `bench-ipc`).
+    pub ipc_bench: bool,
     /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
     /// tests aim at it from another VM).
     pub victim: bool,
@@ -207,6 +209,7 @@ impl Env {
             ivshmem: boot.has_word(b"ivshmem"),
             vuart_link: boot.has_word(b"vuart-link"),
             msgchan: boot.has_word(b"msgchan"),
+            ipc_bench: boot.has_word(b"ipc-bench"),
             victim: boot.has_word(b"victim"),
             boot,
         }

@@ -102,6 +102,7 @@ mod pci;
 pub mod pic_only;
 pub mod responder;
 mod virtio;
+mod ipc_bench;
 mod msgchan;
 mod virtio_hostile;
 mod vuart_link;
@@ -166,6 +167,12 @@ pub fn run_all(env: &Env) -> Tally {
     }
     if env.ivshmem {
         for &(name, test) in ivshmem::tests(env) {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.ipc_bench {
+        for &(name, test) in ipc_bench::TESTS {
             run_one(env, name, test, &mut tally);
         }
         return tally;

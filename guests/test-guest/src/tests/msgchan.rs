@@ -30,7 +30,7 @@ const PERIOD_MS: u64 = 20;
 
 /// The region through the guest's uncached window: 32-bit accesses only (bytes inside their
 /// word: every word of a record belongs to that record alone).
-struct Region<'a> {
+pub(super) struct Region<'a> {
     mmio: &'a Mmio,
     base: u64,
     size: usize,
@@ -77,38 +77,81 @@ impl Shared for Region<'_> {
 /// The tests of this mode.
 pub const TESTS: &[(&str, super::TestFn)] = &[("msgchan-exchange", exchange_test)];
 
+/// The `chan0` device: its registers and region, mapped.
+pub(super) struct Chan0 {
+    regs: u64,
+    shm: u64,
+    mmio_regs: Mmio,
+    mmio_shm: Mmio,
+}
+
+impl Chan0 {
+    /// Finds the device where the scenario puts it and maps both BARs.
+    pub(super) fn find() -> Result<Self, crate::msg::Msg> {
+        let dev = Device::at(CHAN0, IVSHMEM_IDS, "ivshmem device")?;
+        let regs = dev.mem_bar(0)?;
+        let (lo, hi) = (dev.bar(2), dev.bar(3));
+        let shm = u64::from(hi) << 32 | u64::from(lo & !0xF);
+        ensure!(
+            shm == CHAN0_BAR2,
+            "{CHAN0}: BAR 2 at {shm:#x}, expected {CHAN0_BAR2:#x}"
+        );
+        Ok(Chan0 {
+            mmio_regs: Mmio::map(regs)?,
+            mmio_shm: Mmio::map(shm)?,
+            regs,
+            shm,
+        })
+    }
+
+    /// This VM's peer id (IV position).
+    pub(super) fn me(&self) -> usize {
+        self.mmio_regs.read32(self.regs + REG_IV_POSITION) as usize
+    }
+
+    /// Rings `peer`'s vector 0.
+    pub(super) fn ring(&self, peer: usize) {
+        self.mmio_regs
+            .write32(self.regs + REG_DOORBELL, (peer as u32) << 16);
+    }
+
+    pub(super) fn region(&self) -> Region<'_> {
+        Region {
+            mmio: &self.mmio_shm,
+            base: self.shm,
+            size: 0x1_0000,
+        }
+    }
+
+    /// Opens the channel as this VM's peer and waits (until `deadline`, TSC) for the other to
+    /// attach: what is sent before that would be dropped when it does.
+    pub(super) fn open(&self, deadline: u64) -> Result<Channel<Region<'_>>, crate::msg::Msg> {
+        let me = self.me();
+        let ch = loop {
+            match Channel::open(self.region(), me) {
+                Ok(ch) => break ch,
+                Err(ChannelError::NotFormatted) if cpu::rdtsc() < deadline => {
+                    core::hint::spin_loop();
+                }
+                Err(e) => fail!("peer {me}: opening the channel: {e}"),
+            }
+        };
+        while !ch.peer_attached() {
+            if cpu::rdtsc() > deadline {
+                fail!("peer {} never attached", 1 - me);
+            }
+            core::hint::spin_loop();
+        }
+        Ok(ch)
+    }
+}
+
 fn exchange_test(env: &Env) -> TestResult {
-    let dev = Device::at(CHAN0, IVSHMEM_IDS, "ivshmem device")?;
-    let regs = dev.mem_bar(0)?;
-    let (lo, hi) = (dev.bar(2), dev.bar(3));
-    let shm = u64::from(hi) << 32 | u64::from(lo & !0xF);
-    ensure!(shm == CHAN0_BAR2, "{CHAN0}: BAR 2 at {shm:#x}, expected {CHAN0_BAR2:#x}");
-    let mmio_regs = Mmio::map(regs)?;
-    let mmio_shm = Mmio::map(shm)?;
-    let me = mmio_regs.read32(regs + REG_IV_POSITION) as usize;
-    let region = Region {
-        mmio: &mmio_shm,
-        base: shm,
-        size: 0x1_0000,
-    };
+    let chan = Chan0::find()?;
     let t0 = cpu::rdtsc();
     let bound = tsc_bound_ms(env, EXCHANGE_MS);
-    let mut ch = loop {
-        match Channel::open(&region, me) {
-            Ok(ch) => break ch,
-            Err(ChannelError::NotFormatted) if cpu::rdtsc() - t0 < bound => {
-                core::hint::spin_loop();
-            }
-            Err(e) => fail!("peer {me}: opening the channel: {e}"),
-        }
-    };
-    // What is sent before the peer attaches would be dropped when it does.
-    while !ch.peer_attached() {
-        if cpu::rdtsc() - t0 > bound {
-            fail!("peer {} never attached", 1 - me);
-        }
-        core::hint::spin_loop();
-    }
+    let mut ch = chan.open(t0 + bound)?;
+    let me = ch.me();
     let peer = 1 - me;
     let (mut sent, mut got, mut rung, mut full) = (0u32, 0u32, 0u64, 0u64);
     let mut out = [0u8; exchange::MAX_TEST_MESSAGE];
@@ -126,7 +169,7 @@ fn exchange_test(env: &Env) -> TestResult {
             match ch.send(&out[..len]) {
                 Ok(Some(n)) => {
                     if n == Notify::Doorbell {
-                        mmio_regs.write32(regs + REG_DOORBELL, (peer as u32) << 16);
+                        chan.ring(peer);
                         rung += 1;
                     }
                     sent += 1;
