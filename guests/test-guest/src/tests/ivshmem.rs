@@ -246,8 +246,32 @@ pub fn enumerate(env: &Env) -> TestResult {
             "{bdf}: IV position is writable"
         );
     }
+    if role == Role::Writer {
+        bar2_moves()?;
+    }
     out!("ivshmem: 00:1e.0 and 00:1f.0 are 1af4:1110 rev 1 class 050000, peer id {own}");
     Ok(Pass)
+}
+
+/// alice moves `ipc0`'s BAR 2: the region follows it (what was written shows at the new place,
+/// nothing answers at the old one) and comes back with it.
+fn bar2_moves() -> Result<(), Msg> {
+    const MOVED: u64 = 0xD800_0000;
+    const WORD: u64 = 0x2000;
+    const MAGIC: u32 = 0x600D_BA25;
+    let d = Ivshmem::find(IPC0, IPC0_BAR2)?;
+    d.poke(WORD, MAGIC);
+    d.dev.w32(BAR0 + 8, MOVED as u32 | 0xC);
+    let moved = Mmio::map(MOVED)?;
+    let (there, old) = (moved.read32(MOVED + WORD), d.peek(WORD));
+    d.dev.w32(BAR0 + 8, IPC0_BAR2 as u32 | 0xC);
+    let back = d.peek(WORD);
+    d.poke(WORD, 0);
+    ensure!(
+        there == MAGIC && old == 0xFFFF_FFFF && back == MAGIC,
+        "BAR2 moved to {MOVED:#x}: reads {there:#010x} there and {old:#010x} at the old place; moved back: {back:#010x} (expected {MAGIC:#010x}, all ones, {MAGIC:#010x})"
+    );
+    Ok(())
 }
 
 /// What a phase uses to interrupt.
@@ -367,7 +391,10 @@ fn exchange(env: &Env, phase: u32, via: Via) -> TestResult {
         return Ok(skip);
     }
     let role = role(env)?;
-    ensure!(role != Role::Outsider, "the outsider has no region to exchange through");
+    ensure!(
+        role != Role::Outsider,
+        "the outsider has no region to exchange through"
+    );
     let d = Ivshmem::find(IPC0, IPC0_BAR2)?;
     let strays = stray();
     let irq = Irq::on(&d, via)?;
