@@ -22,9 +22,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
 /// Doorbells one peer may ring per second, sustained.
-pub const DOORBELL_RATE: u64 = 20_000;
+pub const DOORBELL_RATE: u64 = 10_000;
 /// Doorbells one peer may ring at once before the rate applies.
-pub const DOORBELL_BURST: u64 = 64;
+pub const DOORBELL_BURST: u64 = 256;
 
 /// Wakes whoever serves a peer (must not block: it runs with the region locked).
 pub trait Waker: Send + Sync {

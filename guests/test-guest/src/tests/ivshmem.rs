@@ -9,7 +9,8 @@
 //! checks the pattern, writes its checksum to ANSWER and DONE = phase, and rings alice (peer 0),
 //! who takes that interrupt and checks the answer. Phase 1 uses MSI-X, phase 2 INTx (IOAPIC,
 //! level) with the PCI 2.3 interrupt-status bit and the Command interrupt-disable bit handled as
-//! Linux's `uio_pci_generic` does. Then bob checks that its writes to `ro0` do not land, and alice
+//! Linux's `uio_pci_generic` does. Phase 3 is a ping-pong of 200 MSI-X doorbell round trips
+//! (alice prints ticks and exits per round trip). Then bob checks that its writes to `ro0` do not land, and alice
 //! rings peers and vectors that do not exist and floods bob (the hypervisor drops, rate-limits
 //! and counts those: the xtask case checks its console). carol's PCI scan must show no ivshmem
 //! device, and nothing answers where the others see the region.
@@ -460,6 +461,64 @@ pub fn intx(env: &Env) -> TestResult {
     exchange(env, 2, Via::Intx)
 }
 
+/// Round trips of `ivshmem-pingpong`.
+const ROUNDS: u32 = 200;
+
+/// This vCPU's exits so far (the statistics leaf).
+fn exits() -> u64 {
+    let r = crate::cpu::cpuid(0x4000_0001, 0);
+    u64::from(r.eax) | u64::from(r.ebx) << 32
+}
+
+/// `ivshmem-pingpong`: [`ROUNDS`] doorbell round trips by MSI-X, alice ringing bob and bob ringing
+/// back from his interrupt; alice prints the TSC ticks and her VM exits per round trip (bob's
+/// exits per round trip too). Every round must arrive within a second.
+pub fn pingpong(env: &Env) -> TestResult {
+    if let Some(skip) = require_quercus(env)? {
+        return Ok(skip);
+    }
+    let role = role(env)?;
+    ensure!(role != Role::Outsider, "the outsider has no region");
+    let d = Ivshmem::find(IPC0, IPC0_BAR2)?;
+    let irq = Irq::on(&d, Via::MsiX)?;
+    let got = |n: u32| PCI_HITS[SLOT_MSIX].load(Ordering::SeqCst) >= n;
+    if role == Role::Reader {
+        d.poke(READY, 3);
+        let e0 = exits();
+        for n in 1..=ROUNDS {
+            ensure!(
+                wait_for(env, if n == 1 { PEER_MS } else { 1000 }, || got(n)),
+                "round {n}: no doorbell from alice"
+            );
+            d.ring(0, 0);
+        }
+        let per = (exits() - e0) / u64::from(ROUNDS);
+        out!("ivshmem: pingpong answered {ROUNDS} doorbells, {per} exits per round trip");
+    } else {
+        ensure!(
+            wait_for(env, PEER_MS, || d.peek(READY) == 3),
+            "bob not READY for the ping-pong within {PEER_MS} ms"
+        );
+        let (e0, t0) = (exits(), crate::cpu::rdtsc());
+        for n in 1..=ROUNDS {
+            d.ring(1, 0);
+            ensure!(
+                wait_for(env, 1000, || got(n)),
+                "round {n}: bob did not ring back"
+            );
+        }
+        let (e1, t1) = (exits(), crate::cpu::rdtsc());
+        out!(
+            "ivshmem: pingpong rounds={ROUNDS} ticks-per-round-trip={} exits-per-round-trip={} tsc-khz={}",
+            (t1 - t0) / u64::from(ROUNDS),
+            (e1 - e0) / u64::from(ROUNDS),
+            env.tsc_khz
+        );
+    }
+    drop(irq);
+    Ok(Pass)
+}
+
 /// `ivshmem-readonly` (bob): `ro0` shows alice's word and bob's writes do not land. alice:
 /// doorbells to peers and vectors that do not exist, then a flood of doorbells to bob; its own
 /// device stays quiet and keeps its id.
@@ -526,6 +585,7 @@ pub const TESTS: &[(&str, super::TestFn)] = &[
     ("ivshmem-enum", enumerate),
     ("ivshmem-msix", msix),
     ("ivshmem-intx", intx),
+    ("ivshmem-pingpong", pingpong),
     ("ivshmem-readonly", readonly_and_hostile),
 ];
 
