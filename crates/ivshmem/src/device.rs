@@ -362,6 +362,19 @@ mod tests {
                 }
             ]
         );
+        // Over guest RAM (outside the PCI window) or over another BAR: declined, unmapped, and
+        // never mapped there.
+        for bad in [0x1000_0000u64, u64::from(BAR1)] {
+            a.mmio_write(cfg_addr(0x18), 4, bad | 0xC);
+            let ops = a.take_slat_ops();
+            assert!(
+                ops.iter().all(|op| matches!(op, SlatOp::Unmap { .. })),
+                "{bad:#x}: {ops:?}"
+            );
+        }
+        assert!(a.counters().declined_bars >= 2);
+        a.mmio_write(cfg_addr(0x18), 4, 0xD800_000C);
+        assert_eq!(a.take_slat_ops().len(), 1, "mapped again at a good place");
         // Memory decoding off: unmapped.
         a.mmio_write(cfg_addr(4), 2, 0);
         assert_eq!(
