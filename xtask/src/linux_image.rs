@@ -149,7 +149,7 @@ pub const NET_BYTES: u64 = 16 << 20;
 ///   its INTx doorbell interrupts taken by reading `/dev/uio0` (and re-armed by clearing Command
 ///   bit 10 through sysfs `config`, which the driver's handler set).
 ///   The receiver writes READY into the region and waits for the interrupt; the sender waits for
-///   READY, writes a 1 KiB file (lines `ivshmem file line N`) into the region, its length and
+///   READY, writes a 1,536-byte file (64 lines `ivshmem file line N`) into the region, its length and
 ///   SENT, rings peer 1 and waits for the answer interrupt. The receiver rebuilds the file from
 ///   the region, prints `QUERCUS-GUEST: ivshmem received bytes=N sha256=HEX irqs=I`, writes DONE
 ///   and rings peer 0; the sender prints `QUERCUS-GUEST: ivshmem sent bytes=N sha256=HEX irqs=I`

@@ -74,7 +74,7 @@ fn ivshmem(name: &'static str, emulator: Emulator) -> TestCase {
 /// Failure lines of the Linux case.
 const LINUX_IVSHMEM_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: ivshmem error|QUERCUS-GUEST: unknown quercus\.test";
 
-/// The `ipc-ivshmem-linux` scenario: two Linux VMs exchange a 1 KiB file through the region with
+/// The `ipc-ivshmem-linux` scenario: two Linux VMs exchange a 1,536-byte file through the region with
 /// the stock `uio_pci_generic` and INTx doorbells (each side takes exactly one interrupt); the
 /// file's SHA-256 is the same on both sides. carol, outside the region, sees no device.
 fn ivshmem_linux() -> TestCase {
