@@ -146,9 +146,10 @@ pub const NET_BYTES: u64 = 16 << 20;
 /// - `quercus.test=ivshmem-send` and `quercus.test=ivshmem-recv` (with `quercus.modules=1`; issue
 ///   14): the VM's ivshmem device (1af4:1110) is bound to the stock `uio_pci_generic` (`new_id`),
 ///   its registers and shared memory reached with busybox `devmem` at the addresses sysfs gives,
-///   its INTx doorbell interrupts taken by reading `/dev/uio0` (and re-armed by writing 1 to it).
+///   its INTx doorbell interrupts taken by reading `/dev/uio0` (and re-armed by clearing Command
+///   bit 10 through sysfs `config`, which the driver's handler set).
 ///   The receiver writes READY into the region and waits for the interrupt; the sender waits for
-///   READY, writes a 1 KiB file (lines `ivshmem file line N`) into the region, its length and
+///   READY, writes a 1,536-byte file (64 lines `ivshmem file line N`) into the region, its length and
 ///   SENT, rings peer 1 and waits for the answer interrupt. The receiver rebuilds the file from
 ///   the region, prints `QUERCUS-GUEST: ivshmem received bytes=N sha256=HEX irqs=I`, writes DONE
 ///   and rings peer 0; the sender prints `QUERCUS-GUEST: ivshmem sent bytes=N sha256=HEX irqs=I`
@@ -267,16 +268,19 @@ iv_setup() {
     iv_uio=/dev/$(ls "$iv_dev/uio")
     wait_for "$iv_uio" 50 || { iv_error "no $iv_uio"; return 1; }
     echo "QUERCUS-GUEST: ivshmem ${iv_dev##*/} regs=$iv_regs shm=$iv_shm $iv_uio id=$(devmem $((iv_regs + 8)) 32)"
+    echo "QUERCUS-GUEST: ivshmem irq=$(cat "$iv_dev/irq") $(grep -i uio /proc/interrupts | tr -s ' ')"
     devmem $((iv_regs + 0)) 32 0xffffffff
     # Whatever was latched goes; the uio interrupt is (re-)enabled.
     devmem $((iv_regs + 4)) 32 > /dev/null
-    printf '\001\000\000\000' > /tmp/iv-one
     iv_arm
 }
-# Writes 1 (one 4-byte write) to the uio device: uio_pci_generic clears Command bit 10 (INTx on).
+# Re-enables INTx as uio_pci_generic's users do (its handler set Command bit 10): clears that bit
+# with a one-byte write of the Command register's high byte through sysfs `config`.
 iv_arm() {
-    dd if=/tmp/iv-one of="$iv_uio" bs=4 count=1 2> /dev/null \
-        || { iv_error "writing 1 to $iv_uio"; return 1; }
+    cmd=$(od -An -tu1 -j5 -N1 "$iv_dev/config") || { iv_error "reading Command"; return 1; }
+    printf "\\$(printf %03o $((cmd & ~4)))" > /tmp/iv-cmd
+    err=$(dd if=/tmp/iv-cmd of="$iv_dev/config" bs=1 seek=5 count=1 conv=notrunc 2>&1) \
+        || { iv_error "writing Command: $(echo $err)"; return 1; }
 }
 # Waits up to 60 s for the doorbell interrupt, clears it at the device, re-arms it.
 iv_wait_irq() {

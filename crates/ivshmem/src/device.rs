@@ -52,13 +52,12 @@ pub const REGS_SIZE: u32 = 256;
 pub const MSIX_BAR_SIZE: u32 = 0x1000;
 pub const MSIX_PBA_OFFSET: u32 = 0x800;
 
-/// What the device saw of its guest, for the shell and the tests.
+/// What the device saw of its guest (its accesses to the region are counted in the region's
+/// [`PeerCounters`](crate::PeerCounters)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceCounters {
     /// Register accesses of a width or alignment the device does not decode.
     pub bad_accesses: u64,
-    /// Accesses to BAR 2 that exited (writes of a read-only peer): dropped, reading all ones.
-    pub trapped_shm: u64,
 }
 
 /// One peer's ivshmem function.
@@ -197,7 +196,7 @@ impl PciDevice for Ivshmem {
                 None => 0,
             },
             _ => {
-                self.counters.trapped_shm += 1;
+                self.port.trapped(false);
                 u64::MAX >> (64 - 8 * u32::from(size.clamp(1, 8)))
             }
         }
@@ -218,7 +217,7 @@ impl PciDevice for Ivshmem {
                     self.msix.write(&self.cfg, r, size, value, out);
                 }
             }
-            _ => self.counters.trapped_shm += 1,
+            _ => self.port.trapped(true),
         }
     }
 
@@ -362,6 +361,19 @@ mod tests {
                 }
             ]
         );
+        // Over guest RAM (outside the PCI window) or over another BAR: declined, unmapped, and
+        // never mapped there.
+        for bad in [0x1000_0000u64, u64::from(BAR1)] {
+            a.mmio_write(cfg_addr(0x18), 4, bad | 0xC);
+            let ops = a.take_slat_ops();
+            assert!(
+                ops.iter().all(|op| matches!(op, SlatOp::Unmap { .. })),
+                "{bad:#x}: {ops:?}"
+            );
+        }
+        assert!(a.counters().declined_bars >= 2);
+        a.mmio_write(cfg_addr(0x18), 4, 0xD800_000C);
+        assert_eq!(a.take_slat_ops().len(), 1, "mapped again at a good place");
         // Memory decoding off: unmapped.
         a.mmio_write(cfg_addr(4), 2, 0);
         assert_eq!(
@@ -381,9 +393,8 @@ mod tests {
         }));
         b.mmio_write(BAR2 + 8, 4, 0x1234);
         assert_eq!(b.mmio_read(BAR2 + 8, 4), 0xFFFF_FFFF);
-        let dev = b.device(Bdf::new(0, SLOT, 0).unwrap()).unwrap();
-        let dev = dev.as_any().unwrap().downcast_ref::<Ivshmem>().unwrap();
-        assert_eq!(dev.counters().trapped_shm, 2);
+        assert_eq!(r.peers()[1].1.trapped, 2);
+        assert_eq!(r.peers()[0].1.trapped, 0);
     }
 
     #[test]

@@ -22,9 +22,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
 /// Doorbells one peer may ring per second, sustained.
-pub const DOORBELL_RATE: u64 = 20_000;
+pub const DOORBELL_RATE: u64 = 10_000;
 /// Doorbells one peer may ring at once before the rate applies.
-pub const DOORBELL_BURST: u64 = 64;
+pub const DOORBELL_BURST: u64 = 256;
 
 /// Wakes whoever serves a peer (must not block: it runs with the region locked).
 pub trait Waker: Send + Sync {
@@ -59,6 +59,9 @@ pub struct PeerCounters {
     pub dropped: u64,
     /// Doorbells this peer rang over its rate.
     pub rate_limited: u64,
+    /// Accesses of this peer to the region that exited (a read-only peer's writes, dropped; reads
+    /// only if the mapping failed, answered all ones).
+    pub trapped: u64,
 }
 
 /// Why a ring was dropped.
@@ -298,6 +301,28 @@ impl PeerPort {
         let mut peers = self.region.peers.lock();
         if let Some(p) = peers.get_mut(usize::from(self.peer)) {
             p.counters.delivered += n;
+        }
+    }
+
+    /// Counts an access to the region that exited (logged at powers of two).
+    pub fn trapped(&self, write: bool) {
+        let mut peers = self.region.peers.lock();
+        if let Some(p) = peers.get_mut(usize::from(self.peer)) {
+            p.counters.trapped += 1;
+            let c = p.counters.trapped;
+            if c.is_power_of_two() {
+                log::warn!(
+                    "shm {}: vm {} {} the region through an exit ({}; {c} so far)",
+                    self.region.name,
+                    p.info.name,
+                    if write { "wrote" } else { "read" },
+                    if write && p.info.readonly {
+                        "read-only: dropped"
+                    } else {
+                        "not mapped: all ones"
+                    }
+                );
+            }
         }
     }
 

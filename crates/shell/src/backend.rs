@@ -377,6 +377,8 @@ pub struct ShmPeerLine {
     /// Doorbells it rang to no peer, no vector or an absent peer; those over its rate.
     pub dropped: u64,
     pub rate_limited: u64,
+    /// Its accesses to the region that exited (a read-only VM's writes, dropped).
+    pub trapped: u64,
 }
 
 /// One physical PCI function, as `pci` shows it.

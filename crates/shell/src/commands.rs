@@ -401,7 +401,8 @@ pub static COMMANDS: &[Command] = &[
         details: "PEER is the id a VM's doorbells name (its IV position). SENT and RECEIVED count \
             doorbells accepted,\nDELIVERED the interrupts the receiver's device raised for them \
             (COALESCED: merged into a vector\nalready pending), DROPPED doorbells to no peer, no \
-            vector or a peer not loaded, RATE-LIMITED those\nover the sender's rate.",
+            vector or a peer not loaded, RATE-LIMITED those\nover the sender's rate; TRAPPED counts the VM's \
+            accesses to the region that exited (a read-only\nVM's writes, dropped).",
         handler: io::shm,
     },
     Command {

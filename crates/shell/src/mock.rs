@@ -144,6 +144,7 @@ pub fn mock_shm() -> Vec<ShmLine> {
         coalesced: 0,
         dropped: 0,
         rate_limited: 0,
+        trapped: 0,
     };
     vec![ShmLine {
         name: "ipc0".into(),
@@ -157,6 +158,7 @@ pub fn mock_shm() -> Vec<ShmLine> {
             },
             ShmPeerLine {
                 coalesced: 1,
+                trapped: 4,
                 ..peer("rtvm", true, false, 3, 7)
             },
         ],

@@ -76,6 +76,7 @@ pub fn region_line(shared: &SharedRegion) -> shell::ShmLine {
                 coalesced: c.coalesced,
                 dropped: c.dropped,
                 rate_limited: c.rate_limited,
+                trapped: c.trapped,
             })
             .collect(),
     }

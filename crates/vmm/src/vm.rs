@@ -631,6 +631,88 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_region_is_mapped_at_each_load_and_its_device_reattached() {
+        use crate::io::IoHub;
+        use crate::shm::SharedRegion;
+        use scenario::{ShmConfig, ShmPeer};
+        static SHM: ShmConfig = ShmConfig {
+            name: "ipc0",
+            size: 0x2000,
+            peers: &[
+                ShmPeer {
+                    vm: 0,
+                    readonly: true,
+                    slot: 31,
+                    bar2: 0xD000_0000,
+                },
+                ShmPeer {
+                    vm: 1,
+                    readonly: false,
+                    slot: 31,
+                    bar2: 0xD000_0000,
+                },
+            ],
+        };
+        let p = MockPlatform::new();
+        let cfg = config(0, "a", &[1]);
+        let mut hub = IoHub::empty(|_| {});
+        let peers = [
+            ivshmem::PeerInfo {
+                vm: 0,
+                name: "a",
+                readonly: true,
+            },
+            ivshmem::PeerInfo {
+                vm: 1,
+                name: "b",
+                readonly: false,
+            },
+        ];
+        let region = ivshmem::Region::new("ipc0", 0x2000, 0x80_0000, &peers, || 0);
+        hub.shm.push(SharedRegion {
+            cfg: &SHM,
+            region: region.clone(),
+        });
+        let image = GuestImage {
+            kernel: &KERNEL,
+            kind: ImageKind::of(cfg.kernel.kind),
+            initrd: None,
+            modules: Vec::new(),
+        };
+        let mut vm = Vm::new(&p, cfg, SharedMemory::new(2 << 20), 0, image);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        vm.set_slat_editor(Box::new(RecordingSlat(log.clone())));
+        vm.attach_io(Arc::new(hub));
+        let map = vdev::SlatOp::MapRam {
+            gpa: 0xD000_0000,
+            len: 0x2000,
+            host: 0x80_0000,
+            writable: false,
+        };
+        // Mapped (read-only) before the guest runs; the device is attached.
+        vm.load(&p).unwrap();
+        assert_eq!(*log.lock(), [map]);
+        assert!(region.peers()[0].2 && !region.peers()[1].2);
+        // A reload unmaps and maps again; the new device is the attached one.
+        log.lock().clear();
+        vm.load(&p).unwrap();
+        assert_eq!(
+            *log.lock(),
+            [
+                vdev::SlatOp::Unmap {
+                    gpa: 0xD000_0000,
+                    len: 0x2000
+                },
+                map
+            ]
+        );
+        assert!(
+            region.peers()[0].2,
+            "the old device's drop left the new one attached"
+        );
+    }
+
+    #[test]
     fn scenario_modules_reach_the_multiboot_information() {
         static MODS: [ModuleConfig; 2] = [
             ModuleConfig {

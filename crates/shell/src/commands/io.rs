@@ -256,6 +256,7 @@ pub(super) fn shm(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, Cmd
             "COALESCED",
             "DROPPED",
             "RATE-LIMITED",
+            "TRAPPED",
         ]);
         for (id, p) in r.peers.iter().enumerate() {
             t.row(vec![
@@ -271,6 +272,7 @@ pub(super) fn shm(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, Cmd
                 p.coalesced.to_string(),
                 p.dropped.to_string(),
                 p.rate_limited.to_string(),
+                p.trapped.to_string(),
             ]);
         }
         t.write_to(ctx.out);

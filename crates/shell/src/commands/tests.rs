@@ -981,11 +981,11 @@ fn shm_regions_with_their_vms_and_doorbell_counters() {
         ok(&mut b, "shm"),
         "shm ipc0: 64 KiB at host 0x40000000, 2 VMs\n\
          \x20 PEER  VM     ACCESS  SLOT  BAR2        STATE     SENT  RECEIVED  DELIVERED  \
-         COALESCED  DROPPED  RATE-LIMITED\n\
+         COALESCED  DROPPED  RATE-LIMITED  TRAPPED\n\
          \x20 0     linux  rw      31    0xd0000000  attached  7     3         3          \
-         0          2        5\n\
+         0          2        5             0\n\
          \x20 1     rtvm   ro      31    0xd0000000  absent    3     7         7          \
-         1          0        0\n"
+         1          0        0             4\n"
     );
     assert_eq!(
         fails(&mut b, "shm x"),

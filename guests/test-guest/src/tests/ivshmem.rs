@@ -9,7 +9,8 @@
 //! checks the pattern, writes its checksum to ANSWER and DONE = phase, and rings alice (peer 0),
 //! who takes that interrupt and checks the answer. Phase 1 uses MSI-X, phase 2 INTx (IOAPIC,
 //! level) with the PCI 2.3 interrupt-status bit and the Command interrupt-disable bit handled as
-//! Linux's `uio_pci_generic` does. Then bob checks that its writes to `ro0` do not land, and alice
+//! Linux's `uio_pci_generic` does. Phase 3 is a ping-pong of 200 MSI-X doorbell round trips
+//! (alice prints ticks and exits per round trip). Then bob checks that its writes to `ro0` do not land, and alice
 //! rings peers and vectors that do not exist and floods bob (the hypervisor drops, rate-limits
 //! and counts those: the xtask case checks its console). carol's PCI scan must show no ivshmem
 //! device, and nothing answers where the others see the region.
@@ -246,8 +247,32 @@ pub fn enumerate(env: &Env) -> TestResult {
             "{bdf}: IV position is writable"
         );
     }
+    if role == Role::Writer {
+        bar2_moves()?;
+    }
     out!("ivshmem: 00:1e.0 and 00:1f.0 are 1af4:1110 rev 1 class 050000, peer id {own}");
     Ok(Pass)
+}
+
+/// alice moves `ipc0`'s BAR 2: the region follows it (what was written shows at the new place,
+/// nothing answers at the old one) and comes back with it.
+fn bar2_moves() -> Result<(), Msg> {
+    const MOVED: u64 = 0xD800_0000;
+    const WORD: u64 = 0x2000;
+    const MAGIC: u32 = 0x600D_BA25;
+    let d = Ivshmem::find(IPC0, IPC0_BAR2)?;
+    d.poke(WORD, MAGIC);
+    d.dev.w32(BAR0 + 8, MOVED as u32 | 0xC);
+    let moved = Mmio::map(MOVED)?;
+    let (there, old) = (moved.read32(MOVED + WORD), d.peek(WORD));
+    d.dev.w32(BAR0 + 8, IPC0_BAR2 as u32 | 0xC);
+    let back = d.peek(WORD);
+    d.poke(WORD, 0);
+    ensure!(
+        there == MAGIC && old == 0xFFFF_FFFF && back == MAGIC,
+        "BAR2 moved to {MOVED:#x}: reads {there:#010x} there and {old:#010x} at the old place; moved back: {back:#010x} (expected {MAGIC:#010x}, all ones, {MAGIC:#010x})"
+    );
+    Ok(())
 }
 
 /// What a phase uses to interrupt.
@@ -367,7 +392,10 @@ fn exchange(env: &Env, phase: u32, via: Via) -> TestResult {
         return Ok(skip);
     }
     let role = role(env)?;
-    ensure!(role != Role::Outsider, "the outsider has no region to exchange through");
+    ensure!(
+        role != Role::Outsider,
+        "the outsider has no region to exchange through"
+    );
     let d = Ivshmem::find(IPC0, IPC0_BAR2)?;
     let strays = stray();
     let irq = Irq::on(&d, via)?;
@@ -431,6 +459,64 @@ pub fn msix(env: &Env) -> TestResult {
 /// `ivshmem-intx`: the exchange with INTx doorbells.
 pub fn intx(env: &Env) -> TestResult {
     exchange(env, 2, Via::Intx)
+}
+
+/// Round trips of `ivshmem-pingpong`.
+const ROUNDS: u32 = 200;
+
+/// This vCPU's exits so far (the statistics leaf).
+fn exits() -> u64 {
+    let r = crate::cpu::cpuid(0x4000_0001, 0);
+    u64::from(r.eax) | u64::from(r.ebx) << 32
+}
+
+/// `ivshmem-pingpong`: [`ROUNDS`] doorbell round trips by MSI-X, alice ringing bob and bob ringing
+/// back from his interrupt; alice prints the TSC ticks and her VM exits per round trip (bob's
+/// exits per round trip too). Every round must arrive within a second.
+pub fn pingpong(env: &Env) -> TestResult {
+    if let Some(skip) = require_quercus(env)? {
+        return Ok(skip);
+    }
+    let role = role(env)?;
+    ensure!(role != Role::Outsider, "the outsider has no region");
+    let d = Ivshmem::find(IPC0, IPC0_BAR2)?;
+    let irq = Irq::on(&d, Via::MsiX)?;
+    let got = |n: u32| PCI_HITS[SLOT_MSIX].load(Ordering::SeqCst) >= n;
+    if role == Role::Reader {
+        d.poke(READY, 3);
+        let e0 = exits();
+        for n in 1..=ROUNDS {
+            ensure!(
+                wait_for(env, if n == 1 { PEER_MS } else { 1000 }, || got(n)),
+                "round {n}: no doorbell from alice"
+            );
+            d.ring(0, 0);
+        }
+        let per = (exits() - e0) / u64::from(ROUNDS);
+        out!("ivshmem: pingpong answered {ROUNDS} doorbells, {per} exits per round trip");
+    } else {
+        ensure!(
+            wait_for(env, PEER_MS, || d.peek(READY) == 3),
+            "bob not READY for the ping-pong within {PEER_MS} ms"
+        );
+        let (e0, t0) = (exits(), crate::cpu::rdtsc());
+        for n in 1..=ROUNDS {
+            d.ring(1, 0);
+            ensure!(
+                wait_for(env, 1000, || got(n)),
+                "round {n}: bob did not ring back"
+            );
+        }
+        let (e1, t1) = (exits(), crate::cpu::rdtsc());
+        out!(
+            "ivshmem: pingpong rounds={ROUNDS} ticks-per-round-trip={} exits-per-round-trip={} tsc-khz={}",
+            (t1 - t0) / u64::from(ROUNDS),
+            (e1 - e0) / u64::from(ROUNDS),
+            env.tsc_khz
+        );
+    }
+    drop(irq);
+    Ok(Pass)
 }
 
 /// `ivshmem-readonly` (bob): `ro0` shows alice's word and bob's writes do not land. alice:
@@ -499,6 +585,7 @@ pub const TESTS: &[(&str, super::TestFn)] = &[
     ("ivshmem-enum", enumerate),
     ("ivshmem-msix", msix),
     ("ivshmem-intx", intx),
+    ("ivshmem-pingpong", pingpong),
     ("ivshmem-readonly", readonly_and_hostile),
 ];
 
