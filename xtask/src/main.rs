@@ -19,6 +19,7 @@ mod runner;
 mod size;
 mod tests;
 mod tests_passthrough;
+mod tests_rt;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

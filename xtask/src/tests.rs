@@ -2045,6 +2045,7 @@ pub fn cases() -> Vec<TestCase> {
     ]
     .into_iter()
     .chain(crate::tests_passthrough::cases())
+    .chain(crate::tests_rt::cases())
     .collect()
 }
 

@@ -25,6 +25,7 @@
 //! `hostile` (no tests: every abuse of the hypervisor, phase by phase,
 //! ending in every reset path and a triple fault; `tests/hostile.rs`),
 //! `heartbeat` (no tests: `heartbeat N work=W` every 200 ms, W its pace).
+//! `rt-latency` (only the timer-interrupt latency test, `RT` lines; `tests/rt.rs`).
 
 #![no_std]
 #![no_main]

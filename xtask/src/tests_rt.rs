@@ -1,0 +1,312 @@
+//! The `rt-*` emulator cases: the test guest's `rt-latency` test (timer-interrupt latency, see
+//! guests/test-guest/src/tests/rt.rs) natively on the emulator first, then in a real-time VM
+//! (`vm_type = "rt"`) under Quercus, its figures checked against the native run's.
+
+use std::path::Path;
+
+use crate::runner::{self, Emulator};
+use crate::tests::{boot, Fail, Native, TestCase, GUEST_FAIL};
+
+/// The figures of one `RT latency` line (TSC ticks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtFigures {
+    pub samples: u64,
+    pub min: u64,
+    pub mean: u64,
+    pub p999: u64,
+    pub max: u64,
+    /// VM exits over the measurement (`None` natively).
+    pub exits: Option<u64>,
+}
+
+impl RtFigures {
+    /// Exits per timer interrupt, if known.
+    pub fn exits_per_sample(&self) -> Option<f64> {
+        self.exits.map(|e| e as f64 / self.samples.max(1) as f64)
+    }
+}
+
+/// The figures of the first `RT latency ...` line in `lines` (any prefix before `RT`).
+pub fn parse_latency(lines: &[String]) -> Option<RtFigures> {
+    let line = lines.iter().find_map(|l| {
+        let at = l.find("RT latency ")?;
+        Some(&l[at + "RT latency ".len()..])
+    })?;
+    let field = |key: &str| -> Option<&str> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    };
+    let num = |key: &str| field(key)?.parse::<u64>().ok();
+    let exits = match field("exits")? {
+        "-" => None,
+        n => Some(n.parse().ok()?),
+    };
+    Some(RtFigures {
+        samples: num("samples")?,
+        min: num("min")?,
+        mean: num("mean")?,
+        p999: num("p99.9")?,
+        max: num("max")?,
+        exits,
+    })
+}
+
+/// The histogram of `lines`: `(lo, hi, count)` per `RT hist` line, in order.
+pub fn parse_histogram(lines: &[String]) -> Vec<(u64, u64, u64)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = &l[l.find("RT hist ")? + "RT hist ".len()..];
+            let mut it = rest
+                .split_whitespace()
+                .map(|w| w.split_once('=').and_then(|(_, v)| v.parse::<u64>().ok()));
+            Some((it.next()??, it.next()??, it.next()??))
+        })
+        .collect()
+}
+
+/// How far an RT VM's figures may be from the native run's on one emulator.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The 99.9th percentile and the maximum may exceed native's by at most `factor` times
+    /// native's value plus `extra` ticks (the virtual LAPIC's path: the exits of the timer and
+    /// its EOI, which a passthrough LAPIC would not take).
+    pub factor: u64,
+    pub extra: u64,
+    /// At most this many VM exits per timer interrupt over the measurement.
+    pub exits_per_timer: f64,
+}
+
+/// Checks an RT VM's figures against the native run's.
+pub fn check_against_native(
+    native: &RtFigures,
+    vm: &RtFigures,
+    bound: &Bound,
+) -> Result<(), String> {
+    if vm.samples != native.samples {
+        return Err(format!(
+            "the RT VM took {} samples, the native run {}",
+            vm.samples, native.samples
+        ));
+    }
+    for (what, n, v) in [
+        ("99.9th percentile", native.p999, vm.p999),
+        ("maximum", native.max, vm.max),
+    ] {
+        let limit = n.saturating_mul(bound.factor).saturating_add(bound.extra);
+        if v > limit {
+            return Err(format!(
+                "{what} latency {v} TSC ticks in the RT VM, native {n}: more than {}x native + {} = {limit}",
+                bound.factor, bound.extra
+            ));
+        }
+    }
+    let Some(per) = vm.exits_per_sample() else {
+        return Err("the RT VM's line has no exit count (not under Quercus?)".into());
+    };
+    if per > bound.exits_per_timer {
+        return Err(format!(
+            "{per:.2} VM exits per timer interrupt (at most {} expected: the timer and its EOI)",
+            bound.exits_per_timer
+        ));
+    }
+    Ok(())
+}
+
+/// The native run's console log of case `case` in this process's run directory.
+fn native_log(case: &str) -> Result<Vec<String>, String> {
+    let path = runner::run_dir(&format!("{case}-native")).join("console.log");
+    read_lines(&path)
+}
+
+fn read_lines(path: &Path) -> Result<Vec<String>, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The post-check of case `case`: the Quercus run's `RT latency` line against the native run's.
+fn compare(case: &str, lines: &[String], bound: &Bound) -> Result<(), String> {
+    let vm = parse_latency(lines).ok_or("no `RT latency` line from the RT VM")?;
+    let native_lines = native_log(case)?;
+    let native =
+        parse_latency(&native_lines).ok_or("no `RT latency` line in the native run's log")?;
+    check_against_native(&native, &vm, bound)
+}
+
+/// The bound on Bochs (deterministic ticks; see README "Real-time VMs").
+pub const BOCHS_BOUND: Bound = Bound {
+    factor: 1,
+    extra: 6_000,
+    exits_per_timer: 3.0,
+};
+
+/// The bound on QEMU (wall-clock TSC, noisy: loose).
+pub const QEMU_BOUND: Bound = Bound {
+    factor: 1,
+    extra: 2_000_000,
+    exits_per_timer: 3.0,
+};
+
+/// The scenario's command line for the test guest (also the native run's).
+const QEMU_CMDLINE: &str = "rt-latency samples=1000 period=2000000";
+const BOCHS_CMDLINE: &str = "rt-latency samples=2000 period=100000";
+
+/// What the test guest prints in the `rt-latency` mode, each line after `prefix`.
+fn rt_lines(prefix: &str, quercus: bool) -> Vec<String> {
+    let exits = if quercus { r"\d+" } else { "-" };
+    vec![
+        format!(r"^{prefix}RT config timer=(tsc-deadline|oneshot) apic=(x2apic|xapic) wait=hlt "),
+        format!(
+            r"^{prefix}RT latency samples=\d+ min=\d+ mean=\d+ p99\.9=\d+ max=\d+ exits={exits}$"
+        ),
+        format!(r"^{prefix}TEST rt-latency PASS$"),
+        format!(r"^{prefix}TESTS DONE 1 passed 0 failed$"),
+    ]
+}
+
+/// `rt-latency-*` on `emulator`: natively, then in VM `rt0` of the `rt` (QEMU) or `rt-bochs`
+/// scenario, whose figures must stay within `bound` of the native ones. The case name is passed
+/// to the post-check through a non-capturing closure per case (the table holds `fn` pointers).
+fn latency(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
+    let mut expect = vec![r"vm rt0: real-time VM".to_string()];
+    expect.extend(rt_lines(r"\[rt0\] ", true));
+    expect.push(r"vm rt0: stopped: .*powered off by the guest".into());
+    let post_check: crate::tests::PostCheck = match emulator {
+        Emulator::Qemu => |l| compare("rt-latency-qemu-svm", l, &QEMU_BOUND),
+        Emulator::BochsAmd => |l| compare("rt-latency-bochs-svm", l, &BOCHS_BOUND),
+        _ => |l| compare("rt-latency-bochs-vmx", l, &BOCHS_BOUND),
+    };
+    TestCase {
+        scenario: if qemu { "rt" } else { "rt-bochs" },
+        expect,
+        post_check: Some(post_check),
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if qemu { 90 } else { 400 },
+        native: Some(Native {
+            kernel: "test-guest",
+            cmdline: if qemu { QEMU_CMDLINE } else { BOCHS_CMDLINE },
+            cpus: 1,
+            expect: rt_lines("", false),
+            ..Default::default()
+        }),
+        ..boot(name, emulator, 2)
+    }
+}
+
+/// The `rt-*` cases.
+pub fn cases() -> Vec<TestCase> {
+    vec![
+        latency("rt-latency-qemu-svm", Emulator::Qemu),
+        latency("rt-latency-bochs-vmx", Emulator::Bochs),
+        latency("rt-latency-bochs-svm", Emulator::BochsAmd),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_latency_line_and_histogram_parse() {
+        let l = lines(&[
+            "[rt0] RT config timer=tsc-deadline apic=x2apic wait=hlt samples=4 period=100000",
+            "[rt0] RT latency samples=4 min=10 mean=12 p99.9=20 max=20 exits=8",
+            "[rt0] RT hist lo=8 hi=16 count=3",
+            "[rt0] RT hist lo=16 hi=32 count=1",
+        ]);
+        let f = parse_latency(&l).unwrap();
+        assert_eq!(
+            f,
+            RtFigures {
+                samples: 4,
+                min: 10,
+                mean: 12,
+                p999: 20,
+                max: 20,
+                exits: Some(8)
+            }
+        );
+        assert_eq!(f.exits_per_sample(), Some(2.0));
+        assert_eq!(parse_histogram(&l), vec![(8, 16, 3), (16, 32, 1)]);
+        let native = parse_latency(&lines(&[
+            "RT latency samples=4 min=1 mean=2 p99.9=3 max=3 exits=-",
+        ]))
+        .unwrap();
+        assert_eq!(native.exits, None);
+        assert!(parse_latency(&lines(&["RT latency samples=4 min=x"])).is_none());
+    }
+
+    #[test]
+    fn the_bound_passes_and_fails() {
+        let native = RtFigures {
+            samples: 100,
+            min: 50,
+            mean: 60,
+            p999: 90,
+            max: 100,
+            exits: None,
+        };
+        let bound = Bound {
+            factor: 1,
+            extra: 1000,
+            exits_per_timer: 3.0,
+        };
+        let good = RtFigures {
+            max: 1100,
+            p999: 1090,
+            exits: Some(300),
+            ..native
+        };
+        assert!(check_against_native(&native, &good, &bound).is_ok());
+        let slow = RtFigures { max: 1101, ..good };
+        assert!(check_against_native(&native, &slow, &bound)
+            .unwrap_err()
+            .contains("maximum"));
+        let chatty = RtFigures {
+            exits: Some(301),
+            ..good
+        };
+        assert!(check_against_native(&native, &chatty, &bound)
+            .unwrap_err()
+            .contains("exits per timer"));
+        let unknown = RtFigures {
+            exits: None,
+            ..good
+        };
+        assert!(check_against_native(&native, &unknown, &bound).is_err());
+        let fewer = RtFigures {
+            samples: 99,
+            ..good
+        };
+        assert!(check_against_native(&native, &fewer, &bound).is_err());
+    }
+
+    #[test]
+    fn every_case_has_a_native_baseline_and_a_check() {
+        for c in cases() {
+            assert!(c.name.starts_with("rt-"), "{}", c.name);
+            let n = c.native.as_ref().unwrap();
+            assert!(n.cmdline.starts_with("rt-latency"));
+            assert!(c.post_check.is_some());
+        }
+    }
+
+    #[test]
+    fn the_scenarios_give_the_native_command_line() {
+        let root = crate::workspace_root();
+        for (file, cmdline) in [("rt.toml", QEMU_CMDLINE), ("rt-bochs.toml", BOCHS_CMDLINE)] {
+            let text = std::fs::read_to_string(root.join("configs").join(file)).unwrap();
+            assert!(
+                text.contains(&format!("cmdline = \"{cmdline}\"")),
+                "{file} must give the test guest {cmdline:?}"
+            );
+            assert!(text.contains("vm_type = \"rt\""), "{file}");
+        }
+    }
+}
