@@ -8,6 +8,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod cache;
 mod console;
 mod id;
 mod kernel;
@@ -17,6 +18,7 @@ mod scenario;
 mod virtio;
 mod vm;
 
+pub use cache::{CacheAllocation, PcpuClos};
 pub use console::VuartConfig;
 pub use id::VmId;
 pub use kernel::{KernelConfig, KernelKind, ModuleConfig, MAX_MODULES, MODULE_CMDLINE_MAX};
