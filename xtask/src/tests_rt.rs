@@ -128,6 +128,13 @@ fn read_lines(path: &Path) -> Result<Vec<String>, String> {
 /// The post-check of case `case`: the Quercus run's `RT latency` line against the native run's.
 fn compare(case: &str, lines: &[String], bound: &Bound) -> Result<(), String> {
     let vm = parse_latency(lines).ok_or("no `RT latency` line from the RT VM")?;
+    let counted: u64 = parse_histogram(lines).iter().map(|b| b.2).sum();
+    if counted != vm.samples {
+        return Err(format!(
+            "the RT VM's histogram holds {counted} samples, its latency line {}",
+            vm.samples
+        ));
+    }
     let native_lines = native_log(case)?;
     let native =
         parse_latency(&native_lines).ok_or("no `RT latency` line in the native run's log")?;

@@ -27,6 +27,8 @@ mod vm;
 
 #[cfg(test)]
 mod mock;
+#[cfg(test)]
+mod rt_tests;
 
 pub use console::{ConsoleQueues, LINE_MAX, OUT_QUEUE_MAX, TYPED_MAX};
 pub use lifecycle::{
