@@ -147,17 +147,21 @@ fn compare(case: &str, lines: &[String], bound: &Bound) -> Result<(), String> {
     check_against_native(&native, &vm, bound)
 }
 
-/// The bound on Bochs (deterministic ticks; see README "Real-time VMs").
+/// The bound on Bochs (deterministic ticks; see README "Real-time VMs"): native plus 1,500
+/// ticks. Measured: VT-x 1,045 in the VM against 36 natively, AMD-V 980 against 59 (the virtual
+/// LAPIC's path: HLT exit, the host timer, the injection, the entry); a path 50% longer fails.
 pub const BOCHS_BOUND: Bound = Bound {
     factor: 1,
-    extra: 6_000,
+    extra: 1_500,
     exits_per_timer: 3.0,
 };
 
-/// The bound on QEMU (wall-clock TSC, noisy: loose).
+/// The bound on QEMU (wall-clock TSC at the host's rate, noisy: loose): twice native plus
+/// 4,000,000 ticks (about 2 ms). Measured: max 5.1 M in the VM, 9.1 M natively (QEMU's own
+/// timers are that late under load).
 pub const QEMU_BOUND: Bound = Bound {
-    factor: 1,
-    extra: 2_000_000,
+    factor: 2,
+    extra: 4_000_000,
     exits_per_timer: 3.0,
 };
 
