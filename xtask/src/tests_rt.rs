@@ -212,9 +212,45 @@ fn latency(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// The shell and the lifecycle against a running real-time VM (`rt-shell` scenario): commands
+/// that would run on its pCPU are refused and say why, a stop reaches it by NMI while its guest
+/// spins without exits, it starts and resets again, and the standard VM beside it keeps running.
+/// The host's NMI path is what this proves: before it, an NMI on a host pCPU was fatal.
+fn shell(name: &'static str, emulator: Emulator) -> TestCase {
+    TestCase {
+        scenario: "rt-shell",
+        cpus: 3,
+        input: vec![
+            (r"^\[rt0\] heartbeat 2 ", "vcpu_dumpreg rt0 0\r"),
+            (r"vm_pause it first", "rdmsr 1 0x1b\r"),
+            (r"does not run code there", "vm_stop rt0\r"),
+            (r"^rt0: stopped$", "vm_start rt0\r"),
+            (r"^\[rt0\] heartbeat 1 ", "vm_reset rt0\r"),
+        ],
+        expect: vec![
+            r"vm rt0: real-time VM: keeps a virtual LAPIC".into(),
+            r"^\[rt0\] heartbeat 2 ".into(),
+            r"^vcpu_dumpreg: rt0 is a running real-time VM: this would interrupt its pCPU 1; vm_pause it first$".into(),
+            r"^rdmsr: pCPU 1 belongs to a real-time VM; the shell does not run code there$".into(),
+            r"vm rt0: stopped: vCPU 0: stopped by the operator".into(),
+            r"^rt0: stopped$".into(),
+            r"^\[rt0\] test-guest: vendor=".into(),
+            r"^\[rt0\] heartbeat 1 ".into(),
+            r"^\[rt0\] test-guest: vendor=".into(),
+            r"^\[rt0\] heartbeat 2 ".into(),
+            r"^\[vm2\] tick".into(),
+        ],
+        fail: Fail::Custom(GUEST_FAIL),
+        timeout_secs: if emulator == Emulator::Qemu { 120 } else { 600 },
+        ..boot(name, emulator, 3)
+    }
+}
+
 /// The `rt-*` cases.
 pub fn cases() -> Vec<TestCase> {
     vec![
+        shell("rt-shell-qemu-svm", Emulator::Qemu),
+        shell("rt-shell-bochs-vmx", Emulator::Bochs),
         latency("rt-latency-qemu-svm", Emulator::Qemu),
         latency("rt-latency-bochs-vmx", Emulator::Bochs),
         latency("rt-latency-bochs-svm", Emulator::BochsAmd),
@@ -308,6 +344,9 @@ mod tests {
     fn every_case_has_a_native_baseline_and_a_check() {
         for c in cases() {
             assert!(c.name.starts_with("rt-"), "{}", c.name);
+            if !c.name.starts_with("rt-latency-") {
+                continue;
+            }
             let n = c.native.as_ref().unwrap();
             assert!(n.cmdline.starts_with("rt-latency"));
             assert!(c.post_check.is_some());
