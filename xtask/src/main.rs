@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_passthrough;
+mod bench_rt;
 mod bench_virtio;
 mod board;
 mod bochs;
@@ -162,6 +163,14 @@ enum BenchWhat {
         /// Only these IOMMUs (repeatable; default: intel).
         #[arg(long, value_enum)]
         iommu: Vec<bench_passthrough::Iommu>,
+    },
+    /// Timer-interrupt latency (the test guest's `rt-latency`), natively and in a real-time VM
+    /// (`configs/rt.toml` on QEMU, `configs/rt-bochs.toml` on Bochs), quiet: a table, and
+    /// histograms in target/bench/rt-latency.svg.
+    Rt {
+        /// Only these emulators (repeatable; default: bochs, bochs-amd, qemu).
+        #[arg(long, value_enum)]
+        emulator: Vec<runner::Emulator>,
     },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
@@ -565,6 +574,12 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),
+        Command::Bench {
+            what: BenchWhat::Rt { emulator },
+        } => bench_rt::bench_rt(&or_default(
+            emulator,
+            &[Emulator::Bochs, Emulator::BochsAmd, Emulator::Qemu],
+        )),
         Command::Bench {
             what: BenchWhat::Virtio { emulator, part },
         } => bench_virtio::bench_virtio(

@@ -166,8 +166,8 @@ pub const QEMU_BOUND: Bound = Bound {
 };
 
 /// The scenario's command line for the test guest (also the native run's).
-const QEMU_CMDLINE: &str = "rt-latency samples=1000 period=2000000";
-const BOCHS_CMDLINE: &str = "rt-latency samples=2000 period=100000";
+pub const QEMU_CMDLINE: &str = "rt-latency samples=1000 period=2000000";
+pub const BOCHS_CMDLINE: &str = "rt-latency samples=2000 period=100000";
 
 /// What the test guest prints in the `rt-latency` mode, each line after `prefix`.
 fn rt_lines(prefix: &str, quercus: bool) -> Vec<String> {
