@@ -156,12 +156,13 @@ pub const BOCHS_BOUND: Bound = Bound {
     exits_per_timer: 3.0,
 };
 
-/// The bound on QEMU (wall-clock TSC at the host's rate, noisy: loose): twice native plus
-/// 4,000,000 ticks (about 2 ms). Measured: max 5.1 M in the VM, 9.1 M natively (QEMU's own
-/// timers are that late under load).
+/// The bound on QEMU (wall-clock TSC at the host's rate, noisy: loose): 4x native plus
+/// 20,000,000 ticks (about 10 ms at 2.1 GHz). Measured on this shared 2-core machine: max 5.1 M
+/// in the VM against 9.1 M natively in one run, 9.3 M against 2.1 M in another (QEMU's own
+/// timers are that late under host load); what it catches is a timer late by whole periods.
 pub const QEMU_BOUND: Bound = Bound {
-    factor: 2,
-    extra: 4_000_000,
+    factor: 4,
+    extra: 20_000_000,
     exits_per_timer: 3.0,
 };
 
@@ -246,11 +247,32 @@ fn shell(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
+/// Cache allocation asked for on a board file that claims CAT this CPU lacks (`rt-cat-refused`
+/// on `qemu-cat-claim`): the hypervisor reads CPUID at boot, refuses the masked VM with the
+/// reason, and the VM without a mask starts and runs.
+fn cat_refused() -> TestCase {
+    TestCase {
+        scenario: "rt-cat-refused",
+        cpus: 3,
+        expect: vec![
+            r"vm rt0: not started: its cache_mask asks for cache allocation, and (the CPU has no CPUID leaf 0x10|CPUID\.\(.*is clear).*: refused".into(),
+            r"^\[vm2\] tick 2$".into(),
+        ],
+        post_check: Some(|lines| match lines.iter().find(|l| l.starts_with("[rt0]")) {
+            Some(l) => Err(format!("the refused VM ran: {l}")),
+            None => Ok(()),
+        }),
+        fail: Fail::Custom(GUEST_FAIL),
+        ..boot("rt-cat-refused-qemu-svm", Emulator::Qemu, 3)
+    }
+}
+
 /// The `rt-*` cases.
 pub fn cases() -> Vec<TestCase> {
     vec![
         shell("rt-shell-qemu-svm", Emulator::Qemu),
         shell("rt-shell-bochs-vmx", Emulator::Bochs),
+        cat_refused(),
         latency("rt-latency-qemu-svm", Emulator::Qemu),
         latency("rt-latency-bochs-vmx", Emulator::Bochs),
         latency("rt-latency-bochs-svm", Emulator::BochsAmd),
