@@ -23,6 +23,7 @@ mod platform_cell;
 mod run;
 pub mod shell;
 mod table;
+mod timer_advance;
 mod vm;
 
 #[cfg(test)]

@@ -153,6 +153,10 @@ impl<P: Platform> Vmm<P> {
             slot,
             p,
             scale: TscScale::new(p.tsc_hz()),
+            // At most 50 us early (a wake-up never costs that much on real hardware).
+            advance: vm
+                .is_rt()
+                .then(|| crate::timer_advance::TimerAdvance::new(p.tsc_hz() / 20_000)),
         };
         let mut left_guest = p.now();
         // This vCPU waits for a deferred access (shown as such by the shell).
