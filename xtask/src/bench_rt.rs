@@ -236,6 +236,7 @@ mod tests {
             p999: 3,
             max: 3,
             exits: None,
+            overruns: 0,
         };
         let rows = [Row {
             emulator: Emulator::Bochs,

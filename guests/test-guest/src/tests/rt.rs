@@ -9,16 +9,20 @@
 //! task that sleeps until its next period does.
 //!
 //! Options: `samples=N` (default 2000, at most [`MAX_SAMPLES`]), `period=T` (TSC ticks between
-//! the handler and the next deadline, default 100000), `spin`.
+//! the handler and the next deadline, default 100000), `spin`, `wait-go` (after the warm-up, print
+//! `RT waiting for go` and measure only once a line `go` arrives on COM1: the interference test
+//! starts its load first). `RT measuring` is printed as the measurement starts.
 //!
 //! Output, machine-readable (the harness parses these lines):
 //! ```text
 //! RT config timer=tsc-deadline|oneshot apic=x2apic|xapic wait=hlt|spin samples=N period=T
-//! RT latency samples=N min=A mean=B p99.9=C max=D exits=E
+//! RT latency samples=N min=A mean=B p99.9=C max=D exits=E overruns=O
 //! RT hist lo=L hi=H count=K          one line per non-empty bucket [L, H)
 //! ```
 //! `exits` is the vCPU's VM exits over the measurement (Quercus's statistics leaf
-//! 0x4000_0001, read before and after), `-` natively. The buckets are powers of two (ticks
+//! 0x4000_0001, read before and after), `-` natively. `overruns` counts the timers whose deadline
+//! had passed before the guest got to halt for them (the CPU was taken away for longer than a
+//! period: under a hypervisor such a timer costs an exit or two more). The buckets are powers of two (ticks
 //! 0 and 1 form the first). The one-shot timer's deadline is the TSC read before its
 //! initial-count write plus the count converted to TSC ticks at a rate measured first: its
 //! samples include that write (an exit under a virtual LAPIC).
@@ -115,6 +119,31 @@ fn wait_timer(hits: u32, bound: u64, spin: bool) -> bool {
         }
     }
     true
+}
+
+/// Polls COM1 (interrupts off) until a line that is exactly `go` arrives.
+fn wait_for_go() {
+    let mut line = [0u8; 8];
+    let mut len = 0;
+    loop {
+        if crate::serial::read(crate::serial::LSR) & 1 == 0 {
+            core::hint::spin_loop();
+            continue;
+        }
+        match crate::serial::read(0) {
+            b'\r' | b'\n' => {
+                if &line[..len] == b"go" {
+                    return;
+                }
+                len = 0;
+            }
+            b if len < line.len() => {
+                line[len] = b;
+                len += 1;
+            }
+            _ => len = line.len(),
+        }
+    }
 }
 
 /// The one-shot timer's count for `period` TSC ticks, and the ticks that count really takes.
@@ -218,10 +247,19 @@ fn rt_latency(env: &Env) -> TestResult {
             "the timer did not fire within {bound} TSC ticks (warm-up)"
         );
     }
+    if env.boot.has_word(b"wait-go") {
+        out!("RT waiting for go");
+        wait_for_go();
+    }
+    out!("RT measuring");
     let exits0 = exits(env);
+    let mut overruns = 0u64;
     for (i, s) in list.iter_mut().enumerate() {
         let hits = TIMER_HITS.load(Ordering::SeqCst);
         let deadline = timer.arm(period);
+        if cpu::rdtsc() >= deadline {
+            overruns += 1;
+        }
         ensure!(
             wait_timer(hits, bound, spin),
             "timer {i} did not fire within {bound} TSC ticks"
@@ -243,7 +281,7 @@ fn rt_latency(env: &Env) -> TestResult {
     let f = figures(list);
     match (exits0, exits1) {
         (Some(a), Some(b)) => out!(
-            "RT latency samples={samples} min={} mean={} p99.9={} max={} exits={}",
+            "RT latency samples={samples} min={} mean={} p99.9={} max={} exits={} overruns={overruns}",
             f.min,
             f.mean,
             f.p999,
@@ -251,7 +289,7 @@ fn rt_latency(env: &Env) -> TestResult {
             b.saturating_sub(a)
         ),
         _ => out!(
-            "RT latency samples={samples} min={} mean={} p99.9={} max={} exits=-",
+            "RT latency samples={samples} min={} mean={} p99.9={} max={} exits=- overruns={overruns}",
             f.min,
             f.mean,
             f.p999,
