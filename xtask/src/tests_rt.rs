@@ -343,6 +343,7 @@ pub fn cases() -> Vec<TestCase> {
     vec![
         shell("rt-shell-qemu-svm", Emulator::Qemu),
         shell("rt-shell-bochs-vmx", Emulator::Bochs),
+        shell("rt-shell-bochs-svm", Emulator::BochsAmd),
         cat_refused(),
         interference(),
         latency("rt-latency-qemu-svm", Emulator::Qemu),
