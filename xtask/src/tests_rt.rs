@@ -288,9 +288,14 @@ const LINUX_LOAD: &str = "(while :; do dd if=/dev/urandom of=/tmp/x bs=64k count
 /// load, then the rt VM is told to measure while the operator runs `vm_list`, `stats` and `mem`.
 /// Its figures must stay within the QEMU bound of the native run's, and its vCPU must take no exit
 /// but its timer's own (3 per timer): nothing of the load or the shell reached its pCPU.
-fn interference() -> TestCase {
+fn interference(name: &'static str, emulator: Emulator) -> TestCase {
+    let qemu = emulator == Emulator::Qemu;
     TestCase {
-        scenario: "rt-interference",
+        scenario: if qemu {
+            "rt-interference"
+        } else {
+            "rt-interference-bochs"
+        },
         cpus: 3,
         input: vec![
             (r"^\[linux\] QUERCUS-GUEST: shell$", "vm_console linux\r"),
@@ -314,17 +319,25 @@ fn interference() -> TestCase {
             r"\[rt0\] RT latency samples=3000 ".into(),
             r"\[rt0\] TESTS DONE 1 passed 0 failed$".into(),
         ],
-        post_check: Some(|l| compare("rt-interference-qemu-svm", l, &QEMU_INTERFERENCE_BOUND)),
+        post_check: Some(if qemu {
+            |l| compare("rt-interference-qemu-svm", l, &QEMU_INTERFERENCE_BOUND)
+        } else {
+            |l| compare("rt-interference-bochs-vmx", l, &BOCHS_BOUND)
+        }),
         fail: Fail::Custom(GUEST_FAIL),
-        timeout_secs: 300,
+        timeout_secs: if qemu { 300 } else { 1200 },
         native: Some(Native {
             kernel: "test-guest",
-            cmdline: "rt-latency samples=3000 period=2000000",
+            cmdline: if qemu {
+                "rt-latency samples=3000 period=2000000"
+            } else {
+                "rt-latency samples=3000 period=100000"
+            },
             cpus: 1,
             expect: rt_lines("", false),
             ..Default::default()
         }),
-        ..boot("rt-interference-qemu-svm", Emulator::Qemu, 3)
+        ..boot(name, emulator, 3)
     }
 }
 
@@ -345,7 +358,8 @@ pub fn cases() -> Vec<TestCase> {
         shell("rt-shell-bochs-vmx", Emulator::Bochs),
         shell("rt-shell-bochs-svm", Emulator::BochsAmd),
         cat_refused(),
-        interference(),
+        interference("rt-interference-qemu-svm", Emulator::Qemu),
+        interference("rt-interference-bochs-vmx", Emulator::Bochs),
         latency("rt-latency-qemu-svm", Emulator::Qemu),
         latency("rt-latency-bochs-vmx", Emulator::Bochs),
         latency("rt-latency-bochs-svm", Emulator::BochsAmd),
