@@ -355,6 +355,12 @@ fn io_hub(boot: &BootInfo) -> IoHub {
         .iter()
         .map(|s| virtio::switch::Switch::new(s.name))
         .collect();
+    hub.shm = shared_regions();
+    hub.links = SCENARIO
+        .vuart_links
+        .iter()
+        .map(|l| (vmm::uart_link::UartLink::new(l.name), l.ends))
+        .collect();
     match cpu::hw_random() {
         Some(cpu::HwRandom::Rdseed) => {
             hub.entropy = Some(|| alloc::boxed::Box::new(HwEntropy(cpu::HwRandom::Rdseed)))
@@ -374,6 +380,61 @@ fn io_hub(boot: &BootInfo) -> IoHub {
         }
     }
     hub
+}
+
+/// Reserves and zeroes the memory of each of the scenario's shared regions (contiguous frames,
+/// aligned to the region's size where the allocator can) and makes its doorbells. A region that
+/// does not fit is left out with an error: its VMs run without its device.
+fn shared_regions() -> alloc::vec::Vec<::vmm::shm::SharedRegion> {
+    use alloc::vec::Vec;
+    let mut regions = Vec::new();
+    for shm in SCENARIO.shm {
+        let frames = (shm.size / 4096) as usize;
+        let block = {
+            let mut f = FRAMES.lock();
+            f.alloc_aligned(frames, shm.size)
+                .or_else(|| f.alloc(frames))
+        };
+        let Some(host) = block else {
+            error!(
+                "shm {}: no {} KiB of contiguous free memory; its VMs do not get it",
+                shm.name,
+                shm.size >> 10
+            );
+            continue;
+        };
+        {
+            #[allow(unsafe_code)]
+            // SAFETY: the frames were just allocated for this region and are never freed; no
+            // VM maps them yet (VMs are created after the hub), and the slice is dropped at the
+            // end of this block.
+            let bytes = unsafe { arch_x86::phys::owned_slice(host.0, shm.size as usize) };
+            bytes.fill(0);
+        }
+        let peers: Vec<ivshmem::PeerInfo> = shm
+            .peers
+            .iter()
+            .map(|p| ivshmem::PeerInfo {
+                vm: p.vm,
+                name: SCENARIO.vm_by_id(p.vm).map_or("?", |vm| vm.name),
+                readonly: p.readonly,
+            })
+            .collect();
+        info!(
+            "shm {}: {} KiB at host {:#x}, VMs {:?}",
+            shm.name,
+            shm.size >> 10,
+            host.0,
+            peers.iter().map(|p| p.name).collect::<Vec<_>>()
+        );
+        regions.push(::vmm::shm::SharedRegion {
+            cfg: shm,
+            region: ivshmem::Region::new(shm.name, shm.size, host.0, &peers, || {
+                arch_x86::time::uptime_us().saturating_mul(1000)
+            }),
+        });
+    }
+    regions
 }
 
 /// Entropy from the CPU's RDSEED or RDRAND.
@@ -439,10 +500,29 @@ fn create(
             )
         })?,
     };
+    // A VM driving devices without an IOMMU has its RAM at its host addresses (the devices
+    // DMA to the guest's physical addresses as if they were host ones).
+    let layout = if SCENARIO.ram_at_host_addresses(cfg) {
+        let layout = vcpu::RamLayout::identity(hpa.0, size).ok_or_else(|| {
+            format!(
+                "its RAM at host {hpa}+{size:#x} cannot have guest-physical = host-physical \
+                 addresses (it must lie between 2 MiB and 3 GiB)"
+            )
+        })?;
+        info!(
+            "vm {}: RAM at host {hpa}..{:#x}, guest-physical = host-physical above 1 MiB \
+             (its devices DMA without an IOMMU)",
+            cfg.name,
+            hpa.0 + size
+        );
+        layout
+    } else {
+        vcpu::RamLayout::new(size)
+    };
     #[allow(unsafe_code)]
     // SAFETY: the frames were just taken from the allocator for this VM alone, or are its
     // fixed range, which boot kept out of the allocator and gives to this VM only.
-    let ram = unsafe { GuestRam::new(hpa.0, vcpu::RamLayout::new(size)) };
+    let ram = unsafe { GuestRam::new(hpa.0, layout) };
     if !cfg.pci_devices.is_empty() && crate::iommu_host::active() {
         crate::iommu_host::attach_vm(cfg, hpa, &vcpu::GuestMemory::layout(&ram))?;
     }
@@ -510,8 +590,9 @@ fn create(
         modules,
     };
     let mut vm = Vm::new(x86, cfg, ram, slat_root, image);
-    if !cfg.pci_devices.is_empty() {
-        // Passed-through BARs go straight into the tables where the guest puts them.
+    if !cfg.pci_devices.is_empty() || SCENARIO.shm.iter().any(|r| r.peer_of(cfg.id).is_some()) {
+        // Passed-through BARs and shared regions go straight into the tables where the guest
+        // puts them.
         vm.set_slat_editor(alloc::boxed::Box::new(VmSlat(spin::Mutex::new(slat))));
     }
     vm.attach_io(hub.clone());
@@ -532,6 +613,20 @@ impl<M: paging::TableMemory + Send> ::vmm::SlatEditor for VmSlat<M> {
                 len,
                 Perms::RW,
                 MemType::Uncacheable,
+            )
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e}"))
+    }
+
+    fn map_ram(&self, gpa: u64, len: u64, host: u64, writable: bool) -> Result<(), String> {
+        self.0
+            .lock()
+            .map(
+                GuestPhysAddr(gpa),
+                HostPhysAddr(host),
+                len,
+                if writable { Perms::RW } else { Perms::R },
+                MemType::WriteBack,
             )
             .map(|_| ())
             .map_err(|e| alloc::format!("{e}"))

@@ -700,6 +700,7 @@ fn blk_case(emulator: Emulator) -> TestCase {
         native_check: None,
         setup: None,
         dir_check: None,
+        solo: true,
     }
 }
 
@@ -749,6 +750,7 @@ fn net_case() -> TestCase {
         native_check: None,
         setup: None,
         dir_check: None,
+        solo: true,
     }
 }
 

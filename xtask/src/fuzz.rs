@@ -317,6 +317,7 @@ mod tests {
         for expected in [
             "emulate/fetch_walk",
             "emulate/mmio_decode",
+            "ivshmem/doorbell",
             "loader/load",
             "loader/pvh",
             "vdev/pci_segment",

@@ -50,6 +50,7 @@ pub const MODULE_ROOTS: &[&str] = &[
     "e1000e",
     "e1000",
     "nvme",
+    "uio_pci_generic",
 ];
 /// Bump when the image layout changes in a way the other inputs do not show (cpio writer, file list).
 const LAYOUT_VERSION: u32 = 1;
@@ -142,6 +143,23 @@ pub const NET_BYTES: u64 = 16 << 20;
 ///   bytes=N reqs=R irqs=I kind=K FIELDS` (direct I/O at the start of `/dev/nvme0n1`, which the
 ///   write overwrites with zeros; R from `/sys/block/nvme0n1/stat`), `QUERCUS-BENCH: done`,
 ///   `passthrough done`, `poweroff -f`.
+/// - `quercus.test=ivshmem-send` and `quercus.test=ivshmem-recv` (with `quercus.modules=1`; issue
+///   14): the VM's ivshmem device (1af4:1110) is bound to the stock `uio_pci_generic` (`new_id`),
+///   its registers and shared memory reached with busybox `devmem` at the addresses sysfs gives,
+///   its INTx doorbell interrupts taken by reading `/dev/uio0` (and re-armed by clearing Command
+///   bit 10 through sysfs `config`, which the driver's handler set).
+///   The receiver writes READY into the region and waits for the interrupt; the sender waits for
+///   READY, writes a 1,536-byte file (64 lines `ivshmem file line N`) into the region, its length and
+///   SENT, rings peer 1 and waits for the answer interrupt. The receiver rebuilds the file from
+///   the region, prints `QUERCUS-GUEST: ivshmem received bytes=N sha256=HEX irqs=I`, writes DONE
+///   and rings peer 0; the sender prints `QUERCUS-GUEST: ivshmem sent bytes=N sha256=HEX irqs=I`
+///   (I: the uio interrupt count). Both then power off. A failure prints
+///   `QUERCUS-GUEST: ivshmem error WHAT` (then the shell).
+/// - `quercus.test=msgchan` (with `quercus.modules=1`; issue 14): `/bin/qmsg exchange --count
+///   10000` (tools/qmsg, built static by xtask; it binds the ivshmem device to
+///   `uio_pci_generic` itself) against the other peer of the region; its output lines are echoed as
+///   `QUERCUS-GUEST: qmsg: exchange peer=P sent=N received=N doorbells=D waits=W irqs=I ms=T`
+///   (or `QUERCUS-GUEST: qmsg: error WHY` and `QUERCUS-GUEST: msgchan error ...`), then power off.
 /// - otherwise: `QUERCUS-GUEST: shell` and an interactive shell on the console (restarted when it exits).
 ///
 /// The benchmark modes print machine-readable lines: first `QUERCUS-BENCH: hv=quercus|none
@@ -221,6 +239,125 @@ wait_for() {
         n=$((n + 1))
         sleep 0.1
     done
+}
+
+# The ivshmem device (1af4:1110) under uio_pci_generic: sets iv_dev, iv_regs (BAR 0), iv_shm
+# (BAR 2) and iv_uio (/dev/uioN); the doorbell interrupt is armed (interrupt mask all ones).
+iv_error() {
+    echo "QUERCUS-GUEST: ivshmem error $*"
+    return 1
+}
+iv_setup() {
+    iv_dev=
+    for d in /sys/bus/pci/devices/*; do
+        if [ "$(cat "$d/vendor")" = 0x1af4 ] && [ "$(cat "$d/device")" = 0x1110 ]; then
+            iv_dev=$d
+        fi
+    done
+    [ -n "$iv_dev" ] || { iv_error "no 1af4:1110 device"; return 1; }
+    iv_regs=$(sed -n 1p "$iv_dev/resource" | cut -d' ' -f1)
+    iv_shm=$(sed -n 3p "$iv_dev/resource" | cut -d' ' -f1)
+    echo "1af4 1110" > /sys/bus/pci/drivers/uio_pci_generic/new_id \
+        || { iv_error "uio_pci_generic new_id"; return 1; }
+    n=0
+    while [ ! -d "$iv_dev/uio" ]; do
+        [ "$n" -ge 50 ] && { iv_error "uio_pci_generic did not bind ${iv_dev##*/}"; return 1; }
+        n=$((n + 1))
+        sleep 0.1
+    done
+    iv_uio=/dev/$(ls "$iv_dev/uio")
+    wait_for "$iv_uio" 50 || { iv_error "no $iv_uio"; return 1; }
+    echo "QUERCUS-GUEST: ivshmem ${iv_dev##*/} regs=$iv_regs shm=$iv_shm $iv_uio id=$(devmem $((iv_regs + 8)) 32)"
+    echo "QUERCUS-GUEST: ivshmem irq=$(cat "$iv_dev/irq") $(grep -i uio /proc/interrupts | tr -s ' ')"
+    devmem $((iv_regs + 0)) 32 0xffffffff
+    # Whatever was latched goes; the uio interrupt is (re-)enabled.
+    devmem $((iv_regs + 4)) 32 > /dev/null
+    iv_arm
+}
+# Re-enables INTx as uio_pci_generic's users do (its handler set Command bit 10): clears that bit
+# with a one-byte write of the Command register's high byte through sysfs `config`.
+iv_arm() {
+    cmd=$(od -An -tu1 -j5 -N1 "$iv_dev/config") || { iv_error "reading Command"; return 1; }
+    printf "\\$(printf %03o $((cmd & ~4)))" > /tmp/iv-cmd
+    err=$(dd if=/tmp/iv-cmd of="$iv_dev/config" bs=1 seek=5 count=1 conv=notrunc 2>&1) \
+        || { iv_error "writing Command: $(echo $err)"; return 1; }
+}
+# Waits up to 60 s for the doorbell interrupt, clears it at the device, re-arms it.
+iv_wait_irq() {
+    timeout 60 dd if="$iv_uio" of=/tmp/iv-count bs=4 count=1 2> /dev/null \
+        || { iv_error "no doorbell interrupt within 60 s"; return 1; }
+    status=$(devmem $((iv_regs + 4)) 32)
+    [ $((status)) -eq 1 ] || { iv_error "interrupt status $status, expected 1"; return 1; }
+    iv_arm
+}
+iv_irqs() {
+    set -- $(od -An -tu4 /tmp/iv-count)
+    echo "$1"
+}
+# Shared-region words: READY 0x0, LEN 0x4, SENT 0x8, DONE 0xC, the file from 0x100.
+iv_peek() {
+    echo $(($(devmem $((iv_shm + $1)) 32)))
+}
+iv_poke() {
+    devmem $((iv_shm + $1)) 32 "$2"
+}
+ivshmem_send() {
+    iv_setup || return
+    n=0
+    while [ "$(iv_peek 0)" != 1 ]; do
+        [ "$n" -ge 600 ] && { iv_error "receiver not ready within 60 s"; return; }
+        n=$((n + 1))
+        sleep 0.1
+    done
+    seq 1 64 | while read -r i; do printf 'ivshmem file line %5d\n' "$i"; done > /tmp/tx
+    bytes=$(wc -c < /tmp/tx)
+    sum=$(sha /tmp/tx) || { iv_error "reading /tmp/tx"; return; }
+    off=256
+    for w in $(od -An -v -tx4 /tmp/tx); do
+        iv_poke $off "0x$w"
+        off=$((off + 4))
+    done
+    iv_poke 4 "$bytes"
+    iv_poke 8 1
+    devmem $((iv_regs + 12)) 32 $((1 << 16))
+    iv_wait_irq || return
+    [ "$(iv_peek 12)" = 1 ] || { iv_error "interrupt but DONE is $(iv_peek 12)"; return; }
+    echo "QUERCUS-GUEST: ivshmem sent bytes=$bytes sha256=$sum irqs=$(iv_irqs)"
+    poweroff -f
+}
+ivshmem_recv() {
+    iv_setup || return
+    iv_poke 0 1
+    iv_wait_irq || return
+    [ "$(iv_peek 8)" = 1 ] || { iv_error "interrupt but SENT is $(iv_peek 8)"; return; }
+    bytes=$(iv_peek 4)
+    [ "$bytes" -gt 0 ] && [ "$bytes" -le 4096 ] || { iv_error "length $bytes"; return; }
+    : > /tmp/rx.hex
+    off=0
+    while [ "$off" -lt "$bytes" ]; do
+        v=$(iv_peek $((256 + off)))
+        printf '%02x%02x%02x%02x' $((v & 255)) $(((v >> 8) & 255)) $(((v >> 16) & 255)) \
+            $(((v >> 24) & 255)) >> /tmp/rx.hex
+        off=$((off + 4))
+    done
+    xxd -r -p /tmp/rx.hex | head -c "$bytes" > /tmp/rx
+    sum=$(sha /tmp/rx) || { iv_error "reading /tmp/rx"; return; }
+    echo "QUERCUS-GUEST: ivshmem received bytes=$(wc -c < /tmp/rx) sha256=$sum irqs=$(iv_irqs)"
+    iv_poke 12 1
+    devmem $((iv_regs + 12)) 32 0
+    sleep 1
+    poweroff -f
+}
+
+# The Quercus message channel (issue 14) with the stock kernel: /bin/qmsg (tools/qmsg, static)
+# binds the ivshmem device to uio_pci_generic and exchanges 10,000 checked messages each way
+# with the peer; its result line is echoed as `QUERCUS-GUEST: qmsg: ...`.
+msgchan() {
+    qmsg exchange --count 10000 > /tmp/qmsg.out 2>&1
+    rc=$?
+    sed 's/^/QUERCUS-GUEST: /' /tmp/qmsg.out
+    [ "$rc" = 0 ] || { echo "QUERCUS-GUEST: msgchan error qmsg exit $rc"; return; }
+    poweroff -f
 }
 
 # The SHA-256 of file $1 (64 hex digits); fails when it cannot be read.
@@ -766,6 +903,15 @@ case "$test" in
     bench-passthrough)
         bench_passthrough
         ;;
+    ivshmem-send)
+        ivshmem_send
+        ;;
+    ivshmem-recv)
+        ivshmem_recv
+        ;;
+    msgchan)
+        msgchan
+        ;;
     "")
         ;;
     *)
@@ -851,9 +997,11 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     };
     let stamp_path = out.join("stamp");
 
+    let qmsg = build_qmsg(root)?;
+    let qmsg_hash = fnv1a64(&qmsg);
     let mut apt = Apt::default();
     let debs = apt.resolve()?;
-    let manifest = inputs_manifest(&debs);
+    let manifest = inputs_manifest(&debs, qmsg_hash);
     let hash = fnv1a64(manifest.as_bytes());
     if !force && image.bzimage.is_file() && image.vmlinux.is_file() && image.initrd.is_file() {
         if let Ok(text) = std::fs::read_to_string(&stamp_path) {
@@ -870,7 +1018,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     let started = Instant::now();
     let debs = apt.download(debs, &debs_dir)?;
     // The lists may have changed under an `apt-get update` during the download.
-    let manifest = inputs_manifest(&debs);
+    let manifest = inputs_manifest(&debs, qmsg_hash);
     let hash = fnv1a64(manifest.as_bytes());
     let t_download = started.elapsed();
 
@@ -888,7 +1036,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
     let t_extract = started.elapsed();
 
     let started = Instant::now();
-    let result = assemble(&kernel_root, &busybox_root, &image);
+    let result = assemble(&kernel_root, &busybox_root, &qmsg, &image);
     let _ = std::fs::remove_dir_all(&staging);
     let (kernel_version, module_count) = result?;
     let t_initramfs = started.elapsed();
@@ -912,6 +1060,7 @@ pub fn build(root: &Path, force: bool) -> Result<LinuxImage> {
 fn assemble(
     kernel_root: &Path,
     busybox_root: &Path,
+    qmsg: &[u8],
     image: &LinuxImage,
 ) -> Result<(String, usize)> {
     let (vmlinuz, version) = find_vmlinuz(&kernel_root.join("boot"))?;
@@ -944,6 +1093,7 @@ fn assemble(
     cpio.char_dev("dev/ttyS0", 0o660, 4, 64);
     cpio.file("bin/busybox", 0o755, &busybox);
     cpio.symlink("bin/sh", "busybox");
+    cpio.file("bin/qmsg", 0o755, qmsg);
     cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
     cpio.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
     let mut list = String::new();
@@ -1323,10 +1473,40 @@ pub fn parse_print_uris(text: &str) -> Result<Vec<DebFile>> {
 // Stamp
 // ---------------------------------------------------------------------------------------------
 
-/// Every input of the image, one `key=value` a line (the stamp file starts with these lines).
-pub fn inputs_manifest(debs: &Debs) -> String {
+/// `/bin/qmsg`: tools/qmsg built for Linux userspace and linked statically (the initramfs has
+/// busybox and no libc), in its own target directory so the host build keeps its flags.
+fn build_qmsg(root: &Path) -> Result<Vec<u8>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = root.join("target").join("qmsg");
+    let target = "x86_64-unknown-linux-gnu";
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "qmsg",
+            "--target",
+            target,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("running cargo build -p qmsg")?;
+    if !status.success() {
+        bail!("building tools/qmsg failed ({status})");
+    }
+    let path = target_dir.join(target).join("release").join("qmsg");
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Every input of the image, one `key=value` a line (the stamp file starts with these lines);
+/// `qmsg` is the hash of the `/bin/qmsg` binary.
+pub fn inputs_manifest(debs: &Debs, qmsg: u64) -> String {
     format!(
-        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\nudhcpc={:016x}\n",
+        "layout={LAYOUT_VERSION}\nkernel_deb={} {}\nbusybox_deb={} {}\nmodules={}\ninit={:016x}\nudhcpc={:016x}\nqmsg={qmsg:016x}\n",
         debs.kernel.filename,
         debs.kernel.hash,
         debs.busybox.filename,
@@ -1727,7 +1907,7 @@ mod tests {
 
     #[test]
     fn stamp_round_trip_and_invalidation() {
-        let manifest = inputs_manifest(&debs("linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
+        let manifest = inputs_manifest(&debs("linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"), 1);
         assert!(manifest.contains("kernel_deb=linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
         assert!(manifest.contains("modules=virtio_pci,"));
         assert!(manifest.contains(&format!("init={:016x}", fnv1a64(INIT_SCRIPT.as_bytes()))));
@@ -1738,7 +1918,7 @@ mod tests {
             Some("6.1.0-56-amd64")
         );
         // A new kernel package changes the hash.
-        let newer = inputs_manifest(&debs("linux-image-6.1.0-57-amd64_6.1.200-1_amd64.deb"));
+        let newer = inputs_manifest(&debs("linux-image-6.1.0-57-amd64_6.1.200-1_amd64.deb"), 1);
         assert_ne!(fnv1a64(newer.as_bytes()), hash);
         assert_eq!(stamp_matches(&stamp, fnv1a64(newer.as_bytes())), None);
         assert_eq!(stamp_matches("hash=zz\nkernel_version=x\n", hash), None);
@@ -1855,8 +2035,11 @@ mod tests {
         for m in ["e1000e", "e1000", "nvme"] {
             assert!(MODULE_ROOTS.contains(&m), "{m}");
         }
-        let manifest = inputs_manifest(&debs("k.deb"));
-        assert!(manifest.contains(",e1000e,e1000,nvme\n"), "{manifest}");
+        let manifest = inputs_manifest(&debs("k.deb"), 1);
+        assert!(
+            manifest.contains(",e1000e,e1000,nvme,uio_pci_generic\n"),
+            "{manifest}"
+        );
         assert!(manifest.contains(&format!(
             "udhcpc={:016x}",
             fnv1a64(UDHCPC_SCRIPT.as_bytes())

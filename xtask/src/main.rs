@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the Quercus image, boots it in QEMU or Bochs, runs the test suite and benchmarks.
 
 mod bench;
+mod bench_ipc;
 mod bench_passthrough;
 mod bench_rt;
 mod bench_virtio;
@@ -19,6 +20,7 @@ mod qemu;
 mod runner;
 mod size;
 mod tests;
+mod tests_ipc;
 mod tests_passthrough;
 mod tests_rt;
 
@@ -143,6 +145,14 @@ enum BenchWhat {
         /// Report this ELF instead of building the release image.
         #[arg(long)]
         image: Option<PathBuf>,
+    },
+    /// Inter-VM communication between two bare-metal VMs: round trips and streams through the
+    /// message channel (polling and doorbell) and the vUART link, in guest ticks, with the
+    /// measuring VM's exits per operation.
+    Ipc {
+        /// Only these emulators (repeatable; default: qemu, bochs, bochs-amd).
+        #[arg(long, value_enum)]
+        emulator: Vec<runner::Emulator>,
     },
     /// Virtio inside Linux: sequential disk reads and writes (dd, direct I/O, 1M and 4k
     /// blocks) and VM-to-VM TCP, in MiB/s, with the VM exits per MiB and per request (Quercus's
@@ -560,6 +570,12 @@ fn main() -> ExitCode {
         } => bench::bench_exits(&or_default(
             emulator,
             &[Emulator::Bochs, Emulator::BochsAmd],
+        )),
+        Command::Bench {
+            what: BenchWhat::Ipc { emulator },
+        } => bench_ipc::bench_ipc(&or_default(
+            emulator,
+            &[Emulator::Qemu, Emulator::Bochs, Emulator::BochsAmd],
         )),
         Command::Bench {
             what: BenchWhat::Size { image },

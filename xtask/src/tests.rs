@@ -75,6 +75,9 @@ pub struct TestCase {
     /// A check of the Quercus run's directory once the run passed (e.g. what the guest wrote);
     /// also of the main native run's directory.
     pub dir_check: Option<DirCheck>,
+    /// Runs alone, after the two emulator lanes (see `run_tests`): its checks bound wall-clock
+    /// pace, which a second emulator on the same cores would distort.
+    pub solo: bool,
 }
 
 /// See [`TestCase::setup`].
@@ -227,6 +230,7 @@ pub fn boot(name: &'static str, emulator: Emulator, cpus: u32) -> TestCase {
         native_check: None,
         setup: None,
         dir_check: None,
+        solo: false,
     }
 }
 
@@ -1836,6 +1840,8 @@ fn hostile(name: &'static str, emulator: Emulator) -> TestCase {
         }),
         fail: Fail::Custom(GUEST_FAIL),
         timeout_secs: if qemu { 240 } else { 400 },
+        // QEMU's pace is wall-clock: alone on the cores (Bochs's is in guest ticks).
+        solo: qemu,
         ..boot(name, emulator, 3)
     }
 }
@@ -2046,6 +2052,7 @@ pub fn cases() -> Vec<TestCase> {
     .into_iter()
     .chain(crate::tests_passthrough::cases())
     .chain(crate::tests_rt::cases())
+    .chain(crate::tests_ipc::cases())
     .collect()
 }
 
@@ -2390,6 +2397,9 @@ pub fn run_tests(
         bail!("no emulator test case matches the filter");
     }
     packages::ensure(&packages::all_requirements())?;
+    if !native_only && lanes() > 1 && selected.len() > 1 {
+        return run_in_lanes(&root, &selected);
+    }
     let milestone = Regex::new(MILESTONE)?;
     let mut images: std::collections::HashMap<&str, (std::path::PathBuf, Vec<BootModule>)> =
         std::collections::HashMap::new();
@@ -2439,6 +2449,96 @@ pub fn run_tests(
             }
         }
     }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 && !process::interrupted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// How many emulators run at once: `QUERCUS_TEST_LANES` (1 or 2), else 2 on a machine with two
+/// or more cores.
+fn lanes() -> usize {
+    match std::env::var("QUERCUS_TEST_LANES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) => n.clamp(1, 2),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+    }
+}
+
+/// The emulator cases in two lanes side by side, Bochs cases in one and QEMU cases in the other
+/// (a Bochs run is one thread; its guests' clocks follow emulated instructions, so sharing the
+/// cores slows it without changing what its guests measure), then the `solo` cases one by one.
+/// Every image is built first: builds are never concurrent with each other.
+fn run_in_lanes(root: &Path, selected: &[TestCase]) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    type Image = (std::path::PathBuf, Vec<BootModule>);
+    let mut images: std::collections::HashMap<&str, Image> = std::collections::HashMap::new();
+    let mut built = Vec::new();
+    for case in selected {
+        built.push(image_for(root, case.scenario, &mut images));
+    }
+    let planned: Vec<(&TestCase, Result<Image>)> = selected.iter().zip(built).collect();
+    let (passed, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let out = std::sync::Mutex::new(());
+    let run = |case: &TestCase, image: &Result<Image>| {
+        if process::interrupted() {
+            return;
+        }
+        let result = match image {
+            Ok((kernel, modules)) => run_case(case, kernel, modules),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        let _guard = out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(verdict) => {
+                let counter = if matches!(verdict, Verdict::Pass(_)) {
+                    &passed
+                } else {
+                    &failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                report(case.name, verdict, "");
+            }
+            Err(err) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                println!("FAIL {}: {err:#}", case.name);
+            }
+        }
+    };
+    let is_bochs = |c: &TestCase| matches!(c.emulator, Emulator::Bochs | Emulator::BochsAmd);
+    let lane = |bochs: bool| {
+        planned
+            .iter()
+            .filter(|(c, _)| !c.solo && is_bochs(c) == bochs)
+            .collect::<Vec<_>>()
+    };
+    let (bochs_lane, qemu_lane) = (lane(true), lane(false));
+    println!(
+        "running {} Bochs and {} QEMU cases side by side, then {} alone",
+        bochs_lane.len(),
+        qemu_lane.len(),
+        planned.iter().filter(|(c, _)| c.solo).count()
+    );
+    std::thread::scope(|scope| {
+        for cases in [&bochs_lane, &qemu_lane] {
+            let run = &run;
+            scope.spawn(move || {
+                for (case, image) in cases.iter() {
+                    run(case, image);
+                }
+            });
+        }
+    });
+    for (case, image) in planned.iter().filter(|(c, _)| c.solo) {
+        run(case, image);
+    }
+    let (passed, failed) = (passed.into_inner(), failed.into_inner());
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 && !process::interrupted() {
         ExitCode::SUCCESS

@@ -44,7 +44,8 @@ pub use boot_tables::{
     BOOT_CS, BOOT_DS, BOOT_GDT_LEN, MAX_IDENTITY_MAP,
 };
 pub use e820::{
-    e820_map, E820Entry, E820Error, E820Kind, ReservedKind, ReservedRange, E820_MAX_ENTRIES,
+    e820_map, e820_map_of, E820Entry, E820Error, E820Kind, ReservedKind, ReservedRange,
+    E820_MAX_ENTRIES,
 };
 pub use header::{
     HeaderError, DEFAULT_LOAD_ADDRESS, ENTRY_64_OFFSET, HDRS_MAGIC, MAX_SETUP_SECTS, MIN_PROTOCOL,
@@ -120,8 +121,10 @@ const _: () = {
 /// The VM a kernel is loaded into, as the scenario describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmLayout<'a> {
-    /// Bytes of RAM from guest-physical 0 (at most the guest memory's size).
-    pub ram_size: u64,
+    /// Where the VM's RAM is (every range inside the guest memory's layout):
+    /// [`vcpu::RamLayout::new`] for RAM from guest-physical 0, or
+    /// [`vcpu::RamLayout::identity`] for RAM at its host addresses.
+    pub ram: vcpu::RamLayout,
     /// Ranges the guest must not use as RAM: the ACPI tables (as
     /// [`ReservedKind::AcpiReclaimable`]), MMIO windows. They may not
     /// overlap each other or the [`LINUX_BOOT_AREAS`].
@@ -369,16 +372,15 @@ pub fn load_bzimage(
 ) -> Result<LinuxBoot, BzImageError> {
     let header = SetupHeader::parse(image)?;
     // All RAM must exist in guest memory; the kernel's pieces go below the
-    // PCI hole (`ram_size` from here on is that low, gap-free part).
-    let ram = vcpu::RamLayout::new(layout.ram_size);
-    if ram.total() > mem.layout().total() || ram.low() > mem.size() {
+    // PCI hole, the low boot areas below 1 MiB.
+    let ram = layout.ram;
+    if !crate::layout::ram_inside(&ram, &mem.layout()) {
         return Err(BzImageError::RamLargerThanMemory {
-            ram_size: layout.ram_size,
+            ram_size: ram.total(),
             mem_size: mem.layout().total(),
         });
     }
-    let ram_size = ram.low();
-    let map = e820::e820_map(layout.ram_size, layout.reserved)?;
+    let map = e820::e820_map_of(&ram, layout.reserved)?;
     for area in LINUX_BOOT_AREAS {
         if let Some(r) = e820::first_non_ram_overlap(&map, area.start, area.end) {
             return Err(BzImageError::BootAreaReserved {
@@ -401,25 +403,29 @@ pub fn load_bzimage(
     }
 
     let payload = &image[header.setup_len()..];
-    let kernel = place_kernel(&header, payload.len() as u64, ram_size, &map)?;
+    let ram_end = ram.end_below_4g();
+    let kernel = place_kernel(&header, payload.len() as u64, ram_end, &map)?;
     let initrd = initrd.filter(|d| !d.is_empty());
     let initrd_at = match initrd {
         Some(data) => Some(place_initrd(
             &header,
             data.len() as u64,
-            ram_size,
+            ram_end,
             &map,
             kernel,
         )?),
         None => None,
     };
     if let Some(gpa) = layout.acpi_rsdp {
-        if gpa.checked_add(RSDP_LEN).is_none_or(|end| end > ram_size) {
-            return Err(BzImageError::RsdpOutsideRam { gpa, ram_size });
+        if ram.locate(gpa, RSDP_LEN).is_none() {
+            return Err(BzImageError::RsdpOutsideRam {
+                gpa,
+                ram_size: ram.total(),
+            });
         }
     }
-    boot_tables::check_identity_page_tables(ram_size, LINUX_PAGE_TABLES_GPA, IDENTITY_MAP_BYTES)?;
-    boot_tables::check_boot_gdt(ram_size, LINUX_GDT_GPA)?;
+    boot_tables::check_identity_page_tables(ram.low(), LINUX_PAGE_TABLES_GPA, IDENTITY_MAP_BYTES)?;
+    boot_tables::check_boot_gdt(ram.low(), LINUX_GDT_GPA)?;
 
     let zero_page = ZeroPage {
         header: &header,
@@ -462,14 +468,18 @@ pub fn load_bzimage(
 }
 
 /// The kernel's range: its load address and `max(init_size, payload)`
-/// bytes, inside one RAM entry of `map`, above 1 MiB and below 4 GiB.
+/// bytes, inside one RAM entry of `map`, above 1 MiB and below 4 GiB. A
+/// relocatable kernel whose preferred address is not RAM (a VM whose RAM
+/// sits at its host addresses) goes to the lowest place above it that is,
+/// at its alignment: the kernel never decompresses below its preferred
+/// address.
 fn place_kernel(
     header: &SetupHeader,
     payload_len: u64,
-    ram_size: u64,
+    ram_end: u64,
     map: &[E820Entry],
 ) -> Result<Placement, BzImageError> {
-    let limit = ram_size.min(IDENTITY_MAP_BYTES);
+    let limit = ram_end.min(IDENTITY_MAP_BYTES);
     let len = payload_len.max(u64::from(header.init_size));
     let start = header
         .load_address()
@@ -481,6 +491,13 @@ fn place_kernel(
     if start < HIGH_MEMORY {
         return Err(BzImageError::KernelBelow1MiB { start });
     }
+    let start = match start.checked_add(len) {
+        Some(end) if header.relocatable && !e820::ram_holds(map, start, end) => {
+            e820::lowest_fit(map, len, start, limit, u64::from(header.kernel_alignment))
+                .unwrap_or(start)
+        }
+        _ => start,
+    };
     let end = start.checked_add(len).filter(|&e| e <= limit);
     let Some(end) = end else {
         return Err(BzImageError::KernelOutsideRam {
@@ -497,7 +514,10 @@ fn place_kernel(
             reserved_end: r.end(),
         });
     }
-    debug_assert!(e820::ram_holds(map, start, end));
+    // Not over a reserved range, but maybe over a gap between RAM ranges.
+    if !e820::ram_holds(map, start, end) {
+        return Err(BzImageError::KernelOutsideRam { start, end, limit });
+    }
     Ok(Placement { gpa: start, len })
 }
 
@@ -507,11 +527,11 @@ fn place_kernel(
 fn place_initrd(
     header: &SetupHeader,
     len: u64,
-    ram_size: u64,
+    ram_end: u64,
     map: &[E820Entry],
     kernel: Placement,
 ) -> Result<Placement, BzImageError> {
-    let limit = ram_size
+    let limit = ram_end
         .min(IDENTITY_MAP_BYTES)
         .min(u64::from(header.initrd_addr_max) + 1);
     let kernel = [(kernel.gpa, kernel.gpa + kernel.len)];

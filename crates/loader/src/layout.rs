@@ -64,6 +64,14 @@ pub const LOW_RESERVED_AREA: Area = Area {
 /// least one page above it.
 pub const MIN_RAM: u64 = HIGH_MEMORY + 0x1000;
 
+/// Whether every range of `ram` lies inside one range of `mem` (the guest
+/// memory the loader writes through).
+pub(crate) fn ram_inside(ram: &vcpu::RamLayout, mem: &vcpu::RamLayout) -> bool {
+    ram.ranges()
+        .iter()
+        .all(|r| mem.locate(r.gpa.0, r.len).is_some())
+}
+
 /// The low areas no PVH kernel piece may touch (the PVH loader keeps the
 /// Multiboot1 area free as it always did).
 pub(crate) const KEEP_OUT: [Area; 2] = [BOOT_INFO_AREA, LOW_RESERVED_AREA];

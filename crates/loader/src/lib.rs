@@ -38,9 +38,9 @@ mod raw;
 mod segment;
 
 pub use bzimage::{
-    build_boot_gdt, build_identity_page_tables, e820_map, identity_page_tables_len, load_bzimage,
-    BootTablesError, BzImageError, E820Entry, E820Error, E820Kind, Gdtr, HeaderError, LinuxBoot,
-    LongModeEntry, Placement, ReservedKind, ReservedRange, VmLayout, BOOT_CS, BOOT_DS,
+    build_boot_gdt, build_identity_page_tables, e820_map, e820_map_of, identity_page_tables_len,
+    load_bzimage, BootTablesError, BzImageError, E820Entry, E820Error, E820Kind, Gdtr, HeaderError,
+    LinuxBoot, LongModeEntry, Placement, ReservedKind, ReservedRange, VmLayout, BOOT_CS, BOOT_DS,
     BOOT_GDT_LEN, DEFAULT_LOAD_ADDRESS, E820_MAX_ENTRIES, ENTRY_64_OFFSET, HDRS_MAGIC,
     IDENTITY_MAP_BYTES, INITRD_ALIGN, LINUX_BOOT_AREAS, LINUX_CMDLINE_GPA, LINUX_CMDLINE_SLOT,
     LINUX_GDT_GPA, LINUX_PAGE_TABLES_GPA, LINUX_STACK_TOP, LINUX_ZERO_PAGE_GPA, LONG_MODE_CR0,

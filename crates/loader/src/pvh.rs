@@ -25,7 +25,7 @@
 //! | `p_paddr` of each `PT_LOAD` segment | the kernel |
 //! | top of RAM below 4 GiB, 4 KiB aligned | initrd |
 //!
-//! The memory map is [`e820_map`] of the [`VmLayout`], the one a bzImage
+//! The memory map is [`e820_map_of`](crate::e820_map_of) of the [`VmLayout`], the one a bzImage
 //! guest of the same VM gets; `rsdp_paddr` is [`VmLayout::acpi_rsdp`] (0
 //! without ACPI tables). The initrd is placed as the bzImage loader places
 //! it: the highest 4 KiB-aligned range of usable RAM above 1 MiB and below
@@ -51,8 +51,8 @@ use vcpu::{Gprs, GuestMemError, GuestMemory, InitialState};
 
 use crate::bzimage::e820::{self, E820Error};
 use crate::bzimage::{
-    e820_map, Placement, VmLayout, INITRD_ALIGN, LINUX_CMDLINE_GPA, LINUX_CMDLINE_SLOT,
-    LINUX_ZERO_PAGE_GPA, RSDP_LEN,
+    Placement, VmLayout, INITRD_ALIGN, LINUX_CMDLINE_GPA, LINUX_CMDLINE_SLOT, LINUX_ZERO_PAGE_GPA,
+    RSDP_LEN,
 };
 use crate::elf64::{self, Elf64Error};
 use crate::layout::{Area, HIGH_MEMORY, LOW_MEMORY_END};
@@ -339,16 +339,17 @@ pub fn load_pvh(
     let (segments, entry) = pvh_entry(image)?;
 
     // All RAM must exist in guest memory; the kernel's pieces go below the
-    // PCI hole (`ram_size` from here on is that low, gap-free part).
-    let ram = vcpu::RamLayout::new(layout.ram_size);
-    if ram.total() > mem.layout().total() || ram.low() > mem.size() {
+    // PCI hole (`ram_size` from here on is that low, gap-free part: a PVH
+    // kernel's segments are at fixed addresses from 1 MiB up).
+    let ram = layout.ram;
+    if !crate::layout::ram_inside(&ram, &mem.layout()) {
         return Err(PvhError::RamLargerThanMemory {
-            ram_size: layout.ram_size,
+            ram_size: ram.total(),
             mem_size: mem.layout().total(),
         });
     }
     let ram_size = ram.low();
-    let map = e820_map(layout.ram_size, layout.reserved)?;
+    let map = e820::e820_map_of(&ram, layout.reserved)?;
     for area in PVH_BOOT_AREAS {
         if let Some(r) = e820::first_non_ram_overlap(&map, area.start, area.end) {
             return Err(PvhError::BootAreaReserved {

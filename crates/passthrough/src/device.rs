@@ -27,8 +27,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use vdev::{
-    Bar, ConfigError, ConfigSpace, DirectRange, Msi, MsiMessage, MsiX, PciDevice, PciIds,
-    COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_IO, COMMAND_MEMORY, MSIX_ENTRY_SIZE,
+    Bar, ConfigError, ConfigSpace, DirectKind, DirectRange, Msi, MsiMessage, MsiX, PciDevice,
+    PciIds, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_IO, COMMAND_MEMORY, MSIX_ENTRY_SIZE,
 };
 
 use crate::scan::{BarKind, PhysFunction};
@@ -549,6 +549,7 @@ impl PciDevice for PassthroughDevice {
                     offset: at,
                     len: start - at,
                     host: b.base + at,
+                    kind: DirectKind::Mmio,
                 });
             }
             at = at.max(end);
@@ -558,6 +559,7 @@ impl PciDevice for PassthroughDevice {
                 offset: at,
                 len: b.size - at,
                 host: b.base + at,
+                kind: DirectKind::Mmio,
             });
         }
     }
@@ -897,7 +899,8 @@ mod tests {
             [DirectRange {
                 offset: 0,
                 len: 128 << 10,
-                host: 0xfeb0_0000
+                host: 0xfeb0_0000,
+                kind: DirectKind::Mmio,
             }]
         );
         // BAR 3: MSI-X table (page 0) and PBA (page 2) trapped, pages 1 and 3 direct.
@@ -909,12 +912,14 @@ mod tests {
                 DirectRange {
                     offset: 0x1000,
                     len: 0x1000,
-                    host: 0x8_0000_1000
+                    host: 0x8_0000_1000,
+                    kind: DirectKind::Mmio,
                 },
                 DirectRange {
                     offset: 0x3000,
                     len: 0x1000,
-                    host: 0x8_0000_3000
+                    host: 0x8_0000_3000,
+                    kind: DirectKind::Mmio,
                 }
             ]
         );

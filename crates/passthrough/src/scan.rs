@@ -140,7 +140,13 @@ impl fmt::Display for PhysFunction {
             write!(f, " bar{}={kind}@{:#x}+{:#x}", b.index, b.base, b.size)?;
         }
         if self.interrupt_pin != 0 {
-            write!(f, " int{}", char::from(b'A' + self.interrupt_pin - 1))?;
+            // The line is what the firmware routed the pin to (its ISA IRQ or GSI), for the board.
+            write!(
+                f,
+                " int{} line {}",
+                char::from(b'A' + self.interrupt_pin - 1),
+                self.interrupt_line
+            )?;
         }
         if let Some(m) = self.caps.msi {
             write!(f, " msi@{:#x}", m.offset)?;

@@ -15,15 +15,20 @@ mod kernel;
 mod memory;
 mod passthrough;
 mod scenario;
+mod shm;
 mod virtio;
 mod vm;
 
 pub use cache::{CacheAllocation, PcpuClos};
-pub use console::VuartConfig;
+pub use console::{VuartConfig, VuartLinkConfig, VuartLinkEnd};
 pub use id::VmId;
 pub use kernel::{KernelConfig, KernelKind, ModuleConfig, MAX_MODULES, MODULE_CMDLINE_MAX};
 pub use memory::MemoryConfig;
 pub use passthrough::{DmaIsolation, PassthroughConfig, MAX_PASSTHROUGH_DEVICES};
 pub use scenario::Scenario;
+pub use shm::{
+    ShmConfig, ShmPeer, MAX_SHM_PEERS, MAX_SHM_PER_VM, SHM_BAR2_BASE, SHM_FIRST_SLOT, SHM_MAX_SIZE,
+    SHM_MIN_SIZE,
+};
 pub use virtio::{SwitchConfig, VirtioConfig, VirtioKind, MAX_VIRTIO_DEVICES, VIRTIO_FIRST_SLOT};
 pub use vm::{LoadOrder, VmConfig, VmType};

@@ -1,6 +1,8 @@
 //! The whole scenario: its name, the board it was validated for, and its VMs.
 
+use crate::console::VuartLinkConfig;
 use crate::passthrough::DmaIsolation;
+use crate::shm::ShmConfig;
 use crate::virtio::SwitchConfig;
 use crate::vm::VmConfig;
 
@@ -18,6 +20,10 @@ pub struct Scenario {
     pub switches: &'static [SwitchConfig],
     /// Whether passed-through devices need an IOMMU ([`DmaIsolation::Iommu`], the default).
     pub dma_isolation: DmaIsolation,
+    /// Shared-memory regions between VMs (ivshmem devices).
+    pub shm: &'static [ShmConfig],
+    /// Wires between VMs' UARTs.
+    pub vuart_links: &'static [VuartLinkConfig],
 }
 
 impl Scenario {
@@ -34,6 +40,15 @@ impl Scenario {
     /// The VM that owns physical CPU `pcpu`, if any (pCPUs are never shared between VMs).
     pub fn vm_for_pcpu(&self, pcpu: u16) -> Option<&'static VmConfig> {
         self.vms.iter().find(|vm| vm.pcpus.contains(&pcpu))
+    }
+
+    /// Whether `vm`'s RAM sits at its host-physical addresses (guest-physical = host-physical
+    /// above 1 MiB): a VM that drives passed-through devices without an IOMMU, whose DMA uses
+    /// the guest's physical addresses as host ones. The configurator makes such a VM give its
+    /// `host_base` (the hypervisor needs the range before it loads the kernel, the loader's
+    /// checks need it on the host).
+    pub fn ram_at_host_addresses(&self, vm: &VmConfig) -> bool {
+        self.dma_isolation == DmaIsolation::Off && !vm.pci_devices.is_empty()
     }
 }
 
@@ -75,6 +90,8 @@ mod tests {
         vms: &[vm(0, "a", &[1]), vm(1, "b", &[2, 3])],
         switches: &[],
         dma_isolation: crate::DmaIsolation::Iommu,
+        shm: &[],
+        vuart_links: &[],
     };
 
     #[test]

@@ -318,6 +318,69 @@ pub struct SwitchLine {
     pub learned: Vec<([u8; 6], String)>,
 }
 
+/// One inter-VM shared-memory region, as `shm` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmLine {
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Host-physical base.
+    pub host: u64,
+    /// Its VMs, by peer id.
+    pub peers: Vec<ShmPeerLine>,
+}
+
+/// One vUART link, as `vuart` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkLine {
+    pub name: String,
+    /// Its two ends.
+    pub ends: [LinkEndLine; 2],
+}
+
+/// One end of a vUART link, with the bytes it sent toward the other end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEndLine {
+    pub vm: String,
+    /// The UART's I/O port in that VM.
+    pub port: u16,
+    /// Whether the VM is loaded (not stopped) and its DTR and RTS outputs.
+    pub attached: bool,
+    pub dtr: bool,
+    pub rts: bool,
+    /// Bytes the link took from it, those the other end read, those discarded (the other end
+    /// was not there), and the times it waited for room.
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub stalls: u64,
+    /// Bytes waiting for the other end.
+    pub queued: usize,
+}
+
+/// One VM of a shared region, with its doorbell counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmPeerLine {
+    pub vm: String,
+    pub readonly: bool,
+    /// Its ivshmem device's slot and where firmware put BAR 2.
+    pub slot: u8,
+    pub bar2: u64,
+    /// Whether its device is attached (the VM is loaded).
+    pub attached: bool,
+    /// Doorbells it rang that were accepted, and those accepted for it.
+    pub sent: u64,
+    pub received: u64,
+    /// Interrupts its device raised for them; those merged into a pending vector.
+    pub delivered: u64,
+    pub coalesced: u64,
+    /// Doorbells it rang to no peer, no vector or an absent peer; those over its rate.
+    pub dropped: u64,
+    pub rate_limited: u64,
+    /// Its accesses to the region that exited (a read-only VM's writes, dropped).
+    pub trapped: u64,
+}
+
 /// One physical PCI function, as `pci` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PciLine {
@@ -473,6 +536,10 @@ pub trait ShellBackend {
     fn virtio(&self, vm: VmId) -> Result<Vec<VirtioLine>, BackendError>;
     /// The virtual switches, in the scenario's order.
     fn switches(&self) -> Vec<SwitchLine>;
+    /// The inter-VM shared-memory regions, in the scenario's order.
+    fn shm(&self) -> Vec<ShmLine>;
+    /// The vUART links, in the scenario's order.
+    fn vuart_links(&self) -> Vec<LinkLine>;
     /// The physical PCI functions, in address order, with their owners.
     fn pci(&self) -> Vec<PciLine>;
     /// The IOMMUs (none: an empty list).

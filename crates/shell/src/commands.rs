@@ -403,6 +403,29 @@ pub static COMMANDS: &[Command] = &[
         handler: io::switches,
     },
     Command {
+        name: "shm",
+        aliases: &[],
+        args: "",
+        summary: "list the shared-memory regions: their VMs, doorbell counters",
+        details: "PEER is the id a VM's doorbells name (its IV position). SENT and RECEIVED count \
+            doorbells accepted,\nDELIVERED the interrupts the receiver's device raised for them \
+            (COALESCED: merged into a vector\nalready pending), DROPPED doorbells to no peer, no \
+            vector or a peer not loaded, RATE-LIMITED those\nover the sender's rate; TRAPPED counts the VM's \
+            accesses to the region that exited (a read-only\nVM's writes, dropped).",
+        handler: io::shm,
+    },
+    Command {
+        name: "vuart",
+        aliases: &["links"],
+        args: "",
+        summary: "list the vUART links: their ends, modem lines, byte counters",
+        details: "SENT counts the bytes the link took from an end, DELIVERED those the other end \
+            read, DROPPED those\ndiscarded because the other end was not there (stopped, or its \
+            port closed: DTR low), STALLS the\ntimes an end waited for room (flow control: its \
+            UART's THRE stayed low), QUEUED the bytes waiting.",
+        handler: io::vuart_links,
+    },
+    Command {
         name: "pci",
         aliases: &["lspci"],
         args: "",

@@ -24,9 +24,10 @@ pub mod parse;
 mod ring;
 
 pub use backend::{
-    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, MemUsage, PciLine, RegDump,
-    ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
-    VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState, VIRTIO_STATUS_BITS,
+    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, LinkEndLine, LinkLine, MemUsage,
+    PciLine, RegDump, ShellBackend, ShmLine, ShmPeerLine, StatsLine, SwitchLine, SwitchPortLine,
+    VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState,
+    VIRTIO_STATUS_BITS,
 };
 pub use commands::{execute, CmdError, Command, Outcome, ShellError, COMMANDS};
 pub use console::{Action, Console, Mode, Port, DETACH_KEY, ESCAPE_BYTE, PROMPT};
@@ -34,7 +35,8 @@ pub use hexdump::hexdump;
 pub use line::{LineEditor, LineEvent, MAX_LINE};
 #[cfg(any(test, feature = "test-utils"))]
 pub use mock::{
-    mock_switches, mock_virtio, MockBackend, MOCK_HOST_BASE, MOCK_HOST_SIZE, MOCK_MSRS,
+    mock_links, mock_shm, mock_switches, mock_virtio, MockBackend, MOCK_HOST_BASE, MOCK_HOST_SIZE,
+    MOCK_MSRS,
 };
 pub use output::{Output, Table};
 pub use parse::ParseError;

@@ -16,9 +16,9 @@ use vcpu::{ExitKind, Gprs, IoAccess, SegmentState, SystemState, VmExit};
 use vm::ExitStats;
 
 use crate::backend::{
-    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, MemUsage, PciLine, RegDump,
-    ShellBackend, StatsLine, SwitchLine, SwitchPortLine, VcpuInfo, VcpuState, VirtioBackend,
-    VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState,
+    BackendError, IoapicLine, IommuLine, IrqLine, Lifecycle, LinkEndLine, LinkLine, MemUsage,
+    PciLine, RegDump, ShellBackend, ShmLine, ShmPeerLine, StatsLine, SwitchLine, SwitchPortLine,
+    VcpuInfo, VcpuState, VirtioBackend, VirtioLine, VirtioQueueLine, VmId, VmInfo, VmState,
 };
 
 /// Where [`MockBackend`]'s readable host memory starts.
@@ -47,6 +47,10 @@ pub struct MockBackend {
     pub virtio: Vec<Vec<VirtioLine>>,
     /// `lan0` (two ports, two learned addresses) and `lan1` (empty) ([`mock_switches`]).
     pub switches: Vec<SwitchLine>,
+    /// `ipc0` ([`mock_shm`]).
+    pub shm: Vec<ShmLine>,
+    /// `ctl` ([`mock_links`]).
+    pub links: Vec<LinkLine>,
     /// Two physical functions: edu passed to `linux` as 00:04.0, a hidden NIC.
     pub pci: Vec<PciLine>,
     /// One VT-d unit with one fault.
@@ -124,6 +128,74 @@ pub fn mock_virtio() -> Vec<VirtioLine> {
             queues: vec![queue(0, 64, false, 2, 0)],
         },
     ]
+}
+
+/// The mock's shared region: `ipc0`, 64 KiB, linux (rw) and rtvm (ro, not loaded).
+pub fn mock_shm() -> Vec<ShmLine> {
+    let peer = |vm: &str, readonly, attached, sent, received| ShmPeerLine {
+        vm: vm.into(),
+        readonly,
+        slot: 31,
+        bar2: 0xD000_0000,
+        attached,
+        sent,
+        received,
+        delivered: received,
+        coalesced: 0,
+        dropped: 0,
+        rate_limited: 0,
+        trapped: 0,
+    };
+    vec![ShmLine {
+        name: "ipc0".into(),
+        size: 0x10000,
+        host: 0x4000_0000,
+        peers: vec![
+            ShmPeerLine {
+                dropped: 2,
+                rate_limited: 5,
+                ..peer("linux", false, true, 7, 3)
+            },
+            ShmPeerLine {
+                coalesced: 1,
+                trapped: 4,
+                ..peer("rtvm", true, false, 3, 7)
+            },
+        ],
+    }]
+}
+
+/// The mock's vUART link: `ctl`, linux COM2 (open) to rtvm COM2 (stopped).
+pub fn mock_links() -> Vec<LinkLine> {
+    vec![LinkLine {
+        name: "ctl".into(),
+        ends: [
+            LinkEndLine {
+                vm: "linux".into(),
+                port: 0x2F8,
+                attached: true,
+                dtr: true,
+                rts: true,
+                sent: 1200,
+                delivered: 1100,
+                dropped: 100,
+                stalls: 4,
+                queued: 0,
+            },
+            LinkEndLine {
+                vm: "rtvm".into(),
+                port: 0x2F8,
+                attached: false,
+                dtr: false,
+                rts: false,
+                sent: 1100,
+                delivered: 1100,
+                dropped: 0,
+                stalls: 0,
+                queued: 0,
+            },
+        ],
+    }]
 }
 
 /// The mock's switches.
@@ -221,6 +293,8 @@ impl MockBackend {
             calls: Vec::new(),
             virtio: vec![Vec::new(), mock_virtio()],
             switches: mock_switches(),
+            shm: mock_shm(),
+            links: mock_links(),
             pci: vec![
                 PciLine {
                     bdf: "00:04.0".into(),
@@ -529,6 +603,14 @@ impl ShellBackend for MockBackend {
 
     fn switches(&self) -> Vec<SwitchLine> {
         self.switches.clone()
+    }
+
+    fn shm(&self) -> Vec<ShmLine> {
+        self.shm.clone()
+    }
+
+    fn vuart_links(&self) -> Vec<LinkLine> {
+        self.links.clone()
     }
 
     fn pci(&self) -> Vec<PciLine> {

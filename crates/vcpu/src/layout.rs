@@ -101,6 +101,65 @@ impl RamLayout {
         RamLayout { ranges, count }
     }
 
+    /// `size` bytes of RAM whose guest-physical addresses above 1 MiB equal
+    /// their host-physical ones, for a VM whose RAM is backed at `host_base`
+    /// and which drives a device without an IOMMU (the device uses the
+    /// guest's physical addresses as host ones). The guest's first 1 MiB (real
+    /// mode, boot data, BIOS area) is backed by the first MiB of the backing;
+    /// the rest sits at `host_base + 1 MiB .. host_base + size`, backed at the
+    /// same offset, so guest `host_base + x` is host `host_base + x`.
+    /// Guest-physical `1 MiB .. host_base + 1 MiB` is not RAM.
+    ///
+    /// `None` unless `host_base` is at least 1 MiB and 2 MiB aligned, `size`
+    /// is over 1 MiB, and all of it ends below the PCI hole.
+    pub const fn identity(host_base: u64, size: u64) -> Option<Self> {
+        const MIB: u64 = 1 << 20;
+        let end = match host_base.checked_add(size) {
+            Some(e) => e,
+            None => return None,
+        };
+        if host_base < MIB
+            || !host_base.is_multiple_of(2 * MIB)
+            || size <= MIB
+            || end > PCI_HOLE_START
+        {
+            return None;
+        }
+        let low = RamRange {
+            gpa: GuestPhysAddr(0),
+            len: MIB,
+            offset: 0,
+        };
+        let high = RamRange {
+            gpa: GuestPhysAddr(host_base + MIB),
+            len: size - MIB,
+            offset: MIB,
+        };
+        Some(RamLayout {
+            ranges: [low, high],
+            count: 2,
+        })
+    }
+
+    /// Whether guest-physical addresses of RAM above 1 MiB are host-physical
+    /// ones (see [`RamLayout::identity`]) for backing at `host_base`.
+    pub fn is_identity_at(&self, host_base: u64) -> bool {
+        self.ranges()
+            .iter()
+            .all(|r| r.end() <= 1 << 20 || r.gpa.0 == host_base + r.offset)
+    }
+
+    /// One past the last byte of RAM below 4 GiB (what a 32-bit boot
+    /// protocol's identity map and limits must cover).
+    pub fn end_below_4g(&self) -> u64 {
+        self.ranges()
+            .iter()
+            .filter(|r| r.gpa.0 < HIGH_RAM_BASE)
+            .map(|r| r.end())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The ranges, lowest first.
     pub fn ranges(&self) -> &[RamRange] {
         &self.ranges[..usize::from(self.count)]
@@ -184,6 +243,57 @@ mod tests {
         assert_eq!(l.bytes_from(PCI_HOLE_START - 16), 16);
         assert_eq!(l.bytes_from(PCI_HOLE_START), 0);
         assert_eq!(l.bytes_from(HIGH_RAM_BASE + 8), (1 << 30) - 8);
+    }
+
+    #[test]
+    fn identity_layouts_put_ram_at_its_host_address() {
+        const MIB: u64 = 1 << 20;
+        let l = RamLayout::identity(256 * MIB, 256 * MIB).unwrap();
+        assert_eq!(l.ranges().len(), 2);
+        assert_eq!((l.low(), l.total()), (MIB, 256 * MIB));
+        // The low MiB is backed by the first MiB of the backing.
+        assert_eq!(l.locate(0x7000, 4096), Some(0x7000));
+        assert_eq!(l.locate(MIB - 4, 8), None, "runs into the gap");
+        // Guest 1 MiB .. host_base + 1 MiB is no RAM.
+        assert_eq!(l.locate(MIB, 4), None);
+        assert_eq!(l.locate(256 * MIB, 4), None);
+        assert_eq!(l.bytes_from(16 * MIB), 0);
+        // Above it, guest address = host address: backing offset = gpa - host_base.
+        assert_eq!(l.locate(257 * MIB, 4), Some(MIB));
+        assert_eq!(l.locate(512 * MIB - 8, 8), Some(256 * MIB - 8));
+        assert_eq!(l.locate(512 * MIB - 4, 8), None);
+        assert_eq!(l.end_below_4g(), 512 * MIB);
+        assert!(l.is_identity_at(256 * MIB));
+        assert!(!l.is_identity_at(128 * MIB));
+        assert!(!RamLayout::new(256 * MIB).is_identity_at(256 * MIB));
+        assert!(
+            RamLayout::new(MIB).is_identity_at(256 * MIB),
+            "only low RAM"
+        );
+    }
+
+    #[test]
+    fn identity_layouts_refuse_what_cannot_be_identity() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(RamLayout::identity(0, 64 * MIB), None, "over the low MiB");
+        assert_eq!(
+            RamLayout::identity(MIB, 64 * MIB),
+            None,
+            "not 2 MiB aligned"
+        );
+        assert_eq!(RamLayout::identity(3 * MIB, 64 * MIB), None);
+        assert_eq!(
+            RamLayout::identity(64 * MIB, MIB),
+            None,
+            "nothing above 1 MiB"
+        );
+        assert_eq!(
+            RamLayout::identity(PCI_HOLE_START - 64 * MIB, 128 * MIB),
+            None,
+            "into the PCI hole"
+        );
+        assert_eq!(RamLayout::identity(u64::MAX - MIB + 1, 4 * MIB), None);
+        assert!(RamLayout::identity(PCI_HOLE_START - 64 * MIB, 64 * MIB).is_some());
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub use pci_config::{
     STATUS_CAPABILITIES, STATUS_INTERRUPT,
 };
 pub use pci_segment::{
-    BarMapping, DirectRange, PciDevice, PciInterrupt, PciSegment, SegmentCounters, SegmentLayout,
-    SlatOp, ECAM_BUS_SIZE,
+    BarMapping, DirectKind, DirectRange, PciDevice, PciInterrupt, PciSegment, SegmentCounters,
+    SegmentLayout, SlatOp, ECAM_BUS_SIZE,
 };
 pub use pci_testdev::{
     TestDevice, TEST_DEVICE_IDS, TEST_DEVICE_MAGIC, TEST_DEVICE_MSIX_ENTRIES, TEST_DEVICE_SLOW_NS,

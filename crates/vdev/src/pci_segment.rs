@@ -103,6 +103,18 @@ pub struct DirectRange {
     pub offset: u64,
     pub len: u64,
     pub host: u64,
+    /// What the host memory is (how the second-level tables map it).
+    pub kind: DirectKind,
+}
+
+/// What backs a [`DirectRange`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectKind {
+    /// A physical device's registers: mapped uncached, read-write.
+    Mmio,
+    /// Ordinary RAM the hypervisor set aside (an inter-VM shared region): mapped write-back,
+    /// writable or read-only (a write then exits and reaches [`PciDevice::bar_write`]).
+    Ram { writable: bool },
 }
 
 /// A change the VM's second-level tables need after the guest moved or switched a BAR with
@@ -111,6 +123,14 @@ pub struct DirectRange {
 pub enum SlatOp {
     /// Map guest-physical `[gpa, gpa + len)` to host-physical `host`, uncached.
     Map { gpa: u64, len: u64, host: u64 },
+    /// Map guest-physical `[gpa, gpa + len)` to host-physical RAM at `host`, write-back,
+    /// writable or read-only ([`DirectKind::Ram`]).
+    MapRam {
+        gpa: u64,
+        len: u64,
+        host: u64,
+        writable: bool,
+    },
     /// Remove the translation of `[gpa, gpa + len)`.
     Unmap { gpa: u64, len: u64 },
 }
@@ -217,8 +237,8 @@ pub struct PciSegment {
     pending: Vec<PciInterrupt>,
     counters: SegmentCounters,
     scratch: Vec<MsiMessage>,
-    /// Direct ranges mapped now (guest-physical start, length, host-physical start).
-    direct: Vec<(u64, u64, u64)>,
+    /// Direct ranges mapped now (guest-physical start, length, host-physical start, kind).
+    direct: Vec<(u64, u64, u64, DirectKind)>,
     /// Second-level changes not yet taken ([`PciSegment::take_slat_ops`]).
     slat_ops: Vec<SlatOp>,
 }
@@ -547,7 +567,7 @@ impl PciSegment {
     /// changes from the ranges mapped before: every old range not wanted any more is unmapped,
     /// then every new one mapped.
     fn sync_direct(&mut self) {
-        let mut want: Vec<(u64, u64, u64)> = Vec::new();
+        let mut want: Vec<(u64, u64, u64, DirectKind)> = Vec::new();
         let mut ranges = Vec::new();
         for m in self.mappings.iter().filter(|m| !m.io) {
             let Some(f) = self.bus.function(m.bdf) else {
@@ -565,18 +585,26 @@ impl PciSegment {
                     && page(r.host)
                     && page(m.start)
                 {
-                    want.push((m.start + r.offset, r.len, r.host));
+                    want.push((m.start + r.offset, r.len, r.host, r.kind));
                 }
             }
         }
-        for &(gpa, len, host) in &self.direct {
-            if !want.contains(&(gpa, len, host)) {
+        for &(gpa, len, host, kind) in &self.direct {
+            if !want.contains(&(gpa, len, host, kind)) {
                 self.slat_ops.push(SlatOp::Unmap { gpa, len });
             }
         }
-        for &(gpa, len, host) in &want {
-            if !self.direct.contains(&(gpa, len, host)) {
-                self.slat_ops.push(SlatOp::Map { gpa, len, host });
+        for &(gpa, len, host, kind) in &want {
+            if !self.direct.contains(&(gpa, len, host, kind)) {
+                self.slat_ops.push(match kind {
+                    DirectKind::Mmio => SlatOp::Map { gpa, len, host },
+                    DirectKind::Ram { writable } => SlatOp::MapRam {
+                        gpa,
+                        len,
+                        host,
+                        writable,
+                    },
+                });
             }
         }
         self.direct = want;

@@ -22,6 +22,7 @@ pub mod pc;
 pub mod smp;
 mod stats;
 mod uart16550;
+mod uart_wire;
 mod vlapic;
 
 pub use bus::{unmapped_read, Bus, BusError, MMIO_SPACE, PORT_SPACE};
@@ -33,6 +34,7 @@ pub use msr::{numbers as msr_numbers, MsrPolicy, MsrRead, MsrWrite, EFER_GUEST_B
 pub use pc::{PcPlatform, PlatformConfig, UartPlace};
 pub use smp::{Signals, VcpuInbox};
 pub use stats::ExitStats;
-pub use uart16550::{Uart16550, UartCounters, OUTPUT_CAPACITY, RX_FIFO_SIZE};
+pub use uart16550::{Uart16550, UartCounters, OUTPUT_CAPACITY, RX_FIFO_SIZE, TX_FIFO_SIZE};
+pub use uart_wire::{LinkedUart, UartWire};
 pub use vdev::Delivery;
 pub use vlapic::{divisor as lapic_divisor, LapicAction, VLapic, BUS_HZ, XAPIC_BASE};

@@ -105,6 +105,8 @@ pub struct PcPlatform {
     uart: Option<usize>,
     /// Index of the PCI segment in `devices`.
     pci: Option<usize>,
+    /// Indexes of the UARTs linked to other VMs' UARTs in `devices`.
+    links: Vec<usize>,
     /// Console bytes waiting for the caller.
     console: Vec<u8>,
     /// The earliest device deadline, kept current after every device
@@ -390,6 +392,7 @@ impl PcPlatform {
             mmio: Bus::mmio(),
             uart: None,
             pci: None,
+            links: Vec::new(),
             console: Vec::new(),
             deadline: None,
             late: Vec::new(),
@@ -811,6 +814,7 @@ impl PcPlatform {
     /// Serves what device backends brought in (frames, console input) and
     /// raises the interrupts that follow.
     pub fn serve_backends(&mut self) {
+        self.serve_links();
         let Some(i) = self.pci else { return };
         let Some(host) = self
             .devices
@@ -821,6 +825,76 @@ impl PcPlatform {
         };
         host.0.poll();
         host.deliver(&mut self.irq);
+    }
+
+    /// Adds a UART joined to `wire` at `place` (a vUART link to another VM);
+    /// refused when its ports are taken.
+    pub fn add_linked_uart(
+        &mut self,
+        place: UartPlace,
+        wire: Box<dyn crate::UartWire>,
+    ) -> Result<(), alloc::string::String> {
+        let (base, len) = (u64::from(place.port), 8);
+        if (base..base + len).any(|port| self.pio.dispatch(port).is_some()) {
+            return Err(alloc::format!(
+                "ports {:#x}-{:#x} are taken",
+                place.port,
+                place.port + 7
+            ));
+        }
+        let index = self.add(
+            Box::new(crate::LinkedUart::new(place, wire)),
+            &[(place.port, 8)],
+            &[],
+        );
+        self.links.push(index);
+        Ok(())
+    }
+
+    /// Moves what the linked UARTs' wires brought (bytes, room, modem
+    /// lines) into the UARTs.
+    fn serve_links(&mut self) {
+        let mut cx = DeviceCx {
+            now_ns: 0,
+            irq: &mut self.irq,
+            console: &mut self.console,
+            effect: PioEffect::None,
+        };
+        for &i in &self.links {
+            if let Some(u) = self.devices[i]
+                .as_any_mut()
+                .downcast_mut::<crate::LinkedUart>()
+            {
+                u.sync(&mut cx);
+            }
+        }
+    }
+
+    /// The linked UARTs leave their wires (the VM stopped): their peers see
+    /// the cable go dead.
+    pub fn disconnect_links(&mut self) {
+        for &i in &self.links {
+            if let Some(u) = self.devices[i]
+                .as_any_mut()
+                .downcast_mut::<crate::LinkedUart>()
+            {
+                u.disconnect();
+            }
+        }
+    }
+
+    /// Each linked UART's place and counters (for the shell).
+    pub fn linked_uarts(&mut self) -> Vec<(UartPlace, crate::UartCounters)> {
+        let mut out = Vec::new();
+        for &i in &self.links {
+            if let Some(u) = self.devices[i]
+                .as_any_mut()
+                .downcast_mut::<crate::LinkedUart>()
+            {
+                out.push((u.place(), u.counters()));
+            }
+        }
+        out
     }
 
     /// Calls `f` with each PCI device (for the shell).

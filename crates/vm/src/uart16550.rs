@@ -17,6 +17,15 @@
 //! - Outside loopback the modem inputs read as a connected terminal: CTS, DSR
 //!   and DCD asserted, RI not.
 //!
+//!
+//! A UART made with [`Uart16550::linked`] is one end of a wire to another
+//! VM's UART (a vUART link) instead of a console: its transmitter is a
+//! [`TX_FIFO_SIZE`]-byte FIFO that the caller empties into the wire as the
+//! wire takes bytes ([`Uart16550::send_output`]), so LSR.THRE reads 0 and
+//! the THR-empty interrupt waits while the peer is slow (flow control: a
+//! driver that honours THRE loses nothing); its modem inputs are the peer's
+//! outputs as a null-modem cable wires them ([`Uart16550::set_modem_inputs`]).
+//!
 //! The output buffer holds [`OUTPUT_CAPACITY`] bytes. When the caller does not
 //! drain it in time, new bytes are dropped and counted
 //! ([`UartCounters::output_dropped`]), as a real transmit FIFO loses bytes
@@ -28,6 +37,8 @@
 pub const RX_FIFO_SIZE: usize = 16;
 /// Bytes of guest output held until the caller drains them.
 pub const OUTPUT_CAPACITY: usize = 4096;
+/// Bytes the transmit FIFO of a linked UART holds, as on a real 16550A.
+pub const TX_FIFO_SIZE: usize = 16;
 
 // Register offsets.
 const RBR_THR_DLL: u8 = 0;
@@ -91,7 +102,8 @@ const RESET_DIVISOR: u16 = 12;
 /// What the UART lost or refused, for the VM's statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UartCounters {
-    /// Guest output bytes dropped because the output buffer was full.
+    /// Guest output bytes dropped because the output buffer (a linked
+    /// UART's transmit FIFO) was full.
     pub output_dropped: u64,
     /// Loopback bytes lost because the receive FIFO was full (LSR.OE).
     pub overruns: u64,
@@ -136,6 +148,10 @@ impl<const N: usize> Ring<N> {
         Some(b)
     }
 
+    fn peek(&self) -> Option<u8> {
+        (self.len > 0).then(|| self.buf[self.head])
+    }
+
     fn clear(&mut self) {
         self.head = 0;
         self.len = 0;
@@ -164,6 +180,10 @@ pub struct Uart16550 {
     rx: Ring<RX_FIFO_SIZE>,
     out: Ring<OUTPUT_CAPACITY>,
     counters: UartCounters,
+    /// A linked UART: a flow-controlled [`TX_FIFO_SIZE`]-byte transmitter.
+    linked: bool,
+    /// MSR bits 7:4 outside loopback: what the other end drives.
+    modem_in: u8,
 }
 
 impl Default for Uart16550 {
@@ -193,6 +213,68 @@ impl Uart16550 {
                 overruns: 0,
                 bad_offsets: 0,
             },
+            linked: false,
+            modem_in: MSR_CTS | MSR_DSR | MSR_DCD,
+        }
+    }
+
+    /// A UART at one end of a wire to another UART, in its reset state: its
+    /// modem inputs low until the wire reports the peer
+    /// ([`Uart16550::set_modem_inputs`]).
+    pub const fn linked() -> Self {
+        let mut u = Self::new();
+        u.linked = true;
+        u.modem_in = 0;
+        u
+    }
+
+    /// Sets the modem input pins (CTS, DSR, DCD; RI stays inactive), as the
+    /// other end of a wire drives them; a change latches MSR's delta bits
+    /// (and so the modem-status interrupt) outside loopback.
+    pub fn set_modem_inputs(&mut self, cts: bool, dsr: bool, dcd: bool) {
+        let mut v = 0;
+        for (on, line) in [(cts, MSR_CTS), (dsr, MSR_DSR), (dcd, MSR_DCD)] {
+            if on {
+                v |= line;
+            }
+        }
+        let before = self.modem_lines();
+        self.modem_in = v;
+        self.note_modem_change(before, self.modem_lines());
+    }
+
+    /// The modem output pins DTR and RTS as the wire sees them (in
+    /// loopback the outputs are held inactive).
+    pub fn modem_outputs(&self) -> (bool, bool) {
+        if self.loopback() {
+            return (false, false);
+        }
+        (self.mcr & MCR_DTR != 0, self.mcr & MCR_RTS != 0)
+    }
+
+    /// Whether the receiver takes bytes from the wire now: not in loopback
+    /// (its input pin is disconnected) and room in the FIFO.
+    pub fn rx_room(&self) -> usize {
+        if self.loopback() {
+            0
+        } else {
+            RX_FIFO_SIZE - self.rx.len
+        }
+    }
+
+    /// Moves output bytes, oldest first, to `wire` while it takes them
+    /// (`wire` returns false to keep a byte for later). A linked UART whose
+    /// transmit FIFO empties raises its THR-empty condition.
+    pub fn send_output(&mut self, wire: &mut impl FnMut(u8) -> bool) {
+        let had = self.out.len > 0;
+        while let Some(b) = self.out.peek() {
+            if !wire(b) {
+                break;
+            }
+            self.out.pop();
+        }
+        if self.linked && had && self.out.len == 0 {
+            self.thr_empty_pending = true;
         }
     }
 
@@ -224,7 +306,12 @@ impl Uart16550 {
             LCR => self.lcr,
             MCR => self.mcr,
             LSR => {
-                let mut v = LSR_THR_EMPTY | LSR_TX_EMPTY;
+                // A linked transmitter is empty once the wire took every byte.
+                let mut v = if self.linked && self.out.len > 0 {
+                    0
+                } else {
+                    LSR_THR_EMPTY | LSR_TX_EMPTY
+                };
                 if self.rx.len > 0 {
                     v |= LSR_DATA_READY;
                 }
@@ -260,8 +347,9 @@ impl Uart16550 {
             }
             IER_DLM => {
                 let new = value & IER_MASK;
-                // THR is always empty: enabling its interrupt raises it at once.
-                if new & IER_THR_EMPTY != 0 && self.ier & IER_THR_EMPTY == 0 {
+                // Enabling the THR-empty interrupt while THR is empty raises it at once.
+                let empty = !self.linked || self.out.len == 0;
+                if empty && new & IER_THR_EMPTY != 0 && self.ier & IER_THR_EMPTY == 0 {
                     self.thr_empty_pending = true;
                 }
                 self.ier = new;
@@ -336,6 +424,14 @@ impl Uart16550 {
                 self.overrun = true;
                 self.counters.overruns = self.counters.overruns.saturating_add(1);
             }
+        } else if self.linked {
+            // A full transmit FIFO (the guest ignored THRE) loses the byte.
+            if self.out.len >= TX_FIFO_SIZE || !self.out.push(value) {
+                self.counters.output_dropped = self.counters.output_dropped.saturating_add(1);
+            }
+            // THR empties when the wire takes the bytes (`send_output`).
+            self.thr_empty_pending = false;
+            return;
         } else if !self.out.push(value) {
             self.counters.output_dropped = self.counters.output_dropped.saturating_add(1);
         }
@@ -374,7 +470,7 @@ impl Uart16550 {
     /// CTS, DTR to DSR, OUT1 to RI, OUT2 to DCD.
     fn modem_lines(&self) -> u8 {
         if !self.loopback() {
-            return MSR_CTS | MSR_DSR | MSR_DCD;
+            return self.modem_in;
         }
         let mut v = 0;
         for (out, line) in [
@@ -719,5 +815,100 @@ mod tests {
             }
         }
         let _ = drain(&mut u);
+    }
+
+    /// A linked UART with DTR|RTS|OUT2 set and the THR-empty and RX
+    /// interrupts enabled, as a driver that opened the port leaves it.
+    fn opened_link() -> Uart16550 {
+        let mut u = Uart16550::linked();
+        u.write(MCR, MCR_DTR | MCR_RTS | MCR_OUT2);
+        u.write(IIR_FCR, FCR_ENABLE);
+        u
+    }
+
+    #[test]
+    fn linked_transmitter_waits_for_the_wire() {
+        let mut u = opened_link();
+        assert_eq!(u.modem_outputs(), (true, true));
+        u.write(IER_DLM, IER_THR_EMPTY);
+        // Empty at first: enabling the interrupt raises it.
+        assert_eq!(u.read(IIR_FCR) & 0x0F, IIR_THR_EMPTY);
+        for b in 0..TX_FIFO_SIZE as u8 {
+            u.write(RBR_THR_DLL, b);
+        }
+        // Bytes in the FIFO: THRE and TEMT clear, no interrupt.
+        assert_eq!(u.read(LSR) & (LSR_THR_EMPTY | LSR_TX_EMPTY), 0);
+        assert!(!u.irq_pending());
+        // The 17th byte is lost and counted.
+        u.write(RBR_THR_DLL, 0xEE);
+        assert_eq!(u.counters().output_dropped, 1);
+        // The wire takes five, then refuses: still not empty, still quiet.
+        let mut taken = Vec::new();
+        u.send_output(&mut |b| {
+            if taken.len() < 5 {
+                taken.push(b);
+                true
+            } else {
+                false
+            }
+        });
+        assert_eq!(taken, [0, 1, 2, 3, 4]);
+        assert_eq!(u.read(LSR) & LSR_THR_EMPTY, 0);
+        assert!(!u.irq_pending());
+        // The wire takes the rest in order: THRE and its interrupt come back.
+        u.send_output(&mut |b| {
+            taken.push(b);
+            true
+        });
+        assert_eq!(taken, (0..16).collect::<Vec<u8>>());
+        assert_eq!(u.read(LSR) & 0x60, 0x60);
+        assert!(u.irq_pending());
+        assert_eq!(u.read(IIR_FCR) & 0x0F, IIR_THR_EMPTY);
+        assert!(!u.irq_pending());
+        // Nothing sent: an empty FIFO raises nothing again.
+        u.send_output(&mut |_| true);
+        assert!(!u.irq_pending());
+    }
+
+    #[test]
+    fn linked_modem_inputs_follow_the_peer() {
+        let mut u = opened_link();
+        u.write(IER_DLM, IER_MODEM);
+        // Nobody at the other end yet.
+        assert_eq!(u.read(MSR), 0);
+        u.set_modem_inputs(true, true, true);
+        assert!(u.irq_pending());
+        assert_eq!(
+            u.read(MSR),
+            MSR_CTS | MSR_DSR | MSR_DCD | MSR_DCTS | MSR_DDSR | MSR_DDCD
+        );
+        assert!(!u.irq_pending());
+        // The peer goes away.
+        u.set_modem_inputs(false, false, false);
+        assert_eq!(u.read(MSR), MSR_DCTS | MSR_DDSR | MSR_DDCD);
+        // In loopback the outputs are held inactive and the receiver takes nothing.
+        u.write(MCR, MCR_LOOP | MCR_DTR);
+        assert_eq!(u.modem_outputs(), (false, false));
+        assert_eq!(u.rx_room(), 0);
+        u.write(MCR, MCR_DTR);
+        assert_eq!(u.rx_room(), RX_FIFO_SIZE);
+        assert!(u.push_input(1));
+        assert_eq!(u.rx_room(), RX_FIFO_SIZE - 1);
+    }
+
+    #[test]
+    fn console_uarts_keep_their_instant_transmitter() {
+        let mut u = Uart16550::new();
+        for b in 0..100u8 {
+            u.write(RBR_THR_DLL, b);
+            assert_eq!(u.read(LSR) & 0x60, 0x60);
+        }
+        let mut n = 0;
+        u.send_output(&mut |_| {
+            n += 1;
+            true
+        });
+        assert_eq!(n, 100);
+        assert_eq!(u.read(MSR) & 0xF0, 0xB0);
     }
 }

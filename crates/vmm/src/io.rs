@@ -38,6 +38,10 @@ pub struct IoHub {
     pub kick: fn(u16),
     /// Hands out the physical PCI functions VMs own (None: the machine passes none through).
     pub passthrough: Option<&'static dyn PassthroughProvider>,
+    /// The scenario's shared-memory regions, each with its configuration.
+    pub shm: Vec<crate::shm::SharedRegion>,
+    /// The scenario's vUART links, each with its two ends.
+    pub links: Vec<(Arc<crate::uart_link::UartLink>, [scenario::VuartLinkEnd; 2])>,
 }
 
 /// Gives VMs the physical functions they own.
@@ -62,6 +66,8 @@ impl IoHub {
             entropy: None,
             kick,
             passthrough: None,
+            shm: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -100,11 +106,11 @@ impl VmIo {
     }
 }
 
-/// Tells a VM that its switch port has frames.
-struct VmWaker {
-    news: Arc<AtomicBool>,
-    pcpu: u16,
-    kick: fn(u16),
+/// Tells a VM that its switch port has frames (or a shared region's doorbell rang).
+pub(crate) struct VmWaker {
+    pub(crate) news: Arc<AtomicBool>,
+    pub(crate) pcpu: u16,
+    pub(crate) kick: fn(u16),
 }
 
 impl PortWaker for VmWaker {
@@ -114,6 +120,38 @@ impl PortWaker for VmWaker {
             (self.kick)(self.pcpu);
         }
     }
+}
+
+impl crate::uart_link::LinkWaker for VmWaker {
+    fn wake(&self) {
+        PortWaker::wake(self);
+    }
+}
+
+/// Plugs the UARTs VM `cfg` has on vUART links into `platform`, each attached to its link for
+/// this load of the VM.
+pub fn attach_links(
+    cfg: &VmConfig,
+    io: &VmIo,
+    platform: &mut vm::PcPlatform,
+) -> Result<(), String> {
+    for (link, ends) in &io.hub.links {
+        for (side, end) in ends.iter().enumerate().filter(|(_, e)| e.vm == cfg.id) {
+            let waker = Arc::new(VmWaker {
+                news: io.news.clone(),
+                pcpu: cfg.pcpus.first().copied().unwrap_or(0),
+                kick: io.hub.kick,
+            });
+            let place = vm::UartPlace {
+                port: end.uart.port,
+                irq: end.uart.irq,
+            };
+            platform
+                .add_linked_uart(place, crate::uart_link::boxed(link.attach(side, waker)))
+                .map_err(|e| format!("vUART link {:?}: {e}", link.name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Plugs VM `cfg`'s virtio devices into `platform`, each reaching the VM's

@@ -22,8 +22,10 @@ mod platform;
 mod platform_cell;
 mod run;
 pub mod shell;
+pub mod shm;
 mod table;
 mod timer_advance;
+pub mod uart_link;
 mod vm;
 
 #[cfg(test)]

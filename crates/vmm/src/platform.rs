@@ -34,6 +34,15 @@ pub trait SlatEditor: Send + Sync {
     fn map_mmio(&self, gpa: u64, len: u64, host: u64) -> Result<(), alloc::string::String>;
     /// Removes the translation of `[gpa, gpa + len)`.
     fn unmap(&self, gpa: u64, len: u64) -> Result<(), alloc::string::String>;
+    /// Maps guest-physical `[gpa, gpa + len)` to host-physical RAM at `host` (an inter-VM shared
+    /// region), write-back, read-write or read-only.
+    fn map_ram(
+        &self,
+        gpa: u64,
+        len: u64,
+        host: u64,
+        writable: bool,
+    ) -> Result<(), alloc::string::String>;
 }
 
 pub trait Platform: Send + Sync {

@@ -74,6 +74,12 @@ impl<P: Platform> Vmm<P> {
             info!("vm {}: stopped: every vCPU left", vm.cfg.name);
             info!("vm {}: exits {}", vm.cfg.name, vm.exit_totals());
         }
+        // The last vCPU out of a stopped VM: its vUART links' peers see the cable go dead (and
+        // never wait on it). Idempotent, so two last vCPUs racing here do no harm.
+        let l = vm.lifecycle();
+        if l.active() == 0 && l.state() == crate::lifecycle::VmState::Stopped {
+            vm.platform.with(|p| p.disconnect_links());
+        }
     }
 
     /// Runs vCPU `vcpu_id` of `vm` on pCPU `pcpu`: the BSP from the kernel's

@@ -420,6 +420,63 @@ impl<P: Platform, M: Machine> ShellBackend for VmmShell<'_, P, M> {
         seen.iter().map(|s| switch_line(s)).collect()
     }
 
+    fn shm(&self) -> Vec<shell::ShmLine> {
+        // Like the switches: each region once, in the order of its hub.
+        let mut seen: Vec<crate::shm::SharedRegion> = Vec::new();
+        for vm in self.vmm.table().snapshot() {
+            let Some(io) = &vm.io else { continue };
+            for r in &io.hub.shm {
+                if !seen.iter().any(|x| Arc::ptr_eq(&x.region, &r.region)) {
+                    seen.push(r.clone());
+                }
+            }
+        }
+        seen.iter().map(crate::shm::region_line).collect()
+    }
+
+    fn vuart_links(&self) -> Vec<shell::LinkLine> {
+        // Each link once, in the order of its hub.
+        let mut seen: Vec<(Arc<crate::uart_link::UartLink>, [scenario::VuartLinkEnd; 2])> =
+            Vec::new();
+        for vm in self.vmm.table().snapshot() {
+            let Some(io) = &vm.io else { continue };
+            for (l, ends) in &io.hub.links {
+                if !seen.iter().any(|(x, _)| Arc::ptr_eq(x, l)) {
+                    seen.push((l.clone(), *ends));
+                }
+            }
+        }
+        let name_of = |id: u16| {
+            self.vmm
+                .table()
+                .snapshot()
+                .iter()
+                .find(|vm| vm.cfg.id == id)
+                .map_or_else(|| alloc::format!("vm{id}"), |vm| String::from(vm.cfg.name))
+        };
+        seen.iter()
+            .map(|(l, ends)| {
+                let info = l.info();
+                let end = |i: usize| shell::LinkEndLine {
+                    vm: name_of(ends[i].vm),
+                    port: ends[i].uart.port,
+                    attached: info[i].attached,
+                    dtr: info[i].dtr,
+                    rts: info[i].rts,
+                    sent: info[i].counters.sent,
+                    delivered: info[i].counters.delivered,
+                    dropped: info[i].counters.dropped,
+                    stalls: info[i].counters.stalls,
+                    queued: info[i].queued,
+                };
+                shell::LinkLine {
+                    name: String::from(l.name()),
+                    ends: [end(0), end(1)],
+                }
+            })
+            .collect()
+    }
+
     fn interrupts(&self) -> Vec<IrqLine> {
         self.machine.interrupts()
     }

@@ -288,6 +288,18 @@ impl<P: Platform> Vm<P> {
                         self.cfg.name
                     ),
                 },
+                vdev::SlatOp::MapRam {
+                    gpa,
+                    len,
+                    host,
+                    writable,
+                } => match editor.map_ram(gpa, len, host, writable) {
+                    Ok(()) => direct.push((gpa, len)),
+                    Err(e) => log::warn!(
+                        "vm {}: shared memory {gpa:#x}+{len:#x} not mapped (its accesses exit): {e}",
+                        self.cfg.name
+                    ),
+                },
             }
         }
         drop(direct);
@@ -324,6 +336,8 @@ impl<P: Platform> Vm<P> {
         if let Some(io) = &self.io {
             attach_virtio(self.cfg, io, &self.ram, &mut platform)?;
             attach_passthrough(self.cfg, io, &mut platform)?;
+            crate::shm::attach_shm(self.cfg, io, &mut platform)?;
+            crate::io::attach_links(self.cfg, io, &mut platform)?;
         } else if !self.cfg.pci_devices.is_empty() {
             return Err("its PCI functions have no provider".into());
         }
@@ -406,7 +420,7 @@ impl<P: Platform> Vm<P> {
                     kind: loader::ReservedKind::Reserved,
                 }];
                 let layout = loader::VmLayout {
-                    ram_size: self.cfg.memory.size,
+                    ram: ram.layout(),
                     reserved: &ecam,
                     acpi_rsdp: Some(tables.rsdp_gpa),
                 };
@@ -430,6 +444,12 @@ impl<P: Platform> Vm<P> {
         *self.entry.lock() = Some(entry);
         self.platform.replace(platform);
         self.unmap_direct();
+        // BARs firmware placed with direct ranges (shared memory) are mapped before the guest
+        // runs.
+        let initial = self.platform.with(|p| p.take_slat_ops());
+        if !initial.is_empty() {
+            self.apply_slat_ops(initial, &|_| {});
+        }
         for (id, inbox) in (0u32..).zip(&self.inboxes) {
             inbox.clear(id);
         }
@@ -544,6 +564,16 @@ mod tests {
             self.0.lock().push(vdev::SlatOp::Unmap { gpa, len });
             Ok(())
         }
+
+        fn map_ram(&self, gpa: u64, len: u64, host: u64, writable: bool) -> Result<(), String> {
+            self.0.lock().push(vdev::SlatOp::MapRam {
+                gpa,
+                len,
+                host,
+                writable,
+            });
+            Ok(())
+        }
     }
 
     #[test]
@@ -603,6 +633,88 @@ mod tests {
             }]
         );
         assert!(vm.inboxes.iter().all(|i| i.take_slat_flush()));
+    }
+
+    #[test]
+    fn a_shared_region_is_mapped_at_each_load_and_its_device_reattached() {
+        use crate::io::IoHub;
+        use crate::shm::SharedRegion;
+        use scenario::{ShmConfig, ShmPeer};
+        static SHM: ShmConfig = ShmConfig {
+            name: "ipc0",
+            size: 0x2000,
+            peers: &[
+                ShmPeer {
+                    vm: 0,
+                    readonly: true,
+                    slot: 31,
+                    bar2: 0xD000_0000,
+                },
+                ShmPeer {
+                    vm: 1,
+                    readonly: false,
+                    slot: 31,
+                    bar2: 0xD000_0000,
+                },
+            ],
+        };
+        let p = MockPlatform::new();
+        let cfg = config(0, "a", &[1]);
+        let mut hub = IoHub::empty(|_| {});
+        let peers = [
+            ivshmem::PeerInfo {
+                vm: 0,
+                name: "a",
+                readonly: true,
+            },
+            ivshmem::PeerInfo {
+                vm: 1,
+                name: "b",
+                readonly: false,
+            },
+        ];
+        let region = ivshmem::Region::new("ipc0", 0x2000, 0x80_0000, &peers, || 0);
+        hub.shm.push(SharedRegion {
+            cfg: &SHM,
+            region: region.clone(),
+        });
+        let image = GuestImage {
+            kernel: &KERNEL,
+            kind: ImageKind::of(cfg.kernel.kind),
+            initrd: None,
+            modules: Vec::new(),
+        };
+        let mut vm = Vm::new(&p, cfg, SharedMemory::new(2 << 20), 0, image);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        vm.set_slat_editor(Box::new(RecordingSlat(log.clone())));
+        vm.attach_io(Arc::new(hub));
+        let map = vdev::SlatOp::MapRam {
+            gpa: 0xD000_0000,
+            len: 0x2000,
+            host: 0x80_0000,
+            writable: false,
+        };
+        // Mapped (read-only) before the guest runs; the device is attached.
+        vm.load(&p).unwrap();
+        assert_eq!(*log.lock(), [map]);
+        assert!(region.peers()[0].2 && !region.peers()[1].2);
+        // A reload unmaps and maps again; the new device is the attached one.
+        log.lock().clear();
+        vm.load(&p).unwrap();
+        assert_eq!(
+            *log.lock(),
+            [
+                vdev::SlatOp::Unmap {
+                    gpa: 0xD000_0000,
+                    len: 0x2000
+                },
+                map
+            ]
+        );
+        assert!(
+            region.peers()[0].2,
+            "the old device's drop left the new one attached"
+        );
     }
 
     #[test]

@@ -293,6 +293,13 @@ pub fn sti() {
     unsafe { asm!("sti", options(nostack, nomem)) };
 }
 
+/// Enables interrupts and halts until one arrives (`sti` takes effect after `hlt` starts, so
+/// no interrupt slips in between); returns with interrupts enabled.
+pub fn sti_hlt() {
+    // SAFETY: the IDT covers every vector; handlers run on IST stacks; an interrupt ends the halt.
+    unsafe { asm!("sti", "hlt", options(nostack, nomem)) };
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -26,6 +26,10 @@
 //! ending in every reset path and a triple fault; `tests/hostile.rs`),
 //! `heartbeat` (no tests: `heartbeat N work=W` every 200 ms, W its pace).
 //! `rt-latency` (only the timer-interrupt latency test, `RT` lines; `tests/rt.rs`).
+//! `ivshmem` (with `role=writer|reader|outsider`: only the `ivshmem-*` tests, inter-VM shared
+//! memory and doorbells between three VMs; `tests/ivshmem.rs`). `vuart-link` (with
+//! `role=left|right`: only the `vuart-link-*` tests, two VMs talking through a vUART link;
+//! `tests/vuart_link.rs`).
 
 #![no_std]
 #![no_main]
@@ -136,6 +140,15 @@ pub struct Env {
     pub heartbeat: bool,
     /// Run only the `edu-*` tests of a passed-through QEMU edu device.
     pub passthrough_edu: bool,
+    /// Run only the `ivshmem-*` tests (`role=writer|reader|outsider`; scenario `ipc-ivshmem`).
+    pub ivshmem: bool,
+    /// Run only the `vuart-link-*` tests (`role=left|right`; scenario `ipc-vuart-link`).
+    pub vuart_link: bool,
+    /// Run only the `msgchan-*` tests (the bare-metal end of the message channel; scenario
+    /// `ipc-channel`).
+    pub msgchan: bool,
+    /// Run only the `ipc-bench` measurements (`role=ping|pong`; scenario `bench-ipc`).
+    pub ipc_bench: bool,
     /// Run no tests: write a pattern into RAM and check it every second (the DMA-isolation
     /// tests aim at it from another VM).
     pub victim: bool,
@@ -194,6 +207,10 @@ impl Env {
             hostile: boot.has_word(b"hostile"),
             heartbeat: boot.has_word(b"heartbeat"),
             passthrough_edu: boot.has_word(b"passthrough-edu"),
+            ivshmem: boot.has_word(b"ivshmem"),
+            vuart_link: boot.has_word(b"vuart-link"),
+            msgchan: boot.has_word(b"msgchan"),
+            ipc_bench: boot.has_word(b"ipc-bench"),
             victim: boot.has_word(b"victim"),
             boot,
         }

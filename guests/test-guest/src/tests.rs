@@ -96,14 +96,18 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 ];
 
 mod bench;
-pub mod hostile;
 mod edu;
+pub mod hostile;
+mod ivshmem;
 mod pci;
 pub mod pic_only;
 pub mod responder;
 mod rt;
 mod virtio;
+mod ipc_bench;
+mod msgchan;
 mod virtio_hostile;
+mod vuart_link;
 
 pub use edu::victim;
 
@@ -159,6 +163,30 @@ pub fn run_all(env: &Env) -> Tally {
             run_one(env, name, test, &mut tally);
         }
         for &(name, test) in tests {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.ivshmem {
+        for &(name, test) in ivshmem::tests(env) {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.ipc_bench {
+        for &(name, test) in ipc_bench::TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.msgchan {
+        for &(name, test) in msgchan::TESTS {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.vuart_link {
+        for &(name, test) in vuart_link::tests(env) {
             run_one(env, name, test, &mut tally);
         }
         return tally;

@@ -492,6 +492,12 @@ pub enum ErrorKind {
     /// A board file whose values contradict each other or the design.
     #[error("{0}")]
     BadBoard(String),
+    /// Something wrong with a shared-memory region (`[[shm]]`).
+    #[error(transparent)]
+    Shm(#[from] crate::shm_checks::ShmError),
+    /// Something wrong with a vUART link (`[[vuart_link]]`).
+    #[error(transparent)]
+    VuartLink(#[from] crate::vuart_checks::LinkError),
     /// A PCI address not written `"BB:DD.F"`.
     #[error("invalid PCI function {0:?} (expected bus:device.function in hex, e.g. \"00:1f.3\": two digits of bus, two of device (at most 1f), one of function (0-7))")]
     BdfSyntax(String),
@@ -674,6 +680,26 @@ pub enum ErrorKind {
     CacheAllTaken {
         /// The board's ways.
         ways: u8,
+    },
+    /// A VM driving PCI functions without DMA isolation gives no `host_base`.
+    #[error("this VM owns PCI functions with DMA isolation off: the devices DMA to the guest's physical addresses as if they were host ones, so its RAM must sit at the same host addresses (guest-physical = host-physical above 1 MiB); give `host_base`, a 2 MiB-aligned host address with {memory_mib} MiB of free RAM above it, ending below 3 GiB")]
+    HostAddressesNeedHostBase {
+        /// The VM's RAM.
+        memory_mib: u64,
+    },
+    /// Such a VM's RAM cannot be identity-mapped where it was placed.
+    #[error("RAM at host {base:#x}..{end:#x} cannot be guest RAM at the same addresses (this VM owns PCI functions with DMA isolation off): it must start at 2 MiB or above and end below the guest's PCI hole at 3 GiB (0xc0000000)")]
+    HostAddressesOutOfRange {
+        /// The host base.
+        base: u64,
+        /// One past its last byte.
+        end: u64,
+    },
+    /// Such a VM's kernel cannot be placed in RAM that starts above 1 MiB at its host address.
+    #[error("a {kind} kernel cannot boot in RAM at its host addresses (this VM owns PCI functions with DMA isolation off, so guest RAM above 1 MiB starts at host_base + 1 MiB): only a relocatable Linux bzImage can")]
+    HostAddressesNeedBzImage {
+        /// The kernel type given.
+        kind: String,
     },
     /// (Warning) DMA isolation off on a board that has an IOMMU.
     #[error("DMA isolation is off although board {board:?} has an IOMMU ({iommu}): passed-through devices can read and write all of memory; remove `dma_isolation = \"off\"` to use the IOMMU")]

@@ -338,6 +338,13 @@ fn resolve_disk(
 /// reads see zeros.
 struct Sizing(vcpu::RamLayout);
 
+impl Sizing {
+    fn check(&self, gpa: u64, len: usize) -> Result<(), vcpu::GuestMemError> {
+        let err = vcpu::GuestMemError { gpa, len };
+        self.0.locate(gpa, len as u64).map(|_| ()).ok_or(err)
+    }
+}
+
 impl vcpu::GuestMemory for Sizing {
     fn size(&self) -> u64 {
         self.0.low()
@@ -348,41 +355,35 @@ impl vcpu::GuestMemory for Sizing {
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), vcpu::GuestMemError> {
-        vcpu::check_range(self.size(), gpa, buf.len())?;
+        self.check(gpa, buf.len())?;
         buf.fill(0);
         Ok(())
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), vcpu::GuestMemError> {
-        vcpu::check_range(self.size(), gpa, data.len()).map(|_| ())
+        self.check(gpa, data.len())
     }
 }
 
-/// Loads `image` as `kind` into a RAM of `ram` bytes as the hypervisor would (without boot
-/// modules of other VMs' sizes or ACPI tables); the loader's message when it refuses.
+/// Loads `image` as `kind` into a VM's RAM laid out as `ram` as the hypervisor would (without
+/// boot modules of other VMs' sizes or ACPI tables); the loader's message when it refuses.
 pub fn dry_load(
     kind: scenario::KernelKind,
     image: &[u8],
     cmdline: &str,
     initrd: Option<&[u8]>,
-    ram: u64,
+    ram: vcpu::RamLayout,
 ) -> Result<(), String> {
-    let mut mem = Sizing(vcpu::RamLayout::new(ram));
+    let mut mem = Sizing(ram);
     let layout = loader::VmLayout {
-        ram_size: ram,
+        ram,
         reserved: &[],
         acpi_rsdp: None,
     };
     let simple = |kind| {
-        loader::load(
-            kind,
-            image,
-            cmdline,
-            &[],
-            &mut Sizing(vcpu::RamLayout::new(ram)),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        loader::load(kind, image, cmdline, &[], &mut Sizing(ram))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     match kind {
         scenario::KernelKind::Multiboot1 => simple(loader::KernelKind::Multiboot1),
@@ -405,8 +406,16 @@ pub fn dry_load(
     }
 }
 
-/// Checks that each validated VM's kernel file (with its initrd file) loads into its RAM.
-pub fn check_fit(scenario: &Path, vms: &[Vm], table: &FileTable, errors: &mut Vec<ConfigError>) {
+/// Checks that each validated VM's kernel file (with its initrd file) loads into its RAM (at
+/// its host addresses for a VM owning PCI functions when `dma_off`: see
+/// `Scenario::ram_at_host_addresses`).
+pub fn check_fit(
+    scenario: &Path,
+    vms: &[Vm],
+    table: &FileTable,
+    dma_off: bool,
+    errors: &mut Vec<ConfigError>,
+) {
     for vm in vms {
         let kernel = table.get(&vm.kernel.module);
         let initrd = vm.initrd.as_deref().and_then(|name| table.get(name));
@@ -454,12 +463,22 @@ pub fn check_fit(scenario: &Path, vms: &[Vm], table: &FileTable, errors: &mut Ve
             Ok(bytes) => bytes,
             Err(kind) => return report.push("initrd_file", kind),
         };
+        let ram = match vm.host_base {
+            Some(base) if dma_off && !vm.pci_devices.is_empty() => {
+                // Checked by `check_passthrough_across`: a bad base is reported there.
+                let Some(ram) = vcpu::RamLayout::identity(base, vm.memory_bytes) else {
+                    continue;
+                };
+                ram
+            }
+            _ => vcpu::RamLayout::new(vm.memory_bytes),
+        };
         if let Err(message) = dry_load(
             vm.kernel.kind,
             &image,
             &vm.kernel.cmdline,
             initrd_bytes.as_deref(),
-            vm.memory_bytes,
+            ram,
         ) {
             report.push(
                 "kernel.file",

@@ -46,12 +46,14 @@ pub fn generate(validated: &Validated) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "    ],\n    switches: &[{}],\n    dma_isolation: DmaIsolation::{},\n}};",
+        "    ],\n    switches: &[{}],\n    dma_isolation: DmaIsolation::{},\n    shm: &[{}],\n    vuart_links: &[{}],\n}};",
         switches.join(", "),
         match validated.dma_isolation {
             DmaIsolation::Iommu => "Iommu",
             DmaIsolation::Off => "Off",
-        }
+        },
+        shm(validated),
+        vuart_links(validated),
     );
     out
 }
@@ -74,6 +76,57 @@ fn render_cache(out: &mut String, cache: &crate::cache_checks::CachePlan) {
         cache.default_mask,
         pcpus.join(", ")
     );
+}
+
+fn vuart_links(validated: &Validated) -> String {
+    let links: Vec<String> = validated
+        .vuart_links
+        .iter()
+        .map(|l| {
+            let ends: Vec<String> = l
+                .ends
+                .iter()
+                .map(|e| {
+                    format!(
+                        "VuartLinkEnd {{ vm: {}, uart: VuartConfig {{ port: {:#x}, irq: {} }} }}",
+                        e.vm, e.uart.port, e.uart.irq
+                    )
+                })
+                .collect();
+            format!(
+                "\n        VuartLinkConfig {{\n            name: {:?},\n            ends: [\n                {},\n            ],\n        }},\n    ",
+                l.name,
+                ends.join(",\n                ")
+            )
+        })
+        .collect();
+    links.concat()
+}
+
+fn shm(validated: &Validated) -> String {
+    let regions: Vec<String> = validated
+        .shm
+        .iter()
+        .map(|r| {
+            let peers: Vec<String> = r
+                .peers
+                .iter()
+                .map(|p| {
+                    format!(
+                        "ShmPeer {{ vm: {}, readonly: {}, slot: {}, bar2: {:#x} }}",
+                        p.vm, p.readonly, p.slot, p.bar2
+                    )
+                })
+                .collect();
+            format!(
+                "\n        ShmConfig {{\n            name: {:?},\n            size: {:#x},\n            peers: &[\n                {},\n            ],\n        }},\n    ",
+                r.name,
+                r.size,
+                peers.join(",\n                ")
+            )
+        })
+        .collect();
+    regions.concat()
 }
 
 fn render_vm(out: &mut String, vm: &Vm) {
@@ -254,6 +307,8 @@ mod tests {
             warnings: Vec::new(),
             files: Vec::new(),
             cache: crate::cache_checks::CachePlan::default(),
+            shm: Vec::new(),
+            vuart_links: Vec::new(),
         }
     }
 
@@ -302,7 +357,7 @@ mod tests {
         assert!(out.contains("\nuse scenario::*;\n"));
         assert!(out.contains("pub static SCENARIO: Scenario = Scenario {\n    name: \"one\",\n    board: \"qemu\",\n"));
         assert!(out.ends_with(
-            "    ],\n    switches: &[],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
+            "    ],\n    switches: &[],\n    dma_isolation: DmaIsolation::Iommu,\n    shm: &[],\n    vuart_links: &[],\n};\n"
         ));
     }
 
@@ -407,7 +462,7 @@ mod tests {
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
             out.ends_with(
-                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n    dma_isolation: DmaIsolation::Iommu,\n};\n"
+                "    switches: &[SwitchConfig { name: \"lan0\" }, SwitchConfig { name: \"wan\" }],\n    dma_isolation: DmaIsolation::Iommu,\n    shm: &[],\n    vuart_links: &[],\n};\n"
             ),
             "{out}"
         );
@@ -440,7 +495,9 @@ mod tests {
             PassthroughConfig { host_bdf: 0x02fb, guest_slot: 6, vendor_id: 0x8086, device_id: 0x10d3, host_gsi: None }],\n";
         assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         assert!(
-            out.ends_with("    dma_isolation: DmaIsolation::Off,\n};\n"),
+            out.ends_with(
+                "    dma_isolation: DmaIsolation::Off,\n    shm: &[],\n    vuart_links: &[],\n};\n"
+            ),
             "{out}"
         );
     }

@@ -19,6 +19,12 @@ pub struct RawScenario {
     /// Checked for shape only here; see `validate`.
     #[serde(default, rename = "vm")]
     _vm: Vec<IgnoredAny>,
+    /// `[[shm]]` tables: checked one by one by `shm_checks`.
+    #[serde(default, rename = "shm")]
+    _shm: Vec<IgnoredAny>,
+    /// `[[vuart_link]]` tables: checked one by one by `vuart_checks`.
+    #[serde(default, rename = "vuart_link")]
+    _vuart_link: Vec<IgnoredAny>,
 }
 
 /// One `[[vm]]` table.

@@ -32,6 +32,10 @@ pub struct Validated {
     pub files: Vec<crate::files::FileModule>,
     /// The cache allocation planned from the VMs' `cache_mask` (empty when none asked).
     pub cache: crate::cache_checks::CachePlan,
+    /// Shared-memory regions (`[[shm]]`), in file order, each VM's device placed.
+    pub shm: Vec<crate::shm_checks::Shm>,
+    /// Wires between VMs' UARTs (`[[vuart_link]]`), in file order.
+    pub vuart_links: Vec<crate::vuart_checks::Link>,
 }
 
 impl Validated {

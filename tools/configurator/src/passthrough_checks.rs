@@ -201,6 +201,42 @@ fn available(board: &Board) -> String {
     names.join(", ")
 }
 
+/// A VM whose devices DMA without an IOMMU has its RAM at its host addresses
+/// (`Scenario::ram_at_host_addresses`): it needs a fixed `host_base` that allows it and a kernel
+/// that can be placed there.
+fn check_host_addresses(report: &mut Report<'_>, raw: &RawVm) {
+    let size = raw.memory_mib.saturating_mul(1 << 20);
+    match raw.host_base {
+        None => report.push(
+            "host_base",
+            ErrorKind::HostAddressesNeedHostBase {
+                memory_mib: raw.memory_mib,
+            },
+        ),
+        // Misaligned bases are reported with `host_base`'s own checks.
+        Some(base) if base % (2 << 20) == 0 && vcpu::RamLayout::identity(base, size).is_none() => {
+            report.push(
+                "host_base",
+                ErrorKind::HostAddressesOutOfRange {
+                    base,
+                    end: base.saturating_add(size),
+                },
+            );
+        }
+        Some(_) => {}
+    }
+    if let Some(kind) = raw.kernel.kind.as_deref() {
+        if kind != "bzimage" {
+            report.push(
+                "kernel.type",
+                ErrorKind::HostAddressesNeedBzImage {
+                    kind: kind.to_owned(),
+                },
+            );
+        }
+    }
+}
+
 /// The passthrough checks between VMs and against the scenario's `dma_isolation` (`None` when
 /// that word was wrong, which `validate` reports): a function has one owner; the functions behind
 /// an aliasing bridge all go to one VM; passthrough on a board without an IOMMU needs
@@ -302,6 +338,9 @@ pub fn check_passthrough_across(
                     },
                 );
             }
+        }
+        if isolation == Some(DmaIsolation::Off) && !raw.pci_devices.is_empty() {
+            check_host_addresses(&mut report, raw);
         }
         if board.iommu == Iommu::None
             && isolation == Some(DmaIsolation::Iommu)

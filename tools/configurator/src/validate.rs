@@ -159,15 +159,18 @@ pub fn validate_str(
     }
     let refs: Vec<(VmRef, &RawVm)> = parsed.iter().map(|(vm, raw)| (vm.clone(), raw)).collect();
     check_across(file, &refs, board.as_ref(), &mut errors);
-    if errors.is_empty() {
-        crate::files::check_fit(file, &vms, &table, &mut errors);
-    }
-
+    let shm =
+        crate::shm_checks::check_shm(file, text, &doc, &refs, &vms, board.as_ref(), &mut errors);
+    let vuart_links = crate::vuart_checks::check_links(file, text, &doc, &refs, &vms, &mut errors);
     let isolation_word = top
         .as_ref()
         .and_then(|top| top.dma_isolation.as_deref())
         .unwrap_or("iommu");
     let isolation = dma_isolation(isolation_word);
+    if errors.is_empty() {
+        let at_host = isolation == Some(scenario::DmaIsolation::Off);
+        crate::files::check_fit(file, &vms, &table, at_host, &mut errors);
+    }
     if isolation.is_none() {
         errors.push(file_error(
             "dma_isolation",
@@ -201,6 +204,8 @@ pub fn validate_str(
             warnings,
             files: table.files,
             cache,
+            shm,
+            vuart_links,
         }),
         _ => {
             errors.sort_by_key(|e| e.vm.as_ref().map(|vm| vm.index));

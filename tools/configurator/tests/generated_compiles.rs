@@ -26,6 +26,103 @@ mod passthrough_nic_bochs_scenario {
     include!("golden/passthrough_nic_bochs.rs");
 }
 
+mod ipc_ivshmem_scenario {
+    include!("golden/ipc_ivshmem.rs");
+}
+
+mod ipc_vuart_link_scenario {
+    include!("golden/ipc_vuart_link.rs");
+}
+
+#[test]
+fn ipc_vuart_link_means_what_the_toml_says() {
+    let s = &ipc_vuart_link_scenario::SCENARIO;
+    assert_eq!(s.vuart_links.len(), 1);
+    let wire = &s.vuart_links[0];
+    assert_eq!(wire.name, "wire");
+    let com2 = scenario::VuartConfig {
+        port: 0x2F8,
+        irq: 3,
+    };
+    let (left, right) = (
+        s.vm_by_name("left").unwrap(),
+        s.vm_by_name("right").unwrap(),
+    );
+    assert_eq!(
+        wire.ends,
+        [
+            scenario::VuartLinkEnd {
+                vm: left.id,
+                uart: com2
+            },
+            scenario::VuartLinkEnd {
+                vm: right.id,
+                uart: com2
+            }
+        ]
+    );
+    assert_eq!(
+        wire.ends_of(right.id)
+            .map(|(side, _)| side)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    // The consoles stay where they were.
+    assert_eq!(left.console.map(|c| c.port), Some(0x3F8));
+    assert!(ipc_ivshmem_scenario::SCENARIO.vuart_links.is_empty());
+}
+
+#[test]
+fn ipc_ivshmem_regions_mean_what_the_toml_says() {
+    use scenario::{ShmPeer, SHM_BAR2_BASE};
+    let s = &ipc_ivshmem_scenario::SCENARIO;
+    assert_eq!(s.shm.len(), 2);
+    let (ipc0, ro0) = (&s.shm[0], &s.shm[1]);
+    assert_eq!((ipc0.name, ipc0.size), ("ipc0", 0x10000));
+    assert_eq!(
+        ipc0.peers,
+        [
+            ShmPeer {
+                vm: 0,
+                readonly: false,
+                slot: 31,
+                bar2: SHM_BAR2_BASE
+            },
+            ShmPeer {
+                vm: 1,
+                readonly: false,
+                slot: 31,
+                bar2: SHM_BAR2_BASE
+            },
+        ]
+    );
+    // Each VM's second region: the next slot down, BAR 2 after the larger region's.
+    assert_eq!((ro0.name, ro0.size), ("ro0", 0x1000));
+    assert_eq!(
+        ro0.peers,
+        [
+            ShmPeer {
+                vm: 0,
+                readonly: false,
+                slot: 30,
+                bar2: SHM_BAR2_BASE + 0x10000
+            },
+            ShmPeer {
+                vm: 1,
+                readonly: true,
+                slot: 30,
+                bar2: SHM_BAR2_BASE + 0x10000
+            },
+        ]
+    );
+    assert_eq!(
+        ro0.peer_of(1).map(|(id, p)| (id, p.readonly)),
+        Some((1, true))
+    );
+    assert!(ro0.peer_of(2).is_none(), "carol maps nothing");
+    assert!(default_scenario::SCENARIO.shm.is_empty());
+}
+
 use scenario::{
     DmaIsolation, KernelKind, LoadOrder, PassthroughConfig, SwitchConfig, VirtioConfig, VirtioKind,
     VmType, VuartConfig, VIRTIO_FIRST_SLOT,
@@ -228,9 +325,14 @@ fn passthrough_scenario_statics() {
             guest_slot: 2,
             vendor_id: 0x8086,
             device_id: 0x100E,
-            host_gsi: None
+            host_gsi: Some(9)
         }]
     );
+    // Without an IOMMU its RAM sits at its host addresses; other VMs' does not.
+    assert_eq!(vm.memory.host_base, Some(0x1000_0000));
+    assert!(s.ram_at_host_addresses(vm));
+    let vtd = &passthrough_nic_vtd_scenario::SCENARIO;
+    assert!(!vtd.ram_at_host_addresses(vtd.vm_by_name("linux").unwrap()));
     // Scenarios without devices keep the default.
     assert!(guest_scenario::SCENARIO.vms[0].pci_devices.is_empty());
     assert_eq!(guest_scenario::SCENARIO.dma_isolation, DmaIsolation::Iommu);
@@ -245,6 +347,8 @@ fn no_shipped_golden_scenario_asks_for_cache_allocation() {
         &virtio_scenario::CACHE,
         &passthrough_nic_vtd_scenario::CACHE,
         &passthrough_nic_bochs_scenario::CACHE,
+        &ipc_ivshmem_scenario::CACHE,
+        &ipc_vuart_link_scenario::CACHE,
     ] {
         assert!(!cache.is_used());
         assert_eq!(*cache, scenario::CacheAllocation::NONE);

@@ -499,11 +499,64 @@ fn no_iommu_needs_dma_isolation_off() {
         "pci_devices",
     );
     assert_eq!(explicit.kind, error.kind);
-    let v = ok(&on("pt-noiommu", "dma_isolation = \"off\"", &vms));
+    let at_host = [linux_at_host("a", 1, "host_base = 0x10000000")];
+    let v = ok(&on("pt-noiommu", "dma_isolation = \"off\"", &at_host));
     assert_eq!(v.dma_isolation, DmaIsolation::Off);
     assert!(v.warnings.is_empty());
     // No devices, no IOMMU needed.
     ok(&on("pt-noiommu", "", &[vm("a", 1, "")]));
+}
+
+/// A Linux VM owning 00:02.0 with these extra lines: with DMA isolation off its RAM sits at its
+/// host addresses.
+fn linux_at_host(name: &str, pcpu: u16, extra: &str) -> String {
+    vm(name, pcpu, &format!("pci_devices = [\"00:02.0\"]\n{extra}"))
+        .replace("type = \"multiboot\"", "type = \"bzimage\"")
+}
+
+#[test]
+fn without_dma_isolation_ram_sits_at_its_host_addresses() {
+    let off = |vms: &[String]| on("pt-noiommu", "dma_isolation = \"off\"", vms);
+    let v = ok(&off(&[linux_at_host("a", 1, "host_base = 0x10000000")]));
+    assert_eq!(v.vms[0].host_base, Some(0x1000_0000));
+    // Without a host base there is nowhere to put it.
+    let error = single(&off(&[linux_at_host("a", 1, "")]), Some(0), "host_base");
+    assert_eq!(
+        error.kind,
+        ErrorKind::HostAddressesNeedHostBase { memory_mib: 32 }
+    );
+    assert!(error.to_string().contains("guest-physical = host-physical"));
+    // Not below 2 MiB (the guest's low MiB is its own) nor into the guest's PCI hole.
+    let high = "host_base = 0xbf000000\nmemory_mib = 32".to_owned();
+    let text = off(&[linux_at_host("a", 1, &high).replacen("memory_mib = 32\n", "", 1)]);
+    let errors = errors(&text);
+    assert!(
+        errors.iter().any(|e| e.field == "host_base"
+            && e.kind
+                == ErrorKind::HostAddressesOutOfRange {
+                    base: 0xBF00_0000,
+                    end: 0xC100_0000
+                }),
+        "{errors:#?}"
+    );
+    // Only a relocatable bzImage can start above 1 MiB at a host address.
+    let multiboot = vm(
+        "a",
+        1,
+        "pci_devices = [\"00:02.0\"]\nhost_base = 0x10000000",
+    );
+    let error = single(&off(&[multiboot]), Some(0), "kernel.type");
+    assert_eq!(
+        error.kind,
+        ErrorKind::HostAddressesNeedBzImage {
+            kind: "multiboot".into()
+        }
+    );
+    // A VM without devices keeps its ordinary layout and needs none of it.
+    ok(&off(&[
+        linux_at_host("a", 1, "host_base = 0x10000000"),
+        vm("b", 2, ""),
+    ]));
 }
 
 #[test]
@@ -511,7 +564,7 @@ fn dma_isolation_off_with_an_iommu_is_a_warning() {
     let v = ok(&on(
         "pt",
         "dma_isolation = \"off\"",
-        &[vm("a", 1, "pci_devices = [\"00:02.0\"]")],
+        &[linux_at_host("a", 1, "host_base = 0x10000000")],
     ));
     assert_eq!(v.dma_isolation, DmaIsolation::Off);
     assert_eq!(v.warnings.len(), 1);

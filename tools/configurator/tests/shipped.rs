@@ -184,6 +184,8 @@ fn generated_files_match_golden() {
         "virtio",
         "passthrough-nic-vtd",
         "passthrough-nic-bochs",
+        "ipc-ivshmem",
+        "ipc-vuart-link",
     ] {
         let v = match name {
             "virtio" => test_scenario(name),

@@ -117,9 +117,19 @@ impl core::error::Error for E820Error {}
 /// The e820 map of a VM with `ram_size` bytes of RAM at guest-physical 0 and
 /// the given reserved ranges.
 pub fn e820_map(ram_size: u64, reserved: &[ReservedRange]) -> Result<Vec<E820Entry>, E820Error> {
-    if ram_size < MIN_RAM {
+    e820_map_of(&vcpu::RamLayout::new(ram_size), reserved)
+}
+
+/// The e820 map of a VM whose RAM is `ram` (its first range starts at
+/// guest-physical 0), with the given reserved ranges.
+pub fn e820_map_of(
+    ram: &vcpu::RamLayout,
+    reserved: &[ReservedRange],
+) -> Result<Vec<E820Entry>, E820Error> {
+    let low = ram.low();
+    if ram.total() < MIN_RAM || low < HIGH_MEMORY {
         return Err(E820Error::RamTooSmall {
-            ram_size,
+            ram_size: ram.total(),
             min: MIN_RAM,
         });
     }
@@ -144,13 +154,14 @@ pub fn e820_map(ram_size: u64, reserved: &[ReservedRange]) -> Result<Vec<E820Ent
         }
     }
 
-    // The RAM ranges come from the VM's one layout rule: below the PCI hole,
-    // the rest from 4 GiB.
-    let ram = vcpu::RamLayout::new(ram_size);
+    // The RAM ranges come from the VM's layout: the low one from 0 (with the
+    // EBDA/BIOS area reserved), the others where they are.
     let mut map = Vec::with_capacity(3 + ram.ranges().len() + 2 * ranges.len());
     map.push((0, LOW_MEMORY_END, E820Kind::Ram));
     map.push((LOW_MEMORY_END, HIGH_MEMORY, E820Kind::Reserved));
-    map.push((HIGH_MEMORY, ram.low(), E820Kind::Ram));
+    if low > HIGH_MEMORY {
+        map.push((HIGH_MEMORY, low, E820Kind::Ram));
+    }
     for r in &ram.ranges()[1..] {
         map.push((r.gpa.0, r.end(), E820Kind::Ram));
     }
@@ -211,6 +222,26 @@ pub(crate) fn first_non_ram_overlap(map: &[E820Entry], start: u64, end: u64) -> 
     map.iter()
         .find(|e| e.kind != E820Kind::Ram && e.addr < end && start < e.end())
         .copied()
+}
+
+/// The lowest `align`-aligned start (`align` a power of two) of `len > 0`
+/// bytes inside one RAM entry of `map`, at or above `low`, ending at or
+/// below `limit`; `None` if there is none.
+pub(crate) fn lowest_fit(
+    map: &[E820Entry],
+    len: u64,
+    low: u64,
+    limit: u64,
+    align: u64,
+) -> Option<u64> {
+    debug_assert!(len > 0 && align.is_power_of_two());
+    map.iter()
+        .filter(|e| e.kind == E820Kind::Ram)
+        .find_map(|e| {
+            let start = e.addr.max(low).checked_next_multiple_of(align)?;
+            let end = start.checked_add(len)?;
+            (end <= e.end().min(limit)).then_some(start)
+        })
 }
 
 /// The highest `align`-aligned start (`align` a power of two) of `len > 0`

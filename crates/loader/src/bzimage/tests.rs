@@ -85,7 +85,7 @@ impl GuestMemory for SparseMemory {
 
 fn layout(ram_size: u64) -> VmLayout<'static> {
     VmLayout {
-        ram_size,
+        ram: vcpu::RamLayout::new(ram_size),
         reserved: &[],
         acpi_rsdp: None,
     }
@@ -102,7 +102,7 @@ fn load_err(
     initrd: Option<&[u8]>,
     layout: &VmLayout<'_>,
 ) -> BzImageError {
-    let mut mem = SparseMemory::new(layout.ram_size.max(MIB));
+    let mut mem = SparseMemory::new(layout.ram.total().max(layout.ram.end_below_4g()).max(MIB));
     let err = load_bzimage(&f.image(), cmdline, initrd, layout, &mut mem).unwrap_err();
     assert_eq!(
         mem.writes, 0,
@@ -128,7 +128,7 @@ fn distribution_like_kernel_with_initrd_and_acpi() {
         },
     ];
     let layout = VmLayout {
-        ram_size: 256 * MIB,
+        ram: vcpu::RamLayout::new(256 * MIB),
         reserved: &reserved,
         acpi_rsdp: Some(0xE_0000),
     };
@@ -329,7 +329,7 @@ fn initrd_goes_below_4_gib_mmio_hole_and_initrd_addr_max() {
         ..Fields::default()
     };
     let l = VmLayout {
-        ram_size: 5 * GIB,
+        ram: vcpu::RamLayout::new(5 * GIB),
         reserved: &hole,
         acpi_rsdp: None,
     };
@@ -507,12 +507,20 @@ fn kernel_that_does_not_fit() {
         kind: ReservedKind::AcpiReclaimable,
     }];
     let l = VmLayout {
-        ram_size: 64 * MIB,
+        ram: vcpu::RamLayout::new(64 * MIB),
         reserved: &acpi,
         acpi_rsdp: Some(0x120_0000),
     };
+    // A relocatable kernel moves above it, at its alignment; a fixed one cannot.
+    let mut mem = SparseMemory::new(64 * MIB);
+    let boot = load_bzimage(&d.image(), "", None, &l, &mut mem).unwrap();
+    assert_eq!(boot.kernel.gpa, 0x140_0000);
+    let fixed = Fields {
+        relocatable: 0,
+        ..d
+    };
     assert_eq!(
-        load_err(&d, "", None, &l),
+        load_err(&fixed, "", None, &l),
         BzImageError::KernelOverReserved {
             start: 0x100_0000,
             end: 0x140_0000,
@@ -520,6 +528,62 @@ fn kernel_that_does_not_fit() {
             reserved_end: 0x121_0000
         }
     );
+}
+
+#[test]
+fn identity_mapped_ram_moves_kernel_and_initrd_to_the_vms_host_range() {
+    let d = Fields::default();
+    // 64 MiB backed at host 256 MiB: guest RAM is 0..1 MiB and 257..320 MiB.
+    let l = VmLayout {
+        ram: vcpu::RamLayout::identity(256 * MIB, 64 * MIB).unwrap(),
+        reserved: &[],
+        acpi_rsdp: Some(0xE_0000),
+    };
+    let mut mem = SparseMemory::new(320 * MIB);
+    let initrd = initrd_bytes(0x2345);
+    let boot = load_bzimage(&d.image(), "console=ttyS0", Some(&initrd), &l, &mut mem).unwrap();
+    // The preferred 16 MiB is no RAM: the lowest 2 MiB-aligned place in RAM above it.
+    assert_eq!(boot.kernel.gpa, 258 * MIB);
+    assert_eq!(boot.entry_64, 258 * MIB + 0x200);
+    let at = boot.initrd.unwrap();
+    assert_eq!(at.gpa + at.len, 320 * MIB - 0xCBB);
+    assert_eq!(mem.bytes(at.gpa, 4), initrd[..4]);
+    // The e820 map says exactly that.
+    let e820 = mem.bytes(LINUX_ZERO_PAGE_GPA + 0x2D0, 20 * 3);
+    let entry = |i: usize| {
+        let b = &e820[i * 20..];
+        (
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            u32::from_le_bytes(b[16..20].try_into().unwrap()),
+        )
+    };
+    assert_eq!(entry(0), (0, 0x9_FC00, 1));
+    assert_eq!(entry(1), (0x9_FC00, 0x6_0400, 2));
+    assert_eq!(entry(2), (257 * MIB, 63 * MIB, 1));
+    assert_eq!(boot.e820_entries, 3);
+    // A fixed kernel at 16 MiB does not fit.
+    let fixed = Fields {
+        relocatable: 0,
+        ..d
+    };
+    assert_eq!(
+        load_err(&fixed, "", None, &l),
+        BzImageError::KernelOutsideRam {
+            start: 16 * MIB,
+            end: 20 * MIB,
+            limit: 320 * MIB
+        }
+    );
+    // Nor does a relocatable one larger than the RAM above its preferred address.
+    let small = VmLayout {
+        ram: vcpu::RamLayout::identity(256 * MIB, 4 * MIB).unwrap(),
+        ..l
+    };
+    assert!(matches!(
+        load_err(&d, "", None, &small),
+        BzImageError::KernelOutsideRam { start, .. } if start == 16 * MIB
+    ));
 }
 
 #[test]
@@ -684,7 +748,7 @@ fn header_errors_come_first_and_write_nothing() {
 #[test]
 fn hostile_images_never_panic() {
     let l = VmLayout {
-        ram_size: 64 * MIB,
+        ram: vcpu::RamLayout::new(64 * MIB),
         reserved: &[],
         acpi_rsdp: Some(0xE_0000),
     };

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use vcpu::{CountingMemory, GuestMemory, SegmentState};
 
 use super::*;
+use crate::bzimage::e820_map;
 use crate::bzimage::{E820Entry, E820Kind, ReservedKind, ReservedRange, E820_MAX_ENTRIES};
 use crate::elf::tests::{build, Ph};
 use crate::elf::{Class, ElfError, PT_NOTE};
@@ -40,7 +41,7 @@ fn counting(size: u64) -> Counting {
 
 fn layout(ram_size: u64) -> VmLayout<'static> {
     VmLayout {
-        ram_size,
+        ram: vcpu::RamLayout::new(ram_size),
         reserved: &[],
         acpi_rsdp: None,
     }
@@ -129,7 +130,7 @@ fn linux_like_vmlinux_with_initrd_and_acpi() {
         },
     ];
     let l = VmLayout {
-        ram_size: RAM,
+        ram: vcpu::RamLayout::new(RAM),
         reserved: &reserved,
         acpi_rsdp: Some(0xE_0000),
     };
@@ -658,7 +659,7 @@ fn corrupted_images_never_panic() {
     let base = image(&linux_notes());
     let initrd = [7u8; 0x100];
     let l = VmLayout {
-        ram_size: 20 * MIB,
+        ram: vcpu::RamLayout::new(20 * MIB),
         reserved: &[],
         acpi_rsdp: Some(0xE_0000),
     };

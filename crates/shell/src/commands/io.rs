@@ -180,6 +180,106 @@ pub(super) fn switches(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome
     Ok(Outcome::Done)
 }
 
+pub(super) fn vuart_links(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let links = ctx.backend.vuart_links();
+    if links.is_empty() {
+        ctx.out.line("no vUART links");
+    }
+    for (i, l) in links.iter().enumerate() {
+        if i > 0 {
+            ctx.out.line("");
+        }
+        ctx.out.line(&format!(
+            "vuart {}: {} {:#x} <-> {} {:#x}",
+            l.name, l.ends[0].vm, l.ends[0].port, l.ends[1].vm, l.ends[1].port
+        ));
+        let mut t = Table::new(&[
+            "  VM",
+            "PORT",
+            "STATE",
+            "DTR",
+            "RTS",
+            "SENT",
+            "DELIVERED",
+            "DROPPED",
+            "STALLS",
+            "QUEUED",
+        ]);
+        let flag = |on: bool| String::from(if on { "on" } else { "off" });
+        for e in &l.ends {
+            t.row(vec![
+                format!("  {}", e.vm),
+                format!("{:#x}", e.port),
+                String::from(if e.attached { "attached" } else { "absent" }),
+                flag(e.dtr),
+                flag(e.rts),
+                e.sent.to_string(),
+                e.delivered.to_string(),
+                e.dropped.to_string(),
+                e.stalls.to_string(),
+                e.queued.to_string(),
+            ]);
+        }
+        t.write_to(ctx.out);
+    }
+    Ok(Outcome::Done)
+}
+
+pub(super) fn shm(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
+    args.finish()?;
+    let regions = ctx.backend.shm();
+    if regions.is_empty() {
+        ctx.out.line("no shared-memory regions");
+    }
+    for (i, r) in regions.iter().enumerate() {
+        if i > 0 {
+            ctx.out.line("");
+        }
+        ctx.out.line(&format!(
+            "shm {}: {} KiB at host {:#x}, {} VMs",
+            r.name,
+            r.size >> 10,
+            r.host,
+            r.peers.len()
+        ));
+        let mut t = Table::new(&[
+            "  PEER",
+            "VM",
+            "ACCESS",
+            "SLOT",
+            "BAR2",
+            "STATE",
+            "SENT",
+            "RECEIVED",
+            "DELIVERED",
+            "COALESCED",
+            "DROPPED",
+            "RATE-LIMITED",
+            "TRAPPED",
+        ]);
+        for (id, p) in r.peers.iter().enumerate() {
+            t.row(vec![
+                format!("  {id}"),
+                p.vm.clone(),
+                String::from(if p.readonly { "ro" } else { "rw" }),
+                p.slot.to_string(),
+                format!("{:#x}", p.bar2),
+                String::from(if p.attached { "attached" } else { "absent" }),
+                p.sent.to_string(),
+                p.received.to_string(),
+                p.delivered.to_string(),
+                p.coalesced.to_string(),
+                p.dropped.to_string(),
+                p.rate_limited.to_string(),
+                p.trapped.to_string(),
+            ]);
+        }
+        t.write_to(ctx.out);
+    }
+    Ok(Outcome::Done)
+}
+
 pub(super) fn pci(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Outcome, CmdError> {
     args.finish()?;
     let lines = ctx.backend.pci();

@@ -80,6 +80,8 @@ fn valid_lines() -> Vec<Script> {
         ("dump_ioapic", nothing),
         ("virtio linux", nothing),
         ("switches", nothing),
+        ("shm", nothing),
+        ("vuart", nothing),
         ("pci", nothing),
         ("iommu", nothing),
         ("loglevel warn", nothing),
@@ -967,4 +969,44 @@ fn pci_functions_with_owners_and_iommu_faults() {
     );
     b.iommu.clear();
     assert!(ok(&mut b, "iommu").starts_with("no IOMMU"));
+}
+
+#[test]
+fn vuart_links_with_their_ends_and_counters() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "vuart"),
+        "vuart ctl: linux 0x2f8 <-> rtvm 0x2f8\n\
+         \x20 VM     PORT   STATE     DTR  RTS  SENT  DELIVERED  DROPPED  STALLS  QUEUED\n\
+         \x20 linux  0x2f8  attached  on   on   1200  1100       100      4       0\n\
+         \x20 rtvm   0x2f8  absent    off  off  1100  1100       0        0       0\n"
+    );
+    assert_eq!(ok(&mut b, "links"), ok(&mut b, "vuart"));
+    assert_eq!(
+        fails(&mut b, "vuart x"),
+        "vuart: unexpected argument \"x\" (usage: vuart)"
+    );
+    b.links.clear();
+    assert_eq!(ok(&mut b, "vuart"), "no vUART links\n");
+}
+
+#[test]
+fn shm_regions_with_their_vms_and_doorbell_counters() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        ok(&mut b, "shm"),
+        "shm ipc0: 64 KiB at host 0x40000000, 2 VMs\n\
+         \x20 PEER  VM     ACCESS  SLOT  BAR2        STATE     SENT  RECEIVED  DELIVERED  \
+         COALESCED  DROPPED  RATE-LIMITED  TRAPPED\n\
+         \x20 0     linux  rw      31    0xd0000000  attached  7     3         3          \
+         0          2        5             0\n\
+         \x20 1     rtvm   ro      31    0xd0000000  absent    3     7         7          \
+         1          0        0             4\n"
+    );
+    assert_eq!(
+        fails(&mut b, "shm x"),
+        "shm: unexpected argument \"x\" (usage: shm)"
+    );
+    b.shm.clear();
+    assert_eq!(ok(&mut b, "shm"), "no shared-memory regions\n");
 }

@@ -65,4 +65,6 @@ pub static SCENARIO: Scenario = Scenario {
     ],
     switches: &[SwitchConfig { name: "lan0" }],
     dma_isolation: DmaIsolation::Iommu,
+    shm: &[],
+    vuart_links: &[],
 };

@@ -41,4 +41,6 @@ pub static SCENARIO: Scenario = Scenario {
     ],
     switches: &[],
     dma_isolation: DmaIsolation::Iommu,
+    shm: &[],
+    vuart_links: &[],
 };

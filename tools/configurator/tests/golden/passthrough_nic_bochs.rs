@@ -23,7 +23,7 @@ pub static SCENARIO: Scenario = Scenario {
             vcpus: 1,
             memory: MemoryConfig {
                 size: 0x10000000,
-                host_base: None,
+                host_base: Some(0x10000000),
             },
             kernel: KernelConfig {
                 module: "linux",
@@ -36,9 +36,11 @@ pub static SCENARIO: Scenario = Scenario {
             restart_on_reset: false,
             pci_test_device: false,
             virtio: &[],
-            pci_devices: &[PassthroughConfig { host_bdf: 0x0010, guest_slot: 2, vendor_id: 0x8086, device_id: 0x100e, host_gsi: None }],
+            pci_devices: &[PassthroughConfig { host_bdf: 0x0010, guest_slot: 2, vendor_id: 0x8086, device_id: 0x100e, host_gsi: Some(9) }],
         },
     ],
     switches: &[],
     dma_isolation: DmaIsolation::Off,
+    shm: &[],
+    vuart_links: &[],
 };
