@@ -121,29 +121,29 @@ fn wait_timer(hits: u32, bound: u64, spin: bool) -> bool {
     true
 }
 
-/// Polls COM1 (interrupts off) until a line that is exactly `go` arrives.
-fn wait_for_go() {
-    let mut line = [0u8; 8];
-    let mut len = 0;
-    loop {
-        if crate::serial::read(crate::serial::LSR) & 1 == 0 {
-            core::hint::spin_loop();
-            continue;
-        }
+/// The bytes of the line being typed at COM1 (the `wait-go` option).
+static GO_LINE: Global<([u8; 8], usize)> = Global::new(([0; 8], 0));
+
+/// Takes what COM1 received; true once a line that is exactly `go` arrived.
+fn go_arrived() -> bool {
+    // SAFETY: used by `rt_latency` only, on the one CPU that runs the tests, never by a handler.
+    let (line, len) = unsafe { &mut *GO_LINE.get() };
+    while crate::serial::read(crate::serial::LSR) & 1 != 0 {
         match crate::serial::read(0) {
             b'\r' | b'\n' => {
-                if &line[..len] == b"go" {
-                    return;
+                if &line[..*len] == b"go" {
+                    return true;
                 }
-                len = 0;
+                *len = 0;
             }
-            b if len < line.len() => {
-                line[len] = b;
-                len += 1;
+            b if *len < line.len() => {
+                line[*len] = b;
+                *len += 1;
             }
-            _ => len = line.len(),
+            _ => *len = line.len(),
         }
     }
+    false
 }
 
 /// The one-shot timer's count for `period` TSC ticks, and the ticks that count really takes.
@@ -249,7 +249,18 @@ fn rt_latency(env: &Env) -> TestResult {
     }
     if env.boot.has_word(b"wait-go") {
         out!("RT waiting for go");
-        wait_for_go();
+        // Between looks at COM1 the CPU sleeps a period (a poll loop would be an exit storm
+        // under a hypervisor, slowing the VMs beside it on an emulator).
+        let mut seen = false;
+        while !seen {
+            seen = go_arrived();
+            let hits = TIMER_HITS.load(Ordering::SeqCst);
+            timer.arm(period);
+            ensure!(
+                wait_timer(hits, bound, false),
+                "the timer did not fire within {bound} TSC ticks (waiting for go)"
+            );
+        }
     }
     out!("RT measuring");
     let exits0 = exits(env);
