@@ -323,10 +323,10 @@ fn interference(name: &'static str, emulator: Emulator) -> TestCase {
             r"\[rt0\] RT latency samples=3000 ".into(),
             r"\[rt0\] TESTS DONE 1 passed 0 failed$".into(),
         ],
-        post_check: Some(if qemu {
-            |l| compare("rt-interference-qemu-svm", l, &QEMU_INTERFERENCE_BOUND)
-        } else {
-            |l| compare("rt-interference-bochs-vmx", l, &BOCHS_BOUND)
+        post_check: Some(match emulator {
+            Emulator::Qemu => |l| compare("rt-interference-qemu-svm", l, &QEMU_INTERFERENCE_BOUND),
+            Emulator::BochsAmd => |l| compare("rt-interference-bochs-svm", l, &BOCHS_BOUND),
+            _ => |l| compare("rt-interference-bochs-vmx", l, &BOCHS_BOUND),
         }),
         fail: Fail::Custom(GUEST_FAIL),
         timeout_secs: if qemu { 300 } else { 1200 },
@@ -364,6 +364,7 @@ pub fn cases() -> Vec<TestCase> {
         cat_refused(),
         interference("rt-interference-qemu-svm", Emulator::Qemu),
         interference("rt-interference-bochs-vmx", Emulator::Bochs),
+        interference("rt-interference-bochs-svm", Emulator::BochsAmd),
         latency("rt-latency-qemu-svm", Emulator::Qemu),
         latency("rt-latency-bochs-vmx", Emulator::Bochs),
         latency("rt-latency-bochs-svm", Emulator::BochsAmd),
