@@ -14,6 +14,7 @@ mod boot;
 mod iommu_host;
 mod mailbox;
 mod pci_host;
+mod rt_host;
 mod shell_host;
 mod vmm;
 

@@ -28,7 +28,7 @@ mod config {
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/scenario.rs"));
 }
-pub use config::SCENARIO;
+pub use config::{CACHE, SCENARIO};
 
 /// Vector of the host timer that ends a guest's run at its next virtual timer deadline
 /// (allocated in [`start`]; 0 before).
@@ -158,6 +158,7 @@ impl ::vmm::Platform for X86 {
 
     fn prepare_pcpu(&self) {
         cpu::enable_xsave();
+        crate::rt_host::program_this_pcpu();
         lapic::set_oneshot_vector(GUEST_TIMER_VECTOR.load(Ordering::Relaxed));
     }
 
@@ -209,6 +210,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             }
         }
     }
+    arch_x86::trap::set_nmi_kick_vector(WAKE_VECTOR.load(Ordering::Relaxed));
     info!(
         "scenario {:?} on board {:?}: {} VM(s)",
         SCENARIO.name,
@@ -236,6 +238,7 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
     let iommu = crate::iommu_host::init();
     crate::pci_host::init(boot, iommu, crate::boot::apic_of);
     let hub = alloc::sync::Arc::new(io_hub(boot));
+    let cat_refusal = crate::rt_host::init();
     for cfg in SCENARIO.vms {
         if cfg.load_order != LoadOrder::PreLaunched {
             warn!(
@@ -252,6 +255,11 @@ pub fn start(boot: &BootInfo, caps: VirtCaps, online: &[bool]) {
             error!("vm {}: pCPU {p} is not online; VM not started", cfg.name);
             continue;
         }
+        if let Some(why) = crate::rt_host::refused(cfg, &cat_refusal) {
+            error!("vm {}: not started: {why}", cfg.name);
+            continue;
+        }
+        crate::rt_host::announce(cfg, backend == Backend::Vmx);
         let added = create(vmm.platform(), backend, cfg, boot, &hub)
             .and_then(|vm| vmm.add(vm).map_err(|e| alloc::format!("{e}")));
         if let Err(e) = added {
@@ -453,10 +461,21 @@ pub fn run_posted(cpu_index: usize) {
     }
 }
 
-/// Interrupts pCPU `pcpu` so that it looks at its mailbox and its VM's controls.
+/// Interrupts pCPU `pcpu` so that it looks at its mailbox and its VM's controls: a wake-up IPI,
+/// or an NMI on a real-time VM's pCPU (the `vmm` crate kicks those only for their lifecycle and
+/// their own vCPUs; the NMI handler turns it into the wake-up vector pending on that pCPU, see
+/// `arch_x86::trap::set_nmi_kick_vector`).
 pub fn kick(pcpu: usize) {
     let vector = WAKE_VECTOR.load(Ordering::Relaxed);
-    if let (Some(apic), true) = (crate::boot::apic_of(pcpu), vector != 0) {
+    let Some(apic) = crate::boot::apic_of(pcpu) else {
+        return;
+    };
+    if vector == 0 {
+        return;
+    }
+    if crate::rt_host::is_rt_pcpu(pcpu) {
+        lapic::send_nmi(apic);
+    } else {
         lapic::send_ipi(apic, vector);
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_ipc;
 mod bench_passthrough;
+mod bench_rt;
 mod bench_virtio;
 mod board;
 mod bochs;
@@ -21,6 +22,7 @@ mod size;
 mod tests;
 mod tests_ipc;
 mod tests_passthrough;
+mod tests_rt;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -171,6 +173,14 @@ enum BenchWhat {
         /// Only these IOMMUs (repeatable; default: intel).
         #[arg(long, value_enum)]
         iommu: Vec<bench_passthrough::Iommu>,
+    },
+    /// Timer-interrupt latency (the test guest's `rt-latency`), natively and in a real-time VM
+    /// (`configs/rt.toml` on QEMU, `configs/rt-bochs.toml` on Bochs), quiet: a table, and
+    /// histograms in target/bench/rt-latency.svg.
+    Rt {
+        /// Only these emulators (repeatable; default: bochs, bochs-amd, qemu).
+        #[arg(long, value_enum)]
+        emulator: Vec<runner::Emulator>,
     },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
@@ -580,6 +590,12 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),
+        Command::Bench {
+            what: BenchWhat::Rt { emulator },
+        } => bench_rt::bench_rt(&or_default(
+            emulator,
+            &[Emulator::Bochs, Emulator::BochsAmd, Emulator::Qemu],
+        )),
         Command::Bench {
             what: BenchWhat::Virtio { emulator, part },
         } => bench_virtio::bench_virtio(

@@ -2054,6 +2054,7 @@ pub fn cases() -> Vec<TestCase> {
     ]
     .into_iter()
     .chain(crate::tests_passthrough::cases())
+    .chain(crate::tests_rt::cases())
     .chain(crate::tests_ipc::cases())
     .collect()
 }

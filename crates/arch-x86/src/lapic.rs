@@ -197,3 +197,18 @@ pub fn send_sipi(apic_id: u32, page: u8) -> bool {
 pub fn send_ipi(apic_id: u32, vector: u8) -> bool {
     send_icr(apic_id, 0x0000_4000 | u32::from(vector))
 }
+
+/// Sends an NMI to `apic_id` (how a real-time VM's pCPU is reached: see `trap`'s NMI path).
+pub fn send_nmi(apic_id: u32) -> bool {
+    send_icr(apic_id, 0x0000_4400)
+}
+
+/// Sends `vector` to this CPU (destination shorthand "self"): only the low ICR word is
+/// written, so a sender this interrupts (between its two ICR writes) keeps its destination.
+pub fn self_ipi(vector: u8) -> bool {
+    if !wait_icr_idle() {
+        return false;
+    }
+    write(REG_ICR_LO, 0x0004_4000 | u32::from(vector));
+    wait_icr_idle()
+}

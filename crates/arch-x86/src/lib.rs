@@ -8,6 +8,8 @@
 pub mod acpi_handler;
 #[cfg(feature = "bare-metal")]
 pub mod boot;
+#[cfg(feature = "bare-metal")]
+pub mod cat;
 pub mod console;
 pub mod cpu;
 #[cfg(feature = "bare-metal")]

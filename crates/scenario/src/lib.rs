@@ -8,6 +8,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod cache;
 mod console;
 mod id;
 mod kernel;
@@ -18,6 +19,7 @@ mod shm;
 mod virtio;
 mod vm;
 
+pub use cache::{CacheAllocation, PcpuClos};
 pub use console::{VuartConfig, VuartLinkConfig, VuartLinkEnd};
 pub use id::VmId;
 pub use kernel::{KernelConfig, KernelKind, ModuleConfig, MAX_MODULES, MODULE_CMDLINE_MAX};

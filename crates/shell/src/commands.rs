@@ -58,6 +58,11 @@ pub enum CmdError {
     },
     /// The pCPU belongs to a real-time VM: the shell runs nothing there.
     RtPcpu(u16),
+    /// The command would interrupt a running real-time VM's pCPU.
+    RtRunning {
+        vm: String,
+        pcpu: u16,
+    },
     /// The VM is not in a state the lifecycle request applies to.
     State {
         vm: String,
@@ -102,6 +107,10 @@ impl fmt::Display for CmdError {
             CmdError::RtPcpu(p) => write!(
                 f,
                 "pCPU {p} belongs to a real-time VM; the shell does not run code there"
+            ),
+            CmdError::RtRunning { vm, pcpu } => write!(
+                f,
+                "{vm} is a running real-time VM: this would interrupt its pCPU {pcpu}; vm_pause it first"
             ),
             CmdError::State { vm, op, state } => {
                 let already = if op.target() == *state {

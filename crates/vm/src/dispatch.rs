@@ -229,6 +229,10 @@ pub struct VcpuExits {
     pub injected: u64,
     /// SMIs sent by this vCPU (not delivered: there is no SMM).
     pub dropped_smis: u64,
+    /// Guest writes to the cache-allocation MSRs (IA32_PQR_ASSOC, the L3/L2 QoS masks and
+    /// configuration, [`rt::cat::is_allocation_msr`]) refused with #GP: a VM never picks its
+    /// own class of service or changes another's ways.
+    pub refused_allocation_msrs: u64,
     /// NMIs waiting for the guest to be able to take them: one to deliver
     /// and at most one more latched behind its handler.
     pub nmi_pending: u8,
@@ -280,6 +284,7 @@ impl VcpuExits {
             },
             injected: 0,
             dropped_smis: 0,
+            refused_allocation_msrs: 0,
             nmi_pending: 0,
             single_step: false,
             amd_perf: [0; 8],
@@ -644,7 +649,12 @@ impl VcpuExits {
                     }
                     None => false,
                 },
-                MsrWrite::Gp => false,
+                MsrWrite::Gp => {
+                    if rt::cat::is_allocation_msr(msr) {
+                        self.refused_allocation_msrs += 1;
+                    }
+                    false
+                }
             };
             if !ok {
                 vcpu.inject(GP);
@@ -1758,6 +1768,27 @@ mod tests {
         e.before_entry(&mut v, &mut h);
         assert_eq!(v.hw_cr8, Some(5));
         assert_eq!(v.blocked_class, Some(4));
+    }
+
+    #[test]
+    fn cache_allocation_msr_writes_are_refused_and_counted() {
+        let mut h = MockHost::new();
+        let (mut v, mut e) = (MockVcpu::protected(), exits());
+        v.exit_len = Some(2);
+        // IA32_PQR_ASSOC (CLOS 3), IA32_L3_QOS_MASK_0 and _5, IA32_L3_QOS_CFG.
+        for (i, msr) in [0xC8Fu64, 0xC90, 0xC95, 0xC81].into_iter().enumerate() {
+            v.gprs.rcx = msr;
+            v.gprs.set_edx_eax(if msr == 0xC8F { 3 << 32 } else { 0xF });
+            e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: true }));
+            assert_eq!(v.injected.len(), i + 1, "{msr:#x}: #GP");
+            assert_eq!(e.refused_allocation_msrs, i as u64 + 1);
+        }
+        assert!(v.injected.iter().all(|&ev| ev == GP));
+        // Another refused MSR is not counted as one.
+        v.gprs.rcx = 0xC8E;
+        e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: true }));
+        assert_eq!(e.refused_allocation_msrs, 4);
+        assert_eq!(v.injected.len(), 5);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub(crate) struct Host<'a, P: Platform> {
     pub p: &'a P,
     /// The TSC rate's conversions, computed once.
     pub scale: TscScale,
+    /// A real-time VM's timer advance (`None` for other VMs).
+    pub advance: Option<crate::timer_advance::TimerAdvance>,
 }
 
 impl<P: Platform> Host<'_, P> {
@@ -194,8 +196,23 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn idle(&mut self, deadline: Option<u64>) {
-        if let Some(d) = deadline {
-            self.p.arm_timer(Some(d.saturating_sub(self.p.now())));
+        use crate::timer_advance::Plan;
+        let now = self.p.now();
+        let plan = match (deadline, self.advance.as_ref()) {
+            // A real-time vCPU wakes early by the learned cost, then spins to the deadline.
+            (Some(d), Some(advance)) => Some(advance.plan(now, d)),
+            _ => None,
+        };
+        match (deadline, plan) {
+            (Some(d), Some(Plan::Spin)) => {
+                while self.p.now() < d && !self.needs_attention() {
+                    core::hint::spin_loop();
+                }
+                return;
+            }
+            (_, Some(Plan::Sleep { after })) => self.p.arm_timer(Some(after)),
+            (Some(d), None) => self.p.arm_timer(Some(d.saturating_sub(now))),
+            (None, _) => {}
         }
         // A vCPU parked on a deferred access stays "waiting for an I/O
         // completion" while its pCPU sleeps; a halted one is "halted".
@@ -206,6 +223,9 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
         self.p.wait_for_interrupt();
         if halting {
             self.slot.event(VcpuEvent::Wake);
+        }
+        if let (Some(d), Some(a)) = (deadline, self.advance.as_mut()) {
+            a.learn(d, self.p.now());
         }
     }
 

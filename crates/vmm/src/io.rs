@@ -186,7 +186,13 @@ pub fn attach_virtio<M: GuestMemory + Clone + Send + 'static>(
                 let waker = VmWaker {
                     news: io.news.clone(),
                     pcpu: cfg.pcpus.first().copied().unwrap_or(0),
-                    kick: io.hub.kick,
+                    // A real-time VM's pCPU is never interrupted for another VM's frames: it
+                    // takes them at its next exit (its own timer at the latest).
+                    kick: if cfg.vm_type == scenario::VmType::Rt {
+                        |_| {}
+                    } else {
+                        io.hub.kick
+                    },
                 };
                 let port = sw.reattach(
                     &format!("{}/eth{net_index}", cfg.name),

@@ -24,11 +24,14 @@ mod run;
 pub mod shell;
 pub mod shm;
 mod table;
+mod timer_advance;
 pub mod uart_link;
 mod vm;
 
 #[cfg(test)]
 mod mock;
+#[cfg(test)]
+mod rt_tests;
 
 pub use console::{ConsoleQueues, LINE_MAX, OUT_QUEUE_MAX, TYPED_MAX};
 pub use lifecycle::{

@@ -259,7 +259,8 @@ impl<P: Platform> Vmm<P> {
         };
         let all = pipe.lock().push_input(bytes);
         io.news.store(true, Ordering::Release);
-        if let Some(&pcpu) = vm.cfg.pcpus.first() {
+        // A real-time VM takes console input at its next exit: its pCPU is not interrupted.
+        if let (Some(&pcpu), false) = (vm.cfg.pcpus.first(), vm.is_rt()) {
             self.platform.kick(pcpu);
         }
         Ok(all)
@@ -270,8 +271,9 @@ impl<P: Platform> Vmm<P> {
     /// what it wrote to its virtio console, if it has one, with [`Port::Hvc`].
     pub fn pump_consoles(&self, out: &mut Vec<u8>, mut show: impl FnMut(&Vm<P>, Port, &[u8])) {
         for vm in self.table.snapshot() {
-            if vm.feed_typed() {
-                // A halted vCPU sleeps until a host interrupt: wake it for the UART's.
+            // A halted vCPU sleeps until a host interrupt: wake it for the UART's, unless the
+            // VM is real-time (it takes the bytes at its next exit: no kick reaches its pCPUs).
+            if vm.feed_typed() && !vm.is_rt() {
                 self.kick_vcpus(&vm);
             }
             out.clear();
@@ -291,7 +293,8 @@ impl<P: Platform> Vmm<P> {
         }
     }
 
-    /// Interrupts every pCPU of `vm` so that its vCPUs look at the VM's request.
+    /// Interrupts every pCPU of `vm` so that its vCPUs look at the VM's request (lifecycle: the
+    /// platform reaches a real-time VM's pCPUs with an NMI, see [`Platform::kick`]).
     pub(crate) fn kick_vcpus(&self, vm: &Vm<P>) {
         for &p in vm.cfg.pcpus {
             self.platform.kick(p);

@@ -67,7 +67,10 @@ pub trait Platform: Send + Sync {
     /// Ticks of [`Platform::now`] per second.
     fn tsc_hz(&self) -> u64;
     /// Interrupts pCPU `pcpu` so that it looks at its posted work, its mailbox and its VM's
-    /// request (it leaves the guest or its sleep).
+    /// request (it leaves the guest or its sleep). The `vmm` crate kicks a real-time VM's pCPUs
+    /// only for the VM's lifecycle (start, stop, pause, resume, reset) and for its own vCPUs'
+    /// needs; the platform delivers those kicks with an NMI (its guest may run with interrupts
+    /// masked by a passthrough LAPIC).
     fn kick(&self, pcpu: u16);
     /// Arms this pCPU's one-shot host timer `after` ticks from now (`None`: disarmed): it ends
     /// the guest's run at its next timer deadline.

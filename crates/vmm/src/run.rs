@@ -159,12 +159,18 @@ impl<P: Platform> Vmm<P> {
             slot,
             p,
             scale: TscScale::new(p.tsc_hz()),
+            // At most 50 us early (a wake-up never costs that much on real hardware).
+            advance: vm
+                .is_rt()
+                .then(|| crate::timer_advance::TimerAdvance::new(p.tsc_hz() / 20_000)),
         };
         let mut left_guest = p.now();
         // This vCPU waits for a deferred access (shown as such by the shell).
         let mut parked = false;
         // Exits taken in this boot (for the fault-injection hook).
         let mut exit_count = 0u64;
+        // Refused cache-allocation MSR writes already reported.
+        let mut refused_cat = 0u64;
         loop {
             let mut flow = Flow::Continue;
             // The guest is entered only while the VM is asked to run: a vCPU that was asked to
@@ -200,6 +206,16 @@ impl<P: Platform> Vmm<P> {
                     slot.stats.lock().record(&exit);
                     slot.injected.store(exits.injected, Ordering::Relaxed);
                     flow = exits.handle(vcpu, &mut host, exit);
+                    if exits.refused_allocation_msrs != refused_cat {
+                        refused_cat = exits.refused_allocation_msrs;
+                        // Rate-limited: the 1st, 2nd, 4th, 8th... refusal.
+                        if refused_cat.is_power_of_two() {
+                            warn!(
+                                "vm {}: vCPU {vcpu_id}: write to a cache-allocation MSR refused (#GP); {refused_cat} so far",
+                                vm.cfg.name
+                            );
+                        }
+                    }
                 }
                 // The shell shows a vCPU parked on a deferred access as such
                 // (tracked locally: the common exit pays no atomic load).

@@ -344,6 +344,11 @@ impl<P: Platform> Vm<P> {
         Ok(platform)
     }
 
+    /// A real-time VM (`vm_type = "rt"`): nothing but its lifecycle reaches its pCPUs.
+    pub fn is_rt(&self) -> bool {
+        self.cfg.vm_type == scenario::VmType::Rt
+    }
+
     /// The VM's name.
     pub fn name(&self) -> &'static str {
         self.cfg.name

@@ -25,6 +25,7 @@
 //! `hostile` (no tests: every abuse of the hypervisor, phase by phase,
 //! ending in every reset path and a triple fault; `tests/hostile.rs`),
 //! `heartbeat` (no tests: `heartbeat N work=W` every 200 ms, W its pace).
+//! `rt-latency` (only the timer-interrupt latency test, `RT` lines; `tests/rt.rs`).
 //! `ivshmem` (with `role=writer|reader|outsider`: only the `ivshmem-*` tests, inter-VM shared
 //! memory and doorbells between three VMs; `tests/ivshmem.rs`). `vuart-link` (with
 //! `role=left|right`: only the `vuart-link-*` tests, two VMs talking through a vUART link;

@@ -15,7 +15,8 @@
 //! With `virtio` only [`virtio::TESTS`] run, with `virtio-net-peer` only
 //! [`virtio::PEER_TESTS`], with `virtio-soak` only [`virtio::SOAK_TESTS`],
 //! with `virtio-hostile` only [`virtio_hostile::TESTS`].
-//! `net-responder` runs no tests ([`responder`]).
+//! `net-responder` runs no tests ([`responder`]). With `rt-latency` only [`rt::TESTS`]
+//! (timer-interrupt latency, `RT` lines).
 
 use core::sync::atomic::Ordering;
 
@@ -101,6 +102,7 @@ mod ivshmem;
 mod pci;
 pub mod pic_only;
 pub mod responder;
+mod rt;
 mod virtio;
 mod ipc_bench;
 mod msgchan;
@@ -196,6 +198,12 @@ pub fn run_all(env: &Env) -> Tally {
             edu::TESTS
         };
         for &(name, test) in tests {
+            run_one(env, name, test, &mut tally);
+        }
+        return tally;
+    }
+    if env.boot.has_word(b"rt-latency") {
+        for &(name, test) in rt::TESTS {
             run_one(env, name, test, &mut tally);
         }
         return tally;

@@ -319,6 +319,8 @@ static MSR_GP_SKIPPED: AtomicU32 = AtomicU32::new(0);
 /// LAPIC timer interrupts taken, and the RIP the last one interrupted.
 pub static TIMER_HITS: AtomicU32 = AtomicU32::new(0);
 pub static TIMER_RIP: AtomicU64 = AtomicU64::new(0);
+/// The TSC read first thing in the last timer interrupt's handler (the `rt-latency` test).
+pub static TIMER_TSC: AtomicU64 = AtomicU64::new(0);
 /// IPIs taken on [`IPI_VECTOR`].
 pub static IPI_HITS: AtomicU32 = AtomicU32::new(0);
 /// NMIs taken.
@@ -373,6 +375,7 @@ extern "C" fn guest_trap(frame: &mut TrapFrame) {
         }
         0..=31 => exception(frame),
         TIMER_VECTOR => {
+            TIMER_TSC.store(cpu::rdtsc(), Ordering::SeqCst);
             TIMER_HITS.fetch_add(1, Ordering::SeqCst);
             TIMER_RIP.store(frame.rip, Ordering::SeqCst);
             crate::lapic::eoi();

@@ -113,6 +113,8 @@ pub struct Board {
     pub iommu: Iommu,
     /// The PCI functions, in file order.
     pub pci: Vec<PciFunction>,
+    /// The L3 cache and its allocation support (`[cache]`; `None`: not described, no CAT).
+    pub cache: Option<crate::cache_checks::BoardCache>,
 }
 
 impl Board {
@@ -136,6 +138,7 @@ struct RawBoard {
     iommu: Option<String>,
     #[serde(default)]
     pci: Vec<RawPci>,
+    cache: Option<crate::cache_checks::RawBoardCache>,
 }
 
 impl Board {
@@ -244,6 +247,11 @@ impl Board {
                 .into_iter()
                 .map(|(field, kind)| error(&field, kind)),
         );
+        let cache = raw.cache.as_ref().and_then(|c| {
+            crate::cache_checks::check_board_cache(c)
+                .map_err(|(field, kind)| errors.push(error(&field, kind)))
+                .ok()
+        });
         match (vendor, iommu) {
             (Some(vendor), Some(iommu)) if errors.is_empty() => Ok(Self {
                 name: name.to_owned(),
@@ -256,6 +264,7 @@ impl Board {
                 uarts: raw.uarts,
                 iommu,
                 pci,
+                cache,
             }),
             _ => Err(errors),
         }

@@ -634,6 +634,53 @@ pub enum ErrorKind {
         /// The board.
         board: String,
     },
+    /// A VM asks for cache allocation on a board without it.
+    #[error("board {board:?} has no L3 cache allocation (CAT): {why}; remove `cache_mask`, or describe a board whose `[cache]` table says `cat = true`")]
+    NoCat {
+        /// The board.
+        board: String,
+        /// What its file says.
+        why: &'static str,
+    },
+    /// A way mask the board's L3 cannot take.
+    #[error("{0}")]
+    CacheMask(String),
+    /// Not one mask per vCPU.
+    #[error(
+        "{count} way masks for {vcpus} vCPU(s): give one mask for the whole VM or one per vCPU"
+    )]
+    CacheMaskCount {
+        /// Masks given.
+        count: usize,
+        /// The VM's vCPUs.
+        vcpus: usize,
+    },
+    /// More distinct masks than the board has classes of service.
+    #[error("the VMs' way masks need {need} classes of service besides CLOS 0, and the board has {have} in all (`[cache] clos`)")]
+    TooManyClos {
+        /// CLOS the masks need (CLOS 0 not counted).
+        need: u16,
+        /// CLOS the board has (CLOS 0 counted).
+        have: u16,
+    },
+    /// (Warning) Two VMs' masks share ways.
+    #[error("way mask {mask:#x} overlaps vm {other:?}'s {other_mask:#x} (ways {common:#x}): the two VMs evict each other's lines there")]
+    CacheOverlap {
+        /// This VM's mask.
+        mask: u64,
+        /// The other VM.
+        other: String,
+        /// Its mask.
+        other_mask: u64,
+        /// The ways both name.
+        common: u64,
+    },
+    /// (Warning) No way left for CLOS 0.
+    #[error("the VMs' way masks take all {ways} ways: the hypervisor and the VMs without a mask (CLOS 0) keep every way, overlapping each masked VM")]
+    CacheAllTaken {
+        /// The board's ways.
+        ways: u8,
+    },
     /// A VM driving PCI functions without DMA isolation gives no `host_base`.
     #[error("this VM owns PCI functions with DMA isolation off: the devices DMA to the guest's physical addresses as if they were host ones, so its RAM must sit at the same host addresses (guest-physical = host-physical above 1 MiB); give `host_base`, a 2 MiB-aligned host address with {memory_mib} MiB of free RAM above it, ending below 3 GiB")]
     HostAddressesNeedHostBase {

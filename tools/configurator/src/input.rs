@@ -56,6 +56,8 @@ pub struct RawVm {
     /// Physical PCI functions the VM owns, in order.
     #[serde(default)]
     pub pci_devices: Vec<RawPciDevice>,
+    /// L3 way mask: one for the whole VM, or one per vCPU (see `cache_checks`).
+    pub cache_mask: Option<crate::cache_checks::RawCacheMask>,
 }
 
 /// One `pci_devices` entry: `"00:04.0"` (the guest slot is the host device number) or

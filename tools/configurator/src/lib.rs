@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod board;
+pub mod cache_checks;
 mod cross_checks;
 mod error;
 mod files;

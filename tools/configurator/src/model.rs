@@ -30,6 +30,8 @@ pub struct Validated {
     /// The files the scenario names (kernels, initrds, disks), each with the boot-module name
     /// the hypervisor finds it by; [`Validated::modules`] lists these names too.
     pub files: Vec<crate::files::FileModule>,
+    /// The cache allocation planned from the VMs' `cache_mask` (empty when none asked).
+    pub cache: crate::cache_checks::CachePlan,
     /// Shared-memory regions (`[[shm]]`), in file order, each VM's device placed.
     pub shm: Vec<crate::shm_checks::Shm>,
     /// Wires between VMs' UARTs (`[[vuart_link]]`), in file order.

@@ -190,6 +190,9 @@ pub fn validate_str(
         &mut warnings,
     );
 
+    let cache =
+        crate::cache_checks::check_cache(file, &refs, board.as_ref(), &mut errors, &mut warnings);
+
     match (name, board, isolation) {
         (Some(name), Some(board), Some(dma_isolation)) if errors.is_empty() => Ok(Validated {
             file: file.to_owned(),
@@ -200,6 +203,7 @@ pub fn validate_str(
             dma_isolation,
             warnings,
             files: table.files,
+            cache,
             shm,
             vuart_links,
         }),

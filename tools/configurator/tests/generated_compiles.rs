@@ -337,3 +337,20 @@ fn passthrough_scenario_statics() {
     assert!(guest_scenario::SCENARIO.vms[0].pci_devices.is_empty());
     assert_eq!(guest_scenario::SCENARIO.dma_isolation, DmaIsolation::Iommu);
 }
+
+#[test]
+fn no_shipped_golden_scenario_asks_for_cache_allocation() {
+    for cache in [
+        &guest_scenario::CACHE,
+        &default_scenario::CACHE,
+        &partitioned_scenario::CACHE,
+        &virtio_scenario::CACHE,
+        &passthrough_nic_vtd_scenario::CACHE,
+        &passthrough_nic_bochs_scenario::CACHE,
+        &ipc_ivshmem_scenario::CACHE,
+        &ipc_vuart_link_scenario::CACHE,
+    ] {
+        assert!(!cache.is_used());
+        assert_eq!(*cache, scenario::CacheAllocation::NONE);
+    }
+}

@@ -289,6 +289,22 @@ fn numbers_too_large_for_their_argument() {
 }
 
 #[test]
+fn a_running_real_time_vm_is_never_interrupted_for_its_registers() {
+    let mut b = MockBackend::new();
+    assert_eq!(
+        fails(&mut b, "vcpu_dumpreg rtvm 0"),
+        "vcpu_dumpreg: rtvm is a running real-time VM: this would interrupt its pCPU 1; vm_pause it first"
+    );
+    assert_eq!(
+        fails(&mut b, "rdmsr 1 0x1b"),
+        "rdmsr: pCPU 1 belongs to a real-time VM; the shell does not run code there"
+    );
+    b.vms[0].state = VmState::Paused;
+    let out = run(&mut b, "vcpu_dumpreg rtvm 0").unwrap();
+    assert!(out.contains("rtvm (id 0) vCPU 0 on pCPU 1"), "{out}");
+}
+
+#[test]
 fn out_of_range_vms_vcpus_and_pcpus() {
     let mut b = MockBackend::new();
     b.vms[1].state = VmState::Paused;

@@ -174,6 +174,14 @@ pub(super) fn vcpu_dumpreg(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<Out
             count: vm.vcpus,
         });
     }
+    // Reading a running vCPU's registers asks its pCPU between two exits: never an rt VM's.
+    if let (VmType::Rt, false, Some(&pcpu)) = (
+        vm.vm_type,
+        vm.state == crate::backend::VmState::Paused,
+        vm.pcpus.get(usize::from(vcpu)),
+    ) {
+        return Err(CmdError::RtRunning { vm: vm.name, pcpu });
+    }
     let r = ctx.backend.vcpu_regs(vm.id, vcpu)?;
     let g = &r.gprs;
     let s = &r.system;

@@ -2,6 +2,13 @@
 
 use scenario::*;
 
+/// Cache allocation (CAT): each masked pCPU's class of service.
+pub static CACHE: CacheAllocation = CacheAllocation {
+    ways: 0,
+    default_mask: 0x0,
+    pcpus: &[],
+};
+
 /// Scenario "passthrough-nic-bochs" for board "bochs".
 pub static SCENARIO: Scenario = Scenario {
     name: "passthrough-nic-bochs",
