@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         kind: ReservedKind::AcpiReclaimable,
     }];
     let layout = VmLayout {
-        ram_size: RAM,
+        ram: vcpu::RamLayout::new(RAM),
         reserved: if sel & 1 != 0 { &acpi } else { &[] },
         acpi_rsdp: (sel & 2 != 0).then_some(0xE_0000),
     };
