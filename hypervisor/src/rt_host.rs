@@ -81,12 +81,23 @@ pub fn program_this_pcpu() {
     }
 }
 
+/// The pCPUs of real-time VMs, a bit each (pCPUs 0-255; fixed by the scenario, derived once:
+/// every kick asks).
+static RT_PCPUS: Once<[u64; 4]> = Once::new();
+
 /// Whether `pcpu` belongs to a real-time VM (pCPUs are never shared, so this is fixed).
 pub fn is_rt_pcpu(pcpu: usize) -> bool {
-    u16::try_from(pcpu)
-        .ok()
-        .and_then(|p| SCENARIO.vm_for_pcpu(p))
-        .is_some_and(|vm| vm.vm_type == VmType::Rt)
+    let bits = RT_PCPUS.call_once(|| {
+        let mut bits = [0u64; 4];
+        for vm in SCENARIO.vms.iter().filter(|vm| vm.vm_type == VmType::Rt) {
+            for &p in vm.pcpus.iter().filter(|&&p| p < 256) {
+                bits[usize::from(p / 64)] |= 1 << (p % 64);
+            }
+        }
+        bits
+    });
+    bits.get(pcpu / 64)
+        .is_some_and(|word| word & (1 << (pcpu % 64)) != 0)
 }
 
 /// The boot line of an `rt` VM: how its LAPIC is provided and why.
