@@ -13,8 +13,6 @@ use scenario::{
     SHM_MIN_SIZE,
 };
 use serde::Deserialize;
-use toml::de::DeValue;
-use toml::Spanned;
 
 use crate::board::Board;
 use crate::error::{ConfigError, ErrorKind, VmRef};
@@ -159,11 +157,6 @@ pub fn check_shm(
     board: Option<&Board>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Shm> {
-    let entries: &[Spanned<DeValue<'_>>] = match doc.get_ref().get("shm").map(Spanned::get_ref) {
-        Some(DeValue::Array(entries)) => entries,
-        // Not an array: the top-level deserialization reported it.
-        _ => return Vec::new(),
-    };
     let push = |errors: &mut Vec<ConfigError>, field: String, kind: ShmError| {
         errors.push(ConfigError {
             file: file.to_owned(),
@@ -172,33 +165,15 @@ pub fn check_shm(
             kind: ErrorKind::Shm(kind),
         })
     };
-    let mut raws: Vec<(usize, RawShm)> = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let table = match entry.get_ref() {
-            DeValue::Table(table) => table,
-            other => {
-                push(
-                    errors,
-                    region(index, None),
-                    ShmError::NotTable(toml_doc::type_name(other)),
-                );
-                continue;
-            }
-        };
-        let name = match table.get("name").map(Spanned::get_ref) {
-            Some(DeValue::String(name)) => Some(name.to_string()),
-            _ => None,
-        };
-        match toml_doc::deserialize::<RawShm>(text, &Spanned::new(entry.span(), table.clone())) {
-            Ok(raw) => raws.push((index, raw)),
-            Err((field, kind)) => errors.push(ConfigError {
-                file: file.to_owned(),
-                vm: None,
-                field: format!("{}: {field}", region(index, name.as_deref())),
-                kind,
-            }),
-        }
-    }
+    let raws: Vec<(usize, RawShm)> = toml_doc::array_tables(
+        file,
+        text,
+        doc,
+        "shm",
+        region,
+        |found| ErrorKind::Shm(ShmError::NotTable(found)),
+        errors,
+    );
 
     let before = errors.len();
     let available = parsed

@@ -62,6 +62,53 @@ pub fn type_name(value: &DeValue<'_>) -> &'static str {
     }
 }
 
+/// Each table of the top-level array of tables `key` (`[[key]]`) deserialized into `T`, with
+/// its index. An entry that is not a table is reported as `not_table(its type)`, a field that
+/// does not deserialize with its path; both under the field prefix `at(index, its name)` (the
+/// name when the table has a string `name`). A `key` that is absent or not an array gives
+/// nothing (the top-level deserialization reports a wrong type).
+pub fn array_tables<T: DeserializeOwned>(
+    file: &std::path::Path,
+    text: &str,
+    doc: &Table<'_>,
+    key: &str,
+    at: impl Fn(usize, Option<&str>) -> String,
+    not_table: impl Fn(&'static str) -> ErrorKind,
+    errors: &mut Vec<crate::error::ConfigError>,
+) -> Vec<(usize, T)> {
+    let Some(DeValue::Array(entries)) = doc.get_ref().get(key).map(Spanned::get_ref) else {
+        return Vec::new();
+    };
+    let error = |field: String, kind: ErrorKind| crate::error::ConfigError {
+        file: file.to_owned(),
+        vm: None,
+        field,
+        kind,
+    };
+    let mut out = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let DeValue::Table(table) = entry.get_ref() else {
+            errors.push(error(
+                at(index, None),
+                not_table(type_name(entry.get_ref())),
+            ));
+            continue;
+        };
+        let name = match table.get("name").map(Spanned::get_ref) {
+            Some(DeValue::String(name)) => Some(name.to_string()),
+            _ => None,
+        };
+        match deserialize::<T>(text, &Spanned::new(entry.span(), table.clone())) {
+            Ok(raw) => out.push((index, raw)),
+            Err((field, kind)) => errors.push(error(
+                format!("{}: {field}", at(index, name.as_deref())),
+                kind,
+            )),
+        }
+    }
+    out
+}
+
 /// Deserializes `table` (a sub-table of `text`) into `T`. On failure returns the dotted path of
 /// the field at fault (relative to `table`) and what is wrong with it.
 pub fn deserialize<T: DeserializeOwned>(

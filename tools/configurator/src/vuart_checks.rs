@@ -13,8 +13,6 @@ use std::path::Path;
 
 use scenario::VuartLinkEnd;
 use serde::Deserialize;
-use toml::de::DeValue;
-use toml::Spanned;
 
 use crate::error::{ConfigError, ErrorKind, VmRef};
 use crate::input::RawVm;
@@ -91,12 +89,6 @@ pub fn check_links(
     vms: &[Vm],
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Link> {
-    let entries: &[Spanned<DeValue<'_>>] =
-        match doc.get_ref().get("vuart_link").map(Spanned::get_ref) {
-            Some(DeValue::Array(entries)) => entries,
-            // Not an array: the top-level deserialization reported it.
-            _ => return Vec::new(),
-        };
     let push = |errors: &mut Vec<ConfigError>, field: String, kind: LinkError| {
         errors.push(ConfigError {
             file: file.to_owned(),
@@ -105,33 +97,15 @@ pub fn check_links(
             kind: ErrorKind::VuartLink(kind),
         })
     };
-    let mut raws: Vec<(usize, RawLink)> = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let table = match entry.get_ref() {
-            DeValue::Table(table) => table,
-            other => {
-                push(
-                    errors,
-                    at(index, None),
-                    LinkError::NotTable(toml_doc::type_name(other)),
-                );
-                continue;
-            }
-        };
-        let name = match table.get("name").map(Spanned::get_ref) {
-            Some(DeValue::String(name)) => Some(name.to_string()),
-            _ => None,
-        };
-        match toml_doc::deserialize::<RawLink>(text, &Spanned::new(entry.span(), table.clone())) {
-            Ok(raw) => raws.push((index, raw)),
-            Err((field, kind)) => errors.push(ConfigError {
-                file: file.to_owned(),
-                vm: None,
-                field: format!("{}: {field}", at(index, name.as_deref())),
-                kind,
-            }),
-        }
-    }
+    let raws: Vec<(usize, RawLink)> = toml_doc::array_tables(
+        file,
+        text,
+        doc,
+        "vuart_link",
+        at,
+        |found| ErrorKind::VuartLink(LinkError::NotTable(found)),
+        errors,
+    );
 
     let available = parsed
         .iter()
