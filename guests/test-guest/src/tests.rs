@@ -98,14 +98,14 @@ const SMP_TESTS: &[(&str, TestFn)] = &[
 mod bench;
 mod edu;
 pub mod hostile;
+mod ipc_bench;
 mod ivshmem;
+mod msgchan;
 mod pci;
 pub mod pic_only;
 pub mod responder;
 mod rt;
 mod virtio;
-mod ipc_bench;
-mod msgchan;
 mod virtio_hostile;
 mod vuart_link;
 

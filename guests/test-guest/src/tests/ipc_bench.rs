@@ -16,11 +16,11 @@
 use msgchan::{Channel, Notify};
 
 use super::msgchan::{Chan0, Region};
-use super::pci::{hits, lapic_on, msi_address, reset_hits, vector, Device};
+use super::pci::{hits, lapic_on, reset_hits};
+use super::vuart_link::{inb, open_port, outb};
 use super::Outcome::Pass;
 use super::{tsc_bound_ms, TestResult};
 use crate::msg::{Ascii, Msg};
-use crate::pci::{Bdf, CAP_ID_MSIX};
 use crate::{cpu, msg, out, Env};
 
 const RTT_ROUNDS: usize = 1000;
@@ -31,9 +31,6 @@ const UART_STREAM: usize = 16 * 1024;
 /// The longest any phase may wait for the other VM.
 const PEER_MS: u64 = 120_000;
 
-const COM2: u16 = 0x2F8;
-const MSIX_CONTROL: u16 = 0x02;
-const MSIX_ENABLE: u16 = 1 << 15;
 const SLOT_MSIX: usize = 0;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -167,7 +164,8 @@ fn echo(
     doorbell: bool,
 ) -> TestResult {
     if doorbell {
-        msix_on()?;
+        reset_hits();
+        chan.0.msix_on(lapic_on()?)?;
     }
     let mut buf = [0u8; 64];
     for _ in 0..RTT_ROUNDS {
@@ -191,24 +189,6 @@ fn echo(
         };
         send(ch, chan, peer, &buf[..n], bound)?;
     }
-    Ok(Pass)
-}
-
-/// MSI-X on the `chan0` device, entry 0 to the pCPU's LAPIC.
-fn msix_on() -> TestResult {
-    const CHAN0: Bdf = Bdf::new(0, 31, 0);
-    let dev = Device::at(CHAN0, 0x1110_1AF4, "ivshmem device")?;
-    let table = dev.mem_bar(1)?;
-    let mmio = super::pci::Mmio::map(table)?;
-    let apic = lapic_on()?;
-    reset_hits();
-    let cap = dev.require_capability(CAP_ID_MSIX, "MSI-X")?;
-    dev.w16(cap + MSIX_CONTROL, MSIX_ENABLE);
-    mmio.write32(table, msi_address(apic));
-    mmio.write32(table + 4, 0);
-    mmio.write32(table + 8, vector(SLOT_MSIX));
-    mmio.write32(table + 12, 0);
-    // The mapping goes with the test; the table entry stays programmed.
     Ok(Pass)
 }
 
@@ -259,51 +239,27 @@ fn sink(ch: &mut Channel<Region<'_>>, bound: u64) -> TestResult {
     }
 }
 
-fn uart_in(reg: u16) -> u8 {
-    // SAFETY: COM2's registers are this VM's virtual UART.
-    unsafe { cpu::inb(COM2 + reg) }
-}
-
-fn uart_out(reg: u16, v: u8) {
-    // SAFETY: as in `uart_in`.
-    unsafe { cpu::outb(COM2 + reg, v) }
-}
-
-/// Opens COM2 (FIFO, DTR and RTS) and waits for the peer's (DSR).
-fn uart_open(bound: u64) -> TestResult {
-    uart_out(1, 0);
-    uart_out(3, 0x03);
-    uart_out(2, 0x07);
-    uart_out(4, 0x0B);
-    let t0 = cpu::rdtsc();
-    while uart_in(6) & 0x20 == 0 {
-        ensure!(cpu::rdtsc() - t0 < bound, "the peer never opened COM2");
-        core::hint::spin_loop();
-    }
-    Ok(Pass)
-}
-
 fn uart_get(bound: u64) -> Result<u8, Msg> {
     let t0 = cpu::rdtsc();
-    while uart_in(5) & 1 == 0 {
+    while inb(5) & 1 == 0 {
         ensure!(cpu::rdtsc() - t0 < bound, "no byte from the peer");
         core::hint::spin_loop();
     }
-    Ok(uart_in(0))
+    Ok(inb(0))
 }
 
 fn uart_put(b: u8, bound: u64) -> TestResult {
     let t0 = cpu::rdtsc();
-    while uart_in(5) & 0x20 == 0 {
+    while inb(5) & 0x20 == 0 {
         ensure!(cpu::rdtsc() - t0 < bound, "THRE never came back");
         core::hint::spin_loop();
     }
-    uart_out(0, b);
+    outb(0, b);
     Ok(Pass)
 }
 
 fn uart_rtt(bound: u64) -> TestResult {
-    uart_open(bound)?;
+    open_port(bound)?;
     let mut ticks = [0u64; UART_ROUNDS];
     let e0 = exits();
     for (i, t) in ticks.iter_mut().enumerate() {
@@ -318,7 +274,7 @@ fn uart_rtt(bound: u64) -> TestResult {
 }
 
 fn uart_echo(bound: u64) -> TestResult {
-    uart_open(bound)?;
+    open_port(bound)?;
     for _ in 0..UART_ROUNDS {
         let b = uart_get(bound)?;
         uart_put(b, bound)?;
@@ -332,13 +288,13 @@ fn uart_stream(bound: u64) -> TestResult {
     let mut sent = 0;
     let t0 = cpu::rdtsc();
     while sent < UART_STREAM {
-        if uart_in(5) & 0x20 == 0 {
+        if inb(5) & 0x20 == 0 {
             ensure!(cpu::rdtsc() - t0 < bound, "stuck at byte {sent}");
             core::hint::spin_loop();
             continue;
         }
         for _ in 0..16.min(UART_STREAM - sent) {
-            uart_out(0, sent as u8);
+            outb(0, sent as u8);
             sent += 1;
         }
     }

@@ -43,7 +43,7 @@ const RO0_BAR2: u64 = 0xD001_0000;
 /// BAR 0 registers.
 const REG_INTR_MASK: u64 = 0x0;
 const REG_INTR_STATUS: u64 = 0x4;
-const REG_IV_POSITION: u64 = 0x8;
+pub(super) const REG_IV_POSITION: u64 = 0x8;
 const REG_DOORBELL: u64 = 0xC;
 
 /// MSI-X capability.
@@ -93,17 +93,17 @@ fn checksum(phase: u32) -> u32 {
 }
 
 /// One ivshmem device: its configuration space and its mapped BARs.
-struct Ivshmem {
+pub(super) struct Ivshmem {
     dev: Device,
     regs: u64,
     table: u64,
-    shm: u64,
+    pub(super) shm: u64,
     mmio_regs: Mmio,
-    mmio_shm: Mmio,
+    pub(super) mmio_shm: Mmio,
 }
 
 impl Ivshmem {
-    fn find(bdf: Bdf, bar2: u64) -> Result<Self, Msg> {
+    pub(super) fn find(bdf: Bdf, bar2: u64) -> Result<Self, Msg> {
         let dev = Device::at(bdf, IVSHMEM_IDS, "ivshmem device")?;
         let regs = dev.mem_bar(0)?;
         let table = dev.mem_bar(1)?;
@@ -128,7 +128,7 @@ impl Ivshmem {
         })
     }
 
-    fn reg(&self, r: u64) -> u32 {
+    pub(super) fn reg(&self, r: u64) -> u32 {
         self.mmio_regs.read32(self.regs + r)
     }
 
@@ -144,7 +144,7 @@ impl Ivshmem {
         self.mmio_shm.write32(self.shm + off, v);
     }
 
-    fn ring(&self, peer: u32, vector: u32) {
+    pub(super) fn ring(&self, peer: u32, vector: u32) {
         self.set_reg(REG_DOORBELL, peer << 16 | vector);
     }
 
@@ -153,7 +153,7 @@ impl Ivshmem {
     }
 
     /// MSI-X on, entry 0 to `vector(SLOT_MSIX)` at `apic`, the other entries masked.
-    fn msix_on(&self, apic: u8) -> Result<(), Msg> {
+    pub(super) fn msix_on(&self, apic: u8) -> Result<(), Msg> {
         let cap = self.msix_cap()?;
         self.dev.w16(cap + MSIX_CONTROL, MSIX_ENABLE);
         let e = self.table;

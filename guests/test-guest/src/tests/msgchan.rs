@@ -8,17 +8,15 @@
 
 use msgchan::{exchange, Channel, ChannelError, Notify, Shared};
 
-use super::pci::{Device, Mmio};
+use super::ivshmem::{Ivshmem, REG_IV_POSITION};
+use super::pci::Mmio;
 use super::Outcome::Pass;
 use super::{tsc_bound_ms, TestResult};
 use crate::pci::Bdf;
 use crate::{cpu, msg, out, Env};
 
-const IVSHMEM_IDS: u32 = 0x1110_1AF4;
 const CHAN0: Bdf = Bdf::new(0, 31, 0);
 const CHAN0_BAR2: u64 = 0xD000_0000;
-const REG_IV_POSITION: u64 = 0x8;
-const REG_DOORBELL: u64 = 0xC;
 /// Messages each way (the figure).
 const COUNT: u32 = 10_000;
 /// How long the whole exchange may take (Linux boots meanwhile).
@@ -78,47 +76,28 @@ impl Shared for Region<'_> {
 pub const TESTS: &[(&str, super::TestFn)] = &[("msgchan-exchange", exchange_test)];
 
 /// The `chan0` device: its registers and region, mapped.
-pub(super) struct Chan0 {
-    regs: u64,
-    shm: u64,
-    mmio_regs: Mmio,
-    mmio_shm: Mmio,
-}
+pub(super) struct Chan0(pub(super) Ivshmem);
 
 impl Chan0 {
     /// Finds the device where the scenario puts it and maps both BARs.
     pub(super) fn find() -> Result<Self, crate::msg::Msg> {
-        let dev = Device::at(CHAN0, IVSHMEM_IDS, "ivshmem device")?;
-        let regs = dev.mem_bar(0)?;
-        let (lo, hi) = (dev.bar(2), dev.bar(3));
-        let shm = u64::from(hi) << 32 | u64::from(lo & !0xF);
-        ensure!(
-            shm == CHAN0_BAR2,
-            "{CHAN0}: BAR 2 at {shm:#x}, expected {CHAN0_BAR2:#x}"
-        );
-        Ok(Chan0 {
-            mmio_regs: Mmio::map(regs)?,
-            mmio_shm: Mmio::map(shm)?,
-            regs,
-            shm,
-        })
+        Ivshmem::find(CHAN0, CHAN0_BAR2).map(Chan0)
     }
 
     /// This VM's peer id (IV position).
     pub(super) fn me(&self) -> usize {
-        self.mmio_regs.read32(self.regs + REG_IV_POSITION) as usize
+        self.0.reg(REG_IV_POSITION) as usize
     }
 
     /// Rings `peer`'s vector 0.
     pub(super) fn ring(&self, peer: usize) {
-        self.mmio_regs
-            .write32(self.regs + REG_DOORBELL, (peer as u32) << 16);
+        self.0.ring(peer as u32, 0);
     }
 
     pub(super) fn region(&self) -> Region<'_> {
         Region {
-            mmio: &self.mmio_shm,
-            base: self.shm,
+            mmio: &self.0.mmio_shm,
+            base: self.0.shm,
             size: 0x1_0000,
         }
     }

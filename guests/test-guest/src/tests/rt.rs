@@ -77,7 +77,10 @@ fn exits(env: &Env) -> Option<u64> {
 enum Timer {
     Deadline,
     /// One-shot: the initial count for `period` ticks, and the ticks it really stands for.
-    OneShot { count: u32, ticks: u64 },
+    OneShot {
+        count: u32,
+        ticks: u64,
+    },
 }
 
 impl Timer {
@@ -278,7 +281,10 @@ fn rt_latency(env: &Env) -> TestResult {
         *s = TIMER_TSC.load(Ordering::SeqCst).saturating_sub(deadline);
     }
     let exits1 = exits(env);
-    lapic::write(lapic::REG_LVT_TIMER, lapic::LVT_MASKED | TIMER_VECTOR as u32);
+    lapic::write(
+        lapic::REG_LVT_TIMER,
+        lapic::LVT_MASKED | TIMER_VECTOR as u32,
+    );
     if has_deadline {
         // SAFETY: as in `Timer::arm`; 0 disarms.
         unsafe { cpu::wrmsr(TSC_DEADLINE_MSR, 0) };

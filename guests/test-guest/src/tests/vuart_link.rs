@@ -45,13 +45,13 @@ const PEER_MS: u64 = 30_000;
 /// The longest THRE may keep `left` waiting once `right` is gone.
 const GONE_WAIT_MS: u64 = 50;
 
-fn inb(reg: u16) -> u8 {
+pub(super) fn inb(reg: u16) -> u8 {
     // SAFETY: COM2's registers are this VM's virtual UART: port I/O there has no side effect
     // outside the UART.
     unsafe { cpu::inb(COM2 + reg) }
 }
 
-fn outb(reg: u16, v: u8) {
+pub(super) fn outb(reg: u16, v: u8) {
     // SAFETY: as in `inb`.
     unsafe { cpu::outb(COM2 + reg, v) }
 }
@@ -100,13 +100,18 @@ pub fn tests(env: &Env) -> &'static [(&'static str, super::TestFn)] {
 /// Opens COM2 and waits for the other end to open its UART.
 fn open(env: &Env) -> TestResult {
     side(env)?;
+    open_port(tsc_bound_ms(env, PEER_MS))
+}
+
+/// Opens COM2 (no interrupts, 8N1, FIFOs on, DTR and RTS) and waits up to `bound` TSC ticks for
+/// the other end to open its UART (CTS, DSR and DCD).
+pub(super) fn open_port(bound: u64) -> TestResult {
     outb(IER, 0);
     outb(LCR, 0x03);
     outb(FCR, 0x07);
     outb(MCR, MCR_DTR_RTS_OUT2);
     let lines = MSR_CTS | MSR_DSR | MSR_DCD;
     let t0 = cpu::rdtsc();
-    let bound = tsc_bound_ms(env, PEER_MS);
     loop {
         let msr = inb(MSR);
         if msr & lines == lines {
