@@ -35,6 +35,6 @@ pub use pc::{PcPlatform, PlatformConfig, UartPlace};
 pub use smp::{Signals, VcpuInbox};
 pub use stats::ExitStats;
 pub use uart16550::{Uart16550, UartCounters, OUTPUT_CAPACITY, RX_FIFO_SIZE, TX_FIFO_SIZE};
-pub use uart_wire::{LinkedUart, UartWire};
+pub use uart_wire::UartWire;
 pub use vdev::Delivery;
 pub use vlapic::{divisor as lapic_divisor, LapicAction, VLapic, BUS_HZ, XAPIC_BASE};

@@ -183,28 +183,65 @@ impl Device for RtcDevice {
     }
 }
 
-/// The console 16550 at its place, with its interrupt line.
+/// The UARTs at `links` among `devices` (the vUART link ends).
+fn linked<'a>(
+    devices: &'a mut [Box<dyn Device>],
+    links: &'a [usize],
+) -> impl Iterator<Item = &'a mut UartDevice> {
+    devices
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| links.contains(i))
+        .filter_map(|(_, d)| d.as_any_mut().downcast_mut::<UartDevice>())
+}
+
+/// A 16550 at its place, with its interrupt line: the console's (its output goes to the VM's
+/// console bytes) or one end of a vUART link (`wire`: see [`crate::UartWire`]).
 struct UartDevice {
     uart: Uart16550,
     place: UartPlace,
     level: bool,
+    wire: Option<Box<dyn crate::UartWire>>,
 }
 
 impl UartDevice {
-    /// Updates the interrupt line and moves output after any access or input.
+    /// Moves output (and, on a link, input and the modem lines) and updates the interrupt line,
+    /// after any access or input.
     fn sync(&mut self, irq: &mut IrqChip, console: &mut Vec<u8>) {
+        match self.wire.as_mut() {
+            None => self.uart.take_output(&mut |b| console.push(b)),
+            Some(wire) => {
+                let (dtr, rts) = self.uart.modem_outputs();
+                wire.set_outputs(dtr, rts);
+                self.uart.send_output(&mut |b| wire.send(b));
+                for _ in 0..self.uart.rx_room() {
+                    match wire.recv() {
+                        // `rx_room` promised the room.
+                        Some(b) => {
+                            let _ = self.uart.push_input(b);
+                        }
+                        None => break,
+                    }
+                }
+                let (peer_dtr, peer_rts) = wire.peer_outputs();
+                self.uart.set_modem_inputs(peer_rts, peer_dtr, peer_dtr);
+            }
+        }
         let level = self.uart.irq_pending();
         if level != self.level {
             self.level = level;
             irq.set_isa_irq(self.place.irq, level);
         }
-        self.uart.take_output(&mut |b| console.push(b));
     }
 }
 
 impl Device for UartDevice {
     fn name(&self) -> &'static str {
-        "uart"
+        if self.wire.is_some() {
+            "uart-link"
+        } else {
+            "uart"
+        }
     }
     fn read(&mut self, _: Space, addr: u64, size: u8, cx: &mut DeviceCx<'_>) -> u64 {
         let v = if size == 1 {
@@ -434,6 +471,7 @@ impl PcPlatform {
                     uart: Uart16550::new(),
                     place,
                     level: false,
+                    wire: None,
                 }),
                 &[(place.port, 8)],
                 &[],
@@ -843,7 +881,12 @@ impl PcPlatform {
             ));
         }
         let index = self.add(
-            Box::new(crate::LinkedUart::new(place, wire)),
+            Box::new(UartDevice {
+                uart: Uart16550::linked(),
+                place,
+                level: false,
+                wire: Some(wire),
+            }),
             &[(place.port, 8)],
             &[],
         );
@@ -854,47 +897,26 @@ impl PcPlatform {
     /// Moves what the linked UARTs' wires brought (bytes, room, modem
     /// lines) into the UARTs.
     fn serve_links(&mut self) {
-        let mut cx = DeviceCx {
-            now_ns: 0,
-            irq: &mut self.irq,
-            console: &mut self.console,
-            effect: PioEffect::None,
-        };
-        for &i in &self.links {
-            if let Some(u) = self.devices[i]
-                .as_any_mut()
-                .downcast_mut::<crate::LinkedUart>()
-            {
-                u.sync(&mut cx);
-            }
+        for u in linked(&mut self.devices, &self.links) {
+            u.sync(&mut self.irq, &mut self.console);
         }
     }
 
     /// The linked UARTs leave their wires (the VM stopped): their peers see
     /// the cable go dead.
     pub fn disconnect_links(&mut self) {
-        for &i in &self.links {
-            if let Some(u) = self.devices[i]
-                .as_any_mut()
-                .downcast_mut::<crate::LinkedUart>()
-            {
-                u.disconnect();
+        for u in linked(&mut self.devices, &self.links) {
+            if let Some(wire) = u.wire.as_mut() {
+                wire.disconnect();
             }
         }
     }
 
     /// Each linked UART's place and counters (for the shell).
     pub fn linked_uarts(&mut self) -> Vec<(UartPlace, crate::UartCounters)> {
-        let mut out = Vec::new();
-        for &i in &self.links {
-            if let Some(u) = self.devices[i]
-                .as_any_mut()
-                .downcast_mut::<crate::LinkedUart>()
-            {
-                out.push((u.place(), u.counters()));
-            }
-        }
-        out
+        linked(&mut self.devices, &self.links)
+            .map(|u| (u.place, u.uart.counters()))
+            .collect()
     }
 
     /// Calls `f` with each PCI device (for the shell).
