@@ -127,7 +127,7 @@ pub fn bench_ipc(emulators: &[Emulator]) -> Result<ExitCode> {
         println!(
             "{} (guest TSC {khz} kHz; ticks are {})",
             emulator.name(),
-            if qemu_like(emulator) {
+            if emulator == Emulator::Qemu {
                 "wall-clock and noisy"
             } else {
                 "deterministic"
@@ -149,10 +149,6 @@ pub fn bench_ipc(emulators: &[Emulator]) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn qemu_like(emulator: Emulator) -> bool {
-    emulator == Emulator::Qemu
 }
 
 #[cfg(test)]

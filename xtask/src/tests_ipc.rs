@@ -127,8 +127,8 @@ fn vuart_link(name: &'static str, emulator: Emulator) -> TestCase {
     }
 }
 
-/// Failure lines of the Linux case.
-const LINUX_IVSHMEM_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: ivshmem error|QUERCUS-GUEST: unknown quercus\.test";
+/// Failure lines of the cases with Linux VMs (`ipc-ivshmem-linux`, `ipc-channel`).
+const LINUX_IPC_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: (?:ivshmem|msgchan) error|QUERCUS-GUEST: qmsg: error|QUERCUS-GUEST: unknown quercus\.test";
 
 /// The `ipc-ivshmem-linux` scenario: two Linux VMs exchange a 1,536-byte file through the region with
 /// the stock `uio_pci_generic` and INTx doorbells (each side takes exactly one interrupt); the
@@ -155,7 +155,7 @@ fn ivshmem_linux() -> TestCase {
             ],
         ],
         post_check: Some(same_file_both_sides),
-        fail: Fail::Custom(LINUX_IVSHMEM_FAIL),
+        fail: Fail::Custom(LINUX_IPC_FAIL),
         timeout_secs: 600,
         ..boot("ipc-ivshmem-linux-qemu-svm", Emulator::Qemu, 4)
     }
@@ -178,8 +178,6 @@ fn same_file_both_sides(lines: &[String]) -> Result<(), String> {
     }
 }
 
-/// Failure lines of the channel case.
-const CHANNEL_FAIL: &str = r"quercus: fatal|stopped: .*(?:unhandled|cannot|unsupported|refused|triple)|TEST \S+ (FAIL|SKIP)|Attempted to kill init|general protection fault|QUERCUS-GUEST: (?:ivshmem|msgchan) error|QUERCUS-GUEST: qmsg: error|QUERCUS-GUEST: unknown quercus\.test";
 
 /// The `ipc-channel` scenario: Linux (`qmsg exchange` under `uio_pci_generic`) and the bare-metal
 /// test guest (`msgchan`) exchange 10,000 checked messages each way through the channel on
@@ -198,7 +196,7 @@ fn channel() -> TestCase {
             r"^\[rt\] TEST msgchan-exchange PASS$".into(),
             r"^\[rt\] TESTS DONE 1 passed 0 failed$".into(),
         ]],
-        fail: Fail::Custom(CHANNEL_FAIL),
+        fail: Fail::Custom(LINUX_IPC_FAIL),
         timeout_secs: 600,
         ..boot("ipc-channel-qemu-svm", Emulator::Qemu, 4)
     }
@@ -314,7 +312,7 @@ mod tests {
         let case = ivshmem_linux();
         let re = Regex::new(&case.expect[1]).unwrap();
         assert!(re.is_match(&ok[0]));
-        let fail = Regex::new(LINUX_IVSHMEM_FAIL).unwrap();
+        let fail = Regex::new(LINUX_IPC_FAIL).unwrap();
         assert!(
             fail.is_match("[bob] QUERCUS-GUEST: ivshmem error no doorbell interrupt within 60 s")
         );
