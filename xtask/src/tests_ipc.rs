@@ -178,7 +178,6 @@ fn same_file_both_sides(lines: &[String]) -> Result<(), String> {
     }
 }
 
-
 /// The `ipc-channel` scenario: Linux (`qmsg exchange` under `uio_pci_generic`) and the bare-metal
 /// test guest (`msgchan`) exchange 10,000 checked messages each way through the channel on
 /// `chan0`; Linux sleeps on doorbells, which the bare-metal side rings.
