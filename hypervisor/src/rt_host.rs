@@ -100,15 +100,21 @@ pub fn is_rt_pcpu(pcpu: usize) -> bool {
         .is_some_and(|word| word & (1 << (pcpu % 64)) != 0)
 }
 
+/// How real-time VMs get their LAPIC on this machine (the same for all: every pCPU is alike).
+pub fn lapic_mode(vmx: bool) -> LapicMode {
+    let controls = vmx && arch_x86::vmx::lapic_passthrough_capable();
+    let facts = CpuFacts::from_leaf1(arch_x86::cpu::cpuid(1, 0)[2], vmx, controls);
+    LapicMode::decide(facts)
+}
+
 /// The boot line of an `rt` VM: how its LAPIC is provided and why.
 pub fn announce(cfg: &VmConfig, vmx: bool) {
     if cfg.vm_type != VmType::Rt {
         return;
     }
-    let facts = CpuFacts::from_leaf1(arch_x86::cpu::cpuid(1, 0)[2], vmx);
     info!(
         "vm {}: real-time VM: {}",
         cfg.name,
-        LapicMode::decide(facts).describe()
+        lapic_mode(vmx).describe()
     );
 }

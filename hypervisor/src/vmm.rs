@@ -98,6 +98,9 @@ impl core::fmt::Display for VcpuSetupError {
     }
 }
 
+/// Whether real-time VMs pass their LAPIC through here (decided once).
+static LAPIC_PASSTHROUGH: spin::Once<bool> = spin::Once::new();
+
 impl ::vmm::Platform for X86 {
     type Ram = GuestRam;
     type VcpuError = VcpuSetupError;
@@ -144,16 +147,56 @@ impl ::vmm::Platform for X86 {
     }
 
     fn arm_timer(&self, after: Option<u64>) {
-        // The vector and mode were set when the pCPU took up guests.
-        lapic::arm_oneshot_count(after);
+        // The vector and mode were set when the pCPU took up guests. A passed-through LAPIC's
+        // timer is the guest's.
+        if !lapic::passthrough_here() {
+            lapic::arm_oneshot_count(after);
+        }
     }
 
     fn wait_for_interrupt(&self) {
-        cpu::wait_for_interrupt();
+        if lapic::passthrough_here() {
+            // Interrupts pending here are the guest's: only an NMI (a kick) wakes this pCPU.
+            cpu::wait_for_nmi();
+        } else {
+            cpu::wait_for_interrupt();
+        }
     }
 
     fn take_host_interrupt(&self) {
-        cpu::wait_for_interrupt_pending();
+        if !lapic::passthrough_here() {
+            cpu::wait_for_interrupt_pending();
+        }
+    }
+
+    fn lapic_passthrough_supported(&self) -> bool {
+        *LAPIC_PASSTHROUGH.call_once(|| {
+            crate::rt_host::lapic_mode(self.backend == Some(Backend::Vmx))
+                == rt::lapic_mode::LapicMode::Passthrough
+        })
+    }
+
+    fn enter_lapic_passthrough(&self, h: &vcpu::LapicHandover) {
+        lapic::enter_passthrough(h);
+    }
+
+    fn leave_lapic_passthrough(&self) {
+        lapic::leave_passthrough();
+        lapic::set_oneshot_vector(GUEST_TIMER_VECTOR.load(Ordering::Relaxed));
+    }
+
+    fn send_vector(&self, pcpu: u16, vector: u8) {
+        if let Some(apic) = crate::boot::apic_of(usize::from(pcpu)) {
+            lapic::send_ipi(apic, vector);
+        }
+    }
+
+    fn raise_vector_here(&self, vector: u8) {
+        lapic::self_ipi(vector);
+    }
+
+    fn physical_eoi(&self) -> Option<u8> {
+        lapic::passthrough_eoi()
     }
 
     fn prepare_pcpu(&self) {

@@ -71,10 +71,10 @@ pub fn parse_histogram(lines: &[String]) -> Vec<(u64, u64, u64)> {
 /// How far an RT VM's figures may be from the native run's on one emulator.
 #[derive(Clone, Copy, Debug)]
 pub struct Bound {
-    /// The 99.9th percentile and the maximum may exceed native's by at most `factor` times
-    /// native's value plus `extra` ticks (the virtual LAPIC's path: the exits of the timer and
-    /// its EOI, which a passthrough LAPIC would not take).
-    pub factor: u64,
+    /// The 99.9th percentile and the maximum may be at most `percent`% of native's value plus
+    /// `extra` ticks (the virtual LAPIC's path: the exits of the timer and its EOI, which a
+    /// passthrough LAPIC does not take).
+    pub percent: u64,
     pub extra: u64,
     /// Whether the latency is bounded at all (the exits always are).
     pub latency: bool,
@@ -100,21 +100,25 @@ pub fn check_against_native(
         ("maximum", native.max, vm.max),
     ];
     for (what, n, v) in latencies.into_iter().filter(|_| bound.latency) {
-        let limit = n.saturating_mul(bound.factor).saturating_add(bound.extra);
+        let limit = (n.saturating_mul(bound.percent) / 100).saturating_add(bound.extra);
         if v > limit {
             return Err(format!(
-                "{what} latency {v} TSC ticks in the RT VM, native {n}: more than {}x native + {} = {limit}",
-                bound.factor, bound.extra
+                "{what} latency {v} TSC ticks in the RT VM, native {n}: more than {}% of native + {} = {limit}",
+                bound.percent, bound.extra
             ));
         }
     }
     let Some(exits) = vm.exits else {
         return Err("the RT VM's line has no exit count (not under Quercus?)".into());
     };
-    // Plus the statistics leaf's own CPUID (the second read counts itself) and one spare, and
-    // two per overrun: a timer already due before the guest halted exits as a host interrupt
-    // and then for the interrupt window instead of on the HLT.
-    let most = (vm.samples as f64 * bound.exits_per_timer) as u64 + 2 + 2 * vm.overruns;
+    // Plus one spare and, under the virtual LAPIC, two per overrun: a timer already due before
+    // the guest halted exits as a host interrupt and then for the interrupt window instead of
+    // on the HLT. With LAPIC passthrough: none at all.
+    let most = if bound.exits_per_timer == 0.0 {
+        0
+    } else {
+        (vm.samples as f64 * bound.exits_per_timer) as u64 + 1 + 2 * vm.overruns
+    };
     if exits > most {
         return Err(format!(
             "{exits} VM exits over {} timer interrupts ({:.3} each; at most {} expected: the \
@@ -162,9 +166,19 @@ fn compare(case: &str, lines: &[String], bound: &Bound) -> Result<(), String> {
 /// LAPIC's path: HLT exit, the host timer, the injection, the entry); a path 50% longer fails.
 pub const BOCHS_BOUND: Bound = Bound {
     latency: true,
-    factor: 1,
+    percent: 100,
     extra: 1_500,
     exits_per_timer: 3.0,
+};
+
+/// The bound on Bochs VT-x, where the rt VM's LAPIC is passed through (the issue's goal): the
+/// 99.9th percentile and the maximum within 1.2x native plus the tick granularity Bochs
+/// delivers interrupts at, and not one VM exit over the measurement.
+pub const BOCHS_PASSTHROUGH_BOUND: Bound = Bound {
+    latency: true,
+    percent: 120,
+    extra: 0,
+    exits_per_timer: 0.0,
 };
 
 /// The bound on QEMU (wall-clock TSC at the host's rate, noisy: loose): 4x native plus
@@ -173,7 +187,7 @@ pub const BOCHS_BOUND: Bound = Bound {
 /// timers are that late under host load); what it catches is a timer late by whole periods.
 pub const QEMU_BOUND: Bound = Bound {
     latency: true,
-    factor: 4,
+    percent: 400,
     extra: 20_000_000,
     exits_per_timer: 3.0,
 };
@@ -430,7 +444,7 @@ mod tests {
         };
         let bound = Bound {
             latency: true,
-            factor: 1,
+            percent: 100,
             extra: 1000,
             exits_per_timer: 3.0,
         };

@@ -102,6 +102,12 @@ pub fn wait_for_interrupt() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
+/// Halts with maskable interrupts off: only an NMI (or INIT/SMI) wakes this CPU.
+pub fn wait_for_nmi() {
+    // SAFETY: cli; hlt only stops this CPU until the next NMI, whose handler returns here.
+    unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+}
+
 /// Disables maskable interrupts on this CPU.
 #[inline]
 pub fn disable_interrupts() {

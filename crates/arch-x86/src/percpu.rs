@@ -5,6 +5,7 @@ extern crate alloc;
 
 use alloc::boxed::Box;
 use alloc::vec;
+use core::sync::atomic::AtomicBool;
 
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -39,9 +40,16 @@ pub struct PerCpu {
     /// The LAPIC ID.
     pub apic_id: u32,
     gdt: &'static GlobalDescriptorTable,
+    /// The LAPIC is in x2APIC mode (since it was first passed through).
+    pub x2apic: AtomicBool,
+    /// The LAPIC belongs to the guest running here (LAPIC passthrough).
+    pub lapic_passthrough: AtomicBool,
+    /// An NMI kicked this pCPU while its LAPIC is passed through (taken before the next entry).
+    pub nmi_kick: AtomicBool,
 }
 
-// SAFETY: a PerCpu is created once, then only read; `self_ptr` is an address.
+// SAFETY: a PerCpu is created once, then only read (its flags are atomics); `self_ptr` is an
+// address.
 unsafe impl Sync for PerCpu {}
 // SAFETY: as above.
 unsafe impl Send for PerCpu {}
@@ -70,6 +78,9 @@ impl PerCpu {
             index,
             apic_id,
             gdt,
+            x2apic: AtomicBool::new(false),
+            lapic_passthrough: AtomicBool::new(false),
+            nmi_kick: AtomicBool::new(false),
         }));
         pc.self_ptr = pc as *const PerCpu;
         pc

@@ -337,6 +337,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         if let Some(c) = COUNTS.get(2) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+        // A pCPU whose LAPIC a guest owns must not raise a vector: it would reach the guest.
+        if let Some(pc) = crate::percpu::current()
+            .filter(|p| p.lapic_passthrough.load(Ordering::Relaxed))
+        {
+            crate::vmx::nmi_kick_passthrough(pc);
+            return;
+        }
         let kick = NMI_KICK_VECTOR.load(Ordering::Relaxed);
         if let Ok(v @ 32..=255) = u8::try_from(kick) {
             crate::lapic::self_ipi(v);

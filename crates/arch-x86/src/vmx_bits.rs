@@ -265,6 +265,10 @@ pub struct Controls {
     pub entry: u32,
     /// NMI-window exiting may be turned on (it needs virtual NMIs).
     pub nmi_window: bool,
+    /// The pin-based and primary controls of a vCPU whose LAPIC is passed through, if the CPU
+    /// allows them: external-interrupt exiting, HLT exiting and (where allowed) CR8 exiting off.
+    /// Needs NMI-window exiting (an NMI kick that lands just before an entry ends that run).
+    pub passthrough: Option<(u32, u32)>,
 }
 
 impl Controls {
@@ -367,7 +371,28 @@ pub fn compute_controls(caps: &CapMsrs) -> Result<Controls, ControlError> {
         exit,
         entry,
         nmi_window,
+        passthrough: passthrough_controls(caps, pin, primary, nmi_window),
     })
+}
+
+/// The controls of a passthrough-LAPIC vCPU (see [`Controls::passthrough`]): `pin` and
+/// `primary` with the bits that make interrupts, HLT and CR8 exit cleared, if the CPU lets
+/// external-interrupt and HLT exiting be 0 and has NMI-window exiting.
+pub fn passthrough_controls(
+    caps: &CapMsrs,
+    pin: u32,
+    primary: u32,
+    nmi_window: bool,
+) -> Option<(u32, u32)> {
+    let (pin_must1, primary_must1) = (caps.pin as u32, caps.primary as u32);
+    let ext = Pin::EXTERNAL_INTERRUPT_EXITING.bits();
+    let hlt = Primary::HLT_EXITING.bits();
+    if !nmi_window || pin_must1 & ext != 0 || primary_must1 & hlt != 0 {
+        return None;
+    }
+    let cr8 = (Primary::CR8_LOAD_EXITING.bits() | Primary::CR8_STORE_EXITING.bits())
+        & !primary_must1;
+    Some((pin & !ext, primary & !(hlt | cr8)))
 }
 
 /// Capabilities outside the control fields that Quercus relies on; the name
@@ -988,6 +1013,29 @@ mod tests {
         let c = compute_controls(&k).unwrap();
         assert!(!c.vpid() && !c.xsaves());
         assert_eq!(c.secondary, SECONDARY_REQUIRED);
+    }
+
+    #[test]
+    fn passthrough_controls_stop_interrupt_hlt_and_cr8_exits_only_where_allowed() {
+        let c = compute_controls(&caps()).unwrap();
+        let (pin, primary) = c.passthrough.expect("a capable CPU passes the LAPIC through");
+        assert_eq!(pin & Pin::EXTERNAL_INTERRUPT_EXITING.bits(), 0);
+        assert_ne!(pin & Pin::NMI_EXITING.bits(), 0, "NMIs still exit: they are the kicks");
+        assert_eq!(primary & Primary::HLT_EXITING.bits(), 0);
+        assert_eq!(primary & (Primary::CR8_LOAD_EXITING.bits() | Primary::CR8_STORE_EXITING.bits()), 0);
+        assert_eq!(primary & Primary::USE_MSR_BITMAPS.bits(), Primary::USE_MSR_BITMAPS.bits());
+        // A CPU that forces external-interrupt exiting, or has no NMI-window exiting: none.
+        let mut k = caps();
+        k.pin |= u64::from(Pin::EXTERNAL_INTERRUPT_EXITING.bits());
+        assert_eq!(compute_controls(&k).unwrap().passthrough, None);
+        let mut k = caps();
+        k.primary &= !(u64::from(NMI_WINDOW_EXITING) << 32);
+        assert_eq!(compute_controls(&k).unwrap().passthrough, None);
+        // CR8 exiting forced on stays on.
+        let mut k = caps();
+        k.primary |= u64::from(Primary::CR8_LOAD_EXITING.bits());
+        let (_, primary) = compute_controls(&k).unwrap().passthrough.unwrap();
+        assert_ne!(primary & Primary::CR8_LOAD_EXITING.bits(), 0);
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! The LAPIC mode of a real-time VM, decided once at boot from CPUID.
+//! The LAPIC mode of a real-time VM, decided once at boot from CPUID and the backend.
 //!
 //! LAPIC passthrough (the guest's x2APIC is the physical one: its TSC-deadline timer, EOIs and
-//! device interrupts take no VM exit) needs a physical x2APIC and the TSC-deadline timer.
-//! Where the CPU lacks either, or while passthrough is not built (issue 13's later step), the
-//! VM keeps the virtual LAPIC on its shortest path: its timer and its EOIs are its only
-//! exits, and nothing else of the hypervisor runs on its pCPUs. The console says which, and
-//! why, at boot ([`LapicMode::describe`]).
+//! interrupts take no VM exit) needs a physical x2APIC, the TSC-deadline timer and VT-x
+//! controls that let external interrupts and HLT run without exits. Where the CPU lacks any of
+//! them the VM keeps the virtual LAPIC on its shortest path: its timer and its EOIs are its
+//! only exits, and nothing else of the hypervisor runs on its pCPUs. The console says which,
+//! and why, at boot ([`LapicMode::describe`]).
 
 use core::fmt;
 
@@ -18,15 +18,19 @@ pub struct CpuFacts {
     pub tsc_deadline: bool,
     /// VT-x (true) or AMD-V (false).
     pub vmx: bool,
+    /// The backend's controls allow passthrough (VT-x: external-interrupt and HLT exiting may
+    /// be 0, NMI-window exiting exists).
+    pub controls: bool,
 }
 
 impl CpuFacts {
     /// From CPUID leaf 1's ECX and the backend.
-    pub fn from_leaf1(ecx: u32, vmx: bool) -> Self {
+    pub fn from_leaf1(ecx: u32, vmx: bool, controls: bool) -> Self {
         CpuFacts {
             x2apic: ecx & (1 << 21) != 0,
             tsc_deadline: ecx & (1 << 24) != 0,
             vmx,
+            controls,
         }
     }
 }
@@ -42,8 +46,8 @@ pub enum VirtualReason {
     NoTscDeadline,
     /// AMD-V without AVIC: no way to keep ICR writes trapped while the rest passes.
     AmdWithoutAvic,
-    /// The CPU could, but LAPIC passthrough is not built yet.
-    NotBuilt,
+    /// VT-x without the controls passthrough needs.
+    VmxControls,
 }
 
 /// How an `rt` VM's local APIC is provided.
@@ -51,7 +55,7 @@ pub enum VirtualReason {
 pub enum LapicMode {
     /// The hypervisor's virtual LAPIC, for this reason.
     Virtual(VirtualReason),
-    /// The physical LAPIC once the guest is in x2APIC mode (not built yet: never chosen).
+    /// The physical LAPIC once the guest is in x2APIC mode.
     Passthrough,
 }
 
@@ -64,8 +68,10 @@ impl LapicMode {
             VirtualReason::NoTscDeadline
         } else if !facts.vmx {
             VirtualReason::AmdWithoutAvic
+        } else if !facts.controls {
+            VirtualReason::VmxControls
         } else {
-            VirtualReason::NotBuilt
+            return LapicMode::Passthrough;
         };
         LapicMode::Virtual(reason)
     }
@@ -84,8 +90,8 @@ impl fmt::Display for VirtualReason {
             VirtualReason::AmdWithoutAvic => {
                 "AMD-V without AVIC cannot pass the LAPIC through and still trap ICR writes"
             }
-            VirtualReason::NotBuilt => {
-                "the CPU has an x2APIC and the TSC-deadline timer, but LAPIC passthrough is not built yet"
+            VirtualReason::VmxControls => {
+                "the CPU's VT-x cannot run external interrupts and HLT without exits, or has no NMI-window exiting"
             }
         })
     }
@@ -103,8 +109,9 @@ impl fmt::Display for Describe {
                  hypervisor work runs on its pCPUs (stop and reset reach them by NMI)"
             ),
             LapicMode::Passthrough => f.write_str(
-                "LAPIC passthrough: its x2APIC is the physical one (ICR writes, APIC ID and LDR \
-                 reads still exit)",
+                "LAPIC passthrough once it switches to x2APIC mode: its x2APIC is then the \
+                 physical one (ICR writes, APIC ID/LDR reads, IA32_APIC_BASE, CPUID and I/O \
+                 still exit); stop and reset reach its pCPUs by NMI",
             ),
         }
     }
@@ -117,11 +124,12 @@ mod tests {
 
     use super::*;
 
-    fn facts(x2apic: bool, tsc_deadline: bool, vmx: bool) -> CpuFacts {
+    fn facts(x2apic: bool, tsc_deadline: bool, vmx: bool, controls: bool) -> CpuFacts {
         CpuFacts {
             x2apic,
             tsc_deadline,
             vmx,
+            controls,
         }
     }
 
@@ -129,11 +137,11 @@ mod tests {
     fn each_missing_feature_is_named_first_come_first_said() {
         use VirtualReason::*;
         let cases = [
-            (facts(false, false, false), NoX2apic), // QEMU TCG, Bochs ryzen
-            (facts(false, true, true), NoX2apic),
-            (facts(true, false, true), NoTscDeadline),
-            (facts(true, true, false), AmdWithoutAvic),
-            (facts(true, true, true), NotBuilt), // Bochs tigerlake
+            (facts(false, false, false, false), NoX2apic), // QEMU TCG, Bochs ryzen
+            (facts(false, true, true, true), NoX2apic),
+            (facts(true, false, true, true), NoTscDeadline),
+            (facts(true, true, false, true), AmdWithoutAvic),
+            (facts(true, true, true, false), VmxControls),
         ];
         for (f, why) in cases {
             assert_eq!(LapicMode::decide(f), LapicMode::Virtual(why), "{f:?}");
@@ -141,20 +149,30 @@ mod tests {
     }
 
     #[test]
+    fn everything_present_passes_the_lapic_through() {
+        // Bochs tigerlake.
+        let mode = LapicMode::decide(facts(true, true, true, true));
+        assert_eq!(mode, LapicMode::Passthrough);
+        let s = mode.describe().to_string();
+        assert!(s.starts_with("LAPIC passthrough"), "{s}");
+        assert!(s.contains("ICR writes"), "{s}");
+    }
+
+    #[test]
     fn leaf1_bits_are_read() {
         assert_eq!(
-            CpuFacts::from_leaf1(1 << 21, true),
-            facts(true, false, true)
+            CpuFacts::from_leaf1(1 << 21, true, true),
+            facts(true, false, true, true)
         );
         assert_eq!(
-            CpuFacts::from_leaf1(1 << 24, false),
-            facts(false, true, false)
+            CpuFacts::from_leaf1(1 << 24, false, false),
+            facts(false, true, false, false)
         );
     }
 
     #[test]
     fn the_boot_line_says_virtual_and_why() {
-        let s = LapicMode::decide(facts(false, false, false))
+        let s = LapicMode::decide(facts(false, false, false, false))
             .describe()
             .to_string();
         assert!(

@@ -25,6 +25,33 @@ pub use memory::{check_range, GuestMemError, GuestMemory};
 pub use memory::{CountingMemory, VecMemory};
 pub use regs::{Gprs, Reg, SegmentState, SystemState};
 
+/// A virtual LAPIC's guest-visible state, handed to the physical LAPIC when a real-time guest's
+/// LAPIC is passed through (it switched to x2APIC mode): the physical one starts where the
+/// virtual one was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LapicHandover {
+    /// Spurious-interrupt vector register (software enable in bit 8).
+    pub svr: u32,
+    pub tpr: u32,
+    /// LVT timer (vector, mask, mode) and LVT error.
+    pub lvt_timer: u32,
+    pub lvt_error: u32,
+    pub timer_divide: u32,
+    /// The one-shot or periodic count to start (0: none).
+    pub timer_initial: u32,
+    /// The armed TSC deadline in host TSC ticks (0: none).
+    pub tsc_deadline: u64,
+    /// Interrupts requested and not yet delivered (IRR), a bit per vector.
+    pub pending: [u32; 8],
+}
+
+impl LapicHandover {
+    /// The pending vectors, lowest first.
+    pub fn pending_vectors(&self) -> impl Iterator<Item = u8> + '_ {
+        (16..=255u8).filter(|v| self.pending[usize::from(v / 32)] & (1 << (v % 32)) != 0)
+    }
+}
+
 /// An event to deliver to the guest on the next entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -131,4 +158,15 @@ pub trait VcpuBackend {
     /// The second-level tables lost a translation (a passed-through BAR moved): whatever this
     /// vCPU's TLBs cached of them is dropped before the next entry.
     fn flush_slat(&mut self) {}
+    /// LAPIC passthrough for a guest in x2APIC mode: its timer, TPR, EOI and SELF IPI MSRs and
+    /// IA32_TSC_DEADLINE stop exiting, external interrupts go straight to it, HLT no longer
+    /// exits; ICR writes, APIC ID/LDR reads, IA32_APIC_BASE and the LINT/thermal/perf LVT
+    /// writes still exit. False where the backend cannot (nothing changed).
+    fn set_lapic_passthrough(&mut self) -> bool {
+        false
+    }
+    /// With LAPIC passthrough: makes x2APIC EOI writes exit (`true`, an emulated
+    /// level-triggered interrupt is in service and its EOI must reach the virtual IOAPIC) or
+    /// pass (`false`).
+    fn intercept_lapic_eoi(&mut self, _on: bool) {}
 }

@@ -108,6 +108,42 @@ pub trait VmHost {
     fn needs_attention(&self) -> bool {
         self.stop_requested()
     }
+    /// LAPIC passthrough: raises `vector` on this pCPU's physical LAPIC (a SELF IPI; the guest
+    /// takes it after the next entry).
+    fn raise_physical(&self, _vector: u8) {}
+    /// LAPIC passthrough: an EOI on the physical LAPIC for the guest; the vector it retired.
+    fn physical_eoi(&self) -> Option<u8> {
+        None
+    }
+}
+
+/// A real-time vCPU's LAPIC passthrough state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Passthrough {
+    /// The VM may pass its LAPIC through (a real-time VM on a CPU that can).
+    pub allowed: bool,
+    /// The guest switched to x2APIC mode and its LAPIC is the physical one.
+    pub active: bool,
+    /// Level-triggered emulated interrupts delivered and not yet EOI'd (a bit per vector):
+    /// while any is, EOI writes exit so that the virtual IOAPIC sees them.
+    level: [u32; 8],
+    /// EOI writes exit.
+    eoi_exits: bool,
+    /// Writes to IA32_APIC_BASE refused (leaving x2APIC mode, moving or disabling the LAPIC).
+    pub refused_apic_base: u64,
+}
+
+impl Passthrough {
+    fn has_level(&self) -> bool {
+        self.level.iter().any(|&w| w != 0)
+    }
+
+    fn take_level(&mut self, vector: u8) -> bool {
+        let (w, bit) = (usize::from(vector / 32), 1u32 << (vector % 32));
+        let had = self.level[w] & bit != 0;
+        self.level[w] &= !bit;
+        had
+    }
 }
 
 /// Why a vCPU stops for good.
@@ -249,6 +285,8 @@ pub struct VcpuExits {
     nmi_retry: u64,
     /// The instruction waiting for a deferred read, if any.
     pending_io: Option<PendingIo>,
+    /// LAPIC passthrough (real-time VMs).
+    pub passthrough: Passthrough,
 }
 
 /// "AuthenticAMD" in CPUID 0 EBX, EDX, ECX.
@@ -291,7 +329,29 @@ impl VcpuExits {
             vcpu: usize::from(vcpu_id),
             nmi_retry: (tsc_hz / 1_000_000).max(1) * NMI_RETRY_US,
             pending_io: None,
+            passthrough: Passthrough::default(),
         }
+    }
+
+    /// Whether the LAPIC should be passed through now: allowed, and the guest just switched to
+    /// x2APIC mode.
+    pub fn passthrough_due(&self) -> bool {
+        self.passthrough.allowed && !self.passthrough.active && self.lapic.x2apic()
+    }
+
+    /// Starts LAPIC passthrough (the backend already agreed): the vLAPIC hands over its state,
+    /// for the physical LAPIC. Level-triggered interrupts it had in service are retired now
+    /// (their EOIs go to the physical LAPIC), those it had requested are watched.
+    pub fn start_passthrough<H: VmHost>(&mut self, host: &H) -> vcpu::LapicHandover {
+        let h = self.lapic.hand_over(host.now());
+        self.passthrough.active = true;
+        self.passthrough.level = h.level_pending;
+        for v in 16..=255u8 {
+            if h.level_in_service[usize::from(v / 32)] & (1 << (v % 32)) != 0 {
+                host.eoi(v);
+            }
+        }
+        h.lapic
     }
 
     /// The next time this vCPU needs an exit for a timer (vLAPIC or device), in
@@ -317,7 +377,17 @@ impl VcpuExits {
         let Some(mine) = inboxes.get(self.vcpu) else {
             return Signals::default();
         };
-        let signals = mine.drain(&mut self.lapic);
+        let signals = if self.passthrough.active {
+            let pt = &mut self.passthrough;
+            mine.drain_to(|vector, level| {
+                if level {
+                    pt.level[usize::from(vector / 32)] |= 1 << (vector % 32);
+                }
+                host.raise_physical(vector);
+            })
+        } else {
+            mine.drain(&mut self.lapic)
+        };
         self.nmi_pending = self.nmi_pending.saturating_add(signals.nmi).min(2);
         signals
     }
@@ -363,6 +433,16 @@ impl VcpuExits {
             .is_some_and(crate::VcpuInbox::take_slat_flush)
         {
             vcpu.flush_slat();
+        }
+        if self.passthrough.active {
+            let want = self.passthrough.has_level();
+            if want != self.passthrough.eoi_exits {
+                vcpu.intercept_lapic_eoi(want);
+                self.passthrough.eoi_exits = want;
+            }
+            // The physical LAPIC delivers; only NMIs and the 8259 are injected.
+            self.inject_events(vcpu, host);
+            return Flow::Continue;
         }
         self.lapic.poll(now);
         self.inject_events(vcpu, host);
@@ -577,7 +657,11 @@ impl VcpuExits {
                 false
             }
             VmExit::ExternalInterrupt => {
-                host.take_host_interrupt();
+                // With LAPIC passthrough this is a kick (an NMI): interrupts pending on this
+                // pCPU are the guest's.
+                if !self.passthrough.active {
+                    host.take_host_interrupt();
+                }
                 false
             }
             VmExit::Shutdown => return Flow::Stop(StopReason::TripleFault { rip: vcpu.rip() }),
@@ -621,6 +705,14 @@ impl VcpuExits {
         // The guest's TSC runs `offset` ahead of the host's (TSC-deadline values).
         let offset = vcpu.guest_tsc(now).wrapping_sub(now);
         let is_deadline = msr == crate::msr_numbers::IA32_TSC_DEADLINE;
+        if write && self.passthrough.active {
+            if let Some(ok) = self.passthrough_msr_write(host, msr, vcpu.gprs().edx_eax()) {
+                if !ok {
+                    vcpu.inject(GP);
+                }
+                return ok;
+            }
+        }
         if write {
             let value = vcpu.gprs().edx_eax();
             let ok = match self.msrs.write(msr, value) {
@@ -681,6 +773,34 @@ impl VcpuExits {
                 None => vcpu.inject(GP),
             }
             value.is_some()
+        }
+    }
+
+    /// A WRMSR that exits while the LAPIC is passed through and needs more than the vLAPIC:
+    /// the EOI of a level-triggered emulated interrupt, and IA32_APIC_BASE (the guest may not
+    /// leave x2APIC mode, disable or move its LAPIC: refused, counted). `None`: the usual path.
+    fn passthrough_msr_write<H: VmHost>(&mut self, host: &H, msr: u32, value: u64) -> Option<bool> {
+        const EOI: u32 = 0x80B;
+        match msr {
+            EOI => {
+                if value != 0 {
+                    return Some(false);
+                }
+                if let Some(v) = host.physical_eoi() {
+                    if self.passthrough.take_level(v) {
+                        host.eoi(v);
+                    }
+                }
+                Some(true)
+            }
+            crate::msr_numbers::IA32_APIC_BASE => {
+                let same = self.lapic.read_msr(msr, host.now()) == Some(value);
+                if !same {
+                    self.passthrough.refused_apic_base += 1;
+                }
+                Some(same)
+            }
+            _ => None,
         }
     }
 

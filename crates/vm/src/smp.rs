@@ -57,6 +57,9 @@ pub struct VcpuInbox {
     io_value: AtomicU64,
     /// The second-level tables lost a translation since the owner last entered.
     slat_flush: AtomicBool,
+    /// The owner's LAPIC is passed through: senders deliver its edge-triggered fixed interrupts
+    /// to its pCPU's physical LAPIC themselves ([`VcpuInbox::take_edges`]).
+    passthrough: AtomicBool,
 }
 
 impl Default for VcpuInbox {
@@ -130,7 +133,47 @@ impl VcpuInbox {
             io_ticket: AtomicU64::new(0),
             io_value: AtomicU64::new(0),
             slat_flush: AtomicBool::new(false),
+            passthrough: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the owner's LAPIC as passed through (or not any more).
+    pub fn set_passthrough(&self, on: bool) {
+        self.passthrough.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the owner's LAPIC is passed through.
+    pub fn is_passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::SeqCst)
+    }
+
+    /// Takes the posted edge-triggered fixed interrupts (any pCPU may: each is taken once),
+    /// lowest vector first.
+    pub fn take_edges(&self, mut f: impl FnMut(u8)) {
+        for word in 0..8 {
+            let edges = self.fixed[word].load(Ordering::Acquire) & !self.level[word].load(Ordering::Acquire);
+            if edges == 0 {
+                continue;
+            }
+            let taken = self.fixed[word].fetch_and(!edges, Ordering::AcqRel) & edges;
+            for bit in 0..32 {
+                if taken & (1 << bit) != 0 {
+                    f((word * 32 + bit) as u8);
+                }
+            }
+        }
+    }
+
+    /// Whether something posted needs the owner's run loop (besides edge interrupts a sender
+    /// delivers itself): a level-triggered interrupt, an NMI, INIT, SIPI, a completed access, a
+    /// flush.
+    pub fn needs_owner(&self) -> bool {
+        self.fixed.iter().any(|w| w.load(Ordering::Acquire) != 0)
+            || self.nmi.load(Ordering::Acquire) != 0
+            || self.init.load(Ordering::Acquire)
+            || self.sipi.load(Ordering::Acquire) != 0
+            || self.io_ticket.load(Ordering::Acquire) != 0
+            || self.slat_flush.load(Ordering::Acquire)
     }
 
     /// Completes the deferred access `ticket` of this vCPU with `value` (a
@@ -216,6 +259,14 @@ impl VcpuInbox {
     /// Moves fixed interrupts into `lapic` and reports INIT and NMI (owner only).
     /// A start-up IPI stays for [`VcpuInbox::take_sipi`]: a running vCPU ignores it.
     pub fn drain(&self, lapic: &mut VLapic) -> Signals {
+        self.drain_to(|vector, level| {
+            lapic.raise(vector, level);
+        })
+    }
+
+    /// Like [`VcpuInbox::drain`], with each fixed interrupt (vector, level-triggered) handed to
+    /// `raise` (a passed-through LAPIC's owner raises them on the physical one).
+    pub fn drain_to(&self, mut raise: impl FnMut(u8, bool)) -> Signals {
         if !self.any.swap(false, Ordering::AcqRel) {
             return Signals::default();
         }
@@ -227,7 +278,7 @@ impl VcpuInbox {
             let level = self.level[word].load(Ordering::Relaxed);
             for bit in 0..32 {
                 if bits & (1 << bit) != 0 {
-                    lapic.raise((word * 32 + bit) as u8, level & (1 << bit) != 0);
+                    raise((word * 32 + bit) as u8, level & (1 << bit) != 0);
                 }
             }
         }

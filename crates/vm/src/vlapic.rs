@@ -650,6 +650,55 @@ impl VLapic {
     pub fn send_illegal_vector(&mut self) {
         self.esr |= 1 << 5;
     }
+
+    /// LAPIC passthrough starts: what the physical LAPIC must be given (the registers, the
+    /// running timer, the requested interrupts), the level-triggered vectors among those
+    /// requested, and the level-triggered vectors in service (their EOI will not be seen: the
+    /// caller retires them now). This vLAPIC keeps only what still exits (ID, LDR, ICR, LINT0/1):
+    /// its timer is disarmed and its IRR and ISR emptied.
+    pub fn hand_over(&mut self, now: u64) -> Handover {
+        self.poll(now);
+        let (tsc_deadline, timer_initial) = match (self.timer_mode(), self.timer_deadline) {
+            (TIMER_MODE_TSC_DEADLINE, Some(d)) => (d.max(1), 0),
+            (TIMER_MODE_PERIODIC, Some(_)) => (0, self.timer_initial),
+            (_, Some(_)) => (0, self.current_count(now).max(1)),
+            (_, None) => (0, 0),
+        };
+        let mut level_pending = [0u32; 8];
+        let mut level_in_service = [0u32; 8];
+        for i in 0..8 {
+            level_pending[i] = self.irr[i] & self.tmr[i];
+            level_in_service[i] = self.isr[i] & self.tmr[i];
+        }
+        let lapic = vcpu::LapicHandover {
+            svr: self.svr,
+            tpr: self.tpr,
+            lvt_timer: self.lvt[1],
+            lvt_error: self.lvt[6],
+            timer_divide: self.timer_divide,
+            timer_initial,
+            tsc_deadline,
+            pending: self.irr,
+        };
+        self.timer_deadline = None;
+        self.irr = [0; 8];
+        self.isr = [0; 8];
+        Handover {
+            lapic,
+            level_pending,
+            level_in_service,
+        }
+    }
+}
+
+/// What [`VLapic::hand_over`] gives the physical LAPIC and the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handover {
+    pub lapic: vcpu::LapicHandover,
+    /// Requested level-triggered vectors (a bit each): their EOIs must be watched.
+    pub level_pending: [u32; 8],
+    /// Level-triggered vectors in service: retired by the caller at the switch.
+    pub level_in_service: [u32; 8],
 }
 
 #[cfg(test)]

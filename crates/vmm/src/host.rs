@@ -140,9 +140,26 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn kick(&self, vcpu: usize) {
-        if let Some(&p) = self.vm.cfg.pcpus.get(vcpu) {
-            self.p.kick(p);
+        let Some(&p) = self.vm.cfg.pcpus.get(vcpu) else {
+            return;
+        };
+        // A vCPU whose LAPIC is passed through takes edge-triggered interrupts from its
+        // physical LAPIC, without an exit; only what needs its run loop is an NMI kick.
+        if let Some(inbox) = self.vm.inboxes.get(vcpu).filter(|b| b.is_passthrough()) {
+            inbox.take_edges(|v| self.p.send_vector(p, v));
+            if !inbox.needs_owner() {
+                return;
+            }
         }
+        self.p.kick(p);
+    }
+
+    fn raise_physical(&self, vector: u8) {
+        self.p.raise_vector_here(vector);
+    }
+
+    fn physical_eoi(&self) -> Option<u8> {
+        self.p.physical_eoi()
     }
 
     fn device_deadline(&self) -> Option<u64> {

@@ -145,10 +145,59 @@ impl<P: Platform> Vmm<P> {
         }
     }
 
-    /// Runs vCPU `vcpu_id` until it leaves the guest for good or is sent an INIT.
+    /// Runs vCPU `vcpu_id` until it leaves the guest for good or is sent an INIT; a LAPIC it
+    /// passed through is the host's again afterwards.
     fn run_loop<B: VcpuBackend>(&self, vm: &Vm<P>, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
+        let end = self.run_guest(vm, vcpu_id, vcpu);
+        if let Some(inbox) = vm.inboxes.get(usize::from(vcpu_id)) {
+            if inbox.is_passthrough() {
+                inbox.set_passthrough(false);
+                self.platform.leave_lapic_passthrough();
+                info!(
+                    "vm {}: vCPU {vcpu_id}: LAPIC passthrough ended; pCPU {} has its LAPIC back",
+                    vm.cfg.name,
+                    vm.pcpu_of(vcpu_id).unwrap_or(0)
+                );
+            }
+        }
+        end
+    }
+
+    /// The guest switched to x2APIC mode and may have its LAPIC: the backend stops the LAPIC's
+    /// exits, the physical LAPIC takes over the virtual one's state, senders deliver to it.
+    fn start_passthrough<B: VcpuBackend>(
+        &self,
+        vm: &Vm<P>,
+        vcpu_id: u16,
+        vcpu: &mut B,
+        exits: &mut vm::VcpuExits,
+        host: &Host<'_, P>,
+    ) {
+        let pcpu = vm.pcpu_of(vcpu_id).unwrap_or(0);
+        if !vcpu.set_lapic_passthrough() {
+            exits.passthrough.allowed = false;
+            warn!(
+                "vm {}: vCPU {vcpu_id}: the backend cannot pass the LAPIC through; it stays virtual",
+                vm.cfg.name
+            );
+            return;
+        }
+        let handover = exits.start_passthrough(host);
+        self.platform.enter_lapic_passthrough(&handover);
+        if let Some(inbox) = vm.inboxes.get(usize::from(vcpu_id)) {
+            inbox.set_passthrough(true);
+        }
+        info!(
+            "vm {}: vCPU {vcpu_id}: x2APIC mode: LAPIC passthrough on pCPU {pcpu} (timer, EOI, TPR and interrupts without exits)",
+            vm.cfg.name
+        );
+    }
+
+    /// The run loop proper (see [`Vmm::run_loop`]).
+    fn run_guest<B: VcpuBackend>(&self, vm: &Vm<P>, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
         let p = &self.platform;
         let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, p.tsc_hz());
+        exits.passthrough.allowed = vm.is_rt() && p.lapic_passthrough_supported();
         let pcpu = vm.pcpu_of(vcpu_id).unwrap_or(0);
         let Some(slot) = vm.vcpus.get(usize::from(vcpu_id)) else {
             return RunEnd::Left;
@@ -171,6 +220,8 @@ impl<P: Platform> Vmm<P> {
         let mut exit_count = 0u64;
         // Refused cache-allocation MSR writes already reported.
         let mut refused_cat = 0u64;
+        // Refused IA32_APIC_BASE writes (LAPIC passthrough) already reported.
+        let mut refused_base = 0u64;
         loop {
             let mut flow = Flow::Continue;
             // The guest is entered only while the VM is asked to run: a vCPU that was asked to
@@ -179,12 +230,15 @@ impl<P: Platform> Vmm<P> {
                 flow = exits.before_entry(vcpu, &mut host);
                 if flow == Flow::Continue {
                     let entered = p.now();
-                    // A host timer ends the guest's run at the next virtual timer deadline.
-                    p.arm_timer(
-                        exits
-                            .next_deadline(&host)
-                            .map(|d| d.saturating_sub(entered)),
-                    );
+                    // A host timer ends the guest's run at the next virtual timer deadline
+                    // (not with LAPIC passthrough: the timer is the guest's).
+                    if !exits.passthrough.active {
+                        p.arm_timer(
+                            exits
+                                .next_deadline(&host)
+                                .map(|d| d.saturating_sub(entered)),
+                        );
+                    }
                     slot.hv_cycles
                         .fetch_add(entered.wrapping_sub(left_guest), Ordering::Relaxed);
                     let break_after = slot.break_entry_after.load(Ordering::Relaxed);
@@ -206,6 +260,18 @@ impl<P: Platform> Vmm<P> {
                     slot.stats.lock().record(&exit);
                     slot.injected.store(exits.injected, Ordering::Relaxed);
                     flow = exits.handle(vcpu, &mut host, exit);
+                    if exits.passthrough_due() {
+                        self.start_passthrough(vm, vcpu_id, vcpu, &mut exits, &host);
+                    }
+                    if exits.passthrough.refused_apic_base != refused_base {
+                        refused_base = exits.passthrough.refused_apic_base;
+                        if refused_base.is_power_of_two() {
+                            warn!(
+                                "vm {}: vCPU {vcpu_id}: IA32_APIC_BASE write refused (#GP): a passed-through LAPIC stays in x2APIC mode; {refused_base} so far",
+                                vm.cfg.name
+                            );
+                        }
+                    }
                     if exits.refused_allocation_msrs != refused_cat {
                         refused_cat = exits.refused_allocation_msrs;
                         // Rate-limited: the 1st, 2nd, 4th, 8th... refusal.

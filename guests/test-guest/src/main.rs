@@ -328,6 +328,12 @@ fn console_loop(env: &Env) -> ! {
 /// the rounds done in that period: its pace. A period the hypervisor took
 /// from it shows a smaller W (the next deadline does not move).
 fn heartbeat_loop(env: &Env) -> ! {
+    // `x2apic`: switch the LAPIC to x2APIC mode first (a real-time VM's LAPIC is then passed
+    // through: the lifecycle cases stop and reset it in that state).
+    if env.boot.has_word(b"x2apic") && cpu::cpuid(1, 0).ecx & (1 << 21) != 0 {
+        lapic::enter_x2apic();
+        out!("heartbeat: x2APIC mode");
+    }
     let khz = if env.tsc_khz == 0 {
         1_000_000
     } else {

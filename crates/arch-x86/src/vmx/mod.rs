@@ -241,6 +241,17 @@ unsafe fn read_caps() -> CapMsrs {
     }
 }
 
+/// Whether this CPU's VMX has the controls LAPIC passthrough needs (external-interrupt and HLT
+/// exiting may be 0, NMI-window exiting exists).
+pub fn lapic_passthrough_capable() -> bool {
+    if !has_vmx() {
+        return false;
+    }
+    // SAFETY: CPUID reports VMX (checked above).
+    let caps = unsafe { read_caps() };
+    vmx_bits::compute_controls(&caps).is_ok_and(|c| c.passthrough.is_some())
+}
+
 /// Enters VMX operation on the running pCPU: checks the firmware lock and the
 /// features Quercus needs, sets the CR0/CR4 fixed bits (CR0.NE, CR4.VMXE) and
 /// executes VMXON. Idempotent (CR4.VMXE is only left set after a successful
@@ -370,6 +381,38 @@ pub struct VmxVcpu {
     exit_len: Option<u8>,
     /// The guest's CR8 (MOV to/from CR8 exit and are completed here).
     cr8: u8,
+    /// The MSR bitmap's index in `pages`.
+    msr_bitmap: usize,
+    /// The guest owns this pCPU's LAPIC ([`VcpuBackend::set_lapic_passthrough`]).
+    lapic_passthrough: bool,
+}
+
+/// x2APIC MSRs a passthrough guest reads without an exit: everything but the APIC ID, the LDR
+/// (both virtual) and the ICR (its destination names physical APIC IDs).
+const PASSTHROUGH_READS_EXIT: [u32; 3] = [0x802, 0x80D, 0x830];
+/// x2APIC MSRs a passthrough guest writes without an exit: TPR, EOI, SVR, ESR, the LVT timer and
+/// error entries, the timer's initial count and divide, SELF IPI; and IA32_TSC_DEADLINE.
+const PASSTHROUGH_WRITES: [u32; 10] = [
+    0x808, 0x80B, 0x80F, 0x828, 0x832, 0x837, 0x838, 0x83E, 0x83F, 0x6E0,
+];
+const X2APIC_EOI: u32 = 0x80B;
+
+/// In the NMI handler of a pCPU whose LAPIC a guest owns: makes sure the guest does not run on
+/// without the hypervisor seeing the kick. The flag stops the next entry if the run loop has not
+/// reached it yet; NMI-window exiting ends the run at once if the entry is already under way
+/// (between the flag check and VMRESUME nothing else writes the controls).
+pub fn nmi_kick_passthrough(pc: &crate::percpu::PerCpu) {
+    pc.nmi_kick.store(true, core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: VMX operation on this pCPU (passthrough is only set while a VMX vCPU runs here);
+    // VMREAD/VMWRITE of the current VMCS's primary controls fail harmlessly if none is current.
+    unsafe {
+        if let Ok(primary) = instr::vmread(control::PRIMARY_PROCBASED_EXEC_CONTROLS) {
+            let _ = instr::vmwrite(
+                control::PRIMARY_PROCBASED_EXEC_CONTROLS,
+                primary | u64::from(vmx_bits::NMI_WINDOW_EXITING),
+            );
+        }
+    }
 }
 
 impl VmxVcpu {
@@ -434,6 +477,8 @@ impl VmxVcpu {
             exit_reason: 0,
             exit_len: None,
             cr8: 0,
+            msr_bitmap: 0,
+            lapic_passthrough: false,
         };
         vcpu.setup_controls(init)?;
         vcpu.setup_guest(init)?;
@@ -538,6 +583,21 @@ impl VmxVcpu {
         self.vmwrite(control::VMENTRY_INTERRUPTION_INFO_FIELD, r.info.into());
     }
 
+    /// Sets whether RDMSR (`write` false) or WRMSR of `msr` (below 0x2000) exits.
+    fn msr_exits(&mut self, msr: u32, write: bool, exits: bool) {
+        let Some(page) = self.pages.get_mut(self.msr_bitmap) else {
+            return;
+        };
+        let msr = (msr & 0x1FFF) as usize;
+        let byte = if write { 2048 } else { 0 } + msr / 8;
+        let bit = 1u8 << (msr % 8);
+        if exits {
+            page.0[byte] |= bit;
+        } else {
+            page.0[byte] &= !bit;
+        }
+    }
+
     fn set_primary_bits(&mut self, bits: u32, on: bool) {
         let primary = self.read(control::PRIMARY_PROCBASED_EXEC_CONTROLS);
         let value = if on {
@@ -565,6 +625,14 @@ impl VmxVcpu {
             self.flush_all();
             self.flush_pending = false;
         }
+        if self.lapic_passthrough {
+            let pc = crate::percpu::current();
+            if pc.is_some_and(|p| p.nmi_kick.swap(false, core::sync::atomic::Ordering::SeqCst)) {
+                // Kicked since the run loop last looked: it looks again before entering.
+                self.set_primary_bits(vmx_bits::NMI_WINDOW_EXITING, false);
+                return Some(VmExit::ExternalInterrupt);
+            }
+        }
         // SAFETY: VMX operation with this vCPU's VMCS current; its host state
         // describes this CPU (written above, once: the vCPU never moves), and
         // its controls confine the guest to its EPT and intercept every port,
@@ -577,6 +645,12 @@ impl VmxVcpu {
                 &mut self.host_fx,
             )
         };
+        if self.lapic_passthrough {
+            // The run loop looks at its requests after every exit: a kick before now is seen.
+            if let Some(pc) = crate::percpu::current() {
+                pc.nmi_kick.store(false, core::sync::atomic::Ordering::SeqCst);
+            }
+        }
         // The guest values VMX leaves in the CPU.
         self.cr2 = read_cr2();
         // SAFETY: KERNEL_GS_BASE exists on every x86_64 CPU.
@@ -787,6 +861,41 @@ impl VcpuBackend for VmxVcpu {
 
     fn flush_slat(&mut self) {
         self.flush_tlb();
+    }
+
+    fn set_lapic_passthrough(&mut self) -> bool {
+        let Some((pin, primary)) = self.controls.passthrough else {
+            return false;
+        };
+        if self.lapic_passthrough {
+            return true;
+        }
+        for msr in 0x800..=0x8FF {
+            let read_exits = PASSTHROUGH_READS_EXIT.contains(&msr);
+            self.msr_exits(msr, false, read_exits);
+        }
+        self.msr_exits(0x6E0, false, false);
+        for msr in PASSTHROUGH_WRITES {
+            self.msr_exits(msr, true, false);
+        }
+        self.make_current();
+        let window = self.vmread(control::PRIMARY_PROCBASED_EXEC_CONTROLS) as u32
+            & (vmx_bits::NMI_WINDOW_EXITING | vmx_bits::INTERRUPT_WINDOW_EXITING);
+        self.vmwrite(control::PINBASED_EXEC_CONTROLS, pin.into());
+        // Interrupt-window exiting is of no use any more: the guest takes its interrupts.
+        let window = window & !vmx_bits::INTERRUPT_WINDOW_EXITING;
+        self.vmwrite(
+            control::PRIMARY_PROCBASED_EXEC_CONTROLS,
+            (primary | window).into(),
+        );
+        self.lapic_passthrough = true;
+        true
+    }
+
+    fn intercept_lapic_eoi(&mut self, on: bool) {
+        if self.lapic_passthrough {
+            self.msr_exits(X2APIC_EOI, true, on);
+        }
     }
 }
 

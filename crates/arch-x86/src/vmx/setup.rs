@@ -141,6 +141,7 @@ impl VmxVcpu {
             self.pages.push(page);
             pa
         });
+        self.msr_bitmap = self.pages.len() - 1;
         let ia32e = if init.efer & efer::LMA != 0 {
             vmx_bits::ENTRY_IA32E_GUEST
         } else {
