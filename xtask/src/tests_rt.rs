@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::runner::{self, Emulator};
-use crate::tests::{boot, Fail, Native, TestCase, GUEST_FAIL};
+use crate::tests::{boot, Fail, Native, PostCheck, TestCase, GUEST_FAIL};
 
 /// The figures of one `RT latency` line (TSC ticks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +192,19 @@ pub const QEMU_BOUND: Bound = Bound {
     exits_per_timer: 3.0,
 };
 
+/// The boot lines that say how rt0's LAPIC is provided on `emulator`: passed through on Bochs
+/// VT-x (`tigerlake` has an x2APIC and the TSC-deadline timer) once the guest switches to x2APIC
+/// mode, virtual elsewhere (QEMU's TCG and Bochs `ryzen` have no x2APIC).
+fn mode_lines(emulator: Emulator) -> Vec<String> {
+    match emulator {
+        Emulator::Bochs => vec![
+            r"vm rt0: real-time VM: LAPIC passthrough once it switches to x2APIC mode".into(),
+            r"vm rt0: vCPU 0: x2APIC mode: LAPIC passthrough on pCPU 1 ".into(),
+        ],
+        _ => vec![r"vm rt0: real-time VM: keeps a virtual LAPIC \(the CPU has no x2APIC\)".into()],
+    }
+}
+
 /// The scenario's command line for the test guest (also the native run's).
 pub const QEMU_CMDLINE: &str = "rt-latency samples=1000 period=2000000";
 pub const BOCHS_CMDLINE: &str = "rt-latency samples=2000 period=100000";
@@ -217,13 +230,13 @@ fn rt_lines(prefix: &str, quercus: bool) -> Vec<String> {
 /// to the post-check through a non-capturing closure per case (the table holds `fn` pointers).
 fn latency(name: &'static str, emulator: Emulator) -> TestCase {
     let qemu = emulator == Emulator::Qemu;
-    let mut expect = vec![r"vm rt0: real-time VM".to_string()];
+    let mut expect = mode_lines(emulator);
     expect.extend(rt_lines(r"\[rt0\] ", true));
     expect.push(r"vm rt0: stopped: .*powered off by the guest".into());
     let post_check: crate::tests::PostCheck = match emulator {
         Emulator::Qemu => |l| compare("rt-latency-qemu-svm", l, &QEMU_BOUND),
         Emulator::BochsAmd => |l| compare("rt-latency-bochs-svm", l, &BOCHS_BOUND),
-        _ => |l| compare("rt-latency-bochs-vmx", l, &BOCHS_BOUND),
+        _ => |l| compare("rt-latency-bochs-vmx", l, &BOCHS_PASSTHROUGH_BOUND),
     };
     TestCase {
         scenario: if qemu { "rt" } else { "rt-bochs" },
@@ -260,9 +273,13 @@ fn shell(name: &'static str, emulator: Emulator) -> TestCase {
             (r"\[rt0\] heartbeat 1 ", "vm_reset rt0\r"),
         ],
         // The shell's prompt may precede a VM's line: rt0's lines are not anchored.
-        expect: vec![
-            r"vm rt0: real-time VM: keeps a virtual LAPIC".into(),
-            r"\[rt0\] heartbeat 2 ".into(),
+        expect: [
+            mode_lines(emulator),
+            vec![r"\[rt0\] heartbeat 2 ".into()],
+        ]
+        .concat()
+        .into_iter()
+        .chain([
             r"^vcpu_dumpreg: rt0 is a running real-time VM: this would interrupt its pCPU 1; vm_pause it first$".into(),
             r"^rdmsr: pCPU 1 belongs to a real-time VM; the shell does not run code there$".into(),
             r"vm rt0: stopped: vCPU 0: stopped by the operator".into(),
@@ -272,11 +289,29 @@ fn shell(name: &'static str, emulator: Emulator) -> TestCase {
             r"\[rt0\] test-guest: vendor=".into(),
             r"\[rt0\] heartbeat 2 ".into(),
             r"^\[vm2\] tick".into(),
-        ],
+        ])
+        .collect(),
+        // With LAPIC passthrough: each of the three boots (first, after the stop, after the
+        // reset) passes the LAPIC through, and the stop and the reset take it back.
+        post_check: (emulator == Emulator::Bochs).then_some(passthrough_lifecycle as PostCheck),
         fail: Fail::Custom(GUEST_FAIL),
         timeout_secs: if emulator == Emulator::Qemu { 120 } else { 600 },
         ..boot(name, emulator, 3)
     }
+}
+
+/// The rt-shell case's check on Bochs VT-x: the LAPIC was passed through at each of rt0's three
+/// boots and given back to the host at the stop and the reset.
+fn passthrough_lifecycle(lines: &[String]) -> Result<(), String> {
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    let on = count("vm rt0: vCPU 0: x2APIC mode: LAPIC passthrough on pCPU 1 ");
+    let off = count("vm rt0: vCPU 0: LAPIC passthrough ended; pCPU 1 has its LAPIC back");
+    if on != 3 || off < 2 {
+        return Err(format!(
+            "rt0's LAPIC was passed through {on} times (3 expected: boot, start, reset) and given back {off} times (at least 2: stop, reset)"
+        ));
+    }
+    Ok(())
 }
 
 /// Cache allocation asked for on a board file that claims CAT this CPU lacks (`rt-cat-refused`
@@ -342,7 +377,7 @@ fn interference(name: &'static str, emulator: Emulator) -> TestCase {
         post_check: Some(match emulator {
             Emulator::Qemu => |l| compare("rt-interference-qemu-svm", l, &QEMU_INTERFERENCE_BOUND),
             Emulator::BochsAmd => |l| compare("rt-interference-bochs-svm", l, &BOCHS_BOUND),
-            _ => |l| compare("rt-interference-bochs-vmx", l, &BOCHS_BOUND),
+            _ => |l| compare("rt-interference-bochs-vmx", l, &BOCHS_PASSTHROUGH_BOUND),
         }),
         fail: Fail::Custom(GUEST_FAIL),
         timeout_secs: if qemu { 300 } else { 1200 },

@@ -1065,6 +1065,9 @@ mod tests {
         /// The hardware's CR8, when the mock plays a backend that keeps it.
         hw_cr8: Option<u8>,
         blocked_class: Option<u8>,
+        /// LAPIC passthrough: whether the backend agrees, and whether EOI writes exit.
+        can_pass: bool,
+        eoi_exits: Option<bool>,
     }
 
     impl MockVcpu {
@@ -1160,6 +1163,12 @@ mod tests {
             }
             self.blocked_class = blocked_class;
         }
+        fn set_lapic_passthrough(&mut self) -> bool {
+            self.can_pass
+        }
+        fn intercept_lapic_eoi(&mut self, on: bool) {
+            self.eoi_exits = Some(on);
+        }
     }
 
     struct MockHost {
@@ -1177,6 +1186,11 @@ mod tests {
         pic: Cell<Option<u8>>,
         /// CPUID 0 says AuthenticAMD.
         amd: bool,
+        /// LAPIC passthrough: vectors raised on the "physical" LAPIC, the vectors it has in
+        /// service (highest last), and EOIs passed to the virtual IOAPIC.
+        raised: RefCell<Vec<u8>>,
+        in_service: RefCell<Vec<u8>>,
+        eois: RefCell<Vec<u8>>,
     }
 
     impl MockHost {
@@ -1193,6 +1207,9 @@ mod tests {
                 idles: Cell::new(0),
                 pic: Cell::new(None),
                 amd: false,
+                raised: RefCell::new(Vec::new()),
+                in_service: RefCell::new(Vec::new()),
+                eois: RefCell::new(Vec::new()),
             }
         }
         fn with_vcpus(n: u32) -> Self {
@@ -1293,6 +1310,15 @@ mod tests {
         }
         fn kick(&self, vcpu: usize) {
             self.kicked.borrow_mut().push(vcpu);
+        }
+        fn eoi(&self, vector: u8) {
+            self.eois.borrow_mut().push(vector);
+        }
+        fn raise_physical(&self, vector: u8) {
+            self.raised.borrow_mut().push(vector);
+        }
+        fn physical_eoi(&self) -> Option<u8> {
+            self.in_service.borrow_mut().pop()
         }
     }
 
@@ -1938,5 +1964,132 @@ mod tests {
         v.gprs.rcx = 0;
         e.handle(&mut v, &mut h, VmExit::Rdpmc);
         assert_eq!(v.injected, [GP, GP]);
+    }
+
+    /// WRMSR `msr` = `value` through an exit.
+    fn wrmsr(e: &mut VcpuExits, v: &mut MockVcpu, h: &mut MockHost, msr: u32, value: u64) -> Flow {
+        v.exit_len = Some(2);
+        v.gprs.rcx = u64::from(msr);
+        v.gprs.rax = value & 0xFFFF_FFFF;
+        v.gprs.rdx = value >> 32;
+        e.handle(v, h, VmExit::Msr(MsrAccess { write: true }))
+    }
+
+    const APIC_X2: u64 = 0xFEE0_0000 | (1 << 11) | (1 << 10) | (1 << 8);
+
+    /// A real-time vCPU in x2APIC mode with its LAPIC passed through.
+    fn passed_through() -> (VcpuExits, MockVcpu, MockHost) {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::with_vcpus(2), exits());
+        v.can_pass = true;
+        e.passthrough.allowed = true;
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x1B, APIC_X2), Flow::Continue);
+        assert!(e.passthrough_due());
+        e.start_passthrough(&h);
+        assert!(!e.passthrough_due());
+        (e, v, h)
+    }
+
+    #[test]
+    fn passthrough_starts_in_x2apic_mode_with_the_vlapic_state_handed_over() {
+        let (mut v, mut h, mut e) = (MockVcpu::protected(), MockHost::new(), exits());
+        e.passthrough.allowed = true;
+        e.lapic.write(0xF0, 0x1FF, 0);
+        // TSC-deadline mode, vector 0x40, armed; one edge and one level interrupt requested,
+        // a level one in service.
+        e.lapic.write(0x320, (2 << 17) | 0x40, 0);
+        e.lapic.write_msr(0x6E0, 50_000, 0);
+        e.lapic.raise(0x41, false);
+        e.lapic.raise(0x62, true);
+        e.lapic.raise(0x70, true);
+        e.lapic.accept(0x70);
+        assert!(!e.passthrough_due(), "xAPIC mode: not yet");
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x1B, APIC_X2), Flow::Continue);
+        assert!(v.injected.is_empty());
+        assert!(e.passthrough_due());
+        let handover = e.start_passthrough(&h);
+        assert_eq!(handover.svr, 0x1FF);
+        assert_eq!(handover.lvt_timer, (2 << 17) | 0x40);
+        assert_eq!(handover.tsc_deadline, 50_000);
+        let pending: Vec<u8> = handover.pending_vectors().collect();
+        assert_eq!(pending, [0x41, 0x62]);
+        assert_eq!(*h.eois.borrow(), [0x70], "the level one in service is retired now");
+        assert_eq!(e.lapic.next_deadline(), None, "the virtual timer is disarmed");
+        assert_eq!(e.lapic.pending(), None);
+        assert!(e.passthrough.active);
+        // Not allowed (a standard VM, or a CPU that cannot): never due.
+        let mut other = exits();
+        other.lapic.write_msr(0x1B, APIC_X2, 0);
+        assert!(!other.passthrough_due());
+    }
+
+    #[test]
+    fn passed_through_interrupts_go_to_the_physical_lapic_and_level_eois_exit_until_retired() {
+        let (mut e, mut v, mut h) = passed_through();
+        // An edge IPI to itself (ICR self shorthand) and a level-triggered IOAPIC message.
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 18) | 0x45), Flow::Continue);
+        let d = Delivery {
+            pin: 10,
+            dest: 0,
+            dest_mode: vdev::DestinationMode::Physical,
+            mode: vdev::DeliveryMode::Fixed,
+            vector: 0x66,
+            level: true,
+        };
+        smp::route(&h.inboxes, &d);
+        assert_eq!(e.before_entry(&mut v, &mut h), Flow::Continue);
+        assert_eq!(*h.raised.borrow(), [0x45, 0x66]);
+        assert!(v.injected.is_empty(), "nothing is injected: the physical LAPIC delivers");
+        assert_eq!(v.eoi_exits, Some(true), "a level interrupt's EOI must be seen");
+        // The guest's EOI of the edge IPI: not the IOAPIC's business.
+        h.in_service.borrow_mut().push(0x45);
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x80B, 0), Flow::Continue);
+        assert!(h.eois.borrow().is_empty());
+        // A non-zero EOI write is #GP, as on the hardware.
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x80B, 1), Flow::Continue);
+        assert_eq!(v.injected, [GP]);
+        v.injected.clear();
+        h.in_service.borrow_mut().push(0x66);
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x80B, 0), Flow::Continue);
+        assert_eq!(*h.eois.borrow(), [0x66]);
+        e.before_entry(&mut v, &mut h);
+        assert_eq!(v.eoi_exits, Some(false), "no level interrupt left: EOIs pass again");
+    }
+
+    #[test]
+    fn a_passed_through_guest_stays_in_x2apic_mode_and_reaches_only_its_own_vcpus() {
+        let (mut e, mut v, mut h) = passed_through();
+        // Leaving x2APIC mode, disabling or moving the LAPIC: #GP, counted.
+        for value in [0xFEE0_0000 | (1 << 11), 0, APIC_X2 + 0x1000] {
+            v.injected.clear();
+            assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x1B, value), Flow::Continue);
+            assert_eq!(v.injected, [GP], "{value:#x}");
+        }
+        assert_eq!(e.passthrough.refused_apic_base, 3);
+        v.injected.clear();
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x1B, APIC_X2), Flow::Continue);
+        assert!(v.injected.is_empty(), "writing the same value is no change");
+        // IPIs to APIC IDs no vCPU of this VM has (another VM's, a physical one), an NMI to
+        // them, an INIT and a SIPI: nobody.
+        for icr in [
+            (5u64 << 32) | 0x40,
+            (0x55 << 32) | 0x400,
+            (7 << 32) | 0x4500,
+            (9 << 32) | 0x4610,
+        ] {
+            assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x830, icr), Flow::Continue);
+        }
+        assert!(h.kicked.borrow().is_empty());
+        assert!(!h.inboxes[1].has_news());
+        // One to vCPU 1 (x2APIC ID 1) reaches it.
+        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 32) | 0x40), Flow::Continue);
+        assert_eq!(*h.kicked.borrow(), [1]);
+        assert!(h.inboxes[1].has_news());
+        // The guest reads its virtual APIC ID and LDR.
+        v.gprs.rcx = 0x802;
+        e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: false }));
+        assert_eq!(v.gprs.rax, 0);
+        v.gprs.rcx = 0x80D;
+        e.handle(&mut v, &mut h, VmExit::Msr(MsrAccess { write: false }));
+        assert_eq!(v.gprs.rax, 1);
     }
 }

@@ -655,4 +655,35 @@ mod tests {
         }
         assert_eq!(b[1].drain(&mut l1).nmi, 2, "the pin latches no more");
     }
+
+    #[test]
+    fn a_sender_takes_edge_interrupts_once_and_leaves_the_rest_to_the_owner() {
+        let b = inboxes(2);
+        b[1].set_passthrough(true);
+        assert!(b[1].is_passthrough());
+        send(&b, 0, icr(1, 0x41)).unwrap();
+        send(&b, 0, icr(1, 0x90)).unwrap();
+        let d = Delivery {
+            pin: 3,
+            dest: 1,
+            dest_mode: DestinationMode::Physical,
+            mode: DeliveryMode::Fixed,
+            vector: 0x70,
+            level: true,
+        };
+        route(&b, &d);
+        let mut taken = Vec::new();
+        b[1].take_edges(|v| taken.push(v));
+        assert_eq!(taken, [0x41, 0x90]);
+        b[1].take_edges(|v| taken.push(v));
+        assert_eq!(taken.len(), 2, "each vector is taken once");
+        assert!(b[1].needs_owner(), "the level one is the owner's");
+        let mut owner = Vec::new();
+        b[1].drain_to(|v, level| owner.push((v, level)));
+        assert_eq!(owner, [(0x70, true)]);
+        assert!(!b[1].needs_owner());
+        // An NMI, INIT or SIPI always needs the owner.
+        send(&b, 0, icr(1, 0x400)).unwrap();
+        assert!(b[1].needs_owner());
+    }
 }
