@@ -112,9 +112,11 @@ pub fn announce(cfg: &VmConfig, vmx: bool) {
     if cfg.vm_type != VmType::Rt {
         return;
     }
-    info!(
-        "vm {}: real-time VM: {}",
-        cfg.name,
-        lapic_mode(vmx).describe()
-    );
+    let mode = match lapic_mode(vmx) {
+        LapicMode::Passthrough if !cfg.pci_devices.is_empty() => {
+            LapicMode::Virtual(rt::lapic_mode::VirtualReason::OwnsPciFunctions)
+        }
+        mode => mode,
+    };
+    info!("vm {}: real-time VM: {}", cfg.name, mode.describe());
 }

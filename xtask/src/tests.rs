@@ -2474,7 +2474,8 @@ fn lanes() -> usize {
 
 /// The emulator cases in two lanes side by side, Bochs cases in one and QEMU cases in the other
 /// (a Bochs run is one thread; its guests' clocks follow emulated instructions, so sharing the
-/// cores slows it without changing what its guests measure), then the `solo` cases one by one.
+/// cores slows it without changing what its guests measure); the QEMU lane, done first, then
+/// takes the shortest Bochs cases left; then the `solo` cases one by one.
 /// Every image is built first: builds are never concurrent with each other.
 fn run_in_lanes(root: &Path, selected: &[TestCase]) -> Result<ExitCode> {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -2521,22 +2522,43 @@ fn run_in_lanes(root: &Path, selected: &[TestCase]) -> Result<ExitCode> {
             .filter(|(c, _)| !c.solo && is_bochs(c) == bochs)
             .collect::<Vec<_>>()
     };
-    let (bochs_lane, qemu_lane) = (lane(true), lane(false));
+    let (mut bochs_lane, qemu_lane) = (lane(true), lane(false));
+    // Longest first (the timeout is the estimate): the Bochs lane takes from the front; the QEMU
+    // lane, once its own cases are done (QEMU's are fewer and faster), takes from the back.
+    bochs_lane.sort_by_key(|(c, _)| std::cmp::Reverse(c.timeout_secs));
     println!(
-        "running {} Bochs and {} QEMU cases side by side, then {} alone",
+        "running {} Bochs and {} QEMU cases side by side (the QEMU lane then helps with Bochs), then {} alone",
         bochs_lane.len(),
         qemu_lane.len(),
         planned.iter().filter(|(c, _)| c.solo).count()
     );
-    std::thread::scope(|scope| {
-        for cases in [&bochs_lane, &qemu_lane] {
-            let run = &run;
-            scope.spawn(move || {
-                for (case, image) in cases.iter() {
-                    run(case, image);
-                }
-            });
+    let bochs_queue = std::sync::Mutex::new(std::collections::VecDeque::from(bochs_lane));
+    let take = |front: bool| {
+        let mut q = bochs_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if front {
+            q.pop_front()
+        } else {
+            q.pop_back()
         }
+    };
+    std::thread::scope(|scope| {
+        let (run, take) = (&run, &take);
+        scope.spawn(move || {
+            while let Some((case, image)) = take(true) {
+                run(case, image);
+            }
+        });
+        let qemu_lane = &qemu_lane;
+        scope.spawn(move || {
+            for (case, image) in qemu_lane.iter() {
+                run(case, image);
+            }
+            while let Some((case, image)) = take(false) {
+                run(case, image);
+            }
+        });
     });
     for (case, image) in planned.iter().filter(|(c, _)| c.solo) {
         run(case, image);

@@ -54,8 +54,7 @@ pub fn passthrough_here() -> bool {
     #[cfg(feature = "bare-metal")]
     {
         ANY_X2APIC.load(Ordering::Relaxed)
-            && crate::percpu::current()
-                .is_some_and(|p| p.lapic_passthrough.load(Ordering::Relaxed))
+            && crate::percpu::current().is_some_and(|p| p.lapic_passthrough.load(Ordering::Relaxed))
     }
     #[cfg(not(feature = "bare-metal"))]
     {
@@ -234,7 +233,12 @@ fn wait_icr_idle() -> bool {
 fn send_icr(apic_id: u32, low: u32) -> bool {
     if x2apic_here() {
         // SAFETY: x2APIC mode (see `read`); one 64-bit ICR write with a 32-bit destination.
-        unsafe { crate::cpu::wrmsr(x2_msr(REG_ICR_LO), u64::from(apic_id) << 32 | u64::from(low)) };
+        unsafe {
+            crate::cpu::wrmsr(
+                x2_msr(REG_ICR_LO),
+                u64::from(apic_id) << 32 | u64::from(low),
+            )
+        };
         return true;
     }
     write(REG_ICR_HI, apic_id << 24);

@@ -338,8 +338,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             c.fetch_add(1, Ordering::Relaxed);
         }
         // A pCPU whose LAPIC a guest owns must not raise a vector: it would reach the guest.
-        if let Some(pc) = crate::percpu::current()
-            .filter(|p| p.lapic_passthrough.load(Ordering::Relaxed))
+        if let Some(pc) =
+            crate::percpu::current().filter(|p| p.lapic_passthrough.load(Ordering::Relaxed))
         {
             crate::vmx::nmi_kick_passthrough(pc);
             return;

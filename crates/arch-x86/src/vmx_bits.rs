@@ -390,8 +390,8 @@ pub fn passthrough_controls(
     if !nmi_window || pin_must1 & ext != 0 || primary_must1 & hlt != 0 {
         return None;
     }
-    let cr8 = (Primary::CR8_LOAD_EXITING.bits() | Primary::CR8_STORE_EXITING.bits())
-        & !primary_must1;
+    let cr8 =
+        (Primary::CR8_LOAD_EXITING.bits() | Primary::CR8_STORE_EXITING.bits()) & !primary_must1;
     Some((pin & !ext, primary & !(hlt | cr8)))
 }
 
@@ -1018,12 +1018,24 @@ mod tests {
     #[test]
     fn passthrough_controls_stop_interrupt_hlt_and_cr8_exits_only_where_allowed() {
         let c = compute_controls(&caps()).unwrap();
-        let (pin, primary) = c.passthrough.expect("a capable CPU passes the LAPIC through");
+        let (pin, primary) = c
+            .passthrough
+            .expect("a capable CPU passes the LAPIC through");
         assert_eq!(pin & Pin::EXTERNAL_INTERRUPT_EXITING.bits(), 0);
-        assert_ne!(pin & Pin::NMI_EXITING.bits(), 0, "NMIs still exit: they are the kicks");
+        assert_ne!(
+            pin & Pin::NMI_EXITING.bits(),
+            0,
+            "NMIs still exit: they are the kicks"
+        );
         assert_eq!(primary & Primary::HLT_EXITING.bits(), 0);
-        assert_eq!(primary & (Primary::CR8_LOAD_EXITING.bits() | Primary::CR8_STORE_EXITING.bits()), 0);
-        assert_eq!(primary & Primary::USE_MSR_BITMAPS.bits(), Primary::USE_MSR_BITMAPS.bits());
+        assert_eq!(
+            primary & (Primary::CR8_LOAD_EXITING.bits() | Primary::CR8_STORE_EXITING.bits()),
+            0
+        );
+        assert_eq!(
+            primary & Primary::USE_MSR_BITMAPS.bits(),
+            Primary::USE_MSR_BITMAPS.bits()
+        );
         // A CPU that forces external-interrupt exiting, or has no NMI-window exiting: none.
         let mut k = caps();
         k.pin |= u64::from(Pin::EXTERNAL_INTERRUPT_EXITING.bits());

@@ -48,6 +48,9 @@ pub enum VirtualReason {
     AmdWithoutAvic,
     /// VT-x without the controls passthrough needs.
     VmxControls,
+    /// The VM owns passed-through PCI functions: their interrupts come as host vectors on its
+    /// pCPU, which a passed-through LAPIC would hand to the guest untranslated.
+    OwnsPciFunctions,
 }
 
 /// How an `rt` VM's local APIC is provided.
@@ -89,6 +92,9 @@ impl fmt::Display for VirtualReason {
             VirtualReason::NoTscDeadline => "the CPU has no TSC-deadline timer",
             VirtualReason::AmdWithoutAvic => {
                 "AMD-V without AVIC cannot pass the LAPIC through and still trap ICR writes"
+            }
+            VirtualReason::OwnsPciFunctions => {
+                "it owns passed-through PCI functions, whose interrupts the hypervisor translates on its pCPU"
             }
             VirtualReason::VmxControls => {
                 "the CPU's VT-x cannot run external interrupts and HLT without exits, or has no NMI-window exiting"

@@ -265,6 +265,9 @@ pub struct VcpuExits {
     pub injected: u64,
     /// SMIs sent by this vCPU (not delivered: there is no SMM).
     pub dropped_smis: u64,
+    /// IPIs whose destination named no vCPU of this VM (another VM's APIC ID, a physical
+    /// one, a broadcast with nobody else): dropped, counted.
+    pub ipis_to_nobody: u64,
     /// Guest writes to the cache-allocation MSRs (IA32_PQR_ASSOC, the L3/L2 QoS masks and
     /// configuration, [`rt::cat::is_allocation_msr`]) refused with #GP: a VM never picks its
     /// own class of service or changes another's ways.
@@ -322,6 +325,7 @@ impl VcpuExits {
             },
             injected: 0,
             dropped_smis: 0,
+            ipis_to_nobody: 0,
             refused_allocation_msrs: 0,
             nmi_pending: 0,
             single_step: false,
@@ -886,6 +890,8 @@ impl VcpuExits {
                     Ok(out) => {
                         if out.dropped {
                             self.dropped_smis += 1;
+                        } else if out.targets == 0 {
+                            self.ipis_to_nobody += 1;
                         }
                         self.kick_others(host, out.targets);
                     }
@@ -2012,8 +2018,16 @@ mod tests {
         assert_eq!(handover.tsc_deadline, 50_000);
         let pending: Vec<u8> = handover.pending_vectors().collect();
         assert_eq!(pending, [0x41, 0x62]);
-        assert_eq!(*h.eois.borrow(), [0x70], "the level one in service is retired now");
-        assert_eq!(e.lapic.next_deadline(), None, "the virtual timer is disarmed");
+        assert_eq!(
+            *h.eois.borrow(),
+            [0x70],
+            "the level one in service is retired now"
+        );
+        assert_eq!(
+            e.lapic.next_deadline(),
+            None,
+            "the virtual timer is disarmed"
+        );
         assert_eq!(e.lapic.pending(), None);
         assert!(e.passthrough.active);
         // Not allowed (a standard VM, or a CPU that cannot): never due.
@@ -2026,7 +2040,10 @@ mod tests {
     fn passed_through_interrupts_go_to_the_physical_lapic_and_level_eois_exit_until_retired() {
         let (mut e, mut v, mut h) = passed_through();
         // An edge IPI to itself (ICR self shorthand) and a level-triggered IOAPIC message.
-        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 18) | 0x45), Flow::Continue);
+        assert_eq!(
+            wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 18) | 0x45),
+            Flow::Continue
+        );
         let d = Delivery {
             pin: 10,
             dest: 0,
@@ -2038,8 +2055,15 @@ mod tests {
         smp::route(&h.inboxes, &d);
         assert_eq!(e.before_entry(&mut v, &mut h), Flow::Continue);
         assert_eq!(*h.raised.borrow(), [0x45, 0x66]);
-        assert!(v.injected.is_empty(), "nothing is injected: the physical LAPIC delivers");
-        assert_eq!(v.eoi_exits, Some(true), "a level interrupt's EOI must be seen");
+        assert!(
+            v.injected.is_empty(),
+            "nothing is injected: the physical LAPIC delivers"
+        );
+        assert_eq!(
+            v.eoi_exits,
+            Some(true),
+            "a level interrupt's EOI must be seen"
+        );
         // The guest's EOI of the edge IPI: not the IOAPIC's business.
         h.in_service.borrow_mut().push(0x45);
         assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x80B, 0), Flow::Continue);
@@ -2052,7 +2076,11 @@ mod tests {
         assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x80B, 0), Flow::Continue);
         assert_eq!(*h.eois.borrow(), [0x66]);
         e.before_entry(&mut v, &mut h);
-        assert_eq!(v.eoi_exits, Some(false), "no level interrupt left: EOIs pass again");
+        assert_eq!(
+            v.eoi_exits,
+            Some(false),
+            "no level interrupt left: EOIs pass again"
+        );
     }
 
     #[test]
@@ -2080,8 +2108,12 @@ mod tests {
         }
         assert!(h.kicked.borrow().is_empty());
         assert!(!h.inboxes[1].has_news());
+        assert_eq!(e.ipis_to_nobody, 4);
         // One to vCPU 1 (x2APIC ID 1) reaches it.
-        assert_eq!(wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 32) | 0x40), Flow::Continue);
+        assert_eq!(
+            wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 32) | 0x40),
+            Flow::Continue
+        );
         assert_eq!(*h.kicked.borrow(), [1]);
         assert!(h.inboxes[1].has_news());
         // The guest reads its virtual APIC ID and LDR.

@@ -151,7 +151,8 @@ impl VcpuInbox {
     /// lowest vector first.
     pub fn take_edges(&self, mut f: impl FnMut(u8)) {
         for word in 0..8 {
-            let edges = self.fixed[word].load(Ordering::Acquire) & !self.level[word].load(Ordering::Acquire);
+            let edges = self.fixed[word].load(Ordering::Acquire)
+                & !self.level[word].load(Ordering::Acquire);
             if edges == 0 {
                 continue;
             }

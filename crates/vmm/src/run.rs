@@ -197,7 +197,10 @@ impl<P: Platform> Vmm<P> {
     fn run_guest<B: VcpuBackend>(&self, vm: &Vm<P>, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
         let p = &self.platform;
         let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, p.tsc_hz());
-        exits.passthrough.allowed = vm.is_rt() && p.lapic_passthrough_supported();
+        // Not for a VM that owns PCI functions: their interrupts arrive as host vectors on its
+        // pCPU, which a passed-through LAPIC would hand to the guest.
+        exits.passthrough.allowed =
+            vm.is_rt() && vm.cfg.pci_devices.is_empty() && p.lapic_passthrough_supported();
         let pcpu = vm.pcpu_of(vcpu_id).unwrap_or(0);
         let Some(slot) = vm.vcpus.get(usize::from(vcpu_id)) else {
             return RunEnd::Left;
@@ -222,6 +225,8 @@ impl<P: Platform> Vmm<P> {
         let mut refused_cat = 0u64;
         // Refused IA32_APIC_BASE writes (LAPIC passthrough) already reported.
         let mut refused_base = 0u64;
+        // IPIs that named nobody, already reported.
+        let mut ipis_to_nobody = 0u64;
         loop {
             let mut flow = Flow::Continue;
             // The guest is entered only while the VM is asked to run: a vCPU that was asked to
@@ -262,6 +267,15 @@ impl<P: Platform> Vmm<P> {
                     flow = exits.handle(vcpu, &mut host, exit);
                     if exits.passthrough_due() {
                         self.start_passthrough(vm, vcpu_id, vcpu, &mut exits, &host);
+                    }
+                    if exits.ipis_to_nobody != ipis_to_nobody {
+                        ipis_to_nobody = exits.ipis_to_nobody;
+                        if ipis_to_nobody.is_power_of_two() {
+                            warn!(
+                                "vm {}: vCPU {vcpu_id}: IPI naming no vCPU of this VM dropped; {ipis_to_nobody} so far",
+                                vm.cfg.name
+                            );
+                        }
                     }
                     if exits.passthrough.refused_apic_base != refused_base {
                         refused_base = exits.passthrough.refused_apic_base;

@@ -402,7 +402,8 @@ const X2APIC_EOI: u32 = 0x80B;
 /// reached it yet; NMI-window exiting ends the run at once if the entry is already under way
 /// (between the flag check and VMRESUME nothing else writes the controls).
 pub fn nmi_kick_passthrough(pc: &crate::percpu::PerCpu) {
-    pc.nmi_kick.store(true, core::sync::atomic::Ordering::SeqCst);
+    pc.nmi_kick
+        .store(true, core::sync::atomic::Ordering::SeqCst);
     // SAFETY: VMX operation on this pCPU (passthrough is only set while a VMX vCPU runs here);
     // VMREAD/VMWRITE of the current VMCS's primary controls fail harmlessly if none is current.
     unsafe {
@@ -648,7 +649,8 @@ impl VmxVcpu {
         if self.lapic_passthrough {
             // The run loop looks at its requests after every exit: a kick before now is seen.
             if let Some(pc) = crate::percpu::current() {
-                pc.nmi_kick.store(false, core::sync::atomic::Ordering::SeqCst);
+                pc.nmi_kick
+                    .store(false, core::sync::atomic::Ordering::SeqCst);
             }
         }
         // The guest values VMX leaves in the CPU.

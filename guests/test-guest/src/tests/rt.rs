@@ -200,6 +200,64 @@ fn bucket(ticks: u64) -> usize {
     ((63 - (ticks | 1).leading_zeros()) as usize).min(BUCKETS - 1)
 }
 
+/// Under Quercus, before measuring: what a real-time guest must not do is refused and leaves it
+/// running. A class-of-service write (IA32_PQR_ASSOC) and, in x2APIC mode, leaving x2APIC mode
+/// get #GP; IPIs to APIC IDs this one-vCPU VM does not have (a fixed one, an NMI, INIT, SIPI) and
+/// an NMI to all but itself reach nobody: no interrupt and no NMI comes back. The hypervisor
+/// counts them (its console says so; the harness checks).
+fn hostile_probes(x2apic: bool) -> Result<(), crate::msg::Msg> {
+    use crate::trap::{self, IPI_HITS, NMI_HITS, STRAY_INTERRUPTS};
+    const PQR_ASSOC: u32 = 0xC8F;
+    const APIC_BASE: u32 = 0x1B;
+    const X2APIC_ICR: u32 = 0x830;
+    let mut why = crate::msg::Msg::new();
+    // SAFETY: a #GP is expected; were it accepted, CLOS 1 only changes cache ways.
+    let r = unsafe { trap::wrmsr_checked(PQR_ASSOC, 1 << 32) }.map(|()| None);
+    super::expect_gp(&mut why, "WRMSR", PQR_ASSOC, r);
+    if x2apic {
+        let before = (
+            IPI_HITS.load(Ordering::SeqCst),
+            NMI_HITS.load(Ordering::SeqCst),
+            STRAY_INTERRUPTS.load(Ordering::SeqCst),
+        );
+        // SAFETY: reading IA32_APIC_BASE has no side effect.
+        let base = unsafe { cpu::rdmsr(APIC_BASE) };
+        // SAFETY: #GP expected (x2APIC -> xAPIC is illegal); were it accepted the test fails.
+        let r = unsafe { trap::wrmsr_checked(APIC_BASE, base & !(1 << 10)) }.map(|()| None);
+        super::expect_gp(&mut why, "WRMSR (x2APIC -> xAPIC)", APIC_BASE, r);
+        for icr in [
+            (0x55u64 << 32) | 0xE0, // fixed, another VM's (or no) APIC ID
+            (7 << 32) | 0x400,      // NMI
+            (1 << 32) | 0x4500,     // INIT
+            (2 << 32) | 0x4610,     // SIPI
+            (3 << 18) | 0x400,      // NMI to all but itself
+        ] {
+            // SAFETY: x2APIC mode; the ICR write sends an IPI that names nobody here.
+            unsafe { cpu::wrmsr(X2APIC_ICR, icr) };
+        }
+        cpu::sti();
+        spin_ticks(100_000);
+        cpu::cli();
+        let after = (
+            IPI_HITS.load(Ordering::SeqCst),
+            NMI_HITS.load(Ordering::SeqCst),
+            STRAY_INTERRUPTS.load(Ordering::SeqCst),
+        );
+        if after != before {
+            use core::fmt::Write as _;
+            let _ = write!(
+                why,
+                "; IPIs naming nobody came back: (IPIs, NMIs, stray) {before:?} -> {after:?}"
+            );
+        }
+    }
+    if !why.as_str().is_empty() {
+        return Err(why);
+    }
+    out!("RT hostile probes refused");
+    Ok(())
+}
+
 fn rt_latency(env: &Env) -> TestResult {
     let samples = number(env, b"samples")
         .map_or(DEFAULT_SAMPLES, |n| n as usize)
@@ -214,6 +272,9 @@ fn rt_latency(env: &Env) -> TestResult {
         lapic::enter_x2apic();
     } else {
         ensure!(lapic::map(), "cannot map the LAPIC at {:#x}", lapic::BASE);
+    }
+    if env.quercus {
+        hostile_probes(has_x2apic)?;
     }
     lapic::write(lapic::REG_SVR, lapic::SVR_ENABLE | SPURIOUS_VECTOR as u32);
     lapic::write(lapic::REG_TPR, 0);
