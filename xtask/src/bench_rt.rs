@@ -1,6 +1,7 @@
 //! `cargo xtask bench rt`: timer-interrupt latency (the test guest's `rt-latency` mode)
-//! natively and in a real-time VM on each emulator, quiet, as a table on stdout and a histogram
-//! picture (`target/bench/rt-latency.svg`).
+//! natively and in a real-time VM on each emulator, quiet and under interference (the
+//! `rt-interference-*` cases' runs: a loaded Linux VM beside it, the operator's shell commands),
+//! as a table on stdout and a histogram picture (`target/bench/rt-latency.svg`).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -37,11 +38,12 @@ fn timer_of(lines: &[String]) -> String {
     format!("{} {}", word("timer="), word("apic="))
 }
 
-pub fn bench_rt(emulators: &[Emulator]) -> Result<ExitCode> {
+pub fn bench_rt(emulators: &[Emulator], interference: bool) -> Result<ExitCode> {
     let root = workspace_root();
     packages::ensure(&packages::all_requirements())?;
     let fail = Regex::new(r"(?i)panic|fatal|TEST \S+ FAIL")?;
     let mut rows = Vec::new();
+    let mut loaded = Vec::new();
     let mut ok = true;
     for &emulator in emulators {
         let qemu = emulator == Emulator::Qemu;
@@ -57,6 +59,16 @@ pub fn bench_rt(emulators: &[Emulator]) -> Result<ExitCode> {
         let guest = build::build_baremetal("test-guest", "test-guest", &opts)?;
         let modules = build::scenario_modules(&root, &scenario, &opts)?;
         let hv = build::build_hypervisor(&opts)?;
+        if interference {
+            let name = format!("rt-interference-{}", case_suffix(emulator));
+            match under_interference(&name)? {
+                Ok(row) => loaded.push(row),
+                Err(why) => {
+                    ok = false;
+                    println!("{:<10} rt+load FAIL {why}", emulator.name());
+                }
+            }
+        }
         for (label, native) in [("native", true), ("rt VM", false)] {
             if process::interrupted() {
                 break;
@@ -115,6 +127,7 @@ pub fn bench_rt(emulators: &[Emulator]) -> Result<ExitCode> {
             }
         }
     }
+    rows.extend(loaded);
     print_table(&rows);
     let svg = root.join("target/bench/rt-latency.svg");
     std::fs::create_dir_all(svg.parent().context("no parent")?)?;
@@ -124,6 +137,41 @@ pub fn bench_rt(emulators: &[Emulator]) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// The suffix of `emulator`'s test-case names.
+fn case_suffix(emulator: Emulator) -> &'static str {
+    match emulator {
+        Emulator::Qemu => "qemu-svm",
+        Emulator::BochsAmd => "bochs-svm",
+        // Bochs VT-x (the interference cases run on `tigerlake`).
+        Emulator::Bochs | Emulator::BochsHaswell => "bochs-vmx",
+    }
+}
+
+/// The Quercus run of interference case `name` (its scenario, inputs and expectations), as a row.
+fn under_interference(name: &str) -> Result<Result<Row, String>> {
+    let case = crate::tests_rt::cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .with_context(|| format!("no case {name}"))?;
+    let mut images = std::collections::HashMap::new();
+    let (kernel, modules) = crate::tests::image_for(&workspace_root(), case.scenario, &mut images)?;
+    let cfg = case.run_config(&kernel, &modules)?;
+    let outcome = runner::run(&cfg)?;
+    if !outcome.matched {
+        return Ok(Err(outcome.reason));
+    }
+    Ok(match parse_latency(&outcome.lines) {
+        Some(figures) => Ok(Row {
+            emulator: case.emulator,
+            label: "rt+load",
+            timer: timer_of(&outcome.lines),
+            figures,
+            hist: parse_histogram(&outcome.lines),
+        }),
+        None => Err("no `RT latency` line".into()),
     })
 }
 

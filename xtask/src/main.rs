@@ -175,12 +175,16 @@ enum BenchWhat {
         iommu: Vec<bench_passthrough::Iommu>,
     },
     /// Timer-interrupt latency (the test guest's `rt-latency`), natively and in a real-time VM
-    /// (`configs/rt.toml` on QEMU, `configs/rt-bochs.toml` on Bochs), quiet: a table, and
-    /// histograms in target/bench/rt-latency.svg.
+    /// (`configs/rt.toml` on QEMU, `configs/rt-bochs.toml` on Bochs), quiet and (unless
+    /// `--quiet-only`) under interference (the `rt-interference-*` cases' Linux load and shell
+    /// commands): a table, and histograms in target/bench/rt-latency.svg.
     Rt {
         /// Only these emulators (repeatable; default: bochs, bochs-amd, qemu).
         #[arg(long, value_enum)]
         emulator: Vec<runner::Emulator>,
+        /// Skip the runs under interference (each boots Linux beside the rt VM: minutes on Bochs).
+        #[arg(long)]
+        quiet_only: bool,
     },
     /// Debian's kernel to userspace, natively and under Quercus (`linux` scenario).
     Linux {
@@ -591,11 +595,17 @@ fn main() -> ExitCode {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),
         Command::Bench {
-            what: BenchWhat::Rt { emulator },
-        } => bench_rt::bench_rt(&or_default(
-            emulator,
-            &[Emulator::Bochs, Emulator::BochsAmd, Emulator::Qemu],
-        )),
+            what: BenchWhat::Rt {
+                emulator,
+                quiet_only,
+            },
+        } => bench_rt::bench_rt(
+            &or_default(
+                emulator,
+                &[Emulator::Bochs, Emulator::BochsAmd, Emulator::Qemu],
+            ),
+            !quiet_only,
+        ),
         Command::Bench {
             what: BenchWhat::Virtio { emulator, part },
         } => bench_virtio::bench_virtio(

@@ -2874,7 +2874,7 @@ pub(crate) fn run_native(
 /// The hypervisor image and guest modules for `scenario`, built once per test run.
 /// (Images of different scenarios share one target directory, so each build
 /// is copied aside.)
-fn image_for<'a>(
+pub(crate) fn image_for<'a>(
     root: &Path,
     scenario: &'a str,
     cache: &mut std::collections::HashMap<&'a str, (std::path::PathBuf, Vec<BootModule>)>,
