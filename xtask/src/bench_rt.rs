@@ -59,16 +59,6 @@ pub fn bench_rt(emulators: &[Emulator], interference: bool) -> Result<ExitCode> 
         let guest = build::build_baremetal("test-guest", "test-guest", &opts)?;
         let modules = build::scenario_modules(&root, &scenario, &opts)?;
         let hv = build::build_hypervisor(&opts)?;
-        if interference {
-            let name = format!("rt-interference-{}", case_suffix(emulator));
-            match under_interference(&name)? {
-                Ok(row) => loaded.push(row),
-                Err(why) => {
-                    ok = false;
-                    println!("{:<10} rt+load FAIL {why}", emulator.name());
-                }
-            }
-        }
         for (label, native) in [("native", true), ("rt VM", false)] {
             if process::interrupted() {
                 break;
@@ -123,6 +113,18 @@ pub fn bench_rt(emulators: &[Emulator], interference: bool) -> Result<ExitCode> 
                     for line in crate::console::tail(&outcome.lines, 10) {
                         println!("  | {line}");
                     }
+                }
+            }
+        }
+        // After the quiet runs: the interference scenario's build replaces the hypervisor image
+        // they booted.
+        if interference {
+            let name = format!("rt-interference-{}", case_suffix(emulator));
+            match under_interference(&name)? {
+                Ok(row) => loaded.push(row),
+                Err(why) => {
+                    ok = false;
+                    println!("{:<10} rt+load FAIL {why}", emulator.name());
                 }
             }
         }

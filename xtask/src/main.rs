@@ -595,10 +595,11 @@ fn main() -> ExitCode {
             what: BenchWhat::Linux { runs, emulator },
         } => bench::bench_linux(runs, emulator),
         Command::Bench {
-            what: BenchWhat::Rt {
-                emulator,
-                quiet_only,
-            },
+            what:
+                BenchWhat::Rt {
+                    emulator,
+                    quiet_only,
+                },
         } => bench_rt::bench_rt(
             &or_default(
                 emulator,
