@@ -45,6 +45,8 @@ pub struct MockPlatform {
     pub fail_vcpus: AtomicBool,
     /// Kicks so far, per pCPU.
     kicks: Mutex<BTreeMap<u16, u64>>,
+    /// Fixed interrupts sent to passed-through LAPICs: (pCPU, vector).
+    pub sent_vectors: Mutex<Vec<(u16, u8)>>,
 }
 
 impl MockPlatform {
@@ -55,6 +57,7 @@ impl MockPlatform {
             created: AtomicU32::new(0),
             fail_vcpus: AtomicBool::new(false),
             kicks: Mutex::new(BTreeMap::new()),
+            sent_vectors: Mutex::new(Vec::new()),
         }
     }
 
@@ -151,6 +154,10 @@ impl Platform for MockPlatform {
 
     fn kick(&self, pcpu: u16) {
         *self.kicks.lock().entry(pcpu).or_default() += 1;
+    }
+
+    fn send_vector(&self, pcpu: u16, vector: u8) {
+        self.sent_vectors.lock().push((pcpu, vector));
     }
 
     fn arm_timer(&self, _after: Option<u64>) {}

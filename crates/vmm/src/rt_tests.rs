@@ -49,3 +49,40 @@ fn console_input_kicks_a_standard_vm_but_never_a_real_time_one() {
     // Every vCPU leaves before the pCPU threads are joined.
     vmm.stop(VmId(1)).unwrap();
 }
+
+#[test]
+fn a_passed_through_vcpu_gets_edge_interrupts_as_physical_ipis_and_the_rest_by_nmi_kick() {
+    use vm::VmHost;
+    let vmm = Arc::new(Vmm::new(MockPlatform::new(), 4));
+    let made = vm(vmm.platform(), rt_config(0, "rt0", &[1, 2]));
+    let p = vmm.platform();
+    let host = crate::host::Host {
+        vm: &made,
+        pcpu: 1,
+        slot: &made.vcpus[0],
+        p,
+        scale: crate::platform::TscScale::new(crate::Platform::tsc_hz(p)),
+        advance: None,
+    };
+    let inbox = &made.inboxes[1];
+    inbox.set_passthrough(true);
+    // vCPU 0 sends vCPU 1 (APIC ID 1) a fixed IPI, vector 0x45: its pCPU 2 gets the vector on
+    // its physical LAPIC, and no kick.
+    let out = vm::smp::send_ipi(&made.inboxes, 0, (1 << 56) | 0x45, false).unwrap();
+    assert_eq!(out.targets, 0b10);
+    let kicks = p.kicks(2);
+    host.kick(1);
+    assert_eq!(*p.sent_vectors.lock(), [(2, 0x45)]);
+    assert_eq!(p.kicks(2), kicks, "an edge interrupt needs no kick");
+    // An NMI needs the vCPU's run loop: an NMI kick (the platform's kick), no vector.
+    vm::smp::send_ipi(&made.inboxes, 0, (1 << 56) | 0x400, false).unwrap();
+    host.kick(1);
+    assert_eq!(p.kicks(2), kicks + 1);
+    assert_eq!(p.sent_vectors.lock().len(), 1);
+    // Without passthrough every interrupt is a kick, as before.
+    inbox.set_passthrough(false);
+    vm::smp::send_ipi(&made.inboxes, 0, (1 << 56) | 0x46, false).unwrap();
+    host.kick(1);
+    assert_eq!(p.kicks(2), kicks + 2);
+    assert_eq!(p.sent_vectors.lock().len(), 1);
+}
