@@ -81,6 +81,8 @@ pub struct Bound {
     /// At most this many VM exits per timer interrupt over the measurement (the timer's own:
     /// under the virtual LAPIC the TSC-deadline write, the HLT and the EOI).
     pub exits_per_timer: f64,
+    /// Spare exits over the whole measurement (under the virtual LAPIC).
+    pub spare: u64,
 }
 
 /// Checks an RT VM's figures against the native run's.
@@ -111,13 +113,13 @@ pub fn check_against_native(
     let Some(exits) = vm.exits else {
         return Err("the RT VM's line has no exit count (not under Quercus?)".into());
     };
-    // Plus one spare and, under the virtual LAPIC, two per overrun: a timer already due before
+    // Plus the spares and, under the virtual LAPIC, two per overrun: a timer already due before
     // the guest halted exits as a host interrupt and then for the interrupt window instead of
     // on the HLT. With LAPIC passthrough: none at all.
     let most = if bound.exits_per_timer == 0.0 {
         0
     } else {
-        (vm.samples as f64 * bound.exits_per_timer) as u64 + 1 + 2 * vm.overruns
+        (vm.samples as f64 * bound.exits_per_timer) as u64 + bound.spare + 2 * vm.overruns
     };
     if exits > most {
         return Err(format!(
@@ -191,6 +193,7 @@ pub const BOCHS_BOUND: Bound = Bound {
     percent: 100,
     extra: 1_500,
     exits_per_timer: 3.0,
+    spare: 1,
 };
 
 /// The bound on Bochs VT-x, where the rt VM's LAPIC is passed through (the goal): the
@@ -201,17 +204,22 @@ pub const BOCHS_PASSTHROUGH_BOUND: Bound = Bound {
     percent: 120,
     extra: 0,
     exits_per_timer: 0.0,
+    spare: 0,
 };
 
 /// The bound on QEMU (wall-clock TSC at the host's rate, noisy: loose): 4x native plus
 /// 20,000,000 ticks (about 10 ms at 2.1 GHz). Measured on this shared 2-core machine: max 5.1 M
 /// in the VM against 9.1 M natively in one run, 9.3 M against 2.1 M in another (QEMU's own
 /// timers are that late under host load); what it catches is a timer late by whole periods.
+/// The spares: QEMU's host scheduling can also fire a timer between its arming and the guest's
+/// HLT without an overrun (seen under a loaded host: 9,004 exits for 3,000 timers, 1 overrun):
+/// a host-interrupt exit and an interrupt-window exit instead of the HLT's.
 pub const QEMU_BOUND: Bound = Bound {
     latency: true,
     percent: 400,
     extra: 20_000_000,
     exits_per_timer: 3.0,
+    spare: 16,
 };
 
 /// The boot lines that say how rt0's LAPIC is provided on `emulator`: passed through on Bochs
@@ -489,6 +497,44 @@ mod tests {
     }
 
     #[test]
+    fn with_lapic_passthrough_one_exit_or_more_than_1_2x_native_fails() {
+        let fig = |max: u64, exits: Option<u64>| RtFigures {
+            samples: 100,
+            min: 30,
+            mean: 30,
+            p999: 30,
+            max,
+            exits,
+            overruns: 0,
+        };
+        let native = fig(42, None);
+        let b = &BOCHS_PASSTHROUGH_BOUND;
+        assert_eq!(check_against_native(&native, &fig(30, Some(0)), b), Ok(()));
+        assert_eq!(check_against_native(&native, &fig(50, Some(0)), b), Ok(()));
+        let late = check_against_native(&native, &fig(51, Some(0)), b).unwrap_err();
+        assert!(late.contains("maximum latency 51"), "{late}");
+        let exited = check_against_native(&native, &fig(30, Some(1)), b).unwrap_err();
+        assert!(exited.contains("1 VM exits"), "{exited}");
+    }
+
+    #[test]
+    fn the_hostile_probes_must_be_refused_and_counted() {
+        let mut l = lines(&[
+            "[rt0] RT hostile probes refused",
+            "[ 0.4] cpu1 WARN  vm rt0: vCPU 0: write to a cache-allocation MSR refused (#GP); 1 so far",
+            "[ 0.5] cpu1 WARN  vm rt0: vCPU 0: IPI naming no vCPU of this VM dropped; 4 so far",
+        ]);
+        assert_eq!(hostile_refused(&l, false), Ok(()));
+        assert!(hostile_refused(&l, true)
+            .unwrap_err()
+            .contains("IA32_APIC_BASE"));
+        l.remove(2);
+        assert!(hostile_refused(&l, false)
+            .unwrap_err()
+            .contains("IPI naming"));
+    }
+
+    #[test]
     fn the_bound_passes_and_fails() {
         let native = RtFigures {
             samples: 100,
@@ -504,6 +550,7 @@ mod tests {
             percent: 100,
             extra: 1000,
             exits_per_timer: 3.0,
+            spare: 1,
         };
         let good = RtFigures {
             max: 1100,

@@ -337,6 +337,12 @@ impl VcpuExits {
         }
     }
 
+    /// Every refused request counted so far (cache-allocation MSR writes, IA32_APIC_BASE writes
+    /// of a passed-through LAPIC, IPIs naming nobody): one sum the run loop compares per exit.
+    pub fn refusals(&self) -> u64 {
+        self.refused_allocation_msrs + self.passthrough.refused_apic_base + self.ipis_to_nobody
+    }
+
     /// Whether the LAPIC should be passed through now: allowed, and the guest just switched to
     /// x2APIC mode.
     pub fn passthrough_due(&self) -> bool {

@@ -163,6 +163,8 @@ impl<P: Platform> Vmm<P> {
         end
     }
 
+    #[cold]
+    #[inline(never)]
     /// The guest switched to x2APIC mode and may have its LAPIC: the backend stops the LAPIC's
     /// exits, the physical LAPIC takes over the virtual one's state, senders deliver to it.
     fn start_passthrough<B: VcpuBackend>(
@@ -221,12 +223,8 @@ impl<P: Platform> Vmm<P> {
         let mut parked = false;
         // Exits taken in this boot (for the fault-injection hook).
         let mut exit_count = 0u64;
-        // Refused cache-allocation MSR writes already reported.
-        let mut refused_cat = 0u64;
-        // Refused IA32_APIC_BASE writes (LAPIC passthrough) already reported.
-        let mut refused_base = 0u64;
-        // IPIs that named nobody, already reported.
-        let mut ipis_to_nobody = 0u64;
+        // Refused guest requests already reported.
+        let mut refusals = Refusals::default();
         loop {
             let mut flow = Flow::Continue;
             // The guest is entered only while the VM is asked to run: a vCPU that was asked to
@@ -268,33 +266,9 @@ impl<P: Platform> Vmm<P> {
                     if exits.passthrough_due() {
                         self.start_passthrough(vm, vcpu_id, vcpu, &mut exits, &host);
                     }
-                    if exits.ipis_to_nobody != ipis_to_nobody {
-                        ipis_to_nobody = exits.ipis_to_nobody;
-                        if ipis_to_nobody.is_power_of_two() {
-                            warn!(
-                                "vm {}: vCPU {vcpu_id}: IPI naming no vCPU of this VM dropped; {ipis_to_nobody} so far",
-                                vm.cfg.name
-                            );
-                        }
-                    }
-                    if exits.passthrough.refused_apic_base != refused_base {
-                        refused_base = exits.passthrough.refused_apic_base;
-                        if refused_base.is_power_of_two() {
-                            warn!(
-                                "vm {}: vCPU {vcpu_id}: IA32_APIC_BASE write refused (#GP): a passed-through LAPIC stays in x2APIC mode; {refused_base} so far",
-                                vm.cfg.name
-                            );
-                        }
-                    }
-                    if exits.refused_allocation_msrs != refused_cat {
-                        refused_cat = exits.refused_allocation_msrs;
-                        // Rate-limited: the 1st, 2nd, 4th, 8th... refusal.
-                        if refused_cat.is_power_of_two() {
-                            warn!(
-                                "vm {}: vCPU {vcpu_id}: write to a cache-allocation MSR refused (#GP); {refused_cat} so far",
-                                vm.cfg.name
-                            );
-                        }
+                    // One sum per exit; the reports themselves are out of line.
+                    if exits.refusals() != refusals.total() {
+                        refusals.report(&exits, vm.cfg.name, vcpu_id);
                     }
                 }
                 // The shell shows a vCPU parked on a deferred access as such
@@ -831,5 +805,49 @@ mod tests {
         assert_eq!(vmm.table().ids(), [VmId(1), VmId(5)]);
         vmm.destroy(VmId(1)).unwrap();
         assert_eq!(vmm.table().ids(), [VmId(5)]);
+    }
+}
+
+/// Guest requests refused and counted by the exit handlers, as far as the console was told:
+/// each kind is logged at its 1st, 2nd, 4th, 8th... refusal.
+#[derive(Default)]
+struct Refusals {
+    cat: u64,
+    apic_base: u64,
+    ipis: u64,
+}
+
+impl Refusals {
+    fn total(&self) -> u64 {
+        self.cat + self.apic_base + self.ipis
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report(&mut self, exits: &vm::VcpuExits, vm: &str, vcpu_id: u16) {
+        let now = (
+            exits.refused_allocation_msrs,
+            exits.passthrough.refused_apic_base,
+            exits.ipis_to_nobody,
+        );
+        if now.0 != self.cat && now.0.is_power_of_two() {
+            warn!(
+                "vm {vm}: vCPU {vcpu_id}: write to a cache-allocation MSR refused (#GP); {} so far",
+                now.0
+            );
+        }
+        if now.1 != self.apic_base && now.1.is_power_of_two() {
+            warn!(
+                "vm {vm}: vCPU {vcpu_id}: IA32_APIC_BASE write refused (#GP): a passed-through LAPIC stays in x2APIC mode; {} so far",
+                now.1
+            );
+        }
+        if now.2 != self.ipis && now.2.is_power_of_two() {
+            warn!(
+                "vm {vm}: vCPU {vcpu_id}: IPI naming no vCPU of this VM dropped; {} so far",
+                now.2
+            );
+        }
+        (self.cat, self.apic_base, self.ipis) = now;
     }
 }
