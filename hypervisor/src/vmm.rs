@@ -147,11 +147,9 @@ impl ::vmm::Platform for X86 {
     }
 
     fn arm_timer(&self, after: Option<u64>) {
-        // The vector and mode were set when the pCPU took up guests. A passed-through LAPIC's
-        // timer is the guest's.
-        if !lapic::passthrough_here() {
-            lapic::arm_oneshot_count(after);
-        }
+        // The vector and mode were set when the pCPU took up guests. (Never called for a vCPU
+        // whose LAPIC is passed through: the timer is the guest's.)
+        lapic::arm_oneshot_count(after);
     }
 
     fn wait_for_interrupt(&self) {

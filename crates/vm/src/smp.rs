@@ -267,6 +267,7 @@ impl VcpuInbox {
 
     /// Like [`VcpuInbox::drain`], with each fixed interrupt (vector, level-triggered) handed to
     /// `raise` (a passed-through LAPIC's owner raises them on the physical one).
+    #[inline(always)]
     pub fn drain_to(&self, mut raise: impl FnMut(u8, bool)) -> Signals {
         if !self.any.swap(false, Ordering::AcqRel) {
             return Signals::default();

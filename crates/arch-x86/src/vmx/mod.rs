@@ -629,7 +629,8 @@ impl VmxVcpu {
         if self.lapic_passthrough {
             let pc = crate::percpu::current();
             if pc.is_some_and(|p| p.nmi_kick.swap(false, core::sync::atomic::Ordering::SeqCst)) {
-                // Kicked since the run loop last looked: it looks again before entering.
+                // Kicked since the run loop last looked (or during the last exit's handling,
+                // which the run loop saw anyway: one extra look, harmless): it looks again.
                 self.set_primary_bits(vmx_bits::NMI_WINDOW_EXITING, false);
                 return Some(VmExit::ExternalInterrupt);
             }
@@ -646,13 +647,6 @@ impl VmxVcpu {
                 &mut self.host_fx,
             )
         };
-        if self.lapic_passthrough {
-            // The run loop looks at its requests after every exit: a kick before now is seen.
-            if let Some(pc) = crate::percpu::current() {
-                pc.nmi_kick
-                    .store(false, core::sync::atomic::Ordering::SeqCst);
-            }
-        }
         // The guest values VMX leaves in the CPU.
         self.cr2 = read_cr2();
         // SAFETY: KERNEL_GS_BASE exists on every x86_64 CPU.
