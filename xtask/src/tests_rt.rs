@@ -81,8 +81,10 @@ pub struct Bound {
     /// At most this many VM exits per timer interrupt over the measurement (the timer's own:
     /// under the virtual LAPIC the TSC-deadline write, the HLT and the EOI).
     pub exits_per_timer: f64,
-    /// Spare exits over the whole measurement (under the virtual LAPIC).
+    /// Spare exits over the whole measurement (under the virtual LAPIC), plus
+    /// `spare_per_mille` of the samples.
     pub spare: u64,
+    pub spare_per_mille: u64,
 }
 
 /// Checks an RT VM's figures against the native run's.
@@ -119,7 +121,10 @@ pub fn check_against_native(
     let most = if bound.exits_per_timer == 0.0 {
         0
     } else {
-        (vm.samples as f64 * bound.exits_per_timer) as u64 + bound.spare + 2 * vm.overruns
+        (vm.samples as f64 * bound.exits_per_timer) as u64
+            + bound.spare
+            + vm.samples * bound.spare_per_mille / 1000
+            + 2 * vm.overruns
     };
     if exits > most {
         return Err(format!(
@@ -194,6 +199,7 @@ pub const BOCHS_BOUND: Bound = Bound {
     extra: 1_500,
     exits_per_timer: 3.0,
     spare: 1,
+    spare_per_mille: 0,
 };
 
 /// The bound on Bochs VT-x, where the rt VM's LAPIC is passed through (the goal): the
@@ -205,6 +211,7 @@ pub const BOCHS_PASSTHROUGH_BOUND: Bound = Bound {
     extra: 0,
     exits_per_timer: 0.0,
     spare: 0,
+    spare_per_mille: 0,
 };
 
 /// The bound on QEMU (wall-clock TSC at the host's rate, noisy: loose): 4x native plus
@@ -212,14 +219,16 @@ pub const BOCHS_PASSTHROUGH_BOUND: Bound = Bound {
 /// in the VM against 9.1 M natively in one run, 9.3 M against 2.1 M in another (QEMU's own
 /// timers are that late under host load); what it catches is a timer late by whole periods.
 /// The spares: QEMU's host scheduling can also fire a timer between its arming and the guest's
-/// HLT without an overrun (seen under a loaded host: 9,004 exits for 3,000 timers, 1 overrun):
-/// a host-interrupt exit and an interrupt-window exit instead of the HLT's.
+/// HLT without an overrun (a host-interrupt exit and an interrupt-window exit instead of the
+/// HLT's): 2% of the timers (seen with the Bochs lane beside it: 9,004 exits for 3,000 timers
+/// and 1 overrun; 9,023 and 3, with 19 host-interrupt exits).
 pub const QEMU_BOUND: Bound = Bound {
     latency: true,
     percent: 400,
     extra: 20_000_000,
     exits_per_timer: 3.0,
-    spare: 16,
+    spare: 1,
+    spare_per_mille: 20,
 };
 
 /// The boot lines that say how rt0's LAPIC is provided on `emulator`: passed through on Bochs
@@ -551,6 +560,7 @@ mod tests {
             extra: 1000,
             exits_per_timer: 3.0,
             spare: 1,
+            spare_per_mille: 0,
         };
         let good = RtFigures {
             max: 1100,
