@@ -475,6 +475,50 @@ impl<P: Platform> Vmm<P> {
     }
 }
 
+/// Guest requests refused and counted by the exit handlers, as far as the console was told:
+/// each kind is logged at its 1st, 2nd, 4th, 8th... refusal.
+#[derive(Default)]
+struct Refusals {
+    cat: u64,
+    apic_base: u64,
+    ipis: u64,
+}
+
+impl Refusals {
+    fn total(&self) -> u64 {
+        self.cat + self.apic_base + self.ipis
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report(&mut self, exits: &vm::VcpuExits, vm: &str, vcpu_id: u16) {
+        let now = (
+            exits.refused_allocation_msrs,
+            exits.passthrough.refused_apic_base,
+            exits.ipis_to_nobody,
+        );
+        if now.0 != self.cat && now.0.is_power_of_two() {
+            warn!(
+                "vm {vm}: vCPU {vcpu_id}: write to a cache-allocation MSR refused (#GP); {} so far",
+                now.0
+            );
+        }
+        if now.1 != self.apic_base && now.1.is_power_of_two() {
+            warn!(
+                "vm {vm}: vCPU {vcpu_id}: IA32_APIC_BASE write refused (#GP): a passed-through LAPIC stays in x2APIC mode; {} so far",
+                now.1
+            );
+        }
+        if now.2 != self.ipis && now.2.is_power_of_two() {
+            warn!(
+                "vm {vm}: vCPU {vcpu_id}: IPI naming no vCPU of this VM dropped; {} so far",
+                now.2
+            );
+        }
+        (self.cat, self.apic_base, self.ipis) = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -805,49 +849,5 @@ mod tests {
         assert_eq!(vmm.table().ids(), [VmId(1), VmId(5)]);
         vmm.destroy(VmId(1)).unwrap();
         assert_eq!(vmm.table().ids(), [VmId(5)]);
-    }
-}
-
-/// Guest requests refused and counted by the exit handlers, as far as the console was told:
-/// each kind is logged at its 1st, 2nd, 4th, 8th... refusal.
-#[derive(Default)]
-struct Refusals {
-    cat: u64,
-    apic_base: u64,
-    ipis: u64,
-}
-
-impl Refusals {
-    fn total(&self) -> u64 {
-        self.cat + self.apic_base + self.ipis
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn report(&mut self, exits: &vm::VcpuExits, vm: &str, vcpu_id: u16) {
-        let now = (
-            exits.refused_allocation_msrs,
-            exits.passthrough.refused_apic_base,
-            exits.ipis_to_nobody,
-        );
-        if now.0 != self.cat && now.0.is_power_of_two() {
-            warn!(
-                "vm {vm}: vCPU {vcpu_id}: write to a cache-allocation MSR refused (#GP); {} so far",
-                now.0
-            );
-        }
-        if now.1 != self.apic_base && now.1.is_power_of_two() {
-            warn!(
-                "vm {vm}: vCPU {vcpu_id}: IA32_APIC_BASE write refused (#GP): a passed-through LAPIC stays in x2APIC mode; {} so far",
-                now.1
-            );
-        }
-        if now.2 != self.ipis && now.2.is_power_of_two() {
-            warn!(
-                "vm {vm}: vCPU {vcpu_id}: IPI naming no vCPU of this VM dropped; {} so far",
-                now.2
-            );
-        }
-        (self.cat, self.apic_base, self.ipis) = now;
     }
 }
