@@ -100,11 +100,20 @@ pub fn is_rt_pcpu(pcpu: usize) -> bool {
         .is_some_and(|word| word & (1 << (pcpu % 64)) != 0)
 }
 
-/// How real-time VMs get their LAPIC on this machine (the same for all: every pCPU is alike).
-pub fn lapic_mode(vmx: bool) -> LapicMode {
-    let controls = vmx && arch_x86::vmx::lapic_passthrough_capable();
-    let facts = CpuFacts::from_leaf1(arch_x86::cpu::cpuid(1, 0)[2], vmx, controls);
-    LapicMode::decide(facts)
+/// How real-time VMs get their LAPIC on this machine (the same for all: every pCPU is alike),
+/// decided once.
+fn machine_lapic_mode(vmx: bool) -> LapicMode {
+    static MODE: Once<LapicMode> = Once::new();
+    *MODE.call_once(|| {
+        let controls = vmx && arch_x86::vmx::lapic_passthrough_capable();
+        let facts = CpuFacts::from_leaf1(arch_x86::cpu::cpuid(1, 0)[2], vmx, controls);
+        LapicMode::decide(facts)
+    })
+}
+
+/// How real-time VM `cfg` gets its LAPIC: the machine's mode, unless the VM owns PCI functions.
+pub fn lapic_mode(cfg: &VmConfig, vmx: bool) -> LapicMode {
+    machine_lapic_mode(vmx).for_vm(!cfg.pci_devices.is_empty())
 }
 
 /// The boot line of an `rt` VM: how its LAPIC is provided and why.
@@ -112,11 +121,9 @@ pub fn announce(cfg: &VmConfig, vmx: bool) {
     if cfg.vm_type != VmType::Rt {
         return;
     }
-    let mode = match lapic_mode(vmx) {
-        LapicMode::Passthrough if !cfg.pci_devices.is_empty() => {
-            LapicMode::Virtual(rt::lapic_mode::VirtualReason::OwnsPciFunctions)
-        }
-        mode => mode,
-    };
-    info!("vm {}: real-time VM: {}", cfg.name, mode.describe());
+    info!(
+        "vm {}: real-time VM: {}",
+        cfg.name,
+        lapic_mode(cfg, vmx).describe()
+    );
 }

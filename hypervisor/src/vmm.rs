@@ -98,9 +98,6 @@ impl core::fmt::Display for VcpuSetupError {
     }
 }
 
-/// Whether real-time VMs pass their LAPIC through here (decided once).
-static LAPIC_PASSTHROUGH: spin::Once<bool> = spin::Once::new();
-
 impl ::vmm::Platform for X86 {
     type Ram = GuestRam;
     type VcpuError = VcpuSetupError;
@@ -162,16 +159,14 @@ impl ::vmm::Platform for X86 {
     }
 
     fn take_host_interrupt(&self) {
-        if !lapic::passthrough_here() {
-            cpu::wait_for_interrupt_pending();
-        }
+        // Not called for a vCPU whose LAPIC is passed through (its pending interrupts are the
+        // guest's: the exit handler knows).
+        cpu::wait_for_interrupt_pending();
     }
 
-    fn lapic_passthrough_supported(&self) -> bool {
-        *LAPIC_PASSTHROUGH.call_once(|| {
-            crate::rt_host::lapic_mode(self.backend == Some(Backend::Vmx))
-                == rt::lapic_mode::LapicMode::Passthrough
-        })
+    fn lapic_passthrough_for(&self, cfg: &VmConfig) -> bool {
+        crate::rt_host::lapic_mode(cfg, self.backend == Some(Backend::Vmx))
+            == rt::lapic_mode::LapicMode::Passthrough
     }
 
     fn enter_lapic_passthrough(&self, h: &vcpu::LapicHandover) {
@@ -187,10 +182,6 @@ impl ::vmm::Platform for X86 {
         if let Some(apic) = crate::boot::apic_of(usize::from(pcpu)) {
             lapic::send_ipi(apic, vector);
         }
-    }
-
-    fn raise_vector_here(&self, vector: u8) {
-        lapic::self_ipi(vector);
     }
 
     fn physical_eoi(&self) -> Option<u8> {

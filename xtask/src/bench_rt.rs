@@ -119,8 +119,7 @@ pub fn bench_rt(emulators: &[Emulator], interference: bool) -> Result<ExitCode> 
         // After the quiet runs: the interference scenario's build replaces the hypervisor image
         // they booted.
         if interference {
-            let name = format!("rt-interference-{}", case_suffix(emulator));
-            match under_interference(&name)? {
+            match under_interference(emulator)? {
                 Ok(row) => loaded.push(row),
                 Err(why) => {
                     ok = false;
@@ -142,22 +141,13 @@ pub fn bench_rt(emulators: &[Emulator], interference: bool) -> Result<ExitCode> 
     })
 }
 
-/// The suffix of `emulator`'s test-case names.
-fn case_suffix(emulator: Emulator) -> &'static str {
-    match emulator {
-        Emulator::Qemu => "qemu-svm",
-        Emulator::BochsAmd => "bochs-svm",
-        // Bochs VT-x (the interference cases run on `tigerlake`).
-        Emulator::Bochs | Emulator::BochsHaswell => "bochs-vmx",
-    }
-}
-
-/// The Quercus run of interference case `name` (its scenario, inputs and expectations), as a row.
-fn under_interference(name: &str) -> Result<Result<Row, String>> {
+/// The Quercus run of `emulator`'s `rt-interference-*` case (its scenario, inputs and
+/// expectations), as a row.
+fn under_interference(emulator: Emulator) -> Result<Result<Row, String>> {
     let case = crate::tests_rt::cases()
         .into_iter()
-        .find(|c| c.name == name)
-        .with_context(|| format!("no case {name}"))?;
+        .find(|c| c.emulator == emulator && c.name.starts_with("rt-interference-"))
+        .with_context(|| format!("no rt-interference case on {}", emulator.name()))?;
     let mut images = std::collections::HashMap::new();
     let (kernel, modules) = crate::tests::image_for(&workspace_root(), case.scenario, &mut images)?;
     let cfg = case.run_config(&kernel, &modules)?;

@@ -36,30 +36,44 @@ fn reg(offset: usize) -> *mut u32 {
 /// running CPU's mode first. False on machines without real-time VMs: their accesses pay nothing.
 static ANY_X2APIC: AtomicBool = AtomicBool::new(false);
 
-/// Whether the running CPU's LAPIC is in x2APIC mode (a passthrough guest owns it, or did).
-pub fn x2apic_here() -> bool {
+/// The per-CPU LAPIC flags.
+#[derive(Clone, Copy)]
+enum Flag {
+    X2apic,
+    Passthrough,
+}
+
+/// A per-CPU LAPIC flag of the running CPU; false (without a look) while no pCPU ever passed
+/// its LAPIC through.
+fn flag_here(flag: Flag) -> bool {
+    if !ANY_X2APIC.load(Ordering::Relaxed) {
+        return false;
+    }
     #[cfg(feature = "bare-metal")]
     {
-        ANY_X2APIC.load(Ordering::Relaxed)
-            && crate::percpu::current().is_some_and(|p| p.x2apic.load(Ordering::Relaxed))
+        crate::percpu::current().is_some_and(|p| {
+            match flag {
+                Flag::X2apic => &p.x2apic,
+                Flag::Passthrough => &p.lapic_passthrough,
+            }
+            .load(Ordering::Relaxed)
+        })
     }
     #[cfg(not(feature = "bare-metal"))]
     {
-        ANY_X2APIC.load(Ordering::Relaxed)
+        let _ = flag;
+        false
     }
+}
+
+/// Whether the running CPU's LAPIC is in x2APIC mode (a passthrough guest owns it, or did).
+pub fn x2apic_here() -> bool {
+    flag_here(Flag::X2apic)
 }
 
 /// Whether a guest owns the running CPU's LAPIC (LAPIC passthrough).
 pub fn passthrough_here() -> bool {
-    #[cfg(feature = "bare-metal")]
-    {
-        ANY_X2APIC.load(Ordering::Relaxed)
-            && crate::percpu::current().is_some_and(|p| p.lapic_passthrough.load(Ordering::Relaxed))
-    }
-    #[cfg(not(feature = "bare-metal"))]
-    {
-        false
-    }
+    flag_here(Flag::Passthrough)
 }
 
 /// The x2APIC MSR of the xAPIC register at `offset`.
@@ -345,8 +359,6 @@ pub fn enter_passthrough(h: &LapicHandover) {
         pc.x2apic.store(true, Ordering::SeqCst);
     }
     pc.lapic_passthrough.store(true, Ordering::SeqCst);
-    write(REG_LVT_TIMER, LVT_MASKED);
-    write(REG_TIMER_INITIAL, 0);
     write(REG_SVR, h.svr);
     write(REG_TPR, h.tpr);
     write(REG_LVT_LINT0, LVT_MASKED);

@@ -79,6 +79,17 @@ impl LapicMode {
         LapicMode::Virtual(reason)
     }
 
+    /// The mode of one `rt` VM on a machine whose mode is `self`: a VM that owns passed-through
+    /// PCI functions keeps the virtual LAPIC (their host vectors land on its pCPU).
+    pub fn for_vm(self, owns_pci_functions: bool) -> Self {
+        match self {
+            LapicMode::Passthrough if owns_pci_functions => {
+                LapicMode::Virtual(VirtualReason::OwnsPciFunctions)
+            }
+            mode => mode,
+        }
+    }
+
     /// The boot line's text after `vm NAME: real-time VM: `.
     pub fn describe(self) -> Describe {
         Describe(self)
@@ -162,6 +173,18 @@ mod tests {
         let s = mode.describe().to_string();
         assert!(s.starts_with("LAPIC passthrough"), "{s}");
         assert!(s.contains("ICR writes"), "{s}");
+    }
+
+    #[test]
+    fn a_vm_owning_pci_functions_keeps_the_virtual_lapic() {
+        let machine = LapicMode::decide(facts(true, true, true, true));
+        assert_eq!(
+            machine.for_vm(true),
+            LapicMode::Virtual(VirtualReason::OwnsPciFunctions)
+        );
+        assert_eq!(machine.for_vm(false), LapicMode::Passthrough);
+        let virt = LapicMode::Virtual(VirtualReason::NoX2apic);
+        assert_eq!(virt.for_vm(true), virt, "the machine's reason comes first");
     }
 
     #[test]

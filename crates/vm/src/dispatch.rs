@@ -268,6 +268,10 @@ pub struct VcpuExits {
     /// IPIs whose destination named no vCPU of this VM (another VM's APIC ID, a physical
     /// one, a broadcast with nobody else): dropped, counted.
     pub ipis_to_nobody: u64,
+    /// One of the refusal counters (`refused_allocation_msrs`, `ipis_to_nobody`,
+    /// `passthrough.refused_apic_base`) moved since the run loop last looked (one flag per
+    /// exit for it to test).
+    pub refused: bool,
     /// Guest writes to the cache-allocation MSRs (IA32_PQR_ASSOC, the L3/L2 QoS masks and
     /// configuration, [`rt::cat::is_allocation_msr`]) refused with #GP: a VM never picks its
     /// own class of service or changes another's ways.
@@ -326,6 +330,7 @@ impl VcpuExits {
             injected: 0,
             dropped_smis: 0,
             ipis_to_nobody: 0,
+            refused: false,
             refused_allocation_msrs: 0,
             nmi_pending: 0,
             single_step: false,
@@ -335,12 +340,6 @@ impl VcpuExits {
             pending_io: None,
             passthrough: Passthrough::default(),
         }
-    }
-
-    /// Every refused request counted so far (cache-allocation MSR writes, IA32_APIC_BASE writes
-    /// of a passed-through LAPIC, IPIs naming nobody): one sum the run loop compares per exit.
-    pub fn refusals(&self) -> u64 {
-        self.refused_allocation_msrs + self.passthrough.refused_apic_base + self.ipis_to_nobody
     }
 
     /// Whether the LAPIC should be passed through now: allowed, and the guest just switched to
@@ -754,6 +753,7 @@ impl VcpuExits {
                 MsrWrite::Gp => {
                     if rt::cat::is_allocation_msr(msr) {
                         self.refused_allocation_msrs += 1;
+                        self.refused = true;
                     }
                     false
                 }
@@ -807,6 +807,7 @@ impl VcpuExits {
                 let same = self.lapic.read_msr(msr, host.now()) == Some(value);
                 if !same {
                     self.passthrough.refused_apic_base += 1;
+                    self.refused = true;
                 }
                 Some(same)
             }
@@ -898,6 +899,7 @@ impl VcpuExits {
                             self.dropped_smis += 1;
                         } else if out.targets == 0 {
                             self.ipis_to_nobody += 1;
+                            self.refused = true;
                         }
                         self.kick_others(host, out.targets);
                     }
@@ -2115,6 +2117,7 @@ mod tests {
         assert!(h.kicked.borrow().is_empty());
         assert!(!h.inboxes[1].has_news());
         assert_eq!(e.ipis_to_nobody, 4);
+        assert!(e.refused, "the run loop is told to report");
         // One to vCPU 1 (x2APIC ID 1) reaches it.
         assert_eq!(
             wrmsr(&mut e, &mut v, &mut h, 0x830, (1 << 32) | 0x40),

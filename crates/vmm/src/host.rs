@@ -155,7 +155,7 @@ impl<P: Platform> vm::VmHost for Host<'_, P> {
     }
 
     fn raise_physical(&self, vector: u8) {
-        self.p.raise_vector_here(vector);
+        self.p.send_vector(self.pcpu, vector);
     }
 
     fn physical_eoi(&self) -> Option<u8> {

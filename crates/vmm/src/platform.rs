@@ -96,9 +96,9 @@ pub trait Platform: Send + Sync {
     fn host_rdmsr(&self, msr: u32) -> Option<u64>;
     /// WRMSR on this pCPU; false if it raised #GP.
     fn host_wrmsr(&self, msr: u32, value: u64) -> bool;
-    /// Whether a real-time VM's LAPIC can be passed through on this machine (decided once at
-    /// boot: a physical x2APIC, the TSC-deadline timer, a backend that can).
-    fn lapic_passthrough_supported(&self) -> bool {
+    /// Whether real-time VM `cfg`'s LAPIC may be passed through (the machine has a physical
+    /// x2APIC, the TSC-deadline timer and a backend that can, and the VM owns no PCI functions).
+    fn lapic_passthrough_for(&self, _cfg: &scenario::VmConfig) -> bool {
         false
     }
     /// Gives this pCPU's LAPIC to the guest of the vCPU running here, starting from `h`.
@@ -107,8 +107,6 @@ pub trait Platform: Send + Sync {
     fn leave_lapic_passthrough(&self) {}
     /// Sends fixed interrupt `vector` to pCPU `pcpu`'s physical LAPIC (its guest owns it).
     fn send_vector(&self, _pcpu: u16, _vector: u8) {}
-    /// Raises `vector` on this pCPU's physical LAPIC (a SELF IPI for its passthrough guest).
-    fn raise_vector_here(&self, _vector: u8) {}
     /// An EOI on this pCPU's physical LAPIC for its passthrough guest: the vector retired.
     fn physical_eoi(&self) -> Option<u8> {
         None

@@ -199,10 +199,7 @@ impl<P: Platform> Vmm<P> {
     fn run_guest<B: VcpuBackend>(&self, vm: &Vm<P>, vcpu_id: u16, vcpu: &mut B) -> RunEnd {
         let p = &self.platform;
         let mut exits = vm::VcpuExits::new(vcpu_id, vm.cfg.vcpus, p.tsc_hz());
-        // Not for a VM that owns PCI functions: their interrupts arrive as host vectors on its
-        // pCPU, which a passed-through LAPIC would hand to the guest.
-        exits.passthrough.allowed =
-            vm.is_rt() && vm.cfg.pci_devices.is_empty() && p.lapic_passthrough_supported();
+        exits.passthrough.allowed = vm.is_rt() && p.lapic_passthrough_for(vm.cfg);
         let pcpu = vm.pcpu_of(vcpu_id).unwrap_or(0);
         let Some(slot) = vm.vcpus.get(usize::from(vcpu_id)) else {
             return RunEnd::Left;
@@ -266,8 +263,9 @@ impl<P: Platform> Vmm<P> {
                     if exits.passthrough_due() {
                         self.start_passthrough(vm, vcpu_id, vcpu, &mut exits, &host);
                     }
-                    // One sum per exit; the reports themselves are out of line.
-                    if exits.refusals() != refusals.total() {
+                    // One flag per exit; the reports themselves are out of line.
+                    if exits.refused {
+                        exits.refused = false;
                         refusals.report(&exits, vm.cfg.name, vcpu_id);
                     }
                 }
@@ -485,10 +483,6 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn total(&self) -> u64 {
-        self.cat + self.apic_base + self.ipis
-    }
-
     #[cold]
     #[inline(never)]
     fn report(&mut self, exits: &vm::VcpuExits, vm: &str, vcpu_id: u16) {
